@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
-_COMMAND_MODULES = ("_cli_infer", "_cli_hub", "_cli_finetune", "_cli_train")
+_COMMAND_MODULES = ("_cli_infer", "_cli_hub", "_cli_finetune", "_cli_train", "_cli_data", "_cli_export")
 
 EPILOG = """examples:
   dcasenet-hub embed examples/audio -o embeddings/

@@ -358,6 +358,20 @@ class DcaseNet(nn.Module):
             raise CheckpointMismatchError("\n".join(parts))
         self.load_state_dict(state_dict, strict=True)
 
+    # -- high-level API (implemented in dcasenet_hub.inference) ---------------------------------------------------
+
+    def embed(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
+        """Frame and clip embeddings of audio: see :func:`dcasenet_hub.inference.embed`."""
+        from .inference import embed
+
+        return embed(self, x, sample_rate=sample_rate, **kwargs)
+
+    def predict(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
+        """Scene, tag and event predictions with label names: see :func:`dcasenet_hub.inference.predict`."""
+        from .inference import predict
+
+        return predict(self, x, sample_rate=sample_rate, **kwargs)
+
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
         """Load a model by manifest id, local directory/file or Hugging Face repo id.
