@@ -1,0 +1,42 @@
+"""Shared fixtures: the authors'-format v3 checkpoint (decompressed once per session) and a model loaded from it."""
+
+from __future__ import annotations
+
+import lzma
+import shutil
+from pathlib import Path
+
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture(scope="session")
+def authors_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Path to the decompressed authors'-format checkpoint (torch.save(state_dict), deterministic weights)."""
+    out = tmp_path_factory.mktemp("authors") / "best_ASC.pt"
+    with lzma.open(FIXTURES / "v3_authors_format.pt.xz") as src, open(out, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    return out
+
+
+@pytest.fixture(scope="session")
+def v3_state_dict(authors_checkpoint: Path):
+    import torch
+
+    return torch.load(authors_checkpoint, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def v3_model(v3_state_dict):
+    """v3 in eval mode with the fixture weights (not pretrained: deterministic test weights)."""
+    from dcasenet_hub import build_model
+
+    model = build_model("v3")
+    model.load_state_dict_strict(v3_state_dict, source="fixture checkpoint")
+    return model.eval()
