@@ -76,7 +76,11 @@ class FrontendConfig:
         return self.sample_rate / self.hop_length
 
     def num_frames(self, num_samples: int) -> int:
-        """Number of feature frames for ``num_samples`` samples at ``sample_rate`` (after pre-emphasis)."""
+        """Feature frames that :func:`~dcasenet_hub.log_mel` gives for ``num_samples`` raw samples.
+
+        Pre-emphasis drops one sample, so the authors' 5 s crop (120000 samples of the *pre-emphasised* signal) is
+        120001 raw samples and 251 frames.
+        """
         n = max(int(num_samples) - 1, 0) if self.preemphasis else int(num_samples)
         return 1 + n // self.hop_length
 
