@@ -385,6 +385,31 @@ class DcaseNet(nn.Module):
 
         return from_pretrained(name_or_path, **kwargs)
 
+    def save_pretrained(self, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card (atomically).
+
+        See :func:`dcasenet_hub.hub.save_pretrained`. The folder loads back with :meth:`from_pretrained`.
+
+        Example:
+            >>> model.save_pretrained("my-dcasenet/")   # doctest: +SKIP
+        """
+        from .hub import save_pretrained
+
+        return save_pretrained(self, save_directory, repo_id=repo_id)
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Upload this model (config, safetensors, model card) to the Hugging Face Hub repo ``repo_id``.
+
+        See :func:`dcasenet_hub.hub.push_to_hub` for the options (``commit_message``, ``private``, ``token``,
+        ``branch``, ``create_pr``).
+
+        Example:
+            >>> model.push_to_hub("my-org/dcasenet-v3-finetuned")   # doctest: +SKIP
+        """
+        from .hub import push_to_hub
+
+        return push_to_hub(self, repo_id, **kwargs)
+
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not match the architecture it is loaded into."""

@@ -1,0 +1,224 @@
+"""from_pretrained(<manifest id>) over real HTTP: a loopback server plays the official host through
+DCASENET_HUB_MIRROR, a test manifest (DCASENET_HUB_MANIFEST) holds the fixture checkpoint's git blob SHA-1.
+
+The fixture checkpoint has deterministic test weights, not pretrained ones; it stands in for an official file.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_hub_server import COMMIT, FIXTURE_PATH, URL_PATH, LoopbackServer, fixture_entry, git_blob_sha1, write_manifest
+
+import dcasenet_hub
+from dcasenet_hub import hub
+
+
+@pytest.fixture(scope="module")
+def fixture_bytes(authors_checkpoint: Path) -> bytes:
+    return authors_checkpoint.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def fixture_sha1(fixture_bytes: bytes) -> str:
+    return git_blob_sha1(fixture_bytes)
+
+
+@pytest.fixture
+def server(fixture_bytes: bytes):
+    with LoopbackServer({URL_PATH: fixture_bytes}) as srv:
+        yield srv
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LoopbackServer, fixture_sha1: str) -> Path:
+    """A fresh cache, the mirror pointing at the loopback server, and a manifest with id 'fixture-v3'."""
+    cache = tmp_path / "hf-cache"
+    manifest = write_manifest(tmp_path / "manifest.json", {"fixture-v3": fixture_entry(fixture_sha1)})
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", server.url)
+    monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    return cache
+
+
+def _outputs(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    mel = torch.randn(2, 1, 128, 120, generator=g)
+    with torch.no_grad():
+        out = model(mel, tasks=("scene", "tags", "events"))
+    return {"scene": out.scene_logits, "tags": out.tag_logits, "events": out.event_probs}
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() or p.is_symlink())
+
+
+def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackServer, fixture_sha1: str,
+                                                  v3_model: torch.nn.Module) -> None:
+    model = dcasenet_hub.from_pretrained("fixture-v3")
+    assert len(server.gets(URL_PATH)) == 1 and server.gets(URL_PATH)[0]["range"] is None
+    # same numbers as the checkpoint loaded directly
+    for k, v in _outputs(model).items():
+        assert torch.equal(v, _outputs(v3_model)[k]), k
+    cfg = model.config
+    assert cfg.arch == "v3" and cfg.model_id == "fixture-v3" and cfg.trained_tasks == ("scene", "tags", "events")
+    assert cfg.provenance == (f"authors' checkpoint {FIXTURE_PATH}@{COMMIT} (git blob sha1 {fixture_sha1}), "
+                              "converted to safetensors by dcasenet-hub")
+    assert not model.training
+    # Hugging Face cache layout: refs/main -> snapshot named by the source's blob SHA-1, files linked to blobs
+    repo = env / "models--dcasenet-hub--fixture-v3"
+    assert (repo / "refs" / "main").read_text() == fixture_sha1
+    snap = repo / "snapshots" / fixture_sha1
+    assert sorted(p.name for p in snap.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    for f in snap.iterdir():
+        assert f.is_symlink() and f.resolve().parent == (repo / "blobs").resolve()
+    assert not list(repo.rglob("*.incomplete"))
+    # the blobs are named by their hashes (sha256 for weights, git sha1 for text), so verify_cache can re-check them
+    checks = hub.verify_cache()
+    assert len(checks) == 3 and all(c.ok for c in checks)
+    assert hub.model_info("fixture-v3").cached == snap
+    # huggingface_hub itself reads this layout
+    from huggingface_hub import scan_cache_dir
+
+    info = scan_cache_dir(env)
+    assert {r.repo_id for r in info.repos} == {"dcasenet-hub/fixture-v3"}
+
+
+def test_second_load_uses_cache_with_server_stopped(env: Path, server: LoopbackServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    first = dcasenet_hub.from_pretrained("fixture-v3")
+    server.stop()
+    t = time.perf_counter()
+    second = dcasenet_hub.from_pretrained("fixture-v3")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    third = dcasenet_hub.from_pretrained("fixture-v3", local_files_only=True)
+    assert time.perf_counter() - t < 10
+    for m in (second, third):
+        for a, b in zip(first.state_dict().values(), m.state_dict().values()):
+            assert torch.equal(a, b)
+    assert len(server.requests) == 1
+
+
+def test_corrupted_byte_leaves_nothing_and_names_both_hashes(env: Path, server: LoopbackServer,
+                                                             fixture_bytes: bytes, fixture_sha1: str) -> None:
+    server.corrupt = True
+    mid = len(fixture_bytes) // 2
+    bad = fixture_bytes[:mid] + bytes([fixture_bytes[mid] ^ 0xFF]) + fixture_bytes[mid + 1:]
+    with pytest.raises(hub.ChecksumMismatchError) as err:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    msg = str(err.value)
+    assert f"expected git blob SHA-1 {fixture_sha1}" in msg and f"got {git_blob_sha1(bad)}" in msg
+    # nothing in the cache but the (empty) lock file huggingface_hub-style caches keep in .locks/
+    assert [f for f in _files(env) if not f.startswith(".locks/")] == []
+    assert not (env / "models--dcasenet-hub--fixture-v3").exists()
+    # and a good server afterwards works
+    server.corrupt = False
+    assert dcasenet_hub.from_pretrained("fixture-v3").config.model_id == "fixture-v3"
+
+
+def test_connection_cut_mid_file_resumes(env: Path, server: LoopbackServer, fixture_bytes: bytes,
+                                         v3_model: torch.nn.Module) -> None:
+    cut = 20_000_000
+    server.cut_after = cut
+    model = dcasenet_hub.from_pretrained("fixture-v3")
+    reqs = server.gets(URL_PATH)
+    assert len(reqs) == 2 and reqs[0]["range"] is None
+    resumed_from = int(str(reqs[1]["range"]).removeprefix("bytes=").removesuffix("-"))
+    assert 0 < resumed_from <= cut
+    assert server.bytes_sent < len(fixture_bytes) + cut  # not downloaded twice
+    for a, b in zip(v3_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_partial_file_from_an_earlier_run_is_resumed(env: Path, server: LoopbackServer, fixture_bytes: bytes,
+                                                     fixture_sha1: str) -> None:
+    partial = env / "models--dcasenet-hub--fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(fixture_bytes[:10_000_000])
+    dcasenet_hub.from_pretrained("fixture-v3")
+    assert [r["range"] for r in server.gets(URL_PATH)] == ["bytes=10000000-"]
+    assert server.bytes_sent == len(fixture_bytes) - 10_000_000
+    assert not partial.exists()
+
+
+_CHILD = textwrap.dedent("""
+    import sys, time, pathlib
+    import torch
+    torch.set_num_threads(1)
+    import dcasenet_hub
+    from dcasenet_hub import hub, models, _download  # import everything before the start line
+    import safetensors.torch, filelock, tqdm.auto
+    barrier, me = pathlib.Path(sys.argv[1]), sys.argv[2]
+    (barrier / me).touch()
+    deadline = time.time() + 120
+    while len(list(barrier.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.005)
+    model = dcasenet_hub.from_pretrained("fixture-v3")
+    print(model.config.model_id, repr(sum(float(p.double().sum()) for p in model.parameters())))
+""")
+
+
+def test_two_processes_download_once_and_both_succeed(env: Path, server: LoopbackServer, tmp_path: Path) -> None:
+    server.delay_s = 0.01  # ~2 s transfer, so both processes are inside from_pretrained at the same time
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(barrier), str(i)], env=dict(os.environ),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    assert outs[0][0] == outs[1][0] and outs[0][0].startswith("fixture-v3 ")
+    assert len(server.gets(URL_PATH)) == 1  # one download: the second process waited on the lock
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_offline_and_no_network_fail_fast_with_fixes(env: Path, server: LoopbackServer,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # set after import: read at call time
+    t = time.perf_counter()
+    with pytest.raises(hub.OfflineError) as err:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    assert time.perf_counter() - t < 10
+    msg = str(err.value)
+    for needle in ("HF_HUB_OFFLINE=1", "dcasenet-hub download fixture-v3", "DCASENET_HUB_MIRROR", "copy",
+                   "from_pretrained('/path/to"):
+        assert needle in msg, needle
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(hub.OfflineError, match="local_files_only=True"):
+        dcasenet_hub.from_pretrained("fixture-v3", local_files_only=True)
+    assert server.requests == []
+    # no network: the mirror (or the official host) does not answer
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    t = time.perf_counter()
+    with pytest.raises(hub.OfflineError, match="no network") as err:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    assert time.perf_counter() - t < 10
+    assert "DCASENET_HUB_MIRROR" in str(err.value)
+    assert not (env / "models--dcasenet-hub--fixture-v3").exists()
+
+
+def test_manifest_override_serves_the_default_alias(env: Path, server: LoopbackServer, fixture_sha1: str,
+                                                    tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DCASENET_HUB_MANIFEST replaces an official entry: an air-gapped site can re-point dcasenet-v3's target."""
+    manifest = write_manifest(tmp_path / "override.json", {"dcasenet-v3-joint-asc": fixture_entry(fixture_sha1)})
+    monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
+    model = dcasenet_hub.DcaseNet.from_pretrained("dcasenet-v3", dtype="float64")
+    assert model.config.model_id == "dcasenet-v3-joint-asc"
+    assert next(model.parameters()).dtype == torch.float64
+    assert len(server.gets(URL_PATH)) == 1  # the official path, on the mirror
+    assert (env / "models--dcasenet-hub--dcasenet-v3-joint-asc" / "snapshots" / fixture_sha1).is_dir()

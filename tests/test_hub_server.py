@@ -1,0 +1,157 @@
+"""A loopback HTTP server that plays the official weights host (or a mirror) in the hub tests, and its own checks.
+
+It serves bytes from memory, honours ``Range: bytes=N-`` (206), records every request, and can corrupt one byte,
+cut the connection after N bytes (once), or throttle, so that download, resume, hash-mismatch and concurrency paths
+run for real over HTTP on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+COMMIT = "8232e2403c6385436404fd91b10e51d9e722bea6"
+FIXTURE_PATH = "weights/Joint/weights/best_ASC.pt"
+URL_PATH = f"/Jungjee/DcaseNet/raw/{COMMIT}/{FIXTURE_PATH}"
+
+
+def git_blob_sha1(data: bytes) -> str:
+    """Computed here independently of the package's own helper."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class LoopbackServer:
+    """``with LoopbackServer({"/path": b"..."}) as srv: srv.url`` -> ``http://127.0.0.1:PORT``."""
+
+    def __init__(self, files: dict[str, bytes], *, chunk: int = 1 << 18, delay_s: float = 0.0) -> None:
+        self.files = files
+        self.chunk = chunk
+        self.delay_s = delay_s
+        self.corrupt = False
+        self.cut_after: int | None = None  # close the connection after this many body bytes, once
+        self.requests: list[dict[str, object]] = []
+        self.bytes_sent = 0
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def start(self) -> LoopbackServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:  # quiet
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server._serve(self)
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        assert self._httpd is not None
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def gets(self, path: str | None = None) -> list[dict[str, object]]:
+        return [r for r in self.requests if path is None or r["path"] == path]
+
+    # -- serving -----------------------------------------------------------------------------------------------
+
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        rng = h.headers.get("Range")
+        with self._lock:
+            self.requests.append({"path": h.path, "range": rng})
+            cut, self.cut_after = self.cut_after, None
+        data = self.files.get(h.path)
+        if data is None:
+            h.send_error(404)
+            return
+        if self.corrupt:
+            mid = len(data) // 2
+            data = data[:mid] + bytes([data[mid] ^ 0xFF]) + data[mid + 1:]
+        start = 0
+        if rng and rng.startswith("bytes=") and rng.endswith("-"):
+            start = int(rng[6:-1])
+        if start:
+            h.send_response(206)
+            h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            h.send_response(200)
+        h.send_header("Content-Length", str(len(data) - start))
+        h.send_header("Accept-Ranges", "bytes")
+        h.end_headers()
+        pos = start
+        end = len(data) if cut is None else min(len(data), start + cut)
+        try:
+            while pos < end:
+                n = min(self.chunk, end - pos)
+                h.wfile.write(data[pos:pos + n])
+                pos += n
+                with self._lock:
+                    self.bytes_sent += n
+                if self.delay_s:
+                    time.sleep(self.delay_s)
+            h.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        if cut is not None:
+            h.close_connection = True
+
+
+def write_manifest(path: Path, entries: dict[str, dict]) -> Path:
+    path.write_text(json.dumps({"schema_version": 1, "models": entries}, indent=2))
+    return path
+
+
+def fixture_entry(sha1: str, *, path: str = FIXTURE_PATH) -> dict:
+    """A manifest entry pointing at the official URL form (served by the mirror) with the fixture's hash."""
+    return {
+        "description": "test entry: the deterministic fixture checkpoint (NOT pretrained)",
+        "arch": "v3", "trained_tasks": ["scene", "tags", "events"], "trained_on": [],
+        "sources": [{
+            "type": "github", "repo": "Jungjee/DcaseNet", "commit": COMMIT, "path": path,
+            "url": f"https://github.com/Jungjee/DcaseNet/raw/{COMMIT}/{path}", "git_blob_sha1": sha1,
+        }],
+        "license": "MIT", "citation": "@misc{test}", "metrics": None,
+    }
+
+
+# -- the server's own checks (the tests above rely on these behaviours) -----------------------------------------
+
+
+def test_server_serves_ranges_and_cuts() -> None:
+    data = bytes(range(256)) * 1000
+    with LoopbackServer({"/f": data}) as srv:
+        assert urllib.request.urlopen(srv.url + "/f").read() == data
+        req = urllib.request.Request(srv.url + "/f", headers={"Range": "bytes=1000-"})
+        resp = urllib.request.urlopen(req)
+        assert resp.status == 206 and resp.read() == data[1000:]
+        srv.cut_after = 5000
+        resp = urllib.request.urlopen(srv.url + "/f")
+        try:
+            got = resp.read()
+        except Exception as exc:  # http.client.IncompleteRead
+            got = exc.partial  # type: ignore[attr-defined]
+        assert len(got) == 5000
+        assert [r["range"] for r in srv.gets("/f")] == [None, "bytes=1000-", None]
