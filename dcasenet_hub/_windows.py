@@ -157,7 +157,7 @@ def resampled_length(num_frames: int, orig_sr: int, target_sr: int) -> int:
     return math.ceil(num_frames * target_sr / orig_sr)
 
 
-def resampled_blocks(reader: _Reader, target_sr: int, *, chunk_s: float = RESAMPLE_CHUNK_S) -> Iterator[np.ndarray]:
+def resampled_blocks(reader: _Reader, target_sr: int, *, chunk_s: float | None = None) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of the whole signal resampled to ``target_sr``.
 
     Each chunk starts on an input sample whose output position is an integer (a multiple of ``orig / gcd``) and is
@@ -167,6 +167,7 @@ def resampled_blocks(reader: _Reader, target_sr: int, *, chunk_s: float = RESAMP
     """
     from .frontend import resample
 
+    chunk_s = RESAMPLE_CHUNK_S if chunk_s is None else chunk_s
     orig = reader.sample_rate
     n = reader.num_frames
     if orig == target_sr:

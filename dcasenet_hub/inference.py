@@ -49,6 +49,7 @@ import torch
 from . import _windows as W
 from ._outputs import Embeddings, Prediction, detect_events
 from .frontend import AudioLoadError
+from .models import TIME_REDUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -233,8 +234,8 @@ def iterate(
         sample_rate=sample_rate,
     )
     if settings.untrained:
-        logger.warning("Heads %s of this model were never trained (%s): their outputs are meaningless.",
-                       ", ".join(settings.untrained), cfg.provenance)
+        logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
+                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance)
     dev = _resolve_device(model, device)
     cdtype = _resolve_dtype(dtype)
     crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
@@ -470,7 +471,7 @@ class _Job:
                 n_ev = max(1, min(out["event_probs"].shape[0] if "event_probs" in out else 8,
                                   math.ceil(length / (s.event_hop_s * sr) - 1e-9)))
             else:
-                n_steps = window.frames // 40
+                n_steps = window.frames // TIME_REDUCTION
                 n_ev = n_steps * round(s.frame_hop_s / s.event_hop_s)
             if "event_probs" in out:
                 rec["event_probs"] = out["event_probs"][:n_ev]
@@ -481,7 +482,9 @@ class _Job:
                 if tiled:
                     rec["times"] = np.array([window.start / sr + length / sr / 2], dtype=np.float32)
                 else:
-                    rec["times"] = (window.start / sr + out["frame_times"][:n_steps]).astype(np.float32)
+                    steps = np.arange(n_steps, dtype=np.float64)
+                    centres = (steps * TIME_REDUCTION + (TIME_REDUCTION - 1) / 2) / s.frontend.frame_rate
+                    rec["times"] = (window.start / sr + centres).astype(np.float32)
             self.event[window.index[W.EVENT]] = rec
         self.remaining -= 1
         return self.remaining == 0

@@ -1,0 +1,438 @@
+"""``dcasenet-hub embed``, ``predict`` and ``plot``: the main job on files and folders (uses the public API only)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+#: Extensions picked up when scanning folders (anything libsndfile reads; pass other files explicitly).
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64",
+    ".rf64", ".caf", ".sd2", ".voc", ".wv",
+})
+#: Extensions of text files that list inputs, one path per line.
+LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
+INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error")
+INDEX_EVERY_S = 30.0
+
+EXIT_CODES = """exit codes:
+  0  every input succeeded (or was already complete)
+  1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
+  2  usage error (bad arguments, no inputs found, model cannot be loaded)
+"""
+
+INPUT_HELP = """inputs:
+  audio files, folders (searched recursively for audio extensions: .wav .flac .ogg .mp3 .aiff ...) and
+  text files (.txt .lst .list .scp) listing one path per line (relative paths are relative to the list
+  file; lines starting with '#' are comments). Outputs mirror the input tree under OUTDIR: a folder's files keep their
+  path relative to the folder, other files their path relative to their common parent folder.
+"""
+
+EMBED_EPILOG = INPUT_HELP + """
+outputs (docs/outputs.md):
+  OUTDIR/<path>.npz   frame (T, 512) float32, frame_times (T,) s, clip (512,), meta (JSON)
+  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error
+  (index-I-of-N.csv with --shard I/N)
+
+Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
+same (unchanged) input file; --overwrite recomputes them. Files are written atomically.
+
+examples:
+  dcasenet-hub embed examples/audio -o embeddings/
+  dcasenet-hub embed corpus/ -o emb/ --level clip --shard 2/8 --workers 4
+
+""" + EXIT_CODES
+
+PREDICT_EPILOG = INPUT_HELP + """
+outputs (docs/outputs.md):
+  OUTDIR/<path>.json        scene probabilities and top scene, tag probabilities, event list, settings
+  OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
+  OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
+  OUTDIR/events.csv         all event lists of the run in one file
+  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error
+
+examples:
+  dcasenet-hub predict street.wav -o predictions/
+  dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
+
+""" + EXIT_CODES
+
+PLOT_EPILOG = """Draws the log-mel spectrogram, the event probability roll with the detected events, and the scene
+probabilities over time, on a shared time axis, with the top scenes and tags in the title.
+Needs matplotlib: pip install "dcasenet-hub[plot]"
+
+example:
+  dcasenet-hub plot street.wav -o street.png
+""" + EXIT_CODES
+
+
+class _UsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Parser
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> None:
+    fmt = argparse.RawDescriptionHelpFormatter
+    for name, epilog, desc in (
+        ("embed", EMBED_EPILOG, "Frame (every 0.8 s) and clip embeddings of audio files, one .npz per file."),
+        ("predict", PREDICT_EPILOG, "Scene, tag and event predictions of audio files with label names."),
+    ):
+        p = subparsers.add_parser(name, help=desc, description=desc, epilog=epilog, formatter_class=fmt)
+        p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
+        p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="output folder")
+        _common(p)
+        if name == "embed":
+            p.add_argument("--level", choices=("frame", "clip", "both"), default="both",
+                           help="which embeddings to save (default: both)")
+        else:
+            _prediction_options(p)
+        p.add_argument("--workers", type=int, default=2, metavar="N",
+                       help="threads decoding and resampling audio ahead of the network (default 2; 0 = none)")
+        p.add_argument("--shard", default=None, metavar="I/N",
+                       help="process only shard I of N (1 <= I <= N), chosen by a hash of each output path, "
+                            "so N machines can split a corpus")
+        p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs are complete")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        p.set_defaults(func=_run_embed if name == "embed" else _run_predict)
+
+    p = subparsers.add_parser("plot", help="Picture of one file's spectrogram, events, scenes and tags.",
+                              description="Picture of one file's log-mel spectrogram, events, scenes and tags.",
+                              epilog=PLOT_EPILOG, formatter_class=fmt)
+    p.add_argument("file", type=Path, metavar="FILE", help="audio file")
+    p.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
+                   help="image file (default: FILE with .png); any matplotlib format by extension")
+    _common(p)
+    _prediction_options(p)
+    p.set_defaults(func=_run_plot)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="dcasenet-v3",
+                   help="manifest id, local folder, .safetensors or authors' .pt file (default: dcasenet-v3)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N",
+                   help="5 s windows per forward pass; a 60 s window counts as 12 (default 16)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
+
+
+def _prediction_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threshold", type=float, default=None,
+                   help="event threshold (default: the model's, 0.3 as the authors)")
+    p.add_argument("--median-filter", type=float, default=None, metavar="SECONDS",
+                   help="median filter over the binary event activity (default: none)")
+    p.add_argument("--min-duration", type=float, default=None, metavar="SECONDS",
+                   help="drop events shorter than this (default: keep all)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Input:
+    path: Path
+    rel: PurePosixPath
+    status: str = ""
+    output: str = ""
+    duration_s: float | None = None
+    error: str = ""
+    outputs: dict[str, Path] = field(default_factory=dict)
+
+
+def _discover(args_inputs: list[str]) -> list[_Input]:
+    """Expand files, folders and list files; relative output paths; raises _UsageError for missing arguments."""
+    rooted: list[tuple[Path, PurePosixPath]] = []
+    loose: list[Path] = []
+    for arg in args_inputs:
+        p = Path(arg).expanduser()
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.is_dir()
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            rooted += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
+        elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
+            loose += _read_list(p)
+        elif p.exists():
+            loose.append(p)
+        else:
+            raise _UsageError(f"input not found: {arg}")
+    if loose:
+        parents = [str(f.resolve().parent) for f in loose]
+        root = Path(os.path.commonpath(parents))
+        rooted += [(f, PurePosixPath(f.resolve().relative_to(root).as_posix())) for f in loose]
+    return [_Input(path=f, rel=rel) for f, rel in rooted]
+
+
+def _read_list(path: Path) -> list[Path]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _UsageError(f"cannot read list file {path}: {exc}") from None
+    out = []
+    for line in lines:
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        out.append(p if p.is_absolute() else path.parent / p)
+    return out
+
+
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise _UsageError(f"--shard must look like I/N (e.g. 2/8), got {text!r}") from None
+    if not (n >= 1 and 1 <= i <= n):
+        raise _UsageError(f"--shard I/N needs 1 <= I <= N, got {text!r}")
+    return i, n
+
+
+def _in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
+    if shard is None:
+        return True
+    i, n = shard
+    return zlib.crc32(rel.as_posix().encode("utf-8")) % n == i - 1
+
+
+def _model_identity(name: str) -> str:
+    p = Path(name).expanduser()
+    if p.exists():
+        st = p.stat()
+        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    return name
+
+
+def _source_identity(path: Path) -> dict[str, Any]:
+    try:
+        st = path.stat()
+        return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+    except OSError:
+        return {}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Commands
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    settings = {"task": "embed", "model": _model_identity(args.model), "level": args.level}
+    return _run(args, "embed", settings)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    settings = {"task": "predict", "model": _model_identity(args.model), "threshold": args.threshold,
+                "median_filter": args.median_filter, "min_duration": args.min_duration}
+    return _run(args, "predict", settings)
+
+
+def _outputs_for(out_dir: Path, rel: PurePosixPath, task: str) -> dict[str, Path]:
+    base = out_dir / Path(*rel.with_suffix("").parts)
+    if task == "embed":
+        return {"main": base.with_name(base.name + ".npz")}
+    return {"events": base.with_name(base.name + ".events.csv"),
+            "scores": base.with_name(base.name + ".scores.tsv"),
+            "main": base.with_name(base.name + ".json")}
+
+
+def _complete(item: _Input, meta: dict[str, Any]) -> bool:
+    from ._outputs import read_meta
+
+    if not all(p.is_file() for p in item.outputs.values()):
+        return False
+    found = read_meta(item.outputs["main"])
+    if not found:
+        return False
+    return all(found.get(k) == v for k, v in meta.items())
+
+
+def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
+    try:
+        shard = _parse_shard(args.shard)
+        items = _discover(args.inputs)
+        if args.batch_size < 1:
+            raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+        if args.workers < 0:
+            raise _UsageError(f"--workers must be >= 0, got {args.workers}")
+    except _UsageError as exc:
+        print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
+        return 2
+    if not items:
+        print(f"dcasenet-hub {task}: error: no audio files found in {' '.join(args.inputs)} "
+              f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
+        return 2
+    out_dir: Path = args.output_dir
+    suffix = f"-{shard[0]}-of-{shard[1]}" if shard else ""
+    index_path = out_dir / f"index{suffix}.csv"
+
+    # outputs, collisions, shard, resume
+    owner: dict[Path, _Input] = {}
+    selected: list[_Input] = []
+    for item in items:
+        if not _in_shard(item.rel, shard):
+            continue
+        item.outputs = _outputs_for(out_dir, item.rel, task)
+        item.output = str(item.outputs["main"])
+        first = owner.setdefault(item.outputs["main"], item)
+        if first is not item:
+            item.status, item.error = "failed", f"output {item.output} would overwrite that of {first.path}; " \
+                                                 "rename one of the files or process them separately"
+        selected.append(item)
+    todo: list[_Input] = []
+    metas: dict[int, dict[str, Any]] = {}
+    for item in selected:
+        if item.status:
+            continue
+        meta = {**settings, **_source_identity(item.path)}
+        metas[id(item)] = meta
+        if not args.overwrite and _complete(item, meta):
+            item.status = "skipped"
+            continue
+        todo.append(item)
+
+    writer = _IndexWriter(index_path, selected)
+    if todo:
+        from . import from_pretrained
+        from .inference import iterate
+
+        model = from_pretrained(args.model)
+        results = iterate(
+            model, [str(i.path) for i in todo], embeddings=task == "embed", predictions=task == "predict",
+            threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
+            min_duration=getattr(args, "min_duration", None), device=args.device, batch_size=args.batch_size,
+            progress=not args.quiet, workers=args.workers,
+        )
+        try:
+            for r in results:
+                item = todo[r.index]
+                item.duration_s = r.duration_s
+                if r.error is not None:
+                    item.status, item.error = "failed", _one_line(r.error)
+                else:
+                    try:
+                        _write(item, r, task, metas[id(item)], getattr(args, "level", "both"))
+                        item.status = "ok"
+                    except (OSError, ValueError, RuntimeError) as exc:
+                        item.status, item.error = "failed", f"writing outputs failed: {_one_line(exc)}"
+                writer.maybe_write()
+        finally:
+            results.close()
+            writer.write()
+    else:
+        writer.write()
+    if task == "predict":
+        _write_all_events(out_dir / f"events{suffix}.csv", selected)
+    return _summary(task, selected, index_path)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__
+
+
+def _write(item: _Input, r: Any, task: str, meta: dict[str, Any], level: str) -> None:
+    if task == "embed":
+        r.embeddings.save(item.outputs["main"], level=level, meta=meta)
+        return
+    pred = r.prediction
+    pred.save_events(item.outputs["events"], filename=item.rel.as_posix())
+    pred.save_scores(item.outputs["scores"])
+    pred.save(item.outputs["main"], meta=meta)  # last: its presence marks the input as complete
+
+
+def _write_all_events(path: Path, items: list[_Input]) -> None:
+    from ._io import atomic_write_text
+
+    buf = io.StringIO()
+    buf.write("filename,onset,offset,event_label\n")
+    for item in items:
+        if item.status not in ("ok", "skipped"):
+            continue
+        try:
+            lines = item.outputs["events"].read_text(encoding="utf-8").splitlines()[1:]
+        except OSError:
+            continue
+        buf.writelines(line + "\n" for line in lines if line)
+    atomic_write_text(path, buf.getvalue())
+
+
+class _IndexWriter:
+    def __init__(self, path: Path, items: list[_Input]) -> None:
+        self.path = path
+        self.items = items
+        self.last = time.monotonic()
+
+    def maybe_write(self) -> None:
+        if time.monotonic() - self.last > INDEX_EVERY_S:
+            self.write()
+
+    def write(self) -> None:
+        from ._io import atomic_write_text
+
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(INDEX_COLUMNS)
+        for item in self.items:
+            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
+            w.writerow([str(item.path), item.status or "pending", item.output if item.status != "failed" else "",
+                        dur, item.error])
+        atomic_write_text(self.path, buf.getvalue())
+        self.last = time.monotonic()
+
+
+def _summary(task: str, items: list[_Input], index_path: Path) -> int:
+    ok = sum(i.status == "ok" for i in items)
+    skipped = sum(i.status == "skipped" for i in items)
+    failed = [i for i in items if i.status == "failed"]
+    print(f"dcasenet-hub {task}: {len(items)} inputs: {ok} done, {skipped} already complete (skipped), "
+          f"{len(failed)} failed. Index: {index_path}", file=sys.stderr)
+    for i in failed[:20]:
+        msg = i.error if i.error.startswith(str(i.path)) else f"{i.path}: {i.error}"
+        print(f"  failed: {msg}", file=sys.stderr)
+    if len(failed) > 20:
+        print(f"  ... and {len(failed) - 20} more (see {index_path})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _run_plot(args: argparse.Namespace) -> int:
+    try:
+        from .plot import plot
+    except ImportError as exc:  # pragma: no cover - plot.py itself has no hard imports
+        print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
+        return 2
+    from .plot import MissingMatplotlibError
+
+    if not args.file.is_file():
+        print(f"dcasenet-hub plot: error: input not found: {args.file}", file=sys.stderr)
+        return 2
+    output = args.output or args.file.with_suffix(".png")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
+        return 2
+    from . import from_pretrained
+
+    model = from_pretrained(args.model)
+    try:
+        plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
+             min_duration=args.min_duration, device=args.device, batch_size=args.batch_size)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"dcasenet-hub plot: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    print(f"dcasenet-hub plot: wrote {output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,298 @@
+"""inference.embed / predict: shapes, timestamps, the authors' 3-crop TTA, windowing, short and bad inputs."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from dcasenet_hub import _windows as W
+from dcasenet_hub import inference
+from dcasenet_hub.config import WindowConfig
+from dcasenet_hub.frontend import AudioLoadError, log_mel, normalize, resample
+from dcasenet_hub.inference import detect_events, embed, predict
+
+SR = 24000
+
+
+def _noise(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(round(seconds * sr))
+    t = np.arange(n) / sr
+    x = 0.05 * rng.standard_normal(n) + 0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.4)
+    return x.astype(np.float32)
+
+
+def _authors_crop_probs(model, wav24: np.ndarray, starts: list[int | None], length: int = 120000) -> np.ndarray:
+    """The authors' ASC test path written out: pre-emphasis of the whole signal, crops, log-mel, MVN per crop."""
+    fe = model.config.frontend
+    pre = wav24[1:] - 0.97 * wav24[:-1]
+    no_pre = dataclasses.replace(fe, preemphasis=0.0)
+    crops = [pre[s:s + length] if s is not None else pre[-length:] for s in starts]
+    mels = torch.stack([log_mel(torch.from_numpy(np.ascontiguousarray(c)), config=no_pre) for c in crops])
+    assert mels.shape[-1] == 251
+    with torch.no_grad():
+        logits = model(mels.unsqueeze(1), tasks=("scene",)).scene_logits
+    return torch.softmax(logits, -1).numpy()
+
+
+def _forward(model, mel: torch.Tensor, tasks):
+    with torch.no_grad():
+        return model(mel.unsqueeze(0).unsqueeze(0), tasks=tasks)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The authors' 3-crop test-time averaging
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_scene_probs_equal_authors_three_crop_tta_at_24k(v3_model):
+    wav = _noise(10.0, seed=1)
+    expected = _authors_crop_probs(v3_model, wav, [0, 60000, None]).mean(0)
+    pred = predict(v3_model, wav, sample_rate=SR)
+    np.testing.assert_allclose(pred.scene_probs, expected, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(pred.scene_window_starts, [0.0, 2.5, 119999 / SR], atol=1e-6)
+    assert pred.top_scene == v3_model.config.scene_labels[int(expected.argmax())]
+
+
+def test_scene_probs_equal_authors_three_crop_tta_from_44k_file(v3_model, tmp_path):
+    import soundfile as sf
+
+    wav44 = _noise(10.0, sr=44100, seed=2)
+    path = tmp_path / "clip.wav"
+    sf.write(path, wav44, 44100, subtype="FLOAT")
+    wav24 = resample(wav44, 44100, SR)  # whole-signal resampling, then pre-emphasis, as the authors
+    assert wav24.shape == (240000,)
+    expected = _authors_crop_probs(v3_model, wav24, [0, 60000, None]).mean(0)
+    np.testing.assert_allclose(predict(v3_model, path).scene_probs, expected, atol=1e-5, rtol=0)
+
+
+def test_scene_starts_rule():
+    assert W.scene_starts(239999, 120000, 60000) == [0, 60000, 119999]
+    assert W.scene_starts(240000, 120000, 60000) == [0, 60000, 120000]
+    assert W.scene_starts(100000, 120000, 60000) == [0]
+    assert W.scene_starts(300000, 120000, 60000) == [0, 60000, 120000, 180000]
+    assert W.scene_starts(300001, 120000, 60000) == [0, 60000, 120000, 180000, 180001]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shapes, timestamps, windows
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_embed_shapes_times_and_clip_is_network_clip_embedding(v3_model):
+    wav = _noise(10.0)
+    emb = embed(v3_model, wav, sample_rate=SR)
+    assert emb.frame.shape == (12, 512) and emb.frame.dtype == np.float32
+    np.testing.assert_allclose(emb.frame_times, 0.39 + 0.8 * np.arange(12), atol=1e-5)
+    assert emb.clip.shape == (512,) and emb.hop_s == pytest.approx(0.8) and emb.duration_s == pytest.approx(10.0)
+    # up to 60 s: one window = the whole pre-emphasised signal, normalised as a whole
+    mel = log_mel(wav, config=v3_model.config.frontend)
+    out = _forward(v3_model, mel, ("embeddings",))
+    np.testing.assert_allclose(emb.frame, out.frame_embeddings[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(emb.clip, out.clip_embeddings[0].numpy(), atol=1e-5)
+
+
+def test_predict_shapes_labels_and_events_consistent(v3_model):
+    wav = _noise(7.3)
+    pred = predict(v3_model, wav, sample_rate=SR, threshold=0.5)
+    cfg = v3_model.config
+    assert pred.scene_probs.shape == (10,) and pred.scene_probs.sum() == pytest.approx(1.0, abs=1e-5)
+    assert pred.tag_probs.shape == (80,) and ((pred.tag_probs > 0) & (pred.tag_probs < 1)).all()
+    steps = (1 + (int(7.3 * SR) - 1) // 480) // 40
+    assert pred.event_probs.shape == (steps * 8, 14)
+    np.testing.assert_allclose(pred.event_times, 0.1 * np.arange(steps * 8), atol=1e-6)
+    assert pred.scene_labels == cfg.scene_labels and pred.event_labels == cfg.event_labels
+    assert pred.top_scene in cfg.scene_labels
+    assert pred.events == detect_events(pred.event_probs, cfg.event_labels, hop_s=0.1, threshold=0.5,
+                                        duration_s=7.3)
+    d = pred.to_dict()
+    assert d["scene"]["top"] == pred.top_scene and set(d["tags"]["probs"]) == set(cfg.tag_labels)
+    # tags/events come from the whole clip normalised as a whole (the authors' tagging evaluation)
+    out = _forward(v3_model, log_mel(wav, config=cfg.frontend), ("tags", "events"))
+    np.testing.assert_allclose(pred.tag_probs, torch.sigmoid(out.tag_logits[0]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(pred.event_probs, out.event_probs[0].numpy(), atol=1e-5)
+
+
+def test_event_windows_concatenate_on_the_output_grid(v3_model):
+    """Windows are cut at multiples of 0.8 s, normalised on their own and concatenated (4 s windows here)."""
+    model = copy.copy(v3_model)
+    model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
+    wav = _noise(10.0, seed=3)
+    emb = embed(model, wav, sample_rate=SR)
+    pred = predict(model, wav, sample_rate=SR)
+    pre = wav[1:] - np.float32(0.97) * wav[:-1]
+    no_pre = dataclasses.replace(model.config.frontend, preemphasis=0.0)
+    frames, events, tags, weights = [], [], [], []
+    for start in range(0, pre.size, 96000):
+        seg = np.ascontiguousarray(pre[start:start + 96000])
+        out = _forward(model, log_mel(seg, config=no_pre), ("embeddings", "events", "tags"))
+        frames.append(out.frame_embeddings[0].numpy())
+        events.append(out.event_probs[0].numpy())
+        tags.append(torch.sigmoid(out.tag_logits[0]).numpy())
+        weights.append(seg.size)
+    np.testing.assert_allclose(emb.frame, np.concatenate(frames), atol=1e-5)
+    assert emb.frame.shape[0] == 12
+    np.testing.assert_allclose(np.diff(emb.frame_times), 0.8, atol=1e-5)
+    np.testing.assert_allclose(pred.event_probs, np.concatenate(events), atol=1e-5)
+    np.testing.assert_allclose(pred.tag_probs, np.average(tags, axis=0, weights=weights), atol=1e-5)
+
+
+def test_list_input_keeps_order_and_equals_single_calls(v3_model):
+    wavs = [_noise(3.0, seed=s) for s in range(3)] + [_noise(10.0, seed=9)]
+    batch = embed(v3_model, wavs, sample_rate=SR, batch_size=4, workers=2)
+    assert isinstance(batch, list) and len(batch) == 4
+    for w, e in zip(wavs, batch):
+        single = embed(v3_model, w, sample_rate=SR, workers=0)
+        np.testing.assert_allclose(e.frame, single.frame, atol=1e-5)
+        assert e.duration_s == pytest.approx(w.size / SR)
+
+
+def test_torch_multichannel_input_is_channel_mean(v3_model):
+    rng = np.random.default_rng(4)
+    stereo = (0.1 * rng.standard_normal((2, SR * 2))).astype(np.float32)
+    a = embed(v3_model, torch.from_numpy(stereo), sample_rate=SR)
+    b = embed(v3_model, stereo.mean(0), sample_rate=SR)
+    np.testing.assert_allclose(a.frame, b.frame, atol=1e-6)
+
+
+def test_model_mode_restored(v3_model):
+    model = copy.deepcopy(v3_model).train()
+    embed(model, _noise(1.0), sample_rate=SR)
+    assert model.training
+    # eval-mode forward regardless of the model's mode: equal to the eval model's output
+    np.testing.assert_allclose(embed(model, _noise(1.0), sample_rate=SR).frame,
+                               embed(v3_model, _noise(1.0), sample_rate=SR).frame, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Short, silent and bad inputs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_short_input_is_tiled_as_the_authors_and_trimmed(v3_model):
+    wav = _noise(0.5)
+    pred = predict(v3_model, wav, sample_rate=SR)
+    emb = embed(v3_model, wav, sample_rate=SR)
+    assert pred.event_probs.shape == (5, 14)  # 0.5 s -> five 100 ms frames
+    assert emb.frame.shape == (1, 512) and 0 < emb.frame_times[0] <= 0.5
+    # by hand: 25 frames -> doubled to 50, normalised after tiling
+    logmel = log_mel(wav, config=v3_model.config.frontend, normalize=False)
+    assert logmel.shape[-1] == 25
+    tiled = normalize(torch.cat([logmel, logmel], -1))
+    out = _forward(v3_model, tiled, ("tags", "embeddings"))
+    np.testing.assert_allclose(pred.tag_probs, torch.sigmoid(out.tag_logits[0]).numpy(), atol=1e-5)
+    np.testing.assert_allclose(emb.frame[0], out.frame_embeddings[0, 0].numpy(), atol=1e-5)
+
+
+def test_digital_silence_and_minimum_length(v3_model):
+    for seconds, n_events in ((0.1, 1), (2.0, 16)):
+        pred = predict(v3_model, np.zeros(int(seconds * SR), np.float32), sample_rate=SR)
+        assert np.isfinite(pred.scene_probs).all() and np.isfinite(pred.event_probs).all()
+        assert np.isfinite(pred.tag_probs).all()
+        assert pred.event_probs.shape == (n_events, 14)
+    with pytest.raises(ValueError, match="too short"):
+        embed(v3_model, np.zeros(int(0.05 * SR), np.float32), sample_rate=SR)
+
+
+def test_bad_waveforms_raise_clear_errors(v3_model):
+    x = _noise(1.0)
+    x[100] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        embed(v3_model, x, sample_rate=SR)
+    with pytest.raises(ValueError, match="sample_rate"):
+        embed(v3_model, _noise(1.0))
+    with pytest.raises(AudioLoadError, match="file not found"):
+        predict(v3_model, "/nonexistent/file.wav")
+
+
+def test_iterate_reports_bad_inputs_and_keeps_going(v3_model, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF nonsense")
+    results = list(inference.iterate(v3_model, [str(bad), _noise(1.0)], sample_rate=SR, predictions=True))
+    by_index = {r.index: r for r in results}
+    assert not by_index[0].ok and "not a readable audio file" in str(by_index[0].error)
+    assert by_index[1].ok and by_index[1].embeddings is not None and by_index[1].prediction is not None
+
+
+@pytest.mark.parametrize("sr,channels,subtype", [(8000, 1, "PCM_U8"), (192000, 8, "PCM_24"), (44100, 2, "PCM_16"),
+                                                 (22050, 3, "FLOAT")])
+def test_files_of_any_rate_channels_and_depth(v3_model, tmp_path, sr, channels, subtype):
+    import soundfile as sf
+
+    rng = np.random.default_rng(sr)
+    data = (0.2 * rng.standard_normal((int(1.5 * sr), channels))).clip(-1, 1)
+    path = tmp_path / f"x{sr}.wav"
+    sf.write(path, data, sr, subtype=subtype)
+    emb = embed(v3_model, path)
+    read, _ = sf.read(path, dtype="float32", always_2d=True)
+    ref = embed(v3_model, resample(read.mean(1), sr, SR), sample_rate=SR)
+    np.testing.assert_allclose(emb.frame, ref.frame, atol=1e-5)
+    assert emb.sample_rate == sr and emb.duration_s == pytest.approx(1.5, abs=1e-3)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Streaming pieces
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("orig", [44100, 8000, 192000, 22050, 16000])
+def test_chunked_resampling_matches_whole_signal(orig):
+    x = _noise(3.3, sr=orig, seed=orig)
+    reader = W.ArrayReader(x, orig, "x")
+    chunked = np.concatenate(list(W.resampled_blocks(reader, SR, chunk_s=0.37)))
+    whole = resample(x, orig, SR)
+    assert chunked.shape == whole.shape == (W.resampled_length(x.size, orig, SR),)
+    assert np.abs(chunked - whole).max() < 1e-6
+
+
+def test_preemphasis_and_cut_across_blocks():
+    x = _noise(2.0)
+    blocks = [x[:1000], x[1000:1001], x[1001:30000], x[30000:]]
+    pre = np.concatenate(list(W.preemphasised_blocks(iter(blocks), 0.97)))
+    np.testing.assert_allclose(pre, x[1:] - np.float32(0.97) * x[:-1], atol=1e-7)
+    plan = W.plan(pre.size, sample_rate=SR, windows=WindowConfig(scene_window_s=0.5, scene_hop_s=0.25,
+                                                                 event_window_s=0.8),
+                  kinds=frozenset({W.SCENE, W.EVENT}))
+    chunks = [pre[i:i + 7000] for i in range(0, pre.size, 7000)]
+    got = list(W.cut(iter(chunks), plan))
+    assert len(got) == len(plan)
+    for w, samples in got:
+        np.testing.assert_array_equal(samples, pre[w.start:w.stop])
+
+
+def test_streamed_file_equals_in_memory_result(v3_model, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    wav44 = _noise(8.0, sr=44100, seed=5)
+    path = tmp_path / "long.wav"
+    sf.write(path, wav44, 44100, subtype="FLOAT")
+    ref = predict(v3_model, path)
+    monkeypatch.setattr(inference, "STREAM_THRESHOLD_S", 1.0)
+    monkeypatch.setattr(W, "RESAMPLE_CHUNK_S", 0.9)
+    streamed = predict(v3_model, path, progress=True)
+    np.testing.assert_allclose(streamed.scene_probs, ref.scene_probs, atol=1e-5)
+    np.testing.assert_allclose(streamed.event_probs, ref.event_probs, atol=1e-5)
+    np.testing.assert_allclose(streamed.tag_probs, ref.tag_probs, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Event lists
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_detect_events_threshold_median_and_min_duration():
+    p = np.zeros((20, 2), np.float32)
+    p[2:8, 0] = 0.9
+    p[5, 0] = 0.1  # one-frame gap: closed by a 3-frame median filter
+    p[12:13, 1] = 0.8  # one-frame blip: removed by the median filter / min_duration
+    labels = ["a", "b"]
+    assert detect_events(p, labels, hop_s=0.1) == [(0.2, 0.5, "a"), (0.6, 0.8, "a"), (1.2, 1.3, "b")]
+    assert detect_events(p, labels, hop_s=0.1, median_filter=0.3) == [(0.2, 0.8, "a")]
+    assert detect_events(p, labels, hop_s=0.1, min_duration=0.25) == [(0.2, 0.5, "a")]
+    assert detect_events(p, labels, hop_s=0.1, threshold=0.85) == [(0.2, 0.5, "a"), (0.6, 0.8, "a")]
+    p[15:20, 1] = 0.9
+    assert detect_events(p, labels, hop_s=0.1, duration_s=1.93)[-1] == (1.5, 1.93, "b")
