@@ -252,3 +252,13 @@ def test_minidata_classes_differ_in_spectrum(mini):
         freqs = np.fft.rfftfreq(len(x), 1 / sr)
         band_energy = [power[(freqs > 0.9 * f) & (freqs < 1.1 * f)].sum() for f in centres]
         assert int(np.argmax(band_energy)) == item.target
+
+
+def test_minidata_short_sed_recordings_for_fast_tests(tmp_path):
+    roots = make_mini_datasets(tmp_path, tasks=("sed",), sed_duration=5.0, sed_folds=(1,), sed_files_per_fold=2,
+                               progress=False)
+    items = datasets.sed_items(roots.sed, "evaluate")
+    assert len(items) == 8
+    assert sf.info(str(items[0].path)).frames == 5 * 24000
+    assert all(i.target[:50].sum() > 0 and i.target[50:].sum() == 0 for i in items)
+    assert {i.path.stem.split("_")[-1] for i in items} == {"ov1", "ov2"}

@@ -38,7 +38,7 @@ import numpy as np
 
 from .. import labels as _labels
 from .._io import atomic_write, atomic_write_text
-from .datasets import ASC_FOLDER, SED_LABEL_FRAMES
+from .datasets import ASC_FOLDER
 
 __all__ = ["MiniDatasets", "make_mini_datasets", "class_sound"]
 
@@ -230,26 +230,28 @@ def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: in
 def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int) -> list[tuple[int, int, int, int, int, int]]:
     """Events ``(onset_frame, offset_frame, class, track, azimuth, elevation)`` with at most ``overlap`` at once."""
     events = []
+    max_len = max(2, min(60, n_frames // 3))  # 1-6 s events in 60-s recordings, shorter in short test recordings
+    min_len = min(10, max_len)
     for track in range(overlap):
-        frame = int(rng.integers(0, 20))
+        frame = int(rng.integers(0, max(1, min(20, n_frames // 10))))
         while True:
-            length = int(rng.integers(10, 61))  # 1-6 s
+            length = int(rng.integers(min_len, max_len + 1))
             if frame + length > n_frames:
                 break
             cls = int(rng.integers(len(_labels.EVENTS)))
             azimuth = int(rng.integers(-18, 18)) * 10
             elevation = int(rng.integers(-4, 5)) * 10
             events.append((frame, frame + length, cls, track, azimuth, elevation))
-            frame += length + int(rng.integers(5, 40))
+            frame += length + int(rng.integers(min(5, max_len), min(40, max_len) + 1))
     return events
 
 
 def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], files_per_fold: int,
-              formats: Sequence[str], progress: bool) -> Path:
+              formats: Sequence[str], duration: float, progress: bool) -> Path:
     sr = 24000
-    n_frames = SED_LABEL_FRAMES
+    n_frames = int(round(duration * 10))
     hop = sr // 10
-    n = n_frames * hop  # exactly 60 s
+    n = n_frames * hop  # exactly n_frames label frames of 100 ms (60 s -> 600)
     n_classes = len(_labels.EVENTS)
     with _progress(len(folds) * files_per_fold, "mini SED", progress) as bar:
         for fold in folds:
@@ -290,6 +292,7 @@ def make_mini_datasets(
     sed_folds: Sequence[int] = (1, 3, 4, 5, 6),
     sed_files_per_fold: int = 1,
     sed_formats: Sequence[str] = ("mic",),
+    sed_duration: float = 60.0,
     progress: bool = True,
 ) -> MiniDatasets:
     """Write miniature ASC / TAG / SED datasets in the official layouts under ``dest``.
@@ -313,6 +316,10 @@ def make_mini_datasets(
         sed_folds: SED folds to write (the authors use 1 for evaluation and 3-6 for training; 2 is unused).
         sed_files_per_fold: 60-s recordings per fold (alternating ov1 / ov2).
         sed_formats: ``("mic",)``, ``("foa",)`` or both (the synthetic "foa" is just another channel mix).
+        sed_duration: seconds per SED recording. The real recordings and the authors' evaluation alignment
+            (3000 feature frames -> 600 label frames) assume 60 s; shorter recordings (labels
+            ``round(10 * sed_duration)`` frames) only serve fast tests, and :func:`~dcasenet_hub.train.datasets.sed_items`
+            still returns 600-frame targets (zero after the end of the audio).
         progress: show tqdm progress bars.
 
     Returns:
@@ -336,6 +343,8 @@ def make_mini_datasets(
         raise ValueError(f"tag_duration must be (min, max) with 0 < min <= max; got {tag_duration}")
     if sed_files_per_fold < 1 or not sed_folds or any(f not in range(1, 7) for f in sed_folds):
         raise ValueError("sed_files_per_fold must be >= 1 and sed_folds a non-empty subset of 1..6")
+    if sed_duration < 1.0 or abs(sed_duration * 10 - round(sed_duration * 10)) > 1e-9:
+        raise ValueError(f"sed_duration must be >= 1 s and a multiple of 0.1 s; got {sed_duration}")
     if not sed_formats or any(f not in ("mic", "foa") for f in sed_formats):
         raise ValueError(f"sed_formats must hold 'mic' and/or 'foa'; got {sed_formats}")
     dest = Path(dest).expanduser()
@@ -361,11 +370,12 @@ def make_mini_datasets(
             atomic_write_text(folder / _MARKER, json.dumps(params))
         roots["tag"] = folder
     if "sed" in tasks:
-        params = {"seed": seed, "folds": list(sed_folds), "files": sed_files_per_fold, "formats": list(sed_formats)}
+        params = {"seed": seed, "folds": list(sed_folds), "files": sed_files_per_fold, "formats": list(sed_formats),
+                  "duration": sed_duration}
         folder = dest / "tau-nigens2020"
         if not _prepare_folder(folder, params):
             _make_sed(folder, np.random.default_rng(seeds[2]), list(sed_folds), sed_files_per_fold,
-                      list(sed_formats), progress)
+                      list(sed_formats), sed_duration, progress)
             atomic_write_text(folder / _MARKER, json.dumps(params))
         roots["sed"] = folder
     logger.info("mini datasets under %s", dest)
