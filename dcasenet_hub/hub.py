@@ -650,13 +650,17 @@ def _fetch_hf(repo_id: str, *, revision: str | None, cache: Path, local_files_on
             raise ValueError(f"Hugging Face repo {repo_id!r} has no {name}: it is not a dcasenet-hub model "
                              "(those hold config.json + model.safetensors)") from exc
     if expected_sha256 is not None:
-        got = _download.sha256_file(paths[1])
-        if got != expected_sha256:
-            raise ChecksumMismatchError(
-                f"{paths[1]} (from {repo_id}@{revision}) has the wrong hash: expected sha256 {expected_sha256}, "
-                f"got {got}. Delete {folder} and download again; if it persists the manifest entry is wrong."
-            )
+        _check_sha256(paths[1], expected_sha256, f"{repo_id}@{revision}")
     return paths[0].parent
+
+
+def _check_sha256(path: Path, expected: str, origin: str) -> None:
+    got = _download.sha256_file(path)
+    if got != expected:
+        raise ChecksumMismatchError(
+            f"{path} (from {origin}) has the wrong hash: expected sha256 {expected}, got {got}. Delete that "
+            "model's folder from the cache and download again; if it persists, the manifest entry is wrong."
+        )
 
 
 def download(
@@ -697,6 +701,8 @@ def download(
     for src in entry["sources"]:
         snap = _cached_snapshot(src, target, cache)
         if snap is not None:
+            if src["type"] == "huggingface":  # files another tool put in the HF cache: check them each time
+                _check_sha256(snap / WEIGHTS_NAME, src["sha256"], f"{src['repo_id']}@{src['revision']}")
             return snap
     errors: list[Exception] = []
     for src in entry["sources"]:

@@ -1,0 +1,100 @@
+"""``dcasenet-hub list | download | verify | convert | push`` through the real CLI entry point."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dcasenet_hub.cli import main
+
+from test_hub_server import URL_PATH, LoopbackServer, fixture_entry, git_blob_sha1, write_manifest
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    for var in ("HF_HUB_OFFLINE", "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST"):
+        monkeypatch.delenv(var, raising=False)
+    return cache
+
+
+@pytest.mark.parametrize("command", ["list", "download", "verify", "convert", "push"])
+def test_help_shows_an_example(command: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", command, "--help"], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0 and "example:" in out.stdout and f"dcasenet-hub {command}" in out.stdout
+
+
+def test_list_shows_ids_arch_params_source_cached(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "ARCH", "PARAMS", "SOURCE", "CACHED"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["dcasenet-v3-joint-asc"] == ["dcasenet-v3-joint-asc", "v3", "13.88M", "Jungjee/DcaseNet", "no"]
+    assert rows["dcasenet-v3"][3:] == ["=", "dcasenet-v3-joint-asc", "no"]
+    assert rows["dcasenet-v1"][3:] == ["not", "published", "-"]
+    assert main(["list", "--pretrained"]) == 0
+    assert "dcasenet-v2" not in capsys.readouterr().out
+
+
+def test_download_verify_and_damage(env: Path, authors_checkpoint: Path, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    data = authors_checkpoint.read_bytes()
+    manifest = write_manifest(tmp_path / "m.json", {"fixture-v3": fixture_entry(git_blob_sha1(data))})
+    monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
+    with LoopbackServer({URL_PATH: data}) as srv:
+        monkeypatch.setenv("DCASENET_HUB_MIRROR", srv.url)
+        assert main(["download", "fixture-v3", "dcasenet-v1", "--quiet"]) == 1  # v1: never published
+        out, err = capsys.readouterr()
+        assert "never released" in err
+        mid, folder = out.strip().split("\t")
+        assert mid == "fixture-v3" and (Path(folder) / "model.safetensors").is_file()
+    assert main(["list"]) == 0
+    assert [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith("fixture-v3")] == [
+        "yes"]
+    assert main(["verify"]) == 0
+    assert "3 of 3 cached files OK" in capsys.readouterr().out
+    blob = (Path(folder) / "model.safetensors").resolve()
+    raw = bytearray(blob.read_bytes())
+    raw[-1] ^= 0x01
+    blob.write_bytes(bytes(raw))
+    assert main(["verify"]) == 1
+    out = capsys.readouterr().out
+    assert f"DAMAGED {blob}: expected {blob.name}, got " in out and "2 of 3 cached files OK" in out
+
+
+def test_convert_then_push(env: Path, authors_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                           capsys: pytest.CaptureFixture[str]) -> None:
+    out_dir = tmp_path / "converted"
+    assert main(["convert", str(authors_checkpoint), "--arch", "v3", "-o", str(out_dir)]) == 0
+    assert "13,882,920 parameters" in capsys.readouterr().out
+    assert sorted(p.name for p in out_dir.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+
+    from huggingface_hub import HfApi
+
+    uploaded: dict[str, object] = {}
+
+    class _Info:
+        commit_url = "https://huggingface.co/org/name/commit/1"
+        pr_url = None
+
+    def upload_folder(self, *, repo_id, folder_path, **kw):  # noqa: ANN001
+        uploaded["repo_id"] = repo_id
+        uploaded["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+        uploaded["same_weights"] = (Path(folder_path) / "model.safetensors").read_bytes() == (
+            out_dir / "model.safetensors").read_bytes()
+        return _Info()
+
+    monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
+    monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
+    assert main(["push", str(out_dir), "--repo-id", "org/name"]) == 0
+    assert capsys.readouterr().out.strip() == _Info.commit_url
+    assert uploaded == {"repo_id": "org/name", "files": ["README.md", "config.json", "model.safetensors"],
+                        "same_weights": True}
+    assert main(["push", str(tmp_path / "missing"), "--repo-id", "org/name"]) == 2
+    shutil.rmtree(out_dir)
