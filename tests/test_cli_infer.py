@@ -1,0 +1,184 @@
+"""dcasenet-hub embed / predict / plot: mixed folders, index, exit codes, resume, atomic writes, shards, CLI == API."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.cli import main
+from dcasenet_hub.inference import embed, predict
+
+
+def _tone(seconds: float, sr: int, seed: int, channels: int = 1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    n = int(seconds * sr)
+    t = np.arange(n) / sr
+    x = 0.05 * rng.standard_normal((n, channels)) + 0.3 * np.sin(2 * np.pi * (300 + 100 * seed) * t)[:, None]
+    return x[:, 0] if channels == 1 else x
+
+
+@pytest.fixture()
+def mixed_folder(tmp_path: Path) -> Path:
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    sf.write(root / "a.wav", _tone(2.0, 44100, 1), 44100)
+    sf.write(root / "sub" / "b.flac", _tone(1.5, 16000, 2, channels=2), 16000)
+    (root / "bad.wav").write_text("this is not audio\n")
+    (root / "empty.wav").write_bytes(b"")
+    nan = _tone(1.0, 24000, 3).astype(np.float32)
+    nan[500] = np.nan
+    sf.write(root / "nan.wav", nan, 24000, subtype="FLOAT")
+    sf.write(root / "short.wav", _tone(0.05, 24000, 4), 24000)
+    (root / "notes.txt").write_text("ignored: not an audio extension\n")
+    return root
+
+
+def _index(path: Path) -> dict[str, dict[str, str]]:
+    with open(path, newline="") as fh:
+        return {Path(r["input"]).name: r for r in csv.DictReader(fh)}
+
+
+def test_help_documents_exit_codes(capsys):
+    for cmd in ("embed", "predict", "plot"):
+        with pytest.raises(SystemExit) as e:
+            main([cmd, "--help"])
+        assert e.value.code == 0
+        out = capsys.readouterr().out
+        assert "exit codes" in out and "2  usage error" in out
+
+
+def test_embed_mixed_folder_outputs_index_exit_code_and_equals_api(mixed_folder, tmp_path, authors_checkpoint,
+                                                                  v3_model, capsys):
+    out = tmp_path / "out"
+    rc = main(["embed", str(mixed_folder), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"])
+    assert rc == 1
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.npz")) == ["a.npz", "sub/b.npz"]
+    idx = _index(out / "index.csv")
+    assert set(idx) == {"a.wav", "b.flac", "bad.wav", "empty.wav", "nan.wav", "short.wav"}
+    assert idx["a.wav"]["status"] == "ok" and float(idx["a.wav"]["duration_s"]) == pytest.approx(2.0)
+    assert idx["a.wav"]["output"] == str(out / "a.npz")
+    assert "not a readable audio file" in idx["bad.wav"]["error"]
+    assert "empty" in idx["empty.wav"]["error"]
+    assert "NaN" in idx["nan.wav"]["error"]
+    assert "too short" in idx["short.wav"]["error"]
+    assert all(idx[k]["status"] == "failed" for k in ("bad.wav", "empty.wav", "nan.wav", "short.wav"))
+    err = capsys.readouterr().err
+    assert "2 done" in err and "4 failed" in err and "bad.wav" in err
+    # CLI output == Python API
+    for rel, src in (("a.npz", mixed_folder / "a.wav"), ("sub/b.npz", mixed_folder / "sub" / "b.flac")):
+        api = embed(v3_model, src)
+        with np.load(out / rel) as z:
+            np.testing.assert_allclose(z["frame"], api.frame, atol=1e-6)
+            np.testing.assert_allclose(z["frame_times"], api.frame_times, atol=1e-6)
+            np.testing.assert_allclose(z["clip"], api.clip, atol=1e-6)
+            meta = json.loads(str(z["meta"]))
+        assert meta["level"] == "both" and meta["hop_s"] == pytest.approx(0.8)
+
+
+def test_resume_skips_complete_outputs_and_overwrite_recomputes(mixed_folder, tmp_path, authors_checkpoint):
+    out = tmp_path / "out"
+    args = ["embed", str(mixed_folder / "a.wav"), str(mixed_folder / "sub"), "-o", str(out), "--model",
+            str(authors_checkpoint), "--quiet"]
+    assert main(args) == 0
+    npz = out / "a.npz"
+    first = npz.stat().st_mtime_ns
+    assert main(args) == 0
+    assert npz.stat().st_mtime_ns == first  # not rewritten
+    assert {r["status"] for r in _index(out / "index.csv").values()} == {"skipped"}
+    assert main([*args, "--level", "clip"]) == 0  # other settings: recomputed
+    with np.load(npz) as z:
+        assert set(z.files) == {"clip", "meta"}
+    second = npz.stat().st_mtime_ns
+    assert main([*args, "--level", "clip", "--overwrite"]) == 0
+    assert npz.stat().st_mtime_ns != second
+    assert {r["status"] for r in _index(out / "index.csv").values()} == {"ok"}
+
+
+def test_interrupted_write_leaves_no_partial_file(mixed_folder, tmp_path, authors_checkpoint, monkeypatch):
+    out = tmp_path / "out"
+    args = ["embed", str(mixed_folder / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"]
+    real = np.savez
+
+    def failing_savez(fh, **arrays):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(np, "savez", failing_savez)
+    assert main(args) == 1
+    assert not (out / "a.npz").exists()
+    assert [p.name for p in out.iterdir()] == ["index.csv"]  # no temporary file left behind
+    row = _index(out / "index.csv")["a.wav"]
+    assert row["status"] == "failed" and "disk full" in row["error"]
+    monkeypatch.setattr(np, "savez", real)
+    assert main(args) == 0 and (out / "a.npz").is_file()
+
+
+def test_predict_outputs_equal_api(mixed_folder, tmp_path, authors_checkpoint, v3_model):
+    out = tmp_path / "pred"
+    rc = main(["predict", str(mixed_folder / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint),
+               "--quiet", "--threshold", "0.5", "--median-filter", "0.3"])
+    assert rc == 0
+    api = predict(v3_model, mixed_folder / "a.wav", threshold=0.5, median_filter=0.3)
+    d = json.loads((out / "a.json").read_text())
+    assert d["scene"]["top"] == api.top_scene
+    np.testing.assert_allclose([d["scene"]["probs"][k] for k in api.scene_labels], api.scene_probs, atol=1e-5)
+    np.testing.assert_allclose([d["tags"]["probs"][k] for k in api.tag_labels], api.tag_probs, atol=1e-5)
+    assert [(e["onset"], e["offset"], e["event_label"]) for e in d["events"]["list"]] == api.events
+    assert d["meta"]["threshold"] == 0.5
+    with open(out / "a.events.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(float(r["onset"]), float(r["offset"]), r["event_label"]) for r in rows] == api.events
+    assert all(r["filename"] == "a.wav" for r in rows)
+    scores = np.loadtxt(out / "a.scores.tsv", delimiter="\t", skiprows=1, ndmin=2)
+    header = (out / "a.scores.tsv").read_text().splitlines()[0].split("\t")
+    assert header == ["onset", "offset", *api.event_labels]
+    np.testing.assert_allclose(scores[:, 0], api.event_times, atol=1e-3)
+    np.testing.assert_allclose(scores[:, 2:], api.event_probs, atol=1e-5)
+    assert (out / "events.csv").read_text().splitlines()[1:] == (out / "a.events.csv").read_text().splitlines()[1:]
+
+
+def test_shards_partition_inputs_and_list_files(tmp_path, authors_checkpoint):
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for i in range(6):
+        sf.write(src / f"f{i}.wav", _tone(0.3, 24000, i), 24000)
+    listing = tmp_path / "files.txt"
+    listing.write_text("# my files\n" + "".join(f"corpus/f{i}.wav\n" for i in range(6)))
+    out = tmp_path / "out"
+    seen: list[str] = []
+    for shard in ("1/2", "2/2"):
+        rc = main(["embed", str(listing), "-o", str(out), "--model", str(authors_checkpoint), "--quiet",
+                   "--shard", shard, "--level", "clip"])
+        assert rc == 0
+        seen += list(_index(out / f"index-{shard.replace('/', '-of-')}.csv"))
+    assert sorted(seen) == [f"f{i}.wav" for i in range(6)]
+    assert sorted(p.name for p in out.glob("*.npz")) == [f"f{i}.npz" for i in range(6)]
+
+
+def test_usage_errors_exit_2(tmp_path, authors_checkpoint, capsys):
+    model = ["--model", str(authors_checkpoint)]
+    assert main(["embed", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o"), *model]) == 2
+    assert "input not found" in capsys.readouterr().err
+    (tmp_path / "emptydir").mkdir()
+    assert main(["embed", str(tmp_path / "emptydir"), "-o", str(tmp_path / "o"), *model]) == 2
+    assert "no audio files found" in capsys.readouterr().err
+    sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
+    assert main(["embed", str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "--shard", "3/2", *model]) == 2
+    assert "1 <= I <= N" in capsys.readouterr().err
+
+
+def test_output_collision_is_reported_not_overwritten(tmp_path, authors_checkpoint):
+    sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
+    sf.write(tmp_path / "x.flac", _tone(0.3, 24000, 2), 24000)
+    out = tmp_path / "out"
+    rc = main(["embed", str(tmp_path / "x.wav"), str(tmp_path / "x.flac"), "-o", str(out), "--model",
+               str(authors_checkpoint), "--quiet"])
+    assert rc == 1
+    idx = _index(out / "index.csv")
+    assert idx["x.wav"]["status"] == "ok" and "would overwrite" in idx["x.flac"]["error"]
+

@@ -1,0 +1,78 @@
+"""The HEAR 2021 API (dcasenet_hub.hear), checked as hear-validator does, and torch.hub entry points."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dcasenet_hub import hear
+from dcasenet_hub.inference import embed
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def hear_model(authors_checkpoint):
+    return hear.load_model(str(authors_checkpoint))
+
+
+def test_attributes(hear_model):
+    assert isinstance(hear_model, torch.nn.Module)
+    assert hear_model.sample_rate in (16000, 22050, 44100, 48000)  # the rates HEAR accepts
+    assert isinstance(hear_model.scene_embedding_size, int) and hear_model.scene_embedding_size == 512
+    assert isinstance(hear_model.timestamp_embedding_size, int) and hear_model.timestamp_embedding_size == 512
+
+
+@pytest.mark.parametrize("length", [1.07, 1.98, 4.0])
+def test_timestamp_embeddings_as_hear_validator(hear_model, length):
+    audio = torch.rand(2, int(length * hear_model.sample_rate), generator=torch.Generator().manual_seed(0)) * 2 - 1
+    emb, ts = hear.get_timestamp_embeddings(audio, hear_model)
+    assert emb.dtype == torch.float32 and emb.ndim == 3 and emb.shape[0] == 2 and emb.shape[2] == 512
+    assert ts.shape == emb.shape[:2]
+    steps = (1 + (int(length * 24000) - 1) // 480) // 40 or 1
+    assert emb.shape[1] == steps
+    if steps > 1:
+        assert np.abs(np.diff(ts.numpy()) - 800.0).max() < 1e-2  # regular, in milliseconds
+    assert ts.min() >= 0 and ts.max() <= 1000 * length
+    # equals the library's embed at HEAR's rate
+    ref = embed(hear_model.model, audio[1].numpy(), sample_rate=hear_model.sample_rate)
+    np.testing.assert_allclose(emb[1].numpy(), ref.frame, atol=1e-6)
+    np.testing.assert_allclose(ts[1].numpy(), ref.frame_times * 1000, atol=1e-2)
+
+
+def test_scene_embeddings_are_mean_of_timestamp_embeddings(hear_model):
+    audio = torch.rand(4, int(2.74 * hear_model.sample_rate), generator=torch.Generator().manual_seed(1)) * 2 - 1
+    scene = hear.get_scene_embeddings(audio, hear_model)
+    assert scene.shape == (4, 512) and scene.dtype == torch.float32
+    emb, _ = hear.get_timestamp_embeddings(audio, hear_model)
+    torch.testing.assert_close(scene, emb.mean(dim=1), atol=1e-5, rtol=0)
+    assert not torch.allclose(scene[0], scene[1])  # different sounds, different embeddings
+
+
+def test_load_model_default_is_dcasenet_v3(monkeypatch, v3_model):
+    import dcasenet_hub.hub as hub
+
+    asked = []
+    monkeypatch.setattr(hub, "from_pretrained", lambda name, **kw: asked.append(name) or v3_model)
+    model = hear.load_model()
+    assert asked == ["dcasenet-v3"] and model.model is v3_model
+
+
+def test_torch_hub_entry_points(authors_checkpoint, v3_state_dict):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("hubconf_under_test", REPO / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+    assert "torch" in hubconf.dependencies
+    assert all(callable(getattr(hubconf, n)) for n in ("dcasenet_v1", "dcasenet_v2", "dcasenet_v3"))
+    model = torch.hub.load(str(REPO), "dcasenet_v3", source="local", pretrained=False, seed=0)
+    assert model.arch == "v3" and model.num_parameters() > 0
+    loaded = torch.hub.load(str(REPO), "dcasenet_v3", source="local", weights=str(authors_checkpoint))
+    for k, v in v3_state_dict.items():
+        torch.testing.assert_close(loaded.state_dict()[k], v)
+    v2 = torch.hub.load(str(REPO), "dcasenet_v2", source="local", pretrained=False)
+    assert v2.arch == "v2"

@@ -1,0 +1,57 @@
+"""dcasenet_hub.plot and `dcasenet-hub plot`: a PNG with spectrogram, event roll and scenes; helpful error without matplotlib."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.cli import main
+from dcasenet_hub.inference import predict
+from dcasenet_hub.plot import MissingMatplotlibError, plot
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _clip(seconds: float = 6.0, sr: int = 22050) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    return (0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 800 * t) * (t % 2 < 0.5)).astype("float32")
+
+
+def test_plot_api_draws_three_panels_and_saves_png(v3_model, tmp_path):
+    pytest.importorskip("matplotlib")
+    wav = _clip()
+    pred = predict(v3_model, wav, sample_rate=22050, threshold=0.5)
+    out = tmp_path / "fig.png"
+    fig = plot(v3_model, wav, sample_rate=22050, prediction=pred, output=out)
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    spec, roll, scenes = fig.axes[:3]
+    assert roll.get_xlim()[1] == pytest.approx(6.0, abs=0.01)  # shared time axis over the whole clip
+    assert [t.get_text() for t in roll.get_yticklabels()] == list(v3_model.config.event_labels)
+    assert len(roll.patches) == len(pred.events)  # one outline per detected event
+    assert len(scenes.get_lines()) == 3
+    assert pred.top_scene in fig.get_suptitle()
+
+
+def test_plot_command_writes_png(tmp_path, authors_checkpoint):
+    pytest.importorskip("matplotlib")
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, _clip(3.0), 22050)
+    png = tmp_path / "clip.png"
+    assert main(["plot", str(wav), "-o", str(png), "--model", str(authors_checkpoint)]) == 0
+    assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_missing_matplotlib_says_how_to_install(v3_model, tmp_path, monkeypatch, capsys):
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(MissingMatplotlibError, match=r'pip install "dcasenet-hub\[plot\]"'):
+        plot(v3_model, _clip(1.0), sample_rate=22050)
+    wav = tmp_path / "clip.wav"
+    sf.write(wav, _clip(1.0), 22050)
+    assert main(["plot", str(wav), "-o", str(tmp_path / "x.png"), "--model", "unused"]) == 2
+    assert 'pip install "dcasenet-hub[plot]"' in capsys.readouterr().err
