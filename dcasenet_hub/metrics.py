@@ -35,18 +35,18 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "lwlrap",
-    "lwlrap_per_class",
-    "mean_average_precision",
-    "SedScores",
-    "sed_scores",
-    "segment_based_metrics",
-    "roll_to_events",
-    "average_crops",
-    "asc_accuracy",
-    "macro_f1",
     "PAPER_BLOCK_FRAMES",
     "PAPER_THRESHOLD",
+    "SedScores",
+    "asc_accuracy",
+    "average_crops",
+    "lwlrap",
+    "lwlrap_per_class",
+    "macro_f1",
+    "mean_average_precision",
+    "roll_to_events",
+    "sed_scores",
+    "segment_based_metrics",
 ]
 
 #: Rows per block in the authors' SED metric (``nb_frames_1s = 50``; 5 s at the 100 ms label rate).
@@ -275,7 +275,7 @@ def _segment_scores(counts: np.ndarray) -> SedScores:
 
 
 def _frames_per_segment(segment_length: float, frame_hop: float) -> int:
-    k = int(round(segment_length / frame_hop))
+    k = round(segment_length / frame_hop)
     if k < 1 or abs(k * frame_hop - segment_length) > 1e-9 * max(1.0, segment_length):
         raise ValueError(
             f"segment_length={segment_length} s is not a whole number of frames of {frame_hop} s; "
@@ -341,7 +341,7 @@ def sed_scores(
         n = o.shape[0]
         if n == 0:
             raise ValueError("no frames to evaluate")
-        n_f1 = int(math.ceil(n / block))
+        n_f1 = math.ceil(n / block)
         f1, precision, recall = _paper_f1(_paper_blocks(o, block, n_f1), _paper_blocks(t, block, n_f1))
         n_er = n // block
         er = _paper_er(_paper_blocks(o, block, n_er), _paper_blocks(t, block, n_er))
@@ -351,7 +351,7 @@ def sed_scores(
         k = _frames_per_segment(segment_length, frame_hop)
         counts = np.zeros(6, dtype=np.int64)
         for p, t in zip(preds, refs):
-            n_seg = int(math.ceil(p.shape[0] / k))
+            n_seg = math.ceil(p.shape[0] / k)
             pad = n_seg * k - p.shape[0]
             p = np.pad(p, ((0, pad), (0, 0))).reshape(n_seg, k, -1).max(axis=1)
             t = np.pad(t, ((0, pad), (0, 0))).reshape(n_seg, k, -1).max(axis=1)
@@ -415,7 +415,7 @@ def segment_based_metrics(
     def roll(events: list[tuple], n: int) -> np.ndarray:
         r = np.zeros((n, len(label_list)), dtype=np.int64)
         for _, onset, offset, label in events:
-            r[int(math.floor(onset * 1 / res)): int(math.ceil(offset * 1 / res)), index[label]] = 1
+            r[math.floor(onset * 1 / res): math.ceil(offset * 1 / res), index[label]] = 1
         return r
 
     for name in files:
@@ -429,8 +429,8 @@ def segment_based_metrics(
             length = float(evaluated_length[name])
         else:
             length = float(evaluated_length)
-        n_seg = int(math.ceil(length * 1 / res))
-        n_roll = max([n_seg] + [int(math.ceil(float(e[2]) * 1 / res)) for e in ref_f + est_f])
+        n_seg = math.ceil(length * 1 / res)
+        n_roll = max([n_seg] + [math.ceil(float(e[2]) * 1 / res) for e in ref_f + est_f])
         counts += _segment_counts(roll(ref_f, n_roll)[:n_seg], roll(est_f, n_roll)[:n_seg])
     return _segment_scores(counts)
 

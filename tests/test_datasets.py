@@ -68,7 +68,7 @@ def test_asc_items_split_sizes_labels_and_audio(mini):
         assert item.channel is None and item.name == item.path.stem
     assert sorted({i.target for i in evaluate}) == list(range(10))
     # official setup: train and evaluation locations are disjoint
-    loc = lambda i: "-".join(i.name.split("-")[1:3])  # noqa: E731
+    loc = lambda i: "-".join(i.name.split("-")[1:3])
     assert not {loc(i) for i in train} & {loc(i) for i in evaluate}
     info = sf.info(str(train[0].path))
     assert (info.samplerate, info.channels, info.frames) == (44100, 1, 6 * 44100)
@@ -224,7 +224,7 @@ def _digest(folder: Path) -> str:
 
 
 def test_minidata_is_deterministic_and_reused(tmp_path):
-    kw = dict(tasks=("tag",), tag_clips=6, tag_labels=3, tag_duration=(0.3, 0.5), progress=False)
+    kw = {"tasks": ("tag",), "tag_clips": 6, "tag_labels": 3, "tag_duration": (0.3, 0.5), "progress": False}
     a = make_mini_datasets(tmp_path / "a", seed=1, **kw)
     b = make_mini_datasets(tmp_path / "b", seed=1, **kw)
     c = make_mini_datasets(tmp_path / "c", seed=2, **kw)

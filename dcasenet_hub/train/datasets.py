@@ -30,19 +30,19 @@ import numpy as np
 from .. import labels as _labels
 
 __all__ = [
-    "Item",
-    "DatasetLayoutError",
-    "asc_items",
-    "tag_items",
-    "sed_items",
-    "kfold_indices",
-    "find_asc_root",
-    "tag_layout",
     "ASC_FOLDER",
-    "SED_TRAIN_FOLDS",
     "SED_EVAL_FOLDS",
-    "SED_VALIDATION_FOLDS",
     "SED_LABEL_FRAMES",
+    "SED_TRAIN_FOLDS",
+    "SED_VALIDATION_FOLDS",
+    "DatasetLayoutError",
+    "Item",
+    "asc_items",
+    "find_asc_root",
+    "kfold_indices",
+    "sed_items",
+    "tag_items",
+    "tag_layout",
 ]
 
 logger = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from .. import labels as _labels
 from .._io import atomic_write, atomic_write_text
 from .datasets import ASC_FOLDER
 
-__all__ = ["MiniDatasets", "make_mini_datasets", "class_sound"]
+__all__ = ["MiniDatasets", "class_sound", "make_mini_datasets"]
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval
               duration: float, progress: bool) -> Path:
     base = folder / ASC_FOLDER
     sr = 44100
-    n = int(round(duration * sr))
+    n = round(duration * sr)
     n_scenes = len(_labels.SCENES)
     meta = [("filename", "scene_label", "identifier", "source_label")]
     train = [("filename", "scene_label")]
@@ -199,7 +199,7 @@ def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval
 def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: int,
               duration_range: tuple[float, float], multi_label_fraction: float, progress: bool) -> Path:
     sr = 44100
-    used = sorted({int(round(v)) for v in np.linspace(0, len(_labels.TAGS) - 1, n_labels)})
+    used = sorted({round(v) for v in np.linspace(0, len(_labels.TAGS) - 1, n_labels)})
     rows = [("fname", "labels")]
     names: set[str] = set()
     with _progress(n_clips, "mini TAG", progress) as bar:
@@ -209,7 +209,7 @@ def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: in
                 if name not in names:
                     names.add(name)
                     break
-            n = int(round(rng.uniform(*duration_range) * sr))
+            n = round(rng.uniform(*duration_range) * sr)
             k = 2 if (len(used) > 1 and rng.random() < multi_label_fraction) else 1
             # cycle through the labels so every label has clips, then random extra labels
             first = used[i % len(used)]
@@ -249,7 +249,7 @@ def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int) -> list[t
 def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], files_per_fold: int,
               formats: Sequence[str], duration: float, progress: bool) -> Path:
     sr = 24000
-    n_frames = int(round(duration * 10))
+    n_frames = round(duration * 10)
     hop = sr // 10
     n = n_frames * hop  # exactly n_frames label frames of 100 ms (60 s -> 600)
     n_classes = len(_labels.EVENTS)

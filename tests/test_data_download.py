@@ -1,0 +1,304 @@
+"""Dataset downloads against a loopback HTTP server: MD5 checks, resume, split-zip join, safe extraction, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import importlib.util
+import stat
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dcasenet_hub import cli
+from dcasenet_hub.train import data_download as dd
+
+FIXTURES = Path(__file__).parent / "fixtures"
+_spec = importlib.util.spec_from_file_location("make_split_zip", FIXTURES / "make_split_zip.py")
+make_split_zip = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(make_split_zip)
+
+
+class _Server:
+    """Serves files of ``root`` at ``/<relative path>``; supports ``Range: bytes=N-``; can cut a transfer once."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: list[tuple[str, str | None]] = []
+        self.cut_once: set[str] = set()
+        self.honour_range = True
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                rng = self.headers.get("Range")
+                server.requests.append((self.path, rng))
+                path = server.root / self.path.lstrip("/")
+                if not path.is_file():
+                    self.send_error(404)
+                    return
+                data = path.read_bytes()
+                start = 0
+                if rng and server.honour_range:
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.path in server.cut_once:
+                    server.cut_once.discard(self.path)
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture()
+def server(tmp_path):
+    root = tmp_path / "served"
+    root.mkdir()
+    with _Server(root) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def _no_retry_delay(monkeypatch):
+    monkeypatch.setattr(dd, "_RETRY_DELAY_S", 0.0)
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+def _serve(server: _Server, rel: str, data: bytes) -> str:
+    path = server.root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return f"{server.url}/{rel}"
+
+
+PAYLOAD = np.random.default_rng(5).bytes(300_000)
+
+
+# --- single files -----------------------------------------------------------------------------------------------------
+
+
+def test_download_with_matching_md5(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    out = dd.download_file(url, tmp_path / "dl" / "a.bin", md5=_md5(PAYLOAD), size=len(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert not (tmp_path / "dl" / "a.bin.part").exists()
+    n = len(server.requests)
+    dd.download_file(url, out, md5=_md5(PAYLOAD), progress=False)  # verified file: no new request
+    assert len(server.requests) == n
+
+
+def test_md5_mismatch_deletes_and_names_both_sums(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    wrong = "0" * 32
+    with pytest.raises(dd.DownloadError, match=f"expected {wrong}, got {_md5(PAYLOAD)}"):
+        dd.download_file(url, tmp_path / "a.bin", md5=wrong, progress=False)
+    assert not (tmp_path / "a.bin").exists() and not (tmp_path / "a.bin.part").exists()
+
+
+def test_resume_after_cut_connection(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    server.cut_once.add("/rec/a.bin")
+    out = dd.download_file(url, tmp_path / "a.bin", md5=_md5(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD
+    assert server.requests[0] == ("/rec/a.bin", None)
+    assert server.requests[1] == ("/rec/a.bin", f"bytes={len(PAYLOAD) // 2}-")  # resumed, not restarted
+    assert len(server.requests) == 2
+
+
+def test_resume_existing_partial_file_and_fallback_without_range(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    (tmp_path / "a.bin.part").write_bytes(PAYLOAD[:1000])
+    out = dd.download_file(url, tmp_path / "a.bin", md5=_md5(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD and server.requests[-1][1] == "bytes=1000-"
+    # a server that ignores Range (200 with the whole file): the download restarts and is still correct
+    server.honour_range = False
+    (tmp_path / "b.bin.part").write_bytes(PAYLOAD[:1000])
+    out = dd.download_file(url, tmp_path / "b.bin", md5=_md5(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD
+
+
+def test_http_error_and_persistent_failure(server, tmp_path):
+    with pytest.raises(dd.DownloadError, match="HTTP 404"):
+        dd.download_file(f"{server.url}/rec/missing.bin", tmp_path / "m.bin", progress=False)
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    server.cut_once.add("/rec/a.bin")
+    with pytest.raises(dd.DownloadError, match="partial file .* is kept"):
+        dd.download_file(url, tmp_path / "a.bin", retries=0, progress=False)
+    assert (tmp_path / "a.bin.part").stat().st_size == len(PAYLOAD) // 2
+
+
+# --- split zip --------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["plain", "zip64"])
+def test_join_info_zip_split_archive(tmp_path, variant):
+    parts = [FIXTURES / "split_zip" / variant / f"mic_dev.{ext}" for ext in ("z01", "z02", "zip")]
+    # plain concatenation is not a valid archive: entries on later disks have disk-relative offsets
+    cat = tmp_path / "cat.zip"
+    cat.write_bytes(b"".join(p.read_bytes() for p in parts))
+    # fails at open (Zip64: "multiple disks") or when reading (disk-relative offset)
+    with pytest.raises(zipfile.BadZipFile), zipfile.ZipFile(cat) as z:
+        z.read(make_split_zip.MEMBERS[1])
+    joined = dd.join_split_zip(parts, tmp_path / "joined.zip", progress=False)
+    with zipfile.ZipFile(joined) as z:
+        assert z.testzip() is None
+        for k, name in enumerate(make_split_zip.MEMBERS):
+            assert z.read(name) == make_split_zip.split_zip_member(k)
+
+
+# --- safe extraction --------------------------------------------------------------------------------------------------
+
+
+def _zip_with(path: Path, name: str, *, symlink: bool = False) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ok/inside.txt", "fine")
+        info = zipfile.ZipInfo(name)
+        if symlink:
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+        z.writestr(info, "/etc/passwd" if symlink else "payload")
+    return path
+
+
+@pytest.mark.parametrize("name,symlink", [
+    ("../evil.txt", False), ("ok/../../evil.txt", False), ("/tmp/abs_evil.txt", False), ("C:/evil.txt", False),
+    ("ok/link", True),
+])
+def test_safe_extract_rejects_escaping_members(tmp_path, name, symlink):
+    archive = _zip_with(tmp_path / "bad.zip", name, symlink=symlink)
+    dest = tmp_path / "dest"
+    with pytest.raises(dd.UnsafeArchiveError, match="refusing to extract"):
+        dd.safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))  # nothing was written, not even the harmless member
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_safe_extract_writes_members(tmp_path):
+    archive = _zip_with(tmp_path / "good.zip", "ok/sub/data.bin")
+    written = dd.safe_extract(archive, tmp_path / "dest", progress=False)
+    assert sorted(p.relative_to(tmp_path / "dest").as_posix() for p in written) == ["ok/inside.txt", "ok/sub/data.bin"]
+    assert (tmp_path / "dest" / "ok" / "sub" / "data.bin").read_text() == "payload"
+
+
+# --- whole dataset ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def toy_dataset(server, monkeypatch, tmp_path):
+    """A DatasetSpec served by the loopback server: one plain zip and one Info-ZIP split archive, md5s known."""
+    record = "999"
+    single = tmp_path / "metadata_dev.zip"
+    with zipfile.ZipFile(single, "w") as z:
+        z.writestr("metadata_dev/fold1_room1_mix001_ov1.csv", "0,1,0,10,0\n")
+    files = {"metadata_dev.zip": single.read_bytes()}
+    for ext in ("z01", "z02", "zip"):
+        files[f"mic_dev.{ext}"] = (FIXTURES / "split_zip" / "plain" / f"mic_dev.{ext}").read_bytes()
+    for name, data in files.items():
+        _serve(server, f"{record}/{name}", data)
+    spec = dd.DatasetSpec(
+        key="toy", title="toy", record=record,
+        parts={"metadata_dev": (dd._zip("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
+               "mic_dev": (dd._split("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")], 3),)},
+        default_parts=("mic_dev", "metadata_dev"),
+    )
+    monkeypatch.setitem(dd.DATASETS, "toy", spec)
+    return spec
+
+
+def test_download_dataset_via_mirror_joins_extracts_and_skips_on_rerun(server, toy_dataset, tmp_path, monkeypatch):
+    monkeypatch.setenv(dd.MIRROR_ENV, server.url)
+    dest = tmp_path / "data"
+    root = dd.download_dataset("toy", dest, progress=False)
+    assert root == dest
+    assert (dest / "metadata_dev" / "fold1_room1_mix001_ov1.csv").read_text() == "0,1,0,10,0\n"
+    for k, name in enumerate(make_split_zip.MEMBERS):
+        assert (dest / name).read_bytes() == make_split_zip.split_zip_member(k)
+    assert sorted(p.name for p in (dest / "downloads").iterdir()) == ["metadata_dev.extracted", "mic_dev.extracted"]
+    assert {p for p, _ in server.requests} == {"/999/metadata_dev.zip", "/999/mic_dev.z01", "/999/mic_dev.z02",
+                                               "/999/mic_dev.zip"}
+    n = len(server.requests)
+    dd.download_dataset("toy", dest, progress=False)
+    assert len(server.requests) == n  # finished archives are not fetched again
+
+
+def test_real_spec_checks_published_md5(server, tmp_path):
+    # a served metadata_dev.zip that is not the real one must fail the published MD5 of record 4064792
+    _serve(server, "4064792/metadata_dev.zip", b"not the real archive")
+    with pytest.raises(dd.DownloadError, match="expected 979f5551e987ed247404b80a2f1c3db1"):
+        dd.download_dataset("tau-nigens2020", tmp_path, parts=["metadata_dev"], mirror=server.url, progress=False)
+    assert not (tmp_path / "downloads" / "metadata_dev.zip").exists()
+    with pytest.raises(ValueError, match="unknown part"):
+        dd.download_dataset("tau-nigens2020", tmp_path, parts=["stereo_dev"])
+
+
+def test_specs_match_dcase_facts():
+    asc = dd.DATASETS["tau2020-asc"]
+    files = [f for part in asc.default_parts for a in asc.parts[part] for f in a.files]
+    assert asc.record == "3819968" and len(files) == 18 and all(f.md5 and f.size for f in files)
+    assert files[2].name.endswith("audio.1.zip") and files[2].md5 == "b1e85b8a908d3d6a6ab73268f385d5c8"
+    assert files[-1].size == 436971777
+    fsd = dd.DATASETS["fsdkaggle2019"]
+    assert fsd.record == "3612637" and all(f.md5 is None for a in fsd.parts.values() for x in a for f in x.files)
+    noisy = fsd.parts["audio_train_noisy"][0].files
+    assert [f.name.rsplit(".", 1)[1] for f in noisy] == ["z01", "z02", "z03", "z04", "z05", "z06", "zip"]
+    mic = dd.DATASETS["tau-nigens2020"].parts["mic_dev"][0].files
+    assert [(f.name, f.md5) for f in mic] == [("mic_dev.z01", "3a2b0986d2a302498cd874d584d17689"),
+                                               ("mic_dev.z02", "92f715cb74406d5556bce0fdf27f54e4"),
+                                               ("mic_dev.zip", "9174daca52f393425120308ab5c14477")]
+
+
+# --- CLI ----------------------------------------------------------------------------------------------------------------
+
+
+def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("dcasenet_hub._cli_data._DATASET_NAMES", ("toy", "tau-nigens2020"))
+    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
+                   "--no-progress", "--parts", "metadata_dev"])
+    assert rc == 0 and (tmp_path / "d" / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()
+    assert not (tmp_path / "d" / "mic_dev").exists()
+    _serve(server, "4064792/metadata_dev.zip", b"corrupt")
+    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "e"), "--mirror", server.url,
+                   "--no-progress", "--parts", "metadata_dev"])
+    assert rc == 2 and "MD5 mismatch" in capsys.readouterr().err
+
+
+def test_cli_make_mini(tmp_path, capsys):
+    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
+                   "--no-progress"])
+    assert rc == 0
+    assert f"--sed-root {tmp_path / 'tau-nigens2020'}" in capsys.readouterr().out
+    assert len(list((tmp_path / "tau-nigens2020" / "metadata_dev").glob("*.csv"))) == 5
