@@ -122,7 +122,7 @@ _ASC_AUDIO = (  # (bytes, md5) of audio.1 ... audio.16 (dcase_util 0.2.20; ident
 DATASETS: dict[str, DatasetSpec] = {
     "tau2020-asc": DatasetSpec(
         key="tau2020-asc",
-        title="TAU Urban Acoustic Scenes 2020 Mobile, development (about 30 GB)",
+        title="TAU Urban Acoustic Scenes 2020 Mobile, development (27.4 GB of zips)",
         record="3819968",
         parts={
             "doc": (_zip(f"{_ASC}.doc.zip", "175f40dc3fec144347abad4d2962b7ae", 18066),),

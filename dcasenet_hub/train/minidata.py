@@ -299,7 +299,7 @@ def make_mini_datasets(
 
     With the defaults: ASC 10 scenes x (3 train + 1 evaluate) clips of 10 s (400 s), TAG 50 clips of 1.5-4 s over 8
     of the 80 labels (KFold fold 0: 40 train / 10 evaluate), SED one 60-s 4-channel recording in each of folds 1, 3, 4,
-    5, 6 (train 16 items, evaluate 4); about 85 MB. A dataset folder that already holds a mini dataset made with
+    5, 6 (train 16 items, evaluate 4); about 100 MB. A dataset folder that already holds a mini dataset made with
     the same arguments is reused as is (fast); one made with other arguments is regenerated.
 
     Args:
