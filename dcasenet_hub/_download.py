@@ -132,7 +132,7 @@ def _open(url: str, start: int) -> tuple[object, int, int | None]:
         if exc.code == 416 and start:  # range past the end: the partial file is suspect, start over
             return _open(url, 0)
         raise OSError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError, socket.timeout) as exc:
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
         reason = getattr(exc, "reason", exc)
         raise NetworkUnavailableError(f"cannot reach {url} ({reason})") from exc
     status = getattr(resp, "status", 200)

@@ -113,7 +113,7 @@ class ModelInfo:
         return _param_count(self.arch)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _param_count(arch: str) -> int:
     import torch
 
@@ -186,7 +186,8 @@ def model_info(model_id: str, *, cache_dir: str | Path | None = None) -> ModelIn
 
 
 def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
-    """The cache folder: ``cache_dir``, else ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``.
+    """The cache folder: ``cache_dir``, else ``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub`` (the huggingface_hub default).
 
     The environment is read at call time.
     """
@@ -613,7 +614,10 @@ def _fetch_hf(repo_id: str, *, revision: str | None, cache: Path, local_files_on
     """Folder holding config.json + model.safetensors of Hugging Face repo ``repo_id`` at ``revision``."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import (
-        EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError,
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
     )
 
     from . import __version__

@@ -15,11 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_hub_server import write_manifest
 
 import dcasenet_hub
-from dcasenet_hub import CheckpointMismatchError, DcaseNet, ModelConfig, build_model, hub
-
-from test_hub_server import write_manifest
+from dcasenet_hub import CheckpointMismatchError, DcaseNet, hub
 
 COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_hub_server import COMMIT, FIXTURE_PATH, URL_PATH, LoopbackServer, fixture_entry, git_blob_sha1, write_manifest
 
 import dcasenet_hub
@@ -68,8 +67,9 @@ def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackSer
     model = dcasenet_hub.from_pretrained("fixture-v3")
     assert len(server.gets(URL_PATH)) == 1 and server.gets(URL_PATH)[0]["range"] is None
     # same numbers as the checkpoint loaded directly
+    expected = _outputs(v3_model)
     for k, v in _outputs(model).items():
-        assert torch.equal(v, _outputs(v3_model)[k]), k
+        assert torch.equal(v, expected[k]), k
     cfg = model.config
     assert cfg.arch == "v3" and cfg.model_id == "fixture-v3" and cfg.trained_tasks == ("scene", "tags", "events")
     assert cfg.provenance == (f"authors' checkpoint {FIXTURE_PATH}@{COMMIT} (git blob sha1 {fixture_sha1}), "
@@ -175,7 +175,7 @@ def test_two_processes_download_once_and_both_succeed(env: Path, server: Loopbac
     procs = [subprocess.Popen([sys.executable, "-c", _CHILD, str(barrier), str(i)], env=dict(os.environ),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     outs = [p.communicate(timeout=240) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     assert outs[0][0] == outs[1][0] and outs[0][0].startswith("fixture-v3 ")
     assert len(server.gets(URL_PATH)) == 1  # one download: the second process waited on the lock

@@ -44,7 +44,7 @@ def test_packaged_manifest_is_valid_and_the_top_level_file_is_a_link_to_it(raw: 
 def test_six_official_sources_with_the_published_hashes() -> None:
     models = load_manifest()
     found = {}
-    for mid, e in models.items():
+    for e in models.values():
         for s in e.get("sources", []):
             assert s["type"] == "github" and s["repo"] == "Jungjee/DcaseNet" and s["commit"] == COMMIT
             assert s["url"] == f"https://github.com/Jungjee/DcaseNet/raw/{COMMIT}/{s['path']}"
