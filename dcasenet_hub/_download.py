@@ -16,7 +16,6 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -153,14 +152,14 @@ def download(
     expected_git_sha1: str,
     desc: str = "",
     progress: bool = True,
-    on_attempt: Callable[[int, int], None] | None = None,
+    _fresh: bool = False,
 ) -> Path:
     """Stream ``url`` into ``partial`` (resuming what is there), then check its git blob SHA-1.
 
     Call :func:`probe` first: it bounds the time to notice that the host is unreachable. Connection breaks after
     some progress are retried (``MAX_ATTEMPTS``) with an HTTP range request from the end
-    of the partial file; a server that ignores ranges makes the download start over. On a hash mismatch the partial
-    file is deleted.
+    of the partial file; a server that ignores ranges makes the download start over. When a partial file left by an
+    earlier run gives the wrong hash, the download starts over once; any other hash mismatch deletes the file.
 
     Returns:
         ``partial``, complete and verified.
@@ -173,11 +172,12 @@ def download(
     from tqdm.auto import tqdm
 
     partial.parent.mkdir(parents=True, exist_ok=True)
+    if _fresh:
+        partial.unlink(missing_ok=True)
+    resumed_old_file = partial.exists() and partial.stat().st_size > 0
     last_error: Exception | None = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
         have = partial.stat().st_size if partial.exists() else 0
-        if on_attempt:
-            on_attempt(attempt, have)
         resp, offset, total = _open(url, have)
         if offset != have:  # server sent the whole file: start over
             logger.info("server ignored the range request; downloading %s from the start", url)
@@ -210,6 +210,11 @@ def download(
     else:
         raise NetworkUnavailableError(f"download of {url} failed {MAX_ATTEMPTS} times: {last_error}")
     got = git_blob_sha1_file(partial)
+    if got != expected_git_sha1 and resumed_old_file:
+        # the partial file of an earlier run may belong to another file version: start over once
+        logger.warning("resumed download of %s has the wrong hash; downloading it again from the start", url)
+        return download(url, partial, expected_git_sha1=expected_git_sha1, desc=desc, progress=progress,
+                        _fresh=True)
     if got != expected_git_sha1:
         size = partial.stat().st_size
         partial.unlink(missing_ok=True)

@@ -236,8 +236,8 @@ def _offline_error(model_id: str, reason: str, cache: Path, folder: Path) -> Off
              if reason.startswith(("offline mode", "local_files_only")) else "")
     return OfflineError(
         f"Cannot get '{model_id}': {reason}, and it is not in the cache ({folder} does not hold it). Fixes:\n"
-        f"  1. On a machine with internet run `dcasenet-hub download {model_id}`, then copy its cache folder "
-        f"{folder.name} (and nothing else is needed) into {cache} here (or point HF_HUB_CACHE / cache_dir= at a "
+        f"  1. On a machine with internet run `dcasenet-hub download {model_id}`, then copy the cache folder "
+        f"{folder.name} from there into {cache} on this machine (or point HF_HUB_CACHE / cache_dir= at a "
         "copied cache).\n"
         "  2. Serve the official files from a local mirror: DCASENET_HUB_MIRROR=http://host:port (same paths), "
         "and add or override entries with DCASENET_HUB_MANIFEST=/path/to/manifest.json.\n"

@@ -151,6 +151,16 @@ def test_partial_file_from_an_earlier_run_is_resumed(env: Path, server: Loopback
     assert not partial.exists()
 
 
+def test_stale_partial_file_with_wrong_bytes_is_downloaded_again(env: Path, server: LoopbackServer,
+                                                                  fixture_bytes: bytes, fixture_sha1: str) -> None:
+    partial = env / "models--dcasenet-hub--fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(b"\0" * 1_000_000)  # e.g. the start of another version of the file
+    dcasenet_hub.from_pretrained("fixture-v3")
+    assert [r["range"] for r in server.gets(URL_PATH)] == ["bytes=1000000-", None]
+    assert not partial.exists()
+
+
 _CHILD = textwrap.dedent("""
     import sys, time, pathlib
     import torch
