@@ -210,6 +210,8 @@ class Prediction:
         scene_window_probs: ``(W, 10)`` softmax of each 5 s crop (scene over time).
         scene_window_starts: ``(W,)`` start of each crop in seconds.
         scene_window_s: Crop length in seconds (shorter inputs: one crop of their whole length).
+        tag_window_probs: ``(V, 80)`` tag probabilities of each 60 s window (one row for inputs up to 60 s).
+        tag_window_starts: ``(V,)`` start of each 60 s window in seconds.
         threshold, median_filter, min_duration: Settings used for ``events``.
         event_hop_s: 0.1.
         duration_s: Duration of the input in seconds.
@@ -235,6 +237,8 @@ class Prediction:
     scene_window_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     scene_window_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     scene_window_s: float = 5.0
+    tag_window_probs: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
+    tag_window_starts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     threshold: float = 0.3
     median_filter: float | None = None
     min_duration: float | None = None
@@ -292,6 +296,10 @@ class Prediction:
             "tags": {
                 "top": [[k, _round(v)] for k, v in self.top_tags(5)],
                 "probs": {k: _round(v) for k, v in self.tags.items()},
+                "windows": [
+                    {"start": _round(s, 4), "probs": [_round(p) for p in row]}
+                    for s, row in zip(self.tag_window_starts, self.tag_window_probs)
+                ],
             },
             "events": {
                 "threshold": self.threshold,

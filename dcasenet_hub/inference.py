@@ -510,7 +510,8 @@ class _Job:
             scenes = [self.scene[i] for i in sorted(self.scene)]
             crop_probs = np.stack([p for _, p in scenes]).astype(np.float32)
             weights = np.array([e["length"] for e in events], dtype=np.float64)
-            tags = (np.stack([e["tag_probs"] for e in events]) * weights[:, None]).sum(0) / weights.sum()
+            window_tags = np.stack([e["tag_probs"] for e in events]).astype(np.float32)
+            tags = (window_tags * weights[:, None]).sum(0) / weights.sum()
             ev = np.concatenate([e["event_probs"] for e in events]).astype(np.float32)
             duration = float(self.duration_s or 0.0)
             events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
@@ -526,6 +527,8 @@ class _Job:
                 scene_window_probs=crop_probs,
                 scene_window_starts=np.array([st / sr for st, _ in scenes], dtype=np.float32),
                 scene_window_s=float(s.windows.scene_window_s),
+                tag_window_probs=window_tags,
+                tag_window_starts=np.array([e["start"] / sr for e in events], dtype=np.float32),
                 threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=self.reader.sample_rate,

@@ -139,6 +139,8 @@ def test_event_windows_concatenate_on_the_output_grid(v3_model):
     np.testing.assert_allclose(np.diff(emb.frame_times), 0.8, atol=1e-5)
     np.testing.assert_allclose(pred.event_probs, np.concatenate(events), atol=1e-5)
     np.testing.assert_allclose(pred.tag_probs, np.average(tags, axis=0, weights=weights), atol=1e-5)
+    np.testing.assert_allclose(pred.tag_window_probs, np.stack(tags), atol=1e-5)
+    np.testing.assert_allclose(pred.tag_window_starts, [0.0, 4.0, 8.0], atol=1e-6)
 
 
 def test_list_input_keeps_order_and_equals_single_calls(v3_model):
