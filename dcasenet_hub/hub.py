@@ -528,7 +528,8 @@ def _write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
 
     blobs = repo / "blobs"
     snap = repo / "snapshots" / revision
-    tmp_snap = Path(tempfile.mkdtemp(prefix=f".{revision}.", dir=_mkdir(repo / "snapshots")))
+    _mkdir(repo / "snapshots")
+    tmp_snap = Path(tempfile.mkdtemp(prefix=f".snapshot-{revision}.", dir=repo))  # beside, not inside, snapshots/
     try:
         for name, data in files.items():
             blob_name = (hashlib.sha256(data).hexdigest() if name == WEIGHTS_NAME

@@ -83,6 +83,7 @@ def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackSer
     for f in snap.iterdir():
         assert f.is_symlink() and f.resolve().parent == (repo / "blobs").resolve()
     assert not list(repo.rglob("*.incomplete"))
+    assert sorted(p.name for p in repo.iterdir()) == ["blobs", "refs", "snapshots"]  # no temporary leftovers
     # the blobs are named by their hashes (sha256 for weights, git sha1 for text), so verify_cache can re-check them
     checks = hub.verify_cache()
     assert len(checks) == 3 and all(c.ok for c in checks)
