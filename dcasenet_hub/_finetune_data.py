@@ -57,6 +57,7 @@ _ONSET_COLUMNS = ("onset", "event_onset", "start", "start_time")
 _OFFSET_COLUMNS = ("offset", "event_offset", "end", "end_time", "stop")
 _SPLIT_COLUMNS = ("split", "set", "subset", "partition")
 _MAX_LISTED = 60
+_MIN_DURATION_S = 0.1  # one 100 ms event frame (dcasenet_hub.inference refuses shorter inputs)
 
 
 class DataError(ValueError):
@@ -460,6 +461,10 @@ def _check_audio(clips: list[Clip], problems: list[str]) -> list[Clip]:
             problems.append(f"{clip.path}: contains no audio samples")
             continue
         duration = frames / float(sr)
+        if duration < _MIN_DURATION_S:
+            problems.append(f"{clip.path}: only {duration * 1000:.0f} ms long; clips need at least "
+                            f"{_MIN_DURATION_S * 1000:.0f} ms")
+            continue
         for onset, offset, label in clip.events:
             if onset >= duration:
                 problems.append(f"{clip.path}: event '{label}' starts at {onset:g} s, after the end of the "
