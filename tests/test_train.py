@@ -1,0 +1,274 @@
+"""Trainer tests on miniature data: a joint step per architecture, resume = uninterrupted, fine-tuning, NaN stop,
+2-process DDP (gloo), export + from_pretrained, CLI. Sizes are tiny so the default run stays quick on 2 CPU cores."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dcasenet_hub import labels
+
+SED_SECONDS = 10.0
+
+
+def write_short_sed(root: Path, *, folds=(1, 3), seconds: float = SED_SECONDS, seed: int = 0) -> Path:
+    """A TAU-NIGENS-layout folder with one short 4-channel recording per fold (two classes, known activity)."""
+    import soundfile as sf
+
+    from dcasenet_hub.train.minidata import class_sound
+
+    rng = np.random.default_rng(seed)
+    sr, hop = 24000, 2400
+    n_lab = int(round(seconds * 10))
+    (root / "mic_dev").mkdir(parents=True, exist_ok=True)
+    (root / "metadata_dev").mkdir(parents=True, exist_ok=True)
+    for fold in folds:
+        name = f"fold{fold}_room1_mix001_ov1"
+        audio = 0.003 * rng.standard_normal((n_lab * hop, 4)).astype(np.float32)
+        rows = []
+        for cls, (on, off) in ((2, (2, n_lab // 2)), (9, (n_lab // 2 + 3, n_lab - 2))):
+            seg = class_sound(cls, len(labels.EVENTS), (off - on) * hop, sr, rng, depth=0.3)
+            audio[on * hop:off * hop] += 0.3 * seg[:, None]
+            rows += [f"{f},{cls},0,10,0" for f in range(on, off)]
+        sf.write(str(root / "mic_dev" / f"{name}.wav"), audio, sr, subtype="PCM_16")
+        (root / "metadata_dev" / f"{name}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Mini ASC (2 s clips, 1 train + 1 eval per scene), TAG (10 short clips) and short SED roots + a feature cache."""
+    from dcasenet_hub.train.minidata import make_mini_datasets
+
+    base = tmp_path_factory.mktemp("tiny")
+    roots = make_mini_datasets(base / "mini", tasks=("asc", "tag"), asc_train_per_scene=1, asc_eval_per_scene=1,
+                               asc_duration=2.0, tag_clips=10, tag_labels=4, tag_duration=(1.0, 1.5), progress=False)
+    sed = write_short_sed(base / "sed")
+    return {"asc_root": roots.asc, "tag_root": roots.tag, "sed_root": sed, "cache_dir": base / "cache"}
+
+
+TINY = {"epochs": 1, "iterations_per_epoch": 1, "batch_size": {"asc": 2, "tag": 2, "sed": 2},
+        "crop_seconds": {"asc": 1.0, "tag": 1.0, "sed": 1.0}}
+
+
+def _params(model_or_sd) -> dict[str, torch.Tensor]:
+    if isinstance(model_or_sd, torch.nn.Module):
+        return {k: v.detach().clone() for k, v in model_or_sd.named_parameters()}
+    return dict(model_or_sd)
+
+
+def _records(run: Path, stage: str) -> list[dict]:
+    return [json.loads(line) for line in (run / stage / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2", "v3"])
+def test_tiny_joint_run_each_architecture(tiny, tmp_path, arch):
+    """One joint iteration on all three tasks, evaluation with the paper's metrics and export of every best model."""
+    from dcasenet_hub import DcaseNet
+    from dcasenet_hub.train.trainer import train
+
+    res = train(f"{arch}-asc-tag-sed", out_dir=tmp_path / "run", overrides=TINY, stages=["joint"], progress=False,
+                **tiny)
+    (rec,) = _records(tmp_path / "run", "joint")
+    assert rec["epoch"] == 1 and rec["iterations"] == 1
+    assert set(rec["loss"]) == {"asc", "tag", "sed"}
+    # untrained networks: cross-entropy near ln(10), BCE near ln(2)
+    assert 1.5 < rec["loss"]["asc"] < 4.0
+    assert 0.3 < rec["loss"]["tag"] < 1.0 and 0.3 < rec["loss"]["sed"] < 1.0
+    assert 0.0 <= rec["asc_acc"] <= 100.0 and 0.0 <= rec["tag_lwlrap"] <= 100.0 and rec["sed_er"] >= 0.0
+    assert res.history["joint"][0]["loss"] == rec["loss"]
+    for task, head in (("asc", "scene"), ("tag", "tags"), ("sed", "events")):
+        model = DcaseNet.from_pretrained(tmp_path / "run" / "joint" / f"best-{task}")
+        assert model.config.arch == arch
+        assert set(model.config.trained_tasks) == {"scene", "tags", "events"}
+        assert f"recipe {arch}-asc-tag-sed" in model.config.provenance
+        assert model.config.extra["selected_for"] == task
+    state = torch.load(tmp_path / "run" / "joint" / "last.pt", weights_only=True)
+    assert state["epoch"] == 1 and state["optimizer"]["state"]  # Adam moments saved
+    assert state["scheduler"]["last_epoch"] == 1
+
+
+def test_losses_match_the_authors_definitions(tiny):
+    """CE, BCE-with-logits and BCE on probabilities truncated to the 8 outputs of a 50-frame SED crop."""
+    import torch.nn.functional as F
+
+    from dcasenet_hub import build_model
+    from dcasenet_hub.train.trainer import TASK_LABELS, _JointStep, _prepared_stores
+    from dcasenet_hub.train.torch_data import TrainCrops, crop_frames
+
+    roots = {t: tiny[f"{t}_root"] for t in ("asc", "tag", "sed")}
+    stores, items = _prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
+                                     memory=False)
+    batches = {}
+    for t in ("asc", "tag", "sed"):
+        ds = TrainCrops(t, items[t]["train"], stores[t], crop_frames=crop_frames(t, 1.0), labels=TASK_LABELS[t])
+        xs, ys = zip(*(ds[(i, 100 + i)] for i in range(2)))
+        batches[t] = (torch.stack(xs), torch.stack(ys))
+    assert batches["sed"][1].shape == (2, 10, 14) and batches["sed"][0].shape == (2, 1, 128, 50)
+    model = build_model("v3", seed=0).eval()
+    losses = _JointStep(model)(batches, {}, {"device_type": "cpu", "enabled": False})
+    with torch.no_grad():
+        out = model(batches["sed"][0], tasks=("events",)).event_probs
+        assert out.shape[1] == 8
+        ref_sed = F.binary_cross_entropy(out, batches["sed"][1][:, :8])
+        ref_asc = F.cross_entropy(model(batches["asc"][0], tasks=("scene",)).scene_logits, batches["asc"][1])
+    assert torch.allclose(losses["sed"], ref_sed) and torch.allclose(losses["asc"], ref_asc)
+    # mixup: lambda * L(y) + (1 - lambda) * L(y[perm]) on mixed inputs
+    perm = torch.tensor([1, 0])
+    mixed = _JointStep(model)(batches, {"tag": (0.3, perm)}, {"device_type": "cpu", "enabled": False})
+    x, y = batches["tag"]
+    with torch.no_grad():
+        logits = model(0.3 * x + 0.7 * x[perm], tasks=("tags",)).tag_logits
+        ref = 0.3 * F.binary_cross_entropy_with_logits(logits, y) + 0.7 * F.binary_cross_entropy_with_logits(logits, y[perm])
+    assert torch.allclose(mixed["tag"], ref)
+
+
+def test_resume_equals_uninterrupted_run(tiny, tmp_path):
+    """Stop after epoch 1 (checkpoint written), resume: same losses, metrics, LR schedule and weights."""
+    import math
+
+    from dcasenet_hub.train.trainer import train
+
+    ov = {**TINY, "epochs": 2, "iterations_per_epoch": 2, "mixup_from_epoch": 1, "t0_epochs": 2}
+    kw = dict(overrides=ov, stages=["joint"], progress=False, seed=3, **tiny)
+    train("v2-asc-tag-sed", out_dir=tmp_path / "a", **kw)
+
+    class Killed(Exception):
+        pass
+
+    def kill(stage, epoch, record):
+        if epoch == 0:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "b", on_epoch_end=kill, workers=2, **kw)
+    assert len(_records(tmp_path / "b", "joint")) == 1
+    with pytest.raises(ValueError, match="--resume"):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "b", **kw)
+    train("v2-asc-tag-sed", out_dir=tmp_path / "b", resume=True, **kw)
+
+    ra, rb = _records(tmp_path / "a", "joint"), _records(tmp_path / "b", "joint")
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+    assert [r["mixup"] for r in ra] == [False, True]  # mixup from epoch index 1 here (recipe: 6)
+    for k in ("asc_acc", "tag_lwlrap", "sed_f1", "sed_er", "lr"):
+        assert [r[k] for r in ra] == [r[k] for r in rb]
+    # cosine with warm restarts stepped per iteration, T_0 = t0_epochs * iterations = 4: half-way, then restarted
+    assert ra[0]["lr"] == pytest.approx(1e-6 + (1e-3 - 1e-6) * (1 + math.cos(math.pi * 2 / 4)) / 2)
+    assert ra[1]["lr"] == pytest.approx(1e-3)  # restarted
+    sa = torch.load(tmp_path / "a" / "joint" / "last.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "joint" / "last.pt", weights_only=True)
+    assert sa["model"].keys() == sb["model"].keys()
+    assert all(torch.equal(sa["model"][k], sb["model"][k]) for k in sa["model"])
+    assert sa["history"][0]["loss"] != sa["history"][1]["loss"]
+
+
+def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsys):
+    """CLI train with fine-tuning at lr 0: each fine-tuned model keeps its joint best parameters; exports load."""
+    from safetensors.torch import load_file
+
+    from dcasenet_hub import DcaseNet
+    from dcasenet_hub.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", "v1-nomixup-asc-sed", "-o", str(run), "--asc-root", str(tiny["asc_root"]),
+            "--sed-root", str(tiny["sed_root"]), "--cache-dir", str(tiny["cache_dir"]), "--epochs", "1",
+            "--iterations-per-epoch", "1", "--batch-size", "asc=2", "--batch-size", "sed=2", "--crop", "asc=1",
+            "--crop", "sed=1", "--lr", "0", "--workers", "0", "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "best asc:" in out and "best sed:" in out
+    assert sorted(p.name for p in run.iterdir() if p.is_dir()) == [
+        "best-asc", "best-sed", "finetune-asc", "finetune-sed", "joint"]
+    for task, head in (("asc", "scene"), ("sed", "events")):
+        joint = load_file(str(run / "joint" / f"best-{task}" / "model.safetensors"))
+        final = load_file(str(run / f"best-{task}" / "model.safetensors"))
+        model = DcaseNet.from_pretrained(run / f"best-{task}")
+        names = {k for k, _ in model.named_parameters()}
+        assert all(torch.equal(joint[k], final[k]) for k in names)
+        assert any(not torch.equal(joint[k], final[k]) for k in final if "running_mean" in k)  # BN stats moved
+        assert model.config.trained_tasks == (head,)
+        assert model.config.extra["stage"] == f"finetune-{task}"
+        assert model.config.provenance.startswith("trained by dcasenet-hub, recipe v1-nomixup-asc-sed")
+        card = (run / f"best-{task}" / "README.md").read_text()
+        assert "v1-nomixup-asc-sed" in card
+    # evaluate reproduces the metrics recorded at selection time
+    cfg = json.loads((run / "best-sed" / "config.json").read_text())
+    assert main(["evaluate", str(run / "best-sed"), "--sed-root", str(tiny["sed_root"]), "--cache-dir",
+                 str(tiny["cache_dir"]), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["sed_f1"] == pytest.approx(cfg["extra"]["best_metrics"]["sed_f1"])
+    assert got["sed_er"] == pytest.approx(cfg["extra"]["best_metrics"]["sed_er"])
+
+
+def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
+    import shutil
+
+    from dcasenet_hub.train.prepare import feature_dir
+    from dcasenet_hub.train.trainer import TrainingDivergedError, train
+
+    cache = tmp_path / "cache"
+    shutil.copytree(tiny["cache_dir"], cache)
+    for f in feature_dir(cache, "asc", tiny["asc_root"]).rglob("*.npy"):
+        np.save(f, np.full(np.load(f).shape, np.nan, dtype=np.float32))
+    with pytest.raises(TrainingDivergedError, match=r"not finite at joint epoch 1, iteration 1 \(asc nan") as ei:
+        train("v3-asc-tag-sed", out_dir=tmp_path / "run", progress=False, overrides=TINY,
+              **{**tiny, "cache_dir": cache})
+    assert "Last checkpoint: none yet" in str(ei.value)
+    assert not (tmp_path / "run" / "joint" / "last.pt").exists()
+
+
+def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from dcasenet_hub.train.trainer import train
+
+    res = train("v3-asc-tag-sed", device="cpu", **kw)
+    torch.save({"history": res.history["joint"], "rank": rank}, Path(out) / f"rank{rank}.pt")
+
+
+def test_ddp_two_processes_gloo(tiny, tmp_path):
+    """torchrun-style 2-process run (gloo, CPU): global batches split in two, same weights on both ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ov = {**TINY, "iterations_per_epoch": 2, "batch_size": {"asc": 4, "tag": 4, "sed": 2}}
+    kw = dict(out_dir=str(tmp_path / "run"), overrides=ov, stages=["joint"], progress=False,
+              **{k: str(v) for k, v in tiny.items()})
+    mp.spawn(_ddp_worker, args=(2, port, kw, str(tmp_path)), nprocs=2, join=True)
+    h0 = torch.load(tmp_path / "rank0.pt", weights_only=True)["history"]
+    h1 = torch.load(tmp_path / "rank1.pt", weights_only=True)["history"]
+    assert h0[0]["loss"] == h1[0]["loss"]  # losses all-reduced over the two processes
+    assert all(np.isfinite(v) for v in h0[0]["loss"].values())
+    assert "asc_acc" in h0[0] and "asc_acc" not in h1[0]  # rank 0 evaluates
+    from dcasenet_hub import DcaseNet
+
+    model = DcaseNet.from_pretrained(tmp_path / "run" / "joint" / "best-asc")
+    state = torch.load(tmp_path / "run" / "joint" / "last.pt", weights_only=True)
+    assert len(state["rng"]) == 2  # one RNG state per process
+    assert all(torch.equal(v, state["model"][k]) for k, v in model.state_dict().items())
+
+
+def test_odd_global_batch_is_refused_for_two_processes(tiny, tmp_path, monkeypatch):
+    from dcasenet_hub.train import trainer
+
+    monkeypatch.setattr(trainer, "_init_distributed", lambda device: trainer._Dist(rank=0, world=2))
+    with pytest.raises(ValueError, match="divisible by the 2 processes"):
+        trainer.train("v3-asc", out_dir=tmp_path / "r", overrides={"batch_size": {"asc": 3}},
+                      asc_root=tiny["asc_root"], cache_dir=tiny["cache_dir"], progress=False)
+
+
+def test_missing_root_names_the_option(tmp_path):
+    from dcasenet_hub.train.trainer import train
+
+    with pytest.raises(ValueError, match="--tag-root"):
+        train("v3-asc-tag", out_dir=tmp_path / "r", asc_root=tmp_path)
