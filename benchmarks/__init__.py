@@ -1,0 +1,1 @@
+"""dcasenet-hub benchmarks (not installed with the package): ``python -m benchmarks.run --help``."""

@@ -1,0 +1,294 @@
+"""Inference-only fast path for :class:`~dcasenet_hub.models.DcaseNet` (private; used by :mod:`.inference`).
+
+:func:`optimize_for_inference` returns a copy of a model that computes the same outputs faster:
+
+* **batch-norm folded into the convolutions** (eval-mode statistics become a per-channel scale of the kernel and a
+  bias; the folding is done in float64), and the ReLUs applied in place;
+* **channels-last memory layout** (oneDNN runs channels-last convolutions without reordering every call; on the
+  benchmark machine it is the largest single gain after computing every head in one pass);
+* **inference mode** (no autograd bookkeeping);
+* optional **bf16 on CPU / float16 or bf16 AMP on CUDA** (``dtype=...``): faster where the hardware has native
+  support, approximate (looser tolerance, see docs/performance.md);
+* optional ``torch.compile`` (off by default: it did not measure faster here, and compiling costs tens of seconds).
+
+The copy is a :class:`DcaseNet` (``isinstance`` holds, ``config``/``embed``/``predict`` work) whose ``forward`` has the
+same signature and returns the same :class:`~dcasenet_hub.models.DcaseNetOutput` fields as the original, always as
+float32 tensors on the model's device. It is inference only: ``train()`` and loading weights are refused.
+
+Exactness (fp32 defaults): outputs match the unoptimised model within ``FP32_TOLERANCE`` (absolute, on logits,
+probabilities and embeddings); the only change is the rounding of the folded kernels. bf16/fp16 stay within
+``LOW_PRECISION_TOLERANCE``. tests/test_perf_smoke.py checks both.
+
+Example:
+    >>> import torch
+    >>> from dcasenet_hub import build_model
+    >>> from dcasenet_hub._fast import optimize_for_inference
+    >>> model = build_model("v3", seed=0).eval()
+    >>> fast = optimize_for_inference(model)
+    >>> mel = torch.randn(1, 1, 128, 251)
+    >>> with torch.inference_mode():
+    ...     ref = model(mel).clip_embeddings
+    >>> bool((fast(mel).clip_embeddings - ref).abs().max() < 1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .models import ConvBlock, DcaseNet, DcaseNetOutput, SEBasicBlock
+
+logger = logging.getLogger(__name__)
+
+#: Max absolute difference to the unoptimised fp32 model allowed for the exact (fp32) fast path.
+FP32_TOLERANCE = 1e-4
+#: Max absolute difference allowed for bf16 / fp16 paths, relative to the output's own scale
+#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``).
+LOW_PRECISION_TOLERANCE = 0.1
+
+_DTYPE_NAMES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch-norm folding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Conv1d | nn.Conv2d:
+    """A new convolution equal to ``bn(conv(x))`` with eval-mode batch-norm statistics (computed in float64)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("Cannot fold a batch-norm without running statistics (track_running_stats=False).")
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64,
+                                                                              device=w.device)
+    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.detach().double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    folded = type(conv)(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+        dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
+        device=w.device, dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        folded.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(conv.weight.dtype))
+        folded.bias.copy_((b * scale + shift).to(conv.weight.dtype))
+    return folded
+
+
+class _FoldedConvBlock(nn.Module):
+    """:class:`~dcasenet_hub.models.ConvBlock` with both batch-norms folded; same ``forward(x, pool_size)``."""
+
+    def __init__(self, block: ConvBlock) -> None:
+        super().__init__()
+        self.conv1 = _fold(block.conv1, block.bn1)
+        self.conv2 = _fold(block.conv2, block.bn2)
+
+    def forward(self, x: torch.Tensor, pool_size: tuple[int, int]) -> torch.Tensor:
+        x = torch.relu_(self.conv1(x))
+        x = torch.relu_(self.conv2(x))
+        return F.avg_pool2d(x, kernel_size=pool_size)
+
+
+class _FoldedSEBasicBlock(nn.Module):
+    """:class:`~dcasenet_hub.models.SEBasicBlock` with its batch-norms (shortcut's included) folded."""
+
+    def __init__(self, block: SEBasicBlock) -> None:
+        super().__init__()
+        self.conv1 = _fold(block.conv1, block.bn1)
+        self.conv2 = _fold(block.conv2, block.bn2)
+        self.se = block.se
+        if isinstance(block.downsample, nn.Sequential):
+            conv, bn = block.downsample
+            self.downsample: nn.Module = _fold(conv, bn)
+        else:
+            self.downsample = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.downsample(x)
+        out = torch.relu_(self.conv1(x))
+        out = self.se(self.conv2(out))
+        return torch.relu_(out.add_(residual))
+
+
+def _fold_tree(module: nn.Module) -> None:
+    """Replace every ConvBlock / SEBasicBlock below ``module`` by its folded version, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ConvBlock):
+            setattr(module, name, _FoldedConvBlock(child))
+        elif isinstance(child, SEBasicBlock):
+            setattr(module, name, _FoldedSEBasicBlock(child))
+        else:
+            _fold_tree(child)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The optimised model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """How an :class:`OptimizedDcaseNet` runs (see :func:`optimize_for_inference`)."""
+
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = True
+    folded: bool = True
+    compiled: bool = False
+
+    @property
+    def exact(self) -> bool:
+        """True for the fp32 paths (within ``FP32_TOLERANCE`` of the reference)."""
+        return self.dtype == torch.float32
+
+
+class OptimizedDcaseNet(DcaseNet):
+    """An inference-only :class:`DcaseNet` made by :func:`optimize_for_inference` (do not build it directly).
+
+    ``forward(mel, tasks=None)`` takes the same input (any float dtype, any device: it is moved to the model's) and
+    returns the same fields as :meth:`DcaseNet.forward`, as float32 tensors computed under ``torch.inference_mode``.
+    """
+
+    fast_options: FastOptions
+
+    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:  # noqa: D102 - see class docstring
+        opts = self.fast_options
+        device = self.conv_block1.conv1.weight.device
+        with torch.inference_mode(), self._autocast(device):
+            x = mel.to(device=device, dtype=torch.float32)
+            if opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self._run(x, tasks)
+        for f in fields(out):
+            value = getattr(out, f.name)
+            if value is not None and value.is_floating_point() and value.dtype != torch.float32:
+                setattr(out, f.name, value.float())
+        return out
+
+    def _run(self, x: torch.Tensor, tasks: Any) -> DcaseNetOutput:
+        compiled = self.__dict__.get("_compiled_forward")
+        if compiled is not None:
+            return compiled(x, tasks)
+        return DcaseNet.forward(self, x, tasks)
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        dtype = self.fast_options.dtype
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def train(self, mode: bool = True) -> OptimizedDcaseNet:
+        if mode:
+            raise RuntimeError(
+                "This model was optimised for inference (batch-norm folded into the convolutions) and cannot be "
+                "trained. Train the original model and call optimize_for_inference() again."
+            )
+        return super().train(False)
+
+    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+        raise RuntimeError(
+            f"Cannot load {source} into an inference-optimised model (its batch-norms are folded). Load it into "
+            "the original DcaseNet and call optimize_for_inference() again."
+        )
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, str):
+        key = dtype.lower()
+        if key not in _DTYPE_NAMES:
+            raise ValueError(f"Unknown dtype {dtype!r}; use one of: fp32, bf16, fp16")
+        dtype = _DTYPE_NAMES[key]
+    if dtype not in (torch.float32, torch.bfloat16, torch.float16):
+        raise ValueError(f"Unsupported inference dtype {dtype}; use torch.float32, torch.bfloat16 or torch.float16")
+    if dtype == torch.float16 and device.type == "cpu":
+        raise ValueError("float16 inference is for CUDA only; on CPU use dtype='bf16' (or fp32, the exact default)")
+    return dtype
+
+
+def optimize_for_inference(
+    model: DcaseNet,
+    *,
+    dtype: torch.dtype | str | None = None,
+    channels_last: bool | None = None,
+    fold_batchnorm: bool = True,
+    compile: bool = False,
+    device: torch.device | str | None = None,
+) -> OptimizedDcaseNet:
+    """A faster inference-only copy of ``model`` with the same ``forward`` signature and outputs.
+
+    The original model is not modified. Already optimised models are returned as they are when the options agree.
+
+    Args:
+        model: A :class:`DcaseNet` (its weights and batch-norm statistics are used as they are now).
+        dtype: ``None``/``"fp32"`` (exact, the default), ``"bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA
+            autocast). Low precision is approximate: see ``LOW_PRECISION_TOLERANCE``.
+        channels_last: Run convolutions in channels-last layout; ``None`` picks it (faster on the CPUs and GPUs
+            measured in docs/performance.md).
+        fold_batchnorm: Fold batch-norm into the convolutions (exact up to rounding).
+        compile: Wrap the forward with ``torch.compile`` (slow first call; not faster on the benchmark machine).
+        device: Move the copy to this device (default: where ``model`` is).
+
+    Returns:
+        An :class:`OptimizedDcaseNet` in eval mode.
+
+    Example:
+        >>> from dcasenet_hub import build_model
+        >>> fast = optimize_for_inference(build_model("v2").eval())
+        >>> fast.fast_options.exact, fast.arch
+        (True, 'v2')
+    """
+    if not isinstance(model, DcaseNet):
+        raise TypeError(f"optimize_for_inference needs a DcaseNet, got {type(model).__name__}")
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    resolved = _resolve_dtype(dtype, target)
+    options = FastOptions(
+        dtype=resolved,
+        channels_last=True if channels_last is None else bool(channels_last),
+        folded=bool(fold_batchnorm),
+        compiled=bool(compile),
+    )
+    if isinstance(model, OptimizedDcaseNet):
+        if model.fast_options == options and next(model.parameters()).device == target:
+            return model
+        if model.fast_options.folded and not options.folded:
+            raise ValueError("This model's batch-norms are already folded; optimise the original model instead.")
+    if model.training:
+        logger.debug("optimize_for_inference: the copy is put in eval mode (the original is left as it is)")
+    fast = copy.deepcopy(model)
+    fast.__class__ = OptimizedDcaseNet
+    DcaseNet.train(fast, False)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    if options.folded:
+        _fold_tree(fast)
+    fast.to(target)
+    if options.channels_last:
+        fast.to(memory_format=torch.channels_last)
+    fast.fast_options = options
+    fast.__dict__.pop("_compiled_forward", None)
+    if options.compiled:
+        fast.__dict__["_compiled_forward"] = torch.compile(
+            lambda x, tasks: DcaseNet.forward(fast, x, tasks), dynamic=True
+        )
+    return fast
+
+
+def is_optimized(model: nn.Module) -> bool:
+    """True when ``model`` came from :func:`optimize_for_inference`."""
+    return isinstance(model, OptimizedDcaseNet)

@@ -1,0 +1,193 @@
+"""ONNX export of DcaseNet, with a check that onnxruntime gives the PyTorch outputs.
+
+The exported graph takes ``mel`` ``(batch, 1, 128, frames)`` (both axes dynamic, ``frames >= 40``) and returns, in
+this order, ``scene_logits (B, 10)``, ``tag_logits (B, 80)``, ``event_probs (B, 8 * (frames // 40), 14)``,
+``frame_embeddings (B, frames // 40, 512)``, ``clip_embeddings (B, 512)`` and ``scene_embeddings (B, 128)``: the fields
+of :class:`~dcasenet_hub.models.DcaseNetOutput` (``frame_times`` is ``(arange(T') * 40 + 19.5) / 50`` seconds and is
+not exported). Batch-norm is folded into the convolutions before export. The graph does not contain the
+front-end: compute features with :func:`dcasenet_hub.log_mel` as for the PyTorch model.
+
+Needs the ``onnx`` extra (``pip install "dcasenet-hub[onnx]"``: onnx and onnxruntime).
+
+Example:
+    >>> from dcasenet_hub import build_model
+    >>> from dcasenet_hub.export import export_onnx
+    >>> path = export_onnx(build_model("v3", seed=0).eval(), "dcasenet-v3.onnx")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ._io import atomic_write
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import torch
+
+    from .models import DcaseNet
+
+logger = logging.getLogger(__name__)
+
+#: Names of the graph's outputs, in order.
+OUTPUT_NAMES = ("scene_logits", "tag_logits", "event_probs", "frame_embeddings", "clip_embeddings",
+                "scene_embeddings")
+#: ONNX opset of the exported graph.
+DEFAULT_OPSET = 17
+#: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
+ONNX_TOLERANCE = 1e-4
+
+
+class OnnxUnavailableError(ImportError):
+    """onnx / onnxruntime are not installed."""
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise OnnxUnavailableError(
+            f"{module} is not installed; ONNX export needs the 'onnx' extra: pip install \"dcasenet-hub[onnx]\""
+        ) from exc
+
+
+def _graph_module(model: DcaseNet) -> torch.nn.Module:
+    """A module whose forward(mel) returns the output tuple (batch-norm folded, fp32, NCHW, CPU)."""
+    import torch
+
+    from ._fast import optimize_for_inference
+    from .models import DcaseNet
+
+    folded = optimize_for_inference(model, dtype=None, channels_last=False, device="cpu")
+
+    class _Graph(torch.nn.Module):
+        def __init__(self, net: DcaseNet) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, mel: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            out = DcaseNet.forward(self.net, mel, None)  # plain forward: traced without inference-mode wrapping
+            return tuple(getattr(out, name) for name in OUTPUT_NAMES)
+
+    return _Graph(folded).eval()
+
+
+def export_onnx(
+    model: DcaseNet,
+    path: str | Path,
+    *,
+    opset: int = DEFAULT_OPSET,
+    example_frames: int = 251,
+    check: bool = True,
+) -> Path:
+    """Write ``model`` as an ONNX graph (fp32, dynamic batch and length) to ``path``, atomically.
+
+    Args:
+        model: A :class:`~dcasenet_hub.DcaseNet` (not modified).
+        path: Output ``.onnx`` file.
+        opset: ONNX opset version.
+        example_frames: Frames of the example input used for tracing (any value >= 40 gives the same graph).
+        check: Run the written graph with onnxruntime on an input of another length and batch size and compare
+            with PyTorch (raises if they differ by more than :data:`ONNX_TOLERANCE`).
+
+    Returns:
+        The path written.
+
+    Raises:
+        OnnxUnavailableError: onnx (or onnxruntime when ``check``) is not installed.
+        ValueError: the exported graph does not reproduce PyTorch's outputs.
+
+    Example:
+        >>> export_onnx(model, "dcasenet-v3.onnx")           # doctest: +SKIP
+        PosixPath('dcasenet-v3.onnx')
+    """
+    import torch
+
+    onnx = _require("onnx")
+    if check:
+        _require("onnxruntime")
+    path = Path(path)
+    graph = _graph_module(model)
+    example = torch.randn(1, 1, model.config.frontend.n_mels, int(example_frames))
+    axes = {"mel": {0: "batch", 3: "frames"}}
+    for name in OUTPUT_NAMES:
+        axes[name] = {0: "batch"}
+    axes["event_probs"][1] = "event_steps"
+    axes["frame_embeddings"][1] = "steps"
+
+    def writer(tmp: Path) -> None:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # TorchScript-exporter deprecation and tracer notes
+            torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=["mel"],
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=int(opset),
+                              do_constant_folding=True)
+        onnx.checker.check_model(str(tmp))
+
+    atomic_write(path, writer)
+    if check:
+        diffs = check_onnx(model, path)
+        logger.info("ONNX export %s: max |onnxruntime - torch| = %s", path, diffs)
+    return path
+
+
+def onnx_session(path: str | Path, *, threads: int | None = None) -> Any:
+    """An onnxruntime CPU ``InferenceSession`` for an exported graph (all graph optimisations on)."""
+    ort = _require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(session: Any, mel: np.ndarray | torch.Tensor) -> dict[str, np.ndarray]:
+    """Run an exported graph on ``mel`` ``(B, 1, 128, frames)``; returns ``{output name: array}``."""
+    import numpy as np
+
+    arr = mel.detach().cpu().numpy() if hasattr(mel, "detach") else np.asarray(mel)
+    outs = session.run(list(OUTPUT_NAMES), {"mel": np.ascontiguousarray(arr, dtype=np.float32)})
+    return dict(zip(OUTPUT_NAMES, outs))
+
+
+def check_onnx(model: DcaseNet, path: str | Path, *, batch: int = 2, frames: int = 403,
+               seed: int = 0) -> dict[str, float]:
+    """Compare onnxruntime on ``path`` with PyTorch ``model`` (fp32) on a random input; returns max abs diffs.
+
+    Raises:
+        ValueError: an output differs by more than :data:`ONNX_TOLERANCE` or has another shape.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    mel = torch.randn(batch, 1, model.config.frontend.n_mels, frames, generator=gen)
+    param = next(model.parameters())
+    reference = model
+    if param.device.type != "cpu" or param.dtype != torch.float32:  # compare with an fp32 CPU copy
+        import copy
+
+        reference = copy.deepcopy(model).to("cpu", torch.float32)
+    was_training = reference.training
+    reference.eval()
+    try:
+        with torch.inference_mode():
+            ref = reference(mel)
+    finally:
+        reference.train(was_training)
+    got = run_onnx(onnx_session(path), mel)
+    diffs: dict[str, float] = {}
+    for name in OUTPUT_NAMES:
+        expected = getattr(ref, name).numpy()
+        if got[name].shape != expected.shape:
+            raise ValueError(f"{path}: ONNX output {name} has shape {got[name].shape}, PyTorch {expected.shape}")
+        diffs[name] = float(abs(got[name] - expected).max())
+    bad = {k: v for k, v in diffs.items() if not v <= ONNX_TOLERANCE}
+    if bad:
+        raise ValueError(f"{path}: onnxruntime outputs differ from PyTorch by more than {ONNX_TOLERANCE}: {bad}. "
+                         "Re-export with this version of dcasenet-hub and PyTorch, or report the versions.")
+    return diffs
