@@ -255,9 +255,10 @@ def _complete(item: _Input, meta: dict[str, Any]) -> bool:
     if not all(p.is_file() for p in item.outputs.values()):
         return False
     found = read_meta(item.outputs["main"])
-    if not found:
+    if not found or any(found.get(k) != v for k, v in meta.items()):
         return False
-    return all(found.get(k) == v for k, v in meta.items())
+    item.duration_s = found.get("duration_s")
+    return True
 
 
 def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
@@ -289,8 +290,9 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
         item.output = str(item.outputs["main"])
         first = owner.setdefault(item.outputs["main"], item)
         if first is not item:
-            item.status, item.error = "failed", f"output {item.output} would overwrite that of {first.path}; " \
-                                                 "rename one of the files or process them separately"
+            item.status = "failed"
+            item.error = (f"output {item.output} would overwrite that of {first.path}; "
+                          "rename one of the files or process them separately")
         selected.append(item)
     todo: list[_Input] = []
     metas: dict[int, dict[str, Any]] = {}

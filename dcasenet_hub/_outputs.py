@@ -66,7 +66,7 @@ def detect_events(
         raise ValueError(f"probs must be (T, {len(labels)}), got {probs.shape}")
     active = probs > threshold
     if median_filter:
-        k = max(1, int(round(median_filter / hop_s)))
+        k = max(1, round(median_filter / hop_s))
         k += 1 - k % 2  # odd
         if k > 1 and active.shape[0]:
             pad = k // 2
@@ -314,7 +314,7 @@ class Prediction:
     def save(self, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
         """Write the ``.json`` atomically (frame probabilities go to :meth:`save_scores`)."""
         d = self.to_dict()
-        d["meta"] = {"format_version": FORMAT_VERSION, **(meta or {})}
+        d["meta"] = {"format_version": FORMAT_VERSION, "duration_s": d["duration_s"], **(meta or {})}
         path = Path(path)
         atomic_write_text(path, json.dumps(d, indent=1) + "\n")
         return path

@@ -99,4 +99,4 @@ def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
 
 
-__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "HearModel", "SAMPLE_RATE"]
+__all__ = ["SAMPLE_RATE", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

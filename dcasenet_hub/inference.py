@@ -60,8 +60,17 @@ STREAM_THRESHOLD_S = 120.0
 #: Errors that mark one input as failed without stopping the others.
 INPUT_ERRORS = (AudioLoadError, W.InputError, ValueError, RuntimeError, OSError)
 
-__all__ = ["embed", "predict", "iterate", "Result", "Embeddings", "Prediction", "detect_events", "AudioLoadError",
-           "DEFAULT_BATCH_SIZE"]
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "AudioLoadError",
+    "Embeddings",
+    "Prediction",
+    "Result",
+    "detect_events",
+    "embed",
+    "iterate",
+    "predict",
+]
 
 
 @dataclass
@@ -398,7 +407,7 @@ class _Job:
                 raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
         else:
-            raise ValueError(f"{self.source}: unsupported input type {type(src).__name__}; "
+            raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
                              "pass a file path, a numpy array or a torch tensor")
         r = self.reader
         self.duration_s = r.num_frames / r.sample_rate
@@ -426,7 +435,8 @@ class _Job:
 
     def _generate(self) -> Iterator[W.Window]:
         s = self.settings
-        assert self.reader is not None
+        if self.reader is None:
+            raise RuntimeError(f"{self.source}: windows requested before the input was opened")
         blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
                                         s.frontend.preemphasis)
         for window, samples in W.cut(blocks, self.plan):
@@ -494,7 +504,7 @@ class _Job:
             return Result(self.index, self.source, error=self.error, duration_s=self.duration_s)
         s = self.settings
         sr = s.frontend.sample_rate
-        assert self.reader is not None
+        input_sr = self.reader.sample_rate if self.reader is not None else None
         res = Result(self.index, self.source, duration_s=self.duration_s)
         events = [self.event[i] for i in sorted(self.event)]
         if s.embeddings:
@@ -504,7 +514,7 @@ class _Job:
                 frame_times=np.concatenate([e["times"] for e in events]).astype(np.float32),
                 clip=frame.mean(axis=0).astype(np.float32),
                 model_id=s.model_id, layer="gru", hop_s=s.frame_hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=self.reader.sample_rate,
+                source=self.source, sample_rate=input_sr,
             )
         if s.predictions:
             scenes = [self.scene[i] for i in sorted(self.scene)]
@@ -531,7 +541,7 @@ class _Job:
                 tag_window_starts=np.array([e["start"] / sr for e in events], dtype=np.float32),
                 threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
-                untrained_tasks=s.untrained, source=self.source, sample_rate=self.reader.sample_rate,
+                untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
             )
         return res
 

@@ -89,7 +89,9 @@ def test_resume_skips_complete_outputs_and_overwrite_recomputes(mixed_folder, tm
     first = npz.stat().st_mtime_ns
     assert main(args) == 0
     assert npz.stat().st_mtime_ns == first  # not rewritten
-    assert {r["status"] for r in _index(out / "index.csv").values()} == {"skipped"}
+    rows = _index(out / "index.csv")
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert float(rows["a.wav"]["duration_s"]) == pytest.approx(2.0)
     assert main([*args, "--level", "clip"]) == 0  # other settings: recomputed
     with np.load(npz) as z:
         assert set(z.files) == {"clip", "meta"}

@@ -53,7 +53,7 @@ def test_scene_embeddings_are_mean_of_timestamp_embeddings(hear_model):
 
 
 def test_load_model_default_is_dcasenet_v3(monkeypatch, v3_model):
-    import dcasenet_hub.hub as hub
+    from dcasenet_hub import hub
 
     asked = []
     monkeypatch.setattr(hub, "from_pretrained", lambda name, **kw: asked.append(name) or v3_model)

@@ -20,7 +20,7 @@ SR = 24000
 
 def _noise(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    n = int(round(seconds * sr))
+    n = round(seconds * sr)
     t = np.arange(n) / sr
     x = 0.05 * rng.standard_normal(n) + 0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.4)
     return x.astype(np.float32)

@@ -28,7 +28,7 @@ def test_plot_api_draws_three_panels_and_saves_png(v3_model, tmp_path):
     out = tmp_path / "fig.png"
     fig = plot(v3_model, wav, sample_rate=22050, prediction=pred, output=out)
     assert out.read_bytes()[:8] == PNG_MAGIC
-    spec, roll, scenes = fig.axes[:3]
+    _, roll, scenes = fig.axes[:3]
     assert roll.get_xlim()[1] == pytest.approx(6.0, abs=0.01)  # shared time axis over the whole clip
     assert [t.get_text() for t in roll.get_yticklabels()] == list(v3_model.config.event_labels)
     assert len(roll.patches) == len(pred.events)  # one outline per detected event
