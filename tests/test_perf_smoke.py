@@ -1,0 +1,260 @@
+"""Correctness of the optimised inference paths against the fp32 reference, ONNX export, and the benchmark harness.
+
+No timings are asserted here (CI machines are shared and noisy); docs/performance.md holds the measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dcasenet_hub import build_model
+from dcasenet_hub._fast import (
+    FP32_TOLERANCE,
+    LOW_PRECISION_TOLERANCE,
+    OptimizedDcaseNet,
+    inference_runner,
+    optimize_for_inference,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = ("scene_logits", "tag_logits", "event_probs", "frame_embeddings", "clip_embeddings", "scene_embeddings")
+
+
+def _random_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every batch-norm non-trivial statistics and affine parameters, so folding is really exercised."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                n = m.num_features
+                m.running_mean.copy_(torch.rand(n, generator=gen) - 0.5)
+                m.running_var.copy_(torch.rand(n, generator=gen) * 1.5 + 0.5)
+                m.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                m.bias.copy_(torch.rand(n, generator=gen) * 0.4 - 0.2)
+    return model.eval()
+
+
+def _reference(model: torch.nn.Module, mel: torch.Tensor, tasks=None) -> dict[str, torch.Tensor]:
+    with torch.no_grad():
+        return model(mel, tasks=tasks).to_dict()
+
+
+def _assert_close(out: dict, ref: dict, tol: float, *, relative: bool = False) -> None:
+    assert set(out) == set(ref)
+    for k, v in ref.items():
+        got = out[k]
+        assert got.dtype == torch.float32, k
+        assert got.shape == v.shape, k
+        scale = max(1.0, float(v.abs().max())) if relative else 1.0
+        diff = float((got - v).abs().max())
+        assert diff <= tol * scale, f"{k}: max abs diff {diff:.3g} > {tol * scale:.3g}"
+
+
+@pytest.fixture(scope="module")
+def bn_models() -> dict[str, torch.nn.Module]:
+    """v1, v2, v3 with random weights and non-trivial batch-norm statistics (shared, never modified)."""
+    return {arch: _random_bn(build_model(arch, seed=3)) for arch in ("v1", "v2", "v3")}
+
+
+@pytest.mark.parametrize("arch", ["v1", "v2", "v3"])
+def test_folded_channels_last_fp32_matches_reference(arch, bn_models):
+    model = bn_models[arch]
+    mel = torch.randn(2, 1, 128, 163, generator=torch.Generator().manual_seed(1))
+    ref = _reference(model, mel)
+    fast = optimize_for_inference(model)
+    assert isinstance(fast, OptimizedDcaseNet) and fast.fast_options.exact and fast.fast_options.channels_last
+    # batch-norm really is gone from the copy, and still in the original
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    out = fast(mel).to_dict()
+    _assert_close(out, ref, FP32_TOLERANCE, relative=True)
+    assert torch.equal(out["frame_times"], ref["frame_times"])
+
+
+@pytest.mark.parametrize("options", [dict(channels_last=False), dict(fold_batchnorm=False)])
+def test_each_optimisation_alone_is_exact(options, bn_models):
+    model = bn_models["v3"]
+    mel = torch.randn(1, 1, 128, 120, generator=torch.Generator().manual_seed(2))
+    _assert_close(optimize_for_inference(model, **options)(mel).to_dict(), _reference(model, mel),
+                  FP32_TOLERANCE, relative=True)
+
+
+def test_fast_v3_reproduces_authors_reference_outputs(v3_model, fixtures_dir):
+    io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
+    fast = optimize_for_inference(v3_model)
+    for case in ("short", "long"):
+        out = fast(torch.from_numpy(io[f"{case}_input"]))
+        for ours, key in ((out.scene_logits, "asc_logits"), (out.tag_logits, "tag_logits"),
+                          (out.event_probs, "sed_probs")):
+            expected = io[f"{case}_{key}"]
+            assert ours.shape == expected.shape
+            assert np.abs(ours.numpy() - expected).max() <= FP32_TOLERANCE * max(1.0, np.abs(expected).max()), key
+
+
+@pytest.mark.parametrize("tasks", [("scene",), ("events",), ("tags", "embeddings")])
+def test_task_subsets_give_the_same_fields(tasks, bn_models):
+    model = bn_models["v3"]
+    mel = torch.randn(3, 1, 128, 90, generator=torch.Generator().manual_seed(3))
+    ref = _reference(model, mel, tasks)
+    out = optimize_for_inference(model)(mel, tasks=tasks).to_dict()
+    _assert_close(out, ref, FP32_TOLERANCE, relative=True)
+
+
+def test_bf16_within_stated_tolerance(v3_model, fixtures_dir):
+    io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
+    mel = torch.from_numpy(io["short_input"])
+    ref = _reference(v3_model, mel)
+    low = optimize_for_inference(v3_model, dtype="bf16")
+    assert low.fast_options.exact is False
+    out = low(mel).to_dict()
+    _assert_close({k: out[k] for k in FIELDS}, {k: ref[k] for k in FIELDS}, LOW_PRECISION_TOLERANCE, relative=True)
+    # bf16 is really used: the outputs are not bit-identical to fp32
+    assert any(not torch.equal(out[k], ref[k]) for k in FIELDS)
+
+
+def test_fp16_on_cpu_is_refused_with_the_fix(bn_models):
+    with pytest.raises(ValueError, match="bf16"):
+        optimize_for_inference(bn_models["v1"], dtype="fp16", device="cpu")
+    with pytest.raises(ValueError, match="Unknown dtype"):
+        optimize_for_inference(bn_models["v1"], dtype="int8")
+
+
+def test_optimized_model_is_inference_only_and_original_untouched():
+    model = build_model("v2", seed=6)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = optimize_for_inference(model)
+    assert model.training and not fast.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert fast.config == model.config and fast.arch == "v2" and fast.frame_hop_s == model.frame_hop_s
+    with pytest.raises(RuntimeError, match="cannot be trained"):
+        fast.train()
+    with pytest.raises(RuntimeError, match="optimize_for_inference"):
+        fast.load_state_dict_strict(before, source="x.pt")
+    assert not any(p.requires_grad for p in fast.parameters())
+    assert optimize_for_inference(fast) is fast  # same options: nothing to do
+
+
+def test_inference_runner_is_cached_and_follows_weight_changes():
+    model = _random_bn(build_model("v3", seed=7))
+    mel = torch.randn(1, 1, 128, 80, generator=torch.Generator().manual_seed(4))
+    first = inference_runner(model)
+    assert inference_runner(model) is first
+    with torch.no_grad():  # e.g. an optimizer step between two embed() calls
+        model.fc_ASC.bias.add_(1.0)
+        model.conv_block1.bn1.running_mean.add_(0.1)
+    second = inference_runner(model)
+    assert second is not first
+    _assert_close(second(mel).to_dict(), _reference(model, mel), FP32_TOLERANCE, relative=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# ONNX
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def onnx_v3(tmp_path_factory, v3_model):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from dcasenet_hub.export import export_onnx
+
+    return export_onnx(v3_model, tmp_path_factory.mktemp("onnx") / "v3.onnx", check=False)
+
+
+def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtures_dir):
+    from dcasenet_hub.export import ONNX_TOLERANCE, OUTPUT_NAMES, check_onnx, onnx_session, run_onnx
+
+    diffs = check_onnx(v3_model, onnx_v3, batch=3, frames=417)
+    assert set(diffs) == set(OUTPUT_NAMES) and max(diffs.values()) <= ONNX_TOLERANCE
+    io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
+    out = run_onnx(onnx_session(onnx_v3), io["long_input"])
+    assert np.abs(out["event_probs"] - io["long_sed_probs"]).max() < ONNX_TOLERANCE
+    assert np.abs(out["scene_logits"] - io["long_asc_logits"]).max() < ONNX_TOLERANCE
+
+
+def test_onnx_check_detects_a_different_model(onnx_v3):
+    from dcasenet_hub.export import check_onnx
+
+    other = _random_bn(build_model("v3", seed=11))  # same architecture, other weights
+    with pytest.raises(ValueError, match="differ from PyTorch"):
+        check_onnx(other, onnx_v3, batch=1, frames=60)
+
+
+def test_cli_export_onnx(tmp_path, authors_checkpoint, capsys):
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from dcasenet_hub.cli import main
+
+    out = tmp_path / "sub" / "model.onnx"
+    assert main(["export", "--format", "onnx", str(authors_checkpoint), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert out.is_file() and "onnxruntime matches PyTorch" in text
+    assert not list(out.parent.glob(".*.tmp"))  # atomic write left no temporary file
+
+
+def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):
+    from dcasenet_hub import export as ex
+
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(ex.OnnxUnavailableError, match=r"dcasenet-hub\[onnx\]"):
+        ex.export_onnx(build_model("v1", seed=0).eval(), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Benchmark harness
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_stage_timer_charges_exclusive_time_and_restores_functions():
+    sys.path.insert(0, str(ROOT))
+    try:
+        from benchmarks._stages import StageTimer, instrument
+    finally:
+        sys.path.remove(str(ROOT))
+    import dcasenet_hub.frontend as fe
+
+    timer = StageTimer()
+
+    def inner() -> None:
+        time.sleep(0.05)
+
+    def outer() -> None:
+        time.sleep(0.05)
+        timed_inner()
+
+    timed_inner = timer.wrap(inner, "features")
+    timer.wrap(outer, "decode")()
+    assert 0.045 <= timer.seconds["decode"] < 0.09 and 0.045 <= timer.seconds["features"] < 0.09
+
+    original = fe.resample
+    with instrument(StageTimer()):
+        assert fe.resample is not original
+    assert fe.resample is original
+
+
+def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert "Model-only throughput" in proc.stdout and str(out) in proc.stdout
+    variants = {r["variant"]: r for r in res["model"]}
+    assert {"naive", "one pass", "fast"} <= set(variants)
+    assert variants["fast"]["max_abs_diff_vs_naive"] <= FP32_TOLERANCE
+    assert variants["fast"]["flops_one_pass_batch1"] > 1e9
+    assert res["e2e"]["outputs_written"] == res["e2e"]["files"] == 2
+    assert set(res["e2e"]["stage_seconds"]) == {"load", "decode", "resample", "features", "network", "writes"}
+    assert res["e2e"]["stage_seconds"]["network"] > 0 and res["e2e"]["stage_seconds"]["decode"] > 0
+    assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
+    assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
