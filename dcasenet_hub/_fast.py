@@ -218,7 +218,8 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
     if dtype not in (torch.float32, torch.bfloat16, torch.float16):
         raise ValueError(f"Unsupported inference dtype {dtype}; use torch.float32, torch.bfloat16 or torch.float16")
     if dtype == torch.float16 and device.type == "cpu":
-        raise ValueError("float16 inference is for CUDA only; on CPU use dtype='bf16' (or fp32, the exact default)")
+        logger.warning("float16 autocast on CPU is approximate and usually slower than fp32; on CPU prefer "
+                       "dtype='bf16' (fast on CPUs with AVX512-BF16/AMX) or fp32, the exact default")
     return dtype
 
 
@@ -238,7 +239,8 @@ def optimize_for_inference(
     Args:
         model: A :class:`DcaseNet` (its weights and batch-norm statistics are used as they are now).
         dtype: ``None``/``"fp32"`` (exact, the default), ``"bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA
-            autocast). Low precision is approximate: see ``LOW_PRECISION_TOLERANCE``.
+            autocast; allowed on CPU with a warning). Low precision is approximate: see
+            ``LOW_PRECISION_TOLERANCE``.
         channels_last: Run convolutions in channels-last layout; ``None`` picks it (faster on the CPUs and GPUs
             measured in docs/performance.md).
         fold_batchnorm: Fold batch-norm into the convolutions (exact up to rounding).

@@ -120,10 +120,12 @@ def test_bf16_within_stated_tolerance(v3_model, fixtures_dir):
     assert any(not torch.equal(out[k], ref[k]) for k in FIELDS)
 
 
-def test_fp16_on_cpu_is_refused_with_the_fix(bn_models):
-    with pytest.raises(ValueError, match="bf16"):
-        optimize_for_inference(bn_models["v1"], dtype="fp16", device="cpu")
-    with pytest.raises(ValueError, match="Unknown dtype"):
+def test_dtype_names_and_cpu_fp16_warning(bn_models, caplog):
+    with caplog.at_level("WARNING", logger="dcasenet_hub._fast"):
+        fast = optimize_for_inference(bn_models["v1"], dtype="fp16", device="cpu")
+    assert fast.fast_options.dtype == torch.float16 and "prefer dtype='bf16'" in caplog.text
+    assert optimize_for_inference(bn_models["v1"], dtype="bfloat16").fast_options.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="Unknown dtype 'int8'; use one of"):
         optimize_for_inference(bn_models["v1"], dtype="int8")
 
 
