@@ -555,24 +555,13 @@ def finetune(
     _check_task(task)
     if head not in HEADS:
         raise ValueError(f"head={head!r}; choose one of {', '.join(HEADS)}")
-    if isinstance(model, (str, Path)):
-        from .hub import from_pretrained
-
-        model = from_pretrained(model)
-    if not isinstance(model, DcaseNet):
-        raise TypeError(f"model must be a DcaseNet or a name/path for from_pretrained, got {type(model).__name__}")
-    base = model
     probe = freeze == "all"
-    trainable = _trainable_stages(base, task, freeze)
     epochs = int(epochs if epochs is not None else (100 if probe else 15))
     lr = float(lr if lr is not None else (_PROBE_LR if probe else 1e-3))
     if epochs < 1 or batch_size < 1 or lr <= 0:
         raise ValueError(f"epochs ({epochs}), batch_size ({batch_size}) and lr ({lr}) must be positive")
     if mixup is not None and mixup <= 0:
         raise ValueError(f"mixup alpha must be positive (the authors used 0.1), got {mixup}")
-    if mixup is not None and probe:
-        raise ValueError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block name "
-                         f"({', '.join(freeze_choices(base, task)[2:])}), or drop mixup for a linear probe")
     if batch_norm not in ("train", "frozen"):
         raise ValueError(f"batch_norm={batch_norm!r}; choose 'train' or 'frozen'")
     if patience is not None and patience < 1:
@@ -581,12 +570,23 @@ def finetune(
     if out_dir is not None and (out_dir / "model.safetensors").exists() and not overwrite:
         raise FileExistsError(f"{out_dir} already holds a model (model.safetensors); choose another output folder "
                               "or pass overwrite=True (--overwrite)")
-
+    # the data first: its problems are reported before a model is downloaded or loaded
     dataset = data if isinstance(data, Dataset) else read_dataset(
         data, task=task, labels=labels, delimiter=delimiter, label_delimiter=label_delimiter, audio_dir=audio_dir,
         validation_fraction=validation_fraction, seed=seed)
     if dataset.task != task:
         raise ValueError(f"The dataset was read for task {dataset.task!r}, not {task!r}")
+    if isinstance(model, (str, Path)):
+        from .hub import from_pretrained
+
+        model = from_pretrained(model)
+    if not isinstance(model, DcaseNet):
+        raise TypeError(f"model must be a DcaseNet or a name/path for from_pretrained, got {type(model).__name__}")
+    base = model
+    trainable = _trainable_stages(base, task, freeze)
+    if mixup is not None and probe:
+        raise ValueError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block name "
+                         f"({', '.join(freeze_choices(base, task)[2:])}), or drop mixup for a linear probe")
     dev = _resolve_device(device)
     logger.info("Fine-tuning DcaseNet-%s on %s: %s", base.config.arch, dataset.summary(),
                 "linear probe" if probe else f"fine-tuning after {freeze}")
@@ -610,7 +610,8 @@ def finetune(
         "freeze": freeze, "trained_blocks": [n for n, _ in trainable], "head": head, "epochs": epochs,
         "batch_size": batch_size, "lr": lr, "body_lr": lr * body_lr_scale if trainable else None,
         "weight_decay": weight_decay, "optimizer": "Adam, cosine annealing to 1% of lr per step",
-        "crop_s": crop, "mixup_alpha": mixup, "warm_start": bool(warm_start and not probe), "batch_norm": batch_norm, "patience": patience, "seed": seed, "device": str(dev),
+        "crop_s": crop, "mixup_alpha": mixup, "warm_start": bool(warm_start and not probe),
+        "batch_norm": batch_norm if not probe else None, "patience": patience, "seed": seed, "device": str(dev),
         "selection": f"best validation {PRIMARY_METRIC[task]}",
     }
     started = time.perf_counter()
