@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import ConvBlock, DcaseNet, DcaseNetOutput, SEBasicBlock
+from .models import TIME_REDUCTION, ConvBlock, DcaseNet, DcaseNetOutput, InputTooShortError, SEBasicBlock
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,44 @@ class OptimizedDcaseNet(DcaseNet):
         )
 
 
+class OnnxRuntimeDcaseNet(DcaseNet):
+    """An inference-only :class:`DcaseNet` that runs its forward with onnxruntime (see
+    :func:`dcasenet_hub.export.onnxruntime_model`); CPU, fp32; the weights stay for ``config`` and device queries."""
+
+    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:  # noqa: D102
+        from .export import OUTPUT_NAMES, run_onnx
+        from .models import _frame_times, _normalise_tasks
+
+        wanted = _normalise_tasks(tasks)
+        if mel.dim() != 4 or mel.shape[1] != 1:
+            raise ValueError(f"Expected mel of shape (batch, 1, n_mels, frames), got {tuple(mel.shape)}")
+        if mel.shape[-1] < TIME_REDUCTION:
+            raise InputTooShortError(f"Input has {mel.shape[-1]} frames; DcaseNet needs at least {TIME_REDUCTION}")
+        arrays = run_onnx(self.__dict__["_ort_session"], mel.detach().float())
+        res = {name: torch.from_numpy(arrays[name]).to(mel.device) for name in OUTPUT_NAMES}
+        out = DcaseNetOutput()
+        if "scene" in wanted:
+            out.scene_logits, out.scene_embeddings = res["scene_logits"], res["scene_embeddings"]
+        if "tags" in wanted:
+            out.tag_logits = res["tag_logits"]
+        if "events" in wanted:
+            out.event_probs = res["event_probs"]
+        if "embeddings" in wanted:
+            out.frame_embeddings, out.clip_embeddings = res["frame_embeddings"], res["clip_embeddings"]
+            out.frame_times = _frame_times(out.frame_embeddings.shape[1], 1.0 / self.config.frontend.frame_rate,
+                                           mel.device)
+        return out
+
+    def train(self, mode: bool = True) -> OnnxRuntimeDcaseNet:
+        if mode:
+            raise RuntimeError("An onnxruntime-backed model is inference only; train the original DcaseNet.")
+        return super().train(False)
+
+    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+        raise RuntimeError(f"Cannot load {source} into an onnxruntime-backed model; load it into the original "
+                           "DcaseNet and build the backend again.")
+
+
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
     if dtype is None:
         return torch.float32
@@ -231,7 +269,8 @@ def optimize_for_inference(
     fold_batchnorm: bool = True,
     compile: bool = False,
     device: torch.device | str | None = None,
-) -> OptimizedDcaseNet:
+    backend: str = "torch",
+) -> DcaseNet:
     """A faster inference-only copy of ``model`` with the same ``forward`` signature and outputs.
 
     The original model is not modified. Already optimised models are returned as they are when the options agree.
@@ -246,9 +285,12 @@ def optimize_for_inference(
         fold_batchnorm: Fold batch-norm into the convolutions (exact up to rounding).
         compile: Wrap the forward with ``torch.compile`` (slow first call; not faster on the benchmark machine).
         device: Move the copy to this device (default: where ``model`` is).
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, fp32: the network exported to ONNX and run by
+            onnxruntime, see :func:`dcasenet_hub.export.onnxruntime_model`; needs the ``onnx`` extra; the other
+            options do not apply).
 
     Returns:
-        An :class:`OptimizedDcaseNet` in eval mode.
+        An :class:`OptimizedDcaseNet` in eval mode (an :class:`OnnxRuntimeDcaseNet` for ``backend="onnxruntime"``).
 
     Example:
         >>> from dcasenet_hub import build_model
@@ -258,6 +300,15 @@ def optimize_for_inference(
     """
     if not isinstance(model, DcaseNet):
         raise TypeError(f"optimize_for_inference needs a DcaseNet, got {type(model).__name__}")
+    if backend not in ("torch", "onnxruntime"):
+        raise ValueError(f"Unknown backend {backend!r}; use 'torch' or 'onnxruntime'")
+    if backend == "onnxruntime":
+        if dtype not in (None, "fp32", "float32", torch.float32) or (device is not None and
+                                                                     torch.device(device).type != "cpu"):
+            raise ValueError("The onnxruntime backend runs fp32 on CPU; use backend='torch' for other dtypes/devices")
+        from .export import onnxruntime_model
+
+        return onnxruntime_model(model)
     target = torch.device(device) if device is not None else next(model.parameters()).device
     resolved = _resolve_dtype(dtype, target)
     options = FastOptions(
@@ -301,7 +352,7 @@ def is_optimized(model: nn.Module) -> bool:
 # Cached runner for dcasenet_hub.inference
 # ----------------------------------------------------------------------------------------------------------------
 
-_RUNNERS: weakref.WeakKeyDictionary[nn.Module, tuple[Any, OptimizedDcaseNet]] = weakref.WeakKeyDictionary()
+_RUNNERS: weakref.WeakKeyDictionary[nn.Module, tuple[Any, DcaseNet]] = weakref.WeakKeyDictionary()
 
 
 def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
@@ -314,6 +365,7 @@ def inference_runner(
     *,
     dtype: torch.dtype | str | None = None,
     device: torch.device | str | None = None,
+    backend: str = "torch",
 ) -> DcaseNet:
     """The fastest exact way to run ``model`` forward now: an :class:`OptimizedDcaseNet`, cached per model.
 
@@ -326,6 +378,7 @@ def inference_runner(
         model: The model to run.
         dtype: ``None`` (exact fp32, the default), or ``"bf16"`` / ``"fp16"`` (autocast, approximate).
         device: Device to run on (default: the model's).
+        backend: ``"torch"`` or ``"onnxruntime"`` (see :func:`optimize_for_inference`).
 
     Example:
         >>> from dcasenet_hub import build_model
@@ -334,14 +387,16 @@ def inference_runner(
         True
     """
     target = torch.device(device) if device is not None else next(model.parameters()).device
+    if isinstance(model, OnnxRuntimeDcaseNet):
+        return model
     if isinstance(model, OptimizedDcaseNet) and (dtype is None or _resolve_dtype(dtype, target) ==
                                                  model.fast_options.dtype):
         return model if next(model.parameters()).device == target else optimize_for_inference(model, device=target)
-    key = (_resolve_dtype(dtype, target), target)
+    key = (_resolve_dtype(dtype, target), target, backend)
     fingerprint = _fingerprint(model)
     cached = _RUNNERS.get(model)
     if cached is not None and cached[0] == (key, fingerprint):
         return cached[1]
-    fast = optimize_for_inference(model, dtype=key[0], device=target)
+    fast = optimize_for_inference(model, dtype=key[0], device=target, backend=backend)
     _RUNNERS[model] = ((key, fingerprint), fast)
     return fast

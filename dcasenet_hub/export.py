@@ -191,3 +191,54 @@ def check_onnx(model: DcaseNet, path: str | Path, *, batch: int = 2, frames: int
         raise ValueError(f"{path}: onnxruntime outputs differ from PyTorch by more than {ONNX_TOLERANCE}: {bad}. "
                          "Re-export with this version of dcasenet-hub and PyTorch, or report the versions.")
     return diffs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# onnxruntime as a backend
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def onnxruntime_model(model: DcaseNet, *, path: str | Path | None = None, threads: int | None = None) -> DcaseNet:
+    """A copy of ``model`` whose forward runs an exported graph with onnxruntime (CPU, fp32, optional backend).
+
+    Same ``forward(mel, tasks=None)`` signature and :class:`~dcasenet_hub.models.DcaseNetOutput` fields as
+    :class:`~dcasenet_hub.DcaseNet` (every head is computed; the ones not asked for are dropped). Exporting takes a
+    few seconds, once per call of this function. Outputs match PyTorch within :data:`ONNX_TOLERANCE` (checked).
+
+    Args:
+        model: The model to run (not modified).
+        path: Where to write the graph (default: a temporary file, deleted when the copy is garbage collected).
+        threads: onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
+
+    Example:
+        >>> fast = onnxruntime_model(model)                   # doctest: +SKIP
+        >>> fast(mel, tasks=("embeddings",)).clip_embeddings  # doctest: +SKIP
+    """
+    import copy
+    import tempfile
+    import weakref
+
+    from ._fast import OnnxRuntimeDcaseNet
+
+    cleanup = None
+    if path is None:
+        folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
+        path = Path(folder) / "model.onnx"
+
+        def cleanup(p: Path = path) -> None:
+            import shutil
+
+            shutil.rmtree(p.parent, ignore_errors=True)
+
+    cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
+    export_onnx(cpu, path, check=True)
+    wrapped = copy.deepcopy(cpu)
+    wrapped.__class__ = OnnxRuntimeDcaseNet
+    wrapped.eval()
+    for p in wrapped.parameters():
+        p.requires_grad_(False)
+    wrapped.__dict__["_ort_session"] = onnx_session(path, threads=threads)
+    wrapped.__dict__["_ort_path"] = Path(path)
+    if cleanup is not None:
+        weakref.finalize(wrapped, cleanup)
+    return wrapped

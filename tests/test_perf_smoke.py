@@ -183,6 +183,21 @@ def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtu
     assert np.abs(out["scene_logits"] - io["long_asc_logits"]).max() < ONNX_TOLERANCE
 
 
+def test_onnxruntime_backend_same_fields_as_pytorch(bn_models):
+    pytest.importorskip("onnxruntime")
+    from dcasenet_hub._fast import OnnxRuntimeDcaseNet
+
+    model = bn_models["v2"]
+    ort_model = optimize_for_inference(model, backend="onnxruntime")
+    assert isinstance(ort_model, OnnxRuntimeDcaseNet) and ort_model.config == model.config
+    mel = torch.randn(2, 1, 128, 95, generator=torch.Generator().manual_seed(8))
+    for tasks in (None, ("scene",), ("embeddings",)):
+        _assert_close(ort_model(mel, tasks=tasks).to_dict(), _reference(model, mel, tasks), FP32_TOLERANCE,
+                      relative=True)
+    with pytest.raises(ValueError, match="fp32 on CPU"):
+        optimize_for_inference(model, backend="onnxruntime", dtype="bf16")
+
+
 def test_onnx_check_detects_a_different_model(onnx_v3):
     from dcasenet_hub.export import check_onnx
 
