@@ -288,7 +288,6 @@ class DcaseNet(nn.Module):
         x = self.conv_block2(x, (2, 2))
         x = self.conv_block3(x, (2, 2))
         if self.config.arch == "v3":
-            x_1 = self.conv_block4_1(x, (2, 5))
             x_2 = self.conv_block4_2(x, (2, 5))
             if "scene" in wanted:
                 code = self.code_ASC(self.layer_ASC(x_2).mean(dim=(2, 3)))
@@ -296,6 +295,7 @@ class DcaseNet(nn.Module):
                 out.scene_logits = self.fc_ASC(code)
             if not need_rnn:
                 return out
+            x_1 = self.conv_block4_1(x, (2, 5))  # common path: only the recurrent part needs it
             seq = torch.cat([x_1, x_2], dim=1).mean(dim=2).transpose(1, 2)
             h_1, _ = self.gru_1(seq)
             h_2, _ = self.gru_2(seq)
