@@ -121,8 +121,8 @@ def register(subparsers: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dcasenet-v3",
                    help="manifest id, local folder, .safetensors or authors' .pt file (default: dcasenet-v3)")
-    p.add_argument("--batch-size", type=int, default=16, metavar="N",
-                   help="5 s windows per forward pass; a 60 s window counts as 12 (default 16)")
+    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+                   help="5 s windows per forward pass; a 60 s window counts as 12 (default 8)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
 
 

@@ -54,7 +54,7 @@ from .models import TIME_REDUCTION
 logger = logging.getLogger(__name__)
 
 #: Default number of 5 s crops per forward pass (longer windows count proportionally).
-DEFAULT_BATCH_SIZE = 16
+DEFAULT_BATCH_SIZE = 8
 #: Inputs longer than this (seconds) are decoded lazily, window by window, instead of ahead in a worker thread.
 STREAM_THRESHOLD_S = 120.0
 #: Errors that mark one input as failed without stopping the others.
@@ -123,7 +123,7 @@ def embed(
         sample_rate: Rate of waveform inputs in Hz (required for them; files use their own rate).
         device: Run on this device (the model is moved there); default: the model's device.
         dtype: Compute dtype (``torch.float16`` / ``torch.bfloat16`` use autocast); outputs are float32.
-        batch_size: 5 s crops per forward pass (a 60 s window counts as 12).
+        batch_size: 5 s crops per forward pass (default 8; a 60 s window counts as 12).
         progress: Show tqdm progress bars (over inputs, and over the windows of long inputs).
         workers: Threads decoding and resampling inputs ahead of the network (0: none).
 

@@ -36,7 +36,7 @@ def plot(
     min_duration: float | None = None,
     top_k: int = 3,
     device: Any = None,
-    batch_size: int = 16,
+    batch_size: int = 8,
     dpi: int = 110,
 ) -> Any:
     """Draw the log-mel spectrogram, the event probability roll with detected events, and scene probabilities.

@@ -298,3 +298,16 @@ def test_detect_events_threshold_median_and_min_duration():
     assert detect_events(p, labels, hop_s=0.1, threshold=0.85) == [(0.2, 0.5, "a"), (0.6, 0.8, "a")]
     p[15:20, 1] = 0.9
     assert detect_events(p, labels, hop_s=0.1, duration_s=1.93)[-1] == (1.5, 1.93, "b")
+
+
+def test_dtype_autocast_and_device_options(v3_model):
+    wav = _noise(2.0, seed=7)
+    ref = embed(v3_model, wav, sample_rate=SR, device="cpu")
+    low = embed(v3_model, wav, sample_rate=SR, dtype="bfloat16")
+    assert low.frame.dtype == np.float32 and low.frame.shape == ref.frame.shape
+    cos = (low.clip @ ref.clip) / (np.linalg.norm(low.clip) * np.linalg.norm(ref.clip))
+    assert cos > 0.99 and not np.array_equal(low.frame, ref.frame)  # bf16 ran, close to float32
+    with pytest.raises(ValueError, match="dtype"):
+        embed(v3_model, wav, sample_rate=SR, dtype="int8")
+    with pytest.raises(ValueError, match="batch_size"):
+        embed(v3_model, wav, sample_rate=SR, batch_size=0)
