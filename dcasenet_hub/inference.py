@@ -211,9 +211,21 @@ def iterate(
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet`.
         inputs: File paths and/or waveforms.
+        sample_rate: Rate of waveform inputs in Hz.
         embeddings: Compute :class:`Embeddings`.
         predictions: Compute :class:`Prediction`.
-        Others: as in :func:`embed` / :func:`predict`.
+        threshold: Event threshold (default: the model's, 0.3).
+        median_filter: Median filter over the binary event activity, in seconds.
+        min_duration: Minimum event duration in seconds.
+        device: Run on this device (the model is moved there); ``"auto"``: CUDA if available.
+        dtype: Compute dtype (autocast for float16 / bfloat16).
+        batch_size: 5 s crops per forward pass (a 60 s window counts as 12).
+        progress: tqdm bars over inputs and over the windows of inputs longer than 120 s.
+        workers: Threads decoding inputs ahead of the network (0: decode in the calling thread).
+
+    Raises:
+        ValueError: invalid options (raised when iteration starts).
+        TypeError: an input is neither a path nor a numpy array / torch tensor.
 
     Example:
         >>> for r in iterate(model, ["a.wav", "b.wav"], predictions=True):   # doctest: +SKIP
