@@ -24,7 +24,7 @@ def write_short_sed(root: Path, *, folds=(1, 3), seconds: float = SED_SECONDS, s
 
     rng = np.random.default_rng(seed)
     sr, hop = 24000, 2400
-    n_lab = int(round(seconds * 10))
+    n_lab = round(seconds * 10)
     (root / "mic_dev").mkdir(parents=True, exist_ok=True)
     (root / "metadata_dev").mkdir(parents=True, exist_ok=True)
     for fold in folds:

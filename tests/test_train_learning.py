@@ -45,7 +45,7 @@ def chance_levels(roots) -> dict[str, float]:
     out["tag_lwlrap_prior"] = 100 * metrics.lwlrap(truth, prior[None].repeat(len(ev), 0) + 1e-9 * rng.random(truth.shape))
     out["tag_lwlrap_random"] = 100 * np.mean([metrics.lwlrap(truth, rng.random(truth.shape)) for _ in range(20)])
     sed_tr = sed_items(roots.sed, "train")
-    n = int(round(SETTINGS["mini"]["sed_duration"] * 10))
+    n = round(SETTINGS["mini"]["sed_duration"] * 10)
     freq = np.mean([it.target[:n] for it in sed_tr], axis=(0, 1))
     refs = [it.target[:n] for it in sed_items(roots.sed, "evaluate")[::4]]
     frequent = [np.repeat((freq > np.median(freq))[None].astype(float), n, 0) for _ in refs]

@@ -66,10 +66,10 @@ def crop_frames(task: str, seconds: float, *, config: FrontendConfig | None = No
     if seconds <= 0:
         raise ValueError(f"Crop length must be positive, got {seconds} s for {task}")
     if task == "sed":
-        labels = max(1, int(round(seconds * rate / SED_FRAMES_PER_LABEL)))
+        labels = max(1, round(seconds * rate / SED_FRAMES_PER_LABEL))
         frames = labels * SED_FRAMES_PER_LABEL
     else:
-        frames = int(round(seconds * rate)) + 1
+        frames = round(seconds * rate) + 1
     if frames < 40:
         raise ValueError(f"A {seconds} s {task} crop gives {frames} frames; DcaseNet needs at least 40 (0.8 s)")
     return frames
@@ -96,9 +96,14 @@ class FeatureStore:
         self.root = Path(root)
         self._cache_file = cache_file
         self._memory: dict[str, np.ndarray] | None = {} if memory else None
+        self._paths: dict[str, Path] = {}
 
     def path_for(self, audio_path: str | Path) -> Path:
-        return self._cache_file(self.cache_dir, self.root, audio_path)
+        """The cache file of ``audio_path``."""
+        key = str(audio_path)
+        if key not in self._paths:
+            self._paths[key] = self._cache_file(self.cache_dir, self.root, audio_path)
+        return self._paths[key]
 
     def load(self, audio_path: str | Path) -> np.ndarray:
         """``(channels, n_mels, frames)`` float32 log-mel of the whole file.
