@@ -214,6 +214,29 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
     got = json.loads(capsys.readouterr().out)
     assert got["sed_f1"] == pytest.approx(cfg["extra"]["best_metrics"]["sed_f1"])
     assert got["sed_er"] == pytest.approx(cfg["extra"]["best_metrics"]["sed_er"])
+    # the Table 2 style row, with the paper's fine-tune numbers of this recipe row below it
+    assert main(["evaluate", str(run / "best-asc"), "--asc-root", str(tiny["asc_root"]), "--cache-dir",
+                 str(tiny["cache_dir"])]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split() == ["ASC", "Acc", "TAG", "lwlrap", "SED", "F1", "SED", "ER"]
+    acc = json.loads((run / "best-asc" / "config.json").read_text())["extra"]["best_metrics"]["asc_acc"]
+    assert lines[2].split() == [f"{acc:.2f}", "-", "-", "-"]
+    assert lines[-1].split() == ["66.84", "-", "75.86", "0.3365"]
+
+
+def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
+    from dcasenet_hub import build_model
+    from dcasenet_hub.train.trainer import _autocast_args, _JointStep
+
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        _autocast_args("amp", torch.device("cpu"))
+    model = build_model("v2", seed=0).eval()
+    with torch.no_grad():
+        ref = _JointStep(model)(tiny_batches, {}, _autocast_args("fp32", torch.device("cpu")))
+        low = _JointStep(model)(tiny_batches, {}, _autocast_args("bf16", torch.device("cpu")))
+    for t in ref:
+        assert low[t].dtype == torch.float32  # losses always in float32
+        assert low[t].item() == pytest.approx(ref[t].item(), rel=0.05)
 
 
 def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
