@@ -166,3 +166,17 @@ def test_missing_cache_file_says_how_to_prepare(tmp_path):
     store = FeatureStore(tmp_path / "cache", tmp_path)
     with pytest.raises(FileNotFoundError, match="data prepare"):
         store.load(tmp_path / "nothing.wav")
+
+
+def test_data_prepare_command_caches_the_authors_splits(tmp_path, capsys):
+    from dcasenet_hub.cli import main
+    from dcasenet_hub.train.minidata import make_mini_datasets
+
+    roots = make_mini_datasets(tmp_path / "mini", tasks=("asc",), asc_train_per_scene=1, asc_eval_per_scene=1,
+                               asc_duration=1.0, progress=False)
+    args = ["data", "prepare", "--asc-root", str(roots.asc), "--cache-dir", str(tmp_path / "c"), "--workers", "0"]
+    assert main(args) == 0
+    assert "asc: 20 files prepared, 0 already cached" in capsys.readouterr().out
+    assert main(args) == 0
+    assert "asc: 0 files prepared, 20 already cached" in capsys.readouterr().out
+    assert len(list((tmp_path / "c").rglob("*.wav.npy"))) == 20
