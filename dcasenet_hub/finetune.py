@@ -981,6 +981,8 @@ def _write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
+    # named after its folder (the model card's title and the id in predictions), not after the base model
+    model.config = model.config.replace(model_id=out_dir.resolve().name)
     model.save_pretrained(out_dir)
     _write_log(out_dir, history)
 

@@ -129,8 +129,9 @@ def test_saved_folder_round_trips(probed) -> None:
     assert len(rows) == len(model.config.extra["finetune"]["history"])
     assert [r["epoch"] for r in rows] == list(range(1, len(rows) + 1))
     assert sum(r["best"] for r in rows) >= 1
+    assert loaded.config.model_id == model.config.model_id == "probe-out"
     card = (out / "README.md").read_text()
-    assert "## Fine-tuning" in card and "linear probe" in card and "| `noise` | 10 | 2 |" in card
+    assert "# probe-out" in card and "## Fine-tuning" in card and "linear probe" in card and "| `noise` | 10 | 2 |" in card
     assert "accuracy" in card
 
 
