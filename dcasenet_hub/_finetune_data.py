@@ -139,7 +139,7 @@ class Dataset:
         """Summary for the model card and ``config.extra``."""
         hours = sum(c.duration or 0.0 for c in self.train + self.validation) / 3600.0
         d: dict[str, Any] = {
-            "source": self.source,
+            "source": Path(self.source).name,  # the name only: the record travels with the model
             "task": self.task,
             "labels": list(self.labels),
             "n_train": len(self.train),

@@ -903,7 +903,7 @@ class _Run:
         others = {"scene", "tags", "events"} - {task_name}
         kept = [t for t in base.config.trained_tasks if t != task_name and not (body_changed and t in others)]
         trained = tuple(sorted(set(kept) | {task_name}, key=("scene", "tags", "events", "embeddings").index))
-        base_id = base.config.model_id or f"DcaseNet-{base.config.arch} ({base.config.provenance})"
+        base_id = _public_id(base.config.model_id) or f"DcaseNet-{base.config.arch} ({base.config.provenance})"
         dropped = sorted(set(base.config.trained_tasks) & others - set(trained))
         data = self.dataset.to_dict()
         record = {
@@ -939,6 +939,13 @@ class _Run:
 # ----------------------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------------------
+
+
+def _public_id(model_id: str | None) -> str | None:
+    """A manifest or Hugging Face id as it is; a local path reduced to its name (no local paths in a model card)."""
+    if model_id and Path(model_id).expanduser().exists():
+        return Path(model_id).name
+    return model_id
 
 
 def _card_section(record: dict[str, Any], dataset: Dataset) -> str:
