@@ -146,6 +146,12 @@ def test_predict_uses_the_new_labels(probed, held_out: dict[str, list[Path]]) ->
     assert "scene" not in preds[0].untrained_tasks
     emb = loaded.embed(files[0])
     assert emb.clip.shape == (512,)
+    from dcasenet_hub import hear, resample
+
+    wav = resample(sf.read(files[0], dtype="float32")[0], SR, hear.SAMPLE_RATE)
+    hear_emb = hear.get_scene_embeddings(torch.from_numpy(wav)[None], hear.load_model(str(out)))
+    assert hear_emb.shape == (1, 512)
+    np.testing.assert_allclose(hear_emb[0].numpy(), loaded.embed(wav, sample_rate=hear.SAMPLE_RATE).clip, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,11 +159,12 @@ def test_predict_uses_the_new_labels(probed, held_out: dict[str, list[Path]]) ->
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_partial_finetuning_learns_and_keeps_frozen_blocks(v3_model: DcaseNet, folder: Path) -> None:
+def test_partial_finetuning_learns_and_keeps_frozen_blocks(v3_model: DcaseNet, tmp_path: Path) -> None:
+    data = _class_folder(tmp_path / "d", n=8, seed=3)  # 18 training / 6 validation clips
     base = DcaseNet(v3_model.config.replace(trained_tasks=("scene", "tags", "events")))
     base.load_state_dict_strict(v3_model.state_dict())
     base.eval()
-    model = finetune(base, folder, task="classification", freeze="conv_block4", epochs=2, batch_size=8,
+    model = finetune(base, data, task="classification", freeze="conv_block4", epochs=2, batch_size=8,
                      crop_s=1.0, progress=False)
     record = model.config.extra["finetune"]
     assert record["recipe"]["trained_blocks"] == ["layer_ASC", "code_ASC"]
