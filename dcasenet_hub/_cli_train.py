@@ -127,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items())
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None)
         print(f"best {task}: {path}  ({shown})")
     return 0
 

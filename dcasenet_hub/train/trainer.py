@@ -557,7 +557,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     values = {}
     for key, card_key in (("asc_acc", "scene_accuracy"), ("tag_lwlrap", "tag_lwlrap"), ("sed_f1", "event_f1"),
                           ("sed_er", "event_error_rate")):
-        if key in metrics_:
+        if key in metrics_ and math.isfinite(float(metrics_[key])):
             values[card_key] = round(float(metrics_[key]), 4)
     extra = {
         "description": (f"Trained with dcasenet-hub's retraining module, recipe `{recipe.name}` "
@@ -567,9 +567,9 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
         "stage": stage,
         "epoch": epoch + 1,
         "selected_for": selected_for,
-        "best_metrics": {k: float(v) for k, v in metrics_.items()},
+        "best_metrics": _finite({k: float(v) for k, v in metrics_.items()}),
         "trained_on": [{"task": _DATA[t][0], "dataset": _DATA[t][1], "split": _DATA[t][2],
-                        "root": str(data_roots[t])} for t in tasks if t in data_roots],
+                        "folder": Path(data_roots[t]).name} for t in tasks if t in data_roots],
         "metrics": {"values": values, "reported_in": f"this training run ({stage}, epoch {epoch + 1})",
                     "note": "Measured with the authors' metrics on the evaluation splits that also selected the "
                             "checkpoint (as in the paper), so they are optimistic."},
