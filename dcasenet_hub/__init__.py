@@ -35,7 +35,7 @@ _LAZY = {
     "AudioLoadError": "frontend",
     "list_models": "hub",
     "from_pretrained": "hub",
-    "finetune": "finetune",
+    "finetune": "finetuning",
     "labels": None,
     "metrics": None,
     "hear": None,
@@ -46,7 +46,7 @@ __all__ = sorted(_LAZY) + ["__version__"]
 if TYPE_CHECKING:  # pragma: no cover
     from . import hear, labels, metrics
     from .config import FrontendConfig, ModelConfig
-    from .finetune import finetune
+    from .finetuning import finetune
     from .frontend import AudioLoadError, load_audio, log_mel, resample
     from .hub import from_pretrained, list_models
     from .models import CheckpointMismatchError, DcaseNet, DcaseNetOutput, InputTooShortError, build_model

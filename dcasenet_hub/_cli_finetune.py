@@ -84,7 +84,7 @@ def _delimiter(text: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import finetune
+    from .finetuning import finetune
     from ._finetune_data import read_dataset
 
     labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None

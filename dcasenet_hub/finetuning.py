@@ -41,9 +41,7 @@ import copy
 import json
 import logging
 import math
-import sys
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -992,14 +990,3 @@ def _save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None
     model.config = model.config.replace(model_id=out_dir.resolve().name)
     model.save_pretrained(out_dir)
     _write_log(out_dir, history)
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``dcasenet_hub.finetune(...)`` work even when this module, not the function, was bound to that name
-    (``import dcasenet_hub.finetune`` binds the module on the package)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> DcaseNet:
-        return finetune(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
