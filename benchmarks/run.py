@@ -115,23 +115,31 @@ def _machine(device: Any) -> dict[str, Any]:
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], *, reps: int, min_reps: int, budget_s: float,
-                 device: Any) -> dict[str, list[float]]:
-    """Time each function once per round, in turn, after one warm-up call each; stop at ``budget_s``."""
+                 device: Any, warmup: bool = True) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """Time each function once per round, in turn (A B A B ...), after one warm-up call each.
+
+    Returns the times and each function's first output (the warm-up's, or the first timed run's without warm-up),
+    so the outputs can be checked without extra runs. Stops after ``min_reps`` rounds once ``budget_s`` is spent.
+    """
     times: dict[str, list[float]] = {k: [] for k in fns}
-    for fn in fns.values():  # warm-up
-        fn()
-        _sync(device)
+    outputs: dict[str, Any] = {}
+    if warmup:
+        for name, fn in fns.items():
+            outputs[name] = fn()
+            _sync(device)
     start = time.perf_counter()
     for r in range(reps):
         for name, fn in fns.items():
             gc.collect()
             t0 = time.perf_counter()
-            fn()
+            out = fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+            outputs.setdefault(name, out)
+            del out
         if r + 1 >= min_reps and time.perf_counter() - start > budget_s:
             break
-    return times
+    return times, outputs
 
 
 def _max_diff(ref: dict[str, Any], out: dict[str, Any]) -> float:
@@ -152,7 +160,7 @@ def bench_matmul(device: Any, *, n: int, reps: int) -> dict[str, Any]:
 
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
-    times = _interleaved({"mm": lambda: a @ b}, reps=reps, min_reps=reps, budget_s=1e9, device=device)["mm"]
+    times = _interleaved({"mm": lambda: a @ b}, reps=reps, min_reps=reps, budget_s=1e9, device=device)[0]["mm"]
     t = _median(times)
     return {"n": n, "seconds": t, "gflops": 2 * n**3 / t / 1e9, "runs": len(times),
             "gflops_min_max": [2 * n**3 / max(times) / 1e9, 2 * n**3 / min(times) / 1e9]}
@@ -190,7 +198,7 @@ def _naive(model: Any, x: Any) -> dict[str, Any]:
 
 
 def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, float]], extra_cells: set,
-                big_cells: set, onnx_dir: Path | None, smoke: bool) -> list[dict[str, Any]]:
+                low_cells: set, big_cells: set, onnx_dir: Path | None, smoke: bool) -> list[dict[str, Any]]:
     import torch
 
     from dcasenet_hub import build_model
@@ -212,13 +220,14 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
                 "one pass": lambda: _no_grad_call(model, x),
                 "fast": lambda: fast(x),
             }
-            if big:  # 16 x 60 s: naive vs fast only, few runs
+            if big or arch != "v3":  # the one-pass decomposition is shown for v3; 16 x 60 s: naive vs fast only
                 variants.pop("one pass")
-            if (arch, batch, seconds) in extra_cells:
+            if (arch, batch, seconds) in low_cells:
                 low = "fp16 AMP" if device.type == "cuda" else "bf16"
                 low_model = optimize_for_inference(model, dtype=torch.float16 if device.type == "cuda" else
                                                    torch.bfloat16)
                 variants[low] = lambda m=low_model: m(x)
+            if (arch, batch, seconds) in extra_cells:
                 if onnx_dir is not None and device.type == "cpu":
                     sess = sessions.get(arch)
                     if sess is None:
@@ -228,10 +237,13 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
                         sess = sessions[arch] = onnx_session(path)
                     variants["onnxruntime"] = lambda s=sess: _ort(s, x)
             _log(f"model {arch} batch {batch} x {seconds:g} s: {', '.join(variants)}")
-            ref = _naive(model, x)
-            diffs = {name: _max_diff(ref, _as_dict(fn())) for name, fn in variants.items() if name != "naive"}
-            reps, min_reps, budget = (1, 1, 0) if smoke else ((2, 1, 0) if big else (5, 3, 25.0))
-            times = _interleaved(variants, reps=reps, min_reps=min_reps, budget_s=budget, device=device)
+            # 16 x 60 s (16 min of audio per call): one timed run each, no warm-up (earlier cells warmed the kernels)
+            reps, min_reps, budget = (1, 1, 0.0) if smoke or big else (5, 2, 12.0)
+            times, outs = _interleaved(variants, reps=reps, min_reps=min_reps, budget_s=budget, device=device,
+                                       warmup=not big)
+            ref = outs["naive"]
+            diffs = {name: _max_diff(ref, _as_dict(o)) for name, o in outs.items() if name != "naive"}
+            del outs
             audio = batch * seconds
             tnaive = times["naive"]
             for name, ts in times.items():
@@ -348,8 +360,8 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
             for x, tasks in batches:
                 model(x, tasks=tasks)
 
-    times = _interleaved({"fast": run_fast, "plain": run_plain}, reps=1 if smoke else 3, min_reps=1,
-                         budget_s=20, device=device)
+    times, _ = _interleaved({"fast": run_fast, "plain": run_plain}, reps=1 if smoke else 3, min_reps=1,
+                            budget_s=20, device=device)
     net_audio = sum(shape[0] for shape, _ in shapes)
     # every batch holds windows of whole files here (10 s files: one window each), so audio = files' duration
     model_only = {k: audio / _median(v) for k, v in times.items()}
@@ -549,18 +561,22 @@ def main(argv: list[str] | None = None) -> int:
             if args.smoke:
                 archs = ("v3",)
                 cells = [(2, 2.0)]
-                extra = set()
+                extra: set = set()
+                low: set = set()
                 big: set = set()
             else:
                 archs = tuple(args.archs)
                 cells = [(1, 5.0), (16, 5.0), (1, 60.0), (16, 60.0)]
                 extra = {("v3", 1, 60.0), ("v3", 16, 5.0)}
+                # low precision where the hardware has it (CUDA, AVX512-BF16/AMX); else one small cell to show the cost
+                native = device.type == "cuda" or bool(result["machine"].get("cpu_flags_bf16"))
+                low = extra if native else {("v3", 1, 5.0)}
                 big = {(a, 16, 60.0) for a in archs}
             model_rows = []
             for arch in archs:
                 arch_cells = [c for c in cells if args.full or (arch, *c) not in big or arch == "v3"]
                 model_rows += bench_model(device, archs=(arch,), cells=arch_cells, extra_cells=extra,
-                                          big_cells=big, onnx_dir=work if _has_ort() else None, smoke=args.smoke)
+                                          low_cells=low, big_cells=big, onnx_dir=work if _has_ort() else None, smoke=args.smoke)
             from dcasenet_hub import build_model
 
             flops_cache: dict[tuple[str, int], float] = {}
