@@ -82,7 +82,7 @@ def _machine(device: Any) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
-        "utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
@@ -94,7 +94,7 @@ def _machine(device: Any) -> dict[str, Any]:
         "loadavg_start": _loadavg(),
     }
     try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
         fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
         fields = {k.strip(): v.strip() for k, v in fields.items()}
         info["cpu_model"] = fields.get("Model name")
@@ -217,9 +217,9 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
             x = torch.randn(batch, 1, fe.n_mels, frames, generator=gen).to(device)
             big = (arch, batch, seconds) in big_cells
             variants: dict[str, Callable[[], Any]] = {
-                "naive": lambda: _naive(model, x),
-                "one pass": lambda: _no_grad_call(model, x),
-                "fast": lambda: fast(x),
+                "naive": lambda m=model, x=x: _naive(m, x),
+                "one pass": lambda m=model, x=x: _no_grad_call(m, x),
+                "fast": lambda m=fast, x=x: m(x),
             }
             if big or arch != "v3":  # the one-pass decomposition is shown for v3; 16 x 60 s: naive vs fast only
                 variants.pop("one pass")
@@ -227,16 +227,15 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
                 low = "fp16 AMP" if device.type == "cuda" else "bf16"
                 low_model = optimize_for_inference(model, dtype=torch.float16 if device.type == "cuda" else
                                                    torch.bfloat16)
-                variants[low] = lambda m=low_model: m(x)
-            if (arch, batch, seconds) in extra_cells:
-                if onnx_dir is not None and device.type == "cpu":
-                    sess = sessions.get(arch)
-                    if sess is None:
-                        from dcasenet_hub.export import export_onnx, onnx_session
+                variants[low] = lambda m=low_model, x=x: m(x)
+            if (arch, batch, seconds) in extra_cells and onnx_dir is not None and device.type == "cpu":
+                sess = sessions.get(arch)
+                if sess is None:
+                    from dcasenet_hub.export import export_onnx, onnx_session
 
-                        path = export_onnx(model, onnx_dir / f"{arch}.onnx", check=False)
-                        sess = sessions[arch] = onnx_session(path)
-                    variants["onnxruntime"] = lambda s=sess: _ort(s, x)
+                    path = export_onnx(model, onnx_dir / f"{arch}.onnx", check=False)
+                    sess = sessions[arch] = onnx_session(path)
+                variants["onnxruntime"] = lambda s=sess, x=x: _ort(s, x)
             _log(f"model {arch} batch {batch} x {seconds:g} s: {', '.join(variants)}")
             # 16 x 60 s (16 min of audio per call): one timed run each, no warm-up (earlier cells warmed the kernels)
             reps, min_reps, budget = (1, 1, 0.0) if smoke or big else (5, 2, 12.0)
@@ -292,7 +291,7 @@ def _write_wav(path: Path, seconds: float, sr: int, seed: int, *, chunk_s: float
     import soundfile as sf
 
     rng = np.random.default_rng(seed)
-    total = int(round(seconds * sr))
+    total = round(seconds * sr)
     freqs = rng.uniform(100, 4000, size=3)
     with sf.SoundFile(str(path), "w", samplerate=sr, channels=1, subtype="PCM_16") as f:
         done = 0
@@ -481,8 +480,8 @@ def render(result: dict[str, Any]) -> str:
     rows = result.get("model")
     if rows:
         lines += ["", "Model-only throughput (seconds of audio per second; median of interleaved runs)", "",
-                  "| arch | batch | input | variant | runs | median s | audio s/s | speed-up vs naive "
-                  "| GFLOP/s | of matmul | max abs diff |",
+                  ("| arch | batch | input | variant | runs | median s | audio s/s | speed-up vs naive "
+                   "| GFLOP/s | of matmul | max abs diff |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             lines.append(
@@ -492,13 +491,13 @@ def render(result: dict[str, Any]) -> str:
                 f"{r['max_abs_diff_vs_naive']:.1e} |")
     e = result.get("e2e")
     if e:
-        lines += ["", f"End-to-end `dcasenet-hub embed`: {e['files']} files x {e['file_seconds']:g} s at "
-                      f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written", "",
-                  f"- wall {_fmt(e['wall_s'])} s (model load {_fmt(e['load_s'])} s excluded from throughput): "
-                  f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s",
-                  f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
-                  f"plain {_fmt(e['model_only_audio_s_per_s']['plain'], 1)} audio s/s -> end-to-end = "
-                  f"{100 * e['e2e_over_model_only_fast']:.0f}% of model-only (fast)",
+        lines += ["", (f"End-to-end `dcasenet-hub embed`: {e['files']} files x {e['file_seconds']:g} s at "
+                       f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written"), "",
+                  (f"- wall {_fmt(e['wall_s'])} s (model load {_fmt(e['load_s'])} s excluded from throughput): "
+                   f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s"),
+                  (f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
+                   f"plain {_fmt(e['model_only_audio_s_per_s']['plain'], 1)} audio s/s -> end-to-end = "
+                   f"{100 * e['e2e_over_model_only_fast']:.0f}% of model-only (fast)"),
                   "", "| stage | seconds | share of timed |", "|---|---|---|"]
         for k, v in e["stage_seconds"].items():
             lines.append(f"| {k} | {_fmt(v)} | {100 * e['stage_share_of_timed'][k]:.1f}% |")
@@ -609,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     result["machine"]["loadavg_end"] = _loadavg()
     result["total_s"] = time.perf_counter() - t_start
     out = args.out or ROOT / "benchmarks" / "results" / (
-        f"{device.type}-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%dT%H%MZ')}"
+        f"{device.type}-{_dt.datetime.now(_dt.UTC).strftime('%Y%m%dT%H%MZ')}"
         f"{'-smoke' if args.smoke else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".json.tmp")

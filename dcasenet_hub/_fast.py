@@ -45,7 +45,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .models import TIME_REDUCTION, ConvBlock, DcaseNet, DcaseNetOutput, InputTooShortError, SEBasicBlock
+from .models import (
+    TIME_REDUCTION,
+    ConvBlock,
+    DcaseNet,
+    DcaseNetOutput,
+    InputTooShortError,
+    SEBasicBlock,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +173,7 @@ class OptimizedDcaseNet(DcaseNet):
 
     fast_options: FastOptions
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:  # noqa: D102 - see class docstring
+    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:
         opts = self.fast_options
         weight = self.conv_block1.conv1.weight
         with torch.inference_mode(), self._autocast(weight.device):
@@ -211,7 +218,7 @@ class OnnxRuntimeDcaseNet(DcaseNet):
     """An inference-only :class:`DcaseNet` that runs its forward with onnxruntime (see
     :func:`dcasenet_hub.export.onnxruntime_model`); CPU, fp32; the weights stay for ``config`` and device queries."""
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:  # noqa: D102
+    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:
         from .export import OUTPUT_NAMES, run_onnx
         from .models import _frame_times, _normalise_tasks
 

@@ -79,7 +79,7 @@ def test_folded_channels_last_fp32_matches_reference(arch, bn_models):
     assert torch.equal(out["frame_times"], ref["frame_times"])
 
 
-@pytest.mark.parametrize("options", [dict(channels_last=False), dict(fold_batchnorm=False)])
+@pytest.mark.parametrize("options", [{"channels_last": False}, {"fold_batchnorm": False}])
 def test_each_optimisation_alone_is_exact(options, bn_models):
     model = bn_models["v3"]
     mel = torch.randn(1, 1, 128, 120, generator=torch.Generator().manual_seed(2))
@@ -173,7 +173,13 @@ def onnx_v3(tmp_path_factory, v3_model):
 
 
 def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtures_dir):
-    from dcasenet_hub.export import ONNX_TOLERANCE, OUTPUT_NAMES, check_onnx, onnx_session, run_onnx
+    from dcasenet_hub.export import (
+        ONNX_TOLERANCE,
+        OUTPUT_NAMES,
+        check_onnx,
+        onnx_session,
+        run_onnx,
+    )
 
     diffs = check_onnx(v3_model, onnx_v3, batch=3, frames=417)
     assert set(diffs) == set(OUTPUT_NAMES) and max(diffs.values()) <= ONNX_TOLERANCE
@@ -262,7 +268,7 @@ def test_stage_timer_charges_exclusive_time_and_restores_functions():
 def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(out.read_text())
     assert "Model-only throughput" in proc.stdout and str(out) in proc.stdout
