@@ -9,7 +9,7 @@
 * **inference mode** (no autograd bookkeeping);
 * optional **bf16 on CPU / float16 or bf16 AMP on CUDA** (``dtype=...``): faster where the hardware has native
   support, approximate (looser tolerance, see docs/performance.md);
-* optional ``torch.compile`` (off by default: it did not measure faster here, and compiling costs tens of seconds).
+* not ``torch.compile``: measured 1.12x faster at best after 129 s of compiling each input length (docs/performance.md).
 
 The copy is a :class:`DcaseNet` (``isinstance`` holds, ``config``/``embed``/``predict`` work) whose ``forward`` has the
 same signature and returns the same :class:`~dcasenet_hub.models.DcaseNetOutput` fields as the original, always as
@@ -156,7 +156,6 @@ class FastOptions:
     dtype: torch.dtype = torch.float32
     channels_last: bool = True
     folded: bool = True
-    compiled: bool = False
 
     @property
     def exact(self) -> bool:
@@ -180,18 +179,12 @@ class OptimizedDcaseNet(DcaseNet):
             x = mel.to(device=weight.device, dtype=weight.dtype)
             if opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = self._run(x, tasks)
+            out = DcaseNet.forward(self, x, tasks)
         for f in fields(out):
             value = getattr(out, f.name)
             if value is not None and value.is_floating_point() and value.dtype != torch.float32:
                 setattr(out, f.name, value.float())
         return out
-
-    def _run(self, x: torch.Tensor, tasks: Any) -> DcaseNetOutput:
-        compiled = self.__dict__.get("_compiled_forward")
-        if compiled is not None:
-            return compiled(x, tasks)
-        return DcaseNet.forward(self, x, tasks)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
         dtype = self.fast_options.dtype
@@ -274,7 +267,6 @@ def optimize_for_inference(
     dtype: torch.dtype | str | None = None,
     channels_last: bool | None = None,
     fold_batchnorm: bool = True,
-    compile: bool = False,
     device: torch.device | str | None = None,
     backend: str = "torch",
 ) -> DcaseNet:
@@ -290,7 +282,6 @@ def optimize_for_inference(
         channels_last: Run convolutions in channels-last layout; ``None`` picks it (faster on the CPUs and GPUs
             measured in docs/performance.md).
         fold_batchnorm: Fold batch-norm into the convolutions (exact up to rounding).
-        compile: Wrap the forward with ``torch.compile`` (slow first call; not faster on the benchmark machine).
         device: Move the copy to this device (default: where ``model`` is).
         backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, fp32: the network exported to ONNX and run by
             onnxruntime, see :func:`dcasenet_hub.export.onnxruntime_model`; needs the ``onnx`` extra; the other
@@ -322,7 +313,6 @@ def optimize_for_inference(
         dtype=resolved,
         channels_last=True if channels_last is None else bool(channels_last),
         folded=bool(fold_batchnorm),
-        compiled=bool(compile),
     )
     if isinstance(model, OptimizedDcaseNet):
         if model.fast_options == options and next(model.parameters()).device == target:
@@ -342,11 +332,6 @@ def optimize_for_inference(
     if options.channels_last:
         fast.to(memory_format=torch.channels_last)
     fast.fast_options = options
-    fast.__dict__.pop("_compiled_forward", None)
-    if options.compiled:
-        fast.__dict__["_compiled_forward"] = torch.compile(
-            lambda x, tasks: DcaseNet.forward(fast, x, tasks), dynamic=True
-        )
     return fast
 
 
