@@ -548,8 +548,6 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     The config records the recipe, the stage, the epoch, the metrics and the data, and
     ``provenance = "trained by dcasenet-hub, recipe R, data D"``, so ``DcaseNet.from_pretrained(directory)`` works.
     """
-    from ..hub import save_pretrained
-
     directory = Path(directory)
     data = "; ".join(f"{_DATA[t][1]} ({_DATA[t][2]})" for t in tasks)
     provenance = (f"trained by dcasenet-hub, recipe {recipe.name} (stage {stage}, best {selected_for} at epoch "
@@ -581,7 +579,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_pretrained(raw, tmp)
+        raw.save_pretrained(tmp)
         _replace_dir(tmp, directory)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
