@@ -312,3 +312,38 @@ def test_missing_root_names_the_option(tmp_path):
 
     with pytest.raises(ValueError, match="--tag-root"):
         train("v3-asc-tag", out_dir=tmp_path / "r", asc_root=tmp_path)
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
+    """A real kill (SIGKILL of the CLI process, usually in the middle of epoch 2), then --resume."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dcasenet_hub.train.trainer import train
+
+    ov = {**TINY, "epochs": 3, "iterations_per_epoch": 3, "mixup_from_epoch": 1}
+    train("v3-asc-sed", out_dir=tmp_path / "a", overrides=ov, stages=["joint"], progress=False, seed=5,
+          asc_root=tiny["asc_root"], sed_root=tiny["sed_root"], cache_dir=tiny["cache_dir"])
+    args = [sys.executable, "-m", "dcasenet_hub.cli", "train", "v3-asc-sed", "-o", str(tmp_path / "b"),
+            "--asc-root", str(tiny["asc_root"]), "--sed-root", str(tiny["sed_root"]), "--cache-dir",
+            str(tiny["cache_dir"]), "--epochs", "3", "--iterations-per-epoch", "3", "--batch-size", "asc=2",
+            "--batch-size", "sed=2", "--crop", "asc=1", "--crop", "sed=1", "--mixup-from-epoch", "1",
+            "--stage", "joint", "--seed", "5", "--workers", "0", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / "b" / "joint" / "last.pt"
+    deadline = time.time() + 600
+    while not state.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    from dcasenet_hub.cli import main
+
+    assert main(args[3:] + ["--resume"]) == 0
+    ra, rb = _records(tmp_path / "a", "joint"), _records(tmp_path / "b", "joint")
+    assert [r["loss"] for r in ra] == [r["loss"] for r in rb]
+    sa = torch.load(tmp_path / "a" / "joint" / "last.pt", weights_only=True)["model"]
+    sb = torch.load(state, weights_only=True)["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
