@@ -94,24 +94,11 @@ class FileReader(_Reader):
     """An audio file read block by block with soundfile (any libsndfile format, 8-bit to float, 1..N channels)."""
 
     def __init__(self, path: str | Path) -> None:
-        import soundfile as sf
-
-        from .frontend import AudioLoadError
+        from .frontend import open_audio
 
         path = Path(path)
         self.name = str(path)
-        if not path.exists():
-            raise AudioLoadError(path, "file not found")
-        if path.is_dir():
-            raise AudioLoadError(path, "is a directory, not an audio file")
-        try:
-            if path.stat().st_size == 0:
-                raise AudioLoadError(path, "is empty (0 bytes)")
-            self._file = sf.SoundFile(str(path))
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-            if isinstance(exc, AudioLoadError):
-                raise
-            raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
+        self._file = open_audio(path)
         self.sample_rate = int(self._file.samplerate)
         self.num_frames = int(self._file.frames)
         self._pos = 0
@@ -120,7 +107,7 @@ class FileReader(_Reader):
     def read(self, start: int, stop: int) -> np.ndarray:
         import soundfile as sf
 
-        from .frontend import AudioLoadError
+        from .frontend import AudioLoadError, _short
 
         try:
             if start != self._pos:
@@ -138,11 +125,6 @@ class FileReader(_Reader):
 
     def close(self) -> None:
         self._file.close()
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------------------------------------------

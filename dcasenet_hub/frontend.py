@@ -57,15 +57,24 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
     Raises:
         AudioLoadError: missing, unreadable or not audio.
     """
+    with open_audio(path) as f:
+        return int(f.samplerate), int(f.channels), int(f.frames)
+
+
+def open_audio(path: str | Path) -> Any:
+    """Open an audio file for block reading (a ``soundfile.SoundFile``), with errors that name the file.
+
+    Raises:
+        AudioLoadError: missing, a directory, empty, or not a readable audio file.
+    """
     import soundfile as sf
 
     path = Path(path)
     _check_file(path)
     try:
-        info = sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
-    return int(info.samplerate), int(info.channels), int(info.frames)
 
 
 def load_audio(
@@ -99,11 +108,14 @@ def load_audio(
     import soundfile as sf
 
     path = Path(path)
-    _check_file(path)
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True, start=start, frames=frames)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
+    with open_audio(path) as f:
+        sr = f.samplerate
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+            raise AudioLoadError(path, f"decoding failed ({_short(exc)})") from None
     if data.size == 0:
         raise AudioLoadError(path, "contains no audio samples (empty file)")
     if not np.isfinite(data).all():
@@ -296,5 +308,14 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
 
 _normalize = normalize
 
-__all__ = ["AudioLoadError", "audio_info", "load_audio", "resample", "log_mel", "mel_power", "mel_filterbank",
-           "normalize"]
+__all__ = [
+    "AudioLoadError",
+    "audio_info",
+    "load_audio",
+    "log_mel",
+    "mel_filterbank",
+    "mel_power",
+    "normalize",
+    "open_audio",
+    "resample",
+]
