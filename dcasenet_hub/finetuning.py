@@ -310,6 +310,9 @@ def _extract(model: DcaseNet, task: str, audio: list[_Audio], *, batch_size: int
     total = sum(len(v) for v in jobs.values())
     was_training = model.training
     model.eval()
+    from ._fast import inference_runner
+
+    runner = inference_runner(model, device=device)  # exact fast path (folded batch-norm, channels-last)
     bar = _bar(None, progress, total=total, desc=desc, unit="window")
     try:
         with torch.inference_mode():
@@ -319,7 +322,7 @@ def _extract(model: DcaseNet, task: str, audio: list[_Audio], *, batch_size: int
                     chunk = items[b:b + batch_size]
                     mels, frames = zip(*(_mel(audio[ci].wave[s:e], config) for ci, s, e in chunk))
                     x = torch.stack(mels).unsqueeze(1).to(device)
-                    feats = _head_inputs(model, task, x).float().cpu()
+                    feats = _head_inputs(runner, task, x).float().cpu()
                     for (ci, s, _e), f, nf in zip(chunk, feats, frames):
                         k = slot[ci][s]
                         out[ci].feats[k] = f.clone()
