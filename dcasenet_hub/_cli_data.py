@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib
+import os
+import sys
 from pathlib import Path
 
 _DATASET_NAMES = ("tau2020-asc", "fsdkaggle2019", "tau-nigens2020")
@@ -58,23 +59,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register_prepare(sub: argparse._SubParsersAction) -> None:
-    """Add ``data prepare`` when :mod:`dcasenet_hub.train.prepare` provides it."""
-    try:
-        prepare = importlib.import_module("dcasenet_hub.train.prepare")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("dcasenet_hub.train.prepare", "dcasenet_hub.train"):
-            raise
-        return
-    add_arguments = getattr(prepare, "add_prepare_arguments", None)
-    run = getattr(prepare, "run_prepare_command", None)
-    if add_arguments is None or run is None:
-        return
+    """Add ``data prepare`` (:func:`dcasenet_hub.train.prepare.prepare`); the roots are the ``train`` command's."""
+    from ._cli_train import _add_roots
+
     parser = sub.add_parser(
         "prepare", help="convert to 24 kHz 16-bit and cache log-mel features for training",
-        description=(prepare.__doc__ or "").strip().splitlines()[0] if prepare.__doc__ else None,
+        description="Convert the datasets' audio to 24 kHz 16-bit and cache whole-file log-mel features, so that "
+                    "training epochs do not decode audio again. Exit code 0 if every file was cached, 1 if some "
+                    "failed, 2 for usage errors.",
+        epilog="example:\n  dcasenet-hub data prepare --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(parser)
-    parser.set_defaults(func=run)
+    _add_roots(parser)
+    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                        help="worker processes (default: half the CPUs)")
+    parser.add_argument("--keep-audio", action="store_true", help="also keep the 24 kHz 16-bit WAV files")
+    parser.set_defaults(func=_prepare)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from .train.prepare import prepare
+
+    if not (args.asc_root or args.tag_root or args.sed_root):
+        print("dcasenet-hub data prepare: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)
+        return 2
+    report = prepare(asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
+                     cache_dir=args.cache_dir, workers=args.workers, keep_audio=args.keep_audio)
+    for task, d in report.dirs.items():
+        print(f"{task}: {report.prepared.get(task, 0)} files prepared, {report.skipped.get(task, 0)} already "
+              f"cached -> {d}")
+    for path, reason in report.failed:
+        print(f"FAILED {path}: {reason}", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def _download(args: argparse.Namespace) -> int:

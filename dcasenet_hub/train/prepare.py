@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -241,35 +240,3 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
         prepare_items(task, root, paths, cache_dir=cache_dir, workers=workers, keep_audio=keep_audio,
                       config=config, progress=progress, report=report)
     return report
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Command line (wired as ``dcasenet-hub data prepare`` by dcasenet_hub/_cli_data.py)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the options of ``dcasenet-hub data prepare`` to ``parser``."""
-    parser.add_argument("--asc-root", type=Path, help="TAU Urban Acoustic Scenes 2020 Mobile development folder")
-    parser.add_argument("--tag-root", type=Path, help="FSDKaggle2019 folder (train_curated.csv, train_curated/)")
-    parser.add_argument("--sed-root", type=Path, help="TAU-NIGENS Spatial Sound Events 2020 folder")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help=f"feature cache folder (default ${CACHE_ENV} or ~/.cache/dcasenet_hub/features)")
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="worker processes (default: half the CPUs)")
-    parser.add_argument("--keep-audio", action="store_true", help="also keep the 24 kHz 16-bit WAV files")
-
-
-def run_prepare_command(args: argparse.Namespace) -> int:
-    """Handler of ``dcasenet-hub data prepare``: 0 if every file was cached, 1 if some failed, 2 usage error."""
-    if not (args.asc_root or args.tag_root or args.sed_root):
-        print("dcasenet-hub data prepare: give at least one of --asc-root, --tag-root, --sed-root")
-        return 2
-    report = prepare(asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                     cache_dir=args.cache_dir, workers=args.workers, keep_audio=args.keep_audio)
-    for task, d in report.dirs.items():
-        print(f"{task}: {report.prepared.get(task, 0)} files prepared, {report.skipped.get(task, 0)} already "
-              f"cached -> {d}")
-    for path, reason in report.failed:
-        print(f"FAILED {path}: {reason}")
-    return 1 if report.failed else 0
