@@ -7,6 +7,9 @@ itself is cheap (no torch); the sub-modules load what they need.
   (``asc_items``, ``tag_items``, ``sed_items``).
 * :mod:`dcasenet_hub.train.minidata` - ``make_mini_datasets``: tiny synthetic datasets in the same layouts.
 * :mod:`dcasenet_hub.train.data_download` - ``download_dataset``: Zenodo downloads with md5 checks and resume.
+* :mod:`dcasenet_hub.train.prepare` - ``prepare``: 24 kHz 16-bit audio and cached log-mel features.
+* :mod:`dcasenet_hub.train.trainer` - ``train``, ``evaluate``, ``list_recipes``: the paper's joint trainer and the
+  Table 2 recipes (``dcasenet_hub/train/recipes/*.json``).
 * Metrics live in :mod:`dcasenet_hub.metrics`.
 
 Example:
