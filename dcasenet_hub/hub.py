@@ -267,7 +267,9 @@ def _serialize(model: DcaseNet, *, repo_id: str | None = None) -> dict[str, byte
 
     config_json = json.dumps(model.config.to_dict(), indent=2) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    weights = save(tensors, metadata={"format": "pt", _CONFIG_META_KEY: config_json})
+    # one metadata key only: safetensors writes metadata in hash-map order, so two keys made the bytes (and the
+    # sha256 of a conversion) differ from run to run
+    weights = save(tensors, metadata={_CONFIG_META_KEY: config_json})
     card = render_model_card(model.config, num_parameters=model.num_parameters(), repo_id=repo_id)
     return {CONFIG_NAME: config_json.encode(), WEIGHTS_NAME: weights, CARD_NAME: card.encode()}
 

@@ -265,3 +265,13 @@ def test_push_to_hub_uploads_config_weights_and_card(monkeypatch: pytest.MonkeyP
     for label in ("street_traffic", "Accordion", "female_scream"):
         assert f"`{label}`" in card
     assert "@inproceedings{jung2021dcasenet" in card and 'from_pretrained(\'some-org/dcasenet-test\')' in card
+
+
+def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> None:
+    """The same model saved by separate processes gives the same bytes (so conversions have a stable sha256)."""
+    code = ("import sys; from dcasenet_hub import build_model; "
+            "build_model('v1', seed=0).save_pretrained(sys.argv[1])")
+    for name in ("a", "b", "c"):
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
+    blobs = {(tmp_path / n / "model.safetensors").read_bytes() for n in ("a", "b", "c")}
+    assert len(blobs) == 1
