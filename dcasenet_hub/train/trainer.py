@@ -713,7 +713,9 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
                 raise ValueError(f"The {t} batch size {rec.batch_size[t]} is global and must be divisible by the "
                                  f"{dist.world} processes; override it (--batch-size {t}=N)")
         run_file = out / "recipe.json"
-        if run_file.exists():
+        existed = run_file.exists()
+        dist.barrier()  # every process has looked before rank 0 writes the file (else rank 1 sees rank 0's run)
+        if existed:
             if not resume:
                 raise ValueError(f"{out} already holds a training run; pass --resume to continue it or choose "
                                  "another output folder")
