@@ -11,11 +11,13 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import socket
 import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -120,29 +122,85 @@ def probe(url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
         raise NetworkUnavailableError(f"cannot reach {host}:{port} ({result[0]})")
 
 
-def _open(url: str, start: int) -> tuple[object, int, int | None]:
-    """Open ``url`` from byte ``start``; returns (response, offset the body starts at, total size or None)."""
-    req = urllib.request.Request(url, headers={"User-Agent": "dcasenet-hub"})
-    if start:
-        req.add_header("Range", f"bytes={start}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=READ_TIMEOUT_S)  # noqa: S310 (http(s) URL from the manifest)
-    except urllib.error.HTTPError as exc:
-        if exc.code == 416 and start:  # range past the end: the partial file is suspect, start over
-            return _open(url, 0)
-        raise OSError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise NetworkUnavailableError(f"cannot reach {url} ({reason})") from exc
-    status = getattr(resp, "status", 200)
-    length = resp.headers.get("Content-Length")
-    if status == 206:
-        crange = resp.headers.get("Content-Range", "")  # bytes a-b/total
-        offset = int(crange.split(" ")[1].split("-")[0]) if crange.startswith("bytes ") else start
-        total_s = crange.rsplit("/", 1)[-1] if "/" in crange else ""
-        total = int(total_s) if total_s.isdigit() else None
-        return resp, offset, total
-    return resp, 0, int(length) if length and length.isdigit() else None
+#: Errors of a connection (refused, reset, timed out, cut mid-body); ``urllib.error.HTTPError`` is handled first.
+NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+@dataclass
+class Transfer:
+    """What one :func:`fetch_into` attempt did, filled in as it goes (so it is valid after an exception too).
+
+    Attributes:
+        start: Byte offset of ``part`` the response body was written from (0 when the file was rewritten).
+        received: Bytes written by this attempt.
+        total: Full size of the remote file announced by the server, if it announced one.
+    """
+
+    start: int = 0
+    received: int = 0
+    total: int | None = None
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """``(first byte, full size)`` of a ``Content-Range: bytes a-b/total`` header (None where absent)."""
+    m = re.match(r"\s*bytes\s+(\d+)-\d*/(\d+|\*)", value or "")
+    if not m:
+        return None, None
+    return int(m.group(1)), (int(m.group(2)) if m.group(2).isdigit() else None)
+
+
+def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc: str = "",
+               progress: bool = True, user_agent: str = "dcasenet-hub") -> None:
+    """One GET of ``url`` into ``part``, resuming after the bytes already there with ``Range: bytes=N-``.
+
+    The resumable-download loop of both downloaders (weights in :func:`download`, datasets in
+    :func:`dcasenet_hub.train.data_download.download_file`); each adds its own retries and hash. A ``206`` answer
+    starting at byte N appends to ``part``; a ``200`` (a server that ignores ranges) rewrites it from byte 0; a
+    ``206`` starting anywhere else is dropped and the file is fetched again from the start.
+
+    Raises:
+        urllib.error.HTTPError: an error status (callers decide what ``416`` means for their partial file).
+        urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError: the connection failed;
+            ``part`` keeps what arrived (``transfer.received`` bytes more than before).
+        http.client.IncompleteRead: the body ended before the announced size.
+    """
+    from tqdm.auto import tqdm
+
+    have = part.stat().st_size if part.is_file() else 0
+    headers = {"User-Agent": user_agent}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    request = urllib.request.Request(url, headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as resp:
+        status = getattr(resp, "status", 200)
+        length_s = resp.headers.get("Content-Length")
+        length = int(length_s) if length_s and length_s.isdigit() else None
+        start, total = _content_range(resp.headers.get("Content-Range")) if status == 206 else (0, length)
+        if have and status == 206 and start != have:  # an answer for other bytes: start over without a range
+            logger.info("%s: the server answered the range request from byte %s; downloading from the start",
+                        desc or url, start)
+            part.unlink()
+            fetch_into(url, part, transfer=transfer, timeout=timeout, desc=desc, progress=progress,
+                       user_agent=user_agent)
+            return
+        if have and status != 206:
+            logger.info("%s: the server does not resume; downloading from the start", desc or url)
+        start = start or 0
+        if total is None and length is not None:
+            total = start + length
+        transfer.start, transfer.total = start, total
+        with open(part, "r+b" if start else "wb") as out, tqdm(
+            total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=desc or Path(urllib.parse.urlsplit(url).path).name, disable=not progress, leave=False,
+        ) as bar:
+            out.seek(start)
+            out.truncate()
+            while block := resp.read(CHUNK):
+                out.write(block)
+                transfer.received += len(block)
+                bar.update(len(block))
+    if total is not None and start + transfer.received < total:
+        raise http.client.IncompleteRead(b"", total - start - transfer.received)
 
 
 def download(
@@ -169,42 +227,29 @@ def download(
         ChecksumMismatchError: the complete file has the wrong hash (the file is deleted).
         OSError: an HTTP error status.
     """
-    from tqdm.auto import tqdm
-
     partial.parent.mkdir(parents=True, exist_ok=True)
     if _fresh:
         partial.unlink(missing_ok=True)
     resumed_old_file = partial.exists() and partial.stat().st_size > 0
     last_error: Exception | None = None
     for attempt in range(1, MAX_ATTEMPTS + 1):
-        have = partial.stat().st_size if partial.exists() else 0
-        resp, offset, total = _open(url, have)
-        if offset != have:  # server sent the whole file: start over
-            logger.info("server ignored the range request; downloading %s from the start", url)
-            have = 0
-        received = 0
+        transfer = Transfer()
         try:
-            with resp, open(partial, "r+b" if have else "wb") as out, tqdm(
-                total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=desc or Path(urllib.parse.urlsplit(url).path).name, disable=not progress, leave=False,
-            ) as bar:
-                out.seek(have)
-                out.truncate()
-                while True:
-                    chunk = resp.read(CHUNK)
-                    if not chunk:
-                        break
-                    out.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            size = partial.stat().st_size
-            if total is not None and size < total:
-                raise ConnectionError(f"connection closed after {size} of {total} bytes")
+            fetch_into(url, partial, transfer=transfer, timeout=READ_TIMEOUT_S, desc=desc, progress=progress)
             break
-        except (OSError, http.client.HTTPException) as exc:  # keep the partial file for the next attempt
+        except urllib.error.HTTPError as exc:
+            if exc.code == 416 and partial.is_file() and partial.stat().st_size:
+                # range past the end: the partial file is longer than the file, so it is suspect: start over
+                logger.info("partial file of %s is longer than the file; downloading it from the start", url)
+                partial.unlink()
+                last_error = exc
+                continue
+            raise OSError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
+        except NETWORK_ERRORS as exc:  # keep the partial file for the next attempt
             last_error = exc
-        if received == 0:
-            raise NetworkUnavailableError(f"download of {url} stalled: {last_error}") from last_error
+        if transfer.received == 0:
+            reason = getattr(last_error, "reason", last_error)
+            raise NetworkUnavailableError(f"cannot reach {url} or it sent nothing ({reason})") from last_error
         logger.warning("download of %s interrupted (%s); resuming (attempt %d/%d)", url, last_error, attempt + 1,
                        MAX_ATTEMPTS)
     else:

@@ -30,6 +30,7 @@ class _Server:
         self.requests: list[tuple[str, str | None]] = []
         self.cut_once: set[str] = set()
         self.honour_range = True
+        self.range_shift = 0  # > 0: a broken server whose 206 answers start this many bytes early
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -48,7 +49,7 @@ class _Server:
                 data = path.read_bytes()
                 start = 0
                 if rng and server.honour_range:
-                    start = int(rng.split("=")[1].split("-")[0])
+                    start = max(0, int(rng.split("=")[1].split("-")[0]) - server.range_shift)
                     if start >= len(data):
                         self.send_response(416)
                         self.send_header("Content-Length", "0")
@@ -160,6 +161,40 @@ def test_http_error_and_persistent_failure(server, tmp_path):
     with pytest.raises(dd.DownloadError, match="partial file .* is kept"):
         dd.download_file(url, tmp_path / "a.bin", retries=0, progress=False)
     assert (tmp_path / "a.bin.part").stat().st_size == len(PAYLOAD) // 2
+
+
+def test_shared_fetch_restarts_on_a_wrong_range_answer(server, tmp_path):
+    """The one streaming loop of both downloaders: a 206 for other bytes than asked is not appended."""
+    from dcasenet_hub import _download
+
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    server.range_shift = 100
+    part = tmp_path / "a.part"
+    part.write_bytes(PAYLOAD[:5000])
+    transfer = _download.Transfer()
+    _download.fetch_into(url, part, transfer=transfer, timeout=10, progress=False)
+    assert part.read_bytes() == PAYLOAD
+    assert [r[1] for r in server.requests] == ["bytes=5000-", None]
+    assert (transfer.start, transfer.received, transfer.total) == (0, len(PAYLOAD), len(PAYLOAD))
+    # the dataset downloader through the same loop
+    (tmp_path / "b.bin.part").write_bytes(PAYLOAD[:7000])
+    assert dd.download_file(url, tmp_path / "b.bin", md5=_md5(PAYLOAD), progress=False).read_bytes() == PAYLOAD
+
+
+def test_range_past_the_end_means_complete_for_data_and_suspect_for_weights(server, tmp_path):
+    from dcasenet_hub import _download
+
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    # dataset: a complete .part answered with 416 is verified and kept (one request, no body)
+    (tmp_path / "a.bin.part").write_bytes(PAYLOAD)
+    assert dd.download_file(url, tmp_path / "a.bin", md5=_md5(PAYLOAD), progress=False).read_bytes() == PAYLOAD
+    assert server.requests == [("/rec/a.bin", f"bytes={len(PAYLOAD)}-")]
+    # weights: a partial file longer than the remote one is thrown away and fetched again, then hash-checked
+    partial = tmp_path / "w.incomplete"
+    partial.write_bytes(PAYLOAD + b"junk")
+    _download.download(url, partial, expected_git_sha1=_download.git_blob_sha1_bytes(PAYLOAD), progress=False)
+    assert partial.read_bytes() == PAYLOAD
+    assert server.requests[1:] == [("/rec/a.bin", f"bytes={len(PAYLOAD) + 4}-"), ("/rec/a.bin", None)]
 
 
 # --- split zip --------------------------------------------------------------------------------------------------------
@@ -302,3 +337,8 @@ def test_cli_make_mini(tmp_path, capsys):
     assert rc == 0
     assert f"--sed-root {tmp_path / 'tau-nigens2020'}" in capsys.readouterr().out
     assert len(list((tmp_path / "tau-nigens2020" / "metadata_dev").glob("*.csv"))) == 5
+    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
+                   "--sed-classes", "2", "--no-progress"])
+    classes = {line.split(",")[1] for f in (tmp_path / "two" / "tau-nigens2020" / "metadata_dev").glob("*.csv")
+               for line in f.read_text().splitlines()}
+    assert rc == 0 and classes == {"0", "13"}

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import http.client
 import logging
 import os
 import re
@@ -34,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._download import NETWORK_ERRORS, Transfer, fetch_into
 from .._io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -199,11 +199,6 @@ def _verify(path: Path, remote: RemoteFile, progress: bool) -> None:
                             "run the command again to download it anew")
 
 
-def _content_range_start(value: str | None) -> int | None:
-    m = re.match(r"\s*bytes\s+(\d+)-", value or "")
-    return int(m.group(1)) if m else None
-
-
 def download_file(url: str, path: str | Path, *, md5: str | None = None, size: int | None = None,
                   progress: bool = True, retries: int = 5, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``path`` (streamed, resumable) and check its size and MD5 when given.
@@ -233,8 +228,6 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
         >>> download_file("https://zenodo.org/record/4064792/files/metadata_dev.zip?download=1", "metadata_dev.zip",
         ...               md5="979f5551e987ed247404b80a2f1c3db1")  # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     path = Path(path)
     remote = RemoteFile(path.name, md5, size)
     if path.is_file():
@@ -251,31 +244,9 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
         offset = part.stat().st_size if part.is_file() else 0
         if size is not None and offset == size:
             break
-        headers = {"User-Agent": _USER_AGENT}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                status = getattr(resp, "status", 200)
-                if offset and (status != 206 or _content_range_start(resp.headers.get("Content-Range")) != offset):
-                    logger.info("%s: the server does not resume; downloading from the start", path.name)
-                    offset = 0
-                length = resp.headers.get("Content-Length")
-                total = offset + int(length) if length is not None else size
-                written = offset
-                with open(part, "ab" if offset else "wb") as f, tqdm(
-                    total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name,
-                    disable=not progress, leave=False,
-                ) as bar:
-                    while True:
-                        block = resp.read(_CHUNK)
-                        if not block:
-                            break
-                        f.write(block)
-                        written += len(block)
-                        bar.update(len(block))
-                if total is not None and written < total:
-                    raise http.client.IncompleteRead(b"", total - written)
+            fetch_into(url, part, transfer=Transfer(), timeout=timeout, desc=path.name, progress=progress,
+                       user_agent=_USER_AGENT)
             break
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # nothing left to send: the .part file is complete (checked below)
@@ -283,7 +254,7 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
             if exc.code in (400, 401, 403, 404, 410) or attempt >= retries:
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
             failure: Exception = exc
-        except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+        except NETWORK_ERRORS as exc:
             failure = exc
         if attempt >= retries:
             raise DownloadError(
