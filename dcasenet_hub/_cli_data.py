@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mini.add_argument("--tasks", default="asc,tag,sed", help="comma-separated subset of asc,tag,sed")
     mini.add_argument("--sed-duration", type=float, default=60.0,
                       help="seconds per SED recording (60 = the real data; shorter only for quick trials)")
+    mini.add_argument("--sed-classes", type=int, default=14,
+                      help="how many of the 14 event classes occur (fewer = more events per class, faster to learn)")
     mini.add_argument("--no-progress", action="store_true", help="no progress bars")
     mini.set_defaults(func=_make_mini)
 
@@ -118,7 +120,7 @@ def _make_mini(args: argparse.Namespace) -> int:
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     roots = make_mini_datasets(args.dest, seed=args.seed, tasks=tasks, sed_duration=args.sed_duration,
-                               progress=not args.no_progress)
+                               sed_classes=args.sed_classes, progress=not args.no_progress)
     for task, root in (("asc", roots.asc), ("tag", roots.tag), ("sed", roots.sed)):
         if root is not None:
             print(f"--{task}-root {root}")

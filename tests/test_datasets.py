@@ -262,3 +262,15 @@ def test_minidata_short_sed_recordings_for_fast_tests(tmp_path):
     assert sf.info(str(items[0].path)).frames == 5 * 24000
     assert all(i.target[:50].sum() > 0 and i.target[50:].sum() == 0 for i in items)
     assert {i.path.stem.split("_")[-1] for i in items} == {"ov1", "ov2"}
+
+
+def test_minidata_sed_classes_restricts_events(tmp_path):
+    kw = {"tasks": ("sed",), "sed_duration": 20.0, "sed_folds": (1, 3), "sed_files_per_fold": 2, "progress": False}
+    few = make_mini_datasets(tmp_path / "few", sed_classes=4, **kw)
+    every = make_mini_datasets(tmp_path / "all", **kw)
+    used_few = set(np.flatnonzero(sum(i.target.sum(0) for i in datasets.sed_items(few.sed, "train"))))
+    used_all = set(np.flatnonzero(sum(i.target.sum(0) for i in datasets.sed_items(every.sed, "train"))))
+    assert used_few == {0, 4, 9, 13}  # 4 classes evenly spread over the 14
+    assert len(used_all) > 4
+    with pytest.raises(ValueError, match="sed_classes must be in 1..14"):
+        make_mini_datasets(tmp_path / "bad", sed_classes=0, **kw)

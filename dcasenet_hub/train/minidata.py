@@ -196,10 +196,15 @@ def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval
     return base
 
 
+def _spread(n_used: int, n_total: int) -> list[int]:
+    """``n_used`` class indices evenly spread over ``range(n_total)`` (all of them when ``n_used == n_total``)."""
+    return sorted({round(v) for v in np.linspace(0, n_total - 1, n_used)})
+
+
 def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: int,
               duration_range: tuple[float, float], multi_label_fraction: float, progress: bool) -> Path:
     sr = 44100
-    used = sorted({round(v) for v in np.linspace(0, len(_labels.TAGS) - 1, n_labels)})
+    used = _spread(n_labels, len(_labels.TAGS))
     rows = [("fname", "labels")]
     names: set[str] = set()
     with _progress(n_clips, "mini TAG", progress) as bar:
@@ -227,8 +232,10 @@ def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: in
     return folder
 
 
-def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int) -> list[tuple[int, int, int, int, int, int]]:
-    """Events ``(onset_frame, offset_frame, class, track, azimuth, elevation)`` with at most ``overlap`` at once."""
+def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int,
+                classes: Sequence[int]) -> list[tuple[int, int, int, int, int, int]]:
+    """Events ``(onset_frame, offset_frame, class, track, azimuth, elevation)`` with at most ``overlap`` at once,
+    classes drawn from ``classes``."""
     events = []
     max_len = max(2, min(60, n_frames // 3))  # 1-6 s events in 60-s recordings, shorter in short test recordings
     min_len = min(10, max_len)
@@ -238,7 +245,7 @@ def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int) -> list[t
             length = int(rng.integers(min_len, max_len + 1))
             if frame + length > n_frames:
                 break
-            cls = int(rng.integers(len(_labels.EVENTS)))
+            cls = int(classes[int(rng.integers(len(classes)))])
             azimuth = int(rng.integers(-18, 18)) * 10
             elevation = int(rng.integers(-4, 5)) * 10
             events.append((frame, frame + length, cls, track, azimuth, elevation))
@@ -247,19 +254,20 @@ def _sed_events(rng: np.random.Generator, overlap: int, n_frames: int) -> list[t
 
 
 def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], files_per_fold: int,
-              formats: Sequence[str], duration: float, progress: bool) -> Path:
+              formats: Sequence[str], duration: float, n_used: int, progress: bool) -> Path:
     sr = 24000
     n_frames = round(duration * 10)
     hop = sr // 10
     n = n_frames * hop  # exactly n_frames label frames of 100 ms (60 s -> 600)
     n_classes = len(_labels.EVENTS)
+    used = _spread(n_used, n_classes)
     with _progress(len(folds) * files_per_fold, "mini SED", progress) as bar:
         for fold in folds:
             for k in range(files_per_fold):
                 overlap = 1 + k % 2
                 room = 1 + (k // 2) % 2
                 name = f"fold{fold}_room{room}_mix{k + 1:03d}_ov{overlap}"
-                events = _sed_events(rng, overlap, n_frames)
+                events = _sed_events(rng, overlap, n_frames, used)
                 source = np.zeros((len(events), n), dtype=np.float32)
                 for e, (on, off, cls, _track, _azi, _ele) in enumerate(events):
                     seg = (off - on) * hop
@@ -293,6 +301,7 @@ def make_mini_datasets(
     sed_files_per_fold: int = 1,
     sed_formats: Sequence[str] = ("mic",),
     sed_duration: float = 60.0,
+    sed_classes: int = len(_labels.EVENTS),
     progress: bool = True,
 ) -> MiniDatasets:
     """Write miniature ASC / TAG / SED datasets in the official layouts under ``dest``.
@@ -320,6 +329,8 @@ def make_mini_datasets(
             (3000 feature frames -> 600 label frames) assume 60 s; shorter recordings (labels
             ``round(10 * sed_duration)`` frames) only serve fast tests, and :func:`~dcasenet_hub.train.datasets.sed_items`
             still returns 600-frame targets (zero after the end of the audio).
+        sed_classes: how many of the 14 event classes occur (evenly spread over the label list; the model still
+            predicts all 14). Fewer classes give each class more events, which short learning checks need.
         progress: show tqdm progress bars.
 
     Returns:
@@ -345,6 +356,8 @@ def make_mini_datasets(
         raise ValueError("sed_files_per_fold must be >= 1 and sed_folds a non-empty subset of 1..6")
     if sed_duration < 1.0 or abs(sed_duration * 10 - round(sed_duration * 10)) > 1e-9:
         raise ValueError(f"sed_duration must be >= 1 s and a multiple of 0.1 s; got {sed_duration}")
+    if not 1 <= sed_classes <= len(_labels.EVENTS):
+        raise ValueError(f"sed_classes must be in 1..{len(_labels.EVENTS)}; got {sed_classes}")
     if not sed_formats or any(f not in ("mic", "foa") for f in sed_formats):
         raise ValueError(f"sed_formats must hold 'mic' and/or 'foa'; got {sed_formats}")
     dest = Path(dest).expanduser()
@@ -372,10 +385,12 @@ def make_mini_datasets(
     if "sed" in tasks:
         params = {"seed": seed, "folds": list(sed_folds), "files": sed_files_per_fold, "formats": list(sed_formats),
                   "duration": sed_duration}
+        if sed_classes != len(_labels.EVENTS):  # keeps the marker of full-label datasets unchanged
+            params["classes"] = sed_classes
         folder = dest / "tau-nigens2020"
         if not _prepare_folder(folder, params):
             _make_sed(folder, np.random.default_rng(seeds[2]), list(sed_folds), sed_files_per_fold,
-                      list(sed_formats), sed_duration, progress)
+                      list(sed_formats), sed_duration, sed_classes, progress)
             atomic_write_text(folder / _MARKER, json.dumps(params))
         roots["sed"] = folder
     logger.info("mini datasets under %s", dest)
