@@ -40,3 +40,20 @@ def v3_model(v3_state_dict):
     model = build_model("v3")
     model.load_state_dict_strict(v3_state_dict, source="fixture checkpoint")
     return model.eval()
+
+
+_LEARNING_KEY = pytest.StashKey[list]()
+
+
+@pytest.fixture()
+def learning_report(request: pytest.FixtureRequest):
+    """Collects one line per learning check; printed in the terminal summary so every CI log has the numbers."""
+    return request.config.stash.setdefault(_LEARNING_KEY, [])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    lines = config.stash.get(_LEARNING_KEY, [])
+    if lines:
+        terminalreporter.section("learning checks (tests/test_train_learning.py)")
+        for line in lines:
+            terminalreporter.write_line(line)
