@@ -1,6 +1,6 @@
 """The joint trainer learns: a short joint run of each architecture on the miniature data must put every task
 clearly above chance. The ``ci`` profile (200 iterations of the full recipe code path at batch 4/4/4 with short crops,
-about 3 minutes per architecture on 2 cores) runs in the default test run; the ``long`` profile (longer crops, all 14
+about 4 minutes per architecture on 2 cores) runs in the default test run; the ``long`` profile (longer crops, all 14
 event classes, 5 evaluations) is the earlier, slower check. Run as a script to print the numbers:
 
     python tests/test_train_learning.py [--profile ci|long] [--arch v3] [--iterations 300] [--out DIR]
