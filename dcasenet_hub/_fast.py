@@ -52,6 +52,7 @@ from .models import (
     DcaseNetOutput,
     InputTooShortError,
     SEBasicBlock,
+    strided_conv,
 )
 
 logger = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class _FoldedSEBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.downsample(x)
-        out = torch.relu_(self.conv1(x))
+        out = torch.relu_(strided_conv(self.conv1, x))
         out = self.se(self.conv2(out))
         return torch.relu_(out.add_(residual))
 

@@ -111,6 +111,40 @@ class SELayer(nn.Module):
         return x * y.view(*y.shape, *([1] * (x.dim() - 2)))
 
 
+#: Below this many input columns a strided 3x3 bf16 convolution on CPU is computed in float32 (see
+#: :func:`strided_conv`).
+_BF16_STRIDED_MIN_WIDTH = 4
+
+
+def _cpu_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """True when a CPU convolution of ``x`` with ``weight`` would run in bfloat16 (bf16 tensors or bf16 autocast)."""
+    if x.device.type != "cpu":
+        return False
+    if x.dtype == torch.bfloat16 or weight.dtype == torch.bfloat16:
+        return True
+    return torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+
+
+def strided_conv(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``, computed in float32 where oneDNN's bf16 strided kernel reads uninitialised memory.
+
+    oneDNN's AMX bf16 convolution (``brg_conv_fwd:avx10_1_512_amx`` in torch 2.13, oneDNN 3.x; seen on Intel Xeon
+    with ``amx_bf16``) returns NaN, forward and backward, for a stride-2 3x3 convolution whose input has only one or
+    two columns, whenever the memory it was handed back held a bf16 NaN bit pattern (which the fp32 low half-words
+    of earlier tensors often are). v1's and v2's strided SE blocks meet that shape for inputs under ~3 s, so bf16
+    training or inference gave NaN one run in four after another model had run in the process. Such inputs are
+    tiny, so computing them in float32 costs nothing measurable and is closer to the fp32 result. The output keeps
+    the dtype the convolution would have produced.
+    """
+    stride = conv.stride if isinstance(conv.stride, tuple) else (conv.stride,)
+    if max(stride) == 1 or x.shape[-1] >= _BF16_STRIDED_MIN_WIDTH or not _cpu_bf16(x, conv.weight):
+        return conv(x)
+    with torch.autocast("cpu", enabled=False):
+        bias = conv.bias.float() if conv.bias is not None else None
+        y = conv._conv_forward(x.float(), conv.weight.float(), bias)
+    return y.to(torch.bfloat16)
+
+
 class SEBasicBlock(nn.Module):
     """SE residual basic block (the authors' DCASE 2020 Task 1a block), in 2-D or 1-D.
 
@@ -135,7 +169,7 @@ class SEBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         residual = self.downsample(x)
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(strided_conv(self.conv1, x)))
         out = self.se(self.bn2(self.conv2(out)))
         return F.relu(out + residual)
 
