@@ -57,11 +57,13 @@ from .models import (
 
 logger = logging.getLogger(__name__)
 
-#: Max absolute difference to the unoptimised fp32 model allowed for the exact (fp32) fast path.
-FP32_TOLERANCE = 1e-4
+#: Max absolute difference to the unoptimised fp32 model allowed for the exact (fp32) fast path, relative to the
+#: output's own scale (``max(1, max|ref|)``); measured <= 1e-6 (the folded kernels' rounding).
+FP32_TOLERANCE = 1e-5
 #: Max absolute difference allowed for bf16 / fp16 paths, relative to the output's own scale
-#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``).
-LOW_PRECISION_TOLERANCE = 0.1
+#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``); measured <= 0.019 for bf16 with weights
+#: whose outputs spread (tests/conftest.py ``responsive_model``), while swapping two inputs differs by >= 0.5.
+LOW_PRECISION_TOLERANCE = 0.04
 
 _DTYPE_NAMES = {
     "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,

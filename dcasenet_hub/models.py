@@ -131,7 +131,7 @@ def strided_conv(conv: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     oneDNN's AMX bf16 convolution (``brg_conv_fwd:avx10_1_512_amx`` in torch 2.13, oneDNN 3.x; seen on Intel Xeon
     with ``amx_bf16``) returns NaN, forward and backward, for a stride-2 3x3 convolution whose input has only one or
     two columns, whenever the memory it was handed back held a bf16 NaN bit pattern (which the fp32 low half-words
-    of earlier tensors often are). v1's and v2's strided SE blocks meet that shape for inputs under ~3 s, so bf16
+    of earlier tensors often are). v2's and v3's strided scene blocks meet that shape for inputs under ~3 s, so bf16
     training or inference gave NaN one run in four after another model had run in the process. Such inputs are
     tiny, so computing them in float32 costs nothing measurable and is closer to the fp32 result. The output keeps
     the dtype the convolution would have produced.

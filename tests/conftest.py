@@ -57,3 +57,66 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         terminalreporter.section("learning checks (tests/test_train_learning.py)")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def _calibration_signals(sr: int = 24000, seconds: float = 5.0) -> dict:
+    """Five different 5-s signals (noise, tone, speech-like bursts, chirp, clicks); seeded, float32."""
+    import numpy as np
+
+    t = np.arange(round(seconds * sr)) / sr
+    rng = np.random.default_rng(0)
+    sig = {
+        "noise": 0.1 * rng.standard_normal(t.size),
+        "tone3k": 0.3 * np.sin(2 * np.pi * 3000 * t),
+        "bursts": 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.4),
+        "chirp": 0.3 * np.sin(2 * np.pi * (200 + 800 * t) * t),
+        "clicks": (np.arange(t.size) % 4800 < 50) * 0.5 * rng.standard_normal(t.size),
+    }
+    return {k: v.astype(np.float32) for k, v in sig.items()}
+
+
+def responsive_model(arch: str = "v3"):
+    """Test weights whose outputs differ clearly between inputs (the fixture checkpoint's barely do).
+
+    ``build_model(arch, seed=0)``; every batch-norm's running statistics set to the statistics of the five
+    calibration signals (so each layer's activations are spread, not saturated or flat); the last linear layer of
+    each head scaled so its outputs on those signals have standard deviation 2 (scene and tag logits, event
+    pre-sigmoid). Made at test time in a fraction of a second; not pretrained, meaningless labels.
+    """
+    import torch
+
+    from dcasenet_hub import build_model
+    from dcasenet_hub.frontend import log_mel
+
+    model = build_model(arch, seed=0)
+    mels = torch.stack([log_mel(torch.from_numpy(v)) for v in _calibration_signals().values()]).unsqueeze(1)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average: the running statistics become the batch's
+    model.train()
+    with torch.no_grad():
+        model(mels)
+    model.eval()
+    heads = {"scene_logits": model.fc_ASC, "tag_logits": model.layer_TAG[-1], "event_probs": model.event_fc}
+    with torch.no_grad():
+        out = model(mels)
+        for field, layer in heads.items():
+            value = getattr(out, field)
+            if field == "event_probs":
+                value = torch.logit(value.clamp(1e-6, 1 - 1e-6))
+            value = value - value.mean(dim=0, keepdim=True).mean(dim=-1, keepdim=True)
+            scale = 2.0 / float(value.std())
+            layer.weight.mul_(scale)
+            if layer.bias is not None:
+                layer.bias.mul_(scale)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.1
+    return model
+
+
+@pytest.fixture(scope="session")
+def responsive_v3():
+    """v3 in eval mode with :func:`responsive_model` weights (shared: do not modify)."""
+    return responsive_model("v3")

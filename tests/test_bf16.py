@@ -37,7 +37,7 @@ def _finite(out) -> bool:
     return all(bool(torch.isfinite(v).all()) for v in out.to_dict().values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("arch", ["v1", "v2"])
+@pytest.mark.parametrize("arch", ["v2", "v3"])  # v1 has no strided block (its scene block is 1-D)
 @pytest.mark.parametrize("frames", [50, 90])  # one and two columns at the strided block
 def test_bf16_forward_short_inputs_finite_after_nan_memory(arch, frames):
     model = build_model(arch, seed=0).eval()
@@ -56,7 +56,7 @@ def test_bf16_forward_short_inputs_finite_after_nan_memory(arch, frames):
             assert float((got - want).abs().max()) <= 0.05 * float(want.abs().max()), k
 
 
-@pytest.mark.parametrize("arch", ["v1", "v2"])
+@pytest.mark.parametrize("arch", ["v2", "v3"])
 def test_bf16_training_step_gradients_finite_after_nan_memory(arch):
     torch.manual_seed(0)
     model = build_model(arch, seed=0).train()
@@ -99,7 +99,7 @@ def test_bf16_after_fast_path_then_joint_step_order():
 def test_strided_conv_guard_equals_fp32_and_keeps_bf16_dtype():
     from dcasenet_hub.models import strided_conv
 
-    conv = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1, bias=False)
+    conv = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1, bias=False).requires_grad_(False)
     x = torch.randn(2, 64, 8, 1)
     want = conv(x)
     with torch.autocast("cpu", dtype=torch.bfloat16):

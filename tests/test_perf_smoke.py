@@ -108,16 +108,20 @@ def test_task_subsets_give_the_same_fields(tasks, bn_models):
     _assert_close(out, ref, FP32_TOLERANCE, relative=True)
 
 
-def test_bf16_within_stated_tolerance(v3_model, fixtures_dir):
+def test_bf16_within_stated_tolerance(responsive_v3, fixtures_dir):
     io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
-    mel = torch.from_numpy(io["short_input"])
-    ref = _reference(v3_model, mel)
-    low = optimize_for_inference(v3_model, dtype="bf16")
+    mel = torch.from_numpy(io["short_input"])  # two different inputs: a swapped batch must not pass
+    ref = _reference(responsive_v3, mel)
+    low = optimize_for_inference(responsive_v3, dtype="bf16")
     assert low.fast_options.exact is False
     out = low(mel).to_dict()
     _assert_close({k: out[k] for k in FIELDS}, {k: ref[k] for k in FIELDS}, LOW_PRECISION_TOLERANCE, relative=True)
     # bf16 is really used: the outputs are not bit-identical to fp32
     assert any(not torch.equal(out[k], ref[k]) for k in FIELDS)
+    # the broken variant (batch items swapped) is far outside the tolerance in every field
+    for k in FIELDS:
+        with pytest.raises(AssertionError):
+            _assert_close({k: out[k].flip(0)}, {k: ref[k]}, LOW_PRECISION_TOLERANCE, relative=True)
 
 
 def test_dtype_names_and_cpu_fp16_warning(bn_models, caplog):
