@@ -317,11 +317,17 @@ def test_cli_finetune_then_predict(authors_checkpoint: Path, held_out, tmp_path:
     assert from_pretrained(out).config.scene_labels == CLASSES
     assert main(args) == 2  # refuses to overwrite
     assert "already holds a model" in capsys.readouterr().err
-    clip = held_out["low"][0]
-    assert main(["predict", str(clip), "--model", str(out), "-o", str(tmp_path / "pred"), "--quiet"]) == 0
-    result = json.loads(next((tmp_path / "pred").rglob("*.json")).read_text())
-    assert set(result["scene"]["probs"]) == set(CLASSES)
-    assert result["scene"]["top"] in CLASSES
+    files = [f for kind in CLASSES for f in held_out[kind]]
+    assert main(["predict", *map(str, files), "--model", str(out), "-o", str(tmp_path / "pred"), "--quiet"]) == 0
+    tops = {}
+    for f in files:
+        result = json.loads((tmp_path / "pred" / f.parent.name / f"{f.stem}.json").read_text())
+        assert set(result["scene"]["probs"]) == set(CLASSES)
+        tops[f"{f.parent.name}/{f.name}"] = result["scene"]["top"]
+    right = sum(top == name.split("/")[0] for name, top in tops.items())
+    # the right label for held-out clips: measured 9 of 12 after 40 epochs on 3 clips a class with the fixture
+    # base weights; chance is 4 and >= 8 by chance has probability 0.02
+    assert right >= 8, tops
 
 
 def test_cli_check_and_problems(folder: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

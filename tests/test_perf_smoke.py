@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -242,26 +241,37 @@ def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def test_stage_timer_charges_exclusive_time_and_restores_functions():
+def test_stage_timer_charges_exclusive_time_and_restores_functions(monkeypatch):
     sys.path.insert(0, str(ROOT))
     try:
+        from benchmarks import _stages
         from benchmarks._stages import StageTimer, instrument
     finally:
         sys.path.remove(str(ROOT))
     import dcasenet_hub.frontend as fe
 
+    clock = [100.0]  # a fake clock: exact, whatever the machine's load
+    monkeypatch.setattr(_stages.time, "perf_counter", lambda: clock[0])
+
+    def work(seconds: float) -> None:
+        clock[0] += seconds
+
     timer = StageTimer()
 
     def inner() -> None:
-        time.sleep(0.05)
+        work(0.25)
 
     def outer() -> None:
-        time.sleep(0.05)
+        work(0.5)
         timed_inner()
+        work(0.125)
 
     timed_inner = timer.wrap(inner, "features")
     timer.wrap(outer, "decode")()
-    assert 0.045 <= timer.seconds["decode"] < 0.09 and 0.045 <= timer.seconds["features"] < 0.09
+    # the outer stage is charged only its own time, not the nested stage's
+    assert timer.seconds["decode"] == 0.625 and timer.seconds["features"] == 0.25
+    assert timer.calls["decode"] == 1 and timer.calls["features"] == 1
+    monkeypatch.undo()
 
     original = fe.resample
     with instrument(StageTimer()):
