@@ -276,10 +276,28 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from dcasenet_hub.train.trainer import train
+    from dcasenet_hub.train import torch_data, trainer
 
-    res = train("v3-asc-tag-sed", device="cpu", **kw)
-    torch.save({"history": res.history["joint"], "rank": rank}, Path(out) / f"rank{rank}.pt")
+    # record what this process loads (task, global batch, entries) and keep its model to save its final weights
+    seen: list[tuple[str, int, list]] = []
+    models: list[torch.nn.Module] = []
+    iterate = torch_data.StreamSampler.__iter__
+
+    def recording_iter(self):
+        for b, entries in enumerate(iterate(self), start=self.start):
+            seen.append((self.stream.task, b, [tuple(map(int, e)) for e in entries], self.stream.n_items))
+            yield entries
+
+    class RecordingStep(trainer._JointStep):
+        def __init__(self, model):
+            super().__init__(model)
+            models.append(model)
+
+    torch_data.StreamSampler.__iter__ = recording_iter
+    trainer._JointStep = RecordingStep
+    res = trainer.train("v3-asc-tag-sed", device="cpu", **kw)
+    torch.save({"history": res.history["joint"], "rank": rank, "seen": seen, "weights": models[-1].state_dict()},
+               Path(out) / f"rank{rank}.pt")
 
 
 def test_ddp_two_processes_gloo(tiny, tmp_path):
@@ -295,15 +313,36 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
     kw = dict(out_dir=str(tmp_path / "run"), overrides=ov, stages=["joint"], progress=False,
               **{k: str(v) for k, v in tiny.items()})
     mp.spawn(_ddp_worker, args=(2, port, kw, str(tmp_path)), nprocs=2, join=True)
-    h0 = torch.load(tmp_path / "rank0.pt", weights_only=True)["history"]
-    h1 = torch.load(tmp_path / "rank1.pt", weights_only=True)["history"]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    h0, h1 = r0["history"], r1["history"]
     assert h0[0]["loss"] == h1[0]["loss"]  # losses all-reduced over the two processes
+    # both processes end with identical weights (gradients all-reduced, the same optimizer steps)
+    assert r0["weights"].keys() == r1["weights"].keys()
+    diff = [k for k, v in r0["weights"].items() if not torch.equal(v, r1["weights"][k])]
+    assert not diff, diff
+    # each process loaded its own half of every global batch: disjoint halves that together are the batch a single
+    # process would load, not the whole batch twice
+    from dcasenet_hub.train.torch_data import BatchStream
+
+    loaded = {rank: {(t, b): e for t, b, e, _ in r["seen"]} for rank, r in ((0, r0), (1, r1))}
+    n_items = {t: n for t, _, _, n in r0["seen"]}
+    used = {(t, b) for t, b, _, _ in r0["seen"]}
+    assert {t for t, _ in used} == {"asc", "tag", "sed"} and used == {(t, b) for t, b, _, _ in r1["seen"]}
+    for t, b in used:
+        half0, half1 = loaded[0][(t, b)], loaded[1][(t, b)]
+        global_batch = ov["batch_size"][t]
+        assert len(half0) == len(half1) == global_batch // 2, (t, b)
+        assert not set(half0) & set(half1), (t, b)
+        whole = BatchStream(n_items[t], global_batch, 0, t, "joint").batch(b)
+        assert sorted(half0 + half1) == sorted(map(tuple, whole)), (t, b)
     assert all(np.isfinite(v) for v in h0[0]["loss"].values())
     assert "asc_acc" in h0[0] and "asc_acc" not in h1[0]  # rank 0 evaluates
     from dcasenet_hub import DcaseNet
 
     state = torch.load(tmp_path / "run" / "joint" / "last.pt", weights_only=True)
     assert state["epoch"] == 1 and state["optimizer"]["state"]  # Adam moments saved
+    assert all(torch.equal(v, r0["weights"][k]) for k, v in state["model"].items())  # what both ranks hold
     assert state["scheduler"]["last_epoch"] == 2
     assert len(state["rng"]) == 2  # one RNG state per process
     for task in ("asc", "tag", "sed"):  # one epoch: every metric "improved", every best = the last weights

@@ -333,6 +333,21 @@ def _resolve_device(device: str | None, dist: _Dist) -> torch.device:
     return dev
 
 
+def _average_batchnorm_statistics(model: nn.Module, world: int) -> None:
+    """Average every batch-norm's running mean and variance over the processes (at the end of each epoch).
+
+    DDP keeps parameters identical but leaves each process's running statistics updated by its own half-batches,
+    so the evaluated and saved model would describe rank 0's data only and the ranks would disagree. Averaging them
+    (as timm's ``distribute_bn(reduce=True)``) makes every rank hold the same full model before evaluation and
+    checkpointing.
+    """
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            for buf in (m.running_mean, m.running_var):
+                torch.distributed.all_reduce(buf)
+                buf.div_(world)
+
+
 def _autocast_args(precision: str, device: torch.device) -> dict[str, Any]:
     if precision not in PRECISIONS:
         raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
@@ -897,6 +912,8 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
             bar.update(1)
             bar.set_postfix({t: f"{sums[t] / (it + 1):.3f}" for t in tasks}, refresh=False)
         bar.close()
+        if dist.world > 1:
+            _average_batchnorm_statistics(model, dist.world)
         train_time = time.time() - t0
 
         record: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, "iterations": (epoch + 1) * iters,
