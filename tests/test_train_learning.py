@@ -152,6 +152,7 @@ def _summary(r: dict) -> str:
                 f"{t} {r['first']['loss'][t]:.3f}->{last['loss'][t]:.3f}" for t in ("asc", "tag", "sed")))
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("arch", ARCHS)
 def test_joint_training_learns_every_task(arch, learning_dir, learning_report):
     """200 joint iterations (ASC + TAG + SED each iteration, mixup in the second epoch) put every task's own
@@ -174,6 +175,7 @@ def test_joint_training_learns_every_task(arch, learning_dir, learning_report):
 
 
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("arch", ARCHS)
 def test_joint_training_learns_long_profile(arch, tmp_path, learning_report):
     """The earlier, longer check: 1.6 / 1.6 / 3.2 s crops, all 14 event classes, 5 evaluations, one thread."""
