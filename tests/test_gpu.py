@@ -1,0 +1,90 @@
+"""CUDA paths give the CPU's outputs: exact fp32 (TF32 off) within the fp32 tolerance, TF32 / bf16 / fp16 within the
+low-precision one, embed/predict end to end, and a bf16 / AMP training step. Skipped without a CUDA device (the only
+tests that skip on CPU); run on a GPU machine with ``python -m pytest tests/test_gpu.py``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dcasenet_hub._fast import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, optimize_for_inference
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+FIELDS = ("scene_logits", "tag_logits", "event_probs", "frame_embeddings", "clip_embeddings", "scene_embeddings")
+
+
+def _max_rel(out: dict, ref: dict) -> dict[str, float]:
+    return {k: float((out[k].cpu() - ref[k]).abs().max()) / max(1.0, float(ref[k].abs().max())) for k in FIELDS}
+
+
+@pytest.fixture(scope="module")
+def mel(fixtures_dir):
+    return torch.from_numpy(dict(np.load(fixtures_dir / "v3_reference_io.npz"))["short_input"])
+
+
+def test_cuda_fp32_exact_and_tf32_switch(v3_model, responsive_v3, mel, fixtures_dir):
+    io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
+    fast = optimize_for_inference(v3_model, device="cuda")
+    assert fast.fast_options.exact
+    out = fast(mel)
+    for ours, key in ((out.scene_logits, "asc_logits"), (out.tag_logits, "tag_logits"),
+                      (out.event_probs, "sed_probs")):
+        expected = io[f"short_{key}"]
+        assert np.abs(ours.cpu().numpy() - expected).max() <= FP32_TOLERANCE * max(1.0, np.abs(expected).max()), key
+    with torch.no_grad():
+        ref = responsive_v3(mel).to_dict()
+    exact = _max_rel(optimize_for_inference(responsive_v3, device="cuda")(mel).to_dict(), ref)
+    tf32 = _max_rel(optimize_for_inference(responsive_v3, device="cuda", tf32=True)(mel).to_dict(), ref)
+    print("exact", exact, "tf32", tf32)
+    assert max(exact.values()) <= FP32_TOLERANCE
+    assert max(tf32.values()) <= LOW_PRECISION_TOLERANCE
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_cuda_low_precision_within_tolerance(responsive_v3, mel, dtype):
+    with torch.no_grad():
+        ref = responsive_v3(mel).to_dict()
+    low = optimize_for_inference(responsive_v3, device="cuda", dtype=dtype)(mel).to_dict()
+    assert all(low[k].dtype == torch.float32 and torch.isfinite(low[k]).all() for k in FIELDS)
+    err = _max_rel(low, ref)
+    print(dtype, err)
+    assert max(err.values()) <= LOW_PRECISION_TOLERANCE
+    swapped = _max_rel({k: v.flip(0) for k, v in low.items() if k in FIELDS}, ref)
+    assert min(swapped.values()) > LOW_PRECISION_TOLERANCE  # the check can fail
+
+
+def test_cuda_embed_and_predict_equal_cpu(responsive_v3):
+    from dcasenet_hub.inference import embed, predict
+
+    rng = np.random.default_rng(0)
+    t = np.arange(24000 * 7) / 24000
+    wav = (0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 700 * t) * (t % 2 < 1)).astype(np.float32)
+    cpu_e, gpu_e = embed(responsive_v3, wav, sample_rate=24000), embed(responsive_v3, wav, sample_rate=24000,
+                                                                        device="cuda")
+    assert np.abs(cpu_e.frame - gpu_e.frame).max() <= FP32_TOLERANCE
+    cpu_p, gpu_p = predict(responsive_v3, wav, sample_rate=24000), predict(responsive_v3, wav, sample_rate=24000,
+                                                                          device="cuda")
+    assert np.abs(cpu_p.scene_probs - gpu_p.scene_probs).max() <= FP32_TOLERANCE
+    assert np.abs(cpu_p.event_probs - gpu_p.event_probs).max() <= FP32_TOLERANCE
+    assert cpu_p.top_scene == gpu_p.top_scene
+    responsive_v3.to("cpu")  # the shared fixture stays on the CPU
+
+
+@pytest.mark.parametrize("precision", ["amp", "bf16", "fp32"])
+def test_cuda_training_step_is_finite(precision):
+    from dcasenet_hub import build_model
+    from dcasenet_hub.train.trainer import _autocast_args, _JointStep
+
+    torch.manual_seed(0)
+    model = build_model("v2", seed=0).cuda().train()
+    gen = torch.Generator().manual_seed(0)
+    batches = {"asc": (torch.randn(4, 1, 128, 50, generator=gen), torch.tensor([1, 3, 0, 2])),
+               "tag": (torch.randn(4, 1, 128, 50, generator=gen), (torch.rand(4, 80, generator=gen) > 0.9).float()),
+               "sed": (torch.randn(4, 1, 128, 80, generator=gen), (torch.rand(4, 16, 14, generator=gen) > 0.8).float())}
+    batches = {t: (x.cuda(), y.cuda()) for t, (x, y) in batches.items()}
+    losses = _JointStep(model)(batches, {}, _autocast_args(precision, torch.device("cuda")))
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
