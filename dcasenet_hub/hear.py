@@ -8,8 +8,12 @@
 * Timestamp embeddings are the 512-d frame embeddings of :func:`dcasenet_hub.inference.embed` every
   :data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each is the 0.8 s network step centred there,
   computed exactly by 20 shifted passes, so they cost 20 times the 0.8 s default; docs/outputs.md gives the
-  measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``); audio
-  longer than 60 s is processed in 60 s windows. ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid.
+  measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``).
+  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. HEAR requires regular timestamps (the validator
+  fails a deviation above 1 ms); :func:`~dcasenet_hub.inference.embed` cuts audio into 60 s windows and a finer hop
+  leaves a gap where the 0.8 s span of a step would cross a window boundary, so here each sound up to
+  :data:`TIMESTAMP_WINDOW_S` (5 min, every HEAR 2021 timestamp task) is one window, normalised as a whole (about
+  1.2 GB of activations at 5 min); longer sounds fall back to 60 s windows.
 * Scene embeddings are the mean of the 0.8 s-step frame embeddings (the clip embedding, the tag head's input),
   512-d; they do not depend on the hop and cost one pass.
 
@@ -24,6 +28,8 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -33,6 +39,8 @@ from torch import nn
 SAMPLE_RATE = 48000
 #: Default time between timestamp embeddings in seconds (HEAR suggests <= 50 ms; the network's own step is 0.8 s).
 TIMESTAMP_HOP_S = 0.04
+#: Sounds up to this long (seconds) are one window for timestamp embeddings, so their timestamps stay regular.
+TIMESTAMP_WINDOW_S = 300.0
 
 
 class HearModel(nn.Module):
@@ -55,6 +63,12 @@ class HearModel(nn.Module):
         _hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
         self.model = model.eval()
         self.hop_s = float(hop)
+        # the same network with one event window per sound (not registered as a submodule: no duplicate weights
+        # in state_dict(); it shares the parameters)
+        one_window = copy.copy(model)
+        one_window.config = model.config.replace(
+            windows=dataclasses.replace(model.config.windows, event_window_s=TIMESTAMP_WINDOW_S))
+        self.__dict__["_timestamp_model"] = one_window
         self.scene_embedding_size = int(model.embedding_dim)
         self.timestamp_embedding_size = int(model.embedding_dim)
 
@@ -81,7 +95,7 @@ def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwa
     return HearModel(from_pretrained(model_file_path or "dcasenet-v3", **kwargs), hop=hop)
 
 
-def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -> list[Any]:
+def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None, network: Any = None) -> list[Any]:
     from .inference import embed
 
     if not isinstance(model, HearModel):
@@ -89,8 +103,8 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     device = next(model.model.parameters()).device
-    return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
-                 workers=0, hop=hop)
+    return embed(network or model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
+                 device=device, workers=0, hop=hop)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,7 +119,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
         audio's device; one timestamp every ``model.hop_s`` (40 ms by default) from 390 ms. Sounds of the same
         length get the same timestamps.
     """
-    embs = _embed(audio, model, hop=model.hop_s)
+    embs = _embed(audio, model, hop=model.hop_s, network=model.__dict__["_timestamp_model"])
     frames = torch.stack([torch.from_numpy(e.frame) for e in embs]).to(audio.device)
     times = torch.stack([torch.from_numpy((e.frame_times.astype("float64") * 1000.0).astype("float32")) for e in embs]).to(audio.device)
     return frames, times
@@ -117,4 +131,4 @@ def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
 
 
-__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
+__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "TIMESTAMP_WINDOW_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

@@ -56,6 +56,28 @@ def test_timestamp_embeddings_as_hear_validator(hear_model, length):
     np.testing.assert_allclose(ts[1, ::20].numpy(), coarse.frame_times * 1000, atol=1e-2)
 
 
+def test_timestamps_stay_regular_across_the_library_windows(v3_model):
+    """embed() cuts 60 s windows (4 s here) and a finer hop leaves a gap at each boundary; HEAR runs one window."""
+    import copy
+
+    from dcasenet_hub.config import WindowConfig
+
+    model = copy.copy(v3_model)
+    model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
+    wrapped = hear.HearModel(model, hop=0.2)
+    audio = torch.rand(2, int(9.0 * wrapped.sample_rate), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    emb, ts = hear.get_timestamp_embeddings(audio, wrapped)
+    frames = 1 + (9 * 24000 - 2) // 480
+    assert emb.shape == (2, (frames - 40) // 10 + 1, 512)
+    np.testing.assert_allclose(np.diff(ts.numpy()), 200.0, atol=1e-2)  # no gap at 4 s or 8 s
+    # the library's own 4 s windows do leave gaps (what the single window avoids)
+    lib = embed(model, audio[0].numpy(), sample_rate=wrapped.sample_rate, hop=0.2)
+    assert np.diff(lib.frame_times).max() > 0.5
+    # the 0.8 s scene embedding still uses the model's own windows
+    scene = hear.get_scene_embeddings(audio[:1], wrapped)
+    torch.testing.assert_close(scene[0], torch.from_numpy(lib.clip), atol=1e-6, rtol=0)
+
+
 def test_hop_0_8_gives_the_networks_step_and_bad_hops_are_refused(authors_checkpoint):
     model = hear.load_model(str(authors_checkpoint), hop=0.8)
     audio = torch.rand(1, int(2.5 * model.sample_rate), generator=torch.Generator().manual_seed(2)) * 2 - 1
