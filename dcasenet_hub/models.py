@@ -256,6 +256,17 @@ class DcaseNet(nn.Module):
         """Time between event probabilities (0.1 s)."""
         return self.frame_hop_s / EVENT_REPEAT
 
+    def embedding_size(self, *, layer: str = "gru", pooling: str = "mean") -> Any:
+        """Frame and clip embedding sizes for a layer and pooling: see :func:`dcasenet_hub.inference.embedding_size`.
+
+        Example:
+            >>> build_model("v3").embedding_size(layer="conv", pooling="mean+max")
+            EmbeddingSize(frame=512, clip=1024)
+        """
+        from .inference import embedding_size
+
+        return embedding_size(self, layer=layer, pooling=pooling)
+
     def num_parameters(self) -> int:
         """Number of parameters (buffers such as batch-norm statistics excluded)."""
         return sum(p.numel() for p in self.parameters())
