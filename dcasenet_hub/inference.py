@@ -418,7 +418,8 @@ def iterate(
                     for done in batcher.add(job, window):
                         yield done.result()
                         bar.update(1)
-                    window_bar.update(1)
+                    if not window.shift:  # shifted passes of a finer hop are not windows of the plan
+                        window_bar.update(1)
             except INPUT_ERRORS as exc:
                 job.fail(exc)
                 yield job.result()
