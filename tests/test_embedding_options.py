@@ -119,6 +119,26 @@ def test_hop_across_event_windows_keeps_true_centres(v3_model):
     assert np.isfinite(fine.frame).all()
 
 
+def test_hop_streamed_and_batched_inputs(v3_model, monkeypatch):
+    """Long inputs are decoded window by window (forced here from 1 s); equal-length inputs share batches: the
+    shifted passes must still land in their own input and window."""
+    from dcasenet_hub import inference
+
+    model = copy.copy(v3_model)
+    model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
+    a, b = _noise(7.5, seed=11), _noise(7.5, seed=12)
+    alone = [embed(model, x, sample_rate=SR, hop=0.4, workers=0) for x in (a, b)]
+    together = embed(model, [a, b], sample_rate=SR, hop=0.4, batch_size=64)
+    monkeypatch.setattr(inference, "STREAM_THRESHOLD_S", 1.0)
+    # batch_size=1: every window runs as soon as it is cut, so a job must know its shifted passes beforehand
+    streamed = [embed(model, x, sample_rate=SR, hop=0.4, workers=0, batch_size=1) for x in (a, b)]
+    for ref, x, y in zip(alone, together, streamed):
+        assert ref.frame.shape == x.frame.shape == y.frame.shape == (9 + 7, 512)  # 201 and 175 mel frames: (F - 40) // 20 + 1
+        np.testing.assert_allclose(x.frame, ref.frame, atol=1e-6, rtol=0)  # other batch composition: rounding only
+        assert np.array_equal(y.frame, ref.frame) and np.array_equal(y.frame_times, ref.frame_times)
+    assert not np.allclose(together[0].frame, together[1].frame, atol=1e-3)
+
+
 def test_short_input_gives_one_frame_at_any_hop(v3_model):
     wav = _noise(0.5, seed=4)
     coarse = embed(v3_model, wav, sample_rate=SR)
