@@ -38,7 +38,8 @@ INPUT_HELP = """inputs:
 
 EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
-  OUTDIR/<path>.npz   frame (T, 512) float32, frame_times (T,) s, clip (512,), meta (JSON)
+  OUTDIR/<path>.npz   frame (T, D) float32, frame_times (T,) s, clip (D or 2D,), meta (JSON: layer, pooling,
+                      hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
   OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error
   (index-I-of-N.csv with --shard I/N)
 
@@ -48,6 +49,7 @@ same (unchanged) input file; --overwrite recomputes them. Files are written atom
 examples:
   dcasenet-hub embed examples/audio -o embeddings/
   dcasenet-hub embed corpus/ -o emb/ --level clip --shard 2/8 --workers 4
+  dcasenet-hub embed clips/ -o emb/ --hop 0.1 --layer conv --pooling mean+max
 
 """ + EXIT_CODES
 
@@ -62,6 +64,7 @@ outputs (docs/outputs.md):
 examples:
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
+  dcasenet-hub predict recordings/ -o pred/ --hop 0.1
 
 """ + EXIT_CODES
 
@@ -93,9 +96,19 @@ def register(subparsers: Any) -> None:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
         p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="output folder")
         _common(p)
+        p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                       help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
+                            "or 0.8 (default 0.8, the network's step); a hop of 0.8/P runs P exact shifted passes "
+                            "and costs P times as much")
         if name == "embed":
             p.add_argument("--level", choices=("frame", "clip", "both"), default="both",
                            help="which embeddings to save (default: both)")
+            p.add_argument("--layer", choices=("gru", "conv", "scene"), default="gru",
+                           help="gru: recurrent output, 512-d (default); conv: convolutional trunk averaged over "
+                                "frequency, 512-d; scene: scene branch code, 128-d, one per 5 s crop")
+            p.add_argument("--pooling", choices=("mean", "max", "mean+max"), default="mean",
+                           help="clip embedding from the 0.8 s-step frames (default mean; mean+max doubles "
+                                "the size)")
         else:
             _prediction_options(p)
         p.add_argument("--workers", type=int, default=2, metavar="N",
@@ -230,14 +243,20 @@ def _source_identity(path: Path) -> dict[str, Any]:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    settings = {"task": "embed", "model": _model_identity(args.model), "level": args.level}
+    settings = {"task": "embed", "model": _model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
+                "layer": args.layer, "pooling": args.pooling}
     return _run(args, "embed", settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     settings = {"task": "predict", "model": _model_identity(args.model), "threshold": args.threshold,
-                "median_filter": args.median_filter, "min_duration": args.min_duration}
+                "median_filter": args.median_filter, "min_duration": args.min_duration, "hop": _hop(args.hop)}
     return _run(args, "predict", settings)
+
+
+def _hop(hop: float | None) -> float | None:
+    """The hop as recorded for resuming: ``None`` for the 0.8 s default (as files written before ``--hop``)."""
+    return None if hop is None or abs(hop - 0.8) < 1e-9 else hop
 
 
 def _outputs_for(out_dir: Path, rel: PurePosixPath, task: str) -> dict[str, Path]:
@@ -290,6 +309,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.workers < 0:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
+        _check_embedding_options(args)
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
@@ -337,7 +357,8 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             model, [str(i.path) for i in todo], embeddings=task == "embed", predictions=task == "predict",
             threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
             min_duration=getattr(args, "min_duration", None), device=args.device, batch_size=args.batch_size,
-            progress=not args.quiet, workers=args.workers,
+            progress=not args.quiet, workers=args.workers, hop=args.hop, layer=getattr(args, "layer", "gru"),
+            pooling=getattr(args, "pooling", "mean"),
         )
         try:
             for r in results:
@@ -360,6 +381,18 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     if task == "predict":
         _write_all_events(out_dir / f"events{suffix}.csv", selected)
     return _summary(task, selected, index_path)
+
+
+def _check_embedding_options(args: argparse.Namespace) -> None:
+    from .inference import _hop_frames
+
+    try:
+        _hop_frames(args.hop, None)
+    except ValueError as exc:
+        raise _UsageError(str(exc).replace("hop=", "--hop ", 1)) from None
+    if getattr(args, "layer", "gru") == "scene" and _hop(args.hop) is not None:
+        raise _UsageError("--hop does not apply to --layer scene (one code per 5 s scene crop); drop --hop or use "
+                          "--layer gru or conv")
 
 
 def _one_line(exc: BaseException) -> str:

@@ -98,15 +98,18 @@ class Embeddings:
     """Frame and clip embeddings of one input.
 
     Attributes:
-        frame: ``(T, D)`` float32, one vector per 0.8 s step (the two GRUs' outputs, ``D = 512``).
-        frame_times: ``(T,)`` centre of each step in seconds from the start of the audio.
-        clip: ``(D,)`` mean of ``frame`` over time (for inputs up to 60 s exactly the network's clip embedding).
+        frame: ``(T, D)`` float32, one vector per ``hop_s`` (default: the two GRUs' outputs every 0.8 s, ``D = 512``).
+        frame_times: ``(T,)`` centre of each frame in seconds from the start of the audio.
+        clip: ``(D,)`` (``(2 D,)`` for ``"mean+max"``) pooling of the 0.8 s-step frames over time (default: their
+            mean, for inputs up to 60 s exactly the network's clip embedding).
         model_id: Which weights produced them.
-        layer: Which layer: ``"gru"`` (concatenated common and task-specific GRU outputs for v3).
-        hop_s: Time between frames (0.8 s).
+        layer: Which layer: ``"gru"`` (concatenated common and task-specific GRU outputs for v3), ``"conv"`` (the
+            convolutional trunk averaged over frequency) or ``"scene"`` (scene code, one per 5 s crop).
+        hop_s: Time between frames (0.8 s by default; 2.5 s between the scene crops of ``"scene"``).
         duration_s: Duration of the input audio in seconds.
         source: File path or ``"<array i>"``.
         sample_rate: The input's own sample rate.
+        pooling: How ``clip`` was pooled: ``"mean"``, ``"max"`` or ``"mean+max"``.
 
     Example:
         >>> emb = model.embed("street.wav")                      # doctest: +SKIP
@@ -123,13 +126,14 @@ class Embeddings:
     duration_s: float = 0.0
     source: str | None = None
     sample_rate: int | None = None
+    pooling: str = "mean"
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and metadata as a dict (the ``.npz`` keys)."""
         return {
             "frame": self.frame, "frame_times": self.frame_times, "clip": self.clip, "model_id": self.model_id,
             "layer": self.layer, "hop_s": self.hop_s, "duration_s": self.duration_s, "source": self.source,
-            "sample_rate": self.sample_rate,
+            "sample_rate": self.sample_rate, "pooling": self.pooling,
         }
 
     def save(self, path: str | Path, *, level: str = "both", meta: dict[str, Any] | None = None) -> Path:
@@ -151,6 +155,8 @@ class Embeddings:
         info = {
             "format_version": FORMAT_VERSION, "model_id": self.model_id, "layer": self.layer, "hop_s": self.hop_s,
             "duration_s": self.duration_s, "source": self.source, "sample_rate": self.sample_rate, "level": level,
+            "pooling": self.pooling, "frame_size": int(np.shape(self.frame)[1]) if np.ndim(self.frame) == 2 else 0,
+            "clip_size": int(np.shape(self.clip)[0]) if np.ndim(self.clip) == 1 else 0,
         }
         info.update(meta or {})
         arrays["meta"] = np.array(json.dumps(info, sort_keys=True))
@@ -167,7 +173,7 @@ class Embeddings:
         return cls(frame=frame, frame_times=times, clip=clip, model_id=info.get("model_id"),
                    layer=info.get("layer", "gru"), hop_s=info.get("hop_s", 0.8),
                    duration_s=info.get("duration_s", 0.0), source=info.get("source"),
-                   sample_rate=info.get("sample_rate"))
+                   sample_rate=info.get("sample_rate"), pooling=info.get("pooling", "mean"))
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

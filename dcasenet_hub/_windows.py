@@ -228,6 +228,8 @@ class Window:
         stop: One past the last sample.
         frames: Feature frames before tiling.
         mel: ``(1, n_mels, frames_tiled)`` normalised log-mel (set by :func:`features`).
+        shift: Feature frames dropped from the start of the window's ``mel`` (a shifted pass for a finer timestamp
+            hop, see :mod:`dcasenet_hub.inference`; 0 for the window itself).
     """
 
     kinds: frozenset[str]
@@ -236,6 +238,7 @@ class Window:
     stop: int
     frames: int = 0
     mel: Any = None
+    shift: int = 0
 
 
 def plan(n: int, *, sample_rate: int, windows: WindowConfig, kinds: frozenset[str]) -> list[Window]:

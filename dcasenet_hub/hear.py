@@ -5,21 +5,31 @@
 
 * ``sample_rate`` is 48000 (HEAR accepts 16000, 22050, 44100 or 48000; the network runs at 24 kHz and 48 kHz is an
   exact 2:1 resampling).
-* Timestamp embeddings are the 512-d frame embeddings of :func:`dcasenet_hub.inference.embed` (one per 0.8 s step,
-  timestamps at the step centres in milliseconds); audio longer than 60 s is processed in 60 s windows.
-* Scene embeddings are their time mean (the clip embedding), 512-d.
+* Timestamp embeddings are the 512-d frame embeddings of :func:`dcasenet_hub.inference.embed` every
+  :data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each is the 0.8 s network step centred there,
+  computed exactly by 20 shifted passes, so they cost 20 times the 0.8 s default; docs/outputs.md gives the
+  measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``).
+  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. HEAR requires regular timestamps (the validator
+  fails a deviation above 1 ms); :func:`~dcasenet_hub.inference.embed` cuts audio into 60 s windows and a finer hop
+  leaves a gap where the 0.8 s span of a step would cross a window boundary, so here each sound up to
+  :data:`TIMESTAMP_WINDOW_S` (5 min, every HEAR 2021 timestamp task) is one window, normalised as a whole (about
+  1.2 GB of activations at 5 min); longer sounds fall back to 60 s windows.
+* Scene embeddings are the mean of the 0.8 s-step frame embeddings (the clip embedding, the tag head's input),
+  512-d; they do not depend on the hop and cost one pass.
 
 Example:
     >>> import torch
     >>> from dcasenet_hub import hear
     >>> model = hear.load_model()                                        # doctest: +SKIP
     >>> emb, ts = hear.get_timestamp_embeddings(torch.zeros(2, 96000), model)  # doctest: +SKIP
-    >>> emb.shape, ts[0, :2]                                              # doctest: +SKIP
-    (torch.Size([2, 2, 512]), tensor([390., 1190.]))
+    >>> emb.shape, ts[0, :3]                                              # doctest: +SKIP
+    (torch.Size([2, 41, 512]), tensor([390., 430., 470.]))
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from typing import Any
 
 import torch
@@ -27,6 +37,10 @@ from torch import nn
 
 #: Rate HEAR passes audio at.
 SAMPLE_RATE = 48000
+#: Default time between timestamp embeddings in seconds (HEAR suggests <= 50 ms; the network's own step is 0.8 s).
+TIMESTAMP_HOP_S = 0.04
+#: Sounds up to this long (seconds) are one window for timestamp embeddings, so their timestamps stay regular.
+TIMESTAMP_WINDOW_S = 300.0
 
 
 class HearModel(nn.Module):
@@ -36,14 +50,25 @@ class HearModel(nn.Module):
         sample_rate: 48000.
         scene_embedding_size: 512.
         timestamp_embedding_size: 512.
+        hop_s: Time between timestamp embeddings in seconds (default :data:`TIMESTAMP_HOP_S`).
         model: The wrapped network.
     """
 
     sample_rate: int = SAMPLE_RATE
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, hop: float = TIMESTAMP_HOP_S) -> None:
         super().__init__()
+        from .inference import _hop_frames
+
+        _hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
         self.model = model.eval()
+        self.hop_s = float(hop)
+        # the same network with one event window per sound (not registered as a submodule: no duplicate weights
+        # in state_dict(); it shares the parameters)
+        one_window = copy.copy(model)
+        one_window.config = model.config.replace(
+            windows=dataclasses.replace(model.config.windows, event_window_s=TIMESTAMP_WINDOW_S))
+        self.__dict__["_timestamp_model"] = one_window
         self.scene_embedding_size = int(model.embedding_dim)
         self.timestamp_embedding_size = int(model.embedding_dim)
 
@@ -51,20 +76,26 @@ class HearModel(nn.Module):
         return get_timestamp_embeddings(audio, self)
 
 
-def load_model(model_file_path: str = "", **kwargs: Any) -> HearModel:
+def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwargs: Any) -> HearModel:
     """Load DcaseNet for HEAR.
 
     Args:
         model_file_path: A manifest id, local folder, ``.safetensors`` or authors' ``.pt`` file; ``""`` loads the
             published ``dcasenet-v3``.
+        hop: Time between timestamp embeddings in seconds: one of
+            :func:`dcasenet_hub.inference.allowed_hops` (default 0.04; 0.8 is the network's own step, 20 times
+            cheaper).
         kwargs: Passed to :func:`dcasenet_hub.from_pretrained`.
+
+    Example:
+        >>> model = load_model("dcasenet-v3", hop=0.1)   # doctest: +SKIP
     """
     from .hub import from_pretrained
 
-    return HearModel(from_pretrained(model_file_path or "dcasenet-v3", **kwargs))
+    return HearModel(from_pretrained(model_file_path or "dcasenet-v3", **kwargs), hop=hop)
 
 
-def _embed(audio: torch.Tensor, model: HearModel) -> list[Any]:
+def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None, network: Any = None) -> list[Any]:
     from .inference import embed
 
     if not isinstance(model, HearModel):
@@ -72,8 +103,8 @@ def _embed(audio: torch.Tensor, model: HearModel) -> list[Any]:
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     device = next(model.model.parameters()).device
-    return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
-                 workers=0)
+    return embed(network or model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
+                 device=device, workers=0, hop=hop)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,18 +116,19 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
 
     Returns:
         ``(embeddings (n_sounds, n_timestamps, 512) float32, timestamps (n_sounds, n_timestamps) in ms)``, on the
-        audio's device.
+        audio's device; one timestamp every ``model.hop_s`` (40 ms by default) from 390 ms. Sounds of the same
+        length get the same timestamps.
     """
-    embs = _embed(audio, model)
+    embs = _embed(audio, model, hop=model.hop_s, network=model.__dict__["_timestamp_model"])
     frames = torch.stack([torch.from_numpy(e.frame) for e in embs]).to(audio.device)
     times = torch.stack([torch.from_numpy((e.frame_times.astype("float64") * 1000.0).astype("float32")) for e in embs]).to(audio.device)
     return frames, times
 
 
 def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
-    """One embedding per sound: the mean of its frame embeddings, ``(n_sounds, 512)`` float32."""
+    """One embedding per sound: the mean of its 0.8 s-step frame embeddings, ``(n_sounds, 512)`` float32."""
     embs = _embed(audio, model)
     return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
 
 
-__all__ = ["SAMPLE_RATE", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
+__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "TIMESTAMP_WINDOW_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -49,7 +49,7 @@ from . import _windows as W
 from ._fast import inference_runner
 from ._outputs import Embeddings, Prediction, detect_events
 from .frontend import AudioLoadError
-from .models import TIME_REDUCTION
+from .models import EVENT_REPEAT, TIME_REDUCTION
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +59,115 @@ DEFAULT_BATCH_SIZE = 8
 STREAM_THRESHOLD_S = 120.0
 #: Errors that mark one input as failed without stopping the others.
 INPUT_ERRORS = (AudioLoadError, W.InputError, ValueError, RuntimeError, OSError)
+#: Layers :func:`embed` can return: the recurrent output (default), the convolutional trunk's output averaged over
+#: frequency (the GRUs' input), and the scene branch's 128-d code (one per 5 s scene crop).
+LAYERS = ("gru", "conv", "scene")
+#: Poolings of frame embeddings into the clip embedding.
+POOLINGS = ("mean", "max", "mean+max")
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "LAYERS",
+    "POOLINGS",
     "AudioLoadError",
+    "EmbeddingSize",
     "Embeddings",
     "Prediction",
     "Result",
+    "allowed_hops",
     "detect_events",
     "embed",
+    "embedding_size",
     "iterate",
     "predict",
 ]
+
+
+class EmbeddingSize(NamedTuple):
+    """Sizes of the vectors :func:`embed` returns for one choice of layer and pooling.
+
+    Attributes:
+        frame: Size of each frame embedding (``Embeddings.frame.shape[1]``).
+        clip: Size of the clip embedding (``Embeddings.clip.shape[0]``; twice ``frame`` for ``"mean+max"``).
+    """
+
+    frame: int
+    clip: int
+
+
+def embedding_size(model: Any, *, layer: str = "gru", pooling: str = "mean") -> EmbeddingSize:
+    """Frame and clip embedding sizes of ``model`` for a layer and a pooling.
+
+    Args:
+        model: A :class:`~dcasenet_hub.DcaseNet` (any architecture).
+        layer: One of :data:`LAYERS`: ``"gru"`` (512), ``"conv"`` (512) or ``"scene"`` (128).
+        pooling: One of :data:`POOLINGS`: ``"mean"``, ``"max"`` or ``"mean+max"`` (clip twice the frame size).
+
+    Returns:
+        :class:`EmbeddingSize` ``(frame, clip)``.
+
+    Raises:
+        ValueError: unknown layer or pooling (the message lists the choices).
+
+    Example:
+        >>> from dcasenet_hub import build_model
+        >>> embedding_size(build_model("v2"), layer="scene", pooling="mean+max")
+        EmbeddingSize(frame=128, clip=256)
+    """
+    _check_choice("layer", layer, LAYERS)
+    _check_choice("pooling", pooling, POOLINGS)
+    if layer == "gru":
+        size = int(model.embedding_dim)
+    elif layer == "conv":
+        blocks = ((model.conv_block4_1, model.conv_block4_2) if model.arch == "v3" else (model.conv_block4,))
+        size = sum(int(b.conv2.out_channels) for b in blocks)
+    else:
+        size = int(model.code_ASC.out_features)
+    return EmbeddingSize(size, 2 * size if pooling == "mean+max" else size)
+
+
+def allowed_hops(model: Any | None = None) -> tuple[float, ...]:
+    """Timestamp hops (seconds) that :func:`embed` and :func:`predict` accept, finest first.
+
+    A hop is a whole number of 20 ms mel frames that divides the network's 0.8 s step (40 frames); the frames at a
+    hop of ``k`` mel frames come from ``40 / k`` forward passes on the features shifted by ``0, k, 2k ...`` frames.
+
+    Example:
+        >>> allowed_hops()
+        (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8)
+    """
+    rate = _frame_rate(model)
+    return tuple(round(k / rate, 6) for k in range(1, TIME_REDUCTION + 1) if TIME_REDUCTION % k == 0)
+
+
+def _frame_rate(model: Any | None) -> float:
+    if model is None:
+        from .config import FrontendConfig
+
+        return float(FrontendConfig().frame_rate)
+    return float(model.config.frontend.frame_rate)
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
+
+
+def _hop_frames(hop: float | None, model: Any) -> int:
+    """Validate ``hop`` (seconds) and return it in mel frames (a divisor of 40); ``None`` is the 0.8 s step."""
+    if hop is None:
+        return TIME_REDUCTION
+    rate = _frame_rate(model)
+    allowed = ", ".join(f"{h:g}" for h in allowed_hops(model))
+    msg = (f"hop={hop!r} is not allowed: the timestamp hop must be a multiple of the {1 / rate:g} s mel hop that "
+           f"divides the network's {TIME_REDUCTION / rate:g} s step; use one of {allowed} (seconds)")
+    if isinstance(hop, bool) or not isinstance(hop, (int, float, np.integer, np.floating)):
+        raise ValueError(msg)
+    k = float(hop) * rate
+    if not math.isfinite(k) or round(k) < 1 or abs(k - round(k)) > 1e-6 or TIME_REDUCTION % round(k):
+        raise ValueError(msg)
+    return int(round(k))
+
 
 
 @dataclass
@@ -113,8 +210,11 @@ def embed(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     workers: int = 1,
+    hop: float | None = None,
+    layer: str = "gru",
+    pooling: str = "mean",
 ) -> Embeddings | list[Embeddings]:
-    """Frame (every 0.8 s) and clip embeddings of audio of any length.
+    """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet` (put in eval mode for the call).
@@ -126,22 +226,37 @@ def embed(
         batch_size: 5 s crops per forward pass (default 8; a 60 s window counts as 12).
         progress: Show tqdm progress bars (over inputs, and over the windows of long inputs).
         workers: Threads decoding and resampling inputs ahead of the network (0: none).
+        hop: Time between frame embeddings in seconds (default 0.8, the network's step): one of
+            :func:`allowed_hops` (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8). A hop of ``0.8 / P`` runs ``P`` exact
+            forward passes on the features shifted by whole 20 ms frames and merges their frames in time order, so
+            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s in each 60 s window; the
+            frames at multiples of 0.8 s are the default output, bit for bit. Not for ``layer="scene"``.
+        layer: ``"gru"`` (default: the recurrent output, 512-d), ``"conv"`` (the convolutional trunk's output
+            averaged over frequency, 512-d, the GRUs' input) or ``"scene"`` (the scene branch's 128-d code, one per
+            5 s scene crop as :func:`predict` uses, timestamps at the crop centres).
+        pooling: Clip embedding from the 0.8 s-step frames (whatever ``hop``): ``"mean"`` (default), ``"max"`` or
+            ``"mean+max"`` (the two concatenated, twice the size). :func:`embedding_size` gives the sizes.
 
     Returns:
         :class:`Embeddings` (or a list of them).
 
     Raises:
         AudioLoadError: a file is missing, unreadable, empty, not audio or contains NaN/inf.
-        ValueError: a waveform is invalid or shorter than 0.1 s, or ``sample_rate`` is missing.
+        ValueError: a waveform is invalid or shorter than 0.1 s, ``sample_rate`` is missing, or ``hop``, ``layer``
+            or ``pooling`` is not one of the allowed values (the message lists them).
 
     Example:
         >>> emb = model.embed("street.wav")                  # doctest: +SKIP
         >>> emb.frame.shape, emb.clip.shape                  # doctest: +SKIP
         ((12, 512), (512,))
+        >>> fine = model.embed("street.wav", hop=0.1, pooling="mean+max")   # doctest: +SKIP
+        >>> fine.frame.shape, fine.frame_times[:3], fine.clip.shape         # doctest: +SKIP
+        ((93, 512), array([0.39, 0.49, 0.59], dtype=float32), (1024,))
     """
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False,
-                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers),
+                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
+                           hop=hop, layer=layer, pooling=pooling),
                    len(inputs), "embeddings")
     return out[0] if single else out
 
@@ -159,6 +274,7 @@ def predict(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     workers: int = 1,
+    hop: float | None = None,
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
 
@@ -170,6 +286,10 @@ def predict(
         median_filter: Median filter over the binary event activity, in seconds (``None``: none).
         min_duration: Drop events shorter than this many seconds.
         device, dtype, batch_size, progress, workers: As in :func:`embed`.
+        hop: Time between the network's event scores in seconds (default 0.8), computed by shifted passes as in
+            :func:`embed`. Event probabilities stay on a 100 ms grid (on a ``hop`` grid for hops under 0.1 s); each
+            grid frame takes the score of the 0.8 s step whose centre is nearest to its own (at the default this is
+            the authors' 8-fold repetition). Scenes and tags do not change with ``hop``.
 
     Returns:
         :class:`Prediction` (or a list of them).
@@ -182,7 +302,8 @@ def predict(
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True,
                            threshold=threshold, median_filter=median_filter, min_duration=min_duration,
-                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers),
+                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
+                           hop=hop),
                    len(inputs), "prediction")
     return out[0] if single else out
 
@@ -202,6 +323,9 @@ def iterate(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
     workers: int = 1,
+    hop: float | None = None,
+    layer: str = "gru",
+    pooling: str = "mean",
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
@@ -222,6 +346,9 @@ def iterate(
         batch_size: 5 s crops per forward pass (a 60 s window counts as 12).
         progress: tqdm bars over inputs and over the windows of inputs longer than 120 s.
         workers: Threads decoding inputs ahead of the network (0: decode in the calling thread).
+        hop: Timestamp hop of frame embeddings and event scores (see :func:`embed` and :func:`predict`).
+        layer: Embedding layer (see :func:`embed`).
+        pooling: Clip pooling (see :func:`embed`).
 
     Raises:
         ValueError: invalid options (raised when iteration starts).
@@ -237,11 +364,20 @@ def iterate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(workers) < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    hop_frames = _hop_frames(hop, model)
+    _check_choice("layer", layer, LAYERS)
+    _check_choice("pooling", pooling, POOLINGS)
+    if embeddings and layer == "scene" and hop_frames != TIME_REDUCTION:
+        raise ValueError(f"hop={hop!r} does not apply to layer='scene' (one code per 5 s scene crop); "
+                         "leave hop at its default or use layer='gru' or 'conv'")
+    kinds: set[str] = {W.SCENE, W.EVENT} if predictions else set()
+    if embeddings:
+        kinds.add(W.SCENE if layer == "scene" else W.EVENT)
     cfg = model.config
     settings = _Settings(
         frontend=cfg.frontend,
         windows=cfg.windows,
-        kinds=frozenset(({W.SCENE} if predictions else set()) | {W.EVENT}),
+        kinds=frozenset(kinds),
         embeddings=embeddings,
         predictions=predictions,
         threshold=cfg.event_threshold if threshold is None else float(threshold),
@@ -251,8 +387,11 @@ def iterate(
         labels=(tuple(cfg.scene_labels), tuple(cfg.tag_labels), tuple(cfg.event_labels)),
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         frame_hop_s=model.frame_hop_s,
-        event_hop_s=model.event_hop_s,
+        event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
+        hop_frames=hop_frames,
+        layer=layer,
+        pooling=pooling,
     )
     if settings.untrained:
         logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
@@ -279,7 +418,8 @@ def iterate(
                     for done in batcher.add(job, window):
                         yield done.result()
                         bar.update(1)
-                    window_bar.update(1)
+                    if not window.shift:  # shifted passes of a finer hop are not windows of the plan
+                        window_bar.update(1)
             except INPUT_ERRORS as exc:
                 job.fail(exc)
                 yield job.result()
@@ -317,6 +457,14 @@ class _Settings:
     frame_hop_s: float
     event_hop_s: float
     sample_rate: int | None
+    hop_frames: int = TIME_REDUCTION
+    layer: str = "gru"
+    pooling: str = "mean"
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per event window (shifted by ``0, k, 2k ...`` mel frames for a hop of ``k`` frames)."""
+        return TIME_REDUCTION // self.hop_frames
 
     def tasks(self, kinds: frozenset[str]) -> tuple[str, ...]:
         tasks: set[str] = set()
@@ -325,7 +473,7 @@ class _Settings:
         if W.EVENT in kinds:
             if self.predictions:
                 tasks |= {"events", "tags"}
-            if self.embeddings:
+            if self.embeddings and self.layer != "scene":
                 tasks.add("embeddings")
         return tuple(sorted(tasks))
 
@@ -386,8 +534,9 @@ class _Job:
         self.windows: list[W.Window] | None = None
         self.streamed = False
         self.remaining = 0
-        self.scene: dict[int, tuple[int, np.ndarray]] = {}
+        self.scene: dict[int, dict[str, Any]] = {}
         self.event: dict[int, dict[str, Any]] = {}
+        self.shifted: dict[int, dict[int, dict[str, np.ndarray]]] = {}  # event window -> shift -> outputs
         if isinstance(source, (str, Path)):
             self.source = str(source)
         else:
@@ -440,7 +589,25 @@ class _Job:
                                         s.frontend.preemphasis)
         for window, samples in W.cut(blocks, self.plan):
             window.mel, window.frames = W.features(samples, frontend=s.frontend, min_frames=s.windows.min_frames)
+            passes = self._shifted_passes(window)
+            self.remaining += len(passes)  # before any pass is yielded, so the job cannot complete early
             yield window
+            yield from passes
+
+    def _shifted_passes(self, window: W.Window) -> list[W.Window]:
+        """The extra passes of a finer hop: the window's features shifted by ``k, 2k, ...`` mel frames."""
+        s = self.settings
+        if (s.passes == 1 or W.EVENT not in window.kinds or window.frames < s.windows.min_frames
+                or not (s.predictions or s.layer != "scene")):
+            return []
+        out = []
+        for p in range(1, s.passes):
+            shift = p * s.hop_frames
+            if window.frames - shift < TIME_REDUCTION:
+                break
+            out.append(W.Window(frozenset({W.EVENT}), {W.EVENT: window.index[W.EVENT]}, window.start, window.stop,
+                                frames=window.frames, mel=window.mel[..., shift:], shift=shift))
+        return out
 
     def iter_windows(self) -> Iterator[W.Window]:
         if self.windows is not None:
@@ -469,12 +636,20 @@ class _Job:
         s = self.settings
         sr = s.frontend.sample_rate
         if W.SCENE in window.kinds:
-            probs = out["scene_probs"]
-            self.scene[window.index[W.SCENE]] = (window.start, probs)
-        if W.EVENT in window.kinds:
+            self.scene[window.index[W.SCENE]] = {"start": window.start, "stop": window.stop,
+                                                 "probs": out.get("scene_probs"), "code": out.get("scene_code")}
+        if W.EVENT in window.kinds and window.shift:
+            n_steps = (window.frames - window.shift) // TIME_REDUCTION
+            rec_shift: dict[str, np.ndarray] = {}
+            if "event_probs" in out:
+                rec_shift["event_steps"] = out["event_probs"][::EVENT_REPEAT][:n_steps]
+            if "frame_embeddings" in out:
+                rec_shift["frame"] = out["frame_embeddings"][:n_steps]
+            self.shifted.setdefault(window.index[W.EVENT], {})[window.shift] = rec_shift
+        elif W.EVENT in window.kinds:
             length = window.stop - window.start
             tiled = window.frames < s.windows.min_frames
-            rec: dict[str, Any] = {"start": window.start, "length": length}
+            rec: dict[str, Any] = {"start": window.start, "length": length, "frames": window.frames, "tiled": tiled}
             if tiled:
                 n_steps = 1
                 n_ev = max(1, min(out["event_probs"].shape[0] if "event_probs" in out else 8,
@@ -483,7 +658,13 @@ class _Job:
                 n_steps = window.frames // TIME_REDUCTION
                 n_ev = n_steps * round(s.frame_hop_s / s.event_hop_s)
             if "event_probs" in out:
-                rec["event_probs"] = out["event_probs"][:n_ev]
+                if s.passes == 1:
+                    rec["event_probs"] = out["event_probs"][:n_ev]
+                elif tiled:  # one step: its scores on the finer grid, as long as the input
+                    n_grid = max(1, math.ceil(length / (s.event_hop_s * sr) - 1e-9))
+                    rec["event_probs"] = np.repeat(out["event_probs"][:1], n_grid, axis=0)
+                else:  # put on the grid in result(), with the shifted passes
+                    rec["event_steps"] = out["event_probs"][::EVENT_REPEAT][:n_steps]
             if "tag_probs" in out:
                 rec["tag_probs"] = out["tag_probs"]
             if "frame_embeddings" in out:
@@ -506,22 +687,35 @@ class _Job:
         input_sr = self.reader.sample_rate if self.reader is not None else None
         res = Result(self.index, self.source, duration_s=self.duration_s)
         events = [self.event[i] for i in sorted(self.event)]
+        scenes = [self.scene[i] for i in sorted(self.scene)]
         if s.embeddings:
-            frame = np.concatenate([e["frame"] for e in events]).astype(np.float32)
+            if s.layer == "scene":
+                steps = np.stack([c["code"] for c in scenes]).astype(np.float32)
+                frame = steps
+                times = np.array([(c["start"] + c["stop"]) / 2 / sr for c in scenes], dtype=np.float32)
+                hop_s = float(s.windows.scene_hop_s)
+            else:
+                steps = np.concatenate([e["frame"] for e in events]).astype(np.float32)
+                if s.passes == 1:
+                    frame = steps
+                    times = np.concatenate([e["times"] for e in events]).astype(np.float32)
+                else:
+                    frame = np.concatenate([self._merged(i, "frame") for i in sorted(self.event)]).astype(np.float32)
+                    times = np.concatenate([self._merged_times(i) for i in sorted(self.event)]).astype(np.float32)
+                hop_s = s.hop_frames / s.frontend.frame_rate
             res.embeddings = Embeddings(
                 frame=frame,
-                frame_times=np.concatenate([e["times"] for e in events]).astype(np.float32),
-                clip=frame.mean(axis=0).astype(np.float32),
-                model_id=s.model_id, layer="gru", hop_s=s.frame_hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=input_sr,
+                frame_times=times,
+                clip=_pool(steps, s.pooling),
+                model_id=s.model_id, layer=s.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
+                source=self.source, sample_rate=input_sr, pooling=s.pooling,
             )
         if s.predictions:
-            scenes = [self.scene[i] for i in sorted(self.scene)]
-            crop_probs = np.stack([p for _, p in scenes]).astype(np.float32)
+            crop_probs = np.stack([c["probs"] for c in scenes]).astype(np.float32)
             weights = np.array([e["length"] for e in events], dtype=np.float64)
             window_tags = np.stack([e["tag_probs"] for e in events]).astype(np.float32)
             tags = (window_tags * weights[:, None]).sum(0) / weights.sum()
-            ev = np.concatenate([e["event_probs"] for e in events]).astype(np.float32)
+            ev = np.concatenate([self._event_grid(i) for i in sorted(self.event)]).astype(np.float32)
             duration = float(self.duration_s or 0.0)
             events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
                                         median_filter=s.median_filter, min_duration=s.min_duration,
@@ -534,7 +728,7 @@ class _Job:
                 events=events_list,
                 scene_labels=s.labels[0], tag_labels=s.labels[1], event_labels=s.labels[2],
                 scene_window_probs=crop_probs,
-                scene_window_starts=np.array([st / sr for st, _ in scenes], dtype=np.float32),
+                scene_window_starts=np.array([c["start"] / sr for c in scenes], dtype=np.float32),
                 scene_window_s=float(s.windows.scene_window_s),
                 tag_window_probs=window_tags,
                 tag_window_starts=np.array([e["start"] / sr for e in events], dtype=np.float32),
@@ -543,6 +737,72 @@ class _Job:
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
             )
         return res
+
+    # -- merging the shifted passes of a finer hop -------------------------------------------------------------
+
+    def _merged(self, i: int, key: str) -> np.ndarray:
+        """Event window ``i``'s per-step outputs ``key`` of all passes, in time order (frame ``n`` of the result
+        is centred on mel frame ``n * k + 19.5`` of the window for a hop of ``k`` mel frames)."""
+        s = self.settings
+        e = self.event[i]
+        if e["tiled"]:
+            return e[key]
+        k, passes = s.hop_frames, s.passes
+        n = (e["frames"] - TIME_REDUCTION) // k + 1
+        shifted = self.shifted.get(i, {})
+        out = np.empty((n, *e[key].shape[1:]), dtype=e[key].dtype)
+        for p in range(passes):
+            part = e[key] if p == 0 else shifted.get(p * k, {}).get(key)
+            rows = len(range(p, n, passes))
+            got = 0 if part is None else part.shape[0]
+            if got != rows:  # internal consistency: every pass that fits must have run
+                raise RuntimeError(f"{self.source}: pass shifted by {p * k} frames has {got} steps, expected {rows}")
+            if rows:
+                out[p::passes] = part
+        return out
+
+    def _merged_times(self, i: int) -> np.ndarray:
+        s = self.settings
+        e = self.event[i]
+        if e["tiled"]:
+            return e["times"]
+        n = (e["frames"] - TIME_REDUCTION) // s.hop_frames + 1
+        centres = (np.arange(n, dtype=np.float64) * s.hop_frames + (TIME_REDUCTION - 1) / 2) / s.frontend.frame_rate
+        return e["start"] / s.frontend.sample_rate + centres
+
+    def _event_grid(self, i: int) -> np.ndarray:
+        """Event window ``i``'s probabilities on the ``event_hop_s`` grid: each grid frame takes the 0.8 s step
+        whose centre is nearest to its own centre (ties: the earlier step). At the default hop this is the
+        authors' 8-fold repetition, kept as the network returns it."""
+        s = self.settings
+        e = self.event[i]
+        if "event_probs" in e:
+            return e["event_probs"]
+        steps = self._merged(i, "event_steps")
+        grid = round(s.event_hop_s * s.frontend.frame_rate)  # grid frame in mel frames
+        n_grid = (e["frames"] // TIME_REDUCTION) * (TIME_REDUCTION // grid)
+        # centres in half mel frames (integers): step n at 2 * (n * k + 19.5), grid frame t at 2 * (t + 0.5) * grid
+        step_c = 2 * np.arange(steps.shape[0], dtype=np.int64) * s.hop_frames + (TIME_REDUCTION - 1)
+        grid_c = (2 * np.arange(n_grid, dtype=np.int64) + 1) * grid
+        return steps[_nearest(step_c, grid_c)]
+
+
+def _nearest(sorted_points: np.ndarray, queries: np.ndarray) -> np.ndarray:
+    """Index of the nearest of ``sorted_points`` (ascending) to each query; ties go to the earlier point."""
+    if sorted_points.shape[0] == 1:
+        return np.zeros(queries.shape[0], dtype=np.int64)
+    after = np.clip(np.searchsorted(sorted_points, queries), 1, sorted_points.shape[0] - 1)
+    before = after - 1
+    return np.where(queries - sorted_points[before] <= sorted_points[after] - queries, before, after)
+
+
+def _pool(frames: np.ndarray, pooling: str) -> np.ndarray:
+    """Clip embedding of ``(T, D)`` frames: ``mean`` (D), ``max`` (D) or ``mean+max`` (2 D)."""
+    if pooling == "mean":
+        return frames.mean(axis=0).astype(np.float32)
+    if pooling == "max":
+        return frames.max(axis=0).astype(np.float32)
+    return np.concatenate([frames.mean(axis=0), frames.max(axis=0)]).astype(np.float32)
 
 
 def _prepared_jobs(inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
@@ -637,7 +897,13 @@ class _Batcher:
             res["tag_probs"] = torch.sigmoid(out.tag_logits.float()).cpu().numpy()
         if out.event_probs is not None:
             res["event_probs"] = out.event_probs.float().cpu().numpy()
+        if out.scene_embeddings is not None and self.settings.embeddings and self.settings.layer == "scene":
+            res["scene_code"] = out.scene_embeddings.float().cpu().numpy()
         if out.frame_embeddings is not None:
-            res["frame_embeddings"] = out.frame_embeddings.float().cpu().numpy()
+            frames = out.conv_embeddings if self.settings.layer == "conv" else out.frame_embeddings
+            if frames is None:
+                raise ValueError(f"layer={self.settings.layer!r} is not available from this model's backend "
+                                 f"({type(self.model).__name__}); use layer='gru' or the torch backend")
+            res["frame_embeddings"] = frames.float().cpu().numpy()
             res["frame_times"] = out.frame_times.float().cpu().numpy()
         return res

@@ -56,6 +56,8 @@ class DcaseNetOutput:
         frame_times: ``(T',)`` centre time of each step in seconds.
         clip_embeddings: ``(B, D)`` time average of ``frame_embeddings`` (the tag head's input).
         scene_embeddings: ``(B, 128)`` scene code layer (computed with ``"scene"``).
+        conv_embeddings: ``(B, T', 512)`` the convolutional trunk's output averaged over frequency, one per 800 ms
+            step: the GRUs' input (v3: common and task-specific blocks concatenated); set with ``"embeddings"``.
     """
 
     scene_logits: torch.Tensor | None = None
@@ -65,6 +67,7 @@ class DcaseNetOutput:
     frame_times: torch.Tensor | None = None
     clip_embeddings: torch.Tensor | None = None
     scene_embeddings: torch.Tensor | None = None
+    conv_embeddings: torch.Tensor | None = None
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         """The fields that are set."""
@@ -287,6 +290,17 @@ class DcaseNet(nn.Module):
         """Time between event probabilities (0.1 s)."""
         return self.frame_hop_s / EVENT_REPEAT
 
+    def embedding_size(self, *, layer: str = "gru", pooling: str = "mean") -> Any:
+        """Frame and clip embedding sizes for a layer and pooling: see :func:`dcasenet_hub.inference.embedding_size`.
+
+        Example:
+            >>> build_model("v3").embedding_size(layer="conv", pooling="mean+max")
+            EmbeddingSize(frame=512, clip=1024)
+        """
+        from .inference import embedding_size
+
+        return embedding_size(self, layer=layer, pooling=pooling)
+
     def num_parameters(self) -> int:
         """Number of parameters (buffers such as batch-norm statistics excluded)."""
         return sum(p.numel() for p in self.parameters())
@@ -343,7 +357,8 @@ class DcaseNet(nn.Module):
                 out.scene_logits = self.fc_ASC(code)
             if not (need_rnn or (self.config.arch == "v1" and "scene" in wanted)):
                 return out
-            frames, _ = self.gru(x.mean(dim=2).transpose(1, 2))
+            seq = x.mean(dim=2).transpose(1, 2)
+            frames, _ = self.gru(seq)
             event_features = frames
             if self.config.arch == "v1" and "scene" in wanted:
                 code = self.code_ASC(self.asc_block(frames.transpose(1, 2)).mean(dim=2))
@@ -359,6 +374,7 @@ class DcaseNet(nn.Module):
             if "embeddings" in wanted:
                 out.clip_embeddings = clip
                 out.frame_embeddings = frames
+                out.conv_embeddings = seq
                 out.frame_times = _frame_times(frames.shape[1], 1.0 / self.config.frontend.frame_rate, frames.device)
         return out
 

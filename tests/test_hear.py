@@ -26,29 +26,76 @@ def test_attributes(hear_model):
     assert isinstance(hear_model.timestamp_embedding_size, int) and hear_model.timestamp_embedding_size == 512
 
 
+def test_default_timestamp_hop_is_within_hears_suggestion(hear_model):
+    assert hear_model.hop_s == hear.TIMESTAMP_HOP_S == pytest.approx(0.04)
+    assert hear_model.hop_s <= 0.05  # hear-validator warns above 50 ms
+
+
 @pytest.mark.parametrize("length", [1.07, 1.98, 4.0])
 def test_timestamp_embeddings_as_hear_validator(hear_model, length):
     audio = torch.rand(2, int(length * hear_model.sample_rate), generator=torch.Generator().manual_seed(0)) * 2 - 1
     emb, ts = hear.get_timestamp_embeddings(audio, hear_model)
     assert emb.dtype == torch.float32 and emb.ndim == 3 and emb.shape[0] == 2 and emb.shape[2] == 512
-    assert ts.shape == emb.shape[:2]
-    steps = (1 + (int(length * 24000) - 1) // 480) // 40 or 1
+    assert ts.shape == emb.shape[:2] and ts.dtype == torch.float32
+    frames = 1 + (int(length * 24000) - 1) // 480
+    k = round(hear_model.hop_s * 50)  # hop in 20 ms mel frames
+    steps = (frames - 40) // k + 1
     assert emb.shape[1] == steps
-    if steps > 1:
-        assert np.abs(np.diff(ts.numpy()) - 800.0).max() < 1e-2  # regular, in milliseconds
+    assert np.abs(np.diff(ts.numpy()) - 1000 * hear_model.hop_s).max() < 1e-2  # regular, in milliseconds
+    np.testing.assert_allclose(ts[0].numpy(), 390.0 + 1000 * hear_model.hop_s * np.arange(steps), atol=1e-2)
+    assert torch.equal(ts[0], ts[1])  # equal-length sounds, equal timestamps
     assert ts.min() >= 0 and ts.max() <= 1000 * length
-    # equals the library's embed at HEAR's rate
-    ref = embed(hear_model.model, audio[1].numpy(), sample_rate=hear_model.sample_rate)
+    assert torch.isfinite(emb).all()
+    # equals the library's embed at HEAR's rate and hop
+    ref = embed(hear_model.model, audio[1].numpy(), sample_rate=hear_model.sample_rate, hop=hear_model.hop_s)
     np.testing.assert_allclose(emb[1].numpy(), ref.frame, atol=1e-6)
     np.testing.assert_allclose(ts[1].numpy(), ref.frame_times * 1000, atol=1e-2)
+    # every 20th timestamp is the network's own 0.8 s step at the same centre
+    coarse = embed(hear_model.model, audio[1].numpy(), sample_rate=hear_model.sample_rate)
+    np.testing.assert_allclose(emb[1, ::20].numpy(), coarse.frame, atol=1e-6)
+    np.testing.assert_allclose(ts[1, ::20].numpy(), coarse.frame_times * 1000, atol=1e-2)
 
 
-def test_scene_embeddings_are_mean_of_timestamp_embeddings(hear_model):
+def test_timestamps_stay_regular_across_the_library_windows(v3_model):
+    """embed() cuts 60 s windows (4 s here) and a finer hop leaves a gap at each boundary; HEAR runs one window."""
+    import copy
+
+    from dcasenet_hub.config import WindowConfig
+
+    model = copy.copy(v3_model)
+    model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
+    wrapped = hear.HearModel(model, hop=0.2)
+    audio = torch.rand(2, int(9.0 * wrapped.sample_rate), generator=torch.Generator().manual_seed(3)) * 2 - 1
+    emb, ts = hear.get_timestamp_embeddings(audio, wrapped)
+    frames = 1 + (9 * 24000 - 2) // 480
+    assert emb.shape == (2, (frames - 40) // 10 + 1, 512)
+    np.testing.assert_allclose(np.diff(ts.numpy()), 200.0, atol=1e-2)  # no gap at 4 s or 8 s
+    # the library's own 4 s windows do leave gaps (what the single window avoids)
+    lib = embed(model, audio[0].numpy(), sample_rate=wrapped.sample_rate, hop=0.2)
+    assert np.diff(lib.frame_times).max() > 0.5
+    # the 0.8 s scene embedding still uses the model's own windows
+    scene = hear.get_scene_embeddings(audio[:1], wrapped)
+    torch.testing.assert_close(scene[0], torch.from_numpy(lib.clip), atol=1e-6, rtol=0)
+
+
+def test_hop_0_8_gives_the_networks_step_and_bad_hops_are_refused(authors_checkpoint):
+    model = hear.load_model(str(authors_checkpoint), hop=0.8)
+    audio = torch.rand(1, int(2.5 * model.sample_rate), generator=torch.Generator().manual_seed(2)) * 2 - 1
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    assert emb.shape == (1, 3, 512)
+    np.testing.assert_allclose(ts[0].numpy(), [390.0, 1190.0, 1990.0], atol=1e-2)
+    with pytest.raises(ValueError, match="0.02, 0.04"):
+        hear.load_model(str(authors_checkpoint), hop=0.05)
+
+
+def test_scene_embeddings_are_mean_of_the_0_8_s_timestamp_embeddings(hear_model):
     audio = torch.rand(4, int(2.74 * hear_model.sample_rate), generator=torch.Generator().manual_seed(1)) * 2 - 1
     scene = hear.get_scene_embeddings(audio, hear_model)
     assert scene.shape == (4, 512) and scene.dtype == torch.float32
     emb, _ = hear.get_timestamp_embeddings(audio, hear_model)
-    torch.testing.assert_close(scene, emb.mean(dim=1), atol=1e-5, rtol=0)
+    steps = emb[:, ::round(0.8 / hear_model.hop_s)]  # the 0.8 s steps: the scene embedding does not vary with hop
+    assert steps.shape[1] == 3
+    torch.testing.assert_close(scene, steps.mean(dim=1), atol=1e-5, rtol=0)
     assert not torch.allclose(scene[0], scene[1])  # different sounds, different embeddings
 
 
