@@ -185,7 +185,8 @@ def preemphasised_blocks(blocks: Iterator[np.ndarray], coefficient: float) -> It
             continue
         x = block if prev is None else np.concatenate([prev, block])
         if x.size >= 2:
-            yield (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # overflow (peaks near 3e38) is reported by features()
+                yield (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
         prev = x[-1:]
 
 
@@ -289,11 +290,18 @@ def features(samples: np.ndarray, *, frontend: FrontendConfig, min_frames: int) 
 
     Inputs with ``F < min_frames`` are tiled in time by doubling the log-mel (as the authors' tagging evaluation
     did, before normalisation) until they reach ``min_frames``.
+
+    Raises:
+        InputError: the samples are not finite (a loud input overflowed float32 in resampling or pre-emphasis).
     """
     import torch
 
     from .frontend import log_mel, normalize
 
+    if not np.isfinite(samples).all():
+        # finite input whose resampled or pre-emphasised values exceed float32 (peaks near 3e38)
+        raise InputError("sample values too large: resampling or pre-emphasis overflows float32 (peaks near 1e38); "
+                         "scale the audio to [-1, 1]")
     no_pre = dataclasses.replace(frontend, preemphasis=0.0)
     mel = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
     frames = int(mel.shape[-1])

@@ -35,6 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 _DEFAULT = FrontendConfig()
+#: Largest sample magnitude :func:`log_mel` takes as is. Above it the waveform is scaled by a power of two first: the
+#: mel power of a 960-sample window is at most ~1e9 * peak**2, which stays far below float32's 3.4e38 up to here.
+SAFE_PEAK = 2.0**40
 
 
 class AudioLoadError(ValueError):
@@ -285,6 +288,10 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
 
     Frames = ``1 + (samples - 1) // 480`` (pre-emphasis drops one sample, centred STFT).
 
+    Any finite waveform gives finite features: input with peaks above :data:`SAFE_PEAK` (2**40, far outside the
+    usual [-1, 1]) is scaled by an exact power of two before the power spectrum, which would otherwise overflow
+    float32, and the scale is added back after the log. Normalised features do not depend on the scale.
+
     Args:
         waveform: numpy array or torch tensor, any leading batch/channel axes.
         config: Front-end settings (default: the authors').
@@ -293,14 +300,31 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
     Returns:
         A float tensor on the input's device.
 
+    Raises:
+        ValueError: the waveform contains NaN or infinite samples, or is too short.
+
     Example:
         >>> import torch
         >>> log_mel(torch.zeros(2, 48000)).isfinite().all().item()   # digital silence stays finite
         True
     """
+    import torch
+
     cfg = config or _DEFAULT
-    mel = mel_power(waveform, config=cfg)
-    mel = mel.masked_fill(mel == 0, cfg.zero_floor).log()
+    x = waveform if isinstance(waveform, torch.Tensor) else torch.from_numpy(np.asarray(waveform, dtype=np.float32))
+    if not x.is_floating_point():
+        x = x.float()
+    peak = float(x.abs().amax()) if x.numel() else 0.0
+    if not math.isfinite(peak):
+        raise ValueError("Waveform contains NaN or infinite samples")
+    # Loud input (far beyond [-1, 1]): scale by an exact power of two so the power cannot overflow float32, and add
+    # the scale back in the log domain. Audio with peaks up to SAFE_PEAK takes the unscaled path, bit for bit.
+    shift = max(0, math.ceil(math.log2(peak / SAFE_PEAK))) if peak > SAFE_PEAK else 0
+    mel = mel_power(x * 2.0**-shift if shift else x, config=cfg)
+    silent = mel == 0
+    mel = mel.masked_fill(silent, cfg.zero_floor).log()
+    if shift:
+        mel = torch.where(silent, mel, mel + shift * cfg.power * math.log(2.0))
     if normalize:
         mel = _normalize(mel, std_floor=cfg.std_floor)
     return mel

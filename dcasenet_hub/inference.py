@@ -439,7 +439,11 @@ class _Job:
         blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
                                         s.frontend.preemphasis)
         for window, samples in W.cut(blocks, self.plan):
-            window.mel, window.frames = W.features(samples, frontend=s.frontend, min_frames=s.windows.min_frames)
+            try:
+                window.mel, window.frames = W.features(samples, frontend=s.frontend,
+                                                       min_frames=s.windows.min_frames)
+            except W.InputError as exc:
+                raise W.InputError(f"{self.source}: {exc}") from None
             yield window
 
     def iter_windows(self) -> Iterator[W.Window]:
@@ -463,6 +467,18 @@ class _Job:
         self._close()
 
     # -- outputs -----------------------------------------------------------------------------------------------
+
+    def _non_finite(self) -> str:
+        """Name of the first output holding NaN or infinity (``""`` if all are finite): such results are failures."""
+        for _, probs in self.scene.values():
+            if not np.isfinite(probs).all():
+                return "scene probabilities"
+        names = {"event_probs": "event probabilities", "tag_probs": "tag probabilities", "frame": "embeddings"}
+        for rec in self.event.values():
+            for key, name in names.items():
+                if key in rec and not np.isfinite(rec[key]).all():
+                    return name
+        return ""
 
     def add_output(self, window: W.Window, out: dict[str, np.ndarray]) -> bool:
         """Store one window's outputs; True when the job has all of them."""
@@ -499,6 +515,12 @@ class _Job:
         return self.remaining == 0
 
     def result(self) -> Result:
+        if self.error is None:
+            bad = self._non_finite()
+            if bad:
+                self.error = W.InputError(
+                    f"{self.source}: the network gave non-finite {bad} (NaN or infinity); nothing is written for "
+                    "this input. Check the audio (extreme sample values?) and the model weights")
         if self.error is not None:
             return Result(self.index, self.source, error=self.error, duration_s=self.duration_s)
         s = self.settings
