@@ -186,7 +186,8 @@ def preemphasised_blocks(blocks: Iterator[np.ndarray], coefficient: float) -> It
         x = block if prev is None else np.concatenate([prev, block])
         if x.size >= 2:
             with np.errstate(over="ignore"):  # overflow (peaks near 3e38) is reported by features()
-                yield (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
+                y = (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
+            yield y
         prev = x[-1:]
 
 
