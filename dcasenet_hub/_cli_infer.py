@@ -20,7 +20,7 @@ AUDIO_EXTENSIONS = frozenset({
 })
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
-INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error")
+INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
 INDEX_EVERY_S = 30.0
 
 EXIT_CODES = """exit codes:
@@ -39,7 +39,7 @@ INPUT_HELP = """inputs:
 EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
   OUTDIR/<path>.npz   frame (T, 512) float32, frame_times (T,) s, clip (512,), meta (JSON)
-  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error
+  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
   (index-I-of-N.csv with --shard I/N)
 
 Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
@@ -57,7 +57,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the run in one file
-  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error
+  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
@@ -148,6 +148,7 @@ class _Input:
     output: str = ""
     duration_s: float | None = None
     error: str = ""
+    warning: str = ""
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
@@ -343,6 +344,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             for r in results:
                 item = todo[r.index]
                 item.duration_s = r.duration_s
+                item.warning = _one_line(r.warning) if r.warning else ""
                 if r.error is not None:
                     item.status, item.error = "failed", _one_line(r.error)
                 else:
@@ -412,7 +414,7 @@ class _IndexWriter:
         for item in self.items:
             dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
             w.writerow([str(item.path), item.status or "pending", item.output if item.status != "failed" else "",
-                        dur, item.error])
+                        dur, item.error, item.warning])
         atomic_write_text(self.path, buf.getvalue())
         self.last = time.monotonic()
 

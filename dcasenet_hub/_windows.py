@@ -51,6 +51,7 @@ class _Reader:
     name: str
     sample_rate: int
     num_frames: int
+    warning: str = ""
 
     def read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -94,11 +95,13 @@ class FileReader(_Reader):
     """An audio file read block by block with soundfile (any libsndfile format, 8-bit to float, 1..N channels)."""
 
     def __init__(self, path: str | Path) -> None:
-        from .frontend import open_audio
+        from .frontend import header_warning, open_audio
 
         path = Path(path)
         self.name = str(path)
         self._file = open_audio(path)
+        #: Non-fatal problem of the file ("" if none), e.g. a header that declares more audio than the file holds.
+        self.warning = header_warning(self._file)
         self.sample_rate = int(self._file.samplerate)
         self.num_frames = int(self._file.frames)
         self._pos = 0

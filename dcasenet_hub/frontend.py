@@ -23,7 +23,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +35,8 @@ from .config import FrontendConfig
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
+
+logger = logging.getLogger(__name__)
 
 _DEFAULT = FrontendConfig()
 #: Largest sample magnitude :func:`log_mel` takes as is. Above it the waveform is scaled by a power of two first: the
@@ -67,17 +71,73 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
 def open_audio(path: str | Path) -> Any:
     """Open an audio file for block reading (a ``soundfile.SoundFile``), with errors that name the file.
 
+    The header is checked before anything is decoded: the sample rate must lie in
+    [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] and, for uncompressed formats, the declared frames must fit in
+    the file. A header that declares more data than the file holds (a truncated file) is read as the shorter file it
+    is; :func:`header_warning` describes it.
+
     Raises:
-        AudioLoadError: missing, a directory, empty, or not a readable audio file.
+        AudioLoadError: missing, a directory, empty, not a readable audio file, or a header that cannot be right.
     """
     import soundfile as sf
 
     path = Path(path)
     _check_file(path)
     try:
-        return sf.SoundFile(str(path))
+        f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
+    try:
+        _check_header(path, f)
+    except AudioLoadError:
+        f.close()
+        raise
+    return f
+
+
+#: Sample rates outside this range are taken for a corrupt header (a 1 Hz header makes 96 KB last 13 hours).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768000
+#: Bytes per sample of the uncompressed subtypes (compressed formats have no fixed size and are not checked).
+_SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                  "FLOAT": 4, "DOUBLE": 8}
+_SHOULD_BE = re.compile(r"^\s*(?:data|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _check_header(path: Path, f: Any) -> None:
+    sr = int(f.samplerate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioLoadError(path, f"header declares a sample rate of {sr} Hz, outside {MIN_SAMPLE_RATE}-"
+                                   f"{MAX_SAMPLE_RATE} Hz: the header is corrupt; re-encode the file with its real rate")
+    width = _SUBTYPE_BYTES.get(str(f.subtype))
+    size = path.stat().st_size
+    if width is not None and int(f.frames) * int(f.channels) * width > size:
+        raise AudioLoadError(path, f"header declares {int(f.frames)} frames ({int(f.frames) / sr:.1f} s) but the "
+                                   f"file has only {size} bytes: the header is corrupt; re-encode or repair the file")
+
+
+def header_warning(f: Any) -> str:
+    """A one-line warning when the open file's header declares more audio data than the file holds, else ``""``.
+
+    libsndfile reads such a (truncated) file as the shorter file it is; the warning says how much is missing.
+
+    Args:
+        f: An open ``soundfile.SoundFile`` (from :func:`open_audio`).
+    """
+    try:
+        info = str(f.extra_info)
+    except (AttributeError, RuntimeError):  # pragma: no cover - extra_info is a libsndfile log
+        return ""
+    m = _SHOULD_BE.search(info)
+    if m is None:
+        return ""
+    declared, present = int(m.group(1)), int(m.group(2))
+    if declared <= present:
+        return ""
+    seconds = int(f.frames) / int(f.samplerate)
+    declared_s = seconds * declared / present if present else float("inf")
+    return (f"header declares {declared} bytes of audio but the file holds {present}: processed as {seconds:.3f} s "
+            f"instead of {declared_s:.3f} s (truncated file?)")
 
 
 def load_audio(
@@ -113,6 +173,9 @@ def load_audio(
     path = Path(path)
     with open_audio(path) as f:
         sr = f.samplerate
+        warning = header_warning(f)
+        if warning:
+            logger.warning("%s: %s", path, warning)
         try:
             if start:
                 f.seek(start)
@@ -340,6 +403,7 @@ __all__ = [
     "mel_filterbank",
     "mel_power",
     "normalize",
+    "header_warning",
     "open_audio",
     "resample",
 ]

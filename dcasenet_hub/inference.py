@@ -84,6 +84,7 @@ class Result:
         prediction: Set when predictions were asked for and the input succeeded.
         error: The exception that made this input fail (``None`` on success).
         duration_s: Duration of the input in seconds when it could be read.
+        warning: A problem that did not stop the input (``""`` if none), e.g. a file shorter than its header says.
     """
 
     index: int
@@ -92,6 +93,7 @@ class Result:
     prediction: Prediction | None = None
     error: Exception | None = None
     duration_s: float | None = None
+    warning: str = ""
 
     @property
     def ok(self) -> bool:
@@ -409,6 +411,8 @@ class _Job:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
                              "pass a file path, a numpy array or a torch tensor")
         r = self.reader
+        if r.warning:
+            logger.warning("%s: %s", self.source, r.warning)
         self.duration_s = r.num_frames / r.sample_rate
         sr = s.frontend.sample_rate
         n = W.resampled_length(r.num_frames, r.sample_rate, sr) - (1 if s.frontend.preemphasis else 0)
@@ -521,12 +525,13 @@ class _Job:
                 self.error = W.InputError(
                     f"{self.source}: the network gave non-finite {bad} (NaN or infinity); nothing is written for "
                     "this input. Check the audio (extreme sample values?) and the model weights")
+        warning = self.reader.warning if self.reader is not None else ""
         if self.error is not None:
-            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s)
+            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s, warning=warning)
         s = self.settings
         sr = s.frontend.sample_rate
         input_sr = self.reader.sample_rate if self.reader is not None else None
-        res = Result(self.index, self.source, duration_s=self.duration_s)
+        res = Result(self.index, self.source, duration_s=self.duration_s, warning=warning)
         events = [self.event[i] for i in sorted(self.event)]
         if s.embeddings:
             frame = np.concatenate([e["frame"] for e in events]).astype(np.float32)

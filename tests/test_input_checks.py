@@ -126,3 +126,73 @@ def test_writers_refuse_nan(tmp_path):
     with pytest.raises(ValueError, match="NaN"):
         pred.save_scores(tmp_path / "p.tsv")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. headers that cannot be right are rejected before any decoding; 7. truncated files carry a warning
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rate", [1, 999, 800000])
+def test_implausible_sample_rate_is_rejected_in_the_decoder(tmp_path, rate):
+    from dcasenet_hub.frontend import AudioLoadError, audio_info, load_audio
+
+    path = tmp_path / f"r{rate}.wav"
+    sf.write(path, _noise(0.1, 48000), rate, subtype="PCM_16")  # 96 KB; at 1 Hz the header says 13+ hours
+    for fn in (audio_info, load_audio):
+        with pytest.raises(AudioLoadError, match=f"sample rate of {rate} Hz, outside 1000-768000 Hz") as e:
+            fn(path)
+        assert "\n" not in str(e.value) and str(path) in str(e.value)
+
+
+def test_one_hz_header_fails_fast_in_embed_and_the_others_are_kept(tmp_path, authors_checkpoint):
+    import time
+
+    sf.write(tmp_path / "onehz.wav", _noise(2.0, 24000), 1, subtype="PCM_16")
+    sf.write(tmp_path / "fine.wav", _noise(1.0, 24000), 24000)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    rc = main(["embed", str(tmp_path / "onehz.wav"), str(tmp_path / "fine.wav"), "-o", str(out), "--model",
+               str(authors_checkpoint), "--quiet"])
+    assert time.monotonic() - t0 < 60
+    assert rc == 1
+    idx = _index(out / "index.csv")
+    assert idx["onehz.wav"]["status"] == "failed" and "sample rate of 1 Hz" in idx["onehz.wav"]["error"]
+    assert idx["fine.wav"]["status"] == "ok"
+
+
+def test_header_frame_count_larger_than_the_file_is_rejected(tmp_path, monkeypatch):
+    import soundfile
+
+    from dcasenet_hub.frontend import AudioLoadError, audio_info
+
+    path = tmp_path / "liar.wav"
+    sf.write(path, _noise(0.5, 24000), 24000, subtype="PCM_16")
+    real = soundfile.SoundFile
+
+    class Liar(real):  # libsndfile clamps WAV headers itself; other containers may not
+        @property
+        def frames(self):
+            return 10**9
+
+    monkeypatch.setattr(soundfile, "SoundFile", Liar)
+    with pytest.raises(AudioLoadError, match="declares 1000000000 frames .* but the file has only"):
+        audio_info(path)
+
+
+def test_truncated_wav_is_processed_with_a_warning_in_index_and_log(tmp_path, authors_checkpoint, caplog):
+    full = tmp_path / "full.wav"
+    sf.write(full, _noise(2.0, 24000), 24000, subtype="PCM_16")
+    data = full.read_bytes()
+    (tmp_path / "cut.wav").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    with caplog.at_level("WARNING", logger="dcasenet_hub"):
+        rc = main(["embed", str(tmp_path / "cut.wav"), str(full), "-o", str(out), "--model",
+                   str(authors_checkpoint), "--quiet"])
+    assert rc == 0
+    idx = _index(out / "index.csv")
+    row = idx["cut.wav"]
+    assert row["status"] == "ok" and float(row["duration_s"]) == pytest.approx(1.0, abs=0.01)
+    assert "header declares 96000 bytes" in row["warning"] and "truncated" in row["warning"]
+    assert idx["full.wav"]["warning"] == ""
+    assert any("cut.wav" in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
