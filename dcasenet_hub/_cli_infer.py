@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import os
 import sys
 import time
@@ -26,7 +27,9 @@ INDEX_EVERY_S = 30.0
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
   1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
-  2  usage error (bad arguments, no inputs found, model cannot be loaded)
+  2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
+  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint);
+     offline, pass a local checkpoint with --model PATH
 """
 
 INPUT_HELP = """inputs:
@@ -76,6 +79,55 @@ example:
 
 class _UsageError(Exception):
     """Bad command-line input (exit code 2)."""
+
+
+def _check_device(text: str) -> None:
+    """Usage error for a device this torch cannot use, before any work (no traceback, no ``pending`` rows)."""
+    import torch
+
+    if text == "auto":
+        return
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise _UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _UsageError(f"--device {text}: no CUDA device is available to this torch ({torch.__version__}); "
+                              "use --device cpu (or auto), or install a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise _UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise _UsageError(f"--device {text}: MPS is not available on this machine; use --device cpu")
+
+
+def _check_event_options(args: argparse.Namespace) -> None:
+    """Range checks of --threshold, --median-filter and --min-duration (usage errors)."""
+    t = getattr(args, "threshold", None)
+    if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise _UsageError(f"--threshold must be a probability between 0 and 1, got {t:g}")
+    for flag, attr in (("--median-filter", "median_filter"), ("--min-duration", "min_duration")):
+        v = getattr(args, attr, None)
+        if v is not None and not (math.isfinite(v) and v >= 0.0):
+            raise _UsageError(f"{flag} must be a number of seconds >= 0, got {v:g}")
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Checks shared by embed, predict and plot: options in range and a usable device."""
+    if args.batch_size < 1:
+        raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_event_options(args)
+    _check_device(args.device)
+
+
+def _load_model(name: str) -> Any:
+    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.cli.ModelLoadError` (exit code 3)."""
+    from .cli import load_model
+
+    return load_model(name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -286,11 +338,13 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     _limit_heap_retention()
     try:
         shard = _parse_shard(args.shard)
-        items = _discover(args.inputs)
-        if args.batch_size < 1:
-            raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.workers < 0:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
+        _check_common(args)
+        if args.output_dir.exists() and not args.output_dir.is_dir():
+            raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
+                              "(it is created if missing)")
+        items = _discover(args.inputs)
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
@@ -330,10 +384,9 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
 
     writer = _IndexWriter(index_path, selected)
     if todo:
-        from . import from_pretrained
         from .inference import iterate
 
-        model = from_pretrained(args.model)
+        model = _load_model(args.model)
         results = iterate(
             model, [str(i.path) for i in todo], embeddings=task == "embed", predictions=task == "predict",
             threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
@@ -441,18 +494,25 @@ def _run_plot(args: argparse.Namespace) -> int:
         return 2
     from .plot import MissingMatplotlibError
 
-    if not args.file.is_file():
-        print(f"dcasenet-hub plot: error: input not found: {args.file}", file=sys.stderr)
-        return 2
     output = args.output or args.file.with_suffix(".png")
+    try:
+        if args.file.is_dir():
+            raise _UsageError(f"{args.file} is a folder; plot draws one audio file (use `dcasenet-hub predict "
+                              "FOLDER -o OUTDIR` for a folder)")
+        if not args.file.is_file():
+            raise _UsageError(f"input not found: {args.file}")
+        if output.is_dir():
+            raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
+        _check_common(args)
+    except _UsageError as exc:
+        print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
+        return 2
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
         return 2
-    from . import from_pretrained
-
-    model = from_pretrained(args.model)
+    model = _load_model(args.model)
     try:
         plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
              min_duration=args.min_duration, device=args.device, batch_size=args.batch_size)

@@ -101,6 +101,8 @@ MAX_SAMPLE_RATE = 768000
 #: Bytes per sample of the uncompressed subtypes (compressed formats have no fixed size and are not checked).
 _SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
                   "FLOAT": 4, "DOUBLE": 8}
+#: Containers that store those subtypes as is (FLAC also reports "PCM_16" but compresses).
+_UNCOMPRESSED_FORMATS = frozenset({"WAV", "WAVEX", "AIFF", "AU", "RAW", "W64", "RF64", "CAF", "IRCAM", "NIST"})
 _SHOULD_BE = re.compile(r"^\s*(?:data|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 
 
@@ -109,7 +111,7 @@ def _check_header(path: Path, f: Any) -> None:
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise AudioLoadError(path, f"header declares a sample rate of {sr} Hz, outside {MIN_SAMPLE_RATE}-"
                                    f"{MAX_SAMPLE_RATE} Hz: the header is corrupt; re-encode the file with its real rate")
-    width = _SUBTYPE_BYTES.get(str(f.subtype))
+    width = _SUBTYPE_BYTES.get(str(f.subtype)) if str(f.format) in _UNCOMPRESSED_FORMATS else None
     size = path.stat().st_size
     if width is not None and int(f.frames) * int(f.channels) * width > size:
         raise AudioLoadError(path, f"header declares {int(f.frames)} frames ({int(f.frames) / sr:.1f} s) but the "

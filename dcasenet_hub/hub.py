@@ -241,7 +241,8 @@ def _offline_error(model_id: str, reason: str, cache: Path, folder: Path) -> Off
         "copied cache).\n"
         "  2. Serve the official files from a local mirror: DCASENET_HUB_MIRROR=http://host:port (same paths), "
         "and add or override entries with DCASENET_HUB_MANIFEST=/path/to/manifest.json.\n"
-        "  3. Load a local copy: from_pretrained('/path/to/dir_with_config_and_safetensors') or "
+        "  3. Use a local copy: on the command line `--model PATH` (a folder with config.json + model.safetensors, "
+        "or the authors' best_ASC.pt); in Python from_pretrained('/path/to/dir_with_config_and_safetensors') or "
         "from_pretrained('/path/to/best_ASC.pt')." + unset
     )
 
@@ -362,9 +363,18 @@ def _read_authors_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  torch raises many types (UnpicklingError, RuntimeError, ...)
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (old format: a pickle)
+            why = "it is neither a zip archive nor a pickle"
+        else:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = (f"it cannot be read as a PyTorch state_dict with weights_only=True ({type(exc).__name__}: "
+                   f"{lines[0] if lines else ''})")
         raise ValueError(
-            f"Cannot read {path} as a PyTorch state_dict with weights_only=True ({type(exc).__name__}: {exc}). "
-            "Only plain tensor checkpoints are accepted; no code from a checkpoint is ever executed."
+            f"{path} is not a model checkpoint: {why}. Expected a manifest id (see `dcasenet-hub list`), a folder with "
+            "config.json + model.safetensors, a .safetensors file or an authors' .pt file (torch.save(state_dict)); "
+            "no code from a checkpoint is ever executed."
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]

@@ -196,3 +196,150 @@ def test_truncated_wav_is_processed_with_a_warning_in_index_and_log(tmp_path, au
     assert "header declares 96000 bytes" in row["warning"] and "truncated" in row["warning"]
     assert idx["full.wav"]["warning"] == ""
     assert any("cut.wav" in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 13. devices, 17. option ranges, 18. wrong kinds of paths: one line, exit 2, before any work
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0", "gpu"])
+def test_unusable_device_is_a_one_line_usage_error_before_any_work(tmp_path, authors_checkpoint, capsys,
+                                                                   monkeypatch, device):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only torch, whatever this machine has
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    out = tmp_path / "out"
+    rc = main(["embed", str(tmp_path / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint), "--quiet",
+               "--device", device])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "--device" in line and ("--device cpu" in line or "use auto, cpu" in line)
+    assert not out.exists()  # no index with pending rows
+
+
+@pytest.mark.parametrize("option,value,expected", [
+    ("--threshold", "2", "--threshold must be a probability between 0 and 1"),
+    ("--threshold", "nan", "--threshold must be a probability between 0 and 1"),
+    ("--threshold", "-1", "--threshold must be a probability between 0 and 1"),
+    ("--median-filter", "-1", "--median-filter must be a number of seconds >= 0"),
+    ("--median-filter", "inf", "--median-filter must be a number of seconds >= 0"),
+    ("--min-duration", "-5", "--min-duration must be a number of seconds >= 0"),
+])
+@pytest.mark.parametrize("command", ["predict", "plot"])
+def test_out_of_range_event_options_are_usage_errors(tmp_path, authors_checkpoint, capsys, option, value,
+                                                     expected, command):
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    target = ["-o", str(tmp_path / "out")] if command == "predict" else ["-o", str(tmp_path / "a.png")]
+    rc = main([command, str(tmp_path / "a.wav"), *target, "--model", str(authors_checkpoint), option, value])
+    assert rc == 2
+    assert expected in _one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "a.png").exists()
+
+
+def test_output_dir_that_is_a_file_is_a_usage_error(tmp_path, authors_checkpoint, capsys):
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me\n")
+    rc = main(["embed", str(tmp_path / "a.wav"), "-o", str(notes), "--model", str(authors_checkpoint)])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is an existing file; OUTDIR must be a folder" in line and "Errno" not in line
+    assert notes.read_text() == "keep me\n"
+
+
+def test_plot_of_a_folder_says_it_is_a_folder(tmp_path, authors_checkpoint, capsys):
+    rc = main(["plot", str(tmp_path), "-o", str(tmp_path / "x.png"), "--model", str(authors_checkpoint)])
+    assert rc == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "is a folder; plot draws one audio file" in line and "not found" not in line
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 15. model failures have their own exit code (3) in every command; 18. a non-checkpoint --model says what is expected
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_model_that_is_not_a_checkpoint_exits_3_with_what_is_expected(tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    for cmd in (["embed", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")],
+                ["predict", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o")],
+                ["plot", str(tmp_path / "a.wav"), "-o", str(tmp_path / "a.png")],
+                ["export", "-o", str(tmp_path / "m.onnx"), "--no-check"]):
+        args = [*cmd, "--model", str(notes)] if cmd[0] != "export" else [*cmd[:1], str(notes), *cmd[1:]]
+        rc = main(args)
+        err = capsys.readouterr().err
+        assert rc == 3, (cmd[0], err)
+        line = _one_error_line(err)
+        assert "model could not be fetched or loaded" in line and "is not a model checkpoint" in line
+        assert "Expected a manifest id" in line and ".safetensors" in line
+
+
+def test_offline_model_exits_3_and_names_the_model_path_fix(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    rc = main(["embed", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o"), "--model", "dcasenet-v3", "--quiet"])
+    assert rc == 3
+    err = capsys.readouterr().err
+    assert "model could not be fetched or loaded" in err and "--model PATH" in err and "Traceback" not in err
+
+
+def test_every_help_documents_exit_code_3(capsys):
+    from dcasenet_hub.cli import build_parser
+
+    for cmd in ("embed", "predict", "plot"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        assert "3  model could not be fetched or loaded" in capsys.readouterr().out
+    assert "3 model could not be fetched or loaded" in build_parser().format_help()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 19. logging: the package's logger only; -v / -q before or after the sub-command
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def restore_logging():
+    import logging
+
+    root, pkg = logging.getLogger(), logging.getLogger("dcasenet_hub")
+    saved = (root.level, list(root.handlers), pkg.level, list(pkg.handlers))
+    yield
+    root.setLevel(saved[0])
+    root.handlers[:] = saved[1]
+    pkg.setLevel(saved[2])
+    pkg.handlers[:] = saved[3]
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_and_quiet_set_the_package_logger_only_before_or_after_the_command(restore_logging, where):
+    import logging
+
+    root = logging.getLogger()
+    root_level, root_handlers = root.level, list(root.handlers)
+    for flag, level in (("-v", logging.DEBUG), ("-q", logging.WARNING), (None, logging.INFO)):
+        args = ["list"] if flag is None else ([flag, "list"] if where == "before" else ["list", flag])
+        assert main(args) == 0
+        assert logging.getLogger("dcasenet_hub").getEffectiveLevel() == level, (flag, where)
+        assert root.level == root_level and root.handlers == root_handlers
+        assert logging.getLogger("matplotlib").getEffectiveLevel() == root_level
+
+
+def test_predict_accepts_verbose_after_the_subcommand(tmp_path, authors_checkpoint, restore_logging, capsys):
+    import logging
+
+    sf.write(tmp_path / "a.wav", _noise(0.5, 24000), 24000)
+    rc = main(["predict", str(tmp_path / "a.wav"), "-o", str(tmp_path / "o"), "--model", str(authors_checkpoint),
+               "-q", "-v", "--threshold", "0.5"])
+    assert rc == 0
+    assert logging.getLogger("dcasenet_hub").getEffectiveLevel() == logging.DEBUG
