@@ -60,8 +60,18 @@ class _Reader:
         pass
 
 
+#: Largest channel count taken from the last axis of a 2-D waveform (soundfile's ``(frames, channels)`` layout).
+MAX_LAST_AXIS_CHANNELS = 64
+
+
 class ArrayReader(_Reader):
-    """A waveform in memory: ``(samples,)`` or ``(channels, samples)`` (channels are averaged)."""
+    """A waveform in memory: ``(samples,)``, ``(channels, samples)`` or ``(frames, channels)`` (channels averaged).
+
+    A 2-D array is ``(channels, samples)`` when its first axis is the shorter one. When the first axis is longer and
+    the last has at most :data:`MAX_LAST_AXIS_CHANNELS` entries it is ``(frames, channels)``, what
+    ``soundfile.read`` returns: read the other way it would be at most 64 samples, far below the 0.1 s minimum at any
+    rate, so the layout is unambiguous.
+    """
 
     def __init__(self, waveform: Any, sample_rate: int, name: str) -> None:
         import torch
@@ -74,8 +84,17 @@ class ArrayReader(_Reader):
         if arr.dtype.kind in "iu":  # integer PCM: scale to [-1, 1)
             info = np.iinfo(arr.dtype)
             arr = (arr.astype(np.float64) - (info.min + info.max + 1) / 2) / ((info.max - info.min + 1) / 2)
+        #: Appended to a "too short" error: how a 2-D waveform was read and the fix if that was not meant.
+        self.shape_hint = ""
         if arr.ndim == 2:
-            arr = arr.mean(axis=0)
+            rows, cols = arr.shape
+            if rows > cols and cols <= MAX_LAST_AXIS_CHANNELS:
+                arr = arr.mean(axis=1)  # (frames, channels), e.g. from soundfile.read
+            else:
+                if rows > cols:
+                    self.shape_hint = (f"; a waveform of shape {tuple(arr.shape)} is read as (channels, samples) = "
+                                       f"({rows} channels, {cols} samples): if it is (samples, channels), pass x.T")
+                arr = arr.mean(axis=0)
         elif arr.ndim != 1:
             raise InputError(f"{name}: waveform must be (samples,) or (channels, samples), got shape {arr.shape}")
         self._data = np.ascontiguousarray(arr, dtype=np.float32)

@@ -120,8 +120,9 @@ def embed(
 
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet` (put in eval mode for the call).
-        x: A file path, a waveform (numpy array or torch tensor, ``(samples,)`` or ``(channels, samples)``; channels
-            are averaged) or a list of these (returns a list, in the same order).
+        x: A file path, a waveform (numpy array or torch tensor, ``(samples,)``, ``(channels, samples)`` or
+            ``(frames, channels)`` as ``soundfile.read`` gives, with up to 64 channels on the last axis; channels are
+            averaged) or a list of these (returns a list, in the same order).
         sample_rate: Rate of waveform inputs in Hz (required for them; files use their own rate).
         device: Run on this device (the model is moved there); default: the model's device.
         dtype: Compute dtype (``torch.float16`` / ``torch.bfloat16`` use autocast); outputs are float32.
@@ -420,7 +421,8 @@ class _Job:
             raise W.InputError(f"{self.source}: contains no audio samples (empty)")
         if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
             raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
-                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed")
+                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
+                               f"{getattr(r, 'shape_hint', '')}")
         self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds)
         self.remaining = len(self.plan)
         self.streamed = self.duration_s > STREAM_THRESHOLD_S

@@ -343,3 +343,30 @@ def test_predict_accepts_verbose_after_the_subcommand(tmp_path, authors_checkpoi
                "-q", "-v", "--threshold", "0.5"])
     assert rc == 0
     assert logging.getLogger("dcasenet_hub").getEffectiveLevel() == logging.DEBUG
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 16. soundfile.read's (frames, channels) layout
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_embed_accepts_soundfile_read_layout(tmp_path, v3_model):
+    from dcasenet_hub.inference import embed
+
+    stereo = np.stack([_noise(1.2, 22050, seed=3), _noise(1.2, 22050, seed=4)], axis=1)  # (frames, 2)
+    sf.write(tmp_path / "s.wav", stereo, 22050, subtype="FLOAT")
+    x, sr = sf.read(tmp_path / "s.wav", dtype="float32")
+    assert x.shape == (26460, 2)
+    from_frames_channels = embed(v3_model, x, sample_rate=sr)
+    from_file = embed(v3_model, tmp_path / "s.wav")
+    from_channels_samples = embed(v3_model, x.T, sample_rate=sr)
+    np.testing.assert_allclose(from_frames_channels.frame, from_file.frame, atol=1e-6)
+    np.testing.assert_allclose(from_frames_channels.frame, from_channels_samples.frame, atol=1e-6)
+
+
+def test_ambiguous_2d_waveform_that_is_too_short_names_the_shape_and_the_fix(v3_model):
+    from dcasenet_hub.inference import embed
+
+    x = np.zeros((3000, 100), np.float32)  # 100 "samples" of 3000 channels, or 3000 frames of 100 channels?
+    with pytest.raises(ValueError, match=r"too short .*shape \(3000, 100\).*pass x\.T"):
+        embed(v3_model, x, sample_rate=24000)
