@@ -227,7 +227,8 @@ def iterate(
         workers: Threads decoding inputs ahead of the network (0: decode in the calling thread).
 
     Raises:
-        ValueError: invalid options (raised when iteration starts).
+        ValueError: invalid options, e.g. a threshold outside [0, 1] or a negative median filter or minimum duration
+            (raised when iteration starts).
         TypeError: an input is neither a path nor a numpy array / torch tensor.
 
     Example:
@@ -240,6 +241,11 @@ def iterate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(workers) < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
     cfg = model.config
     settings = _Settings(
         frontend=cfg.frontend,

@@ -370,3 +370,12 @@ def test_ambiguous_2d_waveform_that_is_too_short_names_the_shape_and_the_fix(v3_
     x = np.zeros((3000, 100), np.float32)  # 100 "samples" of 3000 channels, or 3000 frames of 100 channels?
     with pytest.raises(ValueError, match=r"too short .*shape \(3000, 100\).*pass x\.T"):
         embed(v3_model, x, sample_rate=24000)
+
+
+@pytest.mark.parametrize("kwargs", [{"threshold": 2.0}, {"threshold": float("nan")}, {"threshold": -1.0},
+                                    {"median_filter": -1.0}, {"min_duration": -5.0}, {"min_duration": float("inf")}])
+def test_api_rejects_out_of_range_event_options(v3_model, kwargs):
+    from dcasenet_hub.inference import predict
+
+    with pytest.raises(ValueError, match="between 0 and 1|seconds >= 0"):
+        predict(v3_model, _noise(0.5, 24000), sample_rate=24000, **kwargs)
