@@ -204,12 +204,31 @@ class _Input:
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
+def _real(path: Path) -> Path | None:
+    """The file a path names after following symlinks, or ``None`` for a symlink loop or a broken symlink."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # ELOOP, ENOENT (RuntimeError: symlink loop on older Pythons)
+        return None
+    return real
+
+
 def _discover(args_inputs: list[str]) -> list[_Input]:
-    """Expand files, folders and list files; relative output paths; raises _UsageError for missing arguments."""
+    """Expand files, folders and list files; relative output paths; raises _UsageError for missing arguments.
+
+    A file named more than once (directly, in a folder or a list) is processed once. A symlink that loops or points
+    nowhere is reported as a failed input, without stopping the others.
+    """
     rooted: list[tuple[Path, PurePosixPath]] = []
     loose: list[Path] = []
+    broken: list[_Input] = []
     for arg in args_inputs:
         p = Path(arg).expanduser()
+        if p.is_symlink() and _real(p) is None:
+            broken.append(_Input(path=p, rel=PurePosixPath(p.name), status="failed",
+                                 error=f"{p} is a symlink loop or a broken symlink (points to {os.readlink(p)}); "
+                                       "fix or remove the link"))
+            continue
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.is_dir()
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
@@ -224,7 +243,15 @@ def _discover(args_inputs: list[str]) -> list[_Input]:
         parents = [str(f.resolve().parent) for f in loose]
         root = Path(os.path.commonpath(parents))
         rooted += [(f, PurePosixPath(f.resolve().relative_to(root).as_posix())) for f in loose]
-    return [_Input(path=f, rel=rel) for f, rel in rooted]
+    seen: set[Path] = set()
+    items: list[_Input] = []
+    for f, rel in rooted:
+        real = _real(f) or f.absolute()
+        if real in seen:  # the same file again: once is enough
+            continue
+        seen.add(real)
+        items.append(_Input(path=f, rel=rel))
+    return items + broken
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -361,6 +388,9 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     selected: list[_Input] = []
     for item in items:
         if not _in_shard(item.rel, shard):
+            continue
+        if item.status:  # failed before processing (a broken symlink argument)
+            selected.append(item)
             continue
         item.outputs = _outputs_for(out_dir, item.rel, task)
         item.output = str(item.outputs["main"])

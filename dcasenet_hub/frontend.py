@@ -197,6 +197,8 @@ def load_audio(
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise AudioLoadError(path, "is a symlink loop or a broken symlink; fix or remove the link")
     if not path.exists():
         raise AudioLoadError(path, "file not found")
     if path.is_dir():

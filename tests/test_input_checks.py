@@ -379,3 +379,42 @@ def test_api_rejects_out_of_range_event_options(v3_model, kwargs):
 
     with pytest.raises(ValueError, match="between 0 and 1|seconds >= 0"):
         predict(v3_model, _noise(0.5, 24000), sample_rate=24000, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 10. the same file twice is processed once; a symlink loop is one failed input, not an aborted run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_same_file_given_twice_is_processed_once(tmp_path, authors_checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    sf.write(src / "a.wav", _noise(0.5, 24000), 24000)
+    listing = tmp_path / "files.txt"
+    listing.write_text("in/a.wav\n")
+    out = tmp_path / "out"
+    rc = main(["embed", str(src / "a.wav"), str(src / "a.wav"), str(listing), "-o", str(out), "--model",
+               str(authors_checkpoint), "--quiet"])
+    assert rc == 0
+    with open(out / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.wav", "ok")]
+    assert "1 inputs: 1 done" in capsys.readouterr().err
+
+
+def test_symlink_loop_argument_is_one_failed_input(tmp_path, authors_checkpoint, capsys):
+    sf.write(tmp_path / "good.wav", _noise(0.5, 24000), 24000)
+    loop = tmp_path / "loop.wav"
+    loop.symlink_to(loop)
+    dangling = tmp_path / "gone.wav"
+    dangling.symlink_to(tmp_path / "missing.wav")
+    out = tmp_path / "out"
+    rc = main(["embed", str(tmp_path / "good.wav"), str(loop), str(dangling), "-o", str(out), "--model",
+               str(authors_checkpoint), "--quiet"])
+    assert rc == 1
+    idx = _index(out / "index.csv")
+    assert idx["good.wav"]["status"] == "ok" and (out / "good.npz").is_file()
+    for name in ("loop.wav", "gone.wav"):
+        assert idx[name]["status"] == "failed" and "symlink loop or a broken symlink" in idx[name]["error"]
+    err = capsys.readouterr().err
+    assert "2 failed" in err and "Traceback" not in err
