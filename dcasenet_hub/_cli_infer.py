@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import logging
 import math
 import os
 import sys
@@ -13,6 +14,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 #: Extensions picked up when scanning folders (anything libsndfile reads; pass other files explicitly).
 AUDIO_EXTENSIONS = frozenset({
@@ -59,7 +62,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.json        scene probabilities and top scene, tag probabilities, event list, settings
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
-  OUTDIR/events.csv         all event lists of the run in one file
+  OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
 
 examples:
@@ -443,7 +446,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     else:
         writer.write()
     if task == "predict":
-        _write_all_events(out_dir / f"events{suffix}.csv", selected)
+        _write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
     return _summary(task, selected, index_path)
 
 
@@ -462,31 +465,66 @@ def _write(item: _Input, r: Any, task: str, meta: dict[str, Any], level: str) ->
     pred.save(item.outputs["main"], meta=meta)  # last: its presence marks the input as complete
 
 
-def _write_all_events(path: Path, items: list[_Input]) -> None:
+def _write_all_events(path: Path, rows: list[dict[str, str]]) -> None:
+    """Concatenate the event lists of every complete input of the index (this run's and earlier runs')."""
     from ._io import atomic_write_text
 
     buf = io.StringIO()
-    buf.write("filename,onset,offset,event_label\n")
-    for item in items:
-        if item.status not in ("ok", "skipped"):
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["filename", "onset", "offset", "event_label"])
+    for row in rows:
+        output = row.get("output", "")
+        if row.get("status") not in ("ok", "skipped") or not output.endswith(".json"):
             continue
+        events = Path(output[: -len(".json")] + ".events.csv")
         try:
-            lines = item.outputs["events"].read_text(encoding="utf-8").splitlines()[1:]
-        except OSError:
+            with open(events, encoding="utf-8", newline="") as fh:
+                records = list(csv.reader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            logger.warning("events.csv: skipping %s (%s)", events, _one_line(exc))
             continue
-        buf.writelines(line + "\n" for line in lines if line)
+        w.writerows(r for r in records[1:] if r)
     atomic_write_text(path, buf.getvalue())
 
 
+def _read_index(path: Path) -> list[dict[str, str]]:
+    """Rows of an earlier index file of the same output folder (``[]`` if none or unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        logger.warning("%s: cannot read the earlier index (%s); it is replaced", path, _one_line(exc))
+        return []
+
+
 class _IndexWriter:
+    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative)."""
+
     def __init__(self, path: Path, items: list[_Input]) -> None:
         self.path = path
         self.items = items
         self.last = time.monotonic()
+        inputs = {os.path.abspath(i.path) for i in items}
+        outputs = {os.path.abspath(p) for i in items for p in i.outputs.values()}
+        self.earlier = [r for r in _read_index(path)
+                        if os.path.abspath(r["input"]) not in inputs
+                        and not (r["output"] and os.path.abspath(r["output"]) in outputs)]
 
     def maybe_write(self) -> None:
         if time.monotonic() - self.last > INDEX_EVERY_S:
             self.write()
+
+    def rows(self) -> list[dict[str, str]]:
+        """All rows: earlier runs' (other inputs) then this run's."""
+        out = list(self.earlier)
+        for item in self.items:
+            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
+            out.append({"input": str(item.path), "status": item.status or "pending",
+                        "output": item.output if item.status != "failed" else "", "duration_s": dur,
+                        "error": item.error, "warning": item.warning})
+        return out
 
     def write(self) -> None:
         from ._io import atomic_write_text
@@ -494,10 +532,7 @@ class _IndexWriter:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(INDEX_COLUMNS)
-        for item in self.items:
-            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
-            w.writerow([str(item.path), item.status or "pending", item.output if item.status != "failed" else "",
-                        dur, item.error, item.warning])
+        w.writerows([r[k] for k in INDEX_COLUMNS] for r in self.rows())
         atomic_write_text(self.path, buf.getvalue())
         self.last = time.monotonic()
 

@@ -418,3 +418,43 @@ def test_symlink_loop_argument_is_one_failed_input(tmp_path, authors_checkpoint,
         assert idx[name]["status"] == "failed" and "symlink loop or a broken symlink" in idx[name]["error"]
     err = capsys.readouterr().err
     assert "2 failed" in err and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 9. merged events.csv is real CSV; index.csv and events.csv cover every run into the output folder
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_merged_events_csv_keeps_a_line_separator_in_a_file_name(tmp_path, authors_checkpoint):
+    name = "a\u2028b.wav"
+    sf.write(tmp_path / name, _noise(1.0, 24000), 24000)
+    out = tmp_path / "out"
+    rc = main(["predict", str(tmp_path / name), "-o", str(out), "--model", str(authors_checkpoint), "--quiet",
+               "--threshold", "0"])  # every frame active: events for sure
+    assert rc == 0
+    with open(out / "events.csv", encoding="utf-8", newline="") as fh:
+        merged = list(csv.DictReader(fh))
+    with open(out / "a\u2028b.events.csv", encoding="utf-8", newline="") as fh:
+        own = list(csv.DictReader(fh))
+    assert own and merged == own
+    assert {r["filename"] for r in merged} == {name}
+
+
+def test_index_and_events_are_cumulative_over_runs(tmp_path, authors_checkpoint):
+    for n in ("a", "b"):
+        sf.write(tmp_path / f"{n}.wav", _noise(1.0, 24000, seed=ord(n)), 24000)
+    (tmp_path / "bad.wav").write_text("not audio")
+    out = tmp_path / "out"
+    common = ["-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--threshold", "0"]
+    assert main(["predict", str(tmp_path / "a.wav"), str(tmp_path / "bad.wav"), *common]) == 1
+    assert main(["predict", str(tmp_path / "b.wav"), *common]) == 0
+    idx = _index(out / "index.csv")
+    assert {k: v["status"] for k, v in idx.items()} == {"a.wav": "ok", "bad.wav": "failed", "b.wav": "ok"}
+    with open(out / "events.csv", newline="") as fh:
+        assert {r["filename"] for r in csv.DictReader(fh)} == {"a.wav", "b.wav"}
+    # rerun of a: its row is replaced, not duplicated
+    assert main(["predict", str(tmp_path / "a.wav"), *common]) == 0
+    with open(out / "index.csv", newline="") as fh:
+        names = [Path(r["input"]).name for r in csv.DictReader(fh)]
+    assert sorted(names) == ["a.wav", "b.wav", "bad.wav"]
+    assert _index(out / "index.csv")["a.wav"]["status"] == "skipped"
