@@ -285,10 +285,15 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
+    """Whether an input belongs to ``shard``: a CRC-32 of its output path (relative to OUTDIR, without extension).
+
+    Hashing the output path, not the input path, puts inputs that would write the same output (``x.wav`` and
+    ``x.flac``) in the same shard, where the collision is seen and reported.
+    """
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(rel.as_posix().encode("utf-8")) % n == i - 1
+    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
 
 
 def _model_identity(name: str) -> str:

@@ -458,3 +458,31 @@ def test_index_and_events_are_cumulative_over_runs(tmp_path, authors_checkpoint)
         names = [Path(r["input"]).name for r in csv.DictReader(fh)]
     assert sorted(names) == ["a.wav", "b.wav", "bad.wav"]
     assert _index(out / "index.csv")["a.wav"]["status"] == "skipped"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 4. shards are chosen by output path, so a collision is seen by one process
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_shard_by_output_path_sees_collisions(tmp_path, authors_checkpoint):
+    import zlib
+
+    # a stem whose two input names hash to different shards (what hashing the input path did)
+    stem = next(f"x{i}" for i in range(100)
+                if zlib.crc32(f"x{i}.wav".encode()) % 2 != zlib.crc32(f"x{i}.flac".encode()) % 2)
+    sf.write(tmp_path / f"{stem}.wav", _noise(0.5, 24000, seed=1), 24000)
+    sf.write(tmp_path / f"{stem}.flac", _noise(0.5, 24000, seed=2), 24000)
+    out = tmp_path / "out"
+    statuses = {}
+    for shard in ("1/2", "2/2"):
+        main(["embed", str(tmp_path / f"{stem}.wav"), str(tmp_path / f"{stem}.flac"), "-o", str(out), "--model",
+              str(authors_checkpoint), "--quiet", "--shard", shard])
+        index = out / f"index-{shard.replace('/', '-of-')}.csv"
+        if index.exists():
+            statuses.update({k: v for k, v in _index(index).items()})
+    assert sorted(statuses) == [f"{stem}.flac", f"{stem}.wav"]
+    assert statuses[f"{stem}.wav"]["status"] == "ok"
+    assert statuses[f"{stem}.flac"]["status"] == "failed" and "would overwrite" in statuses[f"{stem}.flac"]["error"]
+    with np.load(out / f"{stem}.npz") as z:
+        assert json.loads(str(z["meta"]))["source"].endswith(".wav")
