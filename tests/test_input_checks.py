@@ -486,3 +486,22 @@ def test_shard_by_output_path_sees_collisions(tmp_path, authors_checkpoint):
     assert statuses[f"{stem}.flac"]["status"] == "failed" and "would overwrite" in statuses[f"{stem}.flac"]["error"]
     with np.load(out / f"{stem}.npz") as z:
         assert json.loads(str(z["meta"]))["source"].endswith(".wav")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 12. torch.load(weights_only=True) is only safe against crafted files from torch 2.6
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _setup_cfg():
+    import configparser
+
+    cfg = configparser.ConfigParser(interpolation=None)
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    return cfg
+
+
+def test_torch_floor_is_2_6():
+    reqs = [r.strip() for r in _setup_cfg()["options"]["install_requires"].splitlines() if r.strip()]
+    torch_reqs = [r for r in reqs if r.startswith("torch")]
+    assert torch_reqs == ["torch>=2.6"], torch_reqs
