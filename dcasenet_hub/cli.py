@@ -62,11 +62,11 @@ def load_model(name: str, **kwargs: object) -> object:
 def _model_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the model could not be fetched or loaded" wherever a command raises them."""
     from ._download import ChecksumMismatchError, NetworkUnavailableError
-    from .hub import OfflineError, UnknownModelError, WeightsNotPublishedError
+    from .hub import ModelFileError, ModelNotFoundError, OfflineError, UnknownModelError, WeightsNotPublishedError
     from .models import CheckpointMismatchError
 
     return (ModelLoadError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,
-            WeightsNotPublishedError, CheckpointMismatchError)
+            WeightsNotPublishedError, CheckpointMismatchError, ModelFileError, ModelNotFoundError)
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
