@@ -283,6 +283,17 @@ def test_model_that_is_not_a_checkpoint_exits_3_with_what_is_expected(tmp_path, 
         assert "Expected a manifest id" in line and ".safetensors" in line
 
 
+def test_convert_and_push_of_a_non_model_exit_3(tmp_path, capsys):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a model\n")
+    assert main(["convert", str(notes), "-o", str(tmp_path / "m")]) == 3
+    assert "model could not be fetched or loaded" in _one_error_line(capsys.readouterr().err)
+    (tmp_path / "folder").mkdir()
+    assert main(["push", str(tmp_path / "folder"), "--repo-id", "org/name"]) == 3
+    line = _one_error_line(capsys.readouterr().err)
+    assert "model could not be fetched or loaded" in line and "has no model.safetensors" in line
+
+
 def test_offline_model_exits_3_and_names_the_model_path_fix(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
@@ -505,3 +516,31 @@ def test_torch_floor_is_2_6():
     reqs = [r.strip() for r in _setup_cfg()["options"]["install_requires"].splitlines() if r.strip()]
     torch_reqs = [r for r in reqs if r.startswith("torch")]
     assert torch_reqs == ["torch>=2.6"], torch_reqs
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 25. license file and metadata; the wheel check script
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_mit_license_file_and_spdx_metadata():
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "LICENSE").read_text(encoding="utf-8")
+    assert text.startswith("MIT License\n") and "dcasenet-hub contributors" in text
+    assert "THE SOFTWARE IS PROVIDED \"AS IS\", WITHOUT WARRANTY OF ANY KIND" in text
+    meta = _setup_cfg()["metadata"]
+    assert meta["license"].strip() == "MIT" and meta["license_files"].strip() == "LICENSE"
+    assert "License ::" not in meta["classifiers"]  # deprecated next to an SPDX expression
+    weights_doc = (root / "docs" / "weights.md").read_text(encoding="utf-8")
+    assert "Jungjee/DcaseNet" in weights_doc and "Copyright (c) 2020 jjung_stop1" in weights_doc
+
+
+def test_wheel_check_script_builds_installs_and_runs_the_commands():
+    script = Path(__file__).resolve().parents[1] / ".ci" / "wheel_check.sh"
+    text = script.read_text(encoding="utf-8")
+    assert script.stat().st_mode & 0o111, "not executable"
+    assert "set -euo pipefail" in text
+    for needle in ("pip wheel -q --no-deps -w", "venv", "torch==2.13.0", "dcasenet-hub list",
+                   "dcasenet-hub train --list-recipes"):
+        assert needle in text, needle
+    assert "-e " not in text.replace("set -euo", "")  # never an editable install
