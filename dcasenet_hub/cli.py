@@ -11,6 +11,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import DcaseNet
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
 _COMMAND_MODULES = ("_cli_infer", "_cli_hub", "_cli_finetune", "_cli_train", "_cli_data", "_cli_export")
@@ -49,12 +53,16 @@ class ModelLoadError(Exception):
         super().__init__(f"model could not be fetched or loaded ({self.name}): {text}")
 
 
-def load_model(name: str, **kwargs: object) -> object:
-    """``from_pretrained(name, **kwargs)`` for commands; every failure becomes :class:`ModelLoadError`."""
+def load_model(name: str, **kwargs: Any) -> DcaseNet:
+    """``from_pretrained(name, **kwargs)`` for commands; every failure becomes :class:`ModelLoadError`.
+
+    Raises:
+        ModelLoadError: unknown id, offline, failed download or checksum, missing or unreadable checkpoint.
+    """
     from .hub import from_pretrained
 
     try:
-        return from_pretrained(name, **kwargs)  # type: ignore[arg-type]
+        return from_pretrained(name, **kwargs)
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(name, exc) from None
 

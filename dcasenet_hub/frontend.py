@@ -110,7 +110,8 @@ def _check_header(path: Path, f: Any) -> None:
     sr = int(f.samplerate)
     if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
         raise AudioLoadError(path, f"header declares a sample rate of {sr} Hz, outside {MIN_SAMPLE_RATE}-"
-                                   f"{MAX_SAMPLE_RATE} Hz: the header is corrupt; re-encode the file with its real rate")
+                                   f"{MAX_SAMPLE_RATE} Hz: the header is corrupt; "
+                                   "re-encode the file with its real rate")
     width = _SUBTYPE_BYTES.get(str(f.subtype)) if str(f.format) in _UNCOMPRESSED_FORMATS else None
     size = path.stat().st_size
     if width is not None and int(f.frames) * int(f.channels) * width > size:
