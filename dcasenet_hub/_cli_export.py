@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
 
 def _export(args: argparse.Namespace) -> int:
     from . import export as ex
-    from . import from_pretrained
+    from .cli import load_model
 
     try:
         import onnx  # noqa: F401
@@ -40,7 +40,7 @@ def _export(args: argparse.Namespace) -> int:
               "pip install \"dcasenet-hub[onnx]\" (or pass --no-check to export without onnxruntime)",
               file=sys.stderr)
         return 2
-    model = from_pretrained(args.model)
+    model = load_model(args.model)
     path = ex.export_onnx(model, args.output, opset=args.opset or ex.DEFAULT_OPSET, check=False)
     print(f"wrote {path}")
     if not args.no_check:

@@ -130,13 +130,14 @@ def _convert(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .hub import from_pretrained, push_to_hub
+    from .cli import load_model
+    from .hub import push_to_hub
 
     if not Path(args.folder).is_dir():
         print(f"dcasenet-hub push: error: {args.folder} is not a folder (make one with `dcasenet-hub convert` or "
               "model.save_pretrained())", file=sys.stderr)
         return 2
-    model = from_pretrained(args.folder, local_files_only=True)
+    model = load_model(args.folder, local_files_only=True)
     url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
                       token=args.token, branch=args.branch, create_pr=args.create_pr)
     print(url)

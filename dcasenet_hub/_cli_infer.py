@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import logging
+import math
 import os
 import sys
 import time
@@ -13,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 #: Extensions picked up when scanning folders (anything libsndfile reads; pass other files explicitly).
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".w64",
@@ -20,13 +24,15 @@ AUDIO_EXTENSIONS = frozenset({
 })
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
-INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error")
+INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
 INDEX_EVERY_S = 30.0
 
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
   1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
-  2  usage error (bad arguments, no inputs found, model cannot be loaded)
+  2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
+  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint);
+     offline, pass a local checkpoint with --model PATH
 """
 
 INPUT_HELP = """inputs:
@@ -40,7 +46,7 @@ EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
   OUTDIR/<path>.npz   frame (T, D) float32, frame_times (T,) s, clip (D or 2D,), meta (JSON: layer, pooling,
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
-  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error
+  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
   (index-I-of-N.csv with --shard I/N)
 
 Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
@@ -58,8 +64,8 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.json        scene probabilities and top scene, tag probabilities, event list, settings
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
-  OUTDIR/events.csv         all event lists of the run in one file
-  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error
+  OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
+  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
@@ -79,6 +85,55 @@ example:
 
 class _UsageError(Exception):
     """Bad command-line input (exit code 2)."""
+
+
+def _check_device(text: str) -> None:
+    """Usage error for a device this torch cannot use, before any work (no traceback, no ``pending`` rows)."""
+    import torch
+
+    if text == "auto":
+        return
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise _UsageError(f"--device {text!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise _UsageError(f"--device {text}: no CUDA device is available to this torch ({torch.__version__}); "
+                              "use --device cpu (or auto), or install a CUDA build of torch")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise _UsageError(f"--device {text}: only {torch.cuda.device_count()} CUDA device(s) "
+                              f"(cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise _UsageError(f"--device {text}: MPS is not available on this machine; use --device cpu")
+
+
+def _check_event_options(args: argparse.Namespace) -> None:
+    """Range checks of --threshold, --median-filter and --min-duration (usage errors)."""
+    t = getattr(args, "threshold", None)
+    if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise _UsageError(f"--threshold must be a probability between 0 and 1, got {t:g}")
+    for flag, attr in (("--median-filter", "median_filter"), ("--min-duration", "min_duration")):
+        v = getattr(args, attr, None)
+        if v is not None and not (math.isfinite(v) and v >= 0.0):
+            raise _UsageError(f"{flag} must be a number of seconds >= 0, got {v:g}")
+
+
+def _check_common(args: argparse.Namespace) -> None:
+    """Checks shared by embed, predict and plot: options in range and a usable device."""
+    if args.batch_size < 1:
+        raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_event_options(args)
+    _check_device(args.device)
+
+
+def _load_model(name: str) -> Any:
+    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.cli.ModelLoadError` (exit code 3)."""
+    from .cli import load_model
+
+    return load_model(name)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,15 +216,35 @@ class _Input:
     output: str = ""
     duration_s: float | None = None
     error: str = ""
+    warning: str = ""
     outputs: dict[str, Path] = field(default_factory=dict)
 
 
+def _real(path: Path) -> Path | None:
+    """The file a path names after following symlinks, or ``None`` for a symlink loop or a broken symlink."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # ELOOP, ENOENT (RuntimeError: symlink loop on older Pythons)
+        return None
+    return real
+
+
 def _discover(args_inputs: list[str]) -> list[_Input]:
-    """Expand files, folders and list files; relative output paths; raises _UsageError for missing arguments."""
+    """Expand files, folders and list files; relative output paths; raises _UsageError for missing arguments.
+
+    A file named more than once (directly, in a folder or a list) is processed once. A symlink that loops or points
+    nowhere is reported as a failed input, without stopping the others.
+    """
     rooted: list[tuple[Path, PurePosixPath]] = []
     loose: list[Path] = []
+    broken: list[_Input] = []
     for arg in args_inputs:
         p = Path(arg).expanduser()
+        if p.is_symlink() and _real(p) is None:
+            broken.append(_Input(path=p, rel=PurePosixPath(p.name), status="failed",
+                                 error=f"{p} is a symlink loop or a broken symlink (points to {os.readlink(p)}); "
+                                       "fix or remove the link"))
+            continue
         if p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.is_dir()
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
@@ -184,7 +259,15 @@ def _discover(args_inputs: list[str]) -> list[_Input]:
         parents = [str(f.resolve().parent) for f in loose]
         root = Path(os.path.commonpath(parents))
         rooted += [(f, PurePosixPath(f.resolve().relative_to(root).as_posix())) for f in loose]
-    return [_Input(path=f, rel=rel) for f, rel in rooted]
+    seen: set[Path] = set()
+    items: list[_Input] = []
+    for f, rel in rooted:
+        real = _real(f) or f.absolute()
+        if real in seen:  # the same file again: once is enough
+            continue
+        seen.add(real)
+        items.append(_Input(path=f, rel=rel))
+    return items + broken
 
 
 def _read_list(path: Path) -> list[Path]:
@@ -215,10 +298,15 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 
 
 def _in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
+    """Whether an input belongs to ``shard``: a CRC-32 of its output path (relative to OUTDIR, without extension).
+
+    Hashing the output path, not the input path, puts inputs that would write the same output (``x.wav`` and
+    ``x.flac``) in the same shard, where the collision is seen and reported.
+    """
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(rel.as_posix().encode("utf-8")) % n == i - 1
+    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
 
 
 def _model_identity(name: str) -> str:
@@ -304,12 +392,14 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     _limit_heap_retention()
     try:
         shard = _parse_shard(args.shard)
-        items = _discover(args.inputs)
-        if args.batch_size < 1:
-            raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
         if args.workers < 0:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
+        _check_common(args)
         _check_embedding_options(args)
+        if args.output_dir.exists() and not args.output_dir.is_dir():
+            raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
+                              "(it is created if missing)")
+        items = _discover(args.inputs)
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
@@ -326,6 +416,9 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     selected: list[_Input] = []
     for item in items:
         if not _in_shard(item.rel, shard):
+            continue
+        if item.status:  # failed before processing (a broken symlink argument)
+            selected.append(item)
             continue
         item.outputs = _outputs_for(out_dir, item.rel, task)
         item.output = str(item.outputs["main"])
@@ -349,10 +442,9 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
 
     writer = _IndexWriter(index_path, selected)
     if todo:
-        from . import from_pretrained
         from .inference import iterate
 
-        model = from_pretrained(args.model)
+        model = _load_model(args.model)
         results = iterate(
             model, [str(i.path) for i in todo], embeddings=task == "embed", predictions=task == "predict",
             threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
@@ -364,6 +456,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             for r in results:
                 item = todo[r.index]
                 item.duration_s = r.duration_s
+                item.warning = _one_line(r.warning) if r.warning else ""
                 if r.error is not None:
                     item.status, item.error = "failed", _one_line(r.error)
                 else:
@@ -379,7 +472,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     else:
         writer.write()
     if task == "predict":
-        _write_all_events(out_dir / f"events{suffix}.csv", selected)
+        _write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
     return _summary(task, selected, index_path)
 
 
@@ -410,31 +503,66 @@ def _write(item: _Input, r: Any, task: str, meta: dict[str, Any], level: str) ->
     pred.save(item.outputs["main"], meta=meta)  # last: its presence marks the input as complete
 
 
-def _write_all_events(path: Path, items: list[_Input]) -> None:
+def _write_all_events(path: Path, rows: list[dict[str, str]]) -> None:
+    """Concatenate the event lists of every complete input of the index (this run's and earlier runs')."""
     from ._io import atomic_write_text
 
     buf = io.StringIO()
-    buf.write("filename,onset,offset,event_label\n")
-    for item in items:
-        if item.status not in ("ok", "skipped"):
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["filename", "onset", "offset", "event_label"])
+    for row in rows:
+        output = row.get("output", "")
+        if row.get("status") not in ("ok", "skipped") or not output.endswith(".json"):
             continue
+        events = Path(output[: -len(".json")] + ".events.csv")
         try:
-            lines = item.outputs["events"].read_text(encoding="utf-8").splitlines()[1:]
-        except OSError:
+            with open(events, encoding="utf-8", newline="") as fh:
+                records = list(csv.reader(fh))
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            logger.warning("events.csv: skipping %s (%s)", events, _one_line(exc))
             continue
-        buf.writelines(line + "\n" for line in lines if line)
+        w.writerows(r for r in records[1:] if r)
     atomic_write_text(path, buf.getvalue())
 
 
+def _read_index(path: Path) -> list[dict[str, str]]:
+    """Rows of an earlier index file of the same output folder (``[]`` if none or unreadable)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            return [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        logger.warning("%s: cannot read the earlier index (%s); it is replaced", path, _one_line(exc))
+        return []
+
+
 class _IndexWriter:
+    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative)."""
+
     def __init__(self, path: Path, items: list[_Input]) -> None:
         self.path = path
         self.items = items
         self.last = time.monotonic()
+        inputs = {os.path.abspath(i.path) for i in items}
+        outputs = {os.path.abspath(p) for i in items for p in i.outputs.values()}
+        self.earlier = [r for r in _read_index(path)
+                        if os.path.abspath(r["input"]) not in inputs
+                        and not (r["output"] and os.path.abspath(r["output"]) in outputs)]
 
     def maybe_write(self) -> None:
         if time.monotonic() - self.last > INDEX_EVERY_S:
             self.write()
+
+    def rows(self) -> list[dict[str, str]]:
+        """All rows: earlier runs' (other inputs) then this run's."""
+        out = list(self.earlier)
+        for item in self.items:
+            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
+            out.append({"input": str(item.path), "status": item.status or "pending",
+                        "output": item.output if item.status != "failed" else "", "duration_s": dur,
+                        "error": item.error, "warning": item.warning})
+        return out
 
     def write(self) -> None:
         from ._io import atomic_write_text
@@ -442,10 +570,7 @@ class _IndexWriter:
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(INDEX_COLUMNS)
-        for item in self.items:
-            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
-            w.writerow([str(item.path), item.status or "pending", item.output if item.status != "failed" else "",
-                        dur, item.error])
+        w.writerows([r[k] for k in INDEX_COLUMNS] for r in self.rows())
         atomic_write_text(self.path, buf.getvalue())
         self.last = time.monotonic()
 
@@ -472,18 +597,25 @@ def _run_plot(args: argparse.Namespace) -> int:
         return 2
     from .plot import MissingMatplotlibError
 
-    if not args.file.is_file():
-        print(f"dcasenet-hub plot: error: input not found: {args.file}", file=sys.stderr)
-        return 2
     output = args.output or args.file.with_suffix(".png")
+    try:
+        if args.file.is_dir():
+            raise _UsageError(f"{args.file} is a folder; plot draws one audio file (use `dcasenet-hub predict "
+                              "FOLDER -o OUTDIR` for a folder)")
+        if not args.file.is_file():
+            raise _UsageError(f"input not found: {args.file}")
+        if output.is_dir():
+            raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
+        _check_common(args)
+    except _UsageError as exc:
+        print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
+        return 2
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
         return 2
-    from . import from_pretrained
-
-    model = from_pretrained(args.model)
+    model = _load_model(args.model)
     try:
         plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
              min_duration=args.min_duration, device=args.device, batch_size=args.batch_size)

@@ -133,13 +133,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from . import DcaseNet
+    from .cli import load_model
     from .train.trainer import evaluate, format_row
 
     if not (args.asc_root or args.tag_root or args.sed_root):
         print("dcasenet-hub evaluate: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)
         return 2
-    model = DcaseNet.from_pretrained(args.model)
+    model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
                        cache_dir=args.cache_dir, device=args.device, precision=args.precision,
                        sed_threshold=args.threshold, workers=args.workers)

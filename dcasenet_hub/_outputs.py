@@ -159,7 +159,10 @@ class Embeddings:
             "clip_size": int(np.shape(self.clip)[0]) if np.ndim(self.clip) == 1 else 0,
         }
         info.update(meta or {})
-        arrays["meta"] = np.array(json.dumps(info, sort_keys=True))
+        for key, arr in arrays.items():
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{key} holds NaN or infinity; refusing to write {path}")
+        arrays["meta"] = np.array(json.dumps(info, sort_keys=True, allow_nan=False))
         return _write_npz(Path(path), arrays)
 
     @classmethod
@@ -322,7 +325,7 @@ class Prediction:
         d = self.to_dict()
         d["meta"] = {"format_version": FORMAT_VERSION, "duration_s": d["duration_s"], **(meta or {})}
         path = Path(path)
-        atomic_write_text(path, json.dumps(d, indent=1) + "\n")
+        atomic_write_text(path, json.dumps(d, indent=1, allow_nan=False) + "\n")  # ValueError on NaN/inf
         return path
 
     def save_events(self, path: str | Path, *, filename: str | None = None) -> Path:
@@ -339,6 +342,8 @@ class Prediction:
     def save_scores(self, path: str | Path) -> Path:
         """Write frame probabilities as a sed_scores_eval TSV: ``onset<TAB>offset<TAB><one column per class>``."""
         hop = self.event_hop_s
+        if not np.isfinite(np.asarray(self.event_probs, dtype=np.float64)).all():
+            raise ValueError(f"event probabilities hold NaN or infinity; refusing to write {path}")
         lines = ["\t".join(["onset", "offset", *self.event_labels])]
         for t, row in zip(self.event_times, self.event_probs):
             onset = float(t)

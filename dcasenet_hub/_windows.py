@@ -51,6 +51,7 @@ class _Reader:
     name: str
     sample_rate: int
     num_frames: int
+    warning: str = ""
 
     def read(self, start: int, stop: int) -> np.ndarray:  # pragma: no cover - interface
         raise NotImplementedError
@@ -59,8 +60,18 @@ class _Reader:
         pass
 
 
+#: Largest channel count taken from the last axis of a 2-D waveform (soundfile's ``(frames, channels)`` layout).
+MAX_LAST_AXIS_CHANNELS = 64
+
+
 class ArrayReader(_Reader):
-    """A waveform in memory: ``(samples,)`` or ``(channels, samples)`` (channels are averaged)."""
+    """A waveform in memory: ``(samples,)``, ``(channels, samples)`` or ``(frames, channels)`` (channels averaged).
+
+    A 2-D array is ``(channels, samples)`` when its first axis is the shorter one. When the first axis is longer and
+    the last has at most :data:`MAX_LAST_AXIS_CHANNELS` entries it is ``(frames, channels)``, what
+    ``soundfile.read`` returns: read the other way it would be at most 64 samples, far below the 0.1 s minimum at any
+    rate, so the layout is unambiguous.
+    """
 
     def __init__(self, waveform: Any, sample_rate: int, name: str) -> None:
         import torch
@@ -73,8 +84,17 @@ class ArrayReader(_Reader):
         if arr.dtype.kind in "iu":  # integer PCM: scale to [-1, 1)
             info = np.iinfo(arr.dtype)
             arr = (arr.astype(np.float64) - (info.min + info.max + 1) / 2) / ((info.max - info.min + 1) / 2)
+        #: Appended to a "too short" error: how a 2-D waveform was read and the fix if that was not meant.
+        self.shape_hint = ""
         if arr.ndim == 2:
-            arr = arr.mean(axis=0)
+            rows, cols = arr.shape
+            if rows > cols and cols <= MAX_LAST_AXIS_CHANNELS:
+                arr = arr.mean(axis=1)  # (frames, channels), e.g. from soundfile.read
+            else:
+                if rows > cols:
+                    self.shape_hint = (f"; a waveform of shape {tuple(arr.shape)} is read as (channels, samples) = "
+                                       f"({rows} channels, {cols} samples): if it is (samples, channels), pass x.T")
+                arr = arr.mean(axis=0)
         elif arr.ndim != 1:
             raise InputError(f"{name}: waveform must be (samples,) or (channels, samples), got shape {arr.shape}")
         self._data = np.ascontiguousarray(arr, dtype=np.float32)
@@ -94,11 +114,13 @@ class FileReader(_Reader):
     """An audio file read block by block with soundfile (any libsndfile format, 8-bit to float, 1..N channels)."""
 
     def __init__(self, path: str | Path) -> None:
-        from .frontend import open_audio
+        from .frontend import header_warning, open_audio
 
         path = Path(path)
         self.name = str(path)
         self._file = open_audio(path)
+        #: Non-fatal problem of the file ("" if none), e.g. a header that declares more audio than the file holds.
+        self.warning = header_warning(self._file)
         self.sample_rate = int(self._file.samplerate)
         self.num_frames = int(self._file.frames)
         self._pos = 0
@@ -185,7 +207,9 @@ def preemphasised_blocks(blocks: Iterator[np.ndarray], coefficient: float) -> It
             continue
         x = block if prev is None else np.concatenate([prev, block])
         if x.size >= 2:
-            yield (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
+            with np.errstate(over="ignore"):  # overflow (peaks near 3e38) is reported by features()
+                y = (x[1:] - np.float32(coefficient) * x[:-1]).astype(np.float32, copy=False)
+            yield y
         prev = x[-1:]
 
 
@@ -292,11 +316,18 @@ def features(samples: np.ndarray, *, frontend: FrontendConfig, min_frames: int) 
 
     Inputs with ``F < min_frames`` are tiled in time by doubling the log-mel (as the authors' tagging evaluation
     did, before normalisation) until they reach ``min_frames``.
+
+    Raises:
+        InputError: the samples are not finite (a loud input overflowed float32 in resampling or pre-emphasis).
     """
     import torch
 
     from .frontend import log_mel, normalize
 
+    if not np.isfinite(samples).all():
+        # finite input whose resampled or pre-emphasised values exceed float32 (peaks near 3e38)
+        raise InputError("sample values too large: resampling or pre-emphasis overflows float32 (peaks near 1e38); "
+                         "scale the audio to [-1, 1]")
     no_pre = dataclasses.replace(frontend, preemphasis=0.0)
     mel = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
     frames = int(mel.shape[-1])

@@ -1,6 +1,7 @@
 """The ``dcasenet-hub`` command line. Each sub-command lives in a ``_cli_*`` module that calls the public API only.
 
-Exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error.
+Exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error, 3 the model could
+not be fetched or loaded (unknown id, offline, download or checksum failure, unreadable checkpoint).
 """
 
 from __future__ import annotations
@@ -10,6 +11,10 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import DcaseNet
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
 _COMMAND_MODULES = ("_cli_infer", "_cli_hub", "_cli_finetune", "_cli_train", "_cli_data", "_cli_export")
@@ -19,7 +24,104 @@ EPILOG = """examples:
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub list
   dcasenet-hub <command> --help
+
+-v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log
+(debug / warnings only), never that of other libraries.
+
+exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
+3 model could not be fetched or loaded
 """
+
+#: Exit code when the model could not be fetched or loaded (2 is kept for usage errors).
+EXIT_MODEL = 3
+
+
+class ModelLoadError(Exception):
+    """The model named on the command line could not be fetched or loaded (exit code :data:`EXIT_MODEL`).
+
+    Attributes:
+        name: What ``--model`` (or the command's model argument) said.
+        cause: The underlying error.
+    """
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.name = str(name)
+        self.cause = cause
+        from .hub import OfflineError
+
+        text = str(cause) if isinstance(cause, OfflineError) else " ".join(str(cause).split())  # fixes: a list
+        super().__init__(f"model could not be fetched or loaded ({self.name}): {text}")
+
+
+def load_model(name: str, **kwargs: Any) -> DcaseNet:
+    """``from_pretrained(name, **kwargs)`` for commands; every failure becomes :class:`ModelLoadError`.
+
+    Raises:
+        ModelLoadError: unknown id, offline, failed download or checksum, missing or unreadable checkpoint.
+    """
+    from .hub import from_pretrained
+
+    try:
+        return from_pretrained(name, **kwargs)
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        raise ModelLoadError(name, exc) from None
+
+
+def _model_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "the model could not be fetched or loaded" wherever a command raises them."""
+    from ._download import ChecksumMismatchError, NetworkUnavailableError
+    from .hub import ModelFileError, ModelNotFoundError, OfflineError, UnknownModelError, WeightsNotPublishedError
+    from .models import CheckpointMismatchError
+
+    return (ModelLoadError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,
+            WeightsNotPublishedError, CheckpointMismatchError, ModelFileError, ModelNotFoundError)
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the current ``sys.stderr`` (not the one at creation), so the handler can be installed once."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
+_HANDLER: logging.Handler | None = None
+
+
+def _configure_logging(*, verbose: bool, quiet: bool) -> None:
+    """Level and handler of the package's logger only; the root logger (and matplotlib's, torch's ...) is untouched."""
+    global _HANDLER
+    log = logging.getLogger(__package__)
+    if _HANDLER is None:
+        _HANDLER = _StderrHandler()
+        _HANDLER.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    if _HANDLER not in log.handlers:
+        log.addHandler(_HANDLER)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Accept -v/--verbose and -q/--quiet after any (nested) sub-command too."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for sub in set(action.choices.values()):
+            known = sub._option_string_actions
+            if "-v" not in known and "--verbose" not in known:
+                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="debug logging")
+            quiet = [f for f in ("-q", "--quiet") if f not in known]
+            if quiet:
+                sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                                 help="warnings only" if len(quiet) == 2 else argparse.SUPPRESS)
+            _add_flags_to_subcommands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
+                        help="warnings only (and no progress bars where a command has them)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
         try:
@@ -42,23 +146,31 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _add_flags_to_subcommands(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
-    )
+    if args.global_quiet:
+        args.quiet = True
+    _configure_logging(verbose=args.verbose, quiet=bool(getattr(args, "quiet", False)))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    model_errors = _model_errors()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except model_errors as exc:
+        if args.verbose:
+            raise
+        msg = str(exc) if isinstance(exc, ModelLoadError) else f"model could not be fetched or loaded: {exc}"
+        print(f"dcasenet-hub {args.command}: error: {msg}", file=sys.stderr)
+        return EXIT_MODEL
     except (ValueError, OSError, RuntimeError) as exc:  # clear message, no traceback, for user errors
         if args.verbose:
             raise

@@ -23,7 +23,9 @@ Example:
 from __future__ import annotations
 
 import functools
+import logging
 import math
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +36,12 @@ from .config import FrontendConfig
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
+logger = logging.getLogger(__name__)
+
 _DEFAULT = FrontendConfig()
+#: Largest sample magnitude :func:`log_mel` takes as is. Above it the waveform is scaled by a power of two first: the
+#: mel power of a 960-sample window is at most ~1e9 * peak**2, which stays far below float32's 3.4e38 up to here.
+SAFE_PEAK = 2.0**40
 
 
 class AudioLoadError(ValueError):
@@ -64,17 +71,76 @@ def audio_info(path: str | Path) -> tuple[int, int, int]:
 def open_audio(path: str | Path) -> Any:
     """Open an audio file for block reading (a ``soundfile.SoundFile``), with errors that name the file.
 
+    The header is checked before anything is decoded: the sample rate must lie in
+    [:data:`MIN_SAMPLE_RATE`, :data:`MAX_SAMPLE_RATE`] and, for uncompressed formats, the declared frames must fit in
+    the file. A header that declares more data than the file holds (a truncated file) is read as the shorter file it
+    is; :func:`header_warning` describes it.
+
     Raises:
-        AudioLoadError: missing, a directory, empty, or not a readable audio file.
+        AudioLoadError: missing, a directory, empty, not a readable audio file, or a header that cannot be right.
     """
     import soundfile as sf
 
     path = Path(path)
     _check_file(path)
     try:
-        return sf.SoundFile(str(path))
+        f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
+    try:
+        _check_header(path, f)
+    except AudioLoadError:
+        f.close()
+        raise
+    return f
+
+
+#: Sample rates outside this range are taken for a corrupt header (a 1 Hz header makes 96 KB last 13 hours).
+MIN_SAMPLE_RATE = 1000
+MAX_SAMPLE_RATE = 768000
+#: Bytes per sample of the uncompressed subtypes (compressed formats have no fixed size and are not checked).
+_SUBTYPE_BYTES = {"PCM_S8": 1, "PCM_U8": 1, "ULAW": 1, "ALAW": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4,
+                  "FLOAT": 4, "DOUBLE": 8}
+#: Containers that store those subtypes as is (FLAC also reports "PCM_16" but compresses).
+_UNCOMPRESSED_FORMATS = frozenset({"WAV", "WAVEX", "AIFF", "AU", "RAW", "W64", "RF64", "CAF", "IRCAM", "NIST"})
+_SHOULD_BE = re.compile(r"^\s*(?:data|Data Size)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _check_header(path: Path, f: Any) -> None:
+    sr = int(f.samplerate)
+    if not MIN_SAMPLE_RATE <= sr <= MAX_SAMPLE_RATE:
+        raise AudioLoadError(path, f"header declares a sample rate of {sr} Hz, outside {MIN_SAMPLE_RATE}-"
+                                   f"{MAX_SAMPLE_RATE} Hz: the header is corrupt; "
+                                   "re-encode the file with its real rate")
+    width = _SUBTYPE_BYTES.get(str(f.subtype)) if str(f.format) in _UNCOMPRESSED_FORMATS else None
+    size = path.stat().st_size
+    if width is not None and int(f.frames) * int(f.channels) * width > size:
+        raise AudioLoadError(path, f"header declares {int(f.frames)} frames ({int(f.frames) / sr:.1f} s) but the "
+                                   f"file has only {size} bytes: the header is corrupt; re-encode or repair the file")
+
+
+def header_warning(f: Any) -> str:
+    """A one-line warning when the open file's header declares more audio data than the file holds, else ``""``.
+
+    libsndfile reads such a (truncated) file as the shorter file it is; the warning says how much is missing.
+
+    Args:
+        f: An open ``soundfile.SoundFile`` (from :func:`open_audio`).
+    """
+    try:
+        info = str(f.extra_info)
+    except (AttributeError, RuntimeError):  # pragma: no cover - extra_info is a libsndfile log
+        return ""
+    m = _SHOULD_BE.search(info)
+    if m is None:
+        return ""
+    declared, present = int(m.group(1)), int(m.group(2))
+    if declared <= present:
+        return ""
+    seconds = int(f.frames) / int(f.samplerate)
+    declared_s = seconds * declared / present if present else float("inf")
+    return (f"header declares {declared} bytes of audio but the file holds {present}: processed as {seconds:.3f} s "
+            f"instead of {declared_s:.3f} s (truncated file?)")
 
 
 def load_audio(
@@ -110,6 +176,9 @@ def load_audio(
     path = Path(path)
     with open_audio(path) as f:
         sr = f.samplerate
+        warning = header_warning(f)
+        if warning:
+            logger.warning("%s: %s", path, warning)
         try:
             if start:
                 f.seek(start)
@@ -129,6 +198,8 @@ def load_audio(
 
 
 def _check_file(path: Path) -> None:
+    if path.is_symlink() and not path.exists():
+        raise AudioLoadError(path, "is a symlink loop or a broken symlink; fix or remove the link")
     if not path.exists():
         raise AudioLoadError(path, "file not found")
     if path.is_dir():
@@ -285,6 +356,10 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
 
     Frames = ``1 + (samples - 1) // 480`` (pre-emphasis drops one sample, centred STFT).
 
+    Any finite waveform gives finite features: input with peaks above :data:`SAFE_PEAK` (2**40, far outside the
+    usual [-1, 1]) is scaled by an exact power of two before the power spectrum, which would otherwise overflow
+    float32, and the scale is added back after the log. Normalised features do not depend on the scale.
+
     Args:
         waveform: numpy array or torch tensor, any leading batch/channel axes.
         config: Front-end settings (default: the authors').
@@ -293,14 +368,31 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
     Returns:
         A float tensor on the input's device.
 
+    Raises:
+        ValueError: the waveform contains NaN or infinite samples, or is too short.
+
     Example:
         >>> import torch
         >>> log_mel(torch.zeros(2, 48000)).isfinite().all().item()   # digital silence stays finite
         True
     """
+    import torch
+
     cfg = config or _DEFAULT
-    mel = mel_power(waveform, config=cfg)
-    mel = mel.masked_fill(mel == 0, cfg.zero_floor).log()
+    x = waveform if isinstance(waveform, torch.Tensor) else torch.from_numpy(np.asarray(waveform, dtype=np.float32))
+    if not x.is_floating_point():
+        x = x.float()
+    peak = float(x.abs().amax()) if x.numel() else 0.0
+    if not math.isfinite(peak):
+        raise ValueError("Waveform contains NaN or infinite samples")
+    # Loud input (far beyond [-1, 1]): scale by an exact power of two so the power cannot overflow float32, and add
+    # the scale back in the log domain. Audio with peaks up to SAFE_PEAK takes the unscaled path, bit for bit.
+    shift = max(0, math.ceil(math.log2(peak / SAFE_PEAK))) if peak > SAFE_PEAK else 0
+    mel = mel_power(x * 2.0**-shift if shift else x, config=cfg)
+    silent = mel == 0
+    mel = mel.masked_fill(silent, cfg.zero_floor).log()
+    if shift:
+        mel = torch.where(silent, mel, mel + shift * cfg.power * math.log(2.0))
     if normalize:
         mel = _normalize(mel, std_floor=cfg.std_floor)
     return mel
@@ -316,6 +408,7 @@ __all__ = [
     "mel_filterbank",
     "mel_power",
     "normalize",
+    "header_warning",
     "open_audio",
     "resample",
 ]

@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ChecksumMismatchError", "ManifestError", "ModelInfo", "OfflineError", "UnknownModelError",
+    "ChecksumMismatchError", "ManifestError", "ModelFileError", "ModelInfo", "ModelNotFoundError", "OfflineError",
+    "UnknownModelError",
     "WeightsNotPublishedError", "CacheCheck", "cache_dir_location", "convert_checkpoint", "download", "from_pretrained",
     "list_models", "model_info", "push_to_hub", "save_pretrained", "verify_cache",
 ]
@@ -65,6 +66,14 @@ class WeightsNotPublishedError(ValueError):
 
 class OfflineError(ConnectionError):
     """The weights are not cached and the network may not or cannot be used."""
+
+
+class ModelFileError(ValueError):
+    """A local file given as a model is not a readable DcaseNet checkpoint (the message says what is expected)."""
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A local model path (file or folder) does not exist or lacks its weights file."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -241,7 +250,8 @@ def _offline_error(model_id: str, reason: str, cache: Path, folder: Path) -> Off
         "copied cache).\n"
         "  2. Serve the official files from a local mirror: DCASENET_HUB_MIRROR=http://host:port (same paths), "
         "and add or override entries with DCASENET_HUB_MANIFEST=/path/to/manifest.json.\n"
-        "  3. Load a local copy: from_pretrained('/path/to/dir_with_config_and_safetensors') or "
+        "  3. Use a local copy: on the command line `--model PATH` (a folder with config.json + model.safetensors, "
+        "or the authors' best_ASC.pt); in Python from_pretrained('/path/to/dir_with_config_and_safetensors') or "
         "from_pretrained('/path/to/best_ASC.pt')." + unset
     )
 
@@ -362,14 +372,23 @@ def _read_authors_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  torch raises many types (UnpicklingError, RuntimeError, ...)
-        raise ValueError(
-            f"Cannot read {path} as a PyTorch state_dict with weights_only=True ({type(exc).__name__}: {exc}). "
-            "Only plain tensor checkpoints are accepted; no code from a checkpoint is ever executed."
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+        if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (old format: a pickle)
+            why = "it is neither a zip archive nor a pickle"
+        else:
+            lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+            why = (f"it cannot be read as a PyTorch state_dict with weights_only=True ({type(exc).__name__}: "
+                   f"{lines[0] if lines else ''})")
+        raise ModelFileError(
+            f"{path} is not a model checkpoint: {why}. Expected a manifest id (see `dcasenet-hub list`), a folder with "
+            "config.json + model.safetensors, a .safetensors file or an authors' .pt file (torch.save(state_dict)); "
+            "no code from a checkpoint is ever executed."
         ) from exc
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
+        raise ModelFileError(f"{path} does not hold a state_dict (a mapping of names to tensors)")
     if obj and all(k.startswith("module.") for k in obj):  # saved from nn.DataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return obj
@@ -442,7 +461,7 @@ def convert_checkpoint(
 
     path = Path(checkpoint).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"No checkpoint file {path}")
+        raise ModelNotFoundError(f"No checkpoint file {path}")
     state = _read_authors_checkpoint(path)
     sha1 = _download.git_blob_sha1_file(path)
     match = _manifest_match(sha1)
@@ -481,7 +500,7 @@ def _load_safetensors(path: Path, config: ModelConfig | None) -> DcaseNet:
             meta = f.metadata() or {}
         state = load_file(str(path), device="cpu")
     except Exception as exc:  # noqa: BLE001  safetensors raises SafetensorError / OSError
-        raise ValueError(f"Cannot read {path} as safetensors ({exc}); delete it and download again") from exc
+        raise ModelFileError(f"Cannot read {path} as safetensors ({exc}); delete it and download again") from exc
     if config is None and meta.get(_CONFIG_META_KEY):
         config = ModelConfig.from_dict(json.loads(meta[_CONFIG_META_KEY]))
     if config is None:
@@ -498,7 +517,7 @@ def _load_dir(folder: Path) -> DcaseNet:
 
     cfg, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not weights.is_file():
-        raise FileNotFoundError(
+        raise ModelNotFoundError(
             f"{folder} has no {WEIGHTS_NAME}; a model folder holds {CONFIG_NAME} + {WEIGHTS_NAME} "
             "(write one with model.save_pretrained(folder) or `dcasenet-hub convert`)"
         )
@@ -787,7 +806,7 @@ def from_pretrained(
         model = _load_dir(folder)
         model.config = model.config.replace(model_id=name if revision is None else f"{name}@{revision}")
     elif os.sep in name or "/" in name or path.suffix in (".pt", ".pth", ".safetensors", ".bin"):
-        raise FileNotFoundError(f"No such file or folder: {path}")
+        raise ModelNotFoundError(f"No such file or folder: {path}")
     else:
         raise _unknown(name, list(models))
     return _place(model, device=device, dtype=dtype)

@@ -181,6 +181,7 @@ class Result:
         prediction: Set when predictions were asked for and the input succeeded.
         error: The exception that made this input fail (``None`` on success).
         duration_s: Duration of the input in seconds when it could be read.
+        warning: A problem that did not stop the input (``""`` if none), e.g. a file shorter than its header says.
     """
 
     index: int
@@ -189,6 +190,7 @@ class Result:
     prediction: Prediction | None = None
     error: Exception | None = None
     duration_s: float | None = None
+    warning: str = ""
 
     @property
     def ok(self) -> bool:
@@ -218,8 +220,9 @@ def embed(
 
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet` (put in eval mode for the call).
-        x: A file path, a waveform (numpy array or torch tensor, ``(samples,)`` or ``(channels, samples)``; channels
-            are averaged) or a list of these (returns a list, in the same order).
+        x: A file path, a waveform (numpy array or torch tensor, ``(samples,)``, ``(channels, samples)`` or
+            ``(frames, channels)`` as ``soundfile.read`` gives, with up to 64 channels on the last axis; channels are
+            averaged) or a list of these (returns a list, in the same order).
         sample_rate: Rate of waveform inputs in Hz (required for them; files use their own rate).
         device: Run on this device (the model is moved there); default: the model's device.
         dtype: Compute dtype (``torch.float16`` / ``torch.bfloat16`` use autocast); outputs are float32.
@@ -351,7 +354,8 @@ def iterate(
         pooling: Clip pooling (see :func:`embed`).
 
     Raises:
-        ValueError: invalid options (raised when iteration starts).
+        ValueError: invalid options, e.g. a threshold outside [0, 1] or a negative median filter or minimum duration
+            (raised when iteration starts).
         TypeError: an input is neither a path nor a numpy array / torch tensor.
 
     Example:
@@ -364,6 +368,11 @@ def iterate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(workers) < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
+    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
     hop_frames = _hop_frames(hop, model)
     _check_choice("layer", layer, LAYERS)
     _check_choice("pooling", pooling, POOLINGS)
@@ -558,6 +567,8 @@ class _Job:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
                              "pass a file path, a numpy array or a torch tensor")
         r = self.reader
+        if r.warning:
+            logger.warning("%s: %s", self.source, r.warning)
         self.duration_s = r.num_frames / r.sample_rate
         sr = s.frontend.sample_rate
         n = W.resampled_length(r.num_frames, r.sample_rate, sr) - (1 if s.frontend.preemphasis else 0)
@@ -565,7 +576,8 @@ class _Job:
             raise W.InputError(f"{self.source}: contains no audio samples (empty)")
         if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
             raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
-                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed")
+                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
+                               f"{getattr(r, 'shape_hint', '')}")
         self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds)
         self.remaining = len(self.plan)
         self.streamed = self.duration_s > STREAM_THRESHOLD_S
@@ -588,7 +600,11 @@ class _Job:
         blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
                                         s.frontend.preemphasis)
         for window, samples in W.cut(blocks, self.plan):
-            window.mel, window.frames = W.features(samples, frontend=s.frontend, min_frames=s.windows.min_frames)
+            try:
+                window.mel, window.frames = W.features(samples, frontend=s.frontend,
+                                                       min_frames=s.windows.min_frames)
+            except W.InputError as exc:
+                raise W.InputError(f"{self.source}: {exc}") from None
             passes = self._shifted_passes(window)
             self.remaining += len(passes)  # before any pass is yielded, so the job cannot complete early
             yield window
@@ -630,6 +646,18 @@ class _Job:
         self._close()
 
     # -- outputs -----------------------------------------------------------------------------------------------
+
+    def _non_finite(self) -> str:
+        """Name of the first output holding NaN or infinity (``""`` if all are finite): such results are failures."""
+        for _, probs in self.scene.values():
+            if not np.isfinite(probs).all():
+                return "scene probabilities"
+        names = {"event_probs": "event probabilities", "tag_probs": "tag probabilities", "frame": "embeddings"}
+        for rec in self.event.values():
+            for key, name in names.items():
+                if key in rec and not np.isfinite(rec[key]).all():
+                    return name
+        return ""
 
     def add_output(self, window: W.Window, out: dict[str, np.ndarray]) -> bool:
         """Store one window's outputs; True when the job has all of them."""
@@ -680,12 +708,19 @@ class _Job:
         return self.remaining == 0
 
     def result(self) -> Result:
+        if self.error is None:
+            bad = self._non_finite()
+            if bad:
+                self.error = W.InputError(
+                    f"{self.source}: the network gave non-finite {bad} (NaN or infinity); nothing is written for "
+                    "this input. Check the audio (extreme sample values?) and the model weights")
+        warning = self.reader.warning if self.reader is not None else ""
         if self.error is not None:
-            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s)
+            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s, warning=warning)
         s = self.settings
         sr = s.frontend.sample_rate
         input_sr = self.reader.sample_rate if self.reader is not None else None
-        res = Result(self.index, self.source, duration_s=self.duration_s)
+        res = Result(self.index, self.source, duration_s=self.duration_s, warning=warning)
         events = [self.event[i] for i in sorted(self.event)]
         scenes = [self.scene[i] for i in sorted(self.scene)]
         if s.embeddings:
