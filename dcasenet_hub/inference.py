@@ -649,9 +649,10 @@ class _Job:
 
     def _non_finite(self) -> str:
         """Name of the first output holding NaN or infinity (``""`` if all are finite): such results are failures."""
-        for _, probs in self.scene.values():
-            if not np.isfinite(probs).all():
-                return "scene probabilities"
+        for rec in self.scene.values():
+            for key, name in (("probs", "scene probabilities"), ("code", "scene embeddings")):
+                if rec.get(key) is not None and not np.isfinite(rec[key]).all():
+                    return name
         names = {"event_probs": "event probabilities", "tag_probs": "tag probabilities", "frame": "embeddings"}
         for rec in self.event.values():
             for key, name in names.items():
