@@ -15,6 +15,12 @@ python3 -m venv "$work/venv"
 python -m pip install -q torch==2.13.0
 python -m pip wheel -q --no-deps -w "$work/wheels" "$root"
 wheel="$(ls "$work"/wheels/dcasenet_hub-*.whl)"
+python - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+if not any(n.endswith("/LICENSE") or "licenses/LICENSE" in n for n in names):
+    sys.exit("wheel check: the wheel carries no LICENSE file")
+PY
 python -m pip install -q "$wheel"
 cd "$work"  # not the checkout: the installed wheel, not the source tree, must answer
 python - <<'PY'
