@@ -27,7 +27,7 @@ TASKS = ("scene", "tags", "events", "embeddings")
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    """Every number of the authors' log-mel front-end (DCASE_FACTS.md 5.1).
+    """Every number of the authors' log-mel front-end (docs/facts.md §5.1).
 
     Attributes:
         sample_rate: Rate the network was trained at (Hz); audio is resampled to it.

@@ -1,6 +1,6 @@
 """The authors' front-end: audio file -> 24 kHz waveform -> normalised log-mel, without torchaudio.
 
-Every number comes from :class:`~dcasenet_hub.config.FrontendConfig` (DCASE_FACTS.md 5.1). The three pieces give
+Every number comes from :class:`~dcasenet_hub.config.FrontendConfig` (docs/facts.md §5.1). The three pieces give
 torchaudio's numbers (the reference fixtures were made with torchaudio 2.11):
 
 * :func:`resample` is torchaudio's default ``sinc_interp_hann`` resampler (Hann-windowed sinc, 6 zero crossings,

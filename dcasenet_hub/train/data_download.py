@@ -2,7 +2,7 @@
 
 ``download_dataset("tau2020-asc" | "fsdkaggle2019" | "tau-nigens2020", dest)`` fetches the archives of the requested
 parts (streamed, with a tqdm bar, resuming a partial ``.part`` file with an HTTP Range request), checks each file's
-MD5 where one is published (DCASE_FACTS.md section 3; a mismatch deletes the file and raises), joins split archives
+MD5 where one is published (docs/facts.md §3; a mismatch deletes the file and raises), joins split archives
 (``x.z01``, ``x.z02``, ..., ``x.zip``) into one zip in pure Python, and extracts with a safety check that refuses any
 member that would land outside ``dest`` (absolute paths, ``..``, symbolic links).
 
@@ -118,7 +118,7 @@ _ASC_AUDIO = (  # (bytes, md5) of audio.1 ... audio.16 (dcase_util 0.2.20; ident
     (1869032508, "4b5eb85f6592aebf846088d9df76b420"), (436971777, "2e0a89723e58a3836be019e6996ae460"),
 )
 
-#: The downloadable datasets (DCASE_FACTS.md section 3).
+#: The downloadable datasets (docs/facts.md §3).
 DATASETS: dict[str, DatasetSpec] = {
     "tau2020-asc": DatasetSpec(
         key="tau2020-asc",

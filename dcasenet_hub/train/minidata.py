@@ -5,7 +5,7 @@ a class-specific timbre (pure tone, tone with 2nd harmonic, or a narrow noise ba
 rhythm (2, 3, 5 or 8 Hz), over a weak noise floor. The rhythm survives the per-band mean/std normalisation of the
 front-end, so a network can learn the classes in a few hundred iterations. Everything is deterministic from ``seed``.
 
-Layouts written under ``dest`` (the real datasets' file formats, see DCASE_FACTS.md section 2):
+Layouts written under ``dest`` (the real datasets' file formats, see docs/facts.md §2):
 
 * ``asc/TAU-urban-acoustic-scenes-2020-mobile-development/``: ``audio/<scene>-<city>-<loc>-<segment>-<device>.wav``
   (10 s, 44.1 kHz, mono, 16-bit), ``meta.csv`` and ``evaluation_setup/fold1_{train,evaluate,test}.csv`` (TAB separated,

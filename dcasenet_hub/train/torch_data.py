@@ -1,4 +1,4 @@
-"""Torch datasets of the joint trainer: the authors' crops (DCASE_FACTS.md 5.2) on cached log-mel features.
+"""Torch datasets of the joint trainer: the authors' crops (docs/facts.md §5.2) on cached log-mel features.
 
 Every example is read from the feature cache written by :func:`dcasenet_hub.train.prepare.prepare` (the un-normalised
 log-mel of the whole clip, one ``.npy`` file per audio file, all channels), so an epoch never decodes audio.
@@ -327,7 +327,7 @@ class StreamSampler(Sampler):
 
 
 class EvalClips(Dataset):
-    """Evaluation inputs of one task, as the authors built them (DCASE_FACTS.md 5.2).
+    """Evaluation inputs of one task, as the authors built them (docs/facts.md §5.2).
 
     * ASC: ``(3, 1, 128, crop)`` - the crops at the start, the middle and the end, each normalised.
     * TAG: ``(1, 1, 128, T)`` - the whole clip tiled to at least ``min_frames`` frames, normalised.

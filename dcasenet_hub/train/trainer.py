@@ -1,4 +1,4 @@
-"""The paper's joint trainer (DCASE_FACTS.md 5.2 and 5.4) with recipes for every row of Table 2.
+"""The paper's joint trainer (docs/facts.md §5.2 and §6) with recipes for every row of Table 2.
 
 One iteration takes one batch of every active task (ASC 32, SED 24, TAG 32 as in the authors' ``train.sh``), runs a
 forward pass per task with only that task's head, sums the losses (cross-entropy, BCE with logits, BCE on the event
