@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One prepared run on a GPU machine (the workplace's device tool): GPU equality tests, the GPU benchmark sections,
+# precision choices, and the bf16-on-CPU NaN regression 20 times on that machine's CPU (with the oneDNN guard, and
+# once without it to show the failure it prevents). Logs go to $OUT (or ./device-out). Needs soundfile (+ cffi,
+# pycparser) as wheels in .whl/ where the machine has no package index.
+set -uo pipefail
+OUT="${OUT:-device-out}"
+mkdir -p "$OUT"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD"
+else
+    export PYTHONPATH="$PWD"
+fi
+export PYTHONUNBUFFERED=1
+{ nvidia-smi --query-gpu=name,driver_version --format=csv; lscpu | grep -E 'Model name|^CPU\(s\)';
+  grep -o 'amx_bf16\|avx512_bf16' /proc/cpuinfo | sort | uniq -c; python3 -c 'import torch; print(torch.__version__)'; } \
+    2>&1 | tee "$OUT/machine.txt"
+# 1. GPU equality tests
+timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -s 2>&1 | tee "$OUT/gpu_tests.log" | tail -30
+# 2. precisions on the GPU (model-only and end to end)
+timeout 150 python3 -m benchmarks.dtypes --device cuda --files 64 --out "$OUT/dtypes_gpu.json" 2>&1 | tee "$OUT/dtypes_gpu.log"
+# 3. the harness's GPU sections (model-only and end-to-end embed)
+timeout 180 python3 -m benchmarks.run --device cuda --sections model e2e --archs v3 --out "$OUT/bench_gpu.json" \
+    > "$OUT/bench_gpu.log" 2>&1; tail -40 "$OUT/bench_gpu.log"
+# 4. bf16 on this machine's CPU (AMX): without the guard once (expected to fail), then with it 20 times, 6 at a time
+rm -rf /tmp/noguard && mkdir /tmp/noguard && cp -r dcasenet_hub tests /tmp/noguard/
+sed -i 's/if max(stride) == 1 or x.shape\[-1\]/if True or x.shape[-1]/' /tmp/noguard/dcasenet_hub/models.py
+(cd /tmp/noguard && CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 PYTHONPATH="/tmp/site:/tmp/noguard" timeout 120 \
+    python3 -m pytest -q -p no:cacheprovider tests/test_bf16.py -k "not strided_conv_guard" 2>&1 | tail -6) \
+    | tee "$OUT/bf16_noguard.log"
+for i in $(seq 1 20); do
+    echo "run $i: $(CUDA_VISIBLE_DEVICES= OMP_NUM_THREADS=2 timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        tests/test_bf16.py 2>&1 | tail -1)" &
+    if (( i % 6 == 0 )); then wait; fi
+done 2>&1 | tee "$OUT/bf16_x20.log"
+wait
+echo "device check done"
