@@ -627,6 +627,19 @@ def _mkdir(p: Path) -> Path:
     return p
 
 
+#: Without a manifest ``size``, an official checkpoint may be at most this many times its float32 parameter bytes
+#: (plus ``_SIZE_SLACK``): a state_dict holds the parameters, a few buffers and names.
+_SIZE_FACTOR = 2
+_SIZE_SLACK = 16 << 20
+
+
+def _max_download_bytes(entry: dict[str, Any], source: dict[str, Any]) -> int:
+    """Most bytes the download of ``source`` may have: the manifest ``size``, else a bound from the architecture."""
+    if isinstance(source.get("size"), int):
+        return source["size"]
+    return _SIZE_FACTOR * 4 * _param_count(entry["arch"]) + _SIZE_SLACK
+
+
 def _fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any], *, cache: Path,
                     local_files_only: bool, progress: bool, label: str | None = None) -> Path:
     from filelock import FileLock, Timeout
@@ -657,7 +670,8 @@ def _fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any]
         partial = repo / "blobs" / f"{sha1}.incomplete"
         logger.info("Downloading %s from %s", model_id, url)
         try:
-            _download.download(url, partial, expected_git_sha1=sha1, desc=model_id, progress=progress)
+            _download.download(url, partial, expected_git_sha1=sha1, max_bytes=_max_download_bytes(entry, source),
+                               desc=model_id, progress=progress)
         except ChecksumMismatchError:
             _prune(repo, cache)
             raise

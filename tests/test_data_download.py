@@ -131,6 +131,13 @@ def test_md5_mismatch_deletes_and_names_both_sums(server, tmp_path):
     assert not (tmp_path / "a.bin").exists() and not (tmp_path / "a.bin.part").exists()
 
 
+def test_response_larger_than_the_published_size_is_refused_before_it_is_written(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    with pytest.raises(dd.DownloadError, match=f"announces {len(PAYLOAD)} bytes, more than the 1000 bytes"):
+        dd.download_file(url, tmp_path / "a.bin", size=1000, progress=False)
+    assert not (tmp_path / "a.bin").exists() and not (tmp_path / "a.bin.part").exists()
+
+
 def test_resume_after_cut_connection(server, tmp_path):
     url = _serve(server, "rec/a.bin", PAYLOAD)
     server.cut_once.add("/rec/a.bin")

@@ -286,3 +286,58 @@ def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackSe
     monkeypatch.setattr(hub._download, "sha256_file", lambda p: calls.append(p) or real(p))
     dcasenet_hub.from_pretrained("fixture-v3")
     assert calls == []  # size + mtime_ns match the record: no full hash
+
+
+class _EndlessHandler(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Answers every GET with 200, no Content-Length, and a body that never ends (until the client hangs up)."""
+
+    sent = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        block = b"\0" * (1 << 16)
+        try:
+            while type(self).sent < 1 << 29:  # 512 MiB: a safety stop for the test itself only
+                self.wfile.write(block)
+                type(self).sent += len(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             fixture_bytes: bytes, fixture_sha1: str) -> None:
+    import http.server
+    import threading
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        entry = fixture_entry(fixture_sha1)
+        entry["sources"][0]["size"] = len(fixture_bytes)
+        cache = tmp_path / "hf-cache"
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")
+        monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(write_manifest(tmp_path / "m.json", {"fixture-v3": entry})))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        with pytest.raises(hub.ChecksumMismatchError) as ei:
+            hub.download("fixture-v3", progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    msg = str(ei.value)
+    assert f"more than the {len(fixture_bytes)} bytes" in msg and "DCASENET_HUB_MANIFEST" in msg
+    assert _EndlessHandler.sent < len(fixture_bytes) + (64 << 20)  # stopped near the bound, not at the 512 MiB stop
+    assert not (cache / "models--dcasenet-hub--fixture-v3").exists()  # the partial file is gone
+
+
+def test_weights_bound_without_manifest_size_comes_from_the_architecture(fixture_bytes: bytes,
+                                                                         fixture_sha1: str) -> None:
+    entry = fixture_entry(fixture_sha1)
+    bound = hub._max_download_bytes(entry, entry["sources"][0])
+    assert len(fixture_bytes) < bound < 3 * len(fixture_bytes)
+    assert hub._max_download_bytes(entry, {**entry["sources"][0], "size": 123}) == 123

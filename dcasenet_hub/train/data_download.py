@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._download import NETWORK_ERRORS, Transfer, fetch_into
+from .._download import NETWORK_ERRORS, DownloadTooLargeError, Transfer, fetch_into
 from .._io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -246,8 +246,12 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
             break
         try:
             fetch_into(url, part, transfer=Transfer(), timeout=timeout, desc=path.name, progress=progress,
-                       user_agent=_USER_AGENT)
+                       user_agent=_USER_AGENT, max_bytes=size)
             break
+        except DownloadTooLargeError as exc:  # an endless or oversized body stops at the published size
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{exc}; the partial file was deleted. The server or mirror serves a different "
+                                f"file; check {MIRROR_ENV}, then run the command again") from None
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # nothing left to send: the .part file is complete (checked below)
                 break
