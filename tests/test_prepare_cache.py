@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dcasenet_hub.train.prepare import SOURCE_SUFFIX, cache_file, prepare_items
+from dcasenet_hub.train.prepare import cache_file, prepare_items
 
 
 def _write(path: Path, seed: int) -> None:
@@ -40,6 +40,8 @@ def test_edited_audio_is_converted_again(tmp_path: Path) -> None:
     after = np.load(out_a)
     assert not np.allclose(before, after)
     # a cache from before the source records (features only) is converted again, once
+    from dcasenet_hub.train.prepare import SOURCE_SUFFIX
+
     out_a.with_name(out_a.name + SOURCE_SUFFIX).unlink()
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, progress=False)
     assert rep.prepared == {"asc": 1}
