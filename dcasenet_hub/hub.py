@@ -41,9 +41,9 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ChecksumMismatchError", "ManifestError", "ModelInfo", "OfflineError", "UnknownModelError",
-    "WeightsNotPublishedError", "CacheCheck", "cache_dir_location", "convert_checkpoint", "download", "from_pretrained",
-    "list_models", "model_info", "push_to_hub", "save_pretrained", "verify_cache",
+    "ChecksumMismatchError", "HubAccessError", "ManifestError", "ModelInfo", "OfflineError", "UnknownModelError",
+    "WeightsNotPublishedError", "CacheCheck", "cache_dir_location", "check_hub_access", "convert_checkpoint",
+    "download", "from_pretrained", "list_models", "model_info", "push_to_hub", "save_pretrained", "verify_cache",
 ]
 
 CARD_NAME = "README.md"
@@ -65,6 +65,10 @@ class WeightsNotPublishedError(ValueError):
 
 class OfflineError(ConnectionError):
     """The weights are not cached and the network may not or cannot be used."""
+
+
+class HubAccessError(PermissionError):
+    """The Hugging Face Hub cannot be written to: no token, a rejected token, or the Hub cannot be reached."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -368,6 +372,50 @@ def save_pretrained(model: DcaseNet, save_directory: str | Path, *, repo_id: str
     for name, data in _serialize(model, repo_id=repo_id).items():
         atomic_write_bytes(out / name, data)
     return out
+
+
+def check_hub_access(*, token: str | None = None) -> str:
+    """Check, before anything is uploaded, that there is a Hugging Face token, the Hub answers and accepts it.
+
+    The token is ``token``, else ``HF_TOKEN``, else the saved login (``huggingface_hub.get_token``). The Hub is
+    ``$HF_ENDPOINT`` (read now) or https://huggingface.co; reaching it is bounded by a short connect timeout.
+
+    Returns:
+        The user name the token belongs to.
+
+    Raises:
+        HubAccessError: no token, the Hub cannot be reached, or the token is rejected; the message names the fix.
+
+    Example:
+        >>> check_hub_access()   # doctest: +SKIP
+        'my-user'
+    """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or get_token()
+    if not token:
+        raise HubAccessError("No Hugging Face token: run `huggingface-cli login` (or `hf auth login`), or set "
+                             "HF_TOKEN=hf_... (or pass --token / token=) with a token that may write to the repo")
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    try:
+        _download.probe(endpoint)
+    except NetworkUnavailableError as exc:
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the network, "
+                             "HTTPS_PROXY or HF_ENDPOINT, then run the command again") from None
+    try:
+        who = HfApi(endpoint=endpoint, token=token).whoami()
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubAccessError(f"The Hugging Face Hub at {endpoint} rejected the token (HTTP {status}): run "
+                                 "`huggingface-cli login` again or set HF_TOKEN to a valid token") from None
+        raise HubAccessError(f"The Hugging Face Hub at {endpoint} did not answer the token check "
+                             f"({str(exc).splitlines()[0]}); try again later") from None
+    except OSError as exc:  # requests' ConnectionError/Timeout are OSErrors
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({type(exc).__name__}); check the "
+                             "network, HTTPS_PROXY or HF_ENDPOINT, then run the command again") from None
+    return str(who.get("name", "")) if isinstance(who, dict) else ""
 
 
 def push_to_hub(
