@@ -541,7 +541,8 @@ def convert_checkpoint(
         output_dir: If given, write ``config.json`` + ``model.safetensors`` + ``README.md`` there.
         arch: Architecture; ``None`` infers it from the keys.
         trained_tasks: Heads that were trained (for files not in the manifest).
-        model_id: Id recorded in the config (default: manifest id, or the file path).
+        model_id: Id recorded in the config and used as the card's title (default: the manifest id, else the
+            name of ``output_dir``, else the file path).
 
     Returns:
         The loaded model in eval mode.
@@ -572,7 +573,8 @@ def convert_checkpoint(
         config = ModelConfig(
             arch=a,
             trained_tasks=tuple(trained_tasks or ()),
-            model_id=model_id or str(path),
+            model_id=model_id or (Path(output_dir).expanduser().resolve().name if output_dir is not None
+                                  else str(path)),
             provenance=(f"authors'-format checkpoint {path.name} (git blob sha1 {sha1}; not a file of the weights "
                         "manifest, so its training is unknown), converted to safetensors by dcasenet-hub"),
         )
