@@ -75,7 +75,9 @@ def mel_filterbank(fe: dict[str, Any]) -> np.ndarray:
     """HTK mel triangles without normalisation, ``(n_fft // 2 + 1, n_mels)`` (torchaudio's ``melscale_fbanks``)."""
     if fe["mel_scale"] != "htk" or fe["mel_norm"] is not None:
         raise SystemExit(f"this example implements mel_scale='htk', mel_norm=None only, not {fe['mel_scale']!r}")
-    hz_to_mel = lambda f: 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)  # noqa: E731
+    def hz_to_mel(f: float) -> np.ndarray:
+        return 2595.0 * np.log10(1.0 + np.asarray(f, np.float64) / 700.0)
+
     n_freqs = fe["n_fft"] // 2 + 1
     freqs = np.linspace(0, fe["sample_rate"] // 2, n_freqs, dtype=np.float32).astype(np.float64)
     m_pts = np.linspace(hz_to_mel(fe["f_min"]), hz_to_mel(fe["f_max"]), fe["n_mels"] + 2)

@@ -6,11 +6,13 @@ The fixture checkpoint has deterministic test weights, not pretrained ones; it s
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -288,7 +290,7 @@ def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackSe
     assert calls == []  # size + mtime_ns match the record: no full hash
 
 
-class _EndlessHandler(__import__("http.server").server.BaseHTTPRequestHandler):
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
     """Answers every GET with 200, no Content-Length, and a body that never ends (until the client hangs up)."""
 
     sent = 0
@@ -310,9 +312,6 @@ class _EndlessHandler(__import__("http.server").server.BaseHTTPRequestHandler):
 
 def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                              fixture_bytes: bytes, fixture_sha1: str) -> None:
-    import http.server
-    import threading
-
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
