@@ -28,7 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     download = sub.add_parser(
         "download", help="download and extract a development dataset from Zenodo",
-        description="Download (resumable, MD5-checked where an MD5 is published), join split zips and extract safely.",
+        description="Download (resumable, MD5-checked where an MD5 is published), join split zips and extract safely "
+                    "(members escaping DEST and archives expanding past 50x their size are refused). One run per "
+                    "DEST at a time: a second run waits for the first (lock file DEST/downloads/.download.lock).",
+        epilog="examples:\n  dcasenet-hub data download tau-nigens2020 --dest data/tau-nigens2020\n"
+               "  dcasenet-hub data download fsdkaggle2019 --dest data/fsdkaggle2019 --parts meta,audio_train_curated\n"
+               "  dcasenet-hub data download tau2020-asc --dest data --list-parts\n"
+               "  DCASENET_HUB_DATA_MIRROR=http://mirror.local:8000 dcasenet-hub data download tau2020-asc --dest data",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     download.add_argument("dataset", choices=_DATASET_NAMES)
     download.add_argument("--dest", type=Path, required=True, help="destination folder")
@@ -45,7 +52,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mini = sub.add_parser(
         "make-mini", help="write tiny synthetic datasets in the three official layouts",
         description="Synthetic class-dependent sounds in the TAU 2020 ASC, FSDKaggle2019 (Kaggle) and TAU-NIGENS 2020 "
-                    "layouts, for tests and for trying the trainer without the real data.",
+                    "layouts, for tests and for trying the trainer without the real data. A marker file in each "
+                    "folder makes models trained on them say so (provenance and model card).",
+        epilog="examples:\n  dcasenet-hub data make-mini --dest mini\n"
+               "  dcasenet-hub data make-mini --dest mini-sed --tasks sed --sed-duration 10 --sed-classes 4 --seed 1\n"
+               "  dcasenet-hub train v3-asc-tag-sed -o runs/mini --asc-root mini/asc/"
+               "TAU-urban-acoustic-scenes-2020-mobile-development --tag-root mini/fsdkaggle2019 "
+               "--sed-root mini/tau-nigens2020",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     mini.add_argument("--dest", type=Path, required=True, help="output folder")
     mini.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -130,15 +131,32 @@ def _convert(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from huggingface_hub.errors import HfHubHTTPError
+
     from .cli import load_model
-    from .hub import push_to_hub
+    from .hub import HubAccessError, check_hub_access, push_to_hub
 
     if not Path(args.folder).is_dir():
         print(f"dcasenet-hub push: error: {args.folder} is not a folder (make one with `dcasenet-hub convert` or "
               "model.save_pretrained())", file=sys.stderr)
         return 2
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one line per HTTP request is noise without -v
+        for name in ("httpx", "httpx2", "httpcore"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    try:  # token and network first: nothing is loaded or written before they are known to work
+        check_hub_access(token=args.token)
+    except HubAccessError as exc:
+        print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
+        return 3
     model = load_model(args.folder, local_files_only=True)
-    url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
-                      token=args.token, branch=args.branch, create_pr=args.create_pr)
+    try:
+        url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
+                          token=args.token, branch=args.branch, create_pr=args.create_pr)
+    except (HfHubHTTPError, OSError) as exc:  # requests' connection errors are OSErrors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"dcasenet-hub push: error: upload to {args.repo_id} failed ({first}); check that the token may "
+              "write to that repo (`huggingface-cli login`) and the network, then run the command again",
+              file=sys.stderr)
+        return 3
     print(url)
     return 0

@@ -40,6 +40,10 @@ class ChecksumMismatchError(OSError):
     """A downloaded file does not have the hash the manifest promises."""
 
 
+class DownloadTooLargeError(ChecksumMismatchError):
+    """A response body is larger than the file can be (the manifest size, or a bound from the architecture)."""
+
+
 def env_flag(name: str) -> bool:
     """True when environment variable ``name`` is set to 1/true/yes/on (read now, at call time)."""
     return os.environ.get(name, "").strip().lower() in _TRUE
@@ -150,15 +154,18 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
 
 
 def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc: str = "",
-               progress: bool = True, user_agent: str = "dcasenet-hub") -> None:
+               progress: bool = True, user_agent: str = "dcasenet-hub", max_bytes: int | None = None) -> None:
     """One GET of ``url`` into ``part``, resuming after the bytes already there with ``Range: bytes=N-``.
 
     The resumable-download loop of both downloaders (weights in :func:`download`, datasets in
     :func:`dcasenet_hub.train.data_download.download_file`); each adds its own retries and hash. A ``206`` answer
     starting at byte N appends to ``part``; a ``200`` (a server that ignores ranges) rewrites it from byte 0; a
-    ``206`` starting anywhere else is dropped and the file is fetched again from the start.
+    ``206`` starting anywhere else is dropped and the file is fetched again from the start. With ``max_bytes``,
+    reading stops as soon as the file would grow past that size (an announced size past it is refused before any
+    byte is read), so an endless or oversized body cannot fill the disk before the hash check.
 
     Raises:
+        DownloadTooLargeError: the file would exceed ``max_bytes`` (``part`` keeps what arrived; callers delete it).
         urllib.error.HTTPError: an error status (callers decide what ``416`` means for their partial file).
         urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError: the connection failed;
             ``part`` keeps what arrived (``transfer.received`` bytes more than before).
@@ -181,7 +188,7 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
                         desc or url, start)
             part.unlink()
             fetch_into(url, part, transfer=transfer, timeout=timeout, desc=desc, progress=progress,
-                       user_agent=user_agent)
+                       user_agent=user_agent, max_bytes=max_bytes)
             return
         if have and status != 206:
             logger.info("%s: the server does not resume; downloading from the start", desc or url)
@@ -189,6 +196,9 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
         if total is None and length is not None:
             total = start + length
         transfer.start, transfer.total = start, total
+        if max_bytes is not None and total is not None and total > max_bytes:
+            raise DownloadTooLargeError(f"{url} announces {total} bytes, more than the {max_bytes} bytes the file "
+                                        "can have")
         with open(part, "r+b" if start else "wb") as out, tqdm(
             total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
             desc=desc or Path(urllib.parse.urlsplit(url).path).name, disable=not progress, leave=False,
@@ -196,6 +206,9 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
             out.seek(start)
             out.truncate()
             while block := resp.read(CHUNK):
+                if max_bytes is not None and start + transfer.received + len(block) > max_bytes:
+                    raise DownloadTooLargeError(f"{url} sent more than the {max_bytes} bytes the file can have; "
+                                                "stopped reading")
                 out.write(block)
                 transfer.received += len(block)
                 bar.update(len(block))
@@ -208,6 +221,7 @@ def download(
     partial: Path,
     *,
     expected_git_sha1: str,
+    max_bytes: int | None = None,
     desc: str = "",
     progress: bool = True,
     _fresh: bool = False,
@@ -219,10 +233,13 @@ def download(
     of the partial file; a server that ignores ranges makes the download start over. When a partial file left by an
     earlier run gives the wrong hash, the download starts over once; any other hash mismatch deletes the file.
 
+    ``max_bytes`` bounds the file: a response that would make it larger is cut off and the file deleted.
+
     Returns:
         ``partial``, complete and verified.
 
     Raises:
+        DownloadTooLargeError: the server sent more than ``max_bytes`` (the file is deleted).
         NetworkUnavailableError: the host cannot be reached (the partial file, if any, is kept for a later resume).
         ChecksumMismatchError: the complete file has the wrong hash (the file is deleted).
         OSError: an HTTP error status.
@@ -235,8 +252,15 @@ def download(
     for attempt in range(1, MAX_ATTEMPTS + 1):
         transfer = Transfer()
         try:
-            fetch_into(url, partial, transfer=transfer, timeout=READ_TIMEOUT_S, desc=desc, progress=progress)
+            fetch_into(url, partial, transfer=transfer, timeout=READ_TIMEOUT_S, desc=desc, progress=progress,
+                       max_bytes=max_bytes)
             break
+        except DownloadTooLargeError as exc:
+            partial.unlink(missing_ok=True)
+            raise DownloadTooLargeError(
+                f"{exc}. The partial file was deleted and nothing was cached. The server or mirror serves a "
+                "different file; check DCASENET_HUB_MIRROR / DCASENET_HUB_MANIFEST (its 'size'), then retry."
+            ) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and partial.is_file() and partial.stat().st_size:
                 # range past the end: the partial file is longer than the file, so it is suspect: start over
@@ -258,8 +282,8 @@ def download(
     if got != expected_git_sha1 and resumed_old_file:
         # the partial file of an earlier run may belong to another file version: start over once
         logger.warning("resumed download of %s has the wrong hash; downloading it again from the start", url)
-        return download(url, partial, expected_git_sha1=expected_git_sha1, desc=desc, progress=progress,
-                        _fresh=True)
+        return download(url, partial, expected_git_sha1=expected_git_sha1, max_bytes=max_bytes, desc=desc,
+                        progress=progress, _fresh=True)
     if got != expected_git_sha1:
         size = partial.stat().st_size
         partial.unlink(missing_ok=True)

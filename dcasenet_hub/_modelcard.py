@@ -47,9 +47,10 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, repo_id: str 
     license_ = str(extra.get("license") or "mit").lower()
     citation = str(extra.get("citation") or CITATION)
     metrics = extra.get("metrics") or None
-    name = repo_id or config.model_id or f"dcasenet-{config.arch}"
+    name = repo_id or config.model_id or str(extra.get("name") or "") or f"dcasenet-{config.arch}"
     if not repo_id and ("/" in name or "\\" in name):  # a file path, not an id
         name = f"dcasenet-{config.arch}"
+    synthetic = bool(extra.get("synthetic_data"))
     eval_results = []
     rows = []
     if metrics:
@@ -57,11 +58,13 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, repo_id: str 
             if key not in _METRIC_INFO:
                 continue
             task, ds_type, ds_name, metric, display = _METRIC_INFO[key]
+            rows.append(f"| {display} | {value} |")
+            if synthetic:  # the model-index names the real datasets: no entry for numbers from synthetic data
+                continue
             eval_results.append(EvalResult(
                 task_type=task, dataset_type=ds_type, dataset_name=ds_name, metric_type=metric,
                 metric_value=value, source_name=str(metrics.get("reported_in", "paper")), source_url=PAPER_URL,
             ))
-            rows.append(f"| {display} | {value} |")
     data = ModelCardData(
         library_name="dcasenet-hub", license=license_, tags=TAGS, pipeline_tag="audio-classification",
         model_name=name.split("/")[-1], eval_results=eval_results or None,
@@ -75,6 +78,9 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, repo_id: str 
         "tagging and sound event detection, packaged with dcasenet-hub. Paper: " + PAPER_URL + "; the authors' "
         "code and weights: https://github.com/Jungjee/DcaseNet\n",
     ]
+    if synthetic:
+        parts.append("**Trained on synthetic mini data** (`dcasenet-hub data make-mini`): a smoke test of the "
+                     "training pipeline, not a model of real scenes, tags or events.\n")
     if extra.get("description"):
         parts.append(f"{extra['description']}\n")
     parts += [

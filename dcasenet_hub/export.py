@@ -5,7 +5,15 @@ this order, ``scene_logits (B, 10)``, ``tag_logits (B, 80)``, ``event_probs (B, 
 ``frame_embeddings (B, frames // 40, 512)``, ``clip_embeddings (B, 512)`` and ``scene_embeddings (B, 128)``: the fields
 of :class:`~dcasenet_hub.models.DcaseNetOutput` (``frame_times`` is ``(arange(T') * 40 + 19.5) / 50`` seconds and is
 not exported). Batch-norm is folded into the convolutions before export. The graph does not contain the
-front-end: compute features with :func:`dcasenet_hub.log_mel` as for the PyTorch model.
+front-end: compute features with :func:`dcasenet_hub.log_mel` as for the PyTorch model, or in numpy from the
+graph's metadata (``examples/onnx_numpy.py``).
+
+Every axis of every input and output is named (:data:`AXES`): dynamic axes by their ``dim_param``, fixed ones by
+their ``denotation``. The model's ``metadata_props`` carry, as JSON strings (docs/outputs.md, "ONNX metadata"):
+``dcasenet_hub.labels`` (label names per output), ``dcasenet_hub.sample_rate``, ``dcasenet_hub.frontend`` (every
+front-end setting), ``dcasenet_hub.normalisation`` (the per-band normalisation of the input), ``dcasenet_hub.axes``,
+``dcasenet_hub.outputs`` (what each output is and how to turn it into probabilities and times) and
+``dcasenet_hub.model`` (the model config: id, provenance, trained tasks).
 
 Needs the ``onnx`` extra (``pip install "dcasenet-hub[onnx]"``: onnx and onnxruntime).
 
@@ -35,6 +43,19 @@ logger = logging.getLogger(__name__)
 #: Names of the graph's outputs, in order.
 OUTPUT_NAMES = ("scene_logits", "tag_logits", "event_probs", "frame_embeddings", "clip_embeddings",
                 "scene_embeddings")
+#: Axis names of the graph's input and outputs; the dynamic ones (batch, frames, steps) are ``dim_param``s.
+AXES: dict[str, tuple[str, ...]] = {
+    "mel": ("batch", "channel", "mels", "frames"),
+    "scene_logits": ("batch", "scenes"),
+    "tag_logits": ("batch", "tags"),
+    "event_probs": ("batch", "event_steps", "events"),
+    "frame_embeddings": ("batch", "steps", "frame_embedding"),
+    "clip_embeddings": ("batch", "clip_embedding"),
+    "scene_embeddings": ("batch", "scene_embedding"),
+}
+DYNAMIC_AXES = ("batch", "frames", "event_steps", "steps")
+#: Prefix of the keys of the model's ``metadata_props``.
+META_PREFIX = "dcasenet_hub."
 #: ONNX opset of the exported graph.
 DEFAULT_OPSET = 17
 #: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
@@ -114,11 +135,10 @@ def export_onnx(
     path = Path(path)
     graph = _graph_module(model)
     example = torch.randn(1, 1, model.config.frontend.n_mels, int(example_frames))
-    axes = {"mel": {0: "batch", 3: "frames"}}
-    for name in OUTPUT_NAMES:
-        axes[name] = {0: "batch"}
-    axes["event_probs"][1] = "event_steps"
-    axes["frame_embeddings"][1] = "steps"
+    axes = {name: {i: a for i, a in enumerate(names) if a in DYNAMIC_AXES} for name, names in AXES.items()}
+    with torch.no_grad():
+        shapes = {"mel": tuple(example.shape)} | {
+            name: tuple(t.shape) for name, t in zip(OUTPUT_NAMES, graph(example))}
 
     def writer(tmp: Path) -> None:
         with warnings.catch_warnings(), torch.no_grad():
@@ -126,13 +146,90 @@ def export_onnx(
             torch.onnx.export(graph, (example,), str(tmp), dynamo=False, input_names=["mel"],
                               output_names=list(OUTPUT_NAMES), dynamic_axes=axes, opset_version=int(opset),
                               do_constant_folding=True)
-        onnx.checker.check_model(str(tmp))
+        proto = onnx.load(str(tmp))
+        _name_axes(proto, shapes)
+        for key, value in onnx_metadata(model).items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        proto.doc_string = f"DcaseNet-{model.config.arch} exported by dcasenet-hub; see metadata_props"
+        onnx.checker.check_model(proto)
+        onnx.save(proto, str(tmp))
 
     atomic_write(path, writer)
     if check:
         diffs = check_onnx(model, path)
         logger.info("ONNX export %s: max |onnxruntime - torch| = %s", path, diffs)
     return path
+
+
+def _name_axes(proto: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Give every axis of the graph's input and outputs its name of :data:`AXES`.
+
+    Dynamic axes get the name as ``dim_param``; fixed axes keep (or get back, where the exporter made up a symbol
+    such as ``Reshapeevent_probs_dim_2``) their size as ``dim_value`` and carry the name as ``denotation``.
+    """
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        names = AXES[value.name]
+        dims = value.type.tensor_type.shape.dim
+        for i, (dim, name) in enumerate(zip(dims, names)):
+            if name in DYNAMIC_AXES:
+                dim.dim_param = name
+            else:
+                dim.dim_value = int(shapes[value.name][i])
+            dim.denotation = name
+
+
+def onnx_metadata(model: DcaseNet) -> dict[str, str]:
+    """The ``metadata_props`` an export carries: everything needed to feed the graph and read its outputs.
+
+    Returns:
+        ``{key: JSON string}`` with keys ``dcasenet_hub.labels``, ``.sample_rate``, ``.frontend``,
+        ``.normalisation``, ``.axes``, ``.outputs`` and ``.model``.
+
+    Example:
+        >>> from dcasenet_hub import build_model
+        >>> import json
+        >>> json.loads(onnx_metadata(build_model("v3"))["dcasenet_hub.sample_rate"])
+        24000
+    """
+    import json
+
+    cfg = model.config
+    fe = cfg.frontend
+    steps = "frames // 40"
+    meta: dict[str, Any] = {
+        "labels": {"scene_logits": list(cfg.scene_labels), "tag_logits": list(cfg.tag_labels),
+                   "event_probs": list(cfg.event_labels)},
+        "sample_rate": fe.sample_rate,
+        "frontend": {
+            **fe.to_dict(),
+            "steps": ("mono float waveform in [-1, 1) at sample_rate (resampled with a Hann-windowed sinc of "
+                      "resample_lowpass_filter_width zero crossings and resample_rolloff, as torchaudio); "
+                      "pre-emphasis y[n] = x[n+1] - preemphasis * x[n]; STFT: window of win_length "
+                      "(periodic), zero-padded centred to n_fft, hop_length, centred with n_fft // 2 pad_mode "
+                      "padding on both sides; |X|^power; mel filters (mel_scale, mel_norm, f_min..f_max, "
+                      "n_mels, over n_fft // 2 + 1 bins spaced sample_rate / n_fft); exact zeros replaced by "
+                      "zero_floor; natural log; then the normalisation"),
+        },
+        "normalisation": {
+            "method": "per band over time: (x - mean) / max(std, std_floor), over the whole input",
+            "std": "unbiased (ddof=1)", "std_floor": fe.std_floor, "zero_floor": fe.zero_floor,
+            "log": "natural",
+        },
+        "axes": {name: list(names) for name, names in AXES.items()},
+        "outputs": {
+            "mel": "normalised log-mel (batch, 1, n_mels, frames), frames >= 40",
+            "scene_logits": "scene logits; softmax over the last axis gives scene probabilities",
+            "tag_logits": "tag logits; sigmoid gives tag probabilities",
+            "event_probs": (f"event probabilities (sigmoid applied), 8 steps per 40 input frames ({steps} * 8 "
+                            f"steps of {40 / fe.frame_rate / 8:g} s)"),
+            "frame_embeddings": f"one 512-d embedding per 40 input frames ({steps} steps); step k is centred at "
+                                f"(k * 40 + 19.5) / {fe.frame_rate:g} s",
+            "clip_embeddings": "512-d clip embedding", "scene_embeddings": "128-d scene embedding",
+        },
+        "model": cfg.to_dict(),
+    }
+    return {META_PREFIX + k: json.dumps(v, sort_keys=True) for k, v in meta.items()}
 
 
 def onnx_session(path: str | Path, *, threads: int | None = None) -> Any:

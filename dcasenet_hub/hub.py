@@ -41,10 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ChecksumMismatchError", "ManifestError", "ModelFileError", "ModelInfo", "ModelNotFoundError", "OfflineError",
-    "UnknownModelError",
-    "WeightsNotPublishedError", "CacheCheck", "cache_dir_location", "convert_checkpoint", "download", "from_pretrained",
-    "list_models", "model_info", "push_to_hub", "save_pretrained", "verify_cache",
+    "ChecksumMismatchError", "HubAccessError", "ManifestError", "ModelFileError", "ModelInfo", "ModelNotFoundError",
+    "OfflineError", "UnknownModelError", "WeightsNotPublishedError", "CacheCheck", "cache_dir_location",
+    "check_hub_access", "convert_checkpoint", "download", "from_pretrained", "list_models", "model_info", "push_to_hub",
+    "save_pretrained", "verify_cache",
 ]
 
 CARD_NAME = "README.md"
@@ -74,6 +74,10 @@ class ModelFileError(ValueError):
 
 class ModelNotFoundError(FileNotFoundError):
     """A local model path (file or folder) does not exist or lacks its weights file."""
+
+
+class HubAccessError(PermissionError):
+    """The Hugging Face Hub cannot be written to: no token, a rejected token, or the Hub cannot be reached."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -222,6 +226,73 @@ def _complete(snapshot: Path, names: Sequence[str] = _SNAPSHOT_FILES) -> bool:
     return all((snapshot / n).is_file() for n in names)
 
 
+#: Suffix of the sidecar beside a verified weights blob: JSON with its size, mtime_ns and sha256 when last hashed.
+VERIFIED_SUFFIX = ".verified"
+_SHA256_NAME_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _stamp(path: Path) -> dict[str, int]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _write_verified(blob: Path, sha256: str) -> None:
+    """Record that ``blob`` (as it is now: size, mtime_ns) has content hash ``sha256``."""
+    from ._io import atomic_write_text
+
+    try:
+        atomic_write_text(blob.with_name(blob.name + VERIFIED_SUFFIX),
+                          json.dumps({**_stamp(blob), "sha256": sha256}) + "\n")
+    except OSError as exc:  # a read-only cache still loads; it is just hashed in full each time
+        logger.info("cannot write the verification record of %s (%s)", blob, exc)
+
+
+def _damaged_weights(snap: Path) -> str | None:
+    """Check the cached ``model.safetensors`` of snapshot ``snap``; ``None`` when it is intact, else what is wrong.
+
+    The blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns and sha256 from the last
+    full hash: when size and mtime_ns still match it, the file is taken as unchanged (no re-hash); otherwise (or
+    without a sidecar) the file is hashed in full and compared with its name, and the sidecar is rewritten.
+    """
+    weights = snap / WEIGHTS_NAME
+    blob = weights.resolve()
+    if not blob.is_file():
+        return f"cached {weights} is missing (broken link to {blob})"
+    if _SHA256_NAME_RE.match(blob.name):
+        expected = blob.name
+    else:  # a copied snapshot file (no symlinks): it must equal one of the repo's blobs
+        got = _download.sha256_file(blob)
+        if (snap.parent.parent / "blobs" / got).is_file():
+            return None
+        return f"cached {weights} is damaged (sha256 {got} is not one of the cached blobs)"
+    sidecar = blob.with_name(blob.name + VERIFIED_SUFFIX)
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        record = None
+    if isinstance(record, dict) and record.get("sha256") == expected and {
+            k: record.get(k) for k in ("size", "mtime_ns")} == _stamp(blob):
+        return None
+    got = _download.sha256_file(blob)
+    if got != expected:
+        return (f"cached {weights} is damaged (expected sha256 {expected}, got {got}, "
+                f"{blob.stat().st_size} bytes)")
+    _write_verified(blob, got)
+    return None
+
+
+def _discard_snapshot(snap: Path, cache: Path) -> None:
+    """Remove snapshot ``snap``, its weights blob and that blob's sidecar (after they were found damaged)."""
+    blob = (snap / WEIGHTS_NAME).resolve()
+    repo = snap.parent.parent
+    if blob.parent == (repo / "blobs").resolve():
+        blob.unlink(missing_ok=True)
+        blob.with_name(blob.name + VERIFIED_SUFFIX).unlink(missing_ok=True)
+    shutil.rmtree(snap, ignore_errors=True)
+    (repo / "refs" / "main").unlink(missing_ok=True)
+    _prune(repo, cache)
+
+
 def _cached_snapshot(source: dict[str, Any], model_id: str, cache: Path) -> Path | None:
     if source["type"] == "huggingface":
         snap = _hf_repo_folder(cache, source["repo_id"]) / "snapshots" / source["revision"]
@@ -311,6 +382,50 @@ def save_pretrained(model: DcaseNet, save_directory: str | Path, *, repo_id: str
     for name, data in _serialize(model, repo_id=repo_id).items():
         atomic_write_bytes(out / name, data)
     return out
+
+
+def check_hub_access(*, token: str | None = None) -> str:
+    """Check, before anything is uploaded, that there is a Hugging Face token, the Hub answers and accepts it.
+
+    The token is ``token``, else ``HF_TOKEN``, else the saved login (``huggingface_hub.get_token``). The Hub is
+    ``$HF_ENDPOINT`` (read now) or https://huggingface.co; reaching it is bounded by a short connect timeout.
+
+    Returns:
+        The user name the token belongs to.
+
+    Raises:
+        HubAccessError: no token, the Hub cannot be reached, or the token is rejected; the message names the fix.
+
+    Example:
+        >>> check_hub_access()   # doctest: +SKIP
+        'my-user'
+    """
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    token = token or get_token()
+    if not token:
+        raise HubAccessError("No Hugging Face token: run `huggingface-cli login` (or `hf auth login`), or set "
+                             "HF_TOKEN=hf_... (or pass --token / token=) with a token that may write to the repo")
+    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    try:
+        _download.probe(endpoint)
+    except NetworkUnavailableError as exc:
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({exc}); check the network, "
+                             "HTTPS_PROXY or HF_ENDPOINT, then run the command again") from None
+    try:
+        who = HfApi(endpoint=endpoint, token=token).whoami()
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403):
+            raise HubAccessError(f"The Hugging Face Hub at {endpoint} rejected the token (HTTP {status}): run "
+                                 "`huggingface-cli login` again or set HF_TOKEN to a valid token") from None
+        raise HubAccessError(f"The Hugging Face Hub at {endpoint} did not answer the token check "
+                             f"({str(exc).splitlines()[0]}); try again later") from None
+    except OSError as exc:  # requests' ConnectionError/Timeout are OSErrors
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({type(exc).__name__}); check the "
+                             "network, HTTPS_PROXY or HF_ENDPOINT, then run the command again") from None
+    return str(who.get("name", "")) if isinstance(who, dict) else ""
 
 
 def push_to_hub(
@@ -445,7 +560,8 @@ def convert_checkpoint(
         output_dir: If given, write ``config.json`` + ``model.safetensors`` + ``README.md`` there.
         arch: Architecture; ``None`` infers it from the keys.
         trained_tasks: Heads that were trained (for files not in the manifest).
-        model_id: Id recorded in the config (default: manifest id, or the file path).
+        model_id: Id recorded in the config and used as the card's title (default: the manifest id, else the
+            name of ``output_dir``, else the file path).
 
     Returns:
         The loaded model in eval mode.
@@ -476,7 +592,8 @@ def convert_checkpoint(
         config = ModelConfig(
             arch=a,
             trained_tasks=tuple(trained_tasks or ()),
-            model_id=model_id or str(path),
+            model_id=model_id or (Path(output_dir).expanduser().resolve().name if output_dir is not None
+                                  else str(path)),
             provenance=(f"authors'-format checkpoint {path.name} (git blob sha1 {sha1}; not a file of the weights "
                         "manifest, so its training is unknown), converted to safetensors by dcasenet-hub"),
         )
@@ -556,8 +673,10 @@ def _write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
             blob_name = (hashlib.sha256(data).hexdigest() if name == WEIGHTS_NAME
                          else _download.git_blob_sha1_bytes(data))
             blob = blobs / blob_name
-            if not blob.is_file():
+            if not blob.is_file() or name == WEIGHTS_NAME:  # (re)write the weights: a blob there may be damaged
                 atomic_write_bytes(blob, data)
+            if name == WEIGHTS_NAME:
+                _write_verified(blob, blob_name)
             try:
                 os.symlink(os.path.join("..", "..", "blobs", blob_name), tmp_snap / name)
             except OSError:  # no symlinks (e.g. Windows without developer mode): copy, as huggingface_hub does
@@ -575,6 +694,19 @@ def _write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
 def _mkdir(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+#: Without a manifest ``size``, an official checkpoint may be at most this many times its float32 parameter bytes
+#: (plus ``_SIZE_SLACK``): a state_dict holds the parameters, a few buffers and names.
+_SIZE_FACTOR = 2
+_SIZE_SLACK = 16 << 20
+
+
+def _max_download_bytes(entry: dict[str, Any], source: dict[str, Any]) -> int:
+    """Most bytes the download of ``source`` may have: the manifest ``size``, else a bound from the architecture."""
+    if isinstance(source.get("size"), int):
+        return source["size"]
+    return _SIZE_FACTOR * 4 * _param_count(entry["arch"]) + _SIZE_SLACK
 
 
 def _fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any], *, cache: Path,
@@ -607,7 +739,8 @@ def _fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any]
         partial = repo / "blobs" / f"{sha1}.incomplete"
         logger.info("Downloading %s from %s", model_id, url)
         try:
-            _download.download(url, partial, expected_git_sha1=sha1, desc=model_id, progress=progress)
+            _download.download(url, partial, expected_git_sha1=sha1, max_bytes=_max_download_bytes(entry, source),
+                               desc=model_id, progress=progress)
         except ChecksumMismatchError:
             _prune(repo, cache)
             raise
@@ -710,7 +843,12 @@ def download(
         UnknownModelError: not a manifest id.
         WeightsNotPublishedError: the manifest has no weights for it (v1, v2).
         OfflineError: not cached, and offline or no network (within ~10 s); the message names the fixes.
-        ChecksumMismatchError: the downloaded file is not the published one (nothing is cached).
+        ChecksumMismatchError: the downloaded file is not the published one (nothing is cached), or the cached
+            weights were damaged and cannot be fetched again now (they are removed; the message names the fix).
+
+    A cached ``model.safetensors`` is checked on every call: its size and mtime_ns against the record written
+    when it was last hashed (``blobs/<sha256>.verified``), and hashed in full again when they differ. Damaged
+    weights are removed and fetched again.
 
     Example:
         >>> download("dcasenet-v3")   # doctest: +SKIP
@@ -724,12 +862,18 @@ def download(
     if not entry["sources"]:
         raise WeightsNotPublishedError(f"No weights for '{model_id}'. {entry.get('unavailable', '')}".strip())
     cache = cache_dir_location(cache_dir)
+    damaged: str | None = None
     for src in entry["sources"]:
         snap = _cached_snapshot(src, target, cache)
         if snap is not None:
             if src["type"] == "huggingface":  # files another tool put in the HF cache: check them each time
                 _check_sha256(snap / WEIGHTS_NAME, src["sha256"], f"{src['repo_id']}@{src['revision']}")
-            return snap
+                return snap
+            damaged = _damaged_weights(snap)
+            if damaged is None:
+                return snap
+            logger.warning("%s; removing it and fetching it again", damaged)
+            _discard_snapshot(snap, cache)
     errors: list[Exception] = []
     for src in entry["sources"]:
         try:
@@ -741,6 +885,12 @@ def download(
                                    progress=progress, label=model_id)
         except OfflineError as exc:  # try the next source; checksum errors are not retried elsewhere
             errors.append(exc)
+    if damaged is not None:
+        raise ChecksumMismatchError(
+            f"{damaged}; it was removed from the cache and could not be fetched again "
+            f"({str(errors[-1]).splitlines()[0]}). Fix: run `dcasenet-hub download {model_id}` with network "
+            "access (or copy that model's cache folder from a machine that has it)."
+        )
     raise errors[-1]
 
 

@@ -91,9 +91,85 @@ def test_convert_then_push(env: Path, authors_checkpoint: Path, tmp_path: Path, 
 
     monkeypatch.setattr(HfApi, "create_repo", lambda self, repo_id, **kw: None)
     monkeypatch.setattr(HfApi, "upload_folder", upload_folder)
-    assert main(["push", str(out_dir), "--repo-id", "org/name"]) == 0
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with _WhoamiServer(200) as hub_srv:  # the token check runs for real against a loopback "Hub"
+        monkeypatch.setenv("HF_ENDPOINT", hub_srv.url)
+        assert main(["push", str(out_dir), "--repo-id", "org/name"]) == 0
+    assert hub_srv.auth == ["Bearer hf_test_token"]
     assert capsys.readouterr().out.strip() == _Info.commit_url
     assert uploaded == {"repo_id": "org/name", "files": ["README.md", "config.json", "model.safetensors"],
                         "same_weights": True}
     assert main(["push", str(tmp_path / "missing"), "--repo-id", "org/name"]) == 2
     shutil.rmtree(out_dir)
+
+
+class _WhoamiServer:
+    """A loopback stand-in for the Hub's ``/api/whoami-v2``: answers ``status`` and records the Authorization."""
+
+    def __init__(self, status: int) -> None:
+        import http.server
+        import threading
+
+        self.auth: list[str | None] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                server.auth.append(self.headers.get("Authorization"))
+                body = (b'{"type": "user", "name": "tester", "auth": {}}' if status == 200
+                        else b'{"error": "Invalid credentials in Authorization header"}')
+                self.send_response(status if self.path.startswith("/api/whoami") else 404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def __enter__(self) -> _WhoamiServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("case", ["no token", "no network", "token rejected"])
+def test_push_without_token_or_network_fails_with_one_line(case: str, authors_checkpoint: Path,
+                                                           tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "model"
+    assert main(["convert", str(authors_checkpoint), "-o", str(folder)]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",  # no saved login there
+               HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+    if case != "no token":
+        env["HF_TOKEN"] = "hf_test_token"
+    srv = _WhoamiServer(401) if case == "token rejected" else None
+    if srv is not None:
+        env["HF_ENDPOINT"] = srv.url
+    try:
+        out = subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", "push", str(folder), "--repo-id", "org/name"],
+                             capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        if srv is not None:
+            srv.__exit__()
+    assert out.returncode == 3, out.stderr  # the Hub could not be reached or written (README's exit codes)
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    expected = {"no token": ("huggingface-cli login", "HF_TOKEN"), "no network": ("Cannot reach", "HF_ENDPOINT"),
+                "token rejected": ("rejected the token", "huggingface-cli login")}[case]
+    assert all(e in out.stderr for e in expected), out.stderr

@@ -131,6 +131,13 @@ def test_md5_mismatch_deletes_and_names_both_sums(server, tmp_path):
     assert not (tmp_path / "a.bin").exists() and not (tmp_path / "a.bin.part").exists()
 
 
+def test_response_larger_than_the_published_size_is_refused_before_it_is_written(server, tmp_path):
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    with pytest.raises(dd.DownloadError, match=f"announces {len(PAYLOAD)} bytes, more than the 1000 bytes"):
+        dd.download_file(url, tmp_path / "a.bin", size=1000, progress=False)
+    assert not (tmp_path / "a.bin").exists() and not (tmp_path / "a.bin.part").exists()
+
+
 def test_resume_after_cut_connection(server, tmp_path):
     url = _serve(server, "rec/a.bin", PAYLOAD)
     server.cut_once.add("/rec/a.bin")
@@ -249,6 +256,22 @@ def test_safe_extract_writes_members(tmp_path):
     assert (tmp_path / "dest" / "ok" / "sub" / "data.bin").read_text() == "payload"
 
 
+def test_safe_extract_refuses_a_zip_bomb(tmp_path, monkeypatch):
+    monkeypatch.setattr(dd, "MIN_EXTRACT_BOUND", 1 << 20)  # the floor scaled down, so the test stays small
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        z.writestr("ok/small.txt", "fine")
+        z.writestr("zeros.bin", bytes(4 << 20))  # 4 MiB of zeros: a few KiB compressed
+    assert archive.stat().st_size * dd.MAX_EXPANSION_RATIO < 4 << 20
+    dest = tmp_path / "dest"
+    with pytest.raises(dd.UnsafeArchiveError, match=r"expand to 4194308 bytes, more than the bound of 1048576"):
+        dd.safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))  # refused before anything was written
+    # a documented way through for a genuine archive: an explicit bound
+    written = dd.safe_extract(archive, dest, progress=False, max_bytes=5 << 20)
+    assert (dest / "zeros.bin").stat().st_size == 4 << 20 and len(written) == 2
+
+
 # --- whole dataset ----------------------------------------------------------------------------------------------------
 
 
@@ -282,12 +305,33 @@ def test_download_dataset_via_mirror_joins_extracts_and_skips_on_rerun(server, t
     assert (dest / "metadata_dev" / "fold1_room1_mix001_ov1.csv").read_text() == "0,1,0,10,0\n"
     for k, name in enumerate(make_split_zip.MEMBERS):
         assert (dest / name).read_bytes() == make_split_zip.split_zip_member(k)
-    assert sorted(p.name for p in (dest / "downloads").iterdir()) == ["metadata_dev.extracted", "mic_dev.extracted"]
+    assert sorted(p.name for p in (dest / "downloads").iterdir() if p.name != dd.LOCK_NAME) == [
+        "metadata_dev.extracted", "mic_dev.extracted"]
     assert {p for p, _ in server.requests} == {"/999/metadata_dev.zip", "/999/mic_dev.z01", "/999/mic_dev.z02",
                                                "/999/mic_dev.zip"}
     n = len(server.requests)
     dd.download_dataset("toy", dest, progress=False)
     assert len(server.requests) == n  # finished archives are not fetched again
+
+
+def test_concurrent_download_into_the_same_folder_waits_for_the_first(server, toy_dataset, tmp_path, monkeypatch):
+    import time
+
+    from filelock import FileLock
+
+    monkeypatch.setenv(dd.MIRROR_ENV, server.url)
+    dest = tmp_path / "data"
+    (dest / "downloads").mkdir(parents=True)
+    other_run = FileLock(str(dest / "downloads" / dd.LOCK_NAME))  # plays a first run still busy
+    other_run.acquire()
+    result: list[object] = []
+    t = threading.Thread(target=lambda: result.append(dd.download_dataset("toy", dest, progress=False)), daemon=True)
+    t.start()
+    time.sleep(1.5)
+    assert t.is_alive() and server.requests == []  # waiting: nothing fetched, nothing written
+    other_run.release()
+    t.join(30)
+    assert result == [dest] and (dest / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()
 
 
 def test_real_spec_checks_published_md5(server, tmp_path):

@@ -6,11 +6,13 @@ The fixture checkpoint has deterministic test weights, not pretrained ones; it s
 
 from __future__ import annotations
 
+import http.server
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -233,3 +235,108 @@ def test_manifest_override_serves_the_default_alias(env: Path, server: LoopbackS
     assert next(model.parameters()).dtype == torch.float64
     assert len(server.gets(URL_PATH)) == 1  # the official path, on the mirror
     assert (env / "models--dcasenet-hub--dcasenet-v3-joint-asc" / "snapshots" / fixture_sha1).is_dir()
+
+
+def _flip_cached_weights_byte(cache: Path, sha1: str) -> Path:
+    weights = cache / "models--dcasenet-hub--fixture-v3" / "snapshots" / sha1 / "model.safetensors"
+    blob = weights.resolve()
+    with open(blob, "r+b") as f:  # same size: only the content (and the mtime) changes
+        f.seek(blob.stat().st_size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    return blob
+
+
+def test_damaged_cached_weights_are_noticed_on_load_and_fetched_again(
+        env: Path, server: LoopbackServer, fixture_sha1: str, v3_model: torch.nn.Module,
+        caplog: pytest.LogCaptureFixture) -> None:
+    dcasenet_hub.from_pretrained("fixture-v3")
+    blob = _flip_cached_weights_byte(env, fixture_sha1)
+    good_name = blob.name
+    with caplog.at_level("WARNING", logger="dcasenet_hub.hub"):
+        model = dcasenet_hub.from_pretrained("fixture-v3")
+    assert "is damaged" in caplog.text and good_name in caplog.text
+    assert len(server.gets(URL_PATH)) == 2  # fetched again
+    expected = _outputs(v3_model)
+    for k, v in _outputs(model).items():
+        assert torch.equal(v, expected[k]), k
+    assert all(c.ok for c in hub.verify_cache())
+    # a cache written before the verification records existed (no sidecar) is hashed in full too
+    (blob.with_name(blob.name + hub.VERIFIED_SUFFIX)).unlink()
+    _flip_cached_weights_byte(env, fixture_sha1)
+    dcasenet_hub.from_pretrained("fixture-v3")
+    assert len(server.gets(URL_PATH)) == 3
+
+
+def test_damaged_cached_weights_without_network_fail_with_one_line_naming_the_fix(
+        env: Path, server: LoopbackServer, fixture_sha1: str) -> None:
+    dcasenet_hub.from_pretrained("fixture-v3")
+    _flip_cached_weights_byte(env, fixture_sha1)
+    server.stop()
+    with pytest.raises(hub.ChecksumMismatchError) as ei:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    msg = str(ei.value)
+    assert "\n" not in msg and "is damaged" in msg and "dcasenet-hub download fixture-v3" in msg
+
+
+def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackServer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    dcasenet_hub.from_pretrained("fixture-v3")
+    calls: list[Path] = []
+    real = hub._download.sha256_file
+    monkeypatch.setattr(hub._download, "sha256_file", lambda p: calls.append(p) or real(p))
+    dcasenet_hub.from_pretrained("fixture-v3")
+    assert calls == []  # size + mtime_ns match the record: no full hash
+
+
+class _EndlessHandler(http.server.BaseHTTPRequestHandler):
+    """Answers every GET with 200, no Content-Length, and a body that never ends (until the client hangs up)."""
+
+    sent = 0
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        block = b"\0" * (1 << 16)
+        try:
+            while type(self).sent < 1 << 29:  # 512 MiB: a safety stop for the test itself only
+                self.wfile.write(block)
+                type(self).sent += len(block)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             fixture_bytes: bytes, fixture_sha1: str) -> None:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        entry = fixture_entry(fixture_sha1)
+        entry["sources"][0]["size"] = len(fixture_bytes)
+        cache = tmp_path / "hf-cache"
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")
+        monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(write_manifest(tmp_path / "m.json", {"fixture-v3": entry})))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        with pytest.raises(hub.ChecksumMismatchError) as ei:
+            hub.download("fixture-v3", progress=False)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    msg = str(ei.value)
+    assert f"more than the {len(fixture_bytes)} bytes" in msg and "DCASENET_HUB_MANIFEST" in msg
+    assert _EndlessHandler.sent < len(fixture_bytes) + (64 << 20)  # stopped near the bound, not at the 512 MiB stop
+    assert not (cache / "models--dcasenet-hub--fixture-v3").exists()  # the partial file is gone
+
+
+def test_weights_bound_without_manifest_size_comes_from_the_architecture(fixture_bytes: bytes,
+                                                                         fixture_sha1: str) -> None:
+    entry = fixture_entry(fixture_sha1)
+    bound = hub._max_download_bytes(entry, entry["sources"][0])
+    assert len(fixture_bytes) < bound < 3 * len(fixture_bytes)
+    assert hub._max_download_bytes(entry, {**entry["sources"][0], "size": 123}) == 123

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._download import NETWORK_ERRORS, Transfer, fetch_into
+from .._download import NETWORK_ERRORS, DownloadTooLargeError, Transfer, fetch_into
 from .._io import atomic_write, atomic_write_text
 
 __all__ = [
@@ -58,6 +58,8 @@ _ZENODO_URL = "https://zenodo.org/record/{record}/files/{name}?download=1"
 _CHUNK = 1 << 20
 _RETRY_DELAY_S = 2.0  # first back-off between retries (doubles, at most 30 s)
 _USER_AGENT = "dcasenet-hub data download"
+#: Lock file in ``dest/downloads/``: one :func:`download_dataset` run per destination at a time.
+LOCK_NAME = ".download.lock"
 
 
 class DownloadError(RuntimeError):
@@ -246,8 +248,12 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
             break
         try:
             fetch_into(url, part, transfer=Transfer(), timeout=timeout, desc=path.name, progress=progress,
-                       user_agent=_USER_AGENT)
+                       user_agent=_USER_AGENT, max_bytes=size)
             break
+        except DownloadTooLargeError as exc:  # an endless or oversized body stops at the published size
+            part.unlink(missing_ok=True)
+            raise DownloadError(f"{exc}; the partial file was deleted. The server or mirror serves a different "
+                                f"file; check {MIRROR_ENV}, then run the command again") from None
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and offset:  # nothing left to send: the .part file is complete (checked below)
                 break
@@ -436,23 +442,45 @@ def _check_member(info: zipfile.ZipInfo, dest: Path, archive: Path) -> Path:
     return target
 
 
-def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True) -> list[Path]:
-    """Extract a zip archive into ``dest`` after checking that no member escapes it.
+#: Extraction bound (zip bombs): the members' total uncompressed size may be at most this many times the archive's
+#: size, or ``MIN_EXTRACT_BOUND`` bytes if that is larger. The development datasets are mostly audio, which zip
+#: barely compresses (their archives expand by less than 1.2x; metadata zips by about 10x).
+MAX_EXPANSION_RATIO = 50
+MIN_EXTRACT_BOUND = 256 << 20
+
+
+def extract_bound(archive_size: int) -> int:
+    """Most uncompressed bytes :func:`safe_extract` accepts from an archive of ``archive_size`` bytes.
+
+    Example:
+        >>> extract_bound(1 << 30) == 50 << 30
+        True
+    """
+    return max(MAX_EXPANSION_RATIO * archive_size, MIN_EXTRACT_BOUND)
+
+
+def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True,
+                 max_bytes: int | None = None) -> list[Path]:
+    """Extract a zip archive into ``dest`` after checking that no member escapes it and that it is no zip bomb.
 
     Every member is checked before anything is written: absolute paths, drive letters, ``..`` components,
-    symbolic links and paths resolving outside ``dest`` (e.g. through an existing symlink) are refused. Files are
-    written atomically; their CRC is checked by :mod:`zipfile` while reading.
+    symbolic links and paths resolving outside ``dest`` (e.g. through an existing symlink) are refused, and so is
+    an archive whose members declare more than ``max_bytes`` uncompressed bytes in total (default
+    :func:`extract_bound` of the archive's size). While writing, a member that yields more bytes than it declared is
+    refused too. Files are written atomically; their CRC is checked by :mod:`zipfile` while reading.
 
     Args:
         archive: the zip file.
         dest: destination folder (created).
         progress: show a tqdm bar over the uncompressed bytes.
+        max_bytes: bound on the total uncompressed size (default ``extract_bound(archive size)``).
 
     Returns:
         The extracted file paths.
 
     Raises:
-        UnsafeArchiveError: a member would escape ``dest`` (nothing extracted).
+        UnsafeArchiveError: a member would escape ``dest``, or the archive expands past ``max_bytes`` (nothing
+            extracted in either case).
         zipfile.BadZipFile: corrupt archive.
 
     Example:
@@ -465,9 +493,17 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
     dest.mkdir(parents=True, exist_ok=True)
     dest = dest.resolve()
     written: list[Path] = []
+    bound = extract_bound(archive.stat().st_size) if max_bytes is None else max_bytes
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         targets = [_check_member(info, dest, archive) for info in infos]
+        total = sum(i.file_size for i in infos)
+        if total > bound:
+            raise UnsafeArchiveError(
+                f"{archive}: its members expand to {total} bytes, more than the bound of {bound} bytes "
+                f"({MAX_EXPANSION_RATIO}x the archive size, at least {MIN_EXTRACT_BOUND} bytes); refusing to extract "
+                "a possible zip bomb. If the archive is genuine, extract it with safe_extract(..., max_bytes=N)"
+            )
         with tqdm(total=sum(i.file_size for i in infos), unit="B", unit_scale=True, unit_divisor=1024,
                   desc=f"extract {archive.name}", disable=not progress, leave=False) as bar:
             for info, target in zip(infos, targets):
@@ -476,8 +512,13 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
                     continue
 
                 def write(tmp: Path, info: zipfile.ZipInfo = info) -> None:
+                    n = 0
                     with zf.open(info) as src, open(tmp, "wb") as dst:
                         for block in iter(lambda: src.read(_CHUNK), b""):
+                            n += len(block)
+                            if n > info.file_size:  # zipfile stops at the declared size; never trust it alone
+                                raise UnsafeArchiveError(f"{archive}: member {info.filename!r} expands past its "
+                                                         f"declared {info.file_size} bytes; refusing to extract")
                             dst.write(block)
                             bar.update(len(block))
 
@@ -511,7 +552,8 @@ def download_dataset(
 
     Archives go to ``dest/downloads/``; after a successful extraction a marker ``dest/downloads/<archive>.extracted``
     is written and the archives are deleted (unless ``keep_archives``), so a second run skips finished archives and
-    resumes unfinished ones.
+    resumes unfinished ones. A file lock (``dest/downloads/.download.lock``) makes a concurrent run into the same
+    ``dest`` wait until the first has finished (it then skips what the first extracted).
 
     Args:
         name: ``"tau2020-asc"``, ``"fsdkaggle2019"`` or ``"tau-nigens2020"`` (see :data:`DATASETS`).
@@ -549,6 +591,27 @@ def download_dataset(
     downloads.mkdir(parents=True, exist_ok=True)
     if spec.note:
         logger.warning("%s: %s", name, spec.note)
+    from filelock import FileLock, Timeout
+
+    # two runs into one folder would write the same .part files and extract over each other: the second waits
+    lock = FileLock(str(downloads / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0.5)
+    except Timeout:
+        logger.warning("another download into %s is running (lock %s); waiting for it to finish", dest, lock.lock_file)
+        lock.acquire()
+    try:
+        _download_parts(spec, chosen, dest, downloads, mirror=mirror, keep_archives=keep_archives,
+                        progress=progress, retries=retries)
+    finally:
+        lock.release()
+    if name == "tau2020-asc" and (dest / _ASC).is_dir():
+        return dest / _ASC
+    return dest
+
+
+def _download_parts(spec: DatasetSpec, chosen: Sequence[str], dest: Path, downloads: Path, *, mirror: str | None,
+                    keep_archives: bool, progress: bool, retries: int) -> None:
     for part in chosen:
         for archive in spec.parts[part]:
             marker = downloads / f"{archive.name}.extracted"
@@ -572,6 +635,3 @@ def download_dataset(
             elif zip_path not in local:
                 zip_path.unlink(missing_ok=True)  # the joined copy; the parts are kept
             logger.info("%s: extracted into %s", archive.name, dest)
-    if name == "tau2020-asc" and (dest / _ASC).is_dir():
-        return dest / _ASC
-    return dest

@@ -33,6 +33,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +41,7 @@ from .. import labels as _labels
 from .._io import atomic_write, atomic_write_text
 from .datasets import ASC_FOLDER
 
-__all__ = ["MiniDatasets", "class_sound", "make_mini_datasets"]
+__all__ = ["MiniDatasets", "class_sound", "make_mini_datasets", "mini_dataset_marker"]
 
 logger = logging.getLogger(__name__)
 
@@ -283,6 +284,29 @@ def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], file
                 atomic_write_text(folder / "metadata_dev" / f"{name}.csv", _csv_text(rows))
                 bar.update(1)
     return folder
+
+
+def mini_dataset_marker(root: str | Path) -> dict[str, Any] | None:
+    """The parameters of the mini dataset ``root`` belongs to, or ``None`` when it is no mini dataset.
+
+    :func:`make_mini_datasets` writes a marker (``.dcasenet-mini.json``) in each task folder; a dataset root is that
+    folder (tags, events) or a folder inside it (scenes: ``asc/TAU-urban-acoustic-scenes-2020-mobile-development``),
+    so ``root`` and its parent are looked at.
+
+    Example:
+        >>> mini_dataset_marker("data/TAU-urban-acoustic-scenes-2020-mobile-development") is None   # doctest: +SKIP
+        True
+    """
+    root = Path(root).expanduser()
+    for folder in (root, root.parent):
+        marker = folder / _MARKER
+        if marker.is_file():
+            try:
+                params = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                params = {}
+            return params if isinstance(params, dict) else {}
+    return None
 
 
 def make_mini_datasets(

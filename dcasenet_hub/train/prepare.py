@@ -6,8 +6,10 @@ front-end's resampler, then rounding to 16-bit PCM) and stores the **un-normalis
 the datasets in :mod:`dcasenet_hub.train.torch_data` crop and normalise the cached features as the authors did.
 
 Cache layout: ``CACHE/<task>-<hash of the dataset root>/<path relative to the root>.npy`` plus ``manifest.json``
-(front-end settings; a cache made with other settings is refused). Files already cached are skipped, so an
-interrupted preparation continues where it stopped. ``keep_audio=True`` also writes the 16-bit 24 kHz WAV files to
+(front-end settings; a cache made with other settings is refused). Beside each ``.npy`` a ``.npy.source`` record
+holds the size and mtime_ns its audio file had when it was converted; a file is skipped only when its features exist
+and its record matches the audio file now, so an interrupted preparation continues where it stopped and edited or
+replaced audio is converted again. ``keep_audio=True`` also writes the 16-bit 24 kHz WAV files to
 ``.../audio24k/``.
 
 Sizes for the real data (float32): ASC about 2.2 GB, TAG 1 GB, SED 3.7 GB.
@@ -66,6 +68,30 @@ def cache_file(task_dir: str | Path, root: str | Path, audio_path: str | Path) -
     except ValueError:  # a file outside the root: keep it apart by a hash of its absolute path
         rel = Path("_outside") / hashlib.sha1(str(audio_path.resolve()).encode()).hexdigest()[:16] / audio_path.name
     return Path(task_dir) / rel.with_name(rel.name + ".npy")
+
+
+#: Suffix of the record beside a cached ``.npy``: the source audio's size and mtime_ns at conversion time.
+SOURCE_SUFFIX = ".source"
+
+
+def _source_stamp(audio_path: str | Path) -> dict[str, int] | None:
+    try:
+        st = os.stat(audio_path)
+    except OSError:
+        return None
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def is_current(out: Path, audio_path: str | Path) -> bool:
+    """Whether the cached features ``out`` were computed from ``audio_path`` as it is now (same size and mtime_ns)."""
+    if not out.is_file():
+        return False
+    try:
+        have = json.loads(out.with_name(out.name + SOURCE_SUFFIX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False  # features from before the records existed, or a half-written cache: convert again
+    now = _source_stamp(audio_path)
+    return now is not None and isinstance(have, dict) and {k: have.get(k) for k in now} == now
 
 
 @dataclass
@@ -128,6 +154,7 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
 
     config = FrontendConfig.from_dict(config_dict)
     out = cache_file(task_dir, root, audio_path)
+    stamp = _source_stamp(audio_path)  # before reading: an edit during the conversion makes the record stale
     try:
         wav, sr = load_audio(audio_path, sample_rate=config.sample_rate, mono=(task != "sed"))
     except AudioLoadError as exc:
@@ -150,6 +177,8 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
             np.save(fh, feats)
 
     atomic_write(out, _write)
+    if stamp is not None:
+        atomic_write(out.with_name(out.name + SOURCE_SUFFIX), lambda p: p.write_text(json.dumps(stamp) + "\n"))
     return audio_path, None
 
 
@@ -172,7 +201,7 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
     _check_manifest(task_dir, _manifest(task, root, config))
     report.dirs[task] = task_dir
     unique = list(dict.fromkeys(str(p) for p in paths))
-    todo = [p for p in unique if not cache_file(task_dir, root, p).exists()]
+    todo = [p for p in unique if not is_current(cache_file(task_dir, root, p), p)]
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
     done = 0
     args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict()) for p in todo]

@@ -563,8 +563,18 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     The config records the recipe, the stage, the epoch, the metrics and the data, and
     ``provenance = "trained by dcasenet-hub, recipe R, data D"``, so ``DcaseNet.from_pretrained(directory)`` works.
     """
+    from .minidata import mini_dataset_marker
+
     directory = Path(directory)
-    data = "; ".join(f"{_DATA[t][1]} ({_DATA[t][2]})" for t in tasks)
+    sources = {t: _DATA[t] for t in tasks}
+    mini = {t: mini_dataset_marker(data_roots[t]) for t in tasks if t in data_roots}
+    for t, params in mini.items():  # data made by `data make-mini`: say so, never the real dataset's name
+        if params is not None:
+            sources[t] = (_DATA[t][0], f"synthetic mini dataset made by `dcasenet-hub data make-mini` (seed "
+                          f"{params.get('seed', '?')}) in the layout of {_DATA[t][1]}; not real recordings",
+                          _DATA[t][2])
+    synthetic = any(v is not None for v in mini.values())
+    data = "; ".join(f"{sources[t][1]} ({sources[t][2]})" for t in tasks)
     provenance = (f"trained by dcasenet-hub, recipe {recipe.name} (stage {stage}, best {selected_for} at epoch "
                   f"{epoch + 1}), data {data}")
     values = {}
@@ -581,12 +591,17 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
         "epoch": epoch + 1,
         "selected_for": selected_for,
         "best_metrics": _finite({k: float(v) for k, v in metrics_.items()}),
-        "trained_on": [{"task": _DATA[t][0], "dataset": _DATA[t][1], "split": _DATA[t][2],
+        "trained_on": [{"task": sources[t][0], "dataset": sources[t][1], "split": sources[t][2],
                         "folder": Path(data_roots[t]).name} for t in tasks if t in data_roots],
         "metrics": {"values": values, "reported_in": f"this training run ({stage}, epoch {epoch + 1})",
                     "note": "Measured with the authors' metrics on the evaluation splits that also selected the "
                             "checkpoint (as in the paper), so they are optimistic."},
+        "name": directory.name,
     }
+    if synthetic:
+        extra["synthetic_data"] = True
+        extra["metrics"]["note"] = ("Measured on synthetic mini data (`dcasenet-hub data make-mini`): they say the "
+                                    "training ran, nothing about real recordings.")
     raw = model
     old_config = raw.config
     raw.config = old_config.replace(trained_tasks=tuple(MODEL_TASK[t] for t in tasks), provenance=provenance,

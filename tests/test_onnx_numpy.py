@@ -1,0 +1,82 @@
+"""ONNX export metadata and axis names; examples/onnx_numpy.py (numpy front-end + onnxruntime, no torch) against
+the PyTorch model on the same audio."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_numpy.py"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory, responsive_v3) -> Path:
+    from dcasenet_hub.export import export_onnx
+
+    return export_onnx(responsive_v3, tmp_path_factory.mktemp("onnx") / "v3.onnx", check=False)
+
+
+def test_export_names_every_axis_and_carries_labels_and_frontend(exported: Path, responsive_v3) -> None:
+    import onnx
+
+    from dcasenet_hub import labels
+
+    proto = onnx.load(str(exported))
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        for i, dim in enumerate(value.type.tensor_type.shape.dim):
+            assert dim.denotation, (value.name, i)
+            assert dim.dim_param in ("", dim.denotation) and "Reshape" not in dim.dim_param, (value.name, i)
+            assert dim.dim_param or dim.dim_value > 0, (value.name, i)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in proto.graph.output}
+    assert dims["event_probs"] == ["batch", "event_steps", 14] and dims["scene_logits"] == ["batch", 10]
+    meta = {p.key: json.loads(p.value) for p in proto.metadata_props}
+    assert meta["dcasenet_hub.labels"] == {"scene_logits": list(labels.SCENES), "tag_logits": list(labels.TAGS),
+                                           "event_probs": list(labels.EVENTS)}
+    assert meta["dcasenet_hub.sample_rate"] == 24000
+    fe = responsive_v3.config.frontend.to_dict()
+    assert {k: meta["dcasenet_hub.frontend"][k] for k in fe} == fe
+    assert meta["dcasenet_hub.normalisation"]["std_floor"] == fe["std_floor"]
+    assert meta["dcasenet_hub.model"]["trained_tasks"] == list(responsive_v3.config.trained_tasks)
+
+
+@pytest.mark.parametrize("rate", [24000, 44100])
+def test_numpy_example_matches_pytorch_without_importing_torch(exported: Path, responsive_v3, tmp_path: Path,
+                                                               rate: int) -> None:
+    import soundfile as sf
+
+    from dcasenet_hub import load_audio, log_mel
+
+    t = np.arange(int(3.3 * rate)) / rate
+    rng = np.random.default_rng(1)
+    sig = 0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.5) + 0.05 * rng.standard_normal(len(t))
+    audio = tmp_path / f"clip{rate}.wav"
+    sf.write(str(audio), np.stack([sig, 0.5 * sig], axis=1), rate, subtype="PCM_16")
+    out_npz = tmp_path / "out.npz"
+    code = ("import runpy, sys; sys.argv = ['onnx_numpy.py', sys.argv[1], sys.argv[2], '--save', sys.argv[3]]; "
+            f"runpy.run_path({str(EXAMPLE)!r}, run_name='__main__'); "
+            "print('TORCH_IMPORTED', 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(exported), str(audio), str(out_npz)],
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "TORCH_IMPORTED False" in proc.stdout
+    assert "scene:" in proc.stdout and "events (max over time):" in proc.stdout
+    got = np.load(out_npz)
+    wav, _ = load_audio(audio, sample_rate=24000)
+    mel = log_mel(wav)[None, None]
+    with torch.no_grad():
+        ref = responsive_v3(mel)
+    for name in ("scene_logits", "tag_logits", "event_probs", "frame_embeddings", "clip_embeddings",
+                 "scene_embeddings"):
+        expected = getattr(ref, name).numpy()
+        assert got[name].shape == expected.shape, name
+        diff = float(np.abs(got[name] - expected).max())
+        assert diff <= 1e-4, (name, diff)
