@@ -143,12 +143,12 @@ def _push(args: argparse.Namespace) -> int:
     if not logging.getLogger().isEnabledFor(logging.DEBUG):  # one line per HTTP request is noise without -v
         for name in ("httpx", "httpx2", "httpcore"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    try:  # token and network first: nothing is loaded or written before they are known to work
+    model = load_model(args.folder, local_files_only=True)  # local and cheap: a wrong folder is said first
+    try:  # then token and network: nothing is written before they are known to work
         check_hub_access(token=args.token)
     except HubAccessError as exc:
         print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
         return 3
-    model = load_model(args.folder, local_files_only=True)
     try:
         url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
                           token=args.token, branch=args.branch, create_pr=args.create_pr)
