@@ -473,6 +473,12 @@ def render(result: dict[str, Any]) -> str:
                  f"torch {m['torch']}, Python {m['python']}, onnxruntime {m.get('onnxruntime')}")
     lines.append(f"Load average (1, 5, 15 min): start {m.get('loadavg_start')}, end {m.get('loadavg_end')}; "
                  f"{m['utc']}; total {_fmt(result.get('total_s'))} s")
+    lines.append(f"CPU native bf16 (avx512_bf16 / amx_bf16): {'yes' if m.get('cpu_flags_bf16') else 'no'}")
+    peers_res = result.get("peers")
+    if peers_res:
+        from benchmarks import peers
+
+        lines += ["", peers_res["skipped"] if "skipped" in peers_res else peers.render(peers_res)]
     mm = result.get("matmul")
     if mm:
         lines.append(f"fp32 matmul {mm[0]['n']}^2: " + ", ".join(f"{x['gflops']:.0f}" for x in mm) +
@@ -529,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run each (checks the harness runs)")
     parser.add_argument("--sections", nargs="+", default=["matmul", "model", "e2e", "startup", "long"],
-                        choices=["matmul", "model", "e2e", "startup", "long"])
+                        choices=["matmul", "model", "e2e", "startup", "long", "peers"])
     parser.add_argument("--archs", nargs="+", default=["v1", "v2", "v3"], choices=["v1", "v2", "v3"])
     parser.add_argument("--full", action="store_true", help="batch 16 x 60 s for every arch (default: v3 only)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -597,6 +603,19 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in args.sections:
             result["e2e"] = bench_e2e(device, work, n_files=2 if args.smoke else 24, seconds=10.0, sr=44100,
                                       smoke=args.smoke)
+        if "peers" in args.sections:
+            from benchmarks import peers
+
+            reason = peers.available()
+            if reason:
+                _log(reason)
+                result["peers"] = {"skipped": reason}
+            else:
+                n = 2 if args.smoke else 24
+                folder = work / "peers_audio"
+                folder.mkdir(exist_ok=True)
+                files = peers.make_files(folder, n=n, seconds=10.0, sr=44100)
+                result["peers"] = peers.bench_peers(device, files, audio_s=10.0 * n, rounds=1 if args.smoke else 3)
         if "startup" in args.sections:
             result["startup"] = bench_startup(work, reps=1 if args.smoke else 5, smoke=args.smoke)
         if "long" in args.sections:
