@@ -230,8 +230,9 @@ def embed(
         hop: Time between frame embeddings in seconds (default 0.8, the network's step): one of
             :func:`allowed_hops` (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8). A hop of ``0.8 / P`` runs ``P`` exact
             forward passes on the features shifted by whole 20 ms frames and merges their frames in time order, so
-            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s in each 60 s window; the
-            frames at multiples of 0.8 s are the default output, bit for bit. Not for ``layer="scene"``.
+            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s (one regular grid, across
+            the 60 s windows too); every ``P``-th frame is the default output, bit for bit. Not for
+            ``layer="scene"``.
         layer: ``"gru"`` (default: the recurrent output, 512-d), ``"conv"`` (the convolutional trunk's output
             averaged over frequency, 512-d, the GRUs' input) or ``"scene"`` (the scene branch's 128-d code, one per
             5 s scene crop as :func:`predict` uses, timestamps at the crop centres).
