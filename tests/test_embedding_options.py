@@ -301,6 +301,16 @@ def test_cli_embed_and_predict_options(tmp_path, authors_checkpoint, v3_model, c
     assert rc == 0 and "1 done" in capsys.readouterr().err
     with np.load(out / "a.npz") as z:
         assert z["frame"].shape == api.frame[::8].shape
+    # a file written before these options (no pooling / hop in its meta) still counts as complete for a default rerun
+    with np.load(out / "a.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    old = {k: v for k, v in json.loads(str(arrays["meta"])).items() if k not in ("pooling", "hop", "frame_size",
+                                                                                   "clip_size")}
+    np.savez(out / "a.npz", **{**arrays, "meta": np.array(json.dumps(old, sort_keys=True))})
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"])
+    assert rc == 0 and "1 already complete" in capsys.readouterr().err
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--pooling", "max"])
+    assert rc == 0 and "1 done" in capsys.readouterr().err
     rc = main(["predict", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--hop", "0.04"])
     assert rc == 0
     d = json.loads((out / "a.json").read_text())
