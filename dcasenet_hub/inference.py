@@ -931,8 +931,9 @@ class _Batcher:
         return done
 
     def _forward(self, mel: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
+        conv = self.settings.embeddings and self.settings.layer == "conv" and "embeddings" in tasks
         with torch.inference_mode():
-            out = self.model(mel, tasks=tasks)
+            out = self.model(mel, tasks=tasks, conv_embeddings=True) if conv else self.model(mel, tasks=tasks)
         res: dict[str, np.ndarray] = {}
         if out.scene_logits is not None:
             res["scene_probs"] = torch.softmax(out.scene_logits.float(), dim=-1).cpu().numpy()

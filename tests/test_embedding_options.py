@@ -44,9 +44,8 @@ def _features(model, wav: np.ndarray) -> tuple[torch.Tensor, int]:
     return W.features(pre, frontend=model.config.frontend, min_frames=model.config.windows.min_frames)
 
 
-def _passes(model, mel: torch.Tensor, shift: int, tasks=("embeddings", "events")):
-    out = inference_runner(model)(mel[..., shift:].unsqueeze(1), tasks=tasks)
-    return out
+def _passes(model, mel: torch.Tensor, shift: int, tasks=("embeddings", "events"), **kwargs):
+    return inference_runner(model)(mel[..., shift:].unsqueeze(1), tasks=tasks, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -213,7 +212,7 @@ def test_every_layer_and_pooling_has_the_documented_shape(models, arch):
     model = models[arch]
     wav = _noise(6.0, seed=6)  # 7 steps of 0.8 s; two 5 s scene crops (0 s and 1 s, the last aligned to the end)
     mel, frames = _features(model, wav)
-    ref = _passes(model, mel, 0, tasks=("embeddings", "scene"))
+    ref = _passes(model, mel, 0, tasks=("embeddings", "scene"), conv_embeddings=True)
     sizes = {"gru": 512, "conv": 512, "scene": 128}
     outs = {}
     for layer in ("gru", "conv", "scene"):
@@ -250,6 +249,25 @@ def test_conv_layer_with_finer_hop(v3_model):
     coarse = embed(v3_model, wav, sample_rate=SR, layer="conv")
     fine = embed(v3_model, wav, sample_rate=SR, layer="conv", hop=0.2)
     assert np.array_equal(fine.frame[::4], coarse.frame) and fine.frame.shape[1] == 512
+
+
+def test_conv_embeddings_only_when_asked_and_not_from_onnxruntime(v3_model):
+    mel = torch.randn(1, 1, 128, 120, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = v3_model(mel)
+        asked = v3_model(mel, tasks=("embeddings",), conv_embeddings=True)
+    assert plain.conv_embeddings is None and "conv_embeddings" not in plain.to_dict()  # default fields unchanged
+    assert asked.conv_embeddings.shape == (1, 3, 512)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from dcasenet_hub._fast import optimize_for_inference
+
+    ort = optimize_for_inference(v3_model, backend="onnxruntime")
+    wav = _noise(1.0)
+    with pytest.raises(ValueError, match="torch backend"):
+        embed(ort, wav, sample_rate=SR, layer="conv")
+    np.testing.assert_allclose(embed(ort, wav, sample_rate=SR, hop=0.4).frame,
+                               embed(v3_model, wav, sample_rate=SR, hop=0.4).frame, atol=1e-4, rtol=0)
 
 
 def test_bad_layer_pooling_and_scene_hop_are_refused(v3_model):
