@@ -356,13 +356,17 @@ def _outputs_for(out_dir: Path, rel: PurePosixPath, task: str) -> dict[str, Path
             "main": base.with_name(base.name + ".json")}
 
 
+#: Settings recorded since a later version, with the value files written before them hold.
+_META_DEFAULTS: dict[str, Any] = {"pooling": "mean", "layer": "gru", "hop": None}
+
+
 def _complete(item: _Input, meta: dict[str, Any]) -> bool:
     from ._outputs import read_meta
 
     if not all(p.is_file() for p in item.outputs.values()):
         return False
     found = read_meta(item.outputs["main"])
-    if not found or any(found.get(k) != v for k, v in meta.items()):
+    if not found or any(found.get(k, _META_DEFAULTS.get(k)) != v for k, v in meta.items()):
         return False
     item.duration_s = found.get("duration_s")
     return True

@@ -178,14 +178,14 @@ class OptimizedDcaseNet(DcaseNet):
 
     fast_options: FastOptions
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:
+    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
         opts = self.fast_options
         weight = self.conv_block1.conv1.weight
         with torch.inference_mode(), self._autocast(weight.device), self._tf32(weight.device):
             x = mel.to(device=weight.device, dtype=weight.dtype)
             if opts.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = DcaseNet.forward(self, x, tasks)
+            out = DcaseNet.forward(self, x, tasks, conv_embeddings=conv_embeddings)
         for f in fields(out):
             value = getattr(out, f.name)
             if value is not None and value.is_floating_point() and value.dtype != torch.float32:
@@ -227,9 +227,13 @@ class OnnxRuntimeDcaseNet(DcaseNet):
     """An inference-only :class:`DcaseNet` that runs its forward with onnxruntime (see
     :func:`dcasenet_hub.export.onnxruntime_model`); CPU, fp32; the weights stay for ``config`` and device queries."""
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None) -> DcaseNetOutput:
+    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
         from .export import OUTPUT_NAMES, run_onnx
         from .models import _frame_times, _normalise_tasks
+
+        if conv_embeddings:
+            raise ValueError("The onnxruntime backend has no conv_embeddings output (the ONNX graph exports the "
+                             "heads and the GRU embeddings); use the torch backend for layer='conv'")
 
         wanted = _normalise_tasks(tasks)
         if mel.dim() != 4 or mel.shape[1] != 1:

@@ -9,11 +9,9 @@
   :data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each is the 0.8 s network step centred there,
   computed exactly by 20 shifted passes, so they cost 20 times the 0.8 s default; docs/outputs.md gives the
   measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``).
-  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. HEAR requires regular timestamps (the validator
-  fails a deviation above 1 ms); :func:`~dcasenet_hub.inference.embed` cuts audio into 60 s windows and a finer hop
-  leaves a gap where the 0.8 s span of a step would cross a window boundary, so here each sound up to
-  :data:`TIMESTAMP_WINDOW_S` (5 min, every HEAR 2021 timestamp task) is one window, normalised as a whole (about
-  1.2 GB of activations at 5 min); longer sounds fall back to 60 s windows.
+  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. The timestamps are regular at any length, as
+  HEAR requires (the validator fails a deviation above 1 ms): across the 60 s windows the shifted passes continue
+  into the next window's first samples.
 * Scene embeddings are the mean of the 0.8 s-step frame embeddings (the clip embedding, the tag head's input),
   512-d; they do not depend on the hop and cost one pass.
 
@@ -28,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 from typing import Any
 
 import torch
@@ -39,8 +35,6 @@ from torch import nn
 SAMPLE_RATE = 48000
 #: Default time between timestamp embeddings in seconds (HEAR suggests <= 50 ms; the network's own step is 0.8 s).
 TIMESTAMP_HOP_S = 0.04
-#: Sounds up to this long (seconds) are one window for timestamp embeddings, so their timestamps stay regular.
-TIMESTAMP_WINDOW_S = 300.0
 
 
 class HearModel(nn.Module):
@@ -63,12 +57,6 @@ class HearModel(nn.Module):
         _hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
         self.model = model.eval()
         self.hop_s = float(hop)
-        # the same network with one event window per sound (not registered as a submodule: no duplicate weights
-        # in state_dict(); it shares the parameters)
-        one_window = copy.copy(model)
-        one_window.config = model.config.replace(
-            windows=dataclasses.replace(model.config.windows, event_window_s=TIMESTAMP_WINDOW_S))
-        self.__dict__["_timestamp_model"] = one_window
         self.scene_embedding_size = int(model.embedding_dim)
         self.timestamp_embedding_size = int(model.embedding_dim)
 
@@ -95,7 +83,7 @@ def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwa
     return HearModel(from_pretrained(model_file_path or "dcasenet-v3", **kwargs), hop=hop)
 
 
-def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None, network: Any = None) -> list[Any]:
+def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -> list[Any]:
     from .inference import embed
 
     if not isinstance(model, HearModel):
@@ -103,8 +91,8 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None, n
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     device = next(model.model.parameters()).device
-    return embed(network or model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
-                 device=device, workers=0, hop=hop)
+    return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
+                 workers=0, hop=hop)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,7 +107,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
         audio's device; one timestamp every ``model.hop_s`` (40 ms by default) from 390 ms. Sounds of the same
         length get the same timestamps.
     """
-    embs = _embed(audio, model, hop=model.hop_s, network=model.__dict__["_timestamp_model"])
+    embs = _embed(audio, model, hop=model.hop_s)
     frames = torch.stack([torch.from_numpy(e.frame) for e in embs]).to(audio.device)
     times = torch.stack([torch.from_numpy((e.frame_times.astype("float64") * 1000.0).astype("float32")) for e in embs]).to(audio.device)
     return frames, times
@@ -131,4 +119,4 @@ def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
     return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
 
 
-__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "TIMESTAMP_WINDOW_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
+__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]

@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections import deque
@@ -232,8 +233,9 @@ def embed(
         hop: Time between frame embeddings in seconds (default 0.8, the network's step): one of
             :func:`allowed_hops` (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8). A hop of ``0.8 / P`` runs ``P`` exact
             forward passes on the features shifted by whole 20 ms frames and merges their frames in time order, so
-            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s in each 60 s window; the
-            frames at multiples of 0.8 s are the default output, bit for bit. Not for ``layer="scene"``.
+            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s (one regular grid, across
+            the 60 s windows too); every ``P``-th frame is the default output, bit for bit. Not for
+            ``layer="scene"``.
         layer: ``"gru"`` (default: the recurrent output, 512-d), ``"conv"`` (the convolutional trunk's output
             averaged over frequency, 512-d, the GRUs' input) or ``"scene"`` (the scene branch's 128-d code, one per
             5 s scene crop as :func:`predict` uses, timestamps at the crop centres).
@@ -546,6 +548,8 @@ class _Job:
         self.scene: dict[int, dict[str, Any]] = {}
         self.event: dict[int, dict[str, Any]] = {}
         self.shifted: dict[int, dict[int, dict[str, np.ndarray]]] = {}  # event window -> shift -> outputs
+        self.fine_frames: dict[int, int] = {}  # event window -> frames at the fine hop (set with its passes)
+        self.n_samples = 0
         if isinstance(source, (str, Path)):
             self.source = str(source)
         else:
@@ -578,6 +582,7 @@ class _Job:
             raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
                                f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
                                f"{getattr(r, 'shape_hint', '')}")
+        self.n_samples = n
         self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds)
         self.remaining = len(self.plan)
         self.streamed = self.duration_s > STREAM_THRESHOLD_S
@@ -599,30 +604,67 @@ class _Job:
             raise RuntimeError(f"{self.source}: windows requested before the input was opened")
         blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
                                         s.frontend.preemphasis)
+        held: tuple[W.Window, np.ndarray] | None = None  # an event window waiting for the next one's first samples
         for window, samples in W.cut(blocks, self.plan):
             try:
                 window.mel, window.frames = W.features(samples, frontend=s.frontend,
                                                        min_frames=s.windows.min_frames)
             except W.InputError as exc:
                 raise W.InputError(f"{self.source}: {exc}") from None
-            passes = self._shifted_passes(window)
+            passes: list[W.Window] = []
+            if held is not None and W.EVENT in window.kinds and window.start == held[0].stop:
+                passes += self._shifted_passes(*held, lookahead=samples)
+                held = None
+            if self._wants_passes(window):
+                if window.stop < self.n_samples:  # not the last event window: continue into the next one
+                    held = (window, samples)
+                else:
+                    passes += self._shifted_passes(window, samples)
             self.remaining += len(passes)  # before any pass is yielded, so the job cannot complete early
             yield window
             yield from passes
+        if held is not None:  # cannot happen (event windows tile the signal); never lose a window's passes
+            raise RuntimeError(f"{self.source}: event window at sample {held[0].start} has no successor")
 
-    def _shifted_passes(self, window: W.Window) -> list[W.Window]:
-        """The extra passes of a finer hop: the window's features shifted by ``k, 2k, ...`` mel frames."""
+    def _wants_passes(self, window: W.Window) -> bool:
         s = self.settings
-        if (s.passes == 1 or W.EVENT not in window.kinds or window.frames < s.windows.min_frames
-                or not (s.predictions or s.layer != "scene")):
-            return []
+        return (s.passes > 1 and W.EVENT in window.kinds and window.frames >= s.windows.min_frames
+                and (s.predictions or s.layer != "scene"))
+
+    def _shifted_passes(self, window: W.Window, samples: np.ndarray, *,
+                        lookahead: np.ndarray | None = None) -> list[W.Window]:
+        """The extra passes of a finer hop: the window's features shifted by ``k, 2k, ...`` mel frames.
+
+        The last event window's passes are its normalised log-mel with the first ``p k`` frames dropped. An earlier
+        window's passes continue into the next window's first samples (log-mel of the window followed by them,
+        normalised with the window's own statistics, as many frames as the window has), so every 0.8 s step of
+        the window gets its ``P`` frames and the grid runs on across the window boundary without a gap.
+        """
+        s = self.settings
+        k, frames = s.hop_frames, window.frames
+        mel = window.mel
+        if lookahead is not None:
+            from .frontend import log_mel
+
+            no_pre = dataclasses.replace(s.frontend, preemphasis=0.0)
+            ahead = (s.passes - 1) * k * s.frontend.hop_length + s.frontend.n_fft // 2
+            base = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
+            ext = log_mel(torch.from_numpy(np.concatenate([samples, lookahead[:ahead]])), config=no_pre,
+                          normalize=False)
+            mean = base.mean(dim=-1, keepdim=True)
+            std = base.std(dim=-1, keepdim=True).clamp_min(s.frontend.std_floor)
+            mel = ((ext - mean) / std).unsqueeze(0)
+        self.fine_frames[window.index[W.EVENT]] = min(frames // TIME_REDUCTION * s.passes,
+                                                      (int(mel.shape[-1]) - TIME_REDUCTION) // k + 1)
         out = []
         for p in range(1, s.passes):
-            shift = p * s.hop_frames
-            if window.frames - shift < TIME_REDUCTION:
+            shift = p * k
+            part = mel[..., shift:shift + frames]
+            if part.shape[-1] < TIME_REDUCTION:
                 break
+            # frames = shift + available frames, so that add_output's (frames - shift) // 40 counts its steps
             out.append(W.Window(frozenset({W.EVENT}), {W.EVENT: window.index[W.EVENT]}, window.start, window.stop,
-                                frames=window.frames, mel=window.mel[..., shift:], shift=shift))
+                                frames=shift + int(part.shape[-1]), mel=part, shift=shift))
         return out
 
     def iter_windows(self) -> Iterator[W.Window]:
@@ -784,7 +826,7 @@ class _Job:
         if e["tiled"]:
             return e[key]
         k, passes = s.hop_frames, s.passes
-        n = (e["frames"] - TIME_REDUCTION) // k + 1
+        n = self.fine_frames[i]
         shifted = self.shifted.get(i, {})
         out = np.empty((n, *e[key].shape[1:]), dtype=e[key].dtype)
         for p in range(passes):
@@ -802,7 +844,7 @@ class _Job:
         e = self.event[i]
         if e["tiled"]:
             return e["times"]
-        n = (e["frames"] - TIME_REDUCTION) // s.hop_frames + 1
+        n = self.fine_frames[i]
         centres = (np.arange(n, dtype=np.float64) * s.hop_frames + (TIME_REDUCTION - 1) / 2) / s.frontend.frame_rate
         return e["start"] / s.frontend.sample_rate + centres
 
@@ -870,12 +912,13 @@ class _Batcher:
         self.device = device
         self.budget = budget
         self.settings = settings
-        self.pending: dict[tuple[int, tuple[str, ...]], list[tuple[_Job, W.Window]]] = {}
+        self.pending: dict[tuple[int, tuple[str, ...], bool], list[tuple[_Job, W.Window]]] = {}
         self.pending_frames = 0
 
     def add(self, job: _Job, window: W.Window) -> list[_Job]:
         frames = int(window.mel.shape[-1])
-        key = (frames, self.settings.tasks(window.kinds))
+        # shifted passes never share a batch with the windows themselves, so these batch as without a finer hop
+        key = (frames, self.settings.tasks(window.kinds), window.shift > 0)
         items = self.pending.setdefault(key, [])
         items.append((job, window))
         self.pending_frames += frames
@@ -894,9 +937,9 @@ class _Batcher:
             done += self._run(oldest)
         return done
 
-    def _run(self, key: tuple[int, tuple[str, ...]]) -> list[_Job]:
+    def _run(self, key: tuple[int, tuple[str, ...], bool]) -> list[_Job]:
         items = self.pending.pop(key)
-        frames, tasks = key
+        frames, tasks, _ = key
         self.pending_frames -= frames * len(items)
         live = [(j, w) for j, w in items if j.error is None]
         if not live:
@@ -924,8 +967,9 @@ class _Batcher:
         return done
 
     def _forward(self, mel: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
+        conv = self.settings.embeddings and self.settings.layer == "conv" and "embeddings" in tasks
         with torch.inference_mode():
-            out = self.model(mel, tasks=tasks)
+            out = self.model(mel, tasks=tasks, conv_embeddings=True) if conv else self.model(mel, tasks=tasks)
         res: dict[str, np.ndarray] = {}
         if out.scene_logits is not None:
             res["scene_probs"] = torch.softmax(out.scene_logits.float(), dim=-1).cpu().numpy()

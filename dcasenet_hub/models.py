@@ -57,7 +57,8 @@ class DcaseNetOutput:
         clip_embeddings: ``(B, D)`` time average of ``frame_embeddings`` (the tag head's input).
         scene_embeddings: ``(B, 128)`` scene code layer (computed with ``"scene"``).
         conv_embeddings: ``(B, T', 512)`` the convolutional trunk's output averaged over frequency, one per 800 ms
-            step: the GRUs' input (v3: common and task-specific blocks concatenated); set with ``"embeddings"``.
+            step: the GRUs' input (v3: common and task-specific blocks concatenated); set with ``"embeddings"``
+            when asked for (``forward(..., conv_embeddings=True)``).
     """
 
     scene_logits: torch.Tensor | None = None
@@ -307,12 +308,15 @@ class DcaseNet(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------------------
 
-    def forward(self, mel: torch.Tensor, tasks: Sequence[str] | str | None = None) -> DcaseNetOutput:
+    def forward(self, mel: torch.Tensor, tasks: Sequence[str] | str | None = None, *,
+                conv_embeddings: bool = False) -> DcaseNetOutput:
         """Run the heads named in ``tasks`` (default: all) in one pass.
 
         Args:
             mel: ``(batch, 1, n_mels, frames)`` normalised log-mel features, ``frames >= 40``.
             tasks: Subset of ``("scene", "tags", "events", "embeddings")``.
+            conv_embeddings: With ``"embeddings"``, also return the trunk's output averaged over frequency
+                (``DcaseNetOutput.conv_embeddings``, the GRUs' input).
 
         Returns:
             A :class:`DcaseNetOutput` with the requested fields set.
@@ -374,7 +378,8 @@ class DcaseNet(nn.Module):
             if "embeddings" in wanted:
                 out.clip_embeddings = clip
                 out.frame_embeddings = frames
-                out.conv_embeddings = seq
+                if conv_embeddings:
+                    out.conv_embeddings = seq
                 out.frame_times = _frame_times(frames.shape[1], 1.0 / self.config.frontend.frame_rate, frames.device)
         return out
 

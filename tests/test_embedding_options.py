@@ -7,6 +7,7 @@ cached forward runner ``embed`` uses, so "exactly" means bit for bit (``np.array
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -43,9 +44,8 @@ def _features(model, wav: np.ndarray) -> tuple[torch.Tensor, int]:
     return W.features(pre, frontend=model.config.frontend, min_frames=model.config.windows.min_frames)
 
 
-def _passes(model, mel: torch.Tensor, shift: int, tasks=("embeddings", "events")):
-    out = inference_runner(model)(mel[..., shift:].unsqueeze(1), tasks=tasks)
-    return out
+def _passes(model, mel: torch.Tensor, shift: int, tasks=("embeddings", "events"), **kwargs):
+    return inference_runner(model)(mel[..., shift:].unsqueeze(1), tasks=tasks, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -98,25 +98,38 @@ def test_finer_hop_every_pth_frame_is_the_0_8_output_and_the_others_are_shifted_
     assert np.array_equal(fine.clip, coarse.clip)
 
 
-def test_hop_across_event_windows_keeps_true_centres(v3_model):
-    """4 s event windows: each window's shifted passes stay inside it; centres are offset by the window start."""
+def test_hop_across_event_windows_runs_on_without_a_gap(v3_model):
+    """4 s event windows (60 s by default): an earlier window's shifted passes continue into the next window's first
+    samples, normalised with the window's own statistics, so the grid is regular across window boundaries."""
+    from dcasenet_hub.frontend import log_mel
+
     model = copy.copy(v3_model)
     model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
     wav = _noise(9.0, seed=3)
     coarse = embed(model, wav, sample_rate=SR)
     fine = embed(model, wav, sample_rate=SR, hop=0.2)
-    # at every 0.8 s centre the fine output is the coarse one, bit for bit (matched by centre: a window's last
-    # frames after its last 0.8 s step make the windows' frame counts no multiple of 4)
-    at = np.searchsorted(fine.frame_times, coarse.frame_times - 1e-4)
-    np.testing.assert_allclose(fine.frame_times[at], coarse.frame_times, atol=1e-5, rtol=0)
-    assert coarse.frame.shape[0] == 11 and fine.frame.shape[0] == 17 + 17 + 2
-    assert np.array_equal(fine.frame[at], coarse.frame)
-    t = fine.frame_times
-    assert np.all(np.diff(t) > 0)
-    # windows of 200 frames: (200 - 40) / 10 + 1 = 17 frames each at 0.39 ... 3.59 s (+ 4 s per window)
-    np.testing.assert_allclose(t[:17], 0.39 + 0.2 * np.arange(17), atol=1e-5, rtol=0)
-    np.testing.assert_allclose(t[17:34], 4.39 + 0.2 * np.arange(17), atol=1e-5, rtol=0)
+    # windows of 201, 201 and 50 mel frames: 5 steps x 4 passes, 5 x 4, then (50 - 40) // 10 + 1
+    assert coarse.frame.shape[0] == 11 and fine.frame.shape[0] == 20 + 20 + 2
+    np.testing.assert_allclose(fine.frame_times, 0.39 + 0.2 * np.arange(42), atol=1e-5, rtol=0)
+    assert np.array_equal(fine.frame[::4], coarse.frame)  # every 4th frame: the 0.8 s output, bit for bit
     assert np.isfinite(fine.frame).all()
+    # frame 4 j + p of the first window: step j of a plain forward on the first window's log-mel continued by
+    # p k frames into the second window (its samples), normalised with the first window's mean and std
+    pre = (wav[1:] - np.float32(0.97) * wav[:-1]).astype(np.float32)
+    no_pre = dataclasses.replace(model.config.frontend, preemphasis=0.0)
+    base = log_mel(pre[:96000], config=no_pre, normalize=False)
+    ext = log_mel(pre[:96000 + 3 * 10 * 480 + 1024], config=no_pre, normalize=False)
+    mel = (ext - base.mean(-1, keepdim=True)) / base.std(-1, keepdim=True).clamp_min(model.config.frontend.std_floor)
+    own = (ext - ext.mean(-1, keepdim=True)) / ext.std(-1, keepdim=True)  # (what the test must tell apart)
+    for p in (1, 3):
+        ref = _passes(model, mel.unsqueeze(0)[..., :p * 10 + 201], p * 10, tasks=("embeddings",))
+        # the library batches the equal-length passes of both windows together: float rounding only (~1e-8)
+        np.testing.assert_allclose(fine.frame[p:20:4], ref.frame_embeddings[0, :5].numpy(), atol=1e-6, rtol=0)
+        wrong = _passes(model, own.unsqueeze(0)[..., :p * 10 + 201], p * 10, tasks=("embeddings",))
+        assert np.abs(fine.frame[p:20:4] - wrong.frame_embeddings[0, :5].numpy()).max() > 1e-4
+    # the last window has nothing to continue into: its passes drop frames from its own log-mel
+    last = _features(model, wav[8 * SR:])[0]  # pre[n] = wav[n + 1] - 0.97 wav[n]: the window pre[192000:]
+    assert np.array_equal(fine.frame[41], _passes(model, last, 10, tasks=("embeddings",)).frame_embeddings[0, 0])
 
 
 def test_hop_streamed_and_batched_inputs(v3_model, monkeypatch):
@@ -133,7 +146,7 @@ def test_hop_streamed_and_batched_inputs(v3_model, monkeypatch):
     # batch_size=1: every window runs as soon as it is cut, so a job must know its shifted passes beforehand
     streamed = [embed(model, x, sample_rate=SR, hop=0.4, workers=0, batch_size=1) for x in (a, b)]
     for ref, x, y in zip(alone, together, streamed):
-        assert ref.frame.shape == x.frame.shape == y.frame.shape == (9 + 7, 512)  # 201 and 175 mel frames: (F - 40) // 20 + 1
+        assert ref.frame.shape == x.frame.shape == y.frame.shape == (10 + 7, 512)  # 201 mel frames: 5 steps x 2 passes; the last 175: (F - 40) // 20 + 1
         np.testing.assert_allclose(x.frame, ref.frame, atol=1e-6, rtol=0)  # other batch composition: rounding only
         assert np.array_equal(y.frame, ref.frame) and np.array_equal(y.frame_times, ref.frame_times)
     assert not np.allclose(together[0].frame, together[1].frame, atol=1e-3)
@@ -199,7 +212,7 @@ def test_every_layer_and_pooling_has_the_documented_shape(models, arch):
     model = models[arch]
     wav = _noise(6.0, seed=6)  # 7 steps of 0.8 s; two 5 s scene crops (0 s and 1 s, the last aligned to the end)
     mel, frames = _features(model, wav)
-    ref = _passes(model, mel, 0, tasks=("embeddings", "scene"))
+    ref = _passes(model, mel, 0, tasks=("embeddings", "scene"), conv_embeddings=True)
     sizes = {"gru": 512, "conv": 512, "scene": 128}
     outs = {}
     for layer in ("gru", "conv", "scene"):
@@ -236,6 +249,25 @@ def test_conv_layer_with_finer_hop(v3_model):
     coarse = embed(v3_model, wav, sample_rate=SR, layer="conv")
     fine = embed(v3_model, wav, sample_rate=SR, layer="conv", hop=0.2)
     assert np.array_equal(fine.frame[::4], coarse.frame) and fine.frame.shape[1] == 512
+
+
+def test_conv_embeddings_only_when_asked_and_not_from_onnxruntime(v3_model):
+    mel = torch.randn(1, 1, 128, 120, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = v3_model(mel)
+        asked = v3_model(mel, tasks=("embeddings",), conv_embeddings=True)
+    assert plain.conv_embeddings is None and "conv_embeddings" not in plain.to_dict()  # default fields unchanged
+    assert asked.conv_embeddings.shape == (1, 3, 512)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from dcasenet_hub._fast import optimize_for_inference
+
+    ort = optimize_for_inference(v3_model, backend="onnxruntime")
+    wav = _noise(1.0)
+    with pytest.raises(ValueError, match="torch backend"):
+        embed(ort, wav, sample_rate=SR, layer="conv")
+    np.testing.assert_allclose(embed(ort, wav, sample_rate=SR, hop=0.4).frame,
+                               embed(v3_model, wav, sample_rate=SR, hop=0.4).frame, atol=1e-4, rtol=0)
 
 
 def test_bad_layer_pooling_and_scene_hop_are_refused(v3_model):
@@ -287,6 +319,16 @@ def test_cli_embed_and_predict_options(tmp_path, authors_checkpoint, v3_model, c
     assert rc == 0 and "1 done" in capsys.readouterr().err
     with np.load(out / "a.npz") as z:
         assert z["frame"].shape == api.frame[::8].shape
+    # a file written before these options (no pooling / hop in its meta) still counts as complete for a default rerun
+    with np.load(out / "a.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    old = {k: v for k, v in json.loads(str(arrays["meta"])).items() if k not in ("pooling", "hop", "frame_size",
+                                                                                   "clip_size")}
+    np.savez(out / "a.npz", **{**arrays, "meta": np.array(json.dumps(old, sort_keys=True))})
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"])
+    assert rc == 0 and "1 already complete" in capsys.readouterr().err
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--pooling", "max"])
+    assert rc == 0 and "1 done" in capsys.readouterr().err
     rc = main(["predict", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--hop", "0.04"])
     assert rc == 0
     d = json.loads((out / "a.json").read_text())
