@@ -203,6 +203,10 @@ class Result:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+#: Inference backends: the PyTorch fast path, or the network exported to ONNX and run by onnxruntime (CPU, fp32).
+BACKENDS = ("torch", "onnxruntime")
+
+
 def embed(
     model: Any,
     x: Any,
@@ -216,6 +220,7 @@ def embed(
     hop: float | None = None,
     layer: str = "gru",
     pooling: str = "mean",
+    backend: str = "torch",
 ) -> Embeddings | list[Embeddings]:
     """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
@@ -230,6 +235,8 @@ def embed(
         batch_size: 5 s crops per forward pass (default 8; a 60 s window counts as 12).
         progress: Show tqdm progress bars (over inputs, and over the windows of long inputs).
         workers: Threads decoding and resampling inputs ahead of the network (0: none).
+        backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, fp32; needs the ``onnx`` extra; outputs within
+            1e-5 of torch's; the ``gru`` layer only).
         hop: Time between frame embeddings in seconds (default 0.8, the network's step): one of
             :func:`allowed_hops` (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8). A hop of ``0.8 / P`` runs ``P`` exact
             forward passes on the features shifted by whole 20 ms frames and merges their frames in time order, so
@@ -261,7 +268,7 @@ def embed(
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False,
                            device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop, layer=layer, pooling=pooling),
+                           hop=hop, layer=layer, pooling=pooling, backend=backend),
                    len(inputs), "embeddings")
     return out[0] if single else out
 
@@ -280,6 +287,7 @@ def predict(
     progress: bool = False,
     workers: int = 1,
     hop: float | None = None,
+    backend: str = "torch",
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
 
@@ -290,7 +298,7 @@ def predict(
         threshold: Event decision threshold (default: ``model.config.event_threshold``, the authors' 0.3).
         median_filter: Median filter over the binary event activity, in seconds (``None``: none).
         min_duration: Drop events shorter than this many seconds.
-        device, dtype, batch_size, progress, workers: As in :func:`embed`.
+        device, dtype, batch_size, progress, workers, backend: As in :func:`embed`.
         hop: Time between the network's event scores in seconds (default 0.8), computed by shifted passes as in
             :func:`embed`. Event probabilities stay on a 100 ms grid (on a ``hop`` grid for hops under 0.1 s); each
             grid frame takes the score of the 0.8 s step whose centre is nearest to its own (at the default this is
@@ -308,7 +316,7 @@ def predict(
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True,
                            threshold=threshold, median_filter=median_filter, min_duration=min_duration,
                            device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop),
+                           hop=hop, backend=backend),
                    len(inputs), "prediction")
     return out[0] if single else out
 
@@ -331,6 +339,7 @@ def iterate(
     hop: float | None = None,
     layer: str = "gru",
     pooling: str = "mean",
+    backend: str = "torch",
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
@@ -354,6 +363,7 @@ def iterate(
         hop: Timestamp hop of frame embeddings and event scores (see :func:`embed` and :func:`predict`).
         layer: Embedding layer (see :func:`embed`).
         pooling: Clip pooling (see :func:`embed`).
+        backend: ``"torch"`` or ``"onnxruntime"`` (see :func:`embed`).
 
     Raises:
         ValueError: invalid options, e.g. a threshold outside [0, 1] or a negative median filter or minimum duration
@@ -378,6 +388,9 @@ def iterate(
     hop_frames = _hop_frames(hop, model)
     _check_choice("layer", layer, LAYERS)
     _check_choice("pooling", pooling, POOLINGS)
+    _check_choice("backend", backend, BACKENDS)
+    if backend == "onnxruntime" and embeddings and layer != "gru":
+        raise ValueError(f"layer={layer!r} is not in the exported ONNX graph; use layer='gru' or backend='torch'")
     if embeddings and layer == "scene" and hop_frames != TIME_REDUCTION:
         raise ValueError(f"hop={hop!r} does not apply to layer='scene' (one code per 5 s scene crop); "
                          "leave hop at its default or use layer='gru' or 'conv'")
@@ -409,7 +422,7 @@ def iterate(
                        "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance)
     dev = _resolve_device(model, device)
     # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
-    runner = inference_runner(model, dtype=dtype, device=dev)
+    runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
     crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
     batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
     bar = _bar(progress, total=len(inputs), desc="inputs", unit="file")

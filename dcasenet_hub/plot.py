@@ -36,6 +36,7 @@ def plot(
     min_duration: float | None = None,
     top_k: int = 3,
     device: Any = None,
+    dtype: Any = None,
     batch_size: int = 8,
     dpi: int = 110,
 ) -> Any:
@@ -53,7 +54,7 @@ def plot(
         prediction: A :class:`~dcasenet_hub.inference.Prediction` of this audio (computed when ``None``).
         threshold, median_filter, min_duration: Event list settings (see :func:`dcasenet_hub.inference.predict`).
         top_k: Number of scenes drawn over time and tags in the title.
-        device, batch_size: Passed to :func:`~dcasenet_hub.inference.predict`.
+        device, dtype, batch_size: Passed to :func:`~dcasenet_hub.inference.predict`.
         dpi: Resolution of the saved image.
 
     Returns:
@@ -84,7 +85,7 @@ def plot(
     if prediction is None:
         prediction = predict(model, wav, sample_rate=fe.sample_rate, threshold=threshold,
                              median_filter=median_filter, min_duration=min_duration, device=device,
-                             batch_size=batch_size)
+                             dtype=dtype, batch_size=batch_size)
     duration = len(wav) / fe.sample_rate
     mel = log_mel(wav, config=fe, normalize=False).numpy()
 

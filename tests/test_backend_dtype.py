@@ -1,0 +1,100 @@
+"""`--dtype` / `--backend` on the command line and `backend=` in the API: same outputs (equality, not speed)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.cli import main
+from dcasenet_hub.inference import embed, predict
+
+
+def _clip(seconds: float, seed: int, sr: int = 24000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * sr)) / sr
+    x = 0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * (300 + 200 * seed) * t) * (t % 1 < 0.5)
+    return x.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory, responsive_v3):
+    root = tmp_path_factory.mktemp("bd")
+    audio = root / "audio"
+    audio.mkdir()
+    for i in range(2):
+        sf.write(audio / f"c{i}.wav", _clip(3.0 + i, i), 24000)
+    model_dir = root / "model"
+    responsive_v3.save_pretrained(model_dir)
+    return {"audio": audio, "model": model_dir}
+
+
+def _npz(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_api_onnxruntime_backend_equals_torch(responsive_v3):
+    wav = _clip(7.0, 3)
+    ref = embed(responsive_v3, wav, sample_rate=24000)
+    ort = embed(responsive_v3, wav, sample_rate=24000, backend="onnxruntime")
+    assert np.abs(ort.frame - ref.frame).max() <= 1e-5 and np.abs(ort.clip - ref.clip).max() <= 1e-5
+    p_ref = predict(responsive_v3, wav, sample_rate=24000)
+    p_ort = predict(responsive_v3, wav, sample_rate=24000, backend="onnxruntime")
+    for k in ("scene_probs", "tag_probs", "event_probs"):
+        assert np.abs(getattr(p_ort, k) - getattr(p_ref, k)).max() <= 1e-5, k
+    other = embed(responsive_v3, _clip(7.0, 4), sample_rate=24000)  # the check can fail: other audio is far off
+    assert np.abs(other.frame - ref.frame).max() > 1e-2
+    with pytest.raises(ValueError, match="backend='tensorrt' is not one of"):
+        embed(responsive_v3, wav, sample_rate=24000, backend="tensorrt")
+    with pytest.raises(ValueError, match="not in the exported ONNX graph"):
+        embed(responsive_v3, wav, sample_rate=24000, backend="onnxruntime", layer="conv")
+
+
+def test_cli_backend_and_dtype_outputs_and_resume(folder, tmp_path):
+    common = ["--model", str(folder["model"]), "-q"]
+    out = {name: tmp_path / name for name in ("torch", "ort", "bf16")}
+    assert main(["embed", str(folder["audio"]), "-o", str(out["torch"]), *common]) == 0
+    assert main(["embed", str(folder["audio"]), "-o", str(out["ort"]), "--backend", "onnxruntime", *common]) == 0
+    assert main(["embed", str(folder["audio"]), "-o", str(out["bf16"]), "--dtype", "bf16", *common]) == 0
+    for i in range(2):
+        ref, ort, low = (_npz(out[n] / f"c{i}.npz") for n in ("torch", "ort", "bf16"))
+        assert np.abs(ort["frame"] - ref["frame"]).max() <= 1e-5
+        cos = float(low["clip"] @ ref["clip"] / (np.linalg.norm(low["clip"]) * np.linalg.norm(ref["clip"])))
+        assert cos > 0.9995 and not np.array_equal(low["frame"], ref["frame"])  # bf16 ran, close to fp32
+        assert json.loads(str(low["meta"]))["dtype"] == "bf16" and json.loads(str(ref["meta"]))["dtype"] == "fp32"
+    # outputs of another precision are not "complete" for an fp32 rerun: recomputed, not skipped
+    assert main(["embed", str(folder["audio"]), "-o", str(out["bf16"]), *common]) == 0
+    rows = (out["bf16"] / "index.csv").read_text()
+    assert "skipped" not in rows
+    assert np.abs(_npz(out["bf16"] / "c0.npz")["frame"] - _npz(out["torch"] / "c0.npz")["frame"]).max() == 0
+    # predict with onnxruntime gives the torch JSON within 1e-5
+    assert main(["predict", str(folder["audio"]), "-o", str(tmp_path / "p1"), *common]) == 0
+    assert main(["predict", str(folder["audio"]), "-o", str(tmp_path / "p2"), "--backend", "onnxruntime",
+                 *common]) == 0
+    a = json.loads((tmp_path / "p1" / "c1.json").read_text())
+    b = json.loads((tmp_path / "p2" / "c1.json").read_text())
+    assert max(abs(a["scene"]["probs"][k] - b["scene"]["probs"][k]) for k in a["scene"]["probs"]) <= 1e-5
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--backend", "onnxruntime", "--dtype", "bf16"], "runs fp32"),
+    (["--backend", "onnxruntime", "--layer", "conv"], "not in the exported ONNX graph"),
+    (["--dtype", "int8"], "invalid choice"),
+])
+def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit) if "invalid choice" in message else _nothing():
+        code = main(["embed", str(folder["audio"]), "-o", str(tmp_path / "x"), "--model", str(folder["model"]), "-q",
+                     *extra])
+        assert code == 2
+    assert message in capsys.readouterr().err
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
