@@ -309,12 +309,32 @@ def _in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
     return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
 
 
-def _model_identity(name: str) -> str:
+#: Files of a model folder whose content identifies the weights (other files, e.g. the README card, do not count).
+_MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def _model_identity(name: str) -> dict[str, Any]:
+    """What resume compares to tell whether outputs came from these weights: their content, not file dates.
+
+    A local checkpoint (folder, ``.safetensors`` or ``.pt``) is fingerprinted by a SHA-256 of its bytes (for a
+    folder: of ``config.json`` and ``model.safetensors``, in that order), computed once per run before any output is
+    judged complete, so weights copied over the old ones (same size, same folder date) are seen. A manifest id names
+    published weights that are checked against their hash when fetched, so the id is the identity.
+    """
+    import hashlib
+
     p = Path(name).expanduser()
-    if p.exists():
-        st = p.stat()
-        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    return name
+    if not p.exists():
+        return {"model": name}
+    files = [p / f for f in _MODEL_FILES if (p / f).is_file()] if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return {"model": str(p.resolve()), "model_sha256": h.hexdigest()}
 
 
 def _source_identity(path: Path) -> dict[str, Any]:
@@ -331,13 +351,13 @@ def _source_identity(path: Path) -> dict[str, Any]:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    settings = {"task": "embed", "model": _model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
+    settings = {"task": "embed", **_model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
                 "layer": args.layer, "pooling": args.pooling}
     return _run(args, "embed", settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    settings = {"task": "predict", "model": _model_identity(args.model), "threshold": args.threshold,
+    settings = {"task": "predict", **_model_identity(args.model), "threshold": args.threshold,
                 "median_filter": args.median_filter, "min_duration": args.min_duration, "hop": _hop(args.hop)}
     return _run(args, "predict", settings)
 
