@@ -384,8 +384,27 @@ def _complete(item: _Input, meta: dict[str, Any]) -> bool:
     found = read_meta(item.outputs["main"])
     if not found or any(found.get(k) != v for k, v in meta.items()):
         return False
+    # the other outputs must be the very files written with this main file (not a later, interrupted run's)
+    digests = found.get("digests") or {}
+    for key, path in item.outputs.items():
+        if key != "main" and (key not in digests or _sha256(path) != digests[key]):
+            return False
     item.duration_s = found.get("duration_s")
     return True
+
+
+def _sha256(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes (``None`` if unreadable)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _limit_heap_retention() -> None:
@@ -520,7 +539,9 @@ def _write(item: _Input, r: Any, task: str, meta: dict[str, Any], level: str) ->
     pred = r.prediction
     pred.save_events(item.outputs["events"], filename=item.rel.as_posix())
     pred.save_scores(item.outputs["scores"])
-    pred.save(item.outputs["main"], meta=meta)  # last: its presence marks the input as complete
+    # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
+    digests = {k: _sha256(item.outputs[k]) for k in ("events", "scores")}
+    pred.save(item.outputs["main"], meta={**meta, "digests": digests})
 
 
 def _write_all_events(path: Path, rows: list[dict[str, str]]) -> None:

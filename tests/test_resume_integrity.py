@@ -61,3 +61,33 @@ def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_pa
         assert len(json.loads(str(z["meta"]))["model_sha256"]) == 64
     assert main(args) == 0  # same weights again: complete
     assert [r["status"] for r in _rows(out / "index.csv")] == ["skipped"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. a predict output is complete only when its JSON vouches for the other files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_predict_resume_recomputes_when_csv_and_json_come_from_different_runs(tmp_path, authors_checkpoint):
+    audio = _folder(tmp_path / "in", 1, seconds=3.0)
+    out, other = tmp_path / "out", tmp_path / "other"
+    base = ["predict", str(audio), "--model", str(authors_checkpoint), "--quiet"]
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert main([*base, "-o", str(other), "--threshold", "0"]) == 0
+    # a run with threshold 0 killed after its .events.csv rename, before its .json
+    shutil.copyfile(other / "f0.events.csv", out / "f0.events.csv")
+    mixed = (out / "f0.events.csv").read_bytes()
+    assert mixed.count(b"\n") == 1 + 14  # threshold 0: every class active (a run with threshold 1 has none)
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"]  # recomputed, not "skipped"
+    js = json.loads((out / "f0.json").read_text())
+    listed = [[e["onset"], e["offset"], e["event_label"]] for e in js["events"]["list"]]
+    with open(out / "f0.events.csv", newline="") as fh:
+        in_csv = [[float(r[1]), float(r[2]), r[3]] for r in list(csv.reader(fh))[1:]]
+    assert in_csv == listed  # the CSV agrees with the JSON again
+    assert (out / "f0.events.csv").read_bytes() != mixed
+    assert set(js["meta"]["digests"]) == {"events", "scores"}
+    # a missing scores file is not complete either
+    (out / "f0.scores.tsv").unlink()
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"] and (out / "f0.scores.tsv").is_file()
