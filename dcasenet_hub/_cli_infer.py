@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import sys
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,7 +24,6 @@ AUDIO_EXTENSIONS = frozenset({
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
 INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
-INDEX_EVERY_S = 30.0
 
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
@@ -447,6 +445,10 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
               f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
         return 2
     out_dir: Path = args.output_dir
+    from ._io import clean_stale_temp_files
+
+    for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs (other shards) are kept
+        logger.info("removed a stale temporary file of a killed run: %s", p)
     suffix = f"-{shard[0]}-of-{shard[1]}" if shard else ""
     index_path = out_dir / f"index{suffix}.csv"
 
@@ -480,6 +482,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
         todo.append(item)
 
     writer = _IndexWriter(index_path, selected)
+    writer.start()
     if todo:
         from .inference import iterate
 
@@ -504,12 +507,10 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
                         item.status = "ok"
                     except (OSError, ValueError, RuntimeError) as exc:
                         item.status, item.error = "failed", f"writing outputs failed: {_one_line(exc)}"
-                writer.maybe_write()
+                writer.done(item)
         finally:
             results.close()
             writer.write()
-    else:
-        writer.write()
     if task == "predict":
         _write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
     return _summary(task, selected, index_path)
@@ -570,7 +571,13 @@ def _read_index(path: Path) -> list[dict[str, str]]:
     """Rows of an earlier index file of the same output folder (``[]`` if none or unreadable)."""
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            return [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+            rows = [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+        last: dict[str, dict[str, str]] = {}  # rows appended as inputs finish: an input's last row counts
+        for r in rows:
+            key = os.path.abspath(r["input"])
+            last.pop(key, None)
+            last[key] = r
+        return list(last.values())
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -579,33 +586,49 @@ def _read_index(path: Path) -> list[dict[str, str]]:
 
 
 class _IndexWriter:
-    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative)."""
+    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative).
+
+    :meth:`start` writes every row at once (this run's inputs ``pending``, ``skipped`` or ``failed``), :meth:`done`
+    appends an input's final row as soon as its outputs are written (flushed and fsync'd, so a kill loses at most the
+    inputs in flight) and :meth:`write` rewrites the file compacted, one row per input, at the end. Until then an
+    input may have several rows: the last one counts (as :func:`_read_index` reads them).
+    """
 
     def __init__(self, path: Path, items: list[_Input]) -> None:
         self.path = path
         self.items = items
-        self.last = time.monotonic()
         inputs = {os.path.abspath(i.path) for i in items}
         outputs = {os.path.abspath(p) for i in items for p in i.outputs.values()}
         self.earlier = [r for r in _read_index(path)
                         if os.path.abspath(r["input"]) not in inputs
                         and not (r["output"] and os.path.abspath(r["output"]) in outputs)]
 
-    def maybe_write(self) -> None:
-        if time.monotonic() - self.last > INDEX_EVERY_S:
-            self.write()
+    @staticmethod
+    def _row(item: _Input) -> dict[str, str]:
+        dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
+        return {"input": str(item.path), "status": item.status or "pending",
+                "output": item.output if item.status != "failed" else "", "duration_s": dur,
+                "error": item.error, "warning": item.warning}
 
     def rows(self) -> list[dict[str, str]]:
         """All rows: earlier runs' (other inputs) then this run's."""
-        out = list(self.earlier)
-        for item in self.items:
-            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
-            out.append({"input": str(item.path), "status": item.status or "pending",
-                        "output": item.output if item.status != "failed" else "", "duration_s": dur,
-                        "error": item.error, "warning": item.warning})
-        return out
+        return [*self.earlier, *(self._row(item) for item in self.items)]
+
+    def start(self) -> None:
+        """Write the whole index before any work (atomically)."""
+        self.write()
+
+    def done(self, item: _Input) -> None:
+        """Append ``item``'s final row and make it durable."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([self._row(item)[k] for k in INDEX_COLUMNS])
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def write(self) -> None:
+        """Rewrite the index atomically, one row per input."""
         from ._io import atomic_write_text
 
         buf = io.StringIO()
@@ -613,7 +636,6 @@ class _IndexWriter:
         w.writerow(INDEX_COLUMNS)
         w.writerows([r[k] for k in INDEX_COLUMNS] for r in self.rows())
         atomic_write_text(self.path, buf.getvalue())
-        self.last = time.monotonic()
 
 
 def _summary(task: str, items: list[_Input], index_path: Path) -> int:

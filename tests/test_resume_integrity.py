@@ -91,3 +91,101 @@ def test_predict_resume_recomputes_when_csv_and_json_come_from_different_runs(tm
     (out / "f0.scores.tsv").unlink()
     assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
     assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"] and (out / "f0.scores.tsv").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. a kill loses at most the files in flight: stale temporary files, appended index rows, SIGKILL of a real run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_stale_temp_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dcasenet_hub._io import TMP_TAG, _host, clean_stale_temp_files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "sub").mkdir()
+    dead = tmp_path / "sub" / f".a.npz.{TMP_TAG}-{gone.pid}-{_host()}.x1y2.tmp"
+    live = tmp_path / f".b.npz.{TMP_TAG}-{os.getppid()}-{_host()}.abc_.tmp"  # another shard, still running
+    mine = tmp_path / f".c.npz.{TMP_TAG}-{os.getpid()}-{_host()}.abc_.tmp"
+    other_host = tmp_path / f".d.npz.{TMP_TAG}-{gone.pid}-elsewhere.abc_.tmp"
+    foreign = [tmp_path / ".e.npz.zz.tmp", tmp_path / f"e.npz.{TMP_TAG}-{gone.pid}-{_host()}.abc_.tmp.keep"]
+    for p in (dead, live, mine, other_host, *foreign):
+        p.write_bytes(b"x")
+    assert clean_stale_temp_files(tmp_path) == [dead]
+    assert not dead.exists() and all(p.exists() for p in (live, mine, other_host, *foreign))
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cli(args: list[str], kill: tuple[str, int] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCASENET_HUB_TEST_KILL")}
+    if kill is not None:
+        env[f"DCASENET_HUB_TEST_KILL_{kill[0]}"] = str(kill[1])
+    return subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("task", "when", "n", "finished"), [
+    ("embed", "AFTER", 4, 3),     # renames: index.csv, f0, f1, f2 -> killed with three .npz complete
+    ("embed", "BEFORE", 4, 2),    # killed with f2.npz's complete temporary file not yet renamed
+    ("predict", "AFTER", 9, 2),   # index, 3 per input: f2's .events.csv and .scores.tsv written, no .json
+    ("predict", "BEFORE", 10, 2),  # f2's .json is a temporary file
+])
+def test_sigkill_at_a_write_point_then_rerun_loses_and_recomputes_nothing(tmp_path, authors_checkpoint, task, when,
+                                                                          n, finished):
+    import signal
+
+    audio = _folder(tmp_path / "in", 6, seconds=0.6)
+    out = tmp_path / "out"
+    args = [task, str(audio), "-o", str(out), "--model", str(authors_checkpoint), "--workers", "0", "--quiet"]
+    suffixes = (".npz",) if task == "embed" else (".events.csv", ".scores.tsv", ".json")
+    names = [f"f{i}" for i in range(6)]
+
+    killed = _cli(args, kill=(when, n))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = [s for s in names if (out / f"{s}{suffixes[-1]}").is_file()]
+    assert done == names[:finished]
+    # the finished inputs are in the index already (rows appended as they finish)
+    rows = _rows(out / "index.csv")
+    indexed = [Path(r["input"]).stem for r in rows if r["status"] == "ok"]
+    assert indexed == done[:len(indexed)] and len(done) - len(indexed) <= 1  # at most the input in flight is missing
+    kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for s in done for p in (out / f"{s}{x}" for x in suffixes)}
+    left = sorted(p.name for p in out.rglob("*.tmp"))
+    assert bool(left) == (when == "BEFORE")  # the kill before a rename leaves its temporary file
+
+    rerun = _cli(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{6 - finished} done, {finished} already complete (skipped)" in rerun.stderr
+    rows = _rows(out / "index.csv")
+    assert sorted(Path(r["input"]).stem for r in rows) == names  # one row per input
+    assert {Path(r["input"]).stem: r["status"] for r in rows} == {
+        s: "skipped" if s in done else "ok" for s in names}
+    for p, (mtime, data) in kept.items():  # nothing finished before the kill was recomputed
+        assert (p.stat().st_mtime_ns, p.read_bytes()) == (mtime, data), p
+    assert not list(out.rglob("*.tmp"))  # no temporary file left
+    for s in names:  # every input's outputs complete, from one run
+        assert all((out / f"{s}{x}").is_file() for x in suffixes)
+        if task == "predict":
+            meta = json.loads((out / f"{s}.json").read_text())["meta"]
+            assert meta["digests"] == {"events": _sha(out / f"{s}.events.csv"),
+                                       "scores": _sha(out / f"{s}.scores.tsv")}
+    if task == "predict":
+        with open(out / "events.csv", newline="") as fh:
+            merged = list(csv.reader(fh))[1:]
+        expected = []
+        for s in names:
+            with open(out / f"{s}.events.csv", newline="") as fh:
+                expected += list(csv.reader(fh))[1:]
+        assert merged == expected
