@@ -169,6 +169,18 @@ def _hop_frames(hop: float | None, model: Any) -> int:
     return int(round(k))
 
 
+#: ``extra`` key set on the untrained-weights warnings (HEAR logs its own once per :func:`~dcasenet_hub.hear.load_model`
+#: and filters these per batch).
+UNTRAINED_RECORD = "dcasenet_hub_untrained"
+
+
+def untrained_embeddings_warning(config: Any) -> str:
+    """The warning for embeddings of a model whose config marks no task as trained (random or unknown weights)."""
+    return (f"No task is marked as trained in this model's config (provenance: {config.provenance}): its embeddings "
+            "may come from untrained weights and be meaningless. Load trained weights, e.g. "
+            "from_pretrained('dcasenet-v3'), or record the trained tasks when converting (`dcasenet-hub convert "
+            "--tasks ...`).")
+
 
 @dataclass
 class Result:
@@ -395,6 +407,8 @@ def iterate(
         model_id=cfg.model_id,
         labels=(tuple(cfg.scene_labels), tuple(cfg.tag_labels), tuple(cfg.event_labels)),
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
+        provenance=cfg.provenance,
+        trained_tasks=tuple(cfg.trained_tasks),
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
@@ -404,7 +418,10 @@ def iterate(
     )
     if settings.untrained:
         logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance)
+                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
+                       extra={UNTRAINED_RECORD: True})
+    if embeddings and not predictions and not cfg.trained_tasks:
+        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
     dev = _resolve_device(model, device)
     # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
     runner = inference_runner(model, dtype=dtype, device=dev)
@@ -469,6 +486,8 @@ class _Settings:
     hop_frames: int = TIME_REDUCTION
     layer: str = "gru"
     pooling: str = "mean"
+    provenance: str | None = None
+    trained_tasks: tuple[str, ...] = ()
 
     @property
     def passes(self) -> int:
@@ -744,7 +763,8 @@ class _Job:
                 frame_times=times,
                 clip=_pool(steps, s.pooling),
                 model_id=s.model_id, layer=s.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=input_sr, pooling=s.pooling,
+                source=self.source, sample_rate=input_sr, pooling=s.pooling, provenance=s.provenance,
+                trained_tasks=s.trained_tasks,
             )
         if s.predictions:
             crop_probs = np.stack([c["probs"] for c in scenes]).astype(np.float32)

@@ -189,3 +189,71 @@ def test_sigkill_at_a_write_point_then_rerun_loses_and_recomputes_nothing(tmp_pa
             with open(out / f"{s}.events.csv", newline="") as fh:
                 expected += list(csv.reader(fh))[1:]
         assert merged == expected
+
+
+def test_every_rename_follows_an_fsync_of_the_file(tmp_path, monkeypatch):
+    import os
+
+    from dcasenet_hub import _io
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append("fsync:" + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(f"replace:{Path(src).name}")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_io.os, "fsync", fsync)
+    monkeypatch.setattr(_io.os, "replace", replace)
+    _io.atomic_write_text(tmp_path / "a.txt", "hello")
+    tmp = calls[-2].split(":", 1)[1] if len(calls) >= 2 else ""
+    assert calls[0] == f"fsync:{tmp}" and calls[1] == f"replace:{tmp}" and tmp.endswith(".tmp"), calls
+    assert calls[2] == f"fsync:{tmp_path.name}"  # the folder, so the new name itself survives a power loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 20. untrained weights: embed and HEAR warn as predict does; the .npz records provenance and trained tasks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_embed_and_hear_warn_about_untrained_weights_and_npz_records_provenance(tmp_path, v3_model, caplog):
+    import logging
+
+    import torch
+
+    from dcasenet_hub import hear
+    from dcasenet_hub.hub import save_pretrained
+    from dcasenet_hub.inference import embed
+
+    assert v3_model.config.trained_tasks == ()  # the fixture weights are marked untrained
+    wav = _tone(1.0, 24000, 0)
+    with caplog.at_level(logging.WARNING, logger="dcasenet_hub"):
+        emb = embed(v3_model, wav, sample_rate=24000)
+    assert [r for r in caplog.records if r.levelno == logging.WARNING and "untrained" in r.getMessage()
+            and v3_model.config.provenance in r.getMessage()]
+    emb.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    assert meta["provenance"] == v3_model.config.provenance and meta["trained_tasks"] == []
+
+    folder = tmp_path / "model"
+    save_pretrained(v3_model, folder)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dcasenet_hub"):
+        m = hear.load_model(str(folder), hop=0.8)
+        hear.get_scene_embeddings(torch.zeros(2, 48000), m)
+        hear.get_scene_embeddings(torch.zeros(1, 48000), m)
+    said = [r for r in caplog.records if r.levelno == logging.WARNING and "untrained" in r.getMessage()]
+    assert len(said) == 1 and said[0].name == "dcasenet_hub.hear"  # once, at load, not per batch
+
+    # the command line records them too
+    audio = _folder(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert main(["embed", str(audio), "-o", str(out), "--model", str(folder), "--quiet"]) == 0
+    with np.load(out / "f0.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    assert "provenance" in meta and meta["trained_tasks"] == []
