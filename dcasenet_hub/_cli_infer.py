@@ -47,6 +47,9 @@ outputs (docs/outputs.md):
   OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
   (index-I-of-N.csv with --shard I/N)
 
+Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
+the last step so they reach the end of the file.
+
 Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
 same (unchanged) input file; --overwrite recomputes them. Files are written atomically.
 
@@ -64,6 +67,9 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+
+Event scores and events end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip);
+--pad-tail pads the last step so they reach the end of the file.
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
@@ -153,6 +159,10 @@ def register(subparsers: Any) -> None:
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
                             "or 0.8 (default 0.8, the network's step); a hop of 0.8/P runs P exact shifted passes "
                             "and costs P times as much")
+        p.add_argument("--pad-tail", action="store_true",
+                       help="let frames and events reach the end of each file: the last 0.8 s step is completed by "
+                            "padding the normalised log-mel with zeros (default: they end at the last full 0.8 s "
+                            "step, as the authors' network does: 9.6 s for a 10 s clip)")
         if name == "embed":
             p.add_argument("--level", choices=("frame", "clip", "both"), default="both",
                            help="which embeddings to save (default: both)")
@@ -350,13 +360,14 @@ def _source_identity(path: Path) -> dict[str, Any]:
 
 def _run_embed(args: argparse.Namespace) -> int:
     settings = {"task": "embed", **_model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
-                "layer": args.layer, "pooling": args.pooling}
+                "layer": args.layer, "pooling": args.pooling, "pad_tail": True if args.pad_tail else None}
     return _run(args, "embed", settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
     settings = {"task": "predict", **_model_identity(args.model), "threshold": args.threshold,
-                "median_filter": args.median_filter, "min_duration": args.min_duration, "hop": _hop(args.hop)}
+                "median_filter": args.median_filter, "min_duration": args.min_duration, "hop": _hop(args.hop),
+                "pad_tail": True if args.pad_tail else None}
     return _run(args, "predict", settings)
 
 
@@ -492,7 +503,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
             min_duration=getattr(args, "min_duration", None), device=args.device, batch_size=args.batch_size,
             progress=not args.quiet, workers=args.workers, hop=args.hop, layer=getattr(args, "layer", "gru"),
-            pooling=getattr(args, "pooling", "mean"),
+            pooling=getattr(args, "pooling", "mean"), pad_tail=args.pad_tail,
         )
         try:
             for r in results:
@@ -526,6 +537,9 @@ def _check_embedding_options(args: argparse.Namespace) -> None:
     if getattr(args, "layer", "gru") == "scene" and _hop(args.hop) is not None:
         raise _UsageError("--hop does not apply to --layer scene (one code per 5 s scene crop); drop --hop or use "
                           "--layer gru or conv")
+    if getattr(args, "layer", "gru") == "scene" and args.pad_tail:
+        raise _UsageError("--pad-tail does not apply to --layer scene (one code per 5 s scene crop, which always "
+                          "covers the end); drop --pad-tail or use --layer gru or conv")
 
 
 def _one_line(exc: BaseException) -> str:
