@@ -50,8 +50,10 @@ outputs (docs/outputs.md):
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
 
-Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
-same (unchanged) input file; --overwrite recomputes them. Files are written atomically.
+Reruns skip inputs whose outputs are complete and were made with the same settings and the
+same weights (by content) from the same (unchanged) input file; --overwrite recomputes them. Files are written
+atomically (fsync'd), index.csv gains a row as each input finishes, and a kill (even SIGKILL) loses at most the
+inputs in flight: rerun the same command to finish.
 
 examples:
   dcasenet-hub embed examples/audio -o embeddings/
@@ -67,6 +69,9 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+
+Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
+(the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
 
 Event scores and events end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip);
 --pad-tail pads the last step so they reach the end of the file.
