@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import sys
-import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,7 +24,6 @@ AUDIO_EXTENSIONS = frozenset({
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
 INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
-INDEX_EVERY_S = 30.0
 
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
@@ -49,8 +47,13 @@ outputs (docs/outputs.md):
   OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
   (index-I-of-N.csv with --shard I/N)
 
-Reruns skip inputs whose outputs are complete and were made with the same model and settings from the
-same (unchanged) input file; --overwrite recomputes them. Files are written atomically.
+Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
+the last step so they reach the end of the file.
+
+Reruns skip inputs whose outputs are complete and were made with the same settings and the
+same weights (by content) from the same (unchanged) input file; --overwrite recomputes them. Files are written
+atomically (fsync'd), index.csv gains a row as each input finishes, and a kill (even SIGKILL) loses at most the
+inputs in flight: rerun the same command to finish.
 
 examples:
   dcasenet-hub embed examples/audio -o embeddings/
@@ -66,6 +69,12 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+
+Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
+(the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
+
+Event scores and events end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip);
+--pad-tail pads the last step so they reach the end of the file.
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
@@ -155,6 +164,10 @@ def register(subparsers: Any) -> None:
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
                             "or 0.8 (default 0.8, the network's step); a hop of 0.8/P runs P exact shifted passes "
                             "and costs P times as much")
+        p.add_argument("--pad-tail", action="store_true",
+                       help="let frames and events reach the end of each file: the last 0.8 s step is completed by "
+                            "padding the normalised log-mel with zeros (default: they end at the last full 0.8 s "
+                            "step, as the authors' network does: 9.6 s for a 10 s clip)")
         if name == "embed":
             p.add_argument("--level", choices=("frame", "clip", "both"), default="both",
                            help="which embeddings to save (default: both)")
@@ -315,12 +328,32 @@ def _in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
     return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
 
 
-def _model_identity(name: str) -> str:
+#: Files of a model folder whose content identifies the weights (other files, e.g. the README card, do not count).
+_MODEL_FILES = ("config.json", "model.safetensors")
+
+
+def _model_identity(name: str) -> dict[str, Any]:
+    """What resume compares to tell whether outputs came from these weights: their content, not file dates.
+
+    A local checkpoint (folder, ``.safetensors`` or ``.pt``) is fingerprinted by a SHA-256 of its bytes (for a
+    folder: of ``config.json`` and ``model.safetensors``, in that order), computed once per run before any output is
+    judged complete, so weights copied over the old ones (same size, same folder date) are seen. A manifest id names
+    published weights that are checked against their hash when fetched, so the id is the identity.
+    """
+    import hashlib
+
     p = Path(name).expanduser()
-    if p.exists():
-        st = p.stat()
-        return f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    return name
+    if not p.exists():
+        return {"model": name}
+    files = [p / f for f in _MODEL_FILES if (p / f).is_file()] if p.is_dir() else [p]
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f.name.encode("utf-8") + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return {"model": str(p.resolve()), "model_sha256": h.hexdigest()}
 
 
 def _source_identity(path: Path) -> dict[str, Any]:
@@ -337,15 +370,16 @@ def _source_identity(path: Path) -> dict[str, Any]:
 
 
 def _run_embed(args: argparse.Namespace) -> int:
-    settings = {"task": "embed", "model": _model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
-                "layer": args.layer, "pooling": args.pooling, **_precision(args)}
+    settings = {"task": "embed", **_model_identity(args.model), "level": args.level, "hop": _hop(args.hop),
+                "layer": args.layer, "pooling": args.pooling, "pad_tail": True if args.pad_tail else None,
+                **_precision(args)}
     return _run(args, "embed", settings)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    settings = {"task": "predict", "model": _model_identity(args.model), "threshold": args.threshold,
+    settings = {"task": "predict", **_model_identity(args.model), "threshold": args.threshold,
                 "median_filter": args.median_filter, "min_duration": args.min_duration, "hop": _hop(args.hop),
-                **_precision(args)}
+                "pad_tail": True if args.pad_tail else None, **_precision(args)}
     return _run(args, "predict", settings)
 
 
@@ -385,8 +419,27 @@ def _complete(item: _Input, meta: dict[str, Any]) -> bool:
     found = read_meta(item.outputs["main"])
     if not found or any(found.get(k, _META_DEFAULTS.get(k)) != v for k, v in meta.items()):
         return False
+    # the other outputs must be the very files written with this main file (not a later, interrupted run's)
+    digests = found.get("digests") or {}
+    for key, path in item.outputs.items():
+        if key != "main" and (key not in digests or _sha256(path) != digests[key]):
+            return False
     item.duration_s = found.get("duration_s")
     return True
+
+
+def _sha256(path: Path) -> str | None:
+    """Hex SHA-256 of a file's bytes (``None`` if unreadable)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def _limit_heap_retention() -> None:
@@ -429,6 +482,10 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
               f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})", file=sys.stderr)
         return 2
     out_dir: Path = args.output_dir
+    from ._io import clean_stale_temp_files
+
+    for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs (other shards) are kept
+        logger.info("removed a stale temporary file of a killed run: %s", p)
     suffix = f"-{shard[0]}-of-{shard[1]}" if shard else ""
     index_path = out_dir / f"index{suffix}.csv"
 
@@ -462,6 +519,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
         todo.append(item)
 
     writer = _IndexWriter(index_path, selected)
+    writer.start()
     if todo:
         from .inference import iterate
 
@@ -473,7 +531,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             min_duration=getattr(args, "min_duration", None),
             device="cpu" if args.backend == "onnxruntime" else args.device, batch_size=args.batch_size,
             progress=not args.quiet, workers=args.workers, hop=args.hop, layer=getattr(args, "layer", "gru"),
-            pooling=getattr(args, "pooling", "mean"),
+            pooling=getattr(args, "pooling", "mean"), pad_tail=args.pad_tail,
         )
         try:
             for r in results:
@@ -488,12 +546,10 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
                         item.status = "ok"
                     except (OSError, ValueError, RuntimeError) as exc:
                         item.status, item.error = "failed", f"writing outputs failed: {_one_line(exc)}"
-                writer.maybe_write()
+                writer.done(item)
         finally:
             results.close()
             writer.write()
-    else:
-        writer.write()
     if task == "predict":
         _write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
     return _summary(task, selected, index_path)
@@ -509,6 +565,9 @@ def _check_embedding_options(args: argparse.Namespace) -> None:
     if getattr(args, "layer", "gru") == "scene" and _hop(args.hop) is not None:
         raise _UsageError("--hop does not apply to --layer scene (one code per 5 s scene crop); drop --hop or use "
                           "--layer gru or conv")
+    if getattr(args, "layer", "gru") == "scene" and args.pad_tail:
+        raise _UsageError("--pad-tail does not apply to --layer scene (one code per 5 s scene crop, which always "
+                          "covers the end); drop --pad-tail or use --layer gru or conv")
     if args.backend == "onnxruntime":
         if args.dtype != "fp32":
             raise _UsageError(f"--backend onnxruntime runs fp32; drop --dtype {args.dtype} or use --backend torch")
@@ -536,7 +595,9 @@ def _write(item: _Input, r: Any, task: str, meta: dict[str, Any], level: str) ->
     pred = r.prediction
     pred.save_events(item.outputs["events"], filename=item.rel.as_posix())
     pred.save_scores(item.outputs["scores"])
-    pred.save(item.outputs["main"], meta=meta)  # last: its presence marks the input as complete
+    # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
+    digests = {k: _sha256(item.outputs[k]) for k in ("events", "scores")}
+    pred.save(item.outputs["main"], meta={**meta, "digests": digests})
 
 
 def _write_all_events(path: Path, rows: list[dict[str, str]]) -> None:
@@ -565,7 +626,13 @@ def _read_index(path: Path) -> list[dict[str, str]]:
     """Rows of an earlier index file of the same output folder (``[]`` if none or unreadable)."""
     try:
         with open(path, encoding="utf-8", newline="") as fh:
-            return [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+            rows = [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
+        last: dict[str, dict[str, str]] = {}  # rows appended as inputs finish: an input's last row counts
+        for r in rows:
+            key = os.path.abspath(r["input"])
+            last.pop(key, None)
+            last[key] = r
+        return list(last.values())
     except FileNotFoundError:
         return []
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -574,33 +641,49 @@ def _read_index(path: Path) -> list[dict[str, str]]:
 
 
 class _IndexWriter:
-    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative)."""
+    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative).
+
+    :meth:`start` writes every row at once (this run's inputs ``pending``, ``skipped`` or ``failed``), :meth:`done`
+    appends an input's final row as soon as its outputs are written (flushed and fsync'd, so a kill loses at most the
+    inputs in flight) and :meth:`write` rewrites the file compacted, one row per input, at the end. Until then an
+    input may have several rows: the last one counts (as :func:`_read_index` reads them).
+    """
 
     def __init__(self, path: Path, items: list[_Input]) -> None:
         self.path = path
         self.items = items
-        self.last = time.monotonic()
         inputs = {os.path.abspath(i.path) for i in items}
         outputs = {os.path.abspath(p) for i in items for p in i.outputs.values()}
         self.earlier = [r for r in _read_index(path)
                         if os.path.abspath(r["input"]) not in inputs
                         and not (r["output"] and os.path.abspath(r["output"]) in outputs)]
 
-    def maybe_write(self) -> None:
-        if time.monotonic() - self.last > INDEX_EVERY_S:
-            self.write()
+    @staticmethod
+    def _row(item: _Input) -> dict[str, str]:
+        dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
+        return {"input": str(item.path), "status": item.status or "pending",
+                "output": item.output if item.status != "failed" else "", "duration_s": dur,
+                "error": item.error, "warning": item.warning}
 
     def rows(self) -> list[dict[str, str]]:
         """All rows: earlier runs' (other inputs) then this run's."""
-        out = list(self.earlier)
-        for item in self.items:
-            dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
-            out.append({"input": str(item.path), "status": item.status or "pending",
-                        "output": item.output if item.status != "failed" else "", "duration_s": dur,
-                        "error": item.error, "warning": item.warning})
-        return out
+        return [*self.earlier, *(self._row(item) for item in self.items)]
+
+    def start(self) -> None:
+        """Write the whole index before any work (atomically)."""
+        self.write()
+
+    def done(self, item: _Input) -> None:
+        """Append ``item``'s final row and make it durable."""
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow([self._row(item)[k] for k in INDEX_COLUMNS])
+        with open(self.path, "a", encoding="utf-8", newline="") as fh:
+            fh.write(buf.getvalue())
+            fh.flush()
+            os.fsync(fh.fileno())
 
     def write(self) -> None:
+        """Rewrite the index atomically, one row per input."""
         from ._io import atomic_write_text
 
         buf = io.StringIO()
@@ -608,7 +691,6 @@ class _IndexWriter:
         w.writerow(INDEX_COLUMNS)
         w.writerows([r[k] for k in INDEX_COLUMNS] for r in self.rows())
         atomic_write_text(self.path, buf.getvalue())
-        self.last = time.monotonic()
 
 
 def _summary(task: str, items: list[_Input], index_path: Path) -> int:

@@ -110,6 +110,8 @@ class Embeddings:
         source: File path or ``"<array i>"``.
         sample_rate: The input's own sample rate.
         pooling: How ``clip`` was pooled: ``"mean"``, ``"max"`` or ``"mean+max"``.
+        provenance: Where the model's weights come from (its config's ``provenance``).
+        trained_tasks: Heads of the model marked as trained (empty: untrained or unknown weights).
 
     Example:
         >>> emb = model.embed("street.wav")                      # doctest: +SKIP
@@ -127,13 +129,16 @@ class Embeddings:
     source: str | None = None
     sample_rate: int | None = None
     pooling: str = "mean"
+    provenance: str | None = None
+    trained_tasks: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and metadata as a dict (the ``.npz`` keys)."""
         return {
             "frame": self.frame, "frame_times": self.frame_times, "clip": self.clip, "model_id": self.model_id,
             "layer": self.layer, "hop_s": self.hop_s, "duration_s": self.duration_s, "source": self.source,
-            "sample_rate": self.sample_rate, "pooling": self.pooling,
+            "sample_rate": self.sample_rate, "pooling": self.pooling, "provenance": self.provenance,
+            "trained_tasks": list(self.trained_tasks),
         }
 
     def save(self, path: str | Path, *, level: str = "both", meta: dict[str, Any] | None = None) -> Path:
@@ -157,6 +162,7 @@ class Embeddings:
             "duration_s": self.duration_s, "source": self.source, "sample_rate": self.sample_rate, "level": level,
             "pooling": self.pooling, "frame_size": int(np.shape(self.frame)[1]) if np.ndim(self.frame) == 2 else 0,
             "clip_size": int(np.shape(self.clip)[0]) if np.ndim(self.clip) == 1 else 0,
+            "provenance": self.provenance, "trained_tasks": list(self.trained_tasks),
         }
         info.update(meta or {})
         for key, arr in arrays.items():
@@ -176,7 +182,8 @@ class Embeddings:
         return cls(frame=frame, frame_times=times, clip=clip, model_id=info.get("model_id"),
                    layer=info.get("layer", "gru"), hop_s=info.get("hop_s", 0.8),
                    duration_s=info.get("duration_s", 0.0), source=info.get("source"),
-                   sample_rate=info.get("sample_rate"), pooling=info.get("pooling", "mean"))
+                   sample_rate=info.get("sample_rate"), pooling=info.get("pooling", "mean"),
+                   provenance=info.get("provenance"), trained_tasks=tuple(info.get("trained_tasks") or ()))
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:

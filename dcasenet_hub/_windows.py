@@ -265,9 +265,14 @@ class Window:
     shift: int = 0
 
 
-def plan(n: int, *, sample_rate: int, windows: WindowConfig, kinds: frozenset[str]) -> list[Window]:
-    """All windows of a pre-emphasised signal of ``n`` samples, sorted by their last sample."""
-    by_bounds: dict[tuple[int, int], Window] = {}
+def plan(n: int, *, sample_rate: int, windows: WindowConfig, kinds: frozenset[str],
+         share: bool = True) -> list[Window]:
+    """All windows of a pre-emphasised signal of ``n`` samples, sorted by their last sample.
+
+    With ``share`` (default) a scene crop and an event window with the same bounds are one window of both kinds;
+    without it they stay two windows (their features then differ, e.g. a padded tail for the event heads only).
+    """
+    by_bounds: dict[tuple[Any, ...], Window] = {}
     if SCENE in kinds:
         length = round(windows.scene_window_s * sample_rate)
         hop = round(windows.scene_hop_s * sample_rate)
@@ -276,9 +281,9 @@ def plan(n: int, *, sample_rate: int, windows: WindowConfig, kinds: frozenset[st
             by_bounds[b] = Window(frozenset({SCENE}), {SCENE: i}, *b)
     if EVENT in kinds:
         for i, b in enumerate(event_bounds(n, round(windows.event_window_s * sample_rate))):
-            w = by_bounds.get(b)
+            w = by_bounds.get(b) if share else None
             if w is None:
-                by_bounds[b] = Window(frozenset({EVENT}), {EVENT: i}, *b)
+                by_bounds[(*b, EVENT) if not share else b] = Window(frozenset({EVENT}), {EVENT: i}, *b)
             else:
                 w.kinds = w.kinds | {EVENT}
                 w.index[EVENT] = i

@@ -26,10 +26,15 @@ Example:
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import logging
 from typing import Any
 
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 #: Rate HEAR passes audio at.
 SAMPLE_RATE = 48000
@@ -79,8 +84,21 @@ def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwa
         >>> model = load_model("dcasenet-v3", hop=0.1)   # doctest: +SKIP
     """
     from .hub import from_pretrained
+    from .inference import untrained_embeddings_warning
 
-    return HearModel(from_pretrained(model_file_path or "dcasenet-v3", **kwargs), hop=hop)
+    model = from_pretrained(model_file_path or "dcasenet-v3", **kwargs)
+    if not model.config.trained_tasks:
+        logger.warning(untrained_embeddings_warning(model.config))
+    return HearModel(model, hop=hop)
+
+
+class _DropUntrainedWarning(logging.Filter):
+    """Drops the per-call untrained-weights warning of :func:`~dcasenet_hub.inference.iterate` (said at load)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from .inference import UNTRAINED_RECORD
+
+        return not getattr(record, UNTRAINED_RECORD, False)
 
 
 def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -> list[Any]:
@@ -91,8 +109,14 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     device = next(model.model.parameters()).device
-    return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
-                 workers=0, hop=hop)
+    inference_logger = logging.getLogger("dcasenet_hub.inference")
+    drop = _DropUntrainedWarning()
+    inference_logger.addFilter(drop)  # load_model warned once; not again for every batch
+    try:
+        return embed(network or model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
+                     device=device, workers=0, hop=hop)
+    finally:
+        inference_logger.removeFilter(drop)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:

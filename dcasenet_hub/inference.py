@@ -170,6 +170,18 @@ def _hop_frames(hop: float | None, model: Any) -> int:
     return int(round(k))
 
 
+#: ``extra`` key set on the untrained-weights warnings (HEAR logs its own once per :func:`~dcasenet_hub.hear.load_model`
+#: and filters these per batch).
+UNTRAINED_RECORD = "dcasenet_hub_untrained"
+
+
+def untrained_embeddings_warning(config: Any) -> str:
+    """The warning for embeddings of a model whose config marks no task as trained (random or unknown weights)."""
+    return (f"No task is marked as trained in this model's config (provenance: {config.provenance}): its embeddings "
+            "may come from untrained weights and be meaningless. Load trained weights, e.g. "
+            "from_pretrained('dcasenet-v3'), or record the trained tasks when converting (`dcasenet-hub convert "
+            "--tasks ...`).")
+
 
 @dataclass
 class Result:
@@ -221,6 +233,7 @@ def embed(
     layer: str = "gru",
     pooling: str = "mean",
     backend: str = "torch",
+    pad_tail: bool = False,
 ) -> Embeddings | list[Embeddings]:
     """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
@@ -248,6 +261,11 @@ def embed(
             5 s scene crop as :func:`predict` uses, timestamps at the crop centres).
         pooling: Clip embedding from the 0.8 s-step frames (whatever ``hop``): ``"mean"`` (default), ``"max"`` or
             ``"mean+max"`` (the two concatenated, twice the size). :func:`embedding_size` gives the sizes.
+        pad_tail: Frames end at the last full 0.8 s step, as the authors' network does (a 10 s clip's last frame
+            ends at 9.6 s) unless this is True: then the last event window's normalised log-mel is padded with zeros
+            (each band's mean) up to a whole number of steps, so the frames (and events) reach the end of the file.
+            The padded step, and the clip embedding that averages it, see partly padding. Works with any ``hop``.
+            Default False: outputs bit-identical to the network's.
 
     Returns:
         :class:`Embeddings` (or a list of them).
@@ -268,7 +286,7 @@ def embed(
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False,
                            device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop, layer=layer, pooling=pooling, backend=backend),
+                           hop=hop, layer=layer, pooling=pooling, backend=backend, pad_tail=pad_tail),
                    len(inputs), "embeddings")
     return out[0] if single else out
 
@@ -288,6 +306,7 @@ def predict(
     workers: int = 1,
     hop: float | None = None,
     backend: str = "torch",
+    pad_tail: bool = False,
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
 
@@ -303,6 +322,9 @@ def predict(
             :func:`embed`. Event probabilities stay on a 100 ms grid (on a ``hop`` grid for hops under 0.1 s); each
             grid frame takes the score of the 0.8 s step whose centre is nearest to its own (at the default this is
             the authors' 8-fold repetition). Scenes and tags do not change with ``hop``.
+        pad_tail: Event probabilities and events end at the last full 0.8 s step (9.6 s for a 10 s clip) unless
+            True: then they reach the end of the file (see :func:`embed`; the tags of the last window see the
+            padded step too; scenes do not change).
 
     Returns:
         :class:`Prediction` (or a list of them).
@@ -316,7 +338,7 @@ def predict(
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True,
                            threshold=threshold, median_filter=median_filter, min_duration=min_duration,
                            device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop, backend=backend),
+                           hop=hop, backend=backend, pad_tail=pad_tail),
                    len(inputs), "prediction")
     return out[0] if single else out
 
@@ -340,6 +362,7 @@ def iterate(
     layer: str = "gru",
     pooling: str = "mean",
     backend: str = "torch",
+    pad_tail: bool = False,
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
@@ -364,6 +387,7 @@ def iterate(
         layer: Embedding layer (see :func:`embed`).
         pooling: Clip pooling (see :func:`embed`).
         backend: ``"torch"`` or ``"onnxruntime"`` (see :func:`embed`).
+        pad_tail: Let frames and events reach the end of each input (see :func:`embed`); default False.
 
     Raises:
         ValueError: invalid options, e.g. a threshold outside [0, 1] or a negative median filter or minimum duration
@@ -394,6 +418,9 @@ def iterate(
     if embeddings and layer == "scene" and hop_frames != TIME_REDUCTION:
         raise ValueError(f"hop={hop!r} does not apply to layer='scene' (one code per 5 s scene crop); "
                          "leave hop at its default or use layer='gru' or 'conv'")
+    if pad_tail and embeddings and layer == "scene" and not predictions:
+        raise ValueError("pad_tail does not apply to layer='scene' (one code per 5 s scene crop, which always "
+                         "covers the end); drop pad_tail or use layer='gru' or 'conv'")
     kinds: set[str] = {W.SCENE, W.EVENT} if predictions else set()
     if embeddings:
         kinds.add(W.SCENE if layer == "scene" else W.EVENT)
@@ -410,16 +437,22 @@ def iterate(
         model_id=cfg.model_id,
         labels=(tuple(cfg.scene_labels), tuple(cfg.tag_labels), tuple(cfg.event_labels)),
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
+        provenance=cfg.provenance,
+        trained_tasks=tuple(cfg.trained_tasks),
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
         hop_frames=hop_frames,
+        pad_tail=bool(pad_tail),
         layer=layer,
         pooling=pooling,
     )
     if settings.untrained:
         logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance)
+                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
+                       extra={UNTRAINED_RECORD: True})
+    if embeddings and not predictions and not cfg.trained_tasks:
+        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
     dev = _resolve_device(model, device)
     # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
     runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
@@ -484,6 +517,9 @@ class _Settings:
     hop_frames: int = TIME_REDUCTION
     layer: str = "gru"
     pooling: str = "mean"
+    provenance: str | None = None
+    trained_tasks: tuple[str, ...] = ()
+    pad_tail: bool = False
 
     @property
     def passes(self) -> int:
@@ -596,7 +632,8 @@ class _Job:
                                f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
                                f"{getattr(r, 'shape_hint', '')}")
         self.n_samples = n
-        self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds)
+        # a padded tail must not reach the scene head: scene crops and event windows stay separate windows then
+        self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.pad_tail)
         self.remaining = len(self.plan)
         self.streamed = self.duration_s > STREAM_THRESHOLD_S
 
@@ -622,6 +659,10 @@ class _Job:
             try:
                 window.mel, window.frames = W.features(samples, frontend=s.frontend,
                                                        min_frames=s.windows.min_frames)
+                if s.pad_tail and window.kinds == {W.EVENT}:
+                    window.mel, window.frames = _pad_tail(window.mel, window.frames, s.windows.min_frames,
+                                                          samples=window.stop - window.start,
+                                                          hop_length=s.frontend.hop_length)
             except W.InputError as exc:
                 raise W.InputError(f"{self.source}: {exc}") from None
             passes: list[W.Window] = []
@@ -799,7 +840,8 @@ class _Job:
                 frame_times=times,
                 clip=_pool(steps, s.pooling),
                 model_id=s.model_id, layer=s.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=input_sr, pooling=s.pooling,
+                source=self.source, sample_rate=input_sr, pooling=s.pooling, provenance=s.provenance,
+                trained_tasks=s.trained_tasks,
             )
         if s.predictions:
             crop_probs = np.stack([c["probs"] for c in scenes]).astype(np.float32)
@@ -808,6 +850,8 @@ class _Job:
             tags = (window_tags * weights[:, None]).sum(0) / weights.sum()
             ev = np.concatenate([self._event_grid(i) for i in sorted(self.event)]).astype(np.float32)
             duration = float(self.duration_s or 0.0)
+            if s.pad_tail:  # the padded step's grid frames past the end of the input
+                ev = ev[:max(1, math.ceil(duration / s.event_hop_s - 1e-9))]
             events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
                                         median_filter=s.median_filter, min_duration=s.min_duration,
                                         duration_s=duration)
@@ -885,6 +929,24 @@ def _nearest(sorted_points: np.ndarray, queries: np.ndarray) -> np.ndarray:
     after = np.clip(np.searchsorted(sorted_points, queries), 1, sorted_points.shape[0] - 1)
     before = after - 1
     return np.where(queries - sorted_points[before] <= sorted_points[after] - queries, before, after)
+
+
+def _pad_tail(mel: Any, frames: int, min_frames: int, *, samples: int, hop_length: int) -> tuple[Any, int]:
+    """Pad a window's normalised log-mel with zeros (each band's mean) to the 0.8 s steps its audio needs.
+
+    A window of ``samples`` samples needs ``ceil(samples / (40 * hop_length))`` steps, less one when the last would
+    hold at most one mel frame of audio. Windows that already have those steps (every 60 s window but the last,
+    audio ending on a step) and tiled short windows (under ``min_frames``, which cover their input) are returned
+    unchanged.
+    """
+    step = TIME_REDUCTION * hop_length
+    needed = -(-samples // step)
+    if needed and samples - (needed - 1) * step <= hop_length:
+        needed -= 1
+    if frames < min_frames or needed * TIME_REDUCTION <= frames:
+        return mel, frames
+    padded = needed * TIME_REDUCTION
+    return torch.nn.functional.pad(mel[..., :frames], (0, padded - frames)), padded
 
 
 def _pool(frames: np.ndarray, pooling: str) -> np.ndarray:

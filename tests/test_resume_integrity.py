@@ -1,0 +1,259 @@
+"""Issue 12: resume trusts only complete, consistent outputs of the same weights; a kill loses at most the files in
+flight (content fingerprint of the model, output digests, stale temp files, appended index rows, SIGKILL)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.cli import main
+
+
+def _tone(seconds: float, sr: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sr)) / sr
+    return (0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * (300 + 100 * seed) * t)).astype(np.float32)
+
+
+def _folder(root: Path, n: int, seconds: float = 1.0) -> Path:
+    root.mkdir(parents=True)
+    for i in range(n):
+        sf.write(root / f"f{i}.wav", _tone(seconds, 16000, i), 16000)
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. the model's identity is its weights' content
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_path, v3_model, responsive_v3):
+    from dcasenet_hub.hub import save_pretrained
+    from dcasenet_hub.inference import embed
+
+    audio = _folder(tmp_path / "in", 1, seconds=2.0)
+    old, new = tmp_path / "model", tmp_path / "new"
+    save_pretrained(v3_model, old)
+    save_pretrained(responsive_v3, new)
+    out = tmp_path / "out"
+    args = ["embed", str(audio), "-o", str(out), "--model", str(old), "--quiet"]
+    assert main(args) == 0
+    before = {p: p.stat().st_mtime_ns for p in (old, old / "model.safetensors")}
+    folder_stat = old.stat()
+    shutil.copyfile(new / "model.safetensors", old / "model.safetensors")  # `cp new/model.safetensors model/`
+    assert (old.stat().st_size, old.stat().st_mtime_ns) == (folder_stat.st_size, folder_stat.st_mtime_ns)
+    assert before  # the folder's size and date did not change: only the content tells
+    assert main(args) == 0
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"]  # recomputed, not "skipped"
+    with np.load(out / "f0.npz") as z:
+        np.testing.assert_allclose(z["frame"], embed(responsive_v3, audio / "f0.wav").frame, atol=1e-5)
+        assert len(json.loads(str(z["meta"]))["model_sha256"]) == 64
+    assert main(args) == 0  # same weights again: complete
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["skipped"]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3. a predict output is complete only when its JSON vouches for the other files
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_predict_resume_recomputes_when_csv_and_json_come_from_different_runs(tmp_path, authors_checkpoint):
+    audio = _folder(tmp_path / "in", 1, seconds=3.0)
+    out, other = tmp_path / "out", tmp_path / "other"
+    base = ["predict", str(audio), "--model", str(authors_checkpoint), "--quiet"]
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert main([*base, "-o", str(other), "--threshold", "0"]) == 0
+    # a run with threshold 0 killed after its .events.csv rename, before its .json
+    shutil.copyfile(other / "f0.events.csv", out / "f0.events.csv")
+    mixed = (out / "f0.events.csv").read_bytes()
+    assert mixed.count(b"\n") == 1 + 14  # threshold 0: every class active (a run with threshold 1 has none)
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"]  # recomputed, not "skipped"
+    js = json.loads((out / "f0.json").read_text())
+    listed = [[e["onset"], e["offset"], e["event_label"]] for e in js["events"]["list"]]
+    with open(out / "f0.events.csv", newline="") as fh:
+        in_csv = [[float(r[1]), float(r[2]), r[3]] for r in list(csv.reader(fh))[1:]]
+    assert in_csv == listed  # the CSV agrees with the JSON again
+    assert (out / "f0.events.csv").read_bytes() != mixed
+    assert set(js["meta"]["digests"]) == {"events", "scores"}
+    # a missing scores file is not complete either
+    (out / "f0.scores.tsv").unlink()
+    assert main([*base, "-o", str(out), "--threshold", "1"]) == 0
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"] and (out / "f0.scores.tsv").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. a kill loses at most the files in flight: stale temporary files, appended index rows, SIGKILL of a real run
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_stale_temp_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from dcasenet_hub._io import TMP_TAG, _host, clean_stale_temp_files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "sub").mkdir()
+    dead = tmp_path / "sub" / f".a.npz.{TMP_TAG}-{gone.pid}-{_host()}.x1y2.tmp"
+    live = tmp_path / f".b.npz.{TMP_TAG}-{os.getppid()}-{_host()}.abc_.tmp"  # another shard, still running
+    mine = tmp_path / f".c.npz.{TMP_TAG}-{os.getpid()}-{_host()}.abc_.tmp"
+    other_host = tmp_path / f".d.npz.{TMP_TAG}-{gone.pid}-elsewhere.abc_.tmp"
+    foreign = [tmp_path / ".e.npz.zz.tmp", tmp_path / f"e.npz.{TMP_TAG}-{gone.pid}-{_host()}.abc_.tmp.keep"]
+    for p in (dead, live, mine, other_host, *foreign):
+        p.write_bytes(b"x")
+    assert clean_stale_temp_files(tmp_path) == [dead]
+    assert not dead.exists() and all(p.exists() for p in (live, mine, other_host, *foreign))
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cli(args: list[str], kill: tuple[str, int] | None = None):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCASENET_HUB_TEST_KILL")}
+    if kill is not None:
+        env[f"DCASENET_HUB_TEST_KILL_{kill[0]}"] = str(kill[1])
+    return subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize(("task", "when", "n", "finished"), [
+    ("embed", "AFTER", 4, 3),     # renames: index.csv, f0, f1, f2 -> killed with three .npz complete
+    ("embed", "BEFORE", 4, 2),    # killed with f2.npz's complete temporary file not yet renamed
+    ("predict", "AFTER", 9, 2),   # index, 3 per input: f2's .events.csv and .scores.tsv written, no .json
+    ("predict", "BEFORE", 10, 2),  # f2's .json is a temporary file
+])
+def test_sigkill_at_a_write_point_then_rerun_loses_and_recomputes_nothing(tmp_path, authors_checkpoint, task, when,
+                                                                          n, finished):
+    import signal
+
+    audio = _folder(tmp_path / "in", 6, seconds=0.6)
+    out = tmp_path / "out"
+    args = [task, str(audio), "-o", str(out), "--model", str(authors_checkpoint), "--workers", "0", "--quiet"]
+    suffixes = (".npz",) if task == "embed" else (".events.csv", ".scores.tsv", ".json")
+    names = [f"f{i}" for i in range(6)]
+
+    killed = _cli(args, kill=(when, n))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    done = [s for s in names if (out / f"{s}{suffixes[-1]}").is_file()]
+    assert done == names[:finished]
+    # the finished inputs are in the index already (rows appended as they finish)
+    rows = _rows(out / "index.csv")
+    indexed = [Path(r["input"]).stem for r in rows if r["status"] == "ok"]
+    assert indexed == done[:len(indexed)] and len(done) - len(indexed) <= 1  # at most the input in flight is missing
+    kept = {p: (p.stat().st_mtime_ns, p.read_bytes()) for s in done for p in (out / f"{s}{x}" for x in suffixes)}
+    left = sorted(p.name for p in out.rglob("*.tmp"))
+    assert bool(left) == (when == "BEFORE")  # the kill before a rename leaves its temporary file
+
+    rerun = _cli(args)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{6 - finished} done, {finished} already complete (skipped)" in rerun.stderr
+    rows = _rows(out / "index.csv")
+    assert sorted(Path(r["input"]).stem for r in rows) == names  # one row per input
+    assert {Path(r["input"]).stem: r["status"] for r in rows} == {
+        s: "skipped" if s in done else "ok" for s in names}
+    for p, (mtime, data) in kept.items():  # nothing finished before the kill was recomputed
+        assert (p.stat().st_mtime_ns, p.read_bytes()) == (mtime, data), p
+    assert not list(out.rglob("*.tmp"))  # no temporary file left
+    for s in names:  # every input's outputs complete, from one run
+        assert all((out / f"{s}{x}").is_file() for x in suffixes)
+        if task == "predict":
+            meta = json.loads((out / f"{s}.json").read_text())["meta"]
+            assert meta["digests"] == {"events": _sha(out / f"{s}.events.csv"),
+                                       "scores": _sha(out / f"{s}.scores.tsv")}
+    if task == "predict":
+        with open(out / "events.csv", newline="") as fh:
+            merged = list(csv.reader(fh))[1:]
+        expected = []
+        for s in names:
+            with open(out / f"{s}.events.csv", newline="") as fh:
+                expected += list(csv.reader(fh))[1:]
+        assert merged == expected
+
+
+def test_every_rename_follows_an_fsync_of_the_file(tmp_path, monkeypatch):
+    import os
+
+    from dcasenet_hub import _io
+
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append("fsync:" + os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(f"replace:{Path(src).name}")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_io.os, "fsync", fsync)
+    monkeypatch.setattr(_io.os, "replace", replace)
+    _io.atomic_write_text(tmp_path / "a.txt", "hello")
+    tmp = calls[-2].split(":", 1)[1] if len(calls) >= 2 else ""
+    assert calls[0] == f"fsync:{tmp}" and calls[1] == f"replace:{tmp}" and tmp.endswith(".tmp"), calls
+    assert calls[2] == f"fsync:{tmp_path.name}"  # the folder, so the new name itself survives a power loss
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 20. untrained weights: embed and HEAR warn as predict does; the .npz records provenance and trained tasks
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_embed_and_hear_warn_about_untrained_weights_and_npz_records_provenance(tmp_path, v3_model, caplog):
+    import logging
+
+    import torch
+
+    from dcasenet_hub import hear
+    from dcasenet_hub.hub import save_pretrained
+    from dcasenet_hub.inference import embed
+
+    assert v3_model.config.trained_tasks == ()  # the fixture weights are marked untrained
+    wav = _tone(1.0, 24000, 0)
+    with caplog.at_level(logging.WARNING, logger="dcasenet_hub"):
+        emb = embed(v3_model, wav, sample_rate=24000)
+    assert [r for r in caplog.records if r.levelno == logging.WARNING and "untrained" in r.getMessage()
+            and v3_model.config.provenance in r.getMessage()]
+    emb.save(tmp_path / "a.npz")
+    with np.load(tmp_path / "a.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    assert meta["provenance"] == v3_model.config.provenance and meta["trained_tasks"] == []
+
+    folder = tmp_path / "model"
+    save_pretrained(v3_model, folder)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="dcasenet_hub"):
+        m = hear.load_model(str(folder), hop=0.8)
+        hear.get_scene_embeddings(torch.zeros(2, 48000), m)
+        hear.get_scene_embeddings(torch.zeros(1, 48000), m)
+    said = [r for r in caplog.records if r.levelno == logging.WARNING and "untrained" in r.getMessage()]
+    assert len(said) == 1 and said[0].name == "dcasenet_hub.hear"  # once, at load, not per batch
+
+    # the command line records them too
+    audio = _folder(tmp_path / "in", 1)
+    out = tmp_path / "out"
+    assert main(["embed", str(audio), "-o", str(out), "--model", str(folder), "--quiet"]) == 0
+    with np.load(out / "f0.npz") as z:
+        meta = json.loads(str(z["meta"]))
+    assert "provenance" in meta and meta["trained_tasks"] == []
