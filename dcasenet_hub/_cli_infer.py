@@ -466,6 +466,12 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
     _limit_heap_retention()
     try:
         shard = _parse_shard(args.shard)
+        launched = _torchrun_shard()
+        if launched is not None:
+            if shard is not None:
+                raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "
+                                  "process takes the shard of its rank)")
+            shard = launched
         if args.workers < 0:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
         _check_common(args)
@@ -529,7 +535,7 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             dtype=_dtype(args.dtype), backend=args.backend,
             threshold=getattr(args, "threshold", None), median_filter=getattr(args, "median_filter", None),
             min_duration=getattr(args, "min_duration", None),
-            device="cpu" if args.backend == "onnxruntime" else args.device, batch_size=args.batch_size,
+            device=_device_for(args, launched), batch_size=args.batch_size,
             progress=not args.quiet, workers=args.workers, hop=args.hop, layer=getattr(args, "layer", "gru"),
             pooling=getattr(args, "pooling", "mean"), pad_tail=args.pad_tail,
         )
@@ -552,7 +558,70 @@ def _run(args: argparse.Namespace, task: str, settings: dict[str, Any]) -> int:
             writer.write()
     if task == "predict":
         _write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
-    return _summary(task, selected, index_path)
+    code = _summary(task, selected, index_path)
+    if launched is not None:
+        _gather_torchrun(out_dir, task, launched)
+    return code
+
+
+def _device_for(args: argparse.Namespace, launched: tuple[int, int] | None) -> str:
+    """The device this process runs on: the CPU for onnxruntime; under torchrun, CUDA means this rank's GPU."""
+    if args.backend == "onnxruntime":
+        return "cpu"
+    if launched is not None and args.device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+    return args.device
+
+
+def _torchrun_shard() -> tuple[int, int] | None:
+    """``(rank + 1, world size)`` when started by torchrun with several processes (its ``RANK``/``WORLD_SIZE``)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return None
+    if world <= 1 or "MASTER_ADDR" not in os.environ:
+        return None
+    return rank + 1, world
+
+
+def _gather_torchrun(out_dir: Path, task: str, shard: tuple[int, int]) -> None:
+    """Wait for every process of the torchrun job, then rank 0 merges the shards' index (and events) files.
+
+    Each process has written ``index-I-of-N.csv`` for its share; the merged ``index.csv`` (``events.csv``) holds every
+    input once, so the folder reads as if one process had made it. A gloo group (CPU, any machine) is used only for
+    this barrier; the shard files stay, so a rerun or a failed process leaves nothing unaccounted for.
+    """
+    import datetime
+
+    import torch.distributed as dist
+
+    owns = not dist.is_initialized()
+    if owns:
+        dist.init_process_group(backend="gloo", timeout=datetime.timedelta(hours=24))
+    try:
+        dist.barrier()
+        if shard[0] == 1:
+            from ._io import atomic_write_text
+
+            n = shard[1]
+            rows = [r for i in range(1, n + 1) for r in _read_index(out_dir / f"index-{i}-of-{n}.csv")]
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(INDEX_COLUMNS)
+            w.writerows([r.get(k, "") for k in INDEX_COLUMNS] for r in rows)
+            atomic_write_text(out_dir / "index.csv", buf.getvalue())
+            if task == "predict":
+                _write_all_events(out_dir / "events.csv", rows)
+            print(f"dcasenet-hub {task}: {n} processes (torchrun): merged index {out_dir / 'index.csv'} "
+                  f"({len(rows)} inputs)", file=sys.stderr)
+        dist.barrier()
+    finally:
+        if owns:
+            dist.destroy_process_group()
 
 
 def _check_embedding_options(args: argparse.Namespace) -> None:
