@@ -3,7 +3,7 @@
 Run from the repository root: ``python -m benchmarks.hub_timing``. Cold = download + git-blob SHA-1 check + conversion
 to safetensors + load; warm = load from the cache.
 """
-import hashlib, json, lzma, os, statistics, sys, tempfile, time
+import hashlib, lzma, os, statistics, sys, tempfile, time
 from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

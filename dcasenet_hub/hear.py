@@ -26,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 from typing import Any
 
@@ -113,7 +111,7 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -
     drop = _DropUntrainedWarning()
     inference_logger.addFilter(drop)  # load_model warned once; not again for every batch
     try:
-        return embed(network or model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
+        return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
                      device=device, workers=0, hop=hop)
     finally:
         inference_logger.removeFilter(drop)

@@ -225,7 +225,6 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
 
 
 def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
-    from dcasenet_hub import build_model
     from dcasenet_hub.train.trainer import _autocast_args, _JointStep
 
     with pytest.raises(ValueError, match="needs a CUDA device"):
