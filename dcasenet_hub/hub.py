@@ -597,6 +597,11 @@ def convert_checkpoint(
             provenance=(f"authors'-format checkpoint {path.name} (git blob sha1 {sha1}; not a file of the weights "
                         "manifest, so its training is unknown), converted to safetensors by dcasenet-hub"),
         )
+    if output_dir is None:  # nothing is written: say so instead of "converted"
+        import dataclasses
+
+        config = dataclasses.replace(config, provenance=config.provenance.replace(
+            "converted to safetensors by dcasenet-hub", "read by dcasenet-hub (not converted)"))
     model = DcaseNet(config)
     model.load_state_dict_strict(state, source=str(path))
     model.eval()

@@ -63,3 +63,13 @@ def test_convert_names_the_model_after_the_output_folder(authors_checkpoint: Pat
     assert cfg["model_id"] == "my-dcasenet"
     card = (out / "README.md").read_text()
     assert "# my-dcasenet\n" in card and authors_checkpoint.name not in card.split("\n# ")[1].splitlines()[0]
+
+
+def test_reading_a_checkpoint_without_writing_does_not_claim_a_conversion(authors_checkpoint, tmp_path):
+    from dcasenet_hub.hub import convert_checkpoint
+
+    read = convert_checkpoint(authors_checkpoint, arch="v3")
+    assert "converted to safetensors" not in read.config.provenance
+    assert "read by dcasenet-hub (not converted)" in read.config.provenance
+    written = convert_checkpoint(authors_checkpoint, arch="v3", output_dir=tmp_path / "m")
+    assert "converted to safetensors by dcasenet-hub" in written.config.provenance
