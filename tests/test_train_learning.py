@@ -174,16 +174,20 @@ def test_joint_training_learns_every_task(arch, learning_dir, learning_report):
     learning_report.append(msg)
     assert r["iterations"] == 200 and not first["mixup"] and last["mixup"], msg
     assert last["asc_acc"] >= ch["asc_acc"] + 40, msg  # chance 10 %
-    # the same seed follows another trajectory on another CPU kind's kernels: best lwlrap over the label prior
-    # (37.9) measured v1 +49.0 / +59.7, v2 +25.8 / +19.8, v3 +37.1 / +31.1 (AMD EPYC / Intel Xeon with AMX), so the
-    # bar is half the smallest gain seen: far above the prior, with room for the spread between CPU kinds
+    # The same seed follows another trajectory on another CPU kind's kernels (docs/training.md has both tables), so
+    # each bar is set from the smallest gain over the audio-blind baseline seen on either kind: at half of it, far
+    # from chance and with room for the spread between kinds (which reached 12 points). Best lwlrap over the label
+    # prior (37.9): v1 +49.0 / +59.7, v2 +25.8 / +19.8, v3 +37.1 / +31.1 (AMD EPYC / Intel Xeon with AMX).
     assert best["tag_lwlrap"] >= ch["tag_lwlrap_prior"] + 10, msg  # the exported best-tag checkpoint
     # SED, paper protocol (5-s blocks) at the 0.3 threshold: predicting nothing gives ER 1 / F1 0; predicting the
     # data's 4 classes everywhere ER ~1.7 but F1 ~55 (most blocks hold most classes), so the error rate is the
     # audio-blind comparison and F1 only has to show detections
-    assert best["sed_er"] <= 0.8 * min(1.0, ch["sed_er_frequent"]), msg
+    # best ER: v1 0.50 / 0.67, v2 0.67 / 0.67, v3 0.33 / 0.33 against 1.00 for predicting nothing; best F1 v1 72.7 /
+    # 59.3, v2 47.1 / 42.1, v3 76.2 / 78.3; frame mAP over the prior (17.8) v1 +45.5 / +33.4, v2 +56.9 / +42.3,
+    # v3 +70.9 / +73.5
+    assert best["sed_er"] <= 0.83 * min(1.0, ch["sed_er_frequent"]), msg
     assert best["sed_f1"] >= 25, msg
-    assert r["sed_frame_map"] >= ch["sed_frame_map_prior"] + 25, msg  # threshold-free
+    assert r["sed_frame_map"] >= ch["sed_frame_map_prior"] + 16, msg  # threshold-free
     for task in ("asc", "tag", "sed"):
         assert last["loss"][task] < first["loss"][task], msg
 
