@@ -267,6 +267,7 @@ def test_push_to_hub_uploads_config_weights_and_card(monkeypatch: pytest.MonkeyP
     assert "@inproceedings{jung2021dcasenet" in card and 'from_pretrained(\'some-org/dcasenet-test\')' in card
 
 
+@pytest.mark.integration
 def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> None:
     """The same model saved by separate processes gives the same bytes (so conversions have a stable sha256)."""
     code = ("import sys; from dcasenet_hub import build_model; "

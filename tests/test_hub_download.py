@@ -181,6 +181,7 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.integration
 def test_two_processes_download_once_and_both_succeed(env: Path, server: LoopbackServer, tmp_path: Path) -> None:
     server.delay_s = 0.01  # ~2 s transfer, so both processes are inside from_pretrained at the same time
     barrier = tmp_path / "barrier"

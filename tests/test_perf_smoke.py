@@ -279,6 +279,7 @@ def test_stage_timer_charges_exclusive_time_and_restores_functions(monkeypatch):
     assert fe.resample is original
 
 
+@pytest.mark.integration
 def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)], cwd=ROOT,

@@ -143,6 +143,7 @@ def _cli(args: list[str], kill: tuple[str, int] | None = None):
     ("predict", "AFTER", 9, 2),   # index, 3 per input: f2's .events.csv and .scores.tsv written, no .json
     ("predict", "BEFORE", 10, 2),  # f2's .json is a temporary file
 ])
+@pytest.mark.integration
 def test_sigkill_at_a_write_point_then_rerun_loses_and_recomputes_nothing(tmp_path, authors_checkpoint, task, when,
                                                                           n, finished):
     import signal

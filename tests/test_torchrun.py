@@ -3,6 +3,8 @@ rank and leaves one folder whose outputs and merged index equal a single-process
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import subprocess
 import sys
@@ -16,6 +18,7 @@ def _rows(path):
         return {r["input"]: r for r in csv.DictReader(fh)}
 
 
+@pytest.mark.integration
 def test_torchrun_two_processes_equal_one(tmp_path, authors_checkpoint):
     audio = tmp_path / "audio"
     audio.mkdir()

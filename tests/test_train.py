@@ -299,6 +299,7 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
                Path(out) / f"rank{rank}.pt")
 
 
+@pytest.mark.integration
 def test_ddp_two_processes_gloo(tiny, tmp_path):
     """torchrun-style 2-process run (gloo, CPU): global batches split in two, same weights on both ranks."""
     import socket
