@@ -80,3 +80,13 @@ def test_numpy_example_matches_pytorch_without_importing_torch(exported: Path, r
         assert got[name].shape == expected.shape, name
         diff = float(np.abs(got[name] - expected).max())
         assert diff <= 1e-4, (name, diff)
+    # and what a user of predict() sees for the same file: tags and the event roll of the whole clip (one window
+    # for inputs up to 60 s) within 1e-4 (scene probabilities average 5-s crops there, so they are not comparable)
+    from dcasenet_hub.inference import predict
+
+    pred = predict(responsive_v3, audio)
+    tag_probs = 1.0 / (1.0 + np.exp(-got["tag_logits"][0]))
+    assert float(np.abs(tag_probs - pred.tag_probs).max()) <= 1e-4
+    events = got["event_probs"][0]
+    assert events.shape == pred.event_probs.shape
+    assert float(np.abs(events - pred.event_probs).max()) <= 1e-4
