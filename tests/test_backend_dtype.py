@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import numpy as np
@@ -85,16 +86,9 @@ def test_cli_backend_and_dtype_outputs_and_resume(folder, tmp_path):
     (["--dtype", "int8"], "invalid choice"),
 ])
 def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message):
-    with pytest.raises(SystemExit) if "invalid choice" in message else _nothing():
+    with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():
         code = main(["embed", str(folder["audio"]), "-o", str(tmp_path / "x"), "--model", str(folder["model"]), "-q",
                      *extra])
         assert code == 2
     assert message in capsys.readouterr().err
 
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
