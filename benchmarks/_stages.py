@@ -20,22 +20,22 @@ from typing import Any
 
 # (module, qualified name) -> stage
 STAGE_FUNCTIONS: dict[tuple[str, str], str] = {
-    ("dcasenet_hub._windows", "FileReader.read"): "decode",
-    ("dcasenet_hub._windows", "FileReader.__init__"): "decode",
-    ("dcasenet_hub.frontend", "load_audio"): "decode",
-    ("dcasenet_hub.frontend", "resample"): "resample",
-    ("dcasenet_hub.frontend", "log_mel"): "features",
-    ("dcasenet_hub.frontend", "mel_power"): "features",
-    ("dcasenet_hub.frontend", "normalize"): "features",
-    ("dcasenet_hub._windows", "features"): "features",
-    ("dcasenet_hub._windows", "preemphasised_blocks"): "features",
-    ("dcasenet_hub.models", "DcaseNet.forward"): "network",
-    ("dcasenet_hub._fast", "OptimizedDcaseNet.forward"): "network",
-    ("dcasenet_hub._fast", "optimize_for_inference"): "network",
+    ("dcasenet_hub.audio.io", "FileReader.read"): "decode",
+    ("dcasenet_hub.audio.io", "FileReader.__init__"): "decode",
+    ("dcasenet_hub.audio.io", "load_audio"): "decode",
+    ("dcasenet_hub.audio.resampling", "resample"): "resample",
+    ("dcasenet_hub.audio.features", "log_mel"): "features",
+    ("dcasenet_hub.audio.features", "mel_power"): "features",
+    ("dcasenet_hub.audio.features", "normalize"): "features",
+    ("dcasenet_hub.audio.features", "features"): "features",
+    ("dcasenet_hub.audio.features", "preemphasised_blocks"): "features",
+    ("dcasenet_hub.models.dcasenet", "DcaseNetModule.forward"): "network",
+    ("dcasenet_hub.models.fast", "OptimizedDcaseNet.forward"): "network",
+    ("dcasenet_hub.models.fast", "optimize_for_inference"): "network",
     ("dcasenet_hub._io", "atomic_write"): "writes",
     ("dcasenet_hub._io", "atomic_write_text"): "writes",
     ("dcasenet_hub._io", "atomic_write_bytes"): "writes",
-    ("dcasenet_hub.hub", "from_pretrained"): "load",
+    ("dcasenet_hub.hub.api", "from_pretrained"): "load",
 }
 STAGES = ("load", "decode", "resample", "features", "network", "writes")
 

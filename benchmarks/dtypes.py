@@ -4,7 +4,7 @@
 
 * **model**: v3 model-only audio seconds per second (median of 5 timed calls after 2 warm-ups, interleaved) at
   16 x 5 s and 16 x 60 s, and each variant's max |difference| from exact fp32 relative to the output's scale.
-* **e2e**: ``dcasenet_hub.inference.embed`` and ``predict`` over ``--files`` 10-s 44.1 kHz WAV files (one list call,
+* **e2e**: ``dcasenet_hub.inference.pipeline.embed`` and ``predict`` over ``--files`` 10-s 44.1 kHz WAV files (one list call,
   batch 16), audio seconds per second per precision, with the clip-embedding cosine and scene top-1 agreement
   against fp32.
 
@@ -46,7 +46,7 @@ def _variants(device: Any) -> dict[str, dict[str, Any]]:
 def bench_model(model: Any, device: Any) -> list[dict[str, Any]]:
     import torch
 
-    from dcasenet_hub._fast import optimize_for_inference
+    from dcasenet_hub.models.fast import optimize_for_inference
 
     rows = []
     fe = model.config.frontend
@@ -79,7 +79,7 @@ def bench_e2e(model: Any, device: Any, n_files: int) -> list[dict[str, Any]]:
     import numpy as np
     import soundfile as sf
 
-    from dcasenet_hub.inference import embed, predict
+    from dcasenet_hub.inference.pipeline import embed, predict
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Throughput of ``embed`` per timestamp hop (issue 15): audio seconds per second, v3, fp32, CPU.
 
-Runs :func:`dcasenet_hub.inference.embed` on one generated clip at every allowed hop and prints a Markdown table
+Runs :func:`dcasenet_hub.inference.pipeline.embed` on one generated clip at every allowed hop and prints a Markdown table
 (wall and process CPU time, audio seconds per wall second and per CPU second, forward passes, frames). Also times
 :func:`dcasenet_hub.hear.get_timestamp_embeddings` on the same clip at 48 kHz for the hops given with ``--hear``.
 
@@ -48,7 +48,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from dcasenet_hub import build_model, hear
-    from dcasenet_hub.inference import allowed_hops, embed
+    from dcasenet_hub.inference.pipeline import allowed_hops, embed
 
     model = build_model("v3", seed=0).eval()
     rng = np.random.default_rng(0)

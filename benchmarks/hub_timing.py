@@ -3,11 +3,19 @@
 Run from the repository root: ``python -m benchmarks.hub_timing``. Cold = download + git-blob SHA-1 check + conversion
 to safetensors + load; warm = load from the cache.
 """
-import hashlib, lzma, os, statistics, sys, tempfile, time
+import hashlib
+import lzma
+import os
+import statistics
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 import torch
+
 torch.set_num_threads(1)
 from test_hub_server import URL_PATH, LoopbackServer, fixture_entry, write_manifest
 
@@ -16,9 +24,10 @@ data = lzma.open(ROOT / "tests" / "fixtures" / "v3_authors_format.pt.xz").read()
 sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 os.environ["DCASENET_HUB_MANIFEST"] = str(write_manifest(tmp / "m.json", {"fixture-v3": fixture_entry(sha1)}))
 import dcasenet_hub
-from dcasenet_hub import hub
+from dcasenet_hub.hub import api as hub
+
 hub._param_count("v3")  # import torch/models once, outside the timings
-from dcasenet_hub.models import build_model; build_model("v3")
+from dcasenet_hub import build_model; build_model("v3")
 cold, warm = [], []
 with LoopbackServer({URL_PATH: data}) as srv:
     os.environ["DCASENET_HUB_MIRROR"] = srv.url

@@ -8,7 +8,7 @@ Used by ``python -m benchmarks.run --sections peers`` (or ``python -m benchmarks
   clip at a time, returning clip-wise tag probabilities and the 2048-d embedding. The published checkpoint is
   downloaded from Zenodo at first use, which this workplace cannot reach, so the network runs with its own random
   initialisation: its speed does not depend on the weights' values (the same rule as the rest of this harness).
-* **Ours**: ``dcasenet_hub.inference.embed`` and ``predict`` on the list of files (fp32 by default, the fast path,
+* **Ours**: ``dcasenet_hub.inference.pipeline.embed`` and ``predict`` on the list of files (fp32 by default, the fast path,
   batch 8, decode threads 2), as a user of this package runs them.
 
 The three are timed in rounds, interleaved (ours embed, CNN14, ours predict, ...) so that all see the same machine
@@ -76,7 +76,7 @@ def bench_peers(device: Any, files: list[Path], *, audio_s: float, rounds: int =
     import torch
 
     from dcasenet_hub import build_model
-    from dcasenet_hub.inference import embed, predict
+    from dcasenet_hub.inference.pipeline import embed, predict
 
     ours = build_model("v3", seed=0).eval().to(device)
     cnn14 = _cnn14(device)

@@ -12,7 +12,7 @@ Sections (docs/performance.md explains every column):
 * ``model``: seconds of audio per second for v1, v2, v3 at batch 1 and 16 on 5 s and 60 s inputs. Variants run
   interleaved (A B A B ...) so both see the same load: ``naive`` = the authors' evaluation (one forward per task,
   scene/tags/events, each recomputing the trunk; fp32; NCHW; ``torch.no_grad`` as their trainer.py), ``one pass`` =
-  every head in one forward (plain model, no_grad), ``fast`` = :func:`dcasenet_hub._fast.optimize_for_inference`
+  every head in one forward (plain model, no_grad), ``fast`` = :func:`dcasenet_hub.models.fast.optimize_for_inference`
   (the default path), plus bf16 / onnxruntime on selected cells. Each variant's outputs are compared with the
   naive ones (``max |diff|``). Achieved GFLOP/s = FLOPs of one forward (torch.utils.flop_counter) / time.
 * ``e2e``: ``dcasenet-hub embed`` (in-process CLI) over a folder of 10 s 44.1 kHz WAV files, with per-stage times
@@ -203,7 +203,7 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
     import torch
 
     from dcasenet_hub import build_model
-    from dcasenet_hub._fast import optimize_for_inference
+    from dcasenet_hub.models.fast import optimize_for_inference
 
     rows: list[dict[str, Any]] = []
     sessions: dict[str, Any] = {}
@@ -231,7 +231,7 @@ def bench_model(device: Any, *, archs: tuple[str, ...], cells: list[tuple[int, f
             if (arch, batch, seconds) in extra_cells and onnx_dir is not None and device.type == "cpu":
                 sess = sessions.get(arch)
                 if sess is None:
-                    from dcasenet_hub.export import export_onnx, onnx_session
+                    from dcasenet_hub.export.onnx import export_onnx, onnx_session
 
                     path = export_onnx(model, onnx_dir / f"{arch}.onnx", check=False)
                     sess = sessions[arch] = onnx_session(path)
@@ -270,7 +270,7 @@ def _no_grad_call(model: Any, x: Any) -> Any:
 def _ort(session: Any, x: Any) -> dict[str, Any]:
     import torch
 
-    from dcasenet_hub.export import run_onnx
+    from dcasenet_hub.export.onnx import run_onnx
 
     return {k: torch.from_numpy(v) for k, v in run_onnx(session, x).items()}
 
@@ -305,7 +305,7 @@ def _write_wav(path: Path, seconds: float, sr: int, seed: int, *, chunk_s: float
 
 def _saved_model(work: Path, arch: str = "v3") -> Path:
     from dcasenet_hub import build_model
-    from dcasenet_hub.hub import save_pretrained
+    from dcasenet_hub.hub.api import save_pretrained
 
     folder = work / f"model-{arch}"
     if not (folder / "config.json").exists():
@@ -318,8 +318,8 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
 
     from benchmarks._stages import STAGES, StageTimer, instrument
     from dcasenet_hub import cli
-    from dcasenet_hub._fast import optimize_for_inference
-    from dcasenet_hub.hub import from_pretrained
+    from dcasenet_hub.hub.api import from_pretrained
+    from dcasenet_hub.models.fast import optimize_for_inference
 
     audio_dir = work / "e2e_audio"
     audio_dir.mkdir(exist_ok=True)

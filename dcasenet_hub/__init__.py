@@ -20,22 +20,29 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# public name -> module that defines it (imported lazily on first attribute access)
+# public name -> module that defines it (imported lazily on first attribute access; None: the module itself)
 _LAZY = {
-    "DcaseNet": "models",
-    "DcaseNetOutput": "models",
-    "build_model": "models",
-    "CheckpointMismatchError": "models",
-    "InputTooShortError": "models",
+    "DcaseNet": "inference.model",
+    "build_model": "inference.model",
+    "from_pretrained": "inference.model",
+    "DcaseNetOutput": "models.dcasenet",
+    "optimize_for_inference": "models.fast",
     "ModelConfig": "config",
     "FrontendConfig": "config",
-    "load_audio": "frontend",
-    "resample": "frontend",
-    "log_mel": "frontend",
-    "AudioLoadError": "frontend",
-    "list_models": "hub",
-    "from_pretrained": "hub",
-    "finetune": "finetuning",
+    "load_audio": "audio.io",
+    "resample": "audio.resampling",
+    "log_mel": "audio.features",
+    "list_models": "hub.api",
+    "embed": "inference.pipeline",
+    "predict": "inference.pipeline",
+    "Embeddings": "inference.outputs",
+    "Prediction": "inference.outputs",
+    "finetune": "finetuning.loop",
+    "AudioLoadError": "errors",
+    "InputTooShortError": "errors",
+    "CheckpointMismatchError": "errors",
+    "UnknownModelError": "errors",
+    "errors": None,
     "labels": None,
     "metrics": None,
     "hear": None,
@@ -44,18 +51,30 @@ _LAZY = {
 __all__ = sorted(_LAZY) + ["__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from . import hear, labels, metrics
-    from .config import FrontendConfig, ModelConfig
-    from .finetuning import finetune
-    from .frontend import AudioLoadError, load_audio, log_mel, resample
-    from .hub import from_pretrained, list_models
-    from .models import CheckpointMismatchError, DcaseNet, DcaseNetOutput, InputTooShortError, build_model
+    from dcasenet_hub import errors, hear, labels, metrics
+    from dcasenet_hub.audio.features import log_mel
+    from dcasenet_hub.audio.io import load_audio
+    from dcasenet_hub.audio.resampling import resample
+    from dcasenet_hub.config import FrontendConfig, ModelConfig
+    from dcasenet_hub.errors import (
+        AudioLoadError,
+        CheckpointMismatchError,
+        InputTooShortError,
+        UnknownModelError,
+    )
+    from dcasenet_hub.finetuning.loop import finetune
+    from dcasenet_hub.hub.api import list_models
+    from dcasenet_hub.inference.model import DcaseNet, build_model, from_pretrained
+    from dcasenet_hub.inference.outputs import Embeddings, Prediction
+    from dcasenet_hub.inference.pipeline import embed, predict
+    from dcasenet_hub.models.dcasenet import DcaseNetOutput
+    from dcasenet_hub.models.fast import optimize_for_inference
 
 
 def __getattr__(name: str) -> Any:
     if name not in _LAZY:
         raise AttributeError(f"module 'dcasenet_hub' has no attribute {name!r}")
-    module = importlib.import_module(f".{_LAZY[name] or name}", __name__)
+    module = importlib.import_module(f"{__name__}.{_LAZY[name] or name}")
     value = module if _LAZY[name] is None else getattr(module, name)
     globals()[name] = value
     return value

@@ -17,12 +17,61 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import labels as _labels
+from dcasenet_hub import labels as _labels
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 ARCHS = ("v1", "v2", "v3")
+#: The package's one task vocabulary: the network's outputs. Heads are the first three.
 TASKS = ("scene", "tags", "events", "embeddings")
+HEAD_TASKS = ("scene", "tags", "events")
+#: Other names of the three heads that are accepted everywhere a task is named (fine-tuning's words, the paper's
+#: abbreviations, singulars); :func:`canonical_task` maps them to :data:`TASKS`.
+TASK_ALIASES = {
+    "classification": "scene", "asc": "scene", "scenes": "scene",
+    "tagging": "tags", "tag": "tags",
+    "detection": "events", "sed": "events", "event": "events",
+    "embedding": "embeddings",
+}
+#: Feature frames per trunk output step (pooling 2 * 2 * 2 * 5 = 40 frames = 800 ms).
+TIME_REDUCTION = 40
+#: Event outputs per trunk step (800 ms -> 100 ms), as the authors' ``repeat_interleave(8)``.
+EVENT_REPEAT = 8
+
+
+def canonical_task(name: str, *, heads_only: bool = False) -> str:
+    """The :data:`TASKS` name of a task given in any accepted spelling (case-insensitive).
+
+    Raises:
+        ValueError: an unknown name (the message lists the accepted ones).
+
+    Example:
+        >>> canonical_task("classification"), canonical_task("SED"), canonical_task("tags")
+        ('scene', 'events', 'tags')
+    """
+    known = HEAD_TASKS if heads_only else TASKS
+    key = str(name).strip().lower()
+    key = TASK_ALIASES.get(key, key)
+    if key not in known:
+        aliases = sorted(a for a, t in TASK_ALIASES.items() if t in known)
+        raise ValueError(f"Unknown task {name!r}. Known: {', '.join(known)} (also accepted: {', '.join(aliases)})")
+    return key
+
+
+def normalise_arch(arch: str) -> str:
+    """``"v3"`` from ``"v3"``, ``"V3"``, ``"dcasenet-v3"`` or ``"dcasenet_v3"``.
+
+    Raises:
+        ValueError: not an architecture (the message lists them).
+
+    Example:
+        >>> normalise_arch("DcaseNet-v2")
+        'v2'
+    """
+    a = str(arch).strip().lower().removeprefix("dcasenet-").removeprefix("dcasenet_")
+    if a not in ARCHS:
+        raise ValueError(f"Unknown architecture {arch!r}. Known: {', '.join(ARCHS)}")
+    return a
 
 
 @dataclass(frozen=True)
@@ -189,7 +238,7 @@ class ModelConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""
-        from ._io import atomic_write_text
+        from dcasenet_hub._io import atomic_write_text
 
         atomic_write_text(Path(path), json.dumps(self.to_dict(), indent=2) + "\n")
 

@@ -1,144 +1,21 @@
-"""The HEAR 2021 benchmark API, so DcaseNet can be scored by the HEAR suite as is.
+"""The HEAR 2021 API entry point, ``dcasenet_hub.hear`` (implemented in :mod:`dcasenet_hub.integrations.hear`).
 
-``hear-validator dcasenet_hub.hear`` / ``heareval`` call :func:`load_model`, then :func:`get_scene_embeddings` and
-:func:`get_timestamp_embeddings` with batches of equal-length audio at ``model.sample_rate``.
-
-* ``sample_rate`` is 48000 (HEAR accepts 16000, 22050, 44100 or 48000; the network runs at 24 kHz and 48 kHz is an
-  exact 2:1 resampling).
-* Timestamp embeddings are the 512-d frame embeddings of :func:`dcasenet_hub.inference.embed` every
-  :data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each is the 0.8 s network step centred there,
-  computed exactly by 20 shifted passes, so they cost 20 times the 0.8 s default; docs/outputs.md gives the
-  measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``).
-  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. The timestamps are regular at any length, as
-  HEAR requires (the validator fails a deviation above 1 ms): across the 60 s windows the shifted passes continue
-  into the next window's first samples.
-* Scene embeddings are the mean of the 0.8 s-step frame embeddings (the clip embedding, the tag head's input),
-  512-d; they do not depend on the hop and cost one pass.
+HEAR's harness imports a module by name and calls its three functions, so this public module name stays short.
 
 Example:
-    >>> import torch
     >>> from dcasenet_hub import hear
-    >>> model = hear.load_model()                                        # doctest: +SKIP
-    >>> emb, ts = hear.get_timestamp_embeddings(torch.zeros(2, 96000), model)  # doctest: +SKIP
-    >>> emb.shape, ts[0, :3]                                              # doctest: +SKIP
-    (torch.Size([2, 41, 512]), tensor([390., 430., 470.]))
+    >>> hear.TIMESTAMP_HOP_S, hear.SAMPLE_RATE
+    (0.04, 48000)
 """
 
-from __future__ import annotations
+from dcasenet_hub.integrations.hear import (
+    SAMPLE_RATE,
+    TIMESTAMP_HOP_S,
+    HearModel,
+    get_scene_embeddings,
+    get_timestamp_embeddings,
+    load_model,
+)
 
-import logging
-from typing import Any
-
-import torch
-from torch import nn
-
-logger = logging.getLogger(__name__)
-
-#: Rate HEAR passes audio at.
-SAMPLE_RATE = 48000
-#: Default time between timestamp embeddings in seconds (HEAR suggests <= 50 ms; the network's own step is 0.8 s).
-TIMESTAMP_HOP_S = 0.04
-
-
-class HearModel(nn.Module):
-    """A :class:`~dcasenet_hub.DcaseNet` with the attributes HEAR reads.
-
-    Attributes:
-        sample_rate: 48000.
-        scene_embedding_size: 512.
-        timestamp_embedding_size: 512.
-        hop_s: Time between timestamp embeddings in seconds (default :data:`TIMESTAMP_HOP_S`).
-        model: The wrapped network.
-    """
-
-    sample_rate: int = SAMPLE_RATE
-
-    def __init__(self, model: nn.Module, *, hop: float = TIMESTAMP_HOP_S) -> None:
-        super().__init__()
-        from .inference import _hop_frames
-
-        _hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
-        self.model = model.eval()
-        self.hop_s = float(hop)
-        self.scene_embedding_size = int(model.embedding_dim)
-        self.timestamp_embedding_size = int(model.embedding_dim)
-
-    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return get_timestamp_embeddings(audio, self)
-
-
-def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwargs: Any) -> HearModel:
-    """Load DcaseNet for HEAR.
-
-    Args:
-        model_file_path: A manifest id, local folder, ``.safetensors`` or authors' ``.pt`` file; ``""`` loads the
-            published ``dcasenet-v3``.
-        hop: Time between timestamp embeddings in seconds: one of
-            :func:`dcasenet_hub.inference.allowed_hops` (default 0.04; 0.8 is the network's own step, 20 times
-            cheaper).
-        kwargs: Passed to :func:`dcasenet_hub.from_pretrained`.
-
-    Example:
-        >>> model = load_model("dcasenet-v3", hop=0.1)   # doctest: +SKIP
-    """
-    from .hub import from_pretrained
-    from .inference import untrained_embeddings_warning
-
-    model = from_pretrained(model_file_path or "dcasenet-v3", **kwargs)
-    if not model.config.trained_tasks:
-        logger.warning(untrained_embeddings_warning(model.config))
-    return HearModel(model, hop=hop)
-
-
-class _DropUntrainedWarning(logging.Filter):
-    """Drops the per-call untrained-weights warning of :func:`~dcasenet_hub.inference.iterate` (said at load)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from .inference import UNTRAINED_RECORD
-
-        return not getattr(record, UNTRAINED_RECORD, False)
-
-
-def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -> list[Any]:
-    from .inference import embed
-
-    if not isinstance(model, HearModel):
-        raise TypeError(f"model must come from dcasenet_hub.hear.load_model(), got {type(model).__name__}")
-    if audio.ndim != 2:
-        raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
-    device = next(model.model.parameters()).device
-    inference_logger = logging.getLogger("dcasenet_hub.inference")
-    drop = _DropUntrainedWarning()
-    inference_logger.addFilter(drop)  # load_model warned once; not again for every batch
-    try:
-        return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
-                     device=device, workers=0, hop=hop)
-    finally:
-        inference_logger.removeFilter(drop)
-
-
-def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frame embeddings and their timestamps.
-
-    Args:
-        audio: ``(n_sounds, n_samples)`` float in [-1, 1] at ``model.sample_rate``, all the same length.
-        model: From :func:`load_model`.
-
-    Returns:
-        ``(embeddings (n_sounds, n_timestamps, 512) float32, timestamps (n_sounds, n_timestamps) in ms)``, on the
-        audio's device; one timestamp every ``model.hop_s`` (40 ms by default) from 390 ms. Sounds of the same
-        length get the same timestamps.
-    """
-    embs = _embed(audio, model, hop=model.hop_s)
-    frames = torch.stack([torch.from_numpy(e.frame) for e in embs]).to(audio.device)
-    times = torch.stack([torch.from_numpy((e.frame_times.astype("float64") * 1000.0).astype("float32")) for e in embs]).to(audio.device)
-    return frames, times
-
-
-def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
-    """One embedding per sound: the mean of its 0.8 s-step frame embeddings, ``(n_sounds, 512)`` float32."""
-    embs = _embed(audio, model)
-    return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
-
-
-__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings", "load_model"]
+__all__ = ["SAMPLE_RATE", "TIMESTAMP_HOP_S", "HearModel", "get_scene_embeddings", "get_timestamp_embeddings",
+           "load_model"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import dcasenet_hub
-from dcasenet_hub.inference import iterate
+from dcasenet_hub.inference.pipeline import iterate
 
 
 def main() -> None:

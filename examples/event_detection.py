@@ -37,7 +37,7 @@ def main() -> None:
     pred.save_events("events.csv", filename=args.audio.name)   # DCASE-style list
     pred.save_scores("scores.tsv")                              # sed_scores_eval frame scores
     try:
-        from dcasenet_hub.plot import plot
+        from dcasenet_hub.integrations.plot import plot
 
         plot(model, args.audio, prediction=pred, output=args.png)
         print(f"wrote events.csv, scores.tsv and {args.png}")

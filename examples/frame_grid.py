@@ -20,8 +20,8 @@ def main(out: str = "docs/frame_grid.png") -> None:
     import matplotlib.pyplot as plt
 
     from dcasenet_hub import build_model
-    from dcasenet_hub.frontend import log_mel
-    from dcasenet_hub.inference import embed
+    from dcasenet_hub.audio import log_mel
+    from dcasenet_hub.inference.pipeline import embed
 
     sr = 24000
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Run an exported DcaseNet ONNX graph from numpy with onnxruntime only: no torch, no dcasenet-hub.
 
-The log-mel front-end is computed here in numpy from the graph's own metadata (``dcasenet_hub.frontend``,
+The log-mel front-end is computed here in numpy from the graph's own metadata (``dcasenet_hub.audio``,
 ``dcasenet_hub.normalisation``, ``dcasenet_hub.labels``), so the .onnx file is all a deployment needs. Needs numpy,
 onnxruntime and, for other formats than 16/24/32-bit PCM WAV, soundfile.
 

@@ -98,7 +98,7 @@ def responsive_model(arch: str = "v3"):
     import torch
 
     from dcasenet_hub import build_model
-    from dcasenet_hub.frontend import log_mel
+    from dcasenet_hub.audio import log_mel
 
     model = build_model(arch, seed=0)
     mels = torch.stack([log_mel(torch.from_numpy(v)) for v in _calibration_signals().values()]).unsqueeze(1)

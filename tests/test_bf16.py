@@ -2,7 +2,7 @@
 
 On Intel CPUs with AMX-bf16, oneDNN's bf16 stride-2 3x3 convolution with one or two input columns reads memory it
 was not given; when that memory holds a bf16 NaN bit pattern the output is NaN (forward and backward). The tests
-below fill the allocator's free memory with NaN first, so without :func:`dcasenet_hub.models.strided_conv` they fail
+below fill the allocator's free memory with NaN first, so without :func:`dcasenet_hub.models.blocks.strided_conv` they fail
 every time on such a CPU; on CPUs without native bf16 the kernel is another one and they
 check that the guarded path is numerically right.
 """
@@ -25,7 +25,7 @@ def _fill_free_memory_with_nan() -> None:
 
 def _nan_memory_before_strided_blocks(model: torch.nn.Module) -> None:
     """Refill free memory with NaN right before every strided SE block runs (forward and backward)."""
-    from dcasenet_hub.models import SEBasicBlock
+    from dcasenet_hub.models.blocks import SEBasicBlock
 
     for m in model.modules():
         if isinstance(m, SEBasicBlock) and max(m.conv1.stride) > 1:
@@ -74,7 +74,7 @@ def test_bf16_training_step_gradients_finite_after_nan_memory(arch):
 
 def test_bf16_after_fast_path_then_joint_step_order():
     """The order that failed one run in four: fp32 fast path, then a bf16 joint step of v2 on 1-s crops."""
-    from dcasenet_hub._fast import optimize_for_inference
+    from dcasenet_hub.models.fast import optimize_for_inference
     from dcasenet_hub.train.trainer import _autocast_args, _JointStep
 
     fast = optimize_for_inference(build_model("v3", seed=3).eval())
@@ -97,7 +97,7 @@ def test_bf16_after_fast_path_then_joint_step_order():
 
 
 def test_strided_conv_guard_equals_fp32_and_keeps_bf16_dtype():
-    from dcasenet_hub.models import strided_conv
+    from dcasenet_hub.models.blocks import strided_conv
 
     conv = torch.nn.Conv2d(64, 32, 3, stride=2, padding=1, bias=False).requires_grad_(False)
     x = torch.randn(2, 64, 8, 1)

@@ -8,7 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hub_server import URL_PATH, LoopbackServer, fixture_entry, git_blob_sha1, write_manifest
+from test_hub_server import (
+    URL_PATH,
+    LoopbackServer,
+    fixture_entry,
+    git_blob_sha1,
+    write_manifest,
+)
 
 from dcasenet_hub.cli import main
 

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from dcasenet_hub.cli import main
-from dcasenet_hub.inference import embed, predict
+from dcasenet_hub.inference.pipeline import embed, predict
 
 
 def _tone(seconds: float, sr: int, seed: int, channels: int = 1) -> np.ndarray:

@@ -172,7 +172,7 @@ def test_http_error_and_persistent_failure(server, tmp_path):
 
 def test_shared_fetch_restarts_on_a_wrong_range_answer(server, tmp_path):
     """The one streaming loop of both downloaders: a 206 for other bytes than asked is not appended."""
-    from dcasenet_hub import _download
+    from dcasenet_hub.hub import fetch as _download
 
     url = _serve(server, "rec/a.bin", PAYLOAD)
     server.range_shift = 100
@@ -189,7 +189,7 @@ def test_shared_fetch_restarts_on_a_wrong_range_answer(server, tmp_path):
 
 
 def test_range_past_the_end_means_complete_for_data_and_suspect_for_weights(server, tmp_path):
-    from dcasenet_hub import _download
+    from dcasenet_hub.hub import fetch as _download
 
     url = _serve(server, "rec/a.bin", PAYLOAD)
     # dataset: a complete .part answered with 416 is verified and kept (one request, no body)
@@ -364,7 +364,7 @@ def test_specs_match_dcase_facts():
 
 
 def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("dcasenet_hub._cli_data._DATASET_NAMES", ("toy", "tau-nigens2020"))
+    monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
     rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
                    "--no-progress", "--parts", "metadata_dev"])
     assert rc == 0 and (tmp_path / "d" / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()

@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 import torch
 
-from dcasenet_hub import _windows as W
+from dcasenet_hub import audio as W
 from dcasenet_hub import build_model
-from dcasenet_hub._fast import inference_runner
 from dcasenet_hub.config import WindowConfig
-from dcasenet_hub.inference import (
+from dcasenet_hub.inference.pipeline import (
     Embeddings,
     allowed_hops,
     embed,
     embedding_size,
     predict,
 )
-from dcasenet_hub.inference import _nearest as nearest
+from dcasenet_hub.inference.pipeline import _nearest as nearest
+from dcasenet_hub.inference.runner import inference_runner
 
 SR = 24000
 
@@ -101,7 +101,7 @@ def test_finer_hop_every_pth_frame_is_the_0_8_output_and_the_others_are_shifted_
 def test_hop_across_event_windows_runs_on_without_a_gap(v3_model):
     """4 s event windows (60 s by default): an earlier window's shifted passes continue into the next window's first
     samples, normalised with the window's own statistics, so the grid is regular across window boundaries."""
-    from dcasenet_hub.frontend import log_mel
+    from dcasenet_hub.audio import log_mel
 
     model = copy.copy(v3_model)
     model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
@@ -135,7 +135,7 @@ def test_hop_across_event_windows_runs_on_without_a_gap(v3_model):
 def test_hop_streamed_and_batched_inputs(v3_model, monkeypatch):
     """Long inputs are decoded window by window (forced here from 1 s); equal-length inputs share batches: the
     shifted passes must still land in their own input and window."""
-    from dcasenet_hub import inference
+    from dcasenet_hub.inference import pipeline as inference
 
     model = copy.copy(v3_model)
     model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
@@ -260,9 +260,7 @@ def test_conv_embeddings_only_when_asked_and_not_from_onnxruntime(v3_model):
     assert asked.conv_embeddings.shape == (1, 3, 512)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from dcasenet_hub._fast import optimize_for_inference
-
-    ort = optimize_for_inference(v3_model, backend="onnxruntime")
+    ort = inference_runner(v3_model, backend="onnxruntime")
     wav = _noise(1.0)
     with pytest.raises(ValueError, match="torch backend"):
         embed(ort, wav, sample_rate=SR, layer="conv")

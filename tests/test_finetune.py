@@ -18,7 +18,7 @@ import torch
 import dcasenet_hub
 from dcasenet_hub import DcaseNet, from_pretrained
 from dcasenet_hub.cli import main
-from dcasenet_hub.finetuning import DataError, finetune, freeze_choices
+from dcasenet_hub.finetuning.loop import DataError, finetune, freeze_choices
 
 SR = 24000
 CLASSES = ("high", "low", "noise")
@@ -101,7 +101,7 @@ def test_probe_head_gives_the_same_scores_on_raw_inputs(probed, folder: Path) ->
     """The probe trains on standardised inputs; the saved head (standardisation folded in) must give the same
     validation accuracy when run through the whole network."""
     model, _, _ = probed
-    from dcasenet_hub.frontend import load_audio, log_mel
+    from dcasenet_hub.audio import load_audio, log_mel
 
     files = sorted(folder.rglob("*.wav"))[::3]
     correct = 0
@@ -288,7 +288,7 @@ def test_data_problems_stop_before_training(v3_model: DcaseNet, tmp_path: Path) 
 
 
 def test_reuse_head_starts_from_known_rows(v3_model: DcaseNet) -> None:
-    from dcasenet_hub.finetuning import _new_model
+    from dcasenet_hub.finetuning.loop import _new_model
 
     model = _new_model(v3_model, "classification", ("park", "bus", "my_room"), "reuse", seed=0)
     base_w = v3_model.fc_ASC.weight
@@ -298,7 +298,7 @@ def test_reuse_head_starts_from_known_rows(v3_model: DcaseNet) -> None:
 
 
 def test_public_name_is_the_function_even_after_importing_the_module() -> None:
-    import dcasenet_hub.finetuning as module
+    import dcasenet_hub.finetuning.loop as module
 
     assert dcasenet_hub.finetune is module.finetune
     with pytest.raises(ValueError, match="Unknown task"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dcasenet_hub._finetune_data import DataError, read_dataset
+from dcasenet_hub.finetuning.data import DataError, read_dataset
 
 SR = 16000
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 
 from dcasenet_hub import AudioLoadError, FrontendConfig, load_audio, log_mel, resample
-from dcasenet_hub.frontend import mel_power, normalize
+from dcasenet_hub.audio import mel_power, normalize
 
 
 @pytest.fixture(scope="module")

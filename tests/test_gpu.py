@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from dcasenet_hub._fast import FP32_TOLERANCE, LOW_PRECISION_TOLERANCE, optimize_for_inference
+from dcasenet_hub.models.fast import (
+    FP32_TOLERANCE,
+    LOW_PRECISION_TOLERANCE,
+    optimize_for_inference,
+)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -56,7 +60,7 @@ def test_cuda_low_precision_within_tolerance(responsive_v3, mel, dtype):
 
 
 def test_cuda_embed_and_predict_equal_cpu(responsive_v3):
-    from dcasenet_hub.inference import embed, predict
+    from dcasenet_hub.inference.pipeline import embed, predict
 
     rng = np.random.default_rng(0)
     t = np.arange(24000 * 7) / 24000

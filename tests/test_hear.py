@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dcasenet_hub import hear
-from dcasenet_hub.inference import embed
+from dcasenet_hub.inference.pipeline import embed
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_scene_embeddings_are_mean_of_the_0_8_s_timestamp_embeddings(hear_model)
 
 
 def test_load_model_default_is_dcasenet_v3(monkeypatch, v3_model):
-    from dcasenet_hub import hub
+    from dcasenet_hub.hub import api as hub
 
     asked = []
     monkeypatch.setattr(hub, "from_pretrained", lambda name, **kw: asked.append(name) or v3_model)

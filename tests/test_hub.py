@@ -18,7 +18,8 @@ from safetensors.torch import load_file, save_file
 from test_hub_server import write_manifest
 
 import dcasenet_hub
-from dcasenet_hub import CheckpointMismatchError, DcaseNet, hub
+from dcasenet_hub import CheckpointMismatchError, DcaseNet
+from dcasenet_hub.hub import api as hub
 
 COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
 

@@ -18,10 +18,18 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hub_server import COMMIT, FIXTURE_PATH, URL_PATH, LoopbackServer, fixture_entry, git_blob_sha1, write_manifest
+from test_hub_server import (
+    COMMIT,
+    FIXTURE_PATH,
+    URL_PATH,
+    LoopbackServer,
+    fixture_entry,
+    git_blob_sha1,
+    write_manifest,
+)
 
 import dcasenet_hub
-from dcasenet_hub import hub
+from dcasenet_hub.hub import api as hub
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +177,9 @@ _CHILD = textwrap.dedent("""
     import torch
     torch.set_num_threads(1)
     import dcasenet_hub
-    from dcasenet_hub import hub, models, _download  # import everything before the start line
+    from dcasenet_hub.hub import api as hub
+    from dcasenet_hub.models import dcasenet as models
+    from dcasenet_hub.hub import fetch as _download  # import everything before the start line
     import safetensors.torch, filelock, tqdm.auto
     barrier, me = pathlib.Path(sys.argv[1]), sys.argv[2]
     (barrier / me).touch()
@@ -255,7 +265,7 @@ def test_damaged_cached_weights_are_noticed_on_load_and_fetched_again(
     dcasenet_hub.from_pretrained("fixture-v3")
     blob = _flip_cached_weights_byte(env, fixture_sha1)
     good_name = blob.name
-    with caplog.at_level("WARNING", logger="dcasenet_hub.hub"):
+    with caplog.at_level("WARNING", logger="dcasenet_hub.hub.api"):
         model = dcasenet_hub.from_pretrained("fixture-v3")
     assert "is damaged" in caplog.text and good_name in caplog.text
     assert len(server.gets(URL_PATH)) == 2  # fetched again

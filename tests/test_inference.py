@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from dcasenet_hub import _windows as W
-from dcasenet_hub import inference
+from dcasenet_hub import audio as W
+from dcasenet_hub.audio import resampling as resample_module
+from dcasenet_hub.audio import AudioLoadError, log_mel, normalize, resample
 from dcasenet_hub.config import WindowConfig
-from dcasenet_hub.frontend import AudioLoadError, log_mel, normalize, resample
-from dcasenet_hub.inference import detect_events, embed, predict
+from dcasenet_hub.inference import pipeline as inference
+from dcasenet_hub.inference.pipeline import detect_events, embed, predict
 
 SR = 24000
 
@@ -274,7 +275,7 @@ def test_streamed_file_equals_in_memory_result(v3_model, tmp_path, monkeypatch):
     sf.write(path, wav44, 44100, subtype="FLOAT")
     ref = predict(v3_model, path)
     monkeypatch.setattr(inference, "STREAM_THRESHOLD_S", 1.0)
-    monkeypatch.setattr(W, "RESAMPLE_CHUNK_S", 0.9)
+    monkeypatch.setattr(resample_module, "RESAMPLE_CHUNK_S", 0.9)
     streamed = predict(v3_model, path, progress=True)
     np.testing.assert_allclose(streamed.scene_probs, ref.scene_probs, atol=1e-5)
     np.testing.assert_allclose(streamed.event_probs, ref.event_probs, atol=1e-5)

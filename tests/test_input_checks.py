@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from dcasenet_hub.audio import log_mel
 from dcasenet_hub.cli import main
-from dcasenet_hub.frontend import log_mel
 
 
 def _noise(seconds: float, sr: int, seed: int = 0) -> np.ndarray:
@@ -53,7 +53,7 @@ def test_log_mel_of_huge_finite_signal_is_finite_and_scale_free(scale):
 
 
 def test_log_mel_of_normal_audio_takes_the_unscaled_path_bit_for_bit():
-    from dcasenet_hub.frontend import SAFE_PEAK, mel_power
+    from dcasenet_hub.audio import SAFE_PEAK, mel_power
 
     x = _noise(0.5, 24000) * np.float32(1000.0)  # loud but far below SAFE_PEAK
     assert np.abs(x).max() < SAFE_PEAK
@@ -101,7 +101,7 @@ def test_samples_that_overflow_the_front_end_fail_the_file_with_a_reason(tmp_pat
 
 def test_non_finite_network_output_is_a_failure_not_ok():
     from dcasenet_hub import build_model
-    from dcasenet_hub.inference import iterate
+    from dcasenet_hub.inference.pipeline import iterate
 
     model = build_model("v3", seed=0).eval()
     with torch.no_grad():
@@ -112,7 +112,7 @@ def test_non_finite_network_output_is_a_failure_not_ok():
 
 
 def test_writers_refuse_nan(tmp_path):
-    from dcasenet_hub.inference import Embeddings, Prediction
+    from dcasenet_hub.inference.pipeline import Embeddings, Prediction
 
     emb = Embeddings(frame=np.full((2, 4), np.nan, np.float32), frame_times=np.zeros(2, np.float32),
                      clip=np.zeros(4, np.float32))
@@ -135,7 +135,7 @@ def test_writers_refuse_nan(tmp_path):
 
 @pytest.mark.parametrize("rate", [1, 999, 800000])
 def test_implausible_sample_rate_is_rejected_in_the_decoder(tmp_path, rate):
-    from dcasenet_hub.frontend import AudioLoadError, audio_info, load_audio
+    from dcasenet_hub.audio import AudioLoadError, audio_info, load_audio
 
     path = tmp_path / f"r{rate}.wav"
     sf.write(path, _noise(0.1, 48000), rate, subtype="PCM_16")  # 96 KB; at 1 Hz the header says 13+ hours
@@ -164,7 +164,7 @@ def test_one_hz_header_fails_fast_in_embed_and_the_others_are_kept(tmp_path, aut
 def test_header_frame_count_larger_than_the_file_is_rejected(tmp_path, monkeypatch):
     import soundfile
 
-    from dcasenet_hub.frontend import AudioLoadError, audio_info
+    from dcasenet_hub.audio import AudioLoadError, audio_info
 
     path = tmp_path / "liar.wav"
     sf.write(path, _noise(0.5, 24000), 24000, subtype="PCM_16")
@@ -362,7 +362,7 @@ def test_predict_accepts_verbose_after_the_subcommand(tmp_path, authors_checkpoi
 
 
 def test_embed_accepts_soundfile_read_layout(tmp_path, v3_model):
-    from dcasenet_hub.inference import embed
+    from dcasenet_hub.inference.pipeline import embed
 
     stereo = np.stack([_noise(1.2, 22050, seed=3), _noise(1.2, 22050, seed=4)], axis=1)  # (frames, 2)
     sf.write(tmp_path / "s.wav", stereo, 22050, subtype="FLOAT")
@@ -376,7 +376,7 @@ def test_embed_accepts_soundfile_read_layout(tmp_path, v3_model):
 
 
 def test_ambiguous_2d_waveform_that_is_too_short_names_the_shape_and_the_fix(v3_model):
-    from dcasenet_hub.inference import embed
+    from dcasenet_hub.inference.pipeline import embed
 
     x = np.zeros((3000, 100), np.float32)  # 100 "samples" of 3000 channels, or 3000 frames of 100 channels?
     with pytest.raises(ValueError, match=r"too short .*shape \(3000, 100\).*pass x\.T"):
@@ -386,7 +386,7 @@ def test_ambiguous_2d_waveform_that_is_too_short_names_the_shape_and_the_fix(v3_
 @pytest.mark.parametrize("kwargs", [{"threshold": 2.0}, {"threshold": float("nan")}, {"threshold": -1.0},
                                     {"median_filter": -1.0}, {"min_duration": -5.0}, {"min_duration": float("inf")}])
 def test_api_rejects_out_of_range_event_options(v3_model, kwargs):
-    from dcasenet_hub.inference import predict
+    from dcasenet_hub.inference.pipeline import predict
 
     with pytest.raises(ValueError, match="between 0 and 1|seconds >= 0"):
         predict(v3_model, _noise(0.5, 24000), sample_rate=24000, **kwargs)

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 import dcasenet_hub
-from dcasenet_hub._manifest import PACKAGED, ManifestError, load_manifest, validate_manifest
+from dcasenet_hub.hub.manifest import (
+    PACKAGED,
+    ManifestError,
+    load_manifest,
+    validate_manifest,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMIT = "8232e2403c6385436404fd91b10e51d9e722bea6"

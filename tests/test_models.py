@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from dcasenet_hub import CheckpointMismatchError, DcaseNet, InputTooShortError, ModelConfig, build_model, labels
+from dcasenet_hub import (
+    CheckpointMismatchError,
+    DcaseNet,
+    InputTooShortError,
+    ModelConfig,
+    build_model,
+    labels,
+)
 
 PAPER_M = 2**20  # the paper's 13.2M for v3 is 13,882,920 / 2**20
 

@@ -20,7 +20,7 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "onnx_numpy.py"
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, responsive_v3) -> Path:
-    from dcasenet_hub.export import export_onnx
+    from dcasenet_hub.export.onnx import export_onnx
 
     return export_onnx(responsive_v3, tmp_path_factory.mktemp("onnx") / "v3.onnx", check=False)
 
@@ -82,7 +82,7 @@ def test_numpy_example_matches_pytorch_without_importing_torch(exported: Path, r
         assert diff <= 1e-4, (name, diff)
     # and what a user of predict() sees for the same file: tags and the event roll of the whole clip (one window
     # for inputs up to 60 s) within 1e-4 (scene probabilities average 5-s crops there, so they are not comparable)
-    from dcasenet_hub.inference import predict
+    from dcasenet_hub.inference.pipeline import predict
 
     pred = predict(responsive_v3, audio)
     tag_probs = 1.0 / (1.0 + np.exp(-got["tag_logits"][0]))

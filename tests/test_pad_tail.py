@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from dcasenet_hub.cli import main
-from dcasenet_hub.inference import embed, predict
+from dcasenet_hub.inference.pipeline import embed, predict
 
 
 def _noise(seconds: float, seed: int = 0) -> np.ndarray:

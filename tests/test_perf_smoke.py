@@ -15,11 +15,11 @@ import pytest
 import torch
 
 from dcasenet_hub import build_model
-from dcasenet_hub._fast import (
+from dcasenet_hub.inference.runner import inference_runner
+from dcasenet_hub.models.fast import (
     FP32_TOLERANCE,
     LOW_PRECISION_TOLERANCE,
     OptimizedDcaseNet,
-    inference_runner,
     optimize_for_inference,
 )
 
@@ -124,7 +124,7 @@ def test_bf16_within_stated_tolerance(responsive_v3, fixtures_dir):
 
 
 def test_dtype_names_and_cpu_fp16_warning(bn_models, caplog):
-    with caplog.at_level("WARNING", logger="dcasenet_hub._fast"):
+    with caplog.at_level("WARNING", logger="dcasenet_hub.models.fast"):
         fast = optimize_for_inference(bn_models["v1"], dtype="fp16", device="cpu")
     assert fast.fast_options.dtype == torch.float16 and "prefer dtype='bf16'" in caplog.text
     assert optimize_for_inference(bn_models["v1"], dtype="bfloat16").fast_options.dtype == torch.bfloat16
@@ -170,13 +170,13 @@ def test_inference_runner_is_cached_and_follows_weight_changes():
 def onnx_v3(tmp_path_factory, v3_model):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from dcasenet_hub.export import export_onnx
+    from dcasenet_hub.export.onnx import export_onnx
 
     return export_onnx(v3_model, tmp_path_factory.mktemp("onnx") / "v3.onnx", check=False)
 
 
 def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtures_dir):
-    from dcasenet_hub.export import (
+    from dcasenet_hub.export.onnx import (
         ONNX_TOLERANCE,
         OUTPUT_NAMES,
         check_onnx,
@@ -194,21 +194,21 @@ def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtu
 
 def test_onnxruntime_backend_same_fields_as_pytorch(bn_models):
     pytest.importorskip("onnxruntime")
-    from dcasenet_hub._fast import OnnxRuntimeDcaseNet
+    from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet
 
     model = bn_models["v2"]
-    ort_model = optimize_for_inference(model, backend="onnxruntime")
+    ort_model = inference_runner(model, backend="onnxruntime")
     assert isinstance(ort_model, OnnxRuntimeDcaseNet) and ort_model.config == model.config
     mel = torch.randn(2, 1, 128, 95, generator=torch.Generator().manual_seed(8))
     for tasks in (None, ("scene",), ("embeddings",)):
         _assert_close(ort_model(mel, tasks=tasks).to_dict(), _reference(model, mel, tasks), FP32_TOLERANCE,
                       relative=True)
     with pytest.raises(ValueError, match="fp32 on CPU"):
-        optimize_for_inference(model, backend="onnxruntime", dtype="bf16")
+        inference_runner(model, backend="onnxruntime", dtype="bf16")
 
 
 def test_onnx_check_detects_a_different_model(onnx_v3):
-    from dcasenet_hub.export import check_onnx
+    from dcasenet_hub.export.onnx import check_onnx
 
     other = _random_bn(build_model("v3", seed=11))  # same architecture, other weights
     with pytest.raises(ValueError, match="differ from PyTorch"):
@@ -228,7 +228,7 @@ def test_cli_export_onnx(tmp_path, authors_checkpoint, capsys):
 
 
 def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):
-    from dcasenet_hub import export as ex
+    from dcasenet_hub.export import onnx as ex
 
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ex.OnnxUnavailableError, match=r"dcasenet-hub\[onnx\]"):
@@ -248,7 +248,7 @@ def test_stage_timer_charges_exclusive_time_and_restores_functions(monkeypatch):
         from benchmarks._stages import StageTimer, instrument
     finally:
         sys.path.remove(str(ROOT))
-    import dcasenet_hub.frontend as fe
+    import dcasenet_hub.audio as fe
 
     clock = [100.0]  # a fake clock: exact, whatever the machine's load
     monkeypatch.setattr(_stages.time, "perf_counter", lambda: clock[0])

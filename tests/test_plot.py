@@ -1,4 +1,4 @@
-"""dcasenet_hub.plot and `dcasenet-hub plot`: a PNG with spectrogram, event roll and scenes; helpful error without matplotlib."""
+"""dcasenet_hub.integrations.plot and `dcasenet-hub plot`: a PNG with spectrogram, event roll and scenes; helpful error without matplotlib."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from dcasenet_hub.cli import main
-from dcasenet_hub.inference import predict
-from dcasenet_hub.plot import MissingMatplotlibError, plot
+from dcasenet_hub.inference.pipeline import predict
+from dcasenet_hub.integrations.plot import MissingMatplotlibError, plot
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

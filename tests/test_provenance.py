@@ -66,7 +66,7 @@ def test_convert_names_the_model_after_the_output_folder(authors_checkpoint: Pat
 
 
 def test_reading_a_checkpoint_without_writing_does_not_claim_a_conversion(authors_checkpoint, tmp_path):
-    from dcasenet_hub.hub import convert_checkpoint
+    from dcasenet_hub.hub.api import convert_checkpoint
 
     read = convert_checkpoint(authors_checkpoint, arch="v3")
     assert "converted to safetensors" not in read.config.provenance

@@ -39,8 +39,8 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_path, v3_model, responsive_v3):
-    from dcasenet_hub.hub import save_pretrained
-    from dcasenet_hub.inference import embed
+    from dcasenet_hub.hub.api import save_pretrained
+    from dcasenet_hub.inference.pipeline import embed
 
     audio = _folder(tmp_path / "in", 1, seconds=2.0)
     old, new = tmp_path / "model", tmp_path / "new"
@@ -227,8 +227,8 @@ def test_embed_and_hear_warn_about_untrained_weights_and_npz_records_provenance(
     import torch
 
     from dcasenet_hub import hear
-    from dcasenet_hub.hub import save_pretrained
-    from dcasenet_hub.inference import embed
+    from dcasenet_hub.hub.api import save_pretrained
+    from dcasenet_hub.inference.pipeline import embed
 
     assert v3_model.config.trained_tasks == ()  # the fixture weights are marked untrained
     wav = _tone(1.0, 24000, 0)
@@ -249,7 +249,7 @@ def test_embed_and_hear_warn_about_untrained_weights_and_npz_records_provenance(
         hear.get_scene_embeddings(torch.zeros(2, 48000), m)
         hear.get_scene_embeddings(torch.zeros(1, 48000), m)
     said = [r for r in caplog.records if r.levelno == logging.WARNING and "untrained" in r.getMessage()]
-    assert len(said) == 1 and said[0].name == "dcasenet_hub.hear"  # once, at load, not per batch
+    assert len(said) == 1 and said[0].name == "dcasenet_hub.integrations.hear"  # once, at load, not per batch
 
     # the command line records them too
     audio = _folder(tmp_path / "in", 1)

@@ -3,13 +3,12 @@ rank and leaves one folder whose outputs and merged index equal a single-process
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 
 

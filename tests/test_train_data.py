@@ -127,7 +127,7 @@ def test_asc_evaluation_uses_three_crops_start_middle_end(tmp_path):
 def test_prepare_caches_16bit_24khz_log_mel_and_skips_done_files(tmp_path):
     import soundfile as sf
 
-    from dcasenet_hub.frontend import load_audio, log_mel
+    from dcasenet_hub.audio import load_audio, log_mel
     from dcasenet_hub.train.prepare import prepare_items
 
     rng = np.random.default_rng(0)

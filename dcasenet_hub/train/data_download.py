@@ -33,8 +33,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._download import NETWORK_ERRORS, DownloadTooLargeError, Transfer, fetch_into
-from .._io import atomic_write, atomic_write_text
+from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub.errors import DownloadError, UnsafeArchiveError
+from dcasenet_hub.hub.fetch import (
+    NETWORK_ERRORS,
+    DownloadTooLargeError,
+    Transfer,
+    fetch_into,
+)
 
 __all__ = [
     "DATASETS",
@@ -60,14 +66,6 @@ _RETRY_DELAY_S = 2.0  # first back-off between retries (doubles, at most 30 s)
 _USER_AGENT = "dcasenet-hub data download"
 #: Lock file in ``dest/downloads/``: one :func:`download_dataset` run per destination at a time.
 LOCK_NAME = ".download.lock"
-
-
-class DownloadError(RuntimeError):
-    """A download failed, or a file did not match its published size or MD5 (the message says which)."""
-
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would be written outside the destination folder (nothing was extracted)."""
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .. import labels as _labels
+from dcasenet_hub import labels as _labels
+from dcasenet_hub.errors import DatasetLayoutError
 
 __all__ = [
     "ASC_FOLDER",
@@ -59,10 +60,6 @@ SED_LABEL_FRAMES = 600
 #: Authors' TAG split: ``KFold(n_splits=5, shuffle=True, random_state=42)``, first fold.
 TAG_KFOLD_SPLITS = 5
 TAG_KFOLD_SEED = 42
-
-
-class DatasetLayoutError(FileNotFoundError):
-    """A dataset folder does not have the expected layout (the message names what is missing and the layout)."""
 
 
 @dataclass(frozen=True)

@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import labels as _labels
-from .._io import atomic_write, atomic_write_text
-from .datasets import ASC_FOLDER
+from dcasenet_hub import labels as _labels
+from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub.train.datasets import ASC_FOLDER
 
 __all__ = ["MiniDatasets", "class_sound", "make_mini_datasets", "mini_dataset_marker"]
 

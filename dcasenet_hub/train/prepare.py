@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import FrontendConfig
+from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _manifest(task: str, root: Path, config: FrontendConfig) -> dict[str, Any]:
 
 
 def _check_manifest(task_dir: Path, wanted: dict[str, Any]) -> None:
-    from .._io import atomic_write_text
+    from dcasenet_hub._io import atomic_write_text
 
     path = task_dir / MANIFEST_NAME
     if path.exists():
@@ -138,7 +138,7 @@ def _check_manifest(task_dir: Path, wanted: dict[str, Any]) -> None:
 
 def task_items(task: str, root: str | Path, split: str) -> list[Any]:
     """Items of one split through the dataset readers of :mod:`dcasenet_hub.train.datasets`."""
-    from . import datasets
+    from dcasenet_hub.train import datasets
 
     reader = {"asc": datasets.asc_items, "tag": datasets.tag_items, "sed": datasets.sed_items}[task]
     return list(reader(root, split))
@@ -149,8 +149,8 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
     """Convert one file; returns ``(path, error or None)``. Runs in worker processes too."""
     import numpy as np
 
-    from .._io import atomic_write
-    from ..frontend import AudioLoadError, load_audio, log_mel
+    from dcasenet_hub._io import atomic_write
+    from dcasenet_hub.audio import AudioLoadError, load_audio, log_mel
 
     config = FrontendConfig.from_dict(config_dict)
     out = cache_file(task_dir, root, audio_path)

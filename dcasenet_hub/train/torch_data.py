@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..config import FrontendConfig
+from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class FeatureStore:
     """
 
     def __init__(self, cache_dir: str | Path, root: str | Path, *, memory: bool = False) -> None:
-        from .prepare import cache_file
+        from dcasenet_hub.train.prepare import cache_file
 
         self.cache_dir = Path(cache_dir)
         self.root = Path(root)
@@ -181,7 +181,7 @@ def _tile_to(x: np.ndarray, length: int, axis: int = -1) -> np.ndarray:
 
 
 def _normalize(x: np.ndarray, std_floor: float) -> torch.Tensor:
-    from ..frontend import normalize
+    from dcasenet_hub.audio import normalize
 
     return normalize(torch.from_numpy(np.array(x, dtype=np.float32, copy=True)), std_floor=std_floor)
 

@@ -50,9 +50,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import labels as _labels
-from ..config import ModelConfig
-from .torch_data import (
+from dcasenet_hub import labels as _labels
+from dcasenet_hub.config import ModelConfig
+from dcasenet_hub.errors import TrainingDivergedError
+from dcasenet_hub.train.torch_data import (
     ASC_EVAL_CROPS,
     MODEL_TASK,
     TASKS,
@@ -83,10 +84,6 @@ _DATA = {
     "sed": ("events", "TAU-NIGENS Spatial Sound Events 2020, development (DCASE 2020 Task 3)",
             "folds 3-6, each channel an example; best checkpoint chosen on fold 1 (4 channels averaged)"),
 }
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; training stopped before the update."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -381,7 +378,7 @@ def _roots_for(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> 
 def _prepared_stores(roots: Mapping[str, Path], splits: Sequence[str], *, cache_dir: str | Path | None,
                      workers: int, progress: bool, memory: bool) -> tuple[dict[str, FeatureStore], dict[str, dict]]:
     """Item lists of ``splits`` per task and their (prepared) feature stores."""
-    from .prepare import default_cache_root, prepare_items, task_items
+    from dcasenet_hub.train.prepare import default_cache_root, prepare_items, task_items
 
     stores, items = {}, {}
     for task, root in roots.items():
@@ -427,7 +424,7 @@ def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, devic
     """
     from tqdm.auto import tqdm
 
-    from .. import metrics
+    from dcasenet_hub import metrics
 
     device = torch.device(device)
     ac = _autocast_args(precision, device)
@@ -563,7 +560,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     The config records the recipe, the stage, the epoch, the metrics and the data, and
     ``provenance = "trained by dcasenet-hub, recipe R, data D"``, so ``DcaseNet.from_pretrained(directory)`` works.
     """
-    from .minidata import mini_dataset_marker
+    from dcasenet_hub.train.minidata import mini_dataset_marker
 
     directory = Path(directory)
     sources = {t: _DATA[t] for t in tasks}
@@ -649,7 +646,7 @@ def _set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
 
 
 def _save_state(path: Path, state: dict[str, Any]) -> None:
-    from .._io import atomic_write
+    from dcasenet_hub._io import atomic_write
 
     atomic_write(path, lambda p: torch.save(state, p))
 
@@ -754,7 +751,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
                 raise ValueError(f"{out} was started with another recipe or other overrides ({run_file}); resume "
                                  "with the same options or choose another output folder")
         elif dist.main:
-            from .._io import atomic_write_text
+            from dcasenet_hub._io import atomic_write_text
 
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_file, json.dumps(rec.to_dict(), indent=2) + "\n")
@@ -811,8 +808,8 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                eval_batch_size: int, on_epoch_end: Callable[..., None] | None) -> list[dict[str, Any]]:
     from tqdm.auto import tqdm
 
-    from .._io import atomic_write_text
-    from ..models import build_model
+    from dcasenet_hub._io import atomic_write_text
+    from dcasenet_hub.inference.model import build_model
 
     sdir = out / stage
     state_path = sdir / "last.pt"

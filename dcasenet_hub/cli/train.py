@@ -1,0 +1,158 @@
+"""``dcasenet-hub train`` (the paper's joint training recipes) and ``dcasenet-hub evaluate`` (a Table 2 row)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+TRAIN_EPILOG = """examples:
+  dcasenet-hub train --list-recipes
+  dcasenet-hub train v3-asc-tag-sed --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development \\
+      --tag-root data/fsdkaggle2019 --sed-root data/tau-nigens2020 -o runs/v3-joint
+  dcasenet-hub train v3-asc-tag-sed ... -o runs/v3-joint --resume          # continue a stopped run
+  torchrun --nproc_per_node 4 -m dcasenet_hub.cli train v3-asc-tag-sed ... -o runs/v3-4gpu
+  dcasenet-hub train v2-asc --asc-root mini/asc -o runs/try --epochs 2 --iterations-per-epoch 20 \\
+      --batch-size asc=4 --crop asc=2
+
+Batch sizes are global (split over torchrun processes). See docs/training.md.
+"""
+
+EVAL_EPILOG = """examples:
+  dcasenet-hub evaluate runs/v3-joint/best-asc --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development
+  dcasenet-hub evaluate dcasenet-v3 --asc-root ... --tag-root ... --sed-root ...
+"""
+
+
+def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values or []:
+        task, sep, num = v.partition("=")
+        task = task.strip().lower()
+        if not sep or task not in ("asc", "tag", "sed"):
+            raise argparse.ArgumentTypeError(f"{option} expects TASK=VALUE with TASK asc, tag or sed; got {v!r}")
+        try:
+            out[task] = cast(num)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{option} {v!r}: {num!r} is not a number") from None
+    return out
+
+
+def _add_roots(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--asc-root", type=Path, help="TAU Urban Acoustic Scenes 2020 Mobile development folder")
+    p.add_argument("--tag-root", type=Path, help="FSDKaggle2019 folder (train_curated.csv, train_curated/)")
+    p.add_argument("--sed-root", type=Path, help="TAU-NIGENS Spatial Sound Events 2020 folder (mic_dev/, metadata_dev/)")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="feature cache (default $DCASENET_HUB_FEATURES or ~/.cache/dcasenet_hub/features)")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("train", help="train DcaseNet with one of the paper's recipes (Table 2)",
+                              description="Train DcaseNet with the authors' joint recipe, then fine-tune each task.",
+                              epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("recipe", nargs="?", help="recipe name (see --list-recipes) or recipe .json file")
+    p.add_argument("--list-recipes", action="store_true", help="list the bundled recipes and exit")
+    _add_roots(p)
+    p.add_argument("-o", "--out", type=Path, help="run folder (checkpoints, metrics log, best models)")
+    g = p.add_argument_group("recipe overrides")
+    g.add_argument("--epochs", type=int, help="epochs per stage (recipe: 160)")
+    g.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (recipe: 500)")
+    g.add_argument("--batch-size", action="append", metavar="TASK=N",
+                   help="global batch size of a task, repeatable (recipe: asc=32 tag=32 sed=24)")
+    g.add_argument("--crop", action="append", metavar="TASK=SECONDS",
+                   help="training crop of a task, repeatable (recipe: asc=5 tag=5 sed=30)")
+    g.add_argument("--lr", type=float, help="Adam learning rate (recipe: 0.001)")
+    g.add_argument("--t0-epochs", type=int, help="cosine restart period in epochs (recipe: 80)")
+    g.add_argument("--mixup-from-epoch", type=int, help="first epoch index with mixup (recipe: 6)")
+    g.add_argument("--no-mixup", action="store_true", help="train without mixup")
+    g.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stages")
+    r = p.add_argument_group("run")
+    r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
+    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
+    r.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32",
+                   help="fp32 (default), amp (float16 autocast with gradient scaling, CUDA) or bf16")
+    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
+    r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser("evaluate", help="evaluate a model with the paper's metrics (a Table 2 row)",
+                              description="Scene accuracy (3 crops), tag lwlrap and event F1/ER (paper protocol) on "
+                                          "the authors' evaluation splits.",
+                              epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
+    _add_roots(e)
+    e.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    e.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32")
+    e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
+    e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from dcasenet_hub.train.trainer import list_recipes, load_recipe, train
+
+    if args.list_recipes:
+        for name in list_recipes():
+            r = load_recipe(name)
+            print(f"{name:24s} {r.description}")
+        return 0
+    if not args.recipe or not args.out:
+        print("dcasenet-hub train: give a RECIPE and -o RUN (or --list-recipes)", file=sys.stderr)
+        return 2
+    try:
+        overrides: dict[str, Any] = {}
+        for key in ("epochs", "iterations_per_epoch", "lr", "t0_epochs", "mixup_from_epoch"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        if args.batch_size:
+            overrides["batch_size"] = _task_values(args.batch_size, "--batch-size", int)
+        if args.crop:
+            overrides["crop_seconds"] = _task_values(args.crop, "--crop", float)
+    except argparse.ArgumentTypeError as exc:
+        print(f"dcasenet-hub train: {exc}", file=sys.stderr)
+        return 2
+    if args.no_mixup:
+        overrides["mixup_alpha"] = None
+    if args.no_finetune:
+        overrides["finetune"] = False
+    result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
+                   sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
+                   precision=args.precision, resume=args.resume, seed=args.seed, progress=not args.no_progress,
+                   overrides=overrides, stages=args.stage, in_memory=args.in_memory)
+    for task, path in result.best.items():
+        m = result.best_metrics.get(task, {})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None)
+        print(f"best {task}: {path}  ({shown})")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dcasenet_hub.cli.common import load_model
+    from dcasenet_hub.train.trainer import evaluate, format_row
+
+    if not (args.asc_root or args.tag_root or args.sed_root):
+        print("dcasenet-hub evaluate: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)
+        return 2
+    model = load_model(args.model)
+    metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
+                       cache_dir=args.cache_dir, device=args.device, precision=args.precision,
+                       sed_threshold=args.threshold, workers=args.workers)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+        return 0
+    print(f"{args.model} (DcaseNet-{model.config.arch})")
+    print(format_row(metrics))
+    recipe = (model.config.extra or {}).get("recipe") or {}
+    paper = recipe.get("paper") or {}
+    stage = (model.config.extra or {}).get("stage", "")
+    ref = paper.get("finetune") if str(stage).startswith("finetune") else (paper.get("joint") or paper.get("single"))
+    if ref:
+        print(f"paper, {paper.get('architecture', '')} {recipe.get('name', '')} ({stage}):")
+        print(format_row(ref).splitlines()[1])
+    return 0

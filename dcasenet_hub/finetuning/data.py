@@ -1,0 +1,527 @@
+"""Labelled data for :func:`dcasenet_hub.finetune`, read from the forms people keep it in.
+
+Three forms are understood:
+
+* **A folder with one sub-folder per class** (single-label classification)::
+
+      data/dog/001.wav  data/dog/002.flac  data/rain/001.wav ...
+
+  With ``data/train/<class>/...`` and ``data/validation/<class>/...`` (also ``val``/``valid``) the split is given.
+* **A CSV/TSV table** ``path,label`` (classification) or ``path,labels`` with several labels in one cell separated by
+  ``label_delimiter`` (tagging, FSDKaggle2019 style); a file may also appear on several rows, one label each.
+* **Strong labels** ``filename,onset,offset,event_label`` (DCASE / sed_eval format, with or without a header, comma or
+  tab separated) for event detection; a row with only a file name lists a clip without events.
+
+Tables may carry a ``split`` column (``train`` / ``validation``); otherwise the clips are split with a stratified draw
+of ``validation_fraction`` with a fixed ``seed``. Paths are relative to the table's folder (or ``audio_dir``).
+
+Every problem (missing or unreadable file, unknown label, empty class, bad onset/offset, ...) is collected and raised
+together in one :class:`DataError` before anything is trained.
+
+Example:
+    >>> from dcasenet_hub.finetuning.data import read_dataset
+    >>> data = read_dataset("my_sounds/", task="classification")          # doctest: +SKIP
+    >>> data.labels, len(data.train), len(data.validation)                # doctest: +SKIP
+    (('dog', 'rain'), 32, 8)
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from dcasenet_hub.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("classification", "tagging", "detection")
+#: File name endings read as audio in class folders (everything libsndfile decodes, plus mp3/opus).
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
+    ".w64", ".rf64", ".htk", ".voc", ".sd2", ".nist", ".sph",
+})
+_TRAIN_NAMES = ("train", "training")
+_VALIDATION_NAMES = ("validation", "val", "valid", "dev", "development")
+_PATH_COLUMNS = ("path", "filename", "file", "fname", "file_name", "filepath", "audio", "audio_path", "audio_filename")
+_LABEL_COLUMNS = {
+    "classification": ("label", "class", "scene_label", "category", "target", "labels"),
+    "tagging": ("labels", "label", "tags", "tag", "class", "category"),
+    "detection": ("event_label", "label", "event", "class", "category"),
+}
+_ONSET_COLUMNS = ("onset", "event_onset", "start", "start_time")
+_OFFSET_COLUMNS = ("offset", "event_offset", "end", "end_time", "stop")
+_SPLIT_COLUMNS = ("split", "set", "subset", "partition")
+_MAX_LISTED = 60
+_MIN_DURATION_S = 0.1  # one 100 ms event frame (dcasenet_hub.inference.pipeline refuses shorter inputs)
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One labelled audio file.
+
+    Attributes:
+        path: The audio file.
+        labels: Label names present in the clip (exactly one for classification).
+        events: ``(onset_s, offset_s, label)`` for detection, sorted.
+        duration: Length in seconds (from the file header; ``None`` when audio was not checked).
+        split: ``"train"``, ``"validation"`` or ``None`` before the split.
+    """
+
+    path: Path
+    labels: tuple[str, ...]
+    events: tuple[tuple[float, float, str], ...] = ()
+    duration: float | None = None
+    split: str | None = None
+
+
+@dataclass
+class Dataset:
+    """A labelled data set ready for fine-tuning.
+
+    Attributes:
+        task: ``"classification"``, ``"tagging"`` or ``"detection"``.
+        labels: The label names in output order.
+        train: Training clips.
+        validation: Validation clips.
+        source: The folder or table it was read from.
+        split: How the split was made.
+    """
+
+    task: str
+    labels: tuple[str, ...]
+    train: list[Clip]
+    validation: list[Clip]
+    source: str
+    split: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Clips per label in each split (for detection: clips containing the label)."""
+        out: dict[str, dict[str, int]] = {}
+        for name, clips in (("train", self.train), ("validation", self.validation)):
+            c = Counter(label for clip in clips for label in set(clip.labels))
+            out[name] = {label: int(c.get(label, 0)) for label in self.labels}
+        return out
+
+    def summary(self) -> str:
+        """One line: source, task, label count and clip counts."""
+        name = Path(self.source).name or self.source
+        return (f"'{name}' ({self.task}, {len(self.labels)} labels, {len(self.train)} training / "
+                f"{len(self.validation)} validation clips)")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Summary for the model card and ``config.extra``."""
+        hours = sum(c.duration or 0.0 for c in self.train + self.validation) / 3600.0
+        d: dict[str, Any] = {
+            "source": Path(self.source).name,  # the name only: the record travels with the model
+            "task": self.task,
+            "labels": list(self.labels),
+            "n_train": len(self.train),
+            "n_validation": len(self.validation),
+            "split": self.split,
+            "hours": round(hours, 4),
+            "clips_per_label": self.counts(),
+        }
+        if self.task == "detection":
+            d["n_events"] = {s: sum(len(c.events) for c in clips)
+                             for s, clips in (("train", self.train), ("validation", self.validation))}
+        return d
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def read_dataset(
+    data: str | Path,
+    *,
+    task: str,
+    labels: Sequence[str] | None = None,
+    delimiter: str | None = None,
+    label_delimiter: str = ",",
+    audio_dir: str | Path | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    check_audio: bool = True,
+) -> Dataset:
+    """Read a labelled folder or table, check every file and label, and split it.
+
+    Args:
+        data: A class-per-folder directory, or a ``.csv``/``.tsv`` table (for detection a directory holding exactly
+            one table is also accepted).
+        task: ``"classification"``, ``"tagging"`` or ``"detection"``.
+        labels: The label names in the wanted output order; labels in the data outside this list are reported as
+            problems, and each listed label needs training clips. Default: every label found, sorted.
+        delimiter: Column separator of the table (default: tab for ``.tsv``, otherwise guessed from the header line).
+        label_delimiter: Separator of several labels in one cell (tagging).
+        audio_dir: Folder the table's paths are relative to (default: the table's folder).
+        validation_fraction: Share of clips drawn for validation when the data names no split.
+        seed: Seed of that draw.
+        check_audio: Open every file's header (missing, unreadable, empty files become problems).
+
+    Returns:
+        A :class:`Dataset`.
+
+    Raises:
+        DataError: one or more problems, all listed.
+        ValueError: bad arguments (unknown task, fraction outside (0, 1)).
+    """
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if not 0.0 < validation_fraction < 1.0:
+        raise ValueError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
+    path = Path(data).expanduser()
+    if not path.exists():
+        raise DataError(path, [f"{path}: not found (give a folder with one sub-folder per class, or a CSV/TSV file)"])
+    problems: list[str] = []
+    if path.is_dir():
+        tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file())
+        if task == "detection":
+            if len(tables) != 1:
+                found = ", ".join(p.name for p in tables) or "none"
+                msg = (f"{path}: detection needs a strong-label table (filename, onset, offset, event_label); "
+                       f"give the .csv/.tsv file itself (tables found here: {found})")
+                raise DataError(path, [msg])
+            path = tables[0]
+            clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+        else:
+            clips = _read_folders(path, problems)
+    else:
+        clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+
+    if check_audio:
+        clips = _check_audio(clips, problems)
+    label_names = _resolve_labels(clips, labels, task, problems)
+    dataset = _split(clips, label_names, task, validation_fraction, seed, problems)
+    dataset.source = str(path)
+    if problems:
+        raise DataError(path, problems)
+    for note in dataset.notes:
+        logger.warning("%s", note)
+    return dataset
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Folders
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in AUDIO_EXTENSIONS)
+
+
+def _read_folders(root: Path, problems: list[str]) -> list[Clip]:
+    subdirs = _visible_dirs(root)
+    names = {p.name.lower(): p for p in subdirs}
+    train_dir = next((names[n] for n in _TRAIN_NAMES if n in names), None)
+    val_dir = next((names[n] for n in _VALIDATION_NAMES if n in names), None)
+    if train_dir is not None or val_dir is not None:
+        if train_dir is None or val_dir is None:
+            have = (train_dir or val_dir).name  # type: ignore[union-attr]
+            problems.append(f"{root}: has a '{have}' folder but not its partner; use both train/ and validation/ "
+                            "(each with one sub-folder per class), or neither")
+            return []
+        for other in subdirs:
+            if other not in (train_dir, val_dir):
+                problems.append(f"{other}: unexpected folder next to {train_dir.name}/ and {val_dir.name}/ "
+                                "(move it inside them as a class folder, or remove it)")
+        return (_read_class_folders(train_dir, "train", problems)
+                + _read_class_folders(val_dir, "validation", problems))
+    return _read_class_folders(root, None, problems)
+
+
+def _read_class_folders(folder: Path, split: str | None, problems: list[str]) -> list[Clip]:
+    clips: list[Clip] = []
+    loose = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+    for p in loose:
+        problems.append(f"{p}: audio file outside any class folder (move it into {folder}/<class>/)")
+    class_dirs = _visible_dirs(folder)
+    if not class_dirs:
+        problems.append(f"{folder}: no class folders (expected {folder}/<class>/<audio files>)")
+    for d in class_dirs:
+        files = _audio_files(d)
+        if not files:
+            problems.append(f"{d}: empty class '{d.name}' (no audio files; add clips or remove the folder)")
+        clips.extend(Clip(path=f, labels=(d.name,), split=split) for f in files)
+    return clips
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Tables
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _guess_delimiter(path: Path, first_line: str) -> str:
+    if path.suffix.lower() in (".tsv", ".tab"):
+        return "\t"
+    if "\t" in first_line:
+        return "\t"
+    if ";" in first_line and "," not in first_line:
+        return ";"
+    return ","
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _pick(header: list[str], candidates: Iterable[str]) -> int | None:
+    for name in candidates:
+        if name in header:
+            return header.index(name)
+    return None
+
+
+def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: str,
+                audio_dir: str | Path | None, problems: list[str]) -> list[Clip]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(path, [f"{path}: cannot read the table ({exc})"]) from None
+    lines = text.splitlines()
+    if not any(line.strip() for line in lines):
+        raise DataError(path, [f"{path}: the table is empty"])
+    first = next(line for line in lines if line.strip())
+    sep = delimiter or _guess_delimiter(path, first)
+    rows = [r for r in csv.reader(lines, delimiter=sep)]
+    # (line number, cells) without blank lines
+    numbered = [(i + 1, [c.strip() for c in r]) for i, r in enumerate(rows) if any(c.strip() for c in r)]
+    header_cells = [c.lower() for c in numbered[0][1]]
+    base = Path(audio_dir).expanduser() if audio_dir is not None else path.parent
+
+    path_col = _pick(header_cells, _PATH_COLUMNS)
+    if path_col is not None:
+        body = numbered[1:]
+        label_col = _pick(header_cells, _LABEL_COLUMNS[task])
+        split_col = _pick(header_cells, _SPLIT_COLUMNS)
+        onset_col = _pick(header_cells, _ONSET_COLUMNS)
+        offset_col = _pick(header_cells, _OFFSET_COLUMNS)
+        missing = []
+        if label_col is None:
+            missing.append(f"a label column ({' / '.join(_LABEL_COLUMNS[task][:3])})")
+        if task == "detection" and (onset_col is None or offset_col is None):
+            missing.append("'onset' and 'offset' columns (seconds)")
+        if missing:
+            raise DataError(path, [f"{path}: header {numbered[0][1]} lacks {' and '.join(missing)} "
+                                   f"for {task}; expected e.g. "
+                                   + ("filename,onset,offset,event_label" if task == "detection" else
+                                      "path,label" if task == "classification" else "path,labels")])
+    else:
+        # no header: positional columns
+        body = numbered
+        path_col, label_col = 0, (3 if task == "detection" else 1)
+        onset_col, offset_col = (1, 2) if task == "detection" else (None, None)
+        split_col = None  # a split column needs a header
+        if task != "detection" and len(numbered[0][1]) < 2 and not any(len(c) > 1 for _, c in numbered):
+            msg = (f"{path}: expected a header (path,label) or two columns per row, found one column; "
+                   f"is the delimiter {sep!r} right? (--delimiter)")
+            raise DataError(path, [msg])
+        logger.info("%s has no header; reading columns positionally", path)
+
+    per_file: dict[Path, dict[str, Any]] = {}
+    order: list[Path] = []
+    for line_no, cells in body:
+        where = f"{path.name} line {line_no}"
+
+        def cell(i: int | None, cells: list[str] = cells) -> str:
+            return cells[i] if i is not None and i < len(cells) else ""
+
+        name = cell(path_col)
+        if not name:
+            problems.append(f"{where}: no file name")
+            continue
+        file = Path(name).expanduser()
+        file = file if file.is_absolute() else base / file
+        entry = per_file.get(file)
+        if entry is None:
+            entry = {"labels": [], "events": [], "splits": set(), "line": line_no}
+            per_file[file] = entry
+            order.append(file)
+        split_text = cell(split_col).lower()
+        if split_text:
+            split = _normalise_split(split_text)
+            if split is None:
+                problems.append(f"{where}: unknown split '{cell(split_col)}' for {name} "
+                                f"(use 'train' or 'validation')")
+            else:
+                entry["splits"].add(split)
+        label_text = cell(label_col)
+        if task == "detection":
+            on_text, off_text = cell(onset_col), cell(offset_col)
+            if not (on_text or off_text or label_text):
+                continue  # a clip without events
+            if not (on_text and off_text and label_text):
+                problems.append(f"{where}: {name} needs onset, offset and event_label together "
+                                f"(got onset '{on_text}', offset '{off_text}', label '{label_text}')")
+                continue
+            if not (_is_number(on_text) and _is_number(off_text)):
+                problems.append(f"{where}: onset/offset of {name} are not numbers ('{on_text}', '{off_text}')")
+                continue
+            onset, offset = float(on_text), float(off_text)
+            if not (math.isfinite(onset) and math.isfinite(offset)) or onset < 0 or offset <= onset:
+                problems.append(f"{where}: event '{label_text}' in {name} has onset {onset:g} s and offset "
+                                f"{offset:g} s (need 0 <= onset < offset)")
+                continue
+            entry["events"].append((onset, offset, label_text))
+            entry["labels"].append(label_text)
+        else:
+            if not label_text:
+                if task == "classification":
+                    problems.append(f"{where}: no label for {name}")
+                continue
+            if task == "tagging" and label_delimiter:
+                entry["labels"].extend(s.strip() for s in label_text.split(label_delimiter) if s.strip())
+            else:
+                entry["labels"].append(label_text)
+
+    clips: list[Clip] = []
+    for file in order:
+        entry = per_file[file]
+        labels = list(dict.fromkeys(entry["labels"]))
+        if len(entry["splits"]) > 1:
+            problems.append(f"{path.name} line {entry['line']}: {file.name} is listed in both train and validation")
+        if task == "classification" and len(labels) > 1:
+            problems.append(f"{path.name} line {entry['line']}: {file.name} has {len(labels)} labels "
+                            f"({', '.join(labels)}); classification needs exactly one (use --task tagging for "
+                            "several labels per clip)")
+        if task == "classification" and not labels:
+            continue  # already reported
+        split = next(iter(entry["splits"])) if len(entry["splits"]) == 1 else None
+        events = tuple(sorted(entry["events"]))
+        clips.append(Clip(path=file, labels=tuple(labels), events=events, split=split))
+    if not clips and not problems:
+        problems.append(f"{path}: no clips listed")
+    splits = {c.split for c in clips}
+    if None in splits and len(splits) > 1:
+        problems.append(f"{path}: the split column is filled for some files but not for others "
+                        f"({sum(c.split is None for c in clips)} without); fill it for every file or for none")
+    return clips
+
+
+def _normalise_split(text: str) -> str | None:
+    if text in _TRAIN_NAMES:
+        return "train"
+    if text in _VALIDATION_NAMES:
+        return "validation"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks, labels, split
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _check_audio(clips: list[Clip], problems: list[str]) -> list[Clip]:
+    from dcasenet_hub.audio import AudioLoadError, audio_info
+
+    out = []
+    for clip in clips:
+        try:
+            sr, _channels, frames = audio_info(clip.path)
+        except AudioLoadError as exc:
+            problems.append(str(exc))
+            continue
+        if frames <= 0:
+            problems.append(f"{clip.path}: contains no audio samples")
+            continue
+        duration = frames / float(sr)
+        if duration < _MIN_DURATION_S:
+            problems.append(f"{clip.path}: only {duration * 1000:.0f} ms long; clips need at least "
+                            f"{_MIN_DURATION_S * 1000:.0f} ms")
+            continue
+        for onset, offset, label in clip.events:
+            if onset >= duration:
+                problems.append(f"{clip.path}: event '{label}' starts at {onset:g} s, after the end of the "
+                                f"{duration:.2f} s file")
+        out.append(Clip(path=clip.path, labels=clip.labels, events=clip.events, duration=duration,
+                        split=clip.split))
+    return out
+
+
+def _resolve_labels(clips: list[Clip], labels: Sequence[str] | None, task: str,
+                    problems: list[str]) -> tuple[str, ...]:
+    seen = sorted({label for c in clips for label in c.labels})
+    if labels is None:
+        names = tuple(seen)
+    else:
+        names = tuple(labels)
+        dupes = sorted(n for n, k in Counter(names).items() if k > 1)
+        if dupes:
+            problems.append(f"the label list names {', '.join(dupes)} more than once")
+        known = set(names)
+        for c in clips:
+            for label in c.labels:
+                if label not in known:
+                    problems.append(f"{c.path}: unknown label '{label}' (not in the given labels: "
+                                    f"{', '.join(names)})")
+    if task == "classification" and len(names) < 2 and clips:
+        problems.append(f"classification needs at least 2 classes, found {len(names)} ({', '.join(names) or 'none'})")
+    if task != "classification" and not names and clips:
+        problems.append("no labels found in the data")
+    return names
+
+
+def _stratum(clip: Clip, freq: Counter) -> str:
+    if not clip.labels:
+        return ""
+    return min(clip.labels, key=lambda label: (freq[label], label))
+
+
+def _split(clips: list[Clip], names: tuple[str, ...], task: str, fraction: float, seed: int,
+           problems: list[str]) -> Dataset:
+    notes: list[str] = []
+    given = any(c.split is not None for c in clips)
+    if given:
+        train = [c for c in clips if c.split == "train"]
+        validation = [c for c in clips if c.split == "validation"]
+        how = "given by the data"
+    else:
+        freq = Counter(label for c in clips for label in c.labels)
+        groups: dict[str, list[Clip]] = defaultdict(list)
+        for c in sorted(clips, key=lambda c: str(c.path)):
+            groups[_stratum(c, freq)].append(c)
+        rng = random.Random(seed)
+        train, validation = [], []
+        for key in sorted(groups):
+            group = groups[key]
+            rng.shuffle(group)
+            n_val = round(len(group) * fraction)
+            if n_val == 0 and len(group) >= 2:
+                n_val = 1
+            n_val = min(n_val, len(group) - 1)
+            validation += [Clip(c.path, c.labels, c.events, c.duration, "validation") for c in group[:n_val]]
+            train += [Clip(c.path, c.labels, c.events, c.duration, "train") for c in group[n_val:]]
+        how = f"stratified draw of {fraction:.0%} for validation (seed {seed})"
+    train_counts = Counter(label for c in train for label in c.labels)
+    val_counts = Counter(label for c in validation for label in c.labels)
+    for label in names:
+        if train_counts[label] == 0 and clips:
+            where = " (it has validation clips only)" if val_counts[label] else ""
+            problems.append(f"empty class '{label}': no training clips{where}; add clips or drop the label")
+        elif val_counts[label] == 0 and validation:
+            notes.append(f"label '{label}' has no validation clips; its validation score is not measured")
+    if clips and not train:
+        problems.append("no training clips")
+    if clips and not validation:
+        problems.append("no validation clips (add a validation split, or more clips so that one can be drawn)")
+    return Dataset(task=task, labels=names, train=train, validation=validation, source="", split=how, notes=notes)
+
+
+__all__ = ["TASKS", "Clip", "DataError", "Dataset", "read_dataset"]

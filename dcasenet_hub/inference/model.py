@@ -1,0 +1,78 @@
+"""The class users hold: :class:`DcaseNet` = the network + loading and saving + audio in, results out.
+
+As a torchaudio pipeline bundle, the object answers what users ask first: ``model.sample_rate``, ``model.labels``
+(per task), ``model.config``; as huggingface_hub's mixin, ``DcaseNet.from_pretrained`` builds ``cls(config)``.
+
+Example:
+    >>> from dcasenet_hub import build_model
+    >>> model = build_model("v3", seed=0).eval()
+    >>> model.sample_rate, len(model.labels["scene"]), model.embedding_size()
+    (24000, 10, EmbeddingSize(frame=512, clip=512))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from dcasenet_hub.config import ModelConfig
+from dcasenet_hub.hub.mixin import HubMixin
+from dcasenet_hub.models.dcasenet import DcaseNetModule, build_network
+
+
+class DcaseNet(HubMixin, DcaseNetModule):
+    """DcaseNet v1, v2 or v3 with scene, tag and event heads, ready for audio.
+
+    Build one with :func:`build_model` (random weights) or :meth:`from_pretrained`; ``model(mel, tasks=...)`` runs
+    the network on log-mel features, :meth:`embed` and :meth:`predict` take audio files, arrays or lists of them.
+
+    Args:
+        config: Architecture, label names and front-end settings; head sizes follow the label lists.
+    """
+
+    def embed(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
+        """Frame and clip embeddings of audio: see :func:`dcasenet_hub.inference.embed`."""
+        from dcasenet_hub.inference.pipeline import embed
+
+        return embed(self, x, sample_rate=sample_rate, **kwargs)
+
+    def predict(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
+        """Scene, tag and event predictions with label names: see :func:`dcasenet_hub.inference.predict`."""
+        from dcasenet_hub.inference.pipeline import predict
+
+        return predict(self, x, sample_rate=sample_rate, **kwargs)
+
+    def embedding_size(self, *, layer: str = "gru", pooling: str = "mean") -> Any:
+        """Frame and clip embedding sizes for a layer and pooling: see :func:`dcasenet_hub.inference.embedding_size`.
+
+        Example:
+            >>> build_model("v3").embedding_size(layer="conv", pooling="mean+max")
+            EmbeddingSize(frame=512, clip=1024)
+        """
+        from dcasenet_hub.inference.pipeline import embedding_size
+
+        return embedding_size(self, layer=layer, pooling=pooling)
+
+
+def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: int | None = None) -> DcaseNet:
+    """A randomly initialised DcaseNet.
+
+    Args:
+        arch: ``"v1"``, ``"v2"`` or ``"v3"`` (also accepted: ``"dcasenet-v3"``).
+        config: Full config (labels, front-end); ``arch`` is taken from it when given.
+        seed: Seed the initialisation for reproducibility.
+
+    Example:
+        >>> build_model("v2").num_parameters()
+        9320936
+    """
+    return build_network(arch, config=config, seed=seed, cls=DcaseNet)
+
+
+def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
+    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.from_pretrained`.
+
+    Example:
+        >>> model = from_pretrained("dcasenet-v3")  # doctest: +SKIP
+    """
+    return DcaseNet.from_pretrained(name_or_path, **kwargs)

@@ -1,0 +1,136 @@
+"""One picture of what the model hears in a file: spectrogram, events, scenes and tags on a shared time axis.
+
+Needs the optional extra: ``pip install "dcasenet-hub[plot]"`` (matplotlib). Uses matplotlib's object API (no
+pyplot), so it never changes the caller's backend.
+
+Example:
+    >>> from dcasenet_hub import DcaseNet
+    >>> from dcasenet_hub.integrations.plot import plot
+    >>> model = DcaseNet.from_pretrained("dcasenet-v3")            # doctest: +SKIP
+    >>> fig = plot(model, "street.wav", output="street.png")        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dcasenet_hub.errors import MissingMatplotlibError
+
+
+def plot(
+    model: Any,
+    audio: Any,
+    *,
+    sample_rate: int | None = None,
+    output: str | Path | None = None,
+    prediction: Any = None,
+    threshold: float | None = None,
+    median_filter: float | None = None,
+    min_duration: float | None = None,
+    top_k: int = 3,
+    device: Any = None,
+    dtype: Any = None,
+    batch_size: int = 8,
+    dpi: int = 110,
+) -> Any:
+    """Draw the log-mel spectrogram, the event probability roll with detected events, and scene probabilities.
+
+    Rows (shared time axis): the log-mel spectrogram (before normalisation); the 14 event probabilities on the 100 ms
+    grid with the detected events outlined; the ``top_k`` scenes' probabilities per 5 s crop. The title gives the
+    top scene and tags.
+
+    Args:
+        model: A :class:`~dcasenet_hub.DcaseNet`.
+        audio: File path or waveform (with ``sample_rate``).
+        sample_rate: Rate of a waveform input.
+        output: Save the figure here (format from the extension, e.g. ``.png``, ``.pdf``).
+        prediction: A :class:`~dcasenet_hub.inference.pipeline.Prediction` of this audio (computed when ``None``).
+        threshold, median_filter, min_duration: Event list settings (see :func:`dcasenet_hub.inference.pipeline.predict`).
+        top_k: Number of scenes drawn over time and tags in the title.
+        device, dtype, batch_size: Passed to :func:`~dcasenet_hub.inference.pipeline.predict`.
+        dpi: Resolution of the saved image.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Raises:
+        MissingMatplotlibError: matplotlib is not installed (the message says how to install it).
+    """
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.patches import Rectangle
+    except ImportError:
+        raise MissingMatplotlibError(MissingMatplotlibError.MESSAGE) from None
+    from dcasenet_hub.audio import load_audio, log_mel, resample
+    from dcasenet_hub.inference.pipeline import predict
+
+    fe = model.config.frontend
+    if isinstance(audio, (str, Path)):
+        wav, _ = load_audio(audio, sample_rate=fe.sample_rate)
+        name = Path(audio).name
+    else:
+        if sample_rate is None:
+            raise ValueError("pass sample_rate= with a waveform")
+        wav = np.asarray(audio, dtype=np.float32)
+        wav = wav.mean(axis=0) if wav.ndim == 2 else wav
+        wav = resample(wav, sample_rate, fe.sample_rate) if sample_rate != fe.sample_rate else wav
+        name = "waveform"
+    if prediction is None:
+        prediction = predict(model, wav, sample_rate=fe.sample_rate, threshold=threshold,
+                             median_filter=median_filter, min_duration=min_duration, device=device,
+                             dtype=dtype, batch_size=batch_size)
+    duration = len(wav) / fe.sample_rate
+    mel = log_mel(wav, config=fe, normalize=False).numpy()
+
+    fig = Figure(figsize=(12, 8.5), layout="constrained")
+    axes = fig.subplots(3, 1, sharex=True, height_ratios=[3, 2.2, 1.6])
+    ax = axes[0]
+    ax.imshow(mel, origin="lower", aspect="auto", cmap="magma", extent=(0, duration, 0, mel.shape[0]),
+              interpolation="nearest")
+    ax.set_ylabel("mel band")
+    ax.set_title("log-mel spectrogram", loc="left", fontsize=9)
+
+    ax = axes[1]
+    probs = prediction.event_probs
+    labels = prediction.event_labels
+    t_end = probs.shape[0] * prediction.event_hop_s
+    im = ax.imshow(probs.T, origin="lower", aspect="auto", cmap="Blues", vmin=0, vmax=1,
+                   extent=(0, t_end, -0.5, len(labels) - 0.5), interpolation="nearest")
+    for onset, offset, label in prediction.events:
+        row = labels.index(label)
+        ax.add_patch(Rectangle((onset, row - 0.45), offset - onset, 0.9, fill=False, edgecolor="crimson", lw=1.2))
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.set_title(f"event probabilities (100 ms) and detected events (threshold {prediction.threshold:g}, red)",
+                 loc="left", fontsize=9)
+    fig.colorbar(im, ax=ax, pad=0.01, fraction=0.02)
+
+    ax = axes[2]
+    starts = np.asarray(prediction.scene_window_starts)
+    win = min(prediction.scene_window_s, duration)
+    crops = np.asarray(prediction.scene_window_probs)
+    order = np.argsort(-prediction.scene_probs)[:top_k]
+    for c in order:
+        ax.step(np.r_[starts, starts[-1] + win] if len(starts) else [0, duration],
+                np.r_[crops[:, c], crops[-1, c]] if len(starts) else [0, 0], where="post",
+                label=f"{prediction.scene_labels[c]} ({prediction.scene_probs[c]:.2f})")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("P(scene)")
+    ax.set_xlabel("time (s)")
+    ax.legend(loc="upper right", fontsize=7, ncol=top_k)
+    ax.set_title(f"scene probability per {prediction.scene_window_s:g} s crop", loc="left", fontsize=9)
+    ax.set_xlim(0, duration)
+
+    tags = ", ".join(f"{t} ({p:.2f})" for t, p in prediction.top_tags(top_k))
+    note = f"  [untrained heads: {', '.join(prediction.untrained_tasks)}]" if prediction.untrained_tasks else ""
+    fig.suptitle(f"{name} ({duration:.1f} s): scene {prediction.top_scene} "
+                 f"({float(np.max(prediction.scene_probs)):.2f}); tags {tags}{note}", fontsize=10)
+    if output is not None:
+        from dcasenet_hub._io import atomic_write
+
+        output = Path(output)
+        fmt = output.suffix.lstrip(".") or "png"
+        atomic_write(output, lambda p: fig.savefig(p, dpi=dpi, format=fmt))
+    return fig

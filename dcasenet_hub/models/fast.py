@@ -1,0 +1,297 @@
+"""Inference-only fast path for :class:`~dcasenet_hub.DcaseNet` (public: ``dcasenet_hub.optimize_for_inference``).
+
+:func:`optimize_for_inference` returns a copy of a model that computes the same outputs faster:
+
+* **batch-norm folded into the convolutions** (eval-mode statistics become a per-channel scale of the kernel and a
+  bias; the folding is done in float64), and the ReLUs applied in place;
+* **channels-last memory layout** (oneDNN runs channels-last convolutions without reordering every call; on the
+  benchmark machine it is the largest single gain after computing every head in one pass);
+* **inference mode** (no autograd bookkeeping);
+* optional **bf16 on CPU / float16 or bf16 AMP on CUDA** (``dtype=...``): faster where the hardware has native
+  support, approximate (looser tolerance, see docs/performance.md);
+* not ``torch.compile``: measured 1.12x faster at best after 129 s of compiling each input length (docs/performance.md).
+
+The copy is an instance of the original's class too (``isinstance`` holds, ``config``/``embed``/``predict`` work) whose ``forward`` has the
+same signature and returns the same :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields as the original, always as
+float32 tensors on the model's device. It is inference only: ``train()`` and loading weights are refused.
+
+Exactness (fp32 defaults): outputs match the unoptimised model within ``FP32_TOLERANCE`` (absolute, on logits,
+probabilities and embeddings); the only change is the rounding of the folded kernels. bf16/fp16 stay within
+``LOW_PRECISION_TOLERANCE``. tests/test_perf_smoke.py checks both.
+
+Example:
+    >>> import torch
+    >>> from dcasenet_hub import build_model
+    >>> from dcasenet_hub.models.fast import optimize_for_inference
+    >>> model = build_model("v3", seed=0).eval()
+    >>> fast = optimize_for_inference(model)
+    >>> mel = torch.randn(1, 1, 128, 251)
+    >>> with torch.inference_mode():
+    ...     ref = model(mel).clip_embeddings
+    >>> bool((fast(mel).clip_embeddings - ref).abs().max() < 1e-4)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import logging
+from dataclasses import dataclass, fields
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dcasenet_hub.devices import resolve_dtype
+from dcasenet_hub.models.blocks import ConvBlock, SEBasicBlock, strided_conv
+from dcasenet_hub.models.dcasenet import DcaseNetModule, DcaseNetOutput
+
+logger = logging.getLogger(__name__)
+
+#: Max absolute difference to the unoptimised fp32 model allowed for the exact (fp32) fast path, relative to the
+#: output's own scale (``max(1, max|ref|)``); measured <= 1e-6 (the folded kernels' rounding).
+FP32_TOLERANCE = 1e-5
+#: Max absolute difference allowed for bf16 / fp16 paths, relative to the output's own scale
+#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``); measured <= 0.019 for bf16 with weights
+#: whose outputs spread (tests/conftest.py ``responsive_model``), while swapping two inputs differs by >= 0.5.
+LOW_PRECISION_TOLERANCE = 0.04
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batch-norm folding
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Conv1d | nn.Conv2d:
+    """A new convolution equal to ``bn(conv(x))`` with eval-mode batch-norm statistics (computed in float64)."""
+    if bn.running_mean is None or bn.running_var is None:
+        raise ValueError("Cannot fold a batch-norm without running statistics (track_running_stats=False).")
+    w = conv.weight.detach().double()
+    b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64,
+                                                                              device=w.device)
+    scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().double()
+    shift = -bn.running_mean.detach().double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().double()
+    folded = type(conv)(
+        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+        dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
+        device=w.device, dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        folded.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(conv.weight.dtype))
+        folded.bias.copy_((b * scale + shift).to(conv.weight.dtype))
+    return folded
+
+
+class _FoldedConvBlock(nn.Module):
+    """:class:`~dcasenet_hub.models.blocks.ConvBlock` with both batch-norms folded; same ``forward(x, pool_size)``."""
+
+    def __init__(self, block: ConvBlock) -> None:
+        super().__init__()
+        self.conv1 = _fold(block.conv1, block.bn1)
+        self.conv2 = _fold(block.conv2, block.bn2)
+
+    def forward(self, x: torch.Tensor, pool_size: tuple[int, int]) -> torch.Tensor:
+        x = torch.relu_(self.conv1(x))
+        x = torch.relu_(self.conv2(x))
+        return F.avg_pool2d(x, kernel_size=pool_size)
+
+
+class _FoldedSEBasicBlock(nn.Module):
+    """:class:`~dcasenet_hub.models.blocks.SEBasicBlock` with its batch-norms (shortcut's included) folded."""
+
+    def __init__(self, block: SEBasicBlock) -> None:
+        super().__init__()
+        self.conv1 = _fold(block.conv1, block.bn1)
+        self.conv2 = _fold(block.conv2, block.bn2)
+        self.se = block.se
+        if isinstance(block.downsample, nn.Sequential):
+            conv, bn = block.downsample
+            self.downsample: nn.Module = _fold(conv, bn)
+        else:
+            self.downsample = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.downsample(x)
+        out = torch.relu_(strided_conv(self.conv1, x))
+        out = self.se(self.conv2(out))
+        return torch.relu_(out.add_(residual))
+
+
+def _fold_tree(module: nn.Module) -> None:
+    """Replace every ConvBlock / SEBasicBlock below ``module`` by its folded version, in place."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, ConvBlock):
+            setattr(module, name, _FoldedConvBlock(child))
+        elif isinstance(child, SEBasicBlock):
+            setattr(module, name, _FoldedSEBasicBlock(child))
+        else:
+            _fold_tree(child)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The optimised model
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """How an :class:`OptimizedDcaseNet` runs (see :func:`optimize_for_inference`)."""
+
+    dtype: torch.dtype = torch.float32
+    channels_last: bool = True
+    folded: bool = True
+    #: Let cuDNN use TF32 for fp32 convolutions and recurrences on NVIDIA GPUs (faster, ~1e-3 relative error).
+    #: Off by default so fp32 stays exact on every device; no effect on CPU.
+    tf32: bool = False
+
+    @property
+    def exact(self) -> bool:
+        """True for the exact fp32 paths (within ``FP32_TOLERANCE`` of the reference; TF32 off)."""
+        return self.dtype == torch.float32 and not self.tf32
+
+
+class OptimizedDcaseNet(DcaseNetModule):
+    """An inference-only copy made by :func:`optimize_for_inference` (do not build it directly).
+
+    The copy's class derives from this one and from the original's class (:func:`optimized_class`), so the
+    original's methods (``embed``, ``predict``, ``save_pretrained`` of :class:`dcasenet_hub.DcaseNet`) still work.
+
+    ``forward(mel, tasks=None)`` takes the same input (any float dtype, any device: it is moved to the model's) and
+    returns the same fields as :meth:`DcaseNet.forward`, as float32 tensors computed under ``torch.inference_mode``.
+    """
+
+    fast_options: FastOptions
+
+    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
+        opts = self.fast_options
+        weight = self.conv_block1.conv1.weight
+        with torch.inference_mode(), self._autocast(weight.device), self._tf32(weight.device):
+            x = mel.to(device=weight.device, dtype=weight.dtype)
+            if opts.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = DcaseNetModule.forward(self, x, tasks, conv_embeddings=conv_embeddings)
+        for f in fields(out):
+            value = getattr(out, f.name)
+            if value is not None and value.is_floating_point() and value.dtype != torch.float32:
+                setattr(out, f.name, value.float())
+        return out
+
+    def _tf32(self, device: torch.device) -> contextlib.AbstractContextManager:
+        # torch lets cuDNN use TF32 for fp32 convolutions by default (torch.backends.cudnn.allow_tf32 = True):
+        # 2.2e-5 from the authors' outputs on an H200; the exact default turns it off for our forward only
+        if device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
+                                          benchmark=torch.backends.cudnn.benchmark,
+                                          deterministic=torch.backends.cudnn.deterministic,
+                                          allow_tf32=self.fast_options.tf32)
+
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        dtype = self.fast_options.dtype
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    def train(self, mode: bool = True) -> OptimizedDcaseNet:
+        if mode:
+            raise RuntimeError(
+                "This model was optimised for inference (batch-norm folded into the convolutions) and cannot be "
+                "trained. Train the original model and call optimize_for_inference() again."
+            )
+        return super().train(False)
+
+    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+        raise RuntimeError(
+            f"Cannot load {source} into an inference-optimised model (its batch-norms are folded). Load it into "
+            "the original DcaseNet and call optimize_for_inference() again."
+        )
+
+
+def optimize_for_inference(
+    model: DcaseNetModule,
+    *,
+    dtype: torch.dtype | str | None = None,
+    channels_last: bool | None = None,
+    fold_batchnorm: bool = True,
+    device: torch.device | str | None = None,
+    tf32: bool = False,
+) -> DcaseNetModule:
+    """A faster inference-only copy of ``model`` with the same ``forward`` signature and outputs.
+
+    The original model is not modified. Already optimised models are returned as they are when the options agree.
+
+    Args:
+        model: A :class:`DcaseNet` (its weights and batch-norm statistics are used as they are now).
+        dtype: ``None``/``"fp32"`` (exact, the default), ``"bf16"`` (CPU or CUDA autocast) or ``"fp16"`` (CUDA
+            autocast; allowed on CPU with a warning). Low precision is approximate: see
+            ``LOW_PRECISION_TOLERANCE``.
+        channels_last: Run convolutions in channels-last layout; ``None`` picks it (faster on the CPUs and GPUs
+            measured in docs/performance.md).
+        fold_batchnorm: Fold batch-norm into the convolutions (exact up to rounding).
+        device: Move the copy to this device (default: where ``model`` is).
+        tf32: On NVIDIA GPUs, let cuDNN run fp32 convolutions and GRUs in TF32 (faster; outputs differ by about
+            1e-3 relative). Default off: fp32 is exact on every device.
+
+    Returns:
+        An :class:`OptimizedDcaseNet` in eval mode. (onnxruntime instead of torch:
+        :func:`dcasenet_hub.export.onnxruntime_model`, or ``backend="onnxruntime"`` in ``embed``/``predict``.)
+
+    Example:
+        >>> from dcasenet_hub import build_model
+        >>> fast = optimize_for_inference(build_model("v2").eval())
+        >>> fast.fast_options.exact, fast.arch
+        (True, 'v2')
+    """
+    if not isinstance(model, DcaseNetModule):
+        raise TypeError(f"optimize_for_inference needs a DcaseNetModule, got {type(model).__name__}")
+    target = torch.device(device) if device is not None else next(model.parameters()).device
+    resolved = resolve_dtype(dtype, device=target)
+    options = FastOptions(
+        dtype=resolved,
+        channels_last=True if channels_last is None else bool(channels_last),
+        folded=bool(fold_batchnorm),
+        tf32=bool(tf32),
+    )
+    if isinstance(model, OptimizedDcaseNet):
+        if model.fast_options == options and next(model.parameters()).device == target:
+            return model
+        if model.fast_options.folded and not options.folded:
+            raise ValueError("This model's batch-norms are already folded; optimise the original model instead.")
+    if model.training:
+        logger.debug("optimize_for_inference: the copy is put in eval mode (the original is left as it is)")
+    fast = copy.deepcopy(model)
+    fast.__class__ = optimized_class(type(model))
+    DcaseNetModule.train(fast, False)
+    if options.folded:
+        _fold_tree(fast)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    fast.to(target)
+    if options.channels_last:
+        fast.to(memory_format=torch.channels_last)
+    fast.fast_options = options
+    return fast
+
+
+@functools.cache
+def optimized_class(base: type) -> type:
+    """The class of optimised copies of ``base`` models: :class:`OptimizedDcaseNet` first, then ``base``.
+
+    An already optimised class is returned as it is.
+    """
+    if issubclass(base, OptimizedDcaseNet):
+        return base
+    return type(f"Optimized{base.__name__}", (OptimizedDcaseNet, base), {"__module__": __name__})
+
+
+def is_optimized(model: nn.Module) -> bool:
+    """True when ``model`` came from :func:`optimize_for_inference`."""
+    return isinstance(model, OptimizedDcaseNet)
