@@ -92,3 +92,17 @@ def test_cuda_training_step_is_finite(precision):
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_cuda_features_equal_cpu_features():
+    """The feature step on the model's GPU (audio.features.features(device=...)) gives the CPU's features."""
+    from dcasenet_hub.audio import features
+    from dcasenet_hub.config import FrontendConfig
+
+    x = (np.random.default_rng(3).standard_normal(24000 * 7) * 0.1).astype(np.float32)
+    cpu, n_cpu = features(x, frontend=FrontendConfig(), min_frames=40)
+    gpu, n_gpu = features(x, frontend=FrontendConfig(), min_frames=40, device="cuda")
+    assert gpu.device.type == "cuda" and n_gpu == n_cpu and gpu.shape == cpu.shape
+    err = float((gpu.cpu() - cpu).abs().max())
+    print("features cuda vs cpu", err)
+    assert err <= 1e-3  # normalised features of unit scale; cuFFT vs pocketfft rounding

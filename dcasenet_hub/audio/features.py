@@ -221,11 +221,25 @@ def preemphasised_blocks(blocks: Iterator[np.ndarray], coefficient: float) -> It
         prev = x[-1:]
 
 
-def features(samples: np.ndarray, *, frontend: FrontendConfig, min_frames: int) -> tuple[Any, int]:
+def features(samples: np.ndarray, *, frontend: FrontendConfig, min_frames: int,
+             device: Any = None) -> tuple[Any, int]:
     """Normalised log-mel ``(1, n_mels, F')`` of already pre-emphasised samples and the untiled frame count ``F``.
 
-    Inputs with ``F < min_frames`` are tiled in time by doubling the log-mel (as the authors' tagging evaluation
-    did, before normalisation) until they reach ``min_frames``.
+    The one feature step of a window: inference, fine-tuning and the trainer's evaluation call it. Inputs with
+    ``F < min_frames`` are tiled in time by doubling the log-mel (as the authors' tagging evaluation did, before
+    normalisation) until they reach ``min_frames``.
+
+    Args:
+        samples: Pre-emphasised float32 samples at ``frontend.sample_rate``.
+        frontend: Front-end settings (the pre-emphasis coefficient is not applied again).
+        min_frames: Tile shorter inputs up to this many frames (the network needs 40).
+        device: Compute the STFT and mel on this device (default CPU), e.g. the model's GPU.
+
+    Example:
+        >>> from dcasenet_hub.config import FrontendConfig
+        >>> mel, frames = features(np.zeros(12000, np.float32), frontend=FrontendConfig(), min_frames=40)
+        >>> tuple(mel.shape), frames
+        ((1, 128, 52), 26)
 
     Raises:
         InputError: the samples are not finite (a loud input overflowed float32 in resampling or pre-emphasis).
@@ -237,6 +251,9 @@ def features(samples: np.ndarray, *, frontend: FrontendConfig, min_frames: int) 
         raise InputError("sample values too large: resampling or pre-emphasis overflows float32 (peaks near 1e38); "
                          "scale the audio to [-1, 1]")
     no_pre = dataclasses.replace(frontend, preemphasis=0.0)
-    mel = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
+    x = torch.from_numpy(samples)
+    if device is not None:
+        x = x.to(device, non_blocking=True)
+    mel = log_mel(x, config=no_pre, normalize=False)
     frames = int(mel.shape[-1])
     return normalize(tile_frames(mel, min_frames), std_floor=frontend.std_floor).unsqueeze(0), frames
