@@ -425,27 +425,52 @@ def bench_startup(work: Path, *, reps: int, smoke: bool) -> dict[str, Any]:
                 "peak_rss_mib": max(v["rss_mib"]), "runs": len(v["wall"])} for k, v in res.items()}
 
 
-def bench_long(device: Any, work: Path, *, durations: list[float], sr: int) -> list[dict[str, Any]]:
+#: The #14 goal: a 1 h file stays under this peak RSS in every dtype/backend.
+LONG_RSS_GOAL_MIB = 1024
+
+
+def _long_precisions(device: Any) -> list[tuple[str, str]]:
+    """(dtype, backend) pairs the ``long`` section runs: every dtype the device takes, and onnxruntime on CPU."""
+    pairs = [("fp32", "torch"), ("bf16", "torch")]
+    if device.type == "cuda":
+        pairs.append(("fp16", "torch"))
+    elif _has_ort():
+        pairs.append(("fp32", "onnxruntime"))
+    return pairs
+
+
+def bench_long(device: Any, work: Path, *, durations: list[float], sr: int,
+               precisions: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
     model_dir = _saved_model(work)
     rows = []
     for seconds in durations:
+        for dtype, backend in precisions or [("fp32", "torch")]:
+            rows.append(_long_row(device, work, model_dir, seconds=seconds, sr=sr, dtype=dtype, backend=backend))
         path = work / f"long_{int(seconds)}s.wav"
-        if not path.exists():
-            _log(f"long: writing {seconds:g} s test file")
-            _write_wav(path, seconds, sr, seed=7)
-        out = work / f"long_out_{int(seconds)}"
-        shutil.rmtree(out, ignore_errors=True)
-        cmd = _cli_cmd() + ["embed", str(path), "-o", str(out), "--model", str(model_dir), "-q",
-                            "--device", "cuda" if device.type == "cuda" else "cpu"]
-        _log(f"long: dcasenet-hub embed of {seconds:g} s")
-        wall, rss, code, err = _run_child(cmd)
-        if code != 0:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err}")
-        rows.append({"seconds": seconds, "wall_s": wall, "peak_rss_mib": rss,
-                     "audio_s_per_s": seconds / wall, "file_mib": path.stat().st_size / 2**20})
         if seconds > 600:  # 300 MB: do not keep it
-            path.unlink()
+            path.unlink(missing_ok=True)
     return rows
+
+
+def _long_row(device: Any, work: Path, model_dir: Path, *, seconds: float, sr: int, dtype: str,
+              backend: str) -> dict[str, Any]:
+    path = work / f"long_{int(seconds)}s.wav"
+    if not path.exists():
+        _log(f"long: writing {seconds:g} s test file")
+        _write_wav(path, seconds, sr, seed=7)
+    out = work / f"long_out_{int(seconds)}_{dtype}_{backend}"
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = _cli_cmd() + ["embed", str(path), "-o", str(out), "--model", str(model_dir), "-q",
+                        "--device", "cuda" if device.type == "cuda" else "cpu", "--dtype", dtype,
+                        "--backend", backend]
+    _log(f"long: dcasenet-hub embed of {seconds:g} s ({dtype}, {backend})")
+    wall, rss, code, err = _run_child(cmd)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}): {err}")
+    shutil.rmtree(out, ignore_errors=True)
+    return {"seconds": seconds, "dtype": dtype, "backend": backend, "wall_s": wall, "peak_rss_mib": rss,
+            "audio_s_per_s": seconds / wall, "file_mib": path.stat().st_size / 2**20,
+            "under_rss_goal": rss is not None and rss < LONG_RSS_GOAL_MIB}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -517,11 +542,14 @@ def render(result: dict[str, Any]) -> str:
                          f"{_fmt(v['peak_rss_mib'])} |")
     lg = result.get("long")
     if lg:
-        lines += ["", "Long files (`dcasenet-hub embed FILE`, fresh process)", "",
-                  "| duration | wall s | audio s/s | peak RSS MiB | file MiB |", "|---|---|---|---|---|"]
+        lines += ["", f"Long files (`dcasenet-hub embed FILE`, fresh process; goal: peak RSS < {LONG_RSS_GOAL_MIB} MiB)",
+                  "", "| duration | dtype | backend | wall s | audio s/s | peak RSS MiB | goal | file MiB |",
+                  "|---|---|---|---|---|---|---|---|"]
         for r in lg:
-            lines.append(f"| {r['seconds'] / 60:g} min | {_fmt(r['wall_s'])} | {_fmt(r['audio_s_per_s'], 1)} | "
-                         f"{_fmt(r['peak_rss_mib'])} | {_fmt(r['file_mib'])} |")
+            goal = "met" if r.get("under_rss_goal") else "NOT met"
+            lines.append(f"| {r['seconds'] / 60:g} min | {r.get('dtype', 'fp32')} | {r.get('backend', 'torch')} | "
+                         f"{_fmt(r['wall_s'])} | {_fmt(r['audio_s_per_s'], 1)} | {_fmt(r['peak_rss_mib'])} | {goal} | "
+                         f"{_fmt(r['file_mib'])} |")
     return "\n".join(lines)
 
 
@@ -620,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             result["startup"] = bench_startup(work, reps=1 if args.smoke else 5, smoke=args.smoke)
         if "long" in args.sections:
             result["long"] = bench_long(device, work, durations=[20.0] if args.smoke else [300.0, 3600.0],
-                                        sr=44100)
+                                        sr=44100, precisions=_long_precisions(device))
     finally:
         if tmp is not None:
             tmp.cleanup()

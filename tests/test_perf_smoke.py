@@ -297,3 +297,7 @@ def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     assert res["e2e"]["stage_seconds"]["network"] > 0 and res["e2e"]["stage_seconds"]["decode"] > 0
     assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
     assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
+    # the long-file memory is recorded per dtype and backend (issue 14: < 1 GB in every one of them)
+    assert {(r["dtype"], r["backend"]) for r in res["long"]} >= {("fp32", "torch"), ("bf16", "torch")}
+    assert all(r["peak_rss_mib"] > 0 and isinstance(r["under_rss_goal"], bool) for r in res["long"])
+    assert "| bf16 | torch |" in proc.stdout
