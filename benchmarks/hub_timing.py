@@ -24,15 +24,15 @@ data = lzma.open(ROOT / "tests" / "fixtures" / "v3_authors_format.pt.xz").read()
 sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 os.environ["DCASENET_HUB_MANIFEST"] = str(write_manifest(tmp / "m.json", {"fixture-v3": fixture_entry(sha1)}))
 import dcasenet_hub
-from dcasenet_hub.hub import api as hub
+from dcasenet_hub.hub import registry
 
-hub._param_count("v3")  # import torch/models once, outside the timings
+registry.param_count("v3")  # import torch/models once, outside the timings
 from dcasenet_hub import build_model; build_model("v3")
 cold, warm = [], []
 with LoopbackServer({URL_PATH: data}) as srv:
     os.environ["DCASENET_HUB_MIRROR"] = srv.url
     for i in range(3):
-        os.environ["HF_HUB_CACHE"] = str(tmp / f"cache{i}")
+        os.environ["DCASENET_HUB_CACHE"] = str(tmp / f"cache{i}")
         t = time.perf_counter(); dcasenet_hub.from_pretrained("fixture-v3"); cold.append(time.perf_counter() - t)
         for _ in range(3):
             t = time.perf_counter(); dcasenet_hub.from_pretrained("fixture-v3"); warm.append(time.perf_counter() - t)

@@ -14,6 +14,7 @@ from test_hub_server import (
     fixture_entry,
     git_blob_sha1,
     write_manifest,
+    write_old_layout_entry,
 )
 
 from dcasenet_hub.cli import main
@@ -21,14 +22,16 @@ from dcasenet_hub.cli import main
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The package cache (returned) and the Hugging Face cache ``tmp_path / "hf-cache"``, both empty."""
     cache = tmp_path / "cache"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     for var in ("HF_HUB_OFFLINE", "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST"):
         monkeypatch.delenv(var, raising=False)
     return cache
 
 
-@pytest.mark.parametrize("command", ["list", "download", "verify", "convert", "push"])
+@pytest.mark.parametrize("command", ["list", "download", "cache", "verify", "convert", "push"])
 def test_help_shows_an_example(command: str) -> None:
     out = subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", command, "--help"], capture_output=True,
                          text=True, timeout=60)
@@ -71,6 +74,29 @@ def test_download_verify_and_damage(env: Path, authors_checkpoint: Path, tmp_pat
     assert main(["verify"]) == 1
     out = capsys.readouterr().out
     assert f"DAMAGED {blob}: expected {blob.name}, got " in out and "2 of 3 cached files OK" in out
+    assert f"OK in {env} and {tmp_path / 'hf-cache'}" in out  # both caches are covered
+
+
+def test_cache_lists_both_caches_and_old_layout_entries(env: Path, tmp_path: Path, authors_checkpoint: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """If `cache` (or `list`) looked at the package cache only, the old-layout entry would be missing from both."""
+    data = authors_checkpoint.read_bytes()
+    sha1 = git_blob_sha1(data)
+    monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(write_manifest(tmp_path / "m.json",
+                                                                   {"fixture-v3": fixture_entry(sha1)})))
+    assert main(["convert", str(authors_checkpoint), "-o", str(tmp_path / "conv")]) == 0
+    files = {n: (tmp_path / "conv" / n).read_bytes() for n in ("config.json", "model.safetensors", "README.md")}
+    old = write_old_layout_entry(tmp_path / "hf-cache", "fixture-v3", sha1, files)
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].endswith(str(env)) and lines[1].endswith(str(tmp_path / "hf-cache"))
+    assert lines[2].split("\t") == ["fixture-v3", f"{sum(len(b) for b in files.values()) / 1e6:.1f} MB", str(old),
+                                    "(old layout)"]
+    assert main(["list"]) == 0
+    assert [line.split()[-1] for line in capsys.readouterr().out.splitlines() if line.startswith("fixture-v3")] == [
+        "yes"]
 
 
 def test_convert_then_push(env: Path, authors_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -27,6 +27,7 @@ COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
     for var in ("HF_HUB_OFFLINE", "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST"):
         monkeypatch.delenv(var, raising=False)
 

@@ -7,7 +7,9 @@ The fixture checkpoint has deterministic test weights, not pretrained ones; it s
 from __future__ import annotations
 
 import http.server
+import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -26,10 +28,12 @@ from test_hub_server import (
     fixture_entry,
     git_blob_sha1,
     write_manifest,
+    write_old_layout_entry,
 )
 
 import dcasenet_hub
 from dcasenet_hub.hub import api as hub
+from dcasenet_hub.hub import sources
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +54,12 @@ def server(fixture_bytes: bytes):
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: LoopbackServer, fixture_sha1: str) -> Path:
-    """A fresh cache, the mirror pointing at the loopback server, and a manifest with id 'fixture-v3'."""
-    cache = tmp_path / "hf-cache"
+    """Fresh caches (the package cache is returned; the Hugging Face cache is ``tmp_path / "hf-cache"``), the mirror
+    pointing at the loopback server, and a manifest with id 'fixture-v3'."""
+    cache = tmp_path / "cache"
     manifest = write_manifest(tmp_path / "manifest.json", {"fixture-v3": fixture_entry(fixture_sha1)})
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     monkeypatch.setenv("DCASENET_HUB_MIRROR", server.url)
     monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -85,8 +91,9 @@ def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackSer
     assert cfg.provenance == (f"authors' checkpoint {FIXTURE_PATH}@{COMMIT} (git blob sha1 {fixture_sha1}), "
                               "converted to safetensors by dcasenet-hub")
     assert not model.training
-    # Hugging Face cache layout: refs/main -> snapshot named by the source's blob SHA-1, files linked to blobs
-    repo = env / "models--dcasenet-hub--fixture-v3"
+    # huggingface_hub's inner layout in the package cache: refs/main -> snapshot named by the source's blob SHA-1,
+    # files linked to blobs
+    repo = env / "models" / "fixture-v3"
     assert (repo / "refs" / "main").read_text() == fixture_sha1
     snap = repo / "snapshots" / fixture_sha1
     assert sorted(p.name for p in snap.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -98,11 +105,25 @@ def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackSer
     checks = hub.verify_cache()
     assert len(checks) == 3 and all(c.ok for c in checks)
     assert hub.model_info("fixture-v3").cached == snap
-    # huggingface_hub itself reads this layout
+    assert sorted(p.name for p in env.iterdir()) == [".locks", "models"]
+
+
+def test_official_download_lands_in_the_package_cache_not_the_hf_cache(
+        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str) -> None:
+    """(a) If official downloads still went to the Hugging Face cache (as up to 0.1.0, under a made-up repo id), the
+    HF cache would not stay absent and scan-cache would list 'dcasenet-hub/fixture-v3'."""
     from huggingface_hub import scan_cache_dir
 
-    info = scan_cache_dir(env)
-    assert {r.repo_id for r in info.repos} == {"dcasenet-hub/fixture-v3"}
+    hf_cache = tmp_path / "hf-cache"
+    hf_cache.mkdir()
+    folder = hub.download("fixture-v3", progress=False)
+    assert folder == env / "models" / "fixture-v3" / "snapshots" / fixture_sha1
+    assert list(hf_cache.iterdir()) == []
+    assert scan_cache_dir(hf_cache).repos == frozenset()
+    assert hub.cache_dir_location() == env and hub.hf_cache_location() == hf_cache
+    # cache_dir= still overrides the environment
+    other = tmp_path / "other"
+    assert hub.download("fixture-v3", cache_dir=other, progress=False).is_relative_to(other / "models")
 
 
 def test_second_load_uses_cache_with_server_stopped(env: Path, server: LoopbackServer,
@@ -131,7 +152,7 @@ def test_corrupted_byte_leaves_nothing_and_names_both_hashes(env: Path, server: 
     assert f"expected git blob SHA-1 {fixture_sha1}" in msg and f"got {git_blob_sha1(bad)}" in msg
     # nothing in the cache but the (empty) lock file huggingface_hub-style caches keep in .locks/
     assert [f for f in _files(env) if not f.startswith(".locks/")] == []
-    assert not (env / "models--dcasenet-hub--fixture-v3").exists()
+    assert not (env / "models" / "fixture-v3").exists()
     # and a good server afterwards works
     server.corrupt = False
     assert dcasenet_hub.from_pretrained("fixture-v3").config.model_id == "fixture-v3"
@@ -153,7 +174,7 @@ def test_connection_cut_mid_file_resumes(env: Path, server: LoopbackServer, fixt
 
 def test_partial_file_from_an_earlier_run_is_resumed(env: Path, server: LoopbackServer, fixture_bytes: bytes,
                                                      fixture_sha1: str) -> None:
-    partial = env / "models--dcasenet-hub--fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
+    partial = env / "models" / "fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(fixture_bytes[:10_000_000])
     dcasenet_hub.from_pretrained("fixture-v3")
@@ -164,7 +185,7 @@ def test_partial_file_from_an_earlier_run_is_resumed(env: Path, server: Loopback
 
 def test_stale_partial_file_with_wrong_bytes_is_downloaded_again(env: Path, server: LoopbackServer,
                                                                   fixture_bytes: bytes, fixture_sha1: str) -> None:
-    partial = env / "models--dcasenet-hub--fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
+    partial = env / "models" / "fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"
     partial.parent.mkdir(parents=True)
     partial.write_bytes(b"\0" * 1_000_000)  # e.g. the start of another version of the file
     dcasenet_hub.from_pretrained("fixture-v3")
@@ -232,8 +253,8 @@ def test_offline_and_no_network_fail_fast_with_fixes(env: Path, server: Loopback
     with pytest.raises(hub.OfflineError, match="no network") as err:
         dcasenet_hub.from_pretrained("fixture-v3")
     assert time.perf_counter() - t < 10
-    assert "DCASENET_HUB_MIRROR" in str(err.value)
-    assert not (env / "models--dcasenet-hub--fixture-v3").exists()
+    assert "DCASENET_HUB_MIRROR" in str(err.value) and "DCASENET_HUB_CACHE" in str(err.value)
+    assert not (env / "models" / "fixture-v3").exists()
 
 
 def test_manifest_override_serves_the_default_alias(env: Path, server: LoopbackServer, fixture_sha1: str,
@@ -245,11 +266,11 @@ def test_manifest_override_serves_the_default_alias(env: Path, server: LoopbackS
     assert model.config.model_id == "dcasenet-v3-joint-asc"
     assert next(model.parameters()).dtype == torch.float64
     assert len(server.gets(URL_PATH)) == 1  # the official path, on the mirror
-    assert (env / "models--dcasenet-hub--dcasenet-v3-joint-asc" / "snapshots" / fixture_sha1).is_dir()
+    assert (env / "models" / "dcasenet-v3-joint-asc" / "snapshots" / fixture_sha1).is_dir()
 
 
 def _flip_cached_weights_byte(cache: Path, sha1: str) -> Path:
-    weights = cache / "models--dcasenet-hub--fixture-v3" / "snapshots" / sha1 / "model.safetensors"
+    weights = cache / "models" / "fixture-v3" / "snapshots" / sha1 / "model.safetensors"
     blob = weights.resolve()
     with open(blob, "r+b") as f:  # same size: only the content (and the mtime) changes
         f.seek(blob.stat().st_size // 2)
@@ -329,8 +350,8 @@ def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, mon
     try:
         entry = fixture_entry(fixture_sha1)
         entry["sources"][0]["size"] = len(fixture_bytes)
-        cache = tmp_path / "hf-cache"
-        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("DCASENET_HUB_CACHE", str(cache))
         monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")
         monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(write_manifest(tmp_path / "m.json", {"fixture-v3": entry})))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -342,12 +363,133 @@ def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, mon
     msg = str(ei.value)
     assert f"more than the {len(fixture_bytes)} bytes" in msg and "DCASENET_HUB_MANIFEST" in msg
     assert _EndlessHandler.sent < len(fixture_bytes) + (64 << 20)  # stopped near the bound, not at the 512 MiB stop
-    assert not (cache / "models--dcasenet-hub--fixture-v3").exists()  # the partial file is gone
+    assert not (cache / "models" / "fixture-v3").exists()  # the partial file is gone
 
 
 def test_weights_bound_without_manifest_size_comes_from_the_architecture(fixture_bytes: bytes,
                                                                          fixture_sha1: str) -> None:
     entry = fixture_entry(fixture_sha1)
-    bound = hub._max_download_bytes(entry, entry["sources"][0])
+    bound = sources.max_download_bytes(entry, entry["sources"][0])
     assert len(fixture_bytes) < bound < 3 * len(fixture_bytes)
-    assert hub._max_download_bytes(entry, {**entry["sources"][0], "size": 123}) == 123
+    assert sources.max_download_bytes(entry, {**entry["sources"][0], "size": 123}) == 123
+
+
+# -- caches written by dcasenet-hub 0.1.0: official conversions inside the Hugging Face cache -----------------------
+
+
+def _old_entry(tmp_path: Path, fixture_sha1: str) -> Path:
+    """A converted fixture-v3 laid out as release 0.1.0 left it in the HF cache (bytes from a real download)."""
+    scratch = tmp_path / "scratch"
+    folder = hub.download("fixture-v3", cache_dir=scratch, progress=False)
+    files = {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors", "README.md")}
+    shutil.rmtree(scratch)
+    return write_old_layout_entry(tmp_path / "hf-cache", "fixture-v3", fixture_sha1, files)
+
+
+def _migrations(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith("Migrated cached")]
+
+
+def test_old_layout_entry_is_used_offline_and_migrated_once(
+        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str, v3_model: torch.nn.Module,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """(b) If the lookup ignored the old location, the offline load raises OfflineError; if the entry were copied
+    but not moved, or migrated again on every call, the folder-gone or the second-call-logs-nothing checks fail;
+    if the log line did not name both paths, the first check fails."""
+    old = _old_entry(tmp_path, fixture_sha1)
+    gets = len(server.gets(URL_PATH))
+    server.stop()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert hub.model_info("fixture-v3").cached == old  # listed as cached before it is moved
+    new = env / "models" / "fixture-v3" / "snapshots" / fixture_sha1
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"):
+        model = dcasenet_hub.from_pretrained("fixture-v3")
+    lines = _migrations(caplog)
+    assert len(lines) == 1 and str(old) in lines[0] and str(new) in lines[0] and "moved" in lines[0]
+    expected = _outputs(v3_model)
+    for k, v in _outputs(model).items():
+        assert torch.equal(v, expected[k]), k
+    hf_cache = tmp_path / "hf-cache"
+    assert not (hf_cache / "models--dcasenet-hub--fixture-v3").exists()
+    assert not (hf_cache / ".locks" / "models--dcasenet-hub--fixture-v3").exists()
+    assert sorted(p.name for p in new.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    assert all(f.is_symlink() for f in new.iterdir()) and (env / "models" / "fixture-v3" / "refs" / "main").is_file()
+    checks = hub.verify_cache()
+    assert len(checks) == 3 and all(c.ok for c in checks) and all(c.path.is_relative_to(env) for c in checks)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"):
+        again = dcasenet_hub.from_pretrained("fixture-v3")
+    assert _migrations(caplog) == [] and hub.model_info("fixture-v3").cached == new
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
+    assert len(server.gets(URL_PATH)) == gets  # never asked the network
+
+
+def _damage(path: Path) -> None:
+    """Flip one byte in the middle of ``path`` and put its mtime back: size and mtime_ns stay as recorded."""
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(st.st_size // 2)
+        b = f.read(1)
+        f.seek(-1, 1)
+        f.write(bytes([b[0] ^ 0x01]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("damaged", ["model.safetensors", "config.json"])
+def test_damaged_old_layout_entry_is_not_migrated_as_good(
+        damaged: str, env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str,
+        v3_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """(c) If the migration skipped hash verification, or trusted the old .verified record (size + mtime_ns, both
+    kept here), or checked the weights only, the damaged entry would be moved and loaded (or fail to parse)
+    instead of raising ChecksumMismatchError; the fresh download afterwards must then not be skipped."""
+    old = _old_entry(tmp_path, fixture_sha1)
+    _damage((old / damaged).resolve())
+    gets = len(server.gets(URL_PATH))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"), pytest.raises(hub.ChecksumMismatchError) as ei:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    msg = str(ei.value)
+    assert "\n" not in msg and "is damaged" in msg and damaged in msg and "dcasenet-hub download fixture-v3" in msg
+    assert _migrations(caplog) == [] and "not migrated" in caplog.text
+    assert not (env / "models" / "fixture-v3" / "snapshots").exists()
+    assert not (tmp_path / "hf-cache" / "models--dcasenet-hub--fixture-v3").exists()  # removed, not kept as good
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    model = dcasenet_hub.from_pretrained("fixture-v3")  # online: fetched again
+    assert len(server.gets(URL_PATH)) == gets + 1
+    expected = _outputs(v3_model)
+    for k, v in _outputs(model).items():
+        assert torch.equal(v, expected[k]), k
+
+
+def test_old_layout_entry_is_read_in_place_when_the_package_cache_cannot_be_written(
+        tmp_path: Path, server: LoopbackServer, fixture_sha1: str, env: Path, v3_model: torch.nn.Module,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """(d) If an unwritable package cache made the old entry unusable (OfflineError, or an OSError from creating
+    the lock), the offline load fails; if it were removed without a copy, the old folder would be gone."""
+    old = _old_entry(tmp_path, fixture_sha1)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the package cache's parent should be")
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(blocker / "cache"))  # mkdir fails, as on a read-only disk
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"):
+        model = dcasenet_hub.from_pretrained("fixture-v3")
+    assert "reading it in place" in caplog.text and _migrations(caplog) == []
+    assert _same(model, v3_model) and old.is_dir() and hub.model_info("fixture-v3").cached == old
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_verify_cache_covers_old_layout_entries_not_yet_migrated(
+        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str) -> None:
+    """If verify_cache looked at the package cache only, the damaged old blob would not be reported."""
+    old = _old_entry(tmp_path, fixture_sha1)
+    hub.download("fixture-v3", cache_dir=tmp_path / "elsewhere", progress=False)  # not the default caches
+    assert [c.ok for c in hub.verify_cache()] == [True] * 3
+    blob = (old / "model.safetensors").resolve()
+    _damage(blob)
+    bad = [c for c in hub.verify_cache() if not c.ok]
+    assert [c.path for c in bad] == [blob] and bad[0].expected == blob.name

@@ -137,6 +137,39 @@ def fixture_entry(sha1: str, *, path: str = FIXTURE_PATH) -> dict:
     }
 
 
+def write_old_layout_entry(hf_cache: Path, model_id: str, revision: str, files: dict[str, bytes]) -> Path:
+    """Lay out a converted official model as dcasenet-hub 0.1.0 (commit eeefb62) wrote it, written out here by hand
+    so that the package's current code cannot change what "old" means: in the Hugging Face cache under the made-up
+    owner ``dcasenet-hub``, blobs named by sha256 (weights, with its ``.verified`` record) or git blob SHA-1 (text),
+    relative symlinks from ``snapshots/<revision>/``, ``refs/main`` without a newline, an empty lock file.
+
+    Returns:
+        The snapshot folder.
+    """
+    repo = hf_cache / f"models--dcasenet-hub--{model_id}"
+    snap = repo / "snapshots" / revision
+    snap.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for name, data in files.items():
+        if name == "model.safetensors":
+            blob_name = hashlib.sha256(data).hexdigest()
+        else:
+            blob_name = git_blob_sha1(data)
+        blob = repo / "blobs" / blob_name
+        blob.write_bytes(data)
+        if name == "model.safetensors":
+            st = blob.stat()
+            (repo / "blobs" / f"{blob_name}.verified").write_text(
+                json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": blob_name}) + "\n")
+        (snap / name).symlink_to(f"../../blobs/{blob_name}")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    lock = hf_cache / ".locks" / repo.name / f"{revision}.lock"
+    lock.parent.mkdir(parents=True)
+    lock.touch()
+    return snap
+
+
 # -- the server's own checks (the tests above rely on these behaviours) -----------------------------------------
 
 

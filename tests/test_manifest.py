@@ -140,5 +140,11 @@ def test_docs_describe_every_id_and_field(raw: dict) -> None:
     for mid in raw["models"]:
         assert f"`{mid}`" in doc, mid
     for key in ("alias_of", "git_blob_sha1", "trained_tasks", "trained_on", "unavailable", "sha256", "revision",
-                "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST", "HF_HUB_OFFLINE", "HF_HUB_CACHE"):
+                "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST", "DCASENET_HUB_CACHE", "HF_HUB_OFFLINE", "HF_HUB_CACHE",
+                "dcasenet-hub cache", "models--dcasenet-hub--"):
         assert key in doc, key
+    # the module names the docs point at exist
+    import importlib
+
+    for module in set(re.findall(r"`(dcasenet_hub\.hub\.[a-z_]+)`", doc)):
+        importlib.import_module(module)

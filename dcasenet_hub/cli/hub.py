@@ -1,4 +1,4 @@
-"""``dcasenet-hub list | download | verify | convert | push``: the weights commands (public API of dcasenet_hub.hub.api)."""
+"""``dcasenet-hub list | download | cache | verify | convert | push``: the weights commands (dcasenet_hub.hub)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from typing import Any
 
 _RAW = argparse.RawDescriptionHelpFormatter
+_CACHE_DIR_HELP = ("one cache folder for all weights (default: official weights in $DCASENET_HUB_CACHE or "
+                   "~/.cache/dcasenet_hub, Hugging Face repos in $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
 
 
 def register(sub: Any) -> None:
@@ -17,7 +19,7 @@ def register(sub: Any) -> None:
         epilog="example:\n  dcasenet-hub list\n  dcasenet-hub list --pretrained --cache-dir /data/hf-cache",
     )
     p.add_argument("--pretrained", action="store_true", help="only ids with published weights")
-    p.add_argument("--cache-dir", help="cache folder (default $HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)")
+    p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
     p.set_defaults(func=_list)
 
     p = sub.add_parser(
@@ -27,17 +29,27 @@ def register(sub: Any) -> None:
                "  DCASENET_HUB_MIRROR=http://mirror.local:8000 dcasenet-hub download dcasenet-v3",
     )
     p.add_argument("ids", nargs="+", metavar="ID", help="manifest id (see `dcasenet-hub list`)")
-    p.add_argument("--cache-dir", help="cache folder")
+    p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
-        "verify", help="re-hash the cached weights", formatter_class=_RAW,
-        description="Re-hash every cached dcasenet-hub file against the hash in its name (and the manifest). "
-                    "Exit code 1 when a file is damaged.",
-        epilog="example:\n  dcasenet-hub verify\n  dcasenet-hub verify --cache-dir /data/hf-cache",
+        "cache", help="show the cache folders and the converted models in them", formatter_class=_RAW,
+        description="Print the package cache (converted official weights) and the Hugging Face cache, then one "
+                    "line per cached model: id, size, snapshot folder. Entries an older release left in the "
+                    "Hugging Face cache are marked 'old layout'; they are moved on first use.",
+        epilog="example:\n  dcasenet-hub cache\n  DCASENET_HUB_CACHE=/data/dcasenet dcasenet-hub cache",
     )
-    p.add_argument("--cache-dir", help="cache folder")
+    p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
+    p.set_defaults(func=_cache)
+
+    p = sub.add_parser(
+        "verify", help="re-hash the cached weights", formatter_class=_RAW,
+        description="Re-hash every cached dcasenet-hub file, in the package cache and in the Hugging Face cache, "
+                    "against the hash in its name (and the manifest). Exit code 1 when a file is damaged.",
+        epilog="example:\n  dcasenet-hub verify\n  dcasenet-hub verify --cache-dir /data/cache",
+    )
+    p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
     p.set_defaults(func=_verify)
 
     p = sub.add_parser(
@@ -70,7 +82,7 @@ def register(sub: Any) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from dcasenet_hub.hub.api import list_models, model_info
+    from dcasenet_hub.hub.registry import list_models, model_info
 
     rows = [("ID", "ARCH", "PARAMS", "SOURCE", "CACHED")]
     for mid in list_models(pretrained=args.pretrained):
@@ -91,13 +103,13 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from dcasenet_hub.hub.api import (
+    from dcasenet_hub.errors import (
         ChecksumMismatchError,
         OfflineError,
         UnknownModelError,
         WeightsNotPublishedError,
-        download,
     )
+    from dcasenet_hub.hub.api import download
 
     failed = 0
     for mid in args.ids:
@@ -111,22 +123,43 @@ def _download(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _where(cache_dir: str | None) -> str:
+    from dcasenet_hub.hub.cache import cache_dir_location, hf_cache_location
+
+    cache, hf_cache = cache_dir_location(cache_dir), hf_cache_location(cache_dir)
+    return str(cache) if cache == hf_cache else f"{cache} and {hf_cache}"
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from dcasenet_hub.hub.cache import (
+        cache_dir_location,
+        cached_models,
+        hf_cache_location,
+    )
+
+    print(f"package cache (official weights): {cache_dir_location(args.cache_dir)}")
+    print(f"Hugging Face cache (repo ids):     {hf_cache_location(args.cache_dir)}")
+    for m in cached_models(cache_dir=args.cache_dir):
+        print(f"{m.model_id}\t{m.size / 1e6:.1f} MB\t{m.snapshot}" + ("\t(old layout)" if m.legacy else ""))
+    return 0
+
+
 def _verify(args: argparse.Namespace) -> int:
-    from dcasenet_hub.hub.api import cache_dir_location, verify_cache
+    from dcasenet_hub.hub.cache import verify_cache
 
     checks = verify_cache(cache_dir=args.cache_dir)
     bad = [c for c in checks if not c.ok]
     for c in bad:
         print(f"DAMAGED {c.path}: expected {c.expected}, got {c.got}")
-    print(f"{len(checks) - len(bad)} of {len(checks)} cached files OK in {cache_dir_location(args.cache_dir)}")
+    print(f"{len(checks) - len(bad)} of {len(checks)} cached files OK in {_where(args.cache_dir)}")
     if bad:
-        print("Delete the damaged model folders (models--...) and run `dcasenet-hub download` again.",
+        print("Delete the damaged model folders (models/<id> or models--...) and run `dcasenet-hub download` again.",
               file=sys.stderr)
     return 1 if bad else 0
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from dcasenet_hub.hub.api import convert_checkpoint
+    from dcasenet_hub.hub.checkpoint import convert_checkpoint
 
     model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks)
     print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
@@ -140,7 +173,8 @@ def _push(args: argparse.Namespace) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
     from dcasenet_hub.cli.common import load_model
-    from dcasenet_hub.hub.api import HubAccessError, check_hub_access, push_to_hub
+    from dcasenet_hub.errors import HubAccessError
+    from dcasenet_hub.hub.api import check_hub_access, push_to_hub
 
     if not Path(args.folder).is_dir():
         print(f"dcasenet-hub push: error: {args.folder} is not a folder (make one with `dcasenet-hub convert` or "

@@ -1,24 +1,28 @@
 """Weights: the manifest, verified downloads, the caches, checkpoint formats, model cards and the hub mixin.
 
 This layer stores and fetches configs and state dicts; it builds models only as ``cls(config)`` for the class it is
-given (:class:`~dcasenet_hub.hub.mixin.HubMixin`). docs/weights.md describes ids, sources and the cache layout.
+given (:class:`~dcasenet_hub.hub.mixin.HubMixin`). Modules: :mod:`.registry` (manifest ids), :mod:`.cache` (the
+package cache and the Hugging Face cache, verification), :mod:`.legacy` (moving an older release's cache entries),
+:mod:`.checkpoint` (authors' ``.pt`` files, safetensors, ``save_pretrained``), :mod:`.sources` and :mod:`.fetch`
+(downloads), :mod:`.api` (``from_pretrained``, ``download``, ``push_to_hub``). docs/weights.md describes ids,
+sources and the cache layout.
 """
 
 from dcasenet_hub.hub.api import (
-    CacheCheck,
-    ModelInfo,
-    cache_dir_location,
     check_hub_access,
-    convert_checkpoint,
     download,
     from_pretrained,
-    list_models,
-    model_info,
     push_to_hub,
-    save_pretrained,
+)
+from dcasenet_hub.hub.cache import (
+    CacheCheck,
+    cache_dir_location,
+    hf_cache_location,
     verify_cache,
 )
+from dcasenet_hub.hub.checkpoint import convert_checkpoint, save_pretrained
 from dcasenet_hub.hub.mixin import HubMixin
+from dcasenet_hub.hub.registry import ModelInfo, list_models, model_info
 
 __all__ = [
     "CacheCheck",
@@ -29,6 +33,7 @@ __all__ = [
     "convert_checkpoint",
     "download",
     "from_pretrained",
+    "hf_cache_location",
     "list_models",
     "model_info",
     "push_to_hub",

@@ -1,6 +1,6 @@
 """HTTP download of official checkpoints: streamed, resumable, hashed as it goes, with short network timeouts.
 
-Private helpers of :mod:`dcasenet_hub.hub.api`. Only the standard library is used for HTTP (``urllib``), so proxies set
+Private helpers of :mod:`dcasenet_hub.hub.sources`. Only the standard library is used for HTTP (``urllib``), so proxies set
 with ``HTTPS_PROXY``/``HTTP_PROXY`` apply. No code from a download is ever executed here: bytes go to a file and a
 hash.
 """

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.config import ARCHS, HEAD_TASKS
 from dcasenet_hub.errors import ManifestError
 
 SCHEMA_VERSION = 1
@@ -21,9 +22,8 @@ PACKAGED = Path(__file__).with_name("weights_manifest.json")
 _ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,95}$")
 _SHA1_RE = re.compile(r"^[0-9a-f]{40}$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ARCHS = ("v1", "v2", "v3")
-_TASKS = ("scene", "tags", "events")
+#: A Hugging Face repo id, ``org/name`` (the manifest's ``huggingface`` sources, ``from_pretrained``, ``push_to_hub``).
+HF_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _METRICS = ("scene_accuracy", "tag_lwlrap", "event_f1", "event_error_rate")
 
 _ENTRY_KEYS = {
@@ -58,11 +58,11 @@ def _check_entry(mid: str, e: Any, problems: list[str]) -> None:
     unknown = sorted(set(e) - set(_ENTRY_KEYS) - set(_ENTRY_OPTIONAL))
     if unknown:
         problems.append(f"{where}: unknown keys {unknown}")
-    if e.get("arch") not in _ARCHS:
-        problems.append(f"{where}.arch: {e.get('arch')!r} is not one of {list(_ARCHS)}")
+    if e.get("arch") not in ARCHS:
+        problems.append(f"{where}.arch: {e.get('arch')!r} is not one of {list(ARCHS)}")
     for t in e.get("trained_tasks") or []:
-        if t not in _TASKS:
-            problems.append(f"{where}.trained_tasks: {t!r} is not one of {list(_TASKS)}")
+        if t not in HEAD_TASKS:
+            problems.append(f"{where}.trained_tasks: {t!r} is not one of {list(HEAD_TASKS)}")
     for i, d in enumerate(e.get("trained_on") or []):
         if not (isinstance(d, dict) and {"task", "dataset", "split"} <= set(d)):
             problems.append(f"{where}.trained_on[{i}]: needs 'task', 'dataset' and 'split'")
@@ -109,7 +109,7 @@ def _check_source(where: str, s: Any, problems: list[str]) -> None:
         if s.get("url") != want:
             problems.append(f"{where}.url: must be {want}")
     if s["type"] == "huggingface":
-        if not _REPO_RE.match(str(s.get("repo_id"))):
+        if not HF_REPO_RE.match(str(s.get("repo_id"))):
             problems.append(f"{where}.repo_id: must look like org/name")
         if not _SHA1_RE.match(str(s.get("revision"))):
             problems.append(f"{where}.revision: must be a pinned 40-digit commit hash")

@@ -37,12 +37,12 @@ class HubMixin:
     def save_pretrained(self, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card (atomically).
 
-        See :func:`dcasenet_hub.hub.api.save_pretrained`. The folder loads back with :meth:`from_pretrained`.
+        See :func:`dcasenet_hub.hub.checkpoint.save_pretrained`. The folder loads back with :meth:`from_pretrained`.
 
         Example:
             >>> model.save_pretrained("my-dcasenet/")   # doctest: +SKIP
         """
-        from dcasenet_hub.hub.api import save_pretrained
+        from dcasenet_hub.hub.checkpoint import save_pretrained
 
         return save_pretrained(self, save_directory, repo_id=repo_id)
 
