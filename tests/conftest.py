@@ -23,6 +23,15 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads or writes the caches of the machine it runs on: weights already downloaded there would change
+    what the offline and download tests see. Tests that need a particular cache set these variables themselves."""
+    root = tmp_path_factory.mktemp("caches")
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(root / "dcasenet_hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
+
+
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return FIXTURES
