@@ -348,11 +348,15 @@ def test_cli_check_and_problems(folder: Path, tmp_path: Path, capsys: pytest.Cap
 
 #: Validation clip lengths: tiled (0.5 s < 40 frames), one short crop (1 s), two 5 s scene crops (6 s).
 _VAL_SECONDS = (0.5, 1.0, 6.0)
-#: |reported - recomputed| allowed for the continuous validation loss: the record rounds to 6 decimals (5e-7), and
-#: predict() batches the same windows differently (other clips, other heads in the same forward pass), which moves
-#: float32 probabilities by a few ulps (~1e-7 relative, so ~1e-7 in each log). A feature difference (another
-#: normalisation, tiling or window) moves the loss by 1e-3 or more on these clips.
-_LOSS_TOL = 2e-6
+#: |reported - recomputed| allowed for the continuous validation loss. Fine-tuning and predict() run the same
+#: functions on the same windows, but batch them differently (other clips and other heads in a forward pass), so
+#: float32 results differ in the last bits, and the probe's head (weights divided by the spread of features that
+#: vary by ~1 % of their size) amplifies that. Measured: 1.5e-8 (scene) and 3.1e-7 (tags) with torch's default
+#: threads, 2.4e-6 (scene) with one thread per xdist worker; the record itself rounds to 6 decimals (5e-7). A
+#: feature difference moves the loss far more: measured 1.6e-3 (normalising before tiling short clips), 1.8e-2
+#: (tiling the waveform instead of the log-mel), 1.2e-2 (no end-aligned scene crop). 1e-4 sits 40x above the noise
+#: and 16x below the smallest of those.
+_LOSS_TOL = 1e-4
 
 
 def _split_folder(root: Path, seed: int) -> Path:
