@@ -102,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {args.base} has no trained heads recorded ({base.config.provenance}); "
               "the comparison below only means something with pretrained weights")
 
+    # device="auto": CUDA when present (the default, None, trains where the base model is: the CPU after loading)
     common = {"epochs": args.epochs, "batch_size": 16, "crop_s": min(5.0, args.seconds), "patience": None,
-              "progress": True}
+              "progress": True, "device": "auto"}
     runs = {}
     t = time.perf_counter()
     runs["linear probe"] = finetune(base, data, task="classification", output_dir=work / "probe", overwrite=True,
-                                    progress=True)
+                                    progress=True, device="auto")
     times = {"linear probe": time.perf_counter() - t}
     t = time.perf_counter()
     runs[f"fine-tune after {args.freeze}"] = finetune(base, data, task="classification", freeze=args.freeze,

@@ -18,7 +18,8 @@ import torch
 import dcasenet_hub
 from dcasenet_hub import DcaseNet, from_pretrained
 from dcasenet_hub.cli import main
-from dcasenet_hub.finetuning.loop import DataError, finetune, freeze_choices
+from dcasenet_hub.errors import DataError
+from dcasenet_hub.finetuning import FinetuneOptions, finetune, freeze_choices
 
 SR = 24000
 CLASSES = ("high", "low", "noise")
@@ -288,9 +289,9 @@ def test_data_problems_stop_before_training(v3_model: DcaseNet, tmp_path: Path) 
 
 
 def test_reuse_head_starts_from_known_rows(v3_model: DcaseNet) -> None:
-    from dcasenet_hub.finetuning.loop import _new_model
+    from dcasenet_hub.finetuning.heads import new_model
 
-    model = _new_model(v3_model, "classification", ("park", "bus", "my_room"), "reuse", seed=0)
+    model = new_model(v3_model, "classification", ("park", "bus", "my_room"), "reuse", seed=0)
     base_w = v3_model.fc_ASC.weight
     assert torch.equal(model.fc_ASC.weight[0], base_w[v3_model.config.scene_labels.index("park")])
     assert torch.equal(model.fc_ASC.weight[1], base_w[v3_model.config.scene_labels.index("bus")])
@@ -339,3 +340,182 @@ def test_cli_check_and_problems(folder: Path, tmp_path: Path, capsys: pytest.Cap
     assert main(["finetune", str(table), "--task", "classification", "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "nowhere.wav: file not found" in err and "also_missing.wav: file not found" in err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reported validation metrics == predict() with the saved model
+# ----------------------------------------------------------------------------------------------------------------
+
+#: Validation clip lengths: tiled (0.5 s < 40 frames), one short crop (1 s), two 5 s scene crops (6 s).
+_VAL_SECONDS = (0.5, 1.0, 6.0)
+#: |reported - recomputed| allowed for the continuous validation loss. Fine-tuning and predict() run the same
+#: functions on the same windows, but batch them differently (other clips and other heads in a forward pass), so
+#: float32 results differ in the last bits, and the probe's head (weights divided by the spread of features that
+#: vary by ~1 % of their size) amplifies that. Measured: 1.5e-8 (scene) and 3.1e-7 (tags) with torch's default
+#: threads, 2.4e-6 (scene) with one thread per xdist worker; the record itself rounds to 6 decimals (5e-7). A
+#: feature difference moves the loss far more: measured 1.6e-3 (normalising before tiling short clips), 1.8e-2
+#: (tiling the waveform instead of the log-mel), 1.2e-2 (no end-aligned scene crop). 1e-4 sits 40x above the noise
+#: and 16x below the smallest of those.
+_LOSS_TOL = 1e-4
+
+
+def _split_folder(root: Path, seed: int) -> Path:
+    """train/<class>/ (4 clips: 0.5, 1, 1.5, 6 s) and validation/<class>/ (3 clips: 0.5, 1, 6 s)."""
+    rng = np.random.default_rng(seed)
+    for split, lengths in (("train", (0.5, 1.0, 1.5, 6.0)), ("validation", _VAL_SECONDS)):
+        for kind in CLASSES:
+            (root / split / kind).mkdir(parents=True, exist_ok=True)
+            for i, seconds in enumerate(lengths):
+                sf.write(root / split / kind / f"{kind}_{i}.wav", _sound(kind, seconds, rng), SR)
+    return root
+
+
+def _best_row(out: Path, record: dict) -> dict:
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    best = [r for r in rows if r["best"]][-1]
+    assert (best["phase"], best["epoch"]) == (record["best_phase"], record["best_epoch"])
+    assert best["validation"] == record["validation"]
+    return best["validation"]
+
+
+def test_reported_scene_metrics_equal_predict_with_the_saved_model(v3_model: DcaseNet, tmp_path: Path) -> None:
+    """Fine-tuning's validation metrics (metrics.jsonl, best epoch) are what predict() gives with the saved folder.
+
+    Catches validation that computes features, windows or clip scores differently from inference: another
+    normalisation or tiling of short clips (the 0.5 s clips), other crops (the 6 s clips), another averaging of
+    crops, or metrics of a head other than the one saved (e.g. the probe's unfolded head)."""
+    from dcasenet_hub import metrics
+
+    data = _split_folder(tmp_path / "d", seed=11)
+    out = tmp_path / "m"
+    # few epochs and a small lr: scores stay away from 0/1, so the loss is sensitive to every probability
+    model = finetune(v3_model, data, task="classification", epochs=6, lr=3e-4, output_dir=out, progress=False)
+    reported = _best_row(out, model.config.extra["finetune"])
+    files = sorted((data / "validation").rglob("*.wav"))
+    preds = DcaseNet.from_pretrained(out).predict(files)
+    probs = np.stack([p.scene_probs for p in preds])
+    y = np.array([CLASSES.index(f.parent.name) for f in files])
+    assert [p.scene_window_probs.shape[0] for p in preds][:3] == [1, 1, 2]  # 0.5 s, 1 s, 6 s: 1, 1 and 2 crops
+    accuracy = metrics.asc_accuracy(probs, y, n_crops=1, from_logits=False) / 100.0
+    assert reported["accuracy"] == round(accuracy, 6)
+    assert reported["macro_f1"] == round(metrics.macro_f1(probs, y), 6)
+    loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y].astype(np.float64), 1e-7, 1 - 1e-7))))
+    assert 0.01 < loss < 5, loss  # not saturated: every probability counts
+    assert abs(reported["loss"] - loss) <= _LOSS_TOL, (reported["loss"], loss)
+
+
+def _tag_split_table(root: Path, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "audio").mkdir(parents=True)
+    rows = ["path,labels,split"]
+    combos = [("low",), ("high",), ("low", "high"), ("noise",), ("noise", "low"), ("noise", "high")]
+    lengths = {"train": (1.0, 1.5, 0.5, 2.0), "validation": _VAL_SECONDS}
+    i = 0
+    for split, seconds in lengths.items():
+        for k, combo in enumerate(combos * (2 if split == "train" else 1)):
+            s = seconds[k % len(seconds)]
+            sf.write(root / "audio" / f"c{i}.wav", sum(_sound(c, s, rng) for c in combo), SR)
+            rows.append(f'audio/c{i}.wav,"{",".join(combo)}",{split}')
+            i += 1
+    (root / "tags.csv").write_text("\n".join(rows) + "\n")
+    return root / "tags.csv"
+
+
+def test_reported_tag_metrics_equal_predict_with_the_saved_model(v3_model: DcaseNet, tmp_path: Path) -> None:
+    """As above for tagging: lwlrap, mAP and the binary cross-entropy from predict()'s clip tag probabilities.
+
+    Catches tag validation on other windows or features than inference (e.g. 5 s crops instead of whole-clip
+    windows, untiled short clips, another window weighting)."""
+    import csv
+
+    from dcasenet_hub import metrics
+
+    table = _tag_split_table(tmp_path, seed=4)
+    out = tmp_path / "tagger"
+    model = finetune(v3_model, table, task="tags", epochs=4, lr=3e-4, output_dir=out, progress=False)
+    record = model.config.extra["finetune"]
+    assert record["task"] == "tagging" and record["head"] == "tags"  # the words saved records always held
+    reported = _best_row(out, record)
+    rows = [r for r in csv.DictReader(table.open()) if r["split"] == "validation"]
+    labels = ("high", "low", "noise")
+    truth = np.array([[float(lab in r["labels"].split(",")) for lab in labels] for r in rows])
+    preds = DcaseNet.from_pretrained(out).predict([str(tmp_path / r["path"]) for r in rows])
+    probs = np.stack([p.tag_probs for p in preds])
+    assert reported["lwlrap"] == round(metrics.lwlrap(truth, probs), 6)
+    assert reported["mAP"] == round(metrics.mean_average_precision(truth, probs), 6)
+    p = np.clip(probs.astype(np.float64), 1e-7, 1 - 1e-7)
+    loss = float(-np.mean(truth * np.log(p) + (1 - truth) * np.log1p(-p)))
+    assert 0.01 < loss < 5, loss
+    assert abs(reported["loss"] - loss) <= _LOSS_TOL, (reported["loss"], loss)
+
+
+def test_windows_and_features_are_the_pipelines(v3_model: DcaseNet) -> None:
+    """Fine-tuning's windows and per-window features are bit-identical to what the inference pipeline cuts and
+    computes (catches a second windowing or feature path drifting from inference)."""
+    from dcasenet_hub import audio
+    from dcasenet_hub.finetuning import features as F
+
+    cfg = v3_model.config
+    wave = np.random.default_rng(0).standard_normal(int(6.3 * SR)).astype(np.float32) * 0.1
+    pre = audio.preemphasis(wave, cfg.frontend.preemphasis)
+    for task, kind in (("scene", audio.SCENE), ("tags", audio.EVENT), ("events", audio.EVENT)):
+        plan = audio.plan(pre.shape[0], sample_rate=SR, windows=cfg.windows, kinds=frozenset({kind}))
+        bounds = F.window_bounds(task, pre.shape[0], cfg.frontend, cfg.windows)
+        assert bounds == [(w.start, w.stop) for w in plan], task
+        for (start, stop), (w, samples) in zip(bounds, audio.cut(iter([pre]), plan)):
+            mine, frames = F.window_mel(pre[start:stop], cfg)
+            theirs, frames_p = audio.features(samples, frontend=cfg.frontend, min_frames=cfg.windows.min_frames)
+            assert frames == frames_p and torch.equal(mine, theirs), (task, start)
+    short = pre[:int(0.5 * SR)]  # 26 frames: tiled to 52 on the log-mel, as inference does
+    mel, frames = F.window_mel(short, cfg)
+    assert frames == 26 and mel.shape[-1] == 52
+
+
+def test_options_object_and_keyword_overrides(v3_model: DcaseNet, folder: Path) -> None:
+    opts = FinetuneOptions(freeze="conv_block3", epochs=3)
+    assert (opts.probe, opts.resolved_epochs(), opts.resolved_lr()) == (False, 3, 1e-3)
+    assert (FinetuneOptions().resolved_epochs(), FinetuneOptions().resolved_lr()) == (100, 3e-3)
+    with pytest.raises(TypeError, match=r"'epoch'.*valid options: head, freeze, epochs, batch_size"):
+        finetune(v3_model, folder, task="classification", epoch=3)
+    with pytest.raises(TypeError, match="FinetuneOptions"):
+        finetune(v3_model, folder, task="classification", options={"epochs": 3})
+    with pytest.raises(ValueError, match="batch_norm='sometimes'; choose one of train, frozen"):
+        finetune(v3_model, folder, task="classification", options=opts, batch_norm="sometimes")
+    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+        FinetuneOptions(epochs=0)
+    with pytest.raises(ValueError, match="mixup mixes training crops"):  # a probe (freeze='all') with mixup
+        finetune(v3_model, folder, task="scene", options=opts, freeze="all", mixup=0.1)
+
+
+def test_task_spellings_and_default_device(probed, folder: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dcasenet_hub.finetuning import read_dataset
+
+    model, out, _ = probed
+    record = model.config.extra["finetune"]
+    assert record["task"] == "classification" and record["head"] == "scene"  # as records always held them
+    assert record["recipe"]["device"] == "cpu"  # device=None: where the base model is (CPU here)
+    assert json.loads((out / "config.json").read_text())["extra"]["trained_on"][-1]["task"] == "classification"
+    a, b = read_dataset(folder, task="classification"), read_dataset(folder, task="scene")
+    assert a.task == b.task == "scene" and a.summary() == b.summary() and "(classification, 3 labels" in a.summary()
+    for word in ("classification", "scene", "ASC"):
+        assert main(["finetune", str(folder), "--task", word, "--check"]) == 0
+        assert "30 training / 6 validation clips" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["finetune", str(folder), "--task", "regression", "--check"])
+    assert "Unknown task 'regression'; choose one of classification, tagging, detection" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["finetune", "--help"])
+    assert "(default: auto)" in capsys.readouterr().out
+
+
+def test_clips_under_a_tenth_of_a_second_are_data_problems(v3_model: DcaseNet, tmp_path: Path) -> None:
+    """The inference rule: under 0.1 s is rejected (here without the header check, at decoding)."""
+    from dcasenet_hub.finetuning import read_dataset
+
+    root = _class_folder(tmp_path / "d", n=3, seed=0)
+    sf.write(root / "low" / "tiny.wav", np.zeros(int(0.05 * SR), dtype=np.float32), SR)
+    data = read_dataset(root, task="classification", check_audio=False, validation_fraction=0.5)
+    with pytest.raises(DataError, match="tiny.wav: only 50 ms long; clips need at least 100 ms"):
+        finetune(v3_model, data, task="classification", epochs=1, progress=False)
+    with pytest.raises(DataError, match="tiny.wav: only 50 ms long; clips need at least 100 ms"):
+        read_dataset(root, task="classification")

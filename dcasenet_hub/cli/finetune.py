@@ -37,8 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("finetune", help=desc, description=desc, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, metavar="DATA", help="class-per-folder directory or .csv/.tsv table")
-    p.add_argument("--task", required=True, choices=("classification", "tagging", "detection"),
-                   help="classification (one label per clip), tagging (several), detection (onset/offset events)")
+    p.add_argument("--task", required=True, type=_task, metavar="TASK",
+                   help="classification (one label per clip), tagging (several), detection (onset/offset events); "
+                        "also accepted: scene, tags, events")
     p.add_argument("--base", default="dcasenet-v3", metavar="MODEL",
                    help="model to start from: manifest id, folder, .safetensors/.pt file or HF repo "
                         "(default: dcasenet-v3)")
@@ -70,11 +71,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--delimiter", default=None, help="column separator of the table (default: guessed; 'tab' = \\t)")
     p.add_argument("--label-delimiter", default=",", help="separator of several labels in one cell (default ',')")
     p.add_argument("--audio-dir", type=Path, default=None, help="folder the table's paths are relative to")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ... (default: auto)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
+
+
+def _task(text: str) -> str:
+    """The canonical task of ``--task`` in either spelling (argparse reports the ValueError's message)."""
+    from dcasenet_hub.finetuning.options import finetune_task
+
+    try:
+        return finetune_task(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _delimiter(text: str | None) -> str | None:
@@ -84,8 +96,7 @@ def _delimiter(text: str | None) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dcasenet_hub.finetuning.data import read_dataset
-    from dcasenet_hub.finetuning.loop import finetune
+    from dcasenet_hub.finetuning import FinetuneOptions, finetune, read_dataset
 
     labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None
     data_options = {"labels": labels, "delimiter": _delimiter(args.delimiter),
@@ -104,13 +115,14 @@ def run(args: argparse.Namespace) -> int:
         print("dcasenet-hub finetune: error: give the output folder with -o OUT (or --check to only check the "
               "data)", file=sys.stderr)
         return 2
-    model = finetune(
-        args.base, args.data, task=args.task, head=args.head, freeze=args.freeze, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay,
-        crop_s=args.crop, mixup=args.mixup, warm_start=args.warm_start, batch_norm=args.batch_norm,
-        patience=args.patience or None, output_dir=args.output_dir, overwrite=args.overwrite,
-        device=None if args.device == "auto" else args.device, progress=not args.quiet, **data_options,
+    options = FinetuneOptions(
+        head=args.head, freeze=args.freeze, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay, crop_s=args.crop, mixup=args.mixup,
+        warm_start=args.warm_start, batch_norm=args.batch_norm, patience=args.patience or None,
+        output_dir=args.output_dir, overwrite=args.overwrite, device=args.device, progress=not args.quiet,
+        **data_options,
     )
+    model = finetune(args.base, args.data, task=args.task, options=options)
     record = model.config.extra["finetune"]
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in record["validation"].items())
     print(f"{record['recipe']['mode']} of {record['base_model']} on {record['data']['n_train']} clips: "

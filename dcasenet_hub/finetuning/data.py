@@ -37,11 +37,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.audio.windows import MIN_DURATION_S
 from dcasenet_hub.errors import DataError
+from dcasenet_hub.finetuning.options import TASK_WORDS, finetune_task
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("classification", "tagging", "detection")
+#: Fine-tuning's words for the three heads, as data forms and messages name them (aliases of config.TASKS).
+TASKS = tuple(TASK_WORDS.values())
 #: File name endings read as audio in class folders (everything libsndfile decodes, plus mp3/opus).
 AUDIO_EXTENSIONS = frozenset({
     ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
@@ -51,15 +54,14 @@ _TRAIN_NAMES = ("train", "training")
 _VALIDATION_NAMES = ("validation", "val", "valid", "dev", "development")
 _PATH_COLUMNS = ("path", "filename", "file", "fname", "file_name", "filepath", "audio", "audio_path", "audio_filename")
 _LABEL_COLUMNS = {
-    "classification": ("label", "class", "scene_label", "category", "target", "labels"),
-    "tagging": ("labels", "label", "tags", "tag", "class", "category"),
-    "detection": ("event_label", "label", "event", "class", "category"),
+    "scene": ("label", "class", "scene_label", "category", "target", "labels"),
+    "tags": ("labels", "label", "tags", "tag", "class", "category"),
+    "events": ("event_label", "label", "event", "class", "category"),
 }
 _ONSET_COLUMNS = ("onset", "event_onset", "start", "start_time")
 _OFFSET_COLUMNS = ("offset", "event_offset", "end", "end_time", "stop")
 _SPLIT_COLUMNS = ("split", "set", "subset", "partition")
 _MAX_LISTED = 60
-_MIN_DURATION_S = 0.1  # one 100 ms event frame (dcasenet_hub.inference.pipeline refuses shorter inputs)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class Dataset:
     """A labelled data set ready for fine-tuning.
 
     Attributes:
-        task: ``"classification"``, ``"tagging"`` or ``"detection"``.
+        task: The head it trains: ``"scene"``, ``"tags"`` or ``"events"`` (``"classification"``, ``"tagging"`` and
+            ``"detection"`` are accepted and stored as those).
         labels: The label names in output order.
         train: Training clips.
         validation: Validation clips.
@@ -102,6 +105,14 @@ class Dataset:
     split: str = ""
     notes: list[str] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.task = finetune_task(self.task)
+
+    @property
+    def task_word(self) -> str:
+        """Fine-tuning's word for the task (``"classification"``, ``"tagging"``, ``"detection"``)."""
+        return TASK_WORDS[self.task]
+
     def counts(self) -> dict[str, dict[str, int]]:
         """Clips per label in each split (for detection: clips containing the label)."""
         out: dict[str, dict[str, int]] = {}
@@ -113,7 +124,7 @@ class Dataset:
     def summary(self) -> str:
         """One line: source, task, label count and clip counts."""
         name = Path(self.source).name or self.source
-        return (f"'{name}' ({self.task}, {len(self.labels)} labels, {len(self.train)} training / "
+        return (f"'{name}' ({self.task_word}, {len(self.labels)} labels, {len(self.train)} training / "
                 f"{len(self.validation)} validation clips)")
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +132,7 @@ class Dataset:
         hours = sum(c.duration or 0.0 for c in self.train + self.validation) / 3600.0
         d: dict[str, Any] = {
             "source": Path(self.source).name,  # the name only: the record travels with the model
-            "task": self.task,
+            "task": self.task_word,  # the word records have always held (canonical_task reads it)
             "labels": list(self.labels),
             "n_train": len(self.train),
             "n_validation": len(self.validation),
@@ -129,7 +140,7 @@ class Dataset:
             "hours": round(hours, 4),
             "clips_per_label": self.counts(),
         }
-        if self.task == "detection":
+        if self.task == "events":
             d["n_events"] = {s: sum(len(c.events) for c in clips)
                              for s, clips in (("train", self.train), ("validation", self.validation))}
         return d
@@ -157,7 +168,7 @@ def read_dataset(
     Args:
         data: A class-per-folder directory, or a ``.csv``/``.tsv`` table (for detection a directory holding exactly
             one table is also accepted).
-        task: ``"classification"``, ``"tagging"`` or ``"detection"``.
+        task: ``"classification"``, ``"tagging"`` or ``"detection"`` (or ``"scene"``, ``"tags"``, ``"events"``).
         labels: The label names in the wanted output order; labels in the data outside this list are reported as
             problems, and each listed label needs training clips. Default: every label found, sorted.
         delimiter: Column separator of the table (default: tab for ``.tsv``, otherwise guessed from the header line).
@@ -174,8 +185,7 @@ def read_dataset(
         DataError: one or more problems, all listed.
         ValueError: bad arguments (unknown task, fraction outside (0, 1)).
     """
-    if task not in TASKS:
-        raise ValueError(f"Unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    task = finetune_task(task)
     if not 0.0 < validation_fraction < 1.0:
         raise ValueError(f"validation_fraction must be between 0 and 1 (exclusive), got {validation_fraction}")
     path = Path(data).expanduser()
@@ -184,7 +194,7 @@ def read_dataset(
     problems: list[str] = []
     if path.is_dir():
         tables = sorted(p for p in path.iterdir() if p.suffix.lower() in (".csv", ".tsv") and p.is_file())
-        if task == "detection":
+        if task == "events":
             if len(tables) != 1:
                 found = ", ".join(p.name for p in tables) or "none"
                 msg = (f"{path}: detection needs a strong-label table (filename, onset, offset, event_label); "
@@ -316,20 +326,20 @@ def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: s
         missing = []
         if label_col is None:
             missing.append(f"a label column ({' / '.join(_LABEL_COLUMNS[task][:3])})")
-        if task == "detection" and (onset_col is None or offset_col is None):
+        if task == "events" and (onset_col is None or offset_col is None):
             missing.append("'onset' and 'offset' columns (seconds)")
         if missing:
             raise DataError(path, [f"{path}: header {numbered[0][1]} lacks {' and '.join(missing)} "
-                                   f"for {task}; expected e.g. "
-                                   + ("filename,onset,offset,event_label" if task == "detection" else
-                                      "path,label" if task == "classification" else "path,labels")])
+                                   f"for {TASK_WORDS[task]}; expected e.g. "
+                                   + ("filename,onset,offset,event_label" if task == "events" else
+                                      "path,label" if task == "scene" else "path,labels")])
     else:
         # no header: positional columns
         body = numbered
-        path_col, label_col = 0, (3 if task == "detection" else 1)
-        onset_col, offset_col = (1, 2) if task == "detection" else (None, None)
+        path_col, label_col = 0, (3 if task == "events" else 1)
+        onset_col, offset_col = (1, 2) if task == "events" else (None, None)
         split_col = None  # a split column needs a header
-        if task != "detection" and len(numbered[0][1]) < 2 and not any(len(c) > 1 for _, c in numbered):
+        if task != "events" and len(numbered[0][1]) < 2 and not any(len(c) > 1 for _, c in numbered):
             msg = (f"{path}: expected a header (path,label) or two columns per row, found one column; "
                    f"is the delimiter {sep!r} right? (--delimiter)")
             raise DataError(path, [msg])
@@ -363,7 +373,7 @@ def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: s
             else:
                 entry["splits"].add(split)
         label_text = cell(label_col)
-        if task == "detection":
+        if task == "events":
             on_text, off_text = cell(onset_col), cell(offset_col)
             if not (on_text or off_text or label_text):
                 continue  # a clip without events
@@ -383,10 +393,10 @@ def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: s
             entry["labels"].append(label_text)
         else:
             if not label_text:
-                if task == "classification":
+                if task == "scene":
                     problems.append(f"{where}: no label for {name}")
                 continue
-            if task == "tagging" and label_delimiter:
+            if task == "tags" and label_delimiter:
                 entry["labels"].extend(s.strip() for s in label_text.split(label_delimiter) if s.strip())
             else:
                 entry["labels"].append(label_text)
@@ -397,11 +407,11 @@ def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: s
         labels = list(dict.fromkeys(entry["labels"]))
         if len(entry["splits"]) > 1:
             problems.append(f"{path.name} line {entry['line']}: {file.name} is listed in both train and validation")
-        if task == "classification" and len(labels) > 1:
+        if task == "scene" and len(labels) > 1:
             problems.append(f"{path.name} line {entry['line']}: {file.name} has {len(labels)} labels "
                             f"({', '.join(labels)}); classification needs exactly one (use --task tagging for "
                             "several labels per clip)")
-        if task == "classification" and not labels:
+        if task == "scene" and not labels:
             continue  # already reported
         split = next(iter(entry["splits"])) if len(entry["splits"]) == 1 else None
         events = tuple(sorted(entry["events"]))
@@ -442,9 +452,9 @@ def _check_audio(clips: list[Clip], problems: list[str]) -> list[Clip]:
             problems.append(f"{clip.path}: contains no audio samples")
             continue
         duration = frames / float(sr)
-        if duration < _MIN_DURATION_S:
+        if duration < MIN_DURATION_S:
             problems.append(f"{clip.path}: only {duration * 1000:.0f} ms long; clips need at least "
-                            f"{_MIN_DURATION_S * 1000:.0f} ms")
+                            f"{MIN_DURATION_S * 1000:.0f} ms")
             continue
         for onset, offset, label in clip.events:
             if onset >= duration:
@@ -471,9 +481,9 @@ def _resolve_labels(clips: list[Clip], labels: Sequence[str] | None, task: str,
                 if label not in known:
                     problems.append(f"{c.path}: unknown label '{label}' (not in the given labels: "
                                     f"{', '.join(names)})")
-    if task == "classification" and len(names) < 2 and clips:
+    if task == "scene" and len(names) < 2 and clips:
         problems.append(f"classification needs at least 2 classes, found {len(names)} ({', '.join(names) or 'none'})")
-    if task != "classification" and not names and clips:
+    if task != "scene" and not names and clips:
         problems.append("no labels found in the data")
     return names
 

@@ -1,0 +1,89 @@
+"""What a fine-tuning run leaves behind: the record in ``config.extra["finetune"]``, the model card section,
+``metrics.jsonl`` and the saved folder.
+
+Records written before and after the task vocabulary was unified read alike: ``task`` holds fine-tuning's word
+(``"classification"``, ``"tagging"``, ``"detection"``; :func:`dcasenet_hub.config.canonical_task` maps it to the head)
+and ``head`` the canonical head name (``"scene"``, ``"tags"``, ``"events"``).
+
+Example:
+    >>> _public_id("dcasenet-v3")
+    'dcasenet-v3'
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dcasenet_hub.finetuning.data import Dataset
+    from dcasenet_hub.inference.model import DcaseNet
+
+#: Per-epoch log written next to the model.
+LOG_NAME = "metrics.jsonl"
+
+
+def _public_id(model_id: str | None) -> str | None:
+    """A manifest or Hugging Face id as it is; a local path reduced to its name (no local paths in a model card)."""
+    if model_id and Path(model_id).expanduser().exists():
+        return Path(model_id).name
+    return model_id
+
+
+def base_id(base: DcaseNet) -> str:
+    """How the record and the provenance name the base model."""
+    return _public_id(base.config.model_id) or f"DcaseNet-{base.config.arch} ({base.config.provenance})"
+
+
+def card_section(record: dict[str, Any], dataset: Dataset) -> str:
+    """The model card's "Fine-tuning" section (Markdown)."""
+    r = record["recipe"]
+    lines = [
+        "## Fine-tuning\n",
+        (f"Fine-tuned with `dcasenet_hub.finetune` from **{record['base_model']}** for **{record['task']}** "
+         f"(the `{record['head']}` head now predicts the labels below).\n"),
+        f"- **Data:** {dataset.summary()}; split: {dataset.split}",
+        (f"- **Mode:** {r['mode']} (freeze={r['freeze']}; trained blocks: "
+         f"{', '.join(r['trained_blocks']) or 'head only'}); head: {r['head']}"),
+        f"- **Recipe:** {r['epochs']} epochs max, batch {r['batch_size']}, lr {r['lr']:g}"
+        + (f" (body {r['body_lr']:g})" if r.get("body_lr") else "")
+        + f", {r['optimizer']}" + (f", {r['crop_s']:g} s crops" if r.get("crop_s") else "")
+        + (f", mixup alpha {r['mixup_alpha']:g}" if r.get("mixup_alpha") else "")
+        + f", early stopping patience {r['patience']}, seed {r['seed']}",
+        (f"- **Best epoch:** {record['best_phase']} epoch {record['best_epoch']} ({r['selection']}; "
+         f"{len(record['history'])} epochs run)\n"),
+        "| validation metric | value |",
+        "| --- | --- |",
+        *(f"| {k} | {v:.4f} |" for k, v in record["validation"].items()),
+        "",
+        "| label | training clips | validation clips |",
+        "| --- | --- | --- |",
+        *(f"| `{label}` | {record['data']['clips_per_label']['train'][label]} | "
+          f"{record['data']['clips_per_label']['validation'][label]} |" for label in dataset.labels),
+        "",
+        ("Validation uses the windows and features `predict` uses, on the saved weights. Per-epoch metrics: "
+         "`metrics.jsonl`; the full record: `config.json` -> `extra.finetune`."),
+    ]
+    if record["heads_no_longer_trained"]:
+        lines.append(f"\nThe {', '.join(record['heads_no_longer_trained'])} head(s) share blocks that were "
+                     "fine-tuned, so they are marked untrained.")
+    return "\n".join(lines) + "\n"
+
+
+def write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``metrics.jsonl``: one JSON line per epoch (rewritten atomically after every epoch)."""
+    from dcasenet_hub._io import atomic_write_text
+
+    atomic_write_text(out_dir / LOG_NAME, "".join(json.dumps(row) + "\n" for row in history))
+
+
+def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """``save_pretrained`` into ``out_dir`` plus ``metrics.jsonl``; the model is named after its folder."""
+    # named after its folder (the model card's title and the id in predictions), not after the base model
+    model.config = model.config.replace(model_id=out_dir.resolve().name)
+    model.save_pretrained(out_dir)
+    write_log(out_dir, history)
+
+
+__all__ = ["LOG_NAME", "base_id", "card_section", "save", "write_log"]
