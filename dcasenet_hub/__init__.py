@@ -38,6 +38,7 @@ _LAZY = {
     "Embeddings": "inference.outputs",
     "Prediction": "inference.outputs",
     "finetune": "finetuning.loop",
+    "FinetuneOptions": "finetuning.options",
     "AudioLoadError": "errors",
     "InputTooShortError": "errors",
     "CheckpointMismatchError": "errors",
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
         UnknownModelError,
     )
     from dcasenet_hub.finetuning.loop import finetune
+    from dcasenet_hub.finetuning.options import FinetuneOptions
     from dcasenet_hub.hub.api import list_models
     from dcasenet_hub.inference.model import DcaseNet, build_model, from_pretrained
     from dcasenet_hub.inference.outputs import Embeddings, Prediction
