@@ -111,11 +111,11 @@ def _hop_frames(hop: float | None, model: Any) -> int:
     msg = (f"hop={hop!r} is not allowed: the timestamp hop must be a multiple of the {1 / rate:g} s mel hop that "
            f"divides the network's {TIME_REDUCTION / rate:g} s step; use one of {allowed} (seconds)")
     if isinstance(hop, bool) or not isinstance(hop, (int, float, np.integer, np.floating)):
-        raise ValueError(msg)
+        raise ValueError(msg)  # noqa: TRY004  (one documented error for every bad hop, as the CLI maps it)
     k = float(hop) * rate
     if not math.isfinite(k) or round(k) < 1 or abs(k - round(k)) > 1e-6 or TIME_REDUCTION % round(k):
         raise ValueError(msg)
-    return int(round(k))
+    return round(k)
 
 
 #: ``extra`` key set on the untrained-weights warnings (HEAR logs its own once per :func:`~dcasenet_hub.hear.load_model`
