@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dcasenet_hub import audio as W
-from dcasenet_hub.audio import resampling as resample_module
 from dcasenet_hub.audio import AudioLoadError, log_mel, normalize, resample
+from dcasenet_hub.audio import resampling as resample_module
 from dcasenet_hub.config import WindowConfig
 from dcasenet_hub.inference import pipeline as inference
 from dcasenet_hub.inference.pipeline import detect_events, embed, predict

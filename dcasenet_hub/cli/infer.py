@@ -290,8 +290,8 @@ def _run(args: argparse.Namespace, task: str) -> int:
             raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
-            report = batch.run(
-                args.model, args.inputs, args.output_dir, task=task, load=_load_model,
+            plan = batch.prepare(
+                args.model, args.inputs, args.output_dir, task=task,
                 level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
                 pooling=getattr(args, "pooling", "mean"), threshold=getattr(args, "threshold", None),
                 median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
@@ -299,11 +299,12 @@ def _run(args: argparse.Namespace, task: str) -> int:
                 batch_size=args.batch_size, workers=args.workers, shard=shard, overwrite=args.overwrite,
                 progress=not args.quiet,
             )
-        except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # raised before any work
+        except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(batch.one_line(exc)) from None
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
+    report = plan.execute(load=_load_model)
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "

@@ -6,8 +6,12 @@
 * :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
   outputs exist, come from one run, and were made with the same settings, weights and input file.
 * :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``.
-* :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`;
-  :mod:`dcasenet_hub.inference.distributed` adds the torchrun shard and merge.
+* :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
+  (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work);
+  :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
+
+The pieces live in :mod:`.discovery`, :mod:`.resume`, :mod:`.index` and :mod:`.distributed`; this module is the one
+place to import them from.
 
 Example:
     >>> from dcasenet_hub.inference import batch
@@ -22,13 +26,22 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-import zlib
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.inference.discovery import (
+    AUDIO_EXTENSIONS,
+    LIST_EXTENSIONS,
+    Item,
+    discover,
+    in_shard,
+    parse_shard,
+    read_list,
+    shard,
+)
 from dcasenet_hub.inference.distributed import gather, torchrun_shard
 from dcasenet_hub.inference.index import (
     INDEX_COLUMNS,
@@ -56,6 +69,7 @@ __all__ = [
     "TASKS",
     "IndexWriter",
     "Item",
+    "Plan",
     "Report",
     "discover",
     "gather",
@@ -65,6 +79,7 @@ __all__ = [
     "one_line",
     "outputs_for",
     "parse_shard",
+    "prepare",
     "read_index",
     "read_list",
     "run",
@@ -77,186 +92,8 @@ __all__ = [
     "write_outputs",
 ]
 
-#: Extensions picked up when scanning folders: the formats libsndfile decodes (WAV/WAVEX, AIFF, AU, FLAC, OGG
-#: Vorbis/Opus, MP3, CAF, W64, RF64, SD2, VOC, HTK, NIST Sphere), by their usual names. Other files can still be
-#: passed one by one. (``.wv`` is WavPack, which libsndfile does not read, so it is not scanned.)
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
-    ".w64", ".rf64", ".sd2", ".voc", ".htk", ".nist", ".sph",
-})
-#: Extensions of text files that list inputs, one path per line.
-LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
 #: What :func:`run` computes: one ``.npz`` per input, or ``.json`` + ``.events.csv`` + ``.scores.tsv``.
 TASKS = ("embed", "predict")
-
-
-@dataclass
-class Item:
-    """One input of a folder run and what became of it.
-
-    Attributes:
-        path: The audio file, as given or found.
-        rel: Its path relative to the folder it was found in (or to the common parent of loose files): the
-            outputs mirror it under the output folder.
-        status: ``""`` (not processed yet), ``"ok"``, ``"skipped"`` (outputs already complete) or ``"failed"``.
-        output: The main output file (``.npz`` or ``.json``) once known.
-        duration_s: Duration of the input when it could be read.
-        error: Why it failed (one line).
-        warning: A problem that did not stop it.
-        outputs: Output files by role (``main``; ``events`` and ``scores`` for predictions).
-    """
-
-    path: Path
-    rel: PurePosixPath
-    status: str = ""
-    output: str = ""
-    duration_s: float | None = None
-    error: str = ""
-    warning: str = ""
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Discovery and shards
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _real(path: Path) -> Path | None:
-    """The file a path names after following symlinks, or ``None`` for a symlink loop or a broken symlink."""
-    try:
-        return path.resolve(strict=True)
-    except (OSError, RuntimeError):  # ELOOP, ENOENT (RuntimeError: symlink loop on older Pythons)
-        return None
-
-
-def read_list(path: str | Path) -> list[Path]:
-    """Paths listed in a text file, one per line (relative ones are relative to the list; ``#`` starts a comment).
-
-    Raises:
-        ValueError: the list cannot be read (the message names it and why).
-
-    Example:
-        >>> read_list("train.lst")         # doctest: +SKIP
-        [PosixPath('audio/a.wav'), PosixPath('/data/b.flac')]
-    """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read list file {path}: {exc}") from None
-    out = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        p = Path(line).expanduser()
-        out.append(p if p.is_absolute() else path.parent / p)
-    return out
-
-
-def discover(inputs: Iterable[str | Path]) -> list[Item]:
-    """Expand audio files, folders and list files into :class:`Item` s, each with its output-relative path.
-
-    Folders are searched recursively for :data:`AUDIO_EXTENSIONS` (hidden files and folders skipped); a folder's
-    files keep their path relative to it, other files their path relative to their common parent folder. A file
-    named more than once (directly, in a folder or a list) comes once. A symlink that loops or points nowhere comes
-    back as an item with ``status="failed"`` and the reason, without stopping the others.
-
-    Args:
-        inputs: Files, folders and list files (``.txt .lst .list .scp``).
-
-    Returns:
-        The items, folders' files in sorted order.
-
-    Raises:
-        FileNotFoundError: an input does not exist.
-        ValueError: a list file cannot be read.
-
-    Example:
-        >>> [(i.path.name, i.rel.as_posix()) for i in discover(["corpus/"])][:1]   # doctest: +SKIP
-        [('a.wav', 'street/a.wav')]
-    """
-    rooted: list[tuple[Path, PurePosixPath]] = []
-    loose: list[Path] = []
-    broken: list[Item] = []
-    for arg in inputs:
-        p = Path(arg).expanduser()
-        if p.is_symlink() and _real(p) is None:
-            broken.append(Item(path=p, rel=PurePosixPath(p.name), status="failed",
-                               error=f"{p} is a symlink loop or a broken symlink (points to {os.readlink(p)}); "
-                                     "fix or remove the link"))
-            continue
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_EXTENSIONS and not f.is_dir()
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
-            rooted += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
-        elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-            loose += read_list(p)
-        elif p.exists():
-            loose.append(p)
-        else:
-            raise FileNotFoundError(f"input not found: {arg}")
-    if loose:
-        root = Path(os.path.commonpath([str(f.resolve().parent) for f in loose]))
-        rooted += [(f, PurePosixPath(f.resolve().relative_to(root).as_posix())) for f in loose]
-    seen: set[Path] = set()
-    items: list[Item] = []
-    for f, rel in rooted:
-        real = _real(f) or f.absolute()
-        if real in seen:  # the same file again: once is enough
-            continue
-        seen.add(real)
-        items.append(Item(path=f, rel=rel))
-    return items + broken
-
-
-def parse_shard(text: str | None) -> tuple[int, int] | None:
-    """``"I/N"`` as ``(I, N)`` (``None`` stays ``None``).
-
-    Raises:
-        ValueError: not ``I/N`` with ``1 <= I <= N``.
-
-    Example:
-        >>> parse_shard("2/8")
-        (2, 8)
-    """
-    if text is None:
-        return None
-    try:
-        i, n = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like I/N (e.g. 2/8), got {text!r}") from None
-    if not (n >= 1 and 1 <= i <= n):
-        raise ValueError(f"shard I/N needs 1 <= I <= N, got {text!r}")
-    return i, n
-
-
-def in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
-    """Whether an input belongs to shard ``(I, N)``: a CRC-32 of its output path (relative, without extension).
-
-    Hashing the output path, not the input path, puts inputs that would write the same output (``x.wav`` and
-    ``x.flac``) in the same shard, where the collision is seen and reported. ``None`` is every input.
-
-    Example:
-        >>> sum(in_shard(PurePosixPath("a.wav"), (i, 4)) for i in range(1, 5))
-        1
-    """
-    if shard is None:
-        return True
-    i, n = shard
-    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
-
-
-def shard(items: Iterable[Item], index: int, count: int) -> list[Item]:
-    """The items of shard ``index`` of ``count`` (1-based), as :func:`in_shard` picks them; the shards partition.
-
-    Example:
-        >>> items = discover(["corpus/"])                                              # doctest: +SKIP
-        >>> sum(len(shard(items, i, 3)) for i in (1, 2, 3)) == len(items)              # doctest: +SKIP
-        True
-    """
-    parse_shard(f"{index}/{count}")  # the same range check as the command line's --shard
-    return [item for item in items if in_shard(item.rel, (index, count))]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -317,6 +154,197 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
     return selected
 
 
+@dataclass
+class Plan:
+    """A checked folder job (from :func:`prepare`): this shard's inputs and the settings; :meth:`execute` runs it.
+
+    Attributes:
+        model: The model, or its name / path (loaded by :meth:`execute` only if some input needs computing).
+        items: This shard's inputs, with their output files.
+        output_dir: The output folder.
+        index_path: ``index.csv`` (``index-I-of-N.csv`` for a shard).
+        suffix: ``""`` or ``"-I-of-N"`` (of the index and events files).
+        meta: The settings recorded in every output (:func:`settings_meta`), less the input's identity.
+        launched: ``(rank + 1, world size)`` under torchrun.
+        task, level, overwrite, device: As given to :func:`run`.
+        iterate_options: The options passed on to :func:`~dcasenet_hub.inference.iterate` (dtype, backend, hop ...).
+    """
+
+    model: Any
+    items: list[Item]
+    output_dir: Path
+    index_path: Path
+    suffix: str
+    meta: dict[str, Any]
+    launched: tuple[int, int] | None
+    task: str
+    level: str
+    overwrite: bool
+    device: Any
+    iterate_options: dict[str, Any]
+
+    def execute(self, *, load: Callable[[str], Any] | None = None) -> Report:
+        """Skip complete inputs, compute the others, write their files and the index; see :func:`run`.
+
+        Args:
+            load: How to load a named model (default: :func:`~dcasenet_hub.from_pretrained`).
+        """
+        from dcasenet_hub._io import clean_stale_temp_files
+        from dcasenet_hub.inference.distributed import local_device
+        from dcasenet_hub.inference.pipeline import iterate
+
+        model, out_dir, launched, task = self.model, self.output_dir, self.launched, self.task
+        for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs (other shards) are kept
+            logger.info("removed a stale temporary file of a killed run: %s", p)
+        report = Report(task, self.items, self.index_path, processes=launched[1] if launched else None)
+        todo: list[Item] = []
+        metas: dict[int, dict[str, Any]] = {}
+        for item in report.items:
+            if item.status:
+                continue
+            meta = {**self.meta, **source_identity(item.path)}
+            metas[id(item)] = meta
+            if not self.overwrite and is_complete(item, meta):
+                item.status = "skipped"
+                continue
+            todo.append(item)
+
+        writer = IndexWriter(report.index_path, report.items)
+        writer.start()
+        if todo:
+            if isinstance(model, (str, Path)):
+                if load is None:
+                    from dcasenet_hub.inference.model import from_pretrained as load
+                model = load(str(model))
+            device = self.device
+            if self.iterate_options["backend"] == "onnxruntime":
+                device = "cpu"
+            elif launched is not None:
+                device = local_device(device)
+            results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
+                              predictions=task == "predict", device=device, **self.iterate_options)
+            try:
+                for r in results:
+                    item = todo[r.index]
+                    item.duration_s = r.duration_s
+                    item.warning = one_line(r.warning) if r.warning else ""
+                    if r.error is not None:
+                        item.status, item.error = "failed", one_line(r.error)
+                    else:
+                        try:
+                            write_outputs(item, r, task, metas[id(item)], level=self.level)
+                            item.status = "ok"
+                        except (OSError, ValueError, RuntimeError) as exc:
+                            item.status, item.error = "failed", f"writing outputs failed: {one_line(exc)}"
+                    writer.done(item)
+            finally:
+                results.close()
+                writer.write()
+        if task == "predict":
+            write_all_events(out_dir / f"events{self.suffix}.csv", writer.rows())
+        if launched is not None:
+            report.merged = gather(out_dir, task, launched)
+        return report
+
+
+def prepare(
+    model: Any,
+    inputs: Sequence[str | Path],
+    output_dir: str | Path,
+    *,
+    task: str = "embed",
+    level: str = "both",
+    hop: float | None = None,
+    layer: str = "gru",
+    pooling: str = "mean",
+    threshold: float | None = None,
+    median_filter: float | None = None,
+    min_duration: float | None = None,
+    pad_tail: bool = False,
+    device: Any = None,
+    dtype: Any = None,
+    backend: str = "torch",
+    batch_size: int = 8,
+    workers: int = 2,
+    shard: tuple[int, int] | str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Plan:
+    """Check every option and find this shard's inputs, writing nothing: the first half of :func:`run`.
+
+    Arguments are :func:`run`'s. Errors in them (and missing inputs) are raised here, so a caller (the command line)
+    can report them before any file is touched; :meth:`Plan.execute` then does the work.
+
+    Raises:
+        FileNotFoundError: an input does not exist, or no audio file was found.
+        NotADirectoryError: ``output_dir`` is an existing file.
+        ValueError: an invalid option, or ``shard`` given under torchrun.
+
+    Example:
+        >>> plan = prepare("dcasenet-v3", ["corpus/"], "emb/", shard=(1, 4))   # doctest: +SKIP
+        >>> len(plan.items), plan.index_path.name                             # doctest: +SKIP
+        (250, 'index-1-of-4.csv')
+        >>> report = plan.execute()                                            # doctest: +SKIP
+    """
+    from dcasenet_hub.devices import short_dtype_name
+    from dcasenet_hub.inference.runner import BACKENDS
+    from dcasenet_hub.inference.settings import (
+        LAYERS,
+        POOLINGS,
+        _check_choice,
+        _hop_frames,
+    )
+
+    # every option is checked before anything is written
+    _check_choice("task", task, TASKS)
+    _check_choice("level", level, ("frame", "clip", "both"))
+    _check_choice("layer", layer, LAYERS)
+    _check_choice("pooling", pooling, POOLINGS)
+    _check_choice("backend", backend, BACKENDS)
+    _hop_frames(hop, None)
+    dtype_name = short_dtype_name(dtype)
+    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
+    if int(batch_size) < 1 or int(workers) < 0:
+        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
+    shard_ = parse_shard(shard) if isinstance(shard, str) else shard
+    if shard_ is not None:
+        parse_shard(f"{shard_[0]}/{shard_[1]}")
+    launched = torchrun_shard()
+    if launched is not None:
+        if shard_ is not None:
+            raise ValueError("shard and torchrun both split the inputs; drop the shard under torchrun (each "
+                             "process takes the shard of its rank)")
+        shard_ = launched
+    out_dir = Path(output_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir} is an existing file; the output folder must be a folder "
+                                 "(it is created if missing)")
+    items = discover(inputs)
+    if not items:
+        raise FileNotFoundError(f"no audio files found in {' '.join(str(i) for i in inputs)} "
+                                f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
+    named = isinstance(model, (str, Path))
+    identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
+    meta_base = settings_meta(task, identity, level=level, hop=hop, layer=layer, pooling=pooling,
+                              threshold=threshold, median_filter=median_filter, min_duration=min_duration,
+                              pad_tail=pad_tail, dtype=dtype_name, backend=backend)
+
+    suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
+    return Plan(
+        model=model, items=_select(items, out_dir, task, shard_), output_dir=out_dir,
+        index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=meta_base, launched=launched, task=task,
+        level=level, overwrite=overwrite, device=device,
+        iterate_options={"dtype": None if dtype_name == "fp32" else dtype_name, "backend": backend, "hop": hop,
+                         "layer": layer, "pooling": pooling, "threshold": threshold, "median_filter": median_filter,
+                         "min_duration": min_duration, "pad_tail": pad_tail, "batch_size": batch_size,
+                         "workers": workers, "progress": progress},
+    )
+
+
 def run(
     model: Any,
     inputs: Sequence[str | Path],
@@ -371,6 +399,8 @@ def run(
     Returns:
         A :class:`Report` (failed inputs are in ``report.failed``, not raised).
 
+    It is :func:`prepare` (every check, nothing written) then :meth:`Plan.execute`.
+
     Raises:
         FileNotFoundError: an input does not exist, or no audio file was found.
         NotADirectoryError: ``output_dir`` is an existing file.
@@ -381,100 +411,8 @@ def run(
         >>> report.done, report.skipped, [i.error for i in report.failed]                            # doctest: +SKIP
         (41, 0, [])
     """
-    from dcasenet_hub._io import clean_stale_temp_files
-    from dcasenet_hub.devices import short_dtype_name
-    from dcasenet_hub.inference.distributed import local_device
-    from dcasenet_hub.inference.pipeline import iterate
-    from dcasenet_hub.inference.settings import (
-        LAYERS,
-        POOLINGS,
-        _check_choice,
-        _hop_frames,
-    )
-
-    # every option is checked before anything is written
-    _check_choice("task", task, TASKS)
-    _check_choice("level", level, ("frame", "clip", "both"))
-    _check_choice("layer", layer, LAYERS)
-    _check_choice("pooling", pooling, POOLINGS)
-    _hop_frames(hop, None)
-    dtype_name = short_dtype_name(dtype)
-    shard_ = parse_shard(shard) if isinstance(shard, str) else shard
-    if shard_ is not None:
-        parse_shard(f"{shard_[0]}/{shard_[1]}")
-    launched = torchrun_shard()
-    if launched is not None:
-        if shard_ is not None:
-            raise ValueError("shard and torchrun both split the inputs; drop the shard under torchrun (each "
-                             "process takes the shard of its rank)")
-        shard_ = launched
-    out_dir = Path(output_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir} is an existing file; the output folder must be a folder "
-                                 "(it is created if missing)")
-    items = discover(inputs)
-    if not items:
-        raise FileNotFoundError(f"no audio files found in {' '.join(str(i) for i in inputs)} "
-                                f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
-    named = isinstance(model, (str, Path))
-    identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
-    meta_base = settings_meta(task, identity, level=level, hop=hop, layer=layer, pooling=pooling,
-                              threshold=threshold, median_filter=median_filter, min_duration=min_duration,
-                              pad_tail=pad_tail, dtype=dtype_name, backend=backend)
-
-    for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs (other shards) are kept
-        logger.info("removed a stale temporary file of a killed run: %s", p)
-    suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
-    report = Report(task, _select(items, out_dir, task, shard_), out_dir / f"index{suffix}.csv",
-                    processes=launched[1] if launched else None)
-    todo: list[Item] = []
-    metas: dict[int, dict[str, Any]] = {}
-    for item in report.items:
-        if item.status:
-            continue
-        meta = {**meta_base, **source_identity(item.path)}
-        metas[id(item)] = meta
-        if not overwrite and is_complete(item, meta):
-            item.status = "skipped"
-            continue
-        todo.append(item)
-
-    writer = IndexWriter(report.index_path, report.items)
-    writer.start()
-    if todo:
-        if named:
-            if load is None:
-                from dcasenet_hub.inference.model import from_pretrained as load
-            model = load(str(model))
-        if backend == "onnxruntime":
-            device = "cpu"
-        elif launched is not None:
-            device = local_device(device)
-        results = iterate(
-            model, [str(i.path) for i in todo], embeddings=task == "embed", predictions=task == "predict",
-            dtype=None if dtype_name == "fp32" else dtype_name, backend=backend, threshold=threshold,
-            median_filter=median_filter, min_duration=min_duration, device=device, batch_size=batch_size,
-            progress=progress, workers=workers, hop=hop, layer=layer, pooling=pooling, pad_tail=pad_tail,
-        )
-        try:
-            for r in results:
-                item = todo[r.index]
-                item.duration_s = r.duration_s
-                item.warning = one_line(r.warning) if r.warning else ""
-                if r.error is not None:
-                    item.status, item.error = "failed", one_line(r.error)
-                else:
-                    try:
-                        write_outputs(item, r, task, metas[id(item)], level=level)
-                        item.status = "ok"
-                    except (OSError, ValueError, RuntimeError) as exc:
-                        item.status, item.error = "failed", f"writing outputs failed: {one_line(exc)}"
-                writer.done(item)
-        finally:
-            results.close()
-            writer.write()
-    if task == "predict":
-        write_all_events(out_dir / f"events{suffix}.csv", writer.rows())
-    if launched is not None:
-        report.merged = gather(out_dir, task, launched)
-    return report
+    return prepare(
+        model, inputs, output_dir, task=task, level=level, hop=hop, layer=layer, pooling=pooling, threshold=threshold,
+        median_filter=median_filter, min_duration=min_duration, pad_tail=pad_tail, device=device, dtype=dtype,
+        backend=backend, batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite, progress=progress,
+    ).execute(load=load)
