@@ -1,7 +1,9 @@
 """Embed every audio file of a folder and compare the clips by cosine similarity of their clip embeddings.
 
 The command-line equivalent (resumable, parallel decoding, shards) is
-``dcasenet-hub embed examples/audio -o embeddings/``; this shows the Python API.
+``dcasenet-hub embed examples/audio -o embeddings/``, which is ``dcasenet_hub.inference.batch.run``; this shows the
+pieces: ``batch.discover`` finds the audio files (every extension the CLI scans) with their paths relative to the
+folder, and ``iterate`` embeds them.
 
     python examples/make_example_audio.py
     python examples/embed_folder.py [examples/audio] [--out embeddings/] [--model dcasenet-v3]
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 import dcasenet_hub
-from dcasenet_hub.inference.pipeline import iterate
+from dcasenet_hub.inference import batch, iterate
 
 
 def main() -> None:
@@ -26,15 +28,15 @@ def main() -> None:
     parser.add_argument("--model", default="dcasenet-v3")
     args = parser.parse_args()
 
-    files = sorted(p for p in args.folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".ogg", ".mp3"})
+    items = batch.discover([args.folder])  # the same files, in the same order, as `dcasenet-hub embed FOLDER`
     model = dcasenet_hub.DcaseNet.from_pretrained(args.model)
     names, clips = [], []
     # iterate() batches windows across files and reports bad files instead of stopping
-    for r in iterate(model, [str(f) for f in files], embeddings=True, progress=True):
+    for r in iterate(model, [str(i.path) for i in items], embeddings=True, progress=True):
         if not r.ok:
             print(f"skipped {r.source}: {r.error}")
             continue
-        out = args.out / Path(r.source).relative_to(args.folder).with_suffix(".npz")
+        out = batch.outputs_for(args.out, items[r.index].rel, "embed")["main"]
         r.embeddings.save(out)
         names.append(Path(r.source).name)
         clips.append(r.embeddings.clip)

@@ -184,3 +184,107 @@ def test_output_collision_is_reported_not_overwritten(tmp_path, authors_checkpoi
     idx = _index(out / "index.csv")
     assert idx["x.wav"]["status"] == "ok" and "would overwrite" in idx["x.flac"]["error"]
 
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The library behind the command: dcasenet_hub.inference.batch
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_audio_extensions_are_what_libsndfile_reads():
+    """One list for the package: both earlier lists' formats that libsndfile decodes, and no WavPack (.wv)."""
+    from dcasenet_hub.inference.batch import AUDIO_EXTENSIONS
+
+    assert {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".caf", ".w64", ".rf64", ".htk", ".nist",
+            ".sph"} <= AUDIO_EXTENSIONS
+    assert ".wv" not in AUDIO_EXTENSIONS
+    assert all(e.startswith(".") and e == e.lower() for e in AUDIO_EXTENSIONS)
+
+
+def test_discover_finds_every_audio_extension_hidden_and_list_files(tmp_path):
+    from dcasenet_hub.inference import batch
+
+    root = tmp_path / "in"
+    (root / "sub").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for name in ("a.wav", "sub/b.FLAC", "c.sph", "d.htk", ".hidden/e.wav", "notes.txt", "f.wv"):
+        (root / name).write_bytes(b"x")
+    listing = tmp_path / "more.lst"
+    listing.write_text("# comment\nin/a.wav\n\nother/g.mp3\n")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "g.mp3").write_bytes(b"x")
+    items = batch.discover([root, listing])
+    got = [(i.path.relative_to(tmp_path).as_posix(), i.rel.as_posix(), i.status) for i in items]
+    # the folder's files sorted, relative to it; the list's a.wav comes once; g.mp3 relative to the lists' common parent
+    assert got == [("in/a.wav", "a.wav", ""), ("in/c.sph", "c.sph", ""), ("in/d.htk", "d.htk", ""),
+                   ("in/sub/b.FLAC", "sub/b.FLAC", ""), ("other/g.mp3", "other/g.mp3", "")]
+    with pytest.raises(FileNotFoundError, match="input not found"):
+        batch.discover([tmp_path / "missing.wav"])
+
+
+def test_shard_partitions_items_and_checks_its_range(tmp_path):
+    from dcasenet_hub.inference import batch
+
+    for i in range(20):
+        (tmp_path / f"f{i}.wav").write_bytes(b"x")
+    items = batch.discover([tmp_path])
+    parts = [batch.shard(items, k, 3) for k in (1, 2, 3)]
+    assert sorted(i.rel.as_posix() for p in parts for i in p) == sorted(i.rel.as_posix() for i in items)
+    assert all(parts) and sum(map(len, parts)) == 20  # disjoint and none empty for 20 names
+    with pytest.raises(ValueError, match="1 <= I <= N"):
+        batch.shard(items, 4, 3)
+    assert batch.parse_shard("2/8") == (2, 8)
+
+
+def test_batch_run_from_python_writes_the_cli_folder_and_resumes(mixed_folder, tmp_path, authors_checkpoint):
+    from dcasenet_hub.inference import batch
+    from dcasenet_hub.inference.index import read_index
+
+    out = tmp_path / "lib"
+    report = batch.run(str(authors_checkpoint), [mixed_folder], out, task="embed", workers=0)
+    assert (report.done, report.skipped, len(report.failed)) == (2, 0, 4)
+    assert report.index_path == out / "index.csv"
+    rows = {Path(r["input"]).name: r["status"] for r in read_index(out / "index.csv")}
+    assert rows == {"a.wav": "ok", "b.flac": "ok", "bad.wav": "failed", "empty.wav": "failed",
+                    "nan.wav": "failed", "short.wav": "failed"}
+    loads = []
+
+    def load(name):
+        loads.append(name)
+        raise AssertionError("complete outputs must not load the model")
+
+    # the good files again (loose files keep their paths relative to their common parent: the same outputs)
+    again = batch.run(str(authors_checkpoint), [mixed_folder / "a.wav", mixed_folder / "sub" / "b.flac"], out,
+                      task="embed", load=load)
+    assert (again.done, again.skipped, again.failed) == (0, 2, []) and loads == []
+    assert len(read_index(out / "index.csv")) == 6  # the earlier run's rows for the other inputs stay
+    cli = tmp_path / "cli"
+    assert main(["embed", str(mixed_folder), "-o", str(cli), "--model", str(authors_checkpoint), "--quiet"]) == 1
+    for name in ("a.npz", "sub/b.npz"):
+        with np.load(out / name) as x, np.load(cli / name) as y:
+            np.testing.assert_array_equal(x["clip"], y["clip"])
+            assert json.loads(str(x["meta"])) == json.loads(str(y["meta"]))  # same resume record
+
+
+def test_dtype_and_device_errors_come_from_devices_as_usage_errors(tmp_path, authors_checkpoint, capsys):
+    sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
+    rc = main(["embed", str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), "--model", str(authors_checkpoint),
+               "--device", "tpu:0"])
+    assert rc == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "dcasenet-hub embed: error: --device tpu:0: 'tpu:0' is not a device; use auto, cpu, cuda, cuda:N or mps"
+    assert not (tmp_path / "o").exists()
+
+
+def test_embed_folder_example_uses_discover(mixed_folder, tmp_path, authors_checkpoint):
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "embed_folder.py"), str(mixed_folder), "--out",
+                           str(tmp_path / "emb"), "--model", str(authors_checkpoint)],
+                          capture_output=True, text=True, cwd=repo, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.relative_to(tmp_path / "emb").as_posix() for p in (tmp_path / "emb").rglob("*.npz")) == [
+        "a.npz", "sub/b.npz"]
+    assert "cosine similarity" in proc.stdout

@@ -24,7 +24,7 @@ from dcasenet_hub.inference.pipeline import (
     embedding_size,
     predict,
 )
-from dcasenet_hub.inference.pipeline import _nearest as nearest
+from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.runner import inference_runner
 
 SR = 24000

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from dcasenet_hub import audio as W
-from dcasenet_hub.audio import resampling as resample_module
 from dcasenet_hub.audio import AudioLoadError, log_mel, normalize, resample
+from dcasenet_hub.audio import resampling as resample_module
 from dcasenet_hub.config import WindowConfig
 from dcasenet_hub.inference import pipeline as inference
 from dcasenet_hub.inference.pipeline import detect_events, embed, predict
@@ -319,3 +319,46 @@ def test_dtype_autocast_and_device_options(v3_model, responsive_v3):
         embed(v3_model, wav, sample_rate=SR, dtype="int8")
     with pytest.raises(ValueError, match="batch_size"):
         embed(v3_model, wav, sample_rate=SR, batch_size=0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Short reprs
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_prediction_repr_is_one_short_line_with_top_labels():
+    from dcasenet_hub.inference.outputs import Prediction
+
+    scene = np.array([0.05, 0.91, 0.04], np.float32)
+    tags = np.array([0.1, 0.8, 0.3, 0.55], np.float32)
+    pred = Prediction(
+        scene_probs=scene, tag_probs=tags, event_probs=np.zeros((100, 2), np.float32),
+        event_times=np.arange(100, dtype=np.float32) * 0.1,
+        events=[(0.0, 1.0, "dog"), (2.0, 3.0, "car"), (4.0, 4.5, "dog")],
+        scene_labels=("park", "street_traffic", "metro"), tag_labels=("Bark", "Traffic_noise", "Speech", "Car"),
+        event_labels=("dog", "car"), duration_s=10.0, source="/data/recordings/street.wav",
+    )
+    assert repr(pred) == ("Prediction(street.wav, 10.0 s, scene=street_traffic 0.91, "
+                          "tags=[Traffic_noise 0.80, Car 0.55, Speech 0.30], 3 events)")
+    one = dataclasses.replace(pred, events=[(0.0, 1.0, "dog")], untrained_tasks=("events",), source=None)
+    assert repr(one) == ("Prediction(?, 10.0 s, scene=street_traffic 0.91, tags=[Traffic_noise 0.80, Car 0.55, "
+                         "Speech 0.30], 1 event, untrained: events)")
+
+
+def test_result_reprs_show_shapes_never_arrays(v3_model):
+    wav = _noise(70.0, seed=4)  # two event windows: long arrays that a dataclass repr would print
+    emb = embed(v3_model, wav, sample_rate=SR)
+    pred = predict(v3_model, wav, sample_rate=SR)
+    trained = "" if v3_model.config.trained_tasks else ", untrained weights?"
+    assert repr(emb) == (f"Embeddings(<array 0>, 70.0 s, layer=gru, frame={emb.frame.shape} every 0.8 s, "
+                         f"clip=(512,) mean{trained})")
+    text = repr(pred)
+    assert text.startswith(f"Prediction(<array 0>, 70.0 s, scene={pred.top_scene} ")
+    assert f"{pred.top_tags(1)[0][0]} {pred.top_tags(1)[0][1]:.2f}" in text
+    n = len(pred.events)
+    tail = f"{n} event{'' if n == 1 else 's'}"
+    if pred.untrained_tasks:
+        tail += f", untrained: {', '.join(pred.untrained_tasks)}"
+    assert text.endswith(tail + ")")
+    for r in (repr(emb), text):
+        assert "\n" not in r and "array(" not in r and len(r) < 300

@@ -55,3 +55,33 @@ def test_missing_matplotlib_says_how_to_install(v3_model, tmp_path, monkeypatch,
     sf.write(wav, _clip(1.0), 22050)
     assert main(["plot", str(wav), "-o", str(tmp_path / "x.png"), "--model", "unused"]) == 2
     assert 'pip install "dcasenet-hub[plot]"' in capsys.readouterr().err
+
+
+def test_plot_decodes_the_file_once_and_draws_predict_of_the_file(v3_model, tmp_path, monkeypatch):
+    """One decode (the pipeline's FileReader + resampled_blocks) feeds both the spectrogram and the prediction, and
+    that prediction is predict() on the file itself, bit for bit."""
+    pytest.importorskip("matplotlib")
+    from dcasenet_hub import audio as W
+    from dcasenet_hub.audio import log_mel
+
+    path = tmp_path / "clip.wav"
+    sf.write(path, _clip(7.0), 22050)  # 22.05 kHz: the samples are resampled to 24 kHz on the way
+    ref = predict(v3_model, path)
+    opened = []
+    real = W.FileReader
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(W, "FileReader", Counting)
+    fig = plot(v3_model, path)
+    assert opened == [path]
+    spec, roll = fig.axes[0], fig.axes[1]
+    np.testing.assert_array_equal(np.asarray(roll.images[0].get_array()), ref.event_probs.T)
+    with real(path) as reader:
+        samples = np.concatenate(list(W.resampled_blocks(reader, 24000)))
+    np.testing.assert_array_equal(np.asarray(spec.images[0].get_array()),
+                                  log_mel(samples, config=v3_model.config.frontend, normalize=False).numpy())
+    assert ref.top_scene in fig.get_suptitle() and "clip.wav (7.0 s)" in fig.get_suptitle()

@@ -25,6 +25,17 @@ def _round(x: float, nd: int = 6) -> float:
     return float(round(float(x), nd))
 
 
+def _short_source(source: str | None) -> str:
+    """The file name of a source path for reprs (``<array i>`` and ``None`` as they are)."""
+    if source is None:
+        return "?"
+    return source if source.startswith("<") else Path(source).name
+
+
+def _shape(a: Any) -> str:
+    return str(tuple(np.shape(a)))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Event lists
 # ----------------------------------------------------------------------------------------------------------------
@@ -131,6 +142,18 @@ class Embeddings:
     pooling: str = "mean"
     provenance: str | None = None
     trained_tasks: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        """One line: source, duration, layer, shapes and hop; never the arrays themselves.
+
+        Example:
+            >>> emb                                     # doctest: +SKIP
+            Embeddings(street.wav, 10.0 s, layer=gru, frame=(12, 512) every 0.8 s, clip=(512,) mean)
+        """
+        untrained = "" if self.trained_tasks else ", untrained weights?"
+        return (f"Embeddings({_short_source(self.source)}, {self.duration_s:.1f} s, layer={self.layer}, "
+                f"frame={_shape(self.frame)} every {self.hop_s:g} s, clip={_shape(self.clip)} {self.pooling}"
+                f"{untrained})")
 
     def to_dict(self) -> dict[str, Any]:
         """Arrays and metadata as a dict (the ``.npz`` keys)."""
@@ -264,6 +287,23 @@ class Prediction:
     untrained_tasks: tuple[str, ...] = ()
     source: str | None = None
     sample_rate: int | None = None
+
+    def __repr__(self) -> str:
+        """One line: source, duration, top scene, top 3 tags and the number of events; never the arrays.
+
+        Example:
+            >>> pred                                    # doctest: +SKIP
+            Prediction(street.wav, 10.0 s, scene=street_traffic 0.91, tags=[Traffic_noise 0.80, Car 0.55, Speech 0.30], 3 events)
+        """
+        parts = [_short_source(self.source), f"{self.duration_s:.1f} s"]
+        if np.size(self.scene_probs) and len(self.scene_labels):
+            parts.append(f"scene={self.top_scene} {float(np.max(self.scene_probs)):.2f}")
+        if np.size(self.tag_probs) and len(self.tag_labels):
+            parts.append("tags=[" + ", ".join(f"{t} {p:.2f}" for t, p in self.top_tags(3)) + "]")
+        parts.append(f"{len(self.events)} event{'' if len(self.events) == 1 else 's'}")
+        if self.untrained_tasks:
+            parts.append(f"untrained: {', '.join(self.untrained_tasks)}")
+        return f"Prediction({', '.join(parts)})"
 
     @property
     def top_scene(self) -> str:

@@ -33,44 +33,52 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
-from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import torch
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
+from dcasenet_hub.inference.batching import _Batcher, _prepared_jobs
+from dcasenet_hub.inference.jobs import _nearest, _pad_tail, _pool  # noqa: F401  (re-exported for tests and tools)
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.runner import BACKENDS, inference_runner
+from dcasenet_hub.inference.settings import (
+    DEFAULT_BATCH_SIZE,
+    INPUT_ERRORS,
+    LAYERS,
+    POOLINGS,
+    UNTRAINED_RECORD,
+    EmbeddingSize,
+    Result,
+    _check_choice,
+    _frame_rate,  # noqa: F401
+    _hop_frames,
+    _Settings,
+    allowed_hops,
+    embedding_size,
+    untrained_embeddings_warning,
+)
 
 logger = logging.getLogger(__name__)
 
-#: Default number of 5 s crops per forward pass (longer windows count proportionally).
-DEFAULT_BATCH_SIZE = 8
 #: Inputs longer than this (seconds) are decoded lazily, window by window, instead of ahead in a worker thread.
 STREAM_THRESHOLD_S = 120.0
-#: Errors that mark one input as failed without stopping the others.
-INPUT_ERRORS = (AudioLoadError, W.InputError, ValueError, RuntimeError, OSError)
-#: Layers :func:`embed` can return: the recurrent output (default), the convolutional trunk's output averaged over
-#: frequency (the GRUs' input), and the scene branch's 128-d code (one per 5 s scene crop).
-LAYERS = ("gru", "conv", "scene")
-#: Poolings of frame embeddings into the clip embedding.
-POOLINGS = ("mean", "max", "mean+max")
+
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
+    "INPUT_ERRORS",
     "LAYERS",
     "POOLINGS",
+    "UNTRAINED_RECORD",
     "AudioLoadError",
     "EmbeddingSize",
     "Embeddings",
@@ -82,141 +90,14 @@ __all__ = [
     "embedding_size",
     "iterate",
     "predict",
+    "untrained_embeddings_warning",
 ]
-
-
-class EmbeddingSize(NamedTuple):
-    """Sizes of the vectors :func:`embed` returns for one choice of layer and pooling.
-
-    Attributes:
-        frame: Size of each frame embedding (``Embeddings.frame.shape[1]``).
-        clip: Size of the clip embedding (``Embeddings.clip.shape[0]``; twice ``frame`` for ``"mean+max"``).
-    """
-
-    frame: int
-    clip: int
-
-
-def embedding_size(model: Any, *, layer: str = "gru", pooling: str = "mean") -> EmbeddingSize:
-    """Frame and clip embedding sizes of ``model`` for a layer and a pooling.
-
-    Args:
-        model: A :class:`~dcasenet_hub.DcaseNet` (any architecture).
-        layer: One of :data:`LAYERS`: ``"gru"`` (512), ``"conv"`` (512) or ``"scene"`` (128).
-        pooling: One of :data:`POOLINGS`: ``"mean"``, ``"max"`` or ``"mean+max"`` (clip twice the frame size).
-
-    Returns:
-        :class:`EmbeddingSize` ``(frame, clip)``.
-
-    Raises:
-        ValueError: unknown layer or pooling (the message lists the choices).
-
-    Example:
-        >>> from dcasenet_hub import build_model
-        >>> embedding_size(build_model("v2"), layer="scene", pooling="mean+max")
-        EmbeddingSize(frame=128, clip=256)
-    """
-    _check_choice("layer", layer, LAYERS)
-    _check_choice("pooling", pooling, POOLINGS)
-    if layer == "gru":
-        size = int(model.embedding_dim)
-    elif layer == "conv":
-        blocks = ((model.conv_block4_1, model.conv_block4_2) if model.arch == "v3" else (model.conv_block4,))
-        size = sum(int(b.conv2.out_channels) for b in blocks)
-    else:
-        size = int(model.code_ASC.out_features)
-    return EmbeddingSize(size, 2 * size if pooling == "mean+max" else size)
-
-
-def allowed_hops(model: Any | None = None) -> tuple[float, ...]:
-    """Timestamp hops (seconds) that :func:`embed` and :func:`predict` accept, finest first.
-
-    A hop is a whole number of 20 ms mel frames that divides the network's 0.8 s step (40 frames); the frames at a
-    hop of ``k`` mel frames come from ``40 / k`` forward passes on the features shifted by ``0, k, 2k ...`` frames.
-
-    Example:
-        >>> allowed_hops()
-        (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8)
-    """
-    rate = _frame_rate(model)
-    return tuple(round(k / rate, 6) for k in range(1, TIME_REDUCTION + 1) if TIME_REDUCTION % k == 0)
-
-
-def _frame_rate(model: Any | None) -> float:
-    if model is None:
-        from dcasenet_hub.config import FrontendConfig
-
-        return float(FrontendConfig().frame_rate)
-    return float(model.config.frontend.frame_rate)
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
-
-
-def _hop_frames(hop: float | None, model: Any) -> int:
-    """Validate ``hop`` (seconds) and return it in mel frames (a divisor of 40); ``None`` is the 0.8 s step."""
-    if hop is None:
-        return TIME_REDUCTION
-    rate = _frame_rate(model)
-    allowed = ", ".join(f"{h:g}" for h in allowed_hops(model))
-    msg = (f"hop={hop!r} is not allowed: the timestamp hop must be a multiple of the {1 / rate:g} s mel hop that "
-           f"divides the network's {TIME_REDUCTION / rate:g} s step; use one of {allowed} (seconds)")
-    if isinstance(hop, bool) or not isinstance(hop, (int, float, np.integer, np.floating)):
-        raise ValueError(msg)
-    k = float(hop) * rate
-    if not math.isfinite(k) or round(k) < 1 or abs(k - round(k)) > 1e-6 or TIME_REDUCTION % round(k):
-        raise ValueError(msg)
-    return int(round(k))
-
-
-#: ``extra`` key set on the untrained-weights warnings (HEAR logs its own once per :func:`~dcasenet_hub.hear.load_model`
-#: and filters these per batch).
-UNTRAINED_RECORD = "dcasenet_hub_untrained"
-
-
-def untrained_embeddings_warning(config: Any) -> str:
-    """The warning for embeddings of a model whose config marks no task as trained (random or unknown weights)."""
-    return (f"No task is marked as trained in this model's config (provenance: {config.provenance}): its embeddings "
-            "may come from untrained weights and be meaningless. Load trained weights, e.g. "
-            "from_pretrained('dcasenet-v3'), or record the trained tasks when converting (`dcasenet-hub convert "
-            "--tasks ...`).")
-
-
-@dataclass
-class Result:
-    """One input's outcome from :func:`iterate`.
-
-    Attributes:
-        index: Position of the input in the list given to :func:`iterate`.
-        source: File path, or ``"<array i>"`` for a waveform.
-        embeddings: Set when embeddings were asked for and the input succeeded.
-        prediction: Set when predictions were asked for and the input succeeded.
-        error: The exception that made this input fail (``None`` on success).
-        duration_s: Duration of the input in seconds when it could be read.
-        warning: A problem that did not stop the input (``""`` if none), e.g. a file shorter than its header says.
-    """
-
-    index: int
-    source: str
-    embeddings: Embeddings | None = None
-    prediction: Prediction | None = None
-    error: Exception | None = None
-    duration_s: float | None = None
-    warning: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Public API
 # ----------------------------------------------------------------------------------------------------------------
 
-
-#: Inference backends: the PyTorch fast path, or the network exported to ONNX and run by onnxruntime (CPU, fp32).
 
 
 def embed(
@@ -444,6 +325,7 @@ def iterate(
         sample_rate=sample_rate,
         hop_frames=hop_frames,
         pad_tail=bool(pad_tail),
+        stream_threshold_s=float(STREAM_THRESHOLD_S),  # read at each call, so it can be changed (tests force it)
         layer=layer,
         pooling=pooling,
     )
@@ -493,50 +375,6 @@ def iterate(
         model.train(was_training)
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Internals
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Settings:
-    frontend: Any
-    windows: Any
-    kinds: frozenset[str]
-    embeddings: bool
-    predictions: bool
-    threshold: float
-    median_filter: float | None
-    min_duration: float | None
-    model_id: str | None
-    labels: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
-    untrained: tuple[str, ...]
-    frame_hop_s: float
-    event_hop_s: float
-    sample_rate: int | None
-    hop_frames: int = TIME_REDUCTION
-    layer: str = "gru"
-    pooling: str = "mean"
-    provenance: str | None = None
-    trained_tasks: tuple[str, ...] = ()
-    pad_tail: bool = False
-
-    @property
-    def passes(self) -> int:
-        """Forward passes per event window (shifted by ``0, k, 2k ...`` mel frames for a hop of ``k`` frames)."""
-        return TIME_REDUCTION // self.hop_frames
-
-    def tasks(self, kinds: frozenset[str]) -> tuple[str, ...]:
-        tasks: set[str] = set()
-        if W.SCENE in kinds:
-            tasks.add("scene")
-        if W.EVENT in kinds:
-            if self.predictions:
-                tasks |= {"events", "tags"}
-            if self.embeddings and self.layer != "scene":
-                tasks.add("embeddings")
-        return tuple(sorted(tasks))
-
 
 def _as_list(x: Any) -> tuple[bool, list[Any]]:
     if isinstance(x, (list, tuple)):
@@ -575,486 +413,3 @@ class _NoBar:
 
     def close(self) -> None:
         pass
-
-
-class _Job:
-    """One input: its reader, window plan and the outputs gathered so far."""
-
-    def __init__(self, index: int, source: Any, settings: _Settings) -> None:
-        self.index = index
-        self.settings = settings
-        self.error: Exception | None = None
-        self.reader: W._Reader | None = None
-        self.duration_s: float | None = None
-        self.plan: list[W.Window] = []
-        self.windows: list[W.Window] | None = None
-        self.streamed = False
-        self.remaining = 0
-        self.scene: dict[int, dict[str, Any]] = {}
-        self.event: dict[int, dict[str, Any]] = {}
-        self.shifted: dict[int, dict[int, dict[str, np.ndarray]]] = {}  # event window -> shift -> outputs
-        self.fine_frames: dict[int, int] = {}  # event window -> frames at the fine hop (set with its passes)
-        self.n_samples = 0
-        if isinstance(source, (str, Path)):
-            self.source = str(source)
-        else:
-            self.source = f"<array {index}>"
-        self._input = source
-
-    # -- preparation (may run in a worker thread) --------------------------------------------------------------
-
-    def open(self) -> None:
-        s = self.settings
-        src = self._input
-        if isinstance(src, (str, Path)):
-            self.reader = W.FileReader(src)
-        elif isinstance(src, (np.ndarray, torch.Tensor)):
-            if s.sample_rate is None:
-                raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
-            self.reader = W.ArrayReader(src, s.sample_rate, self.source)
-        else:
-            raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
-                             "pass a file path, a numpy array or a torch tensor")
-        r = self.reader
-        if r.warning:
-            logger.warning("%s: %s", self.source, r.warning)
-        self.duration_s = r.num_frames / r.sample_rate
-        sr = s.frontend.sample_rate
-        n = W.resampled_length(r.num_frames, r.sample_rate, sr) - (1 if s.frontend.preemphasis else 0)
-        if r.num_frames == 0:
-            raise W.InputError(f"{self.source}: contains no audio samples (empty)")
-        if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
-            raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
-                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
-                               f"{getattr(r, 'shape_hint', '')}")
-        self.n_samples = n
-        # a padded tail must not reach the scene head: scene crops and event windows stay separate windows then
-        self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.pad_tail)
-        self.remaining = len(self.plan)
-        self.streamed = self.duration_s > STREAM_THRESHOLD_S
-
-    def prepare(self) -> _Job:
-        """Open, and for inputs up to :data:`STREAM_THRESHOLD_S` compute every window's features now."""
-        try:
-            self.open()
-            if not self.streamed:
-                self.windows = list(self._generate())
-                self._close()
-        except INPUT_ERRORS as exc:
-            self.fail(exc)
-        return self
-
-    def _generate(self) -> Iterator[W.Window]:
-        s = self.settings
-        if self.reader is None:
-            raise RuntimeError(f"{self.source}: windows requested before the input was opened")
-        blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
-                                        s.frontend.preemphasis)
-        held: tuple[W.Window, np.ndarray] | None = None  # an event window waiting for the next one's first samples
-        for window, samples in W.cut(blocks, self.plan):
-            try:
-                window.mel, window.frames = W.features(samples, frontend=s.frontend,
-                                                       min_frames=s.windows.min_frames)
-                if s.pad_tail and window.kinds == {W.EVENT}:
-                    window.mel, window.frames = _pad_tail(window.mel, window.frames, s.windows.min_frames,
-                                                          samples=window.stop - window.start,
-                                                          hop_length=s.frontend.hop_length)
-            except W.InputError as exc:
-                raise W.InputError(f"{self.source}: {exc}") from None
-            passes: list[W.Window] = []
-            if held is not None and W.EVENT in window.kinds and window.start == held[0].stop:
-                passes += self._shifted_passes(*held, lookahead=samples)
-                held = None
-            if self._wants_passes(window):
-                if window.stop < self.n_samples:  # not the last event window: continue into the next one
-                    held = (window, samples)
-                else:
-                    passes += self._shifted_passes(window, samples)
-            self.remaining += len(passes)  # before any pass is yielded, so the job cannot complete early
-            yield window
-            yield from passes
-        if held is not None:  # cannot happen (event windows tile the signal); never lose a window's passes
-            raise RuntimeError(f"{self.source}: event window at sample {held[0].start} has no successor")
-
-    def _wants_passes(self, window: W.Window) -> bool:
-        s = self.settings
-        return (s.passes > 1 and W.EVENT in window.kinds and window.frames >= s.windows.min_frames
-                and (s.predictions or s.layer != "scene"))
-
-    def _shifted_passes(self, window: W.Window, samples: np.ndarray, *,
-                        lookahead: np.ndarray | None = None) -> list[W.Window]:
-        """The extra passes of a finer hop: the window's features shifted by ``k, 2k, ...`` mel frames.
-
-        The last event window's passes are its normalised log-mel with the first ``p k`` frames dropped. An earlier
-        window's passes continue into the next window's first samples (log-mel of the window followed by them,
-        normalised with the window's own statistics, as many frames as the window has), so every 0.8 s step of
-        the window gets its ``P`` frames and the grid runs on across the window boundary without a gap.
-        """
-        s = self.settings
-        k, frames = s.hop_frames, window.frames
-        mel = window.mel
-        if lookahead is not None:
-            from dcasenet_hub.audio import log_mel
-
-            no_pre = dataclasses.replace(s.frontend, preemphasis=0.0)
-            ahead = (s.passes - 1) * k * s.frontend.hop_length + s.frontend.n_fft // 2
-            base = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
-            ext = log_mel(torch.from_numpy(np.concatenate([samples, lookahead[:ahead]])), config=no_pre,
-                          normalize=False)
-            mean = base.mean(dim=-1, keepdim=True)
-            std = base.std(dim=-1, keepdim=True).clamp_min(s.frontend.std_floor)
-            mel = ((ext - mean) / std).unsqueeze(0)
-        self.fine_frames[window.index[W.EVENT]] = min(frames // TIME_REDUCTION * s.passes,
-                                                      (int(mel.shape[-1]) - TIME_REDUCTION) // k + 1)
-        out = []
-        for p in range(1, s.passes):
-            shift = p * k
-            part = mel[..., shift:shift + frames]
-            if part.shape[-1] < TIME_REDUCTION:
-                break
-            # frames = shift + available frames, so that add_output's (frames - shift) // 40 counts its steps
-            out.append(W.Window(frozenset({W.EVENT}), {W.EVENT: window.index[W.EVENT]}, window.start, window.stop,
-                                frames=shift + int(part.shape[-1]), mel=part, shift=shift))
-        return out
-
-    def iter_windows(self) -> Iterator[W.Window]:
-        if self.windows is not None:
-            yield from self.windows
-            self.windows = None
-            return
-        try:
-            yield from self._generate()
-        finally:
-            self._close()
-
-    def _close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
-
-    def fail(self, exc: Exception) -> None:
-        if self.error is None:
-            self.error = exc
-        self.windows = None
-        self._close()
-
-    # -- outputs -----------------------------------------------------------------------------------------------
-
-    def _non_finite(self) -> str:
-        """Name of the first output holding NaN or infinity (``""`` if all are finite): such results are failures."""
-        for rec in self.scene.values():
-            for key, name in (("probs", "scene probabilities"), ("code", "scene embeddings")):
-                if rec.get(key) is not None and not np.isfinite(rec[key]).all():
-                    return name
-        names = {"event_probs": "event probabilities", "tag_probs": "tag probabilities", "frame": "embeddings"}
-        for rec in self.event.values():
-            for key, name in names.items():
-                if key in rec and not np.isfinite(rec[key]).all():
-                    return name
-        return ""
-
-    def add_output(self, window: W.Window, out: dict[str, np.ndarray]) -> bool:
-        """Store one window's outputs; True when the job has all of them."""
-        s = self.settings
-        sr = s.frontend.sample_rate
-        if W.SCENE in window.kinds:
-            self.scene[window.index[W.SCENE]] = {"start": window.start, "stop": window.stop,
-                                                 "probs": out.get("scene_probs"), "code": out.get("scene_code")}
-        if W.EVENT in window.kinds and window.shift:
-            n_steps = (window.frames - window.shift) // TIME_REDUCTION
-            rec_shift: dict[str, np.ndarray] = {}
-            if "event_probs" in out:
-                rec_shift["event_steps"] = out["event_probs"][::EVENT_REPEAT][:n_steps]
-            if "frame_embeddings" in out:
-                rec_shift["frame"] = out["frame_embeddings"][:n_steps]
-            self.shifted.setdefault(window.index[W.EVENT], {})[window.shift] = rec_shift
-        elif W.EVENT in window.kinds:
-            length = window.stop - window.start
-            tiled = window.frames < s.windows.min_frames
-            rec: dict[str, Any] = {"start": window.start, "length": length, "frames": window.frames, "tiled": tiled}
-            if tiled:
-                n_steps = 1
-                n_ev = max(1, min(out["event_probs"].shape[0] if "event_probs" in out else 8,
-                                  math.ceil(length / (s.event_hop_s * sr) - 1e-9)))
-            else:
-                n_steps = window.frames // TIME_REDUCTION
-                n_ev = n_steps * round(s.frame_hop_s / s.event_hop_s)
-            if "event_probs" in out:
-                if s.passes == 1:
-                    rec["event_probs"] = out["event_probs"][:n_ev]
-                elif tiled:  # one step: its scores on the finer grid, as long as the input
-                    n_grid = max(1, math.ceil(length / (s.event_hop_s * sr) - 1e-9))
-                    rec["event_probs"] = np.repeat(out["event_probs"][:1], n_grid, axis=0)
-                else:  # put on the grid in result(), with the shifted passes
-                    rec["event_steps"] = out["event_probs"][::EVENT_REPEAT][:n_steps]
-            if "tag_probs" in out:
-                rec["tag_probs"] = out["tag_probs"]
-            if "frame_embeddings" in out:
-                rec["frame"] = out["frame_embeddings"][:n_steps]
-                if tiled:
-                    rec["times"] = np.array([window.start / sr + length / sr / 2], dtype=np.float32)
-                else:
-                    steps = np.arange(n_steps, dtype=np.float64)
-                    centres = (steps * TIME_REDUCTION + (TIME_REDUCTION - 1) / 2) / s.frontend.frame_rate
-                    rec["times"] = (window.start / sr + centres).astype(np.float32)
-            self.event[window.index[W.EVENT]] = rec
-        self.remaining -= 1
-        return self.remaining == 0
-
-    def result(self) -> Result:
-        if self.error is None:
-            bad = self._non_finite()
-            if bad:
-                self.error = W.InputError(
-                    f"{self.source}: the network gave non-finite {bad} (NaN or infinity); nothing is written for "
-                    "this input. Check the audio (extreme sample values?) and the model weights")
-        warning = self.reader.warning if self.reader is not None else ""
-        if self.error is not None:
-            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s, warning=warning)
-        s = self.settings
-        sr = s.frontend.sample_rate
-        input_sr = self.reader.sample_rate if self.reader is not None else None
-        res = Result(self.index, self.source, duration_s=self.duration_s, warning=warning)
-        events = [self.event[i] for i in sorted(self.event)]
-        scenes = [self.scene[i] for i in sorted(self.scene)]
-        if s.embeddings:
-            if s.layer == "scene":
-                steps = np.stack([c["code"] for c in scenes]).astype(np.float32)
-                frame = steps
-                times = np.array([(c["start"] + c["stop"]) / 2 / sr for c in scenes], dtype=np.float32)
-                hop_s = float(s.windows.scene_hop_s)
-            else:
-                steps = np.concatenate([e["frame"] for e in events]).astype(np.float32)
-                if s.passes == 1:
-                    frame = steps
-                    times = np.concatenate([e["times"] for e in events]).astype(np.float32)
-                else:
-                    frame = np.concatenate([self._merged(i, "frame") for i in sorted(self.event)]).astype(np.float32)
-                    times = np.concatenate([self._merged_times(i) for i in sorted(self.event)]).astype(np.float32)
-                hop_s = s.hop_frames / s.frontend.frame_rate
-            res.embeddings = Embeddings(
-                frame=frame,
-                frame_times=times,
-                clip=_pool(steps, s.pooling),
-                model_id=s.model_id, layer=s.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=input_sr, pooling=s.pooling, provenance=s.provenance,
-                trained_tasks=s.trained_tasks,
-            )
-        if s.predictions:
-            crop_probs = np.stack([c["probs"] for c in scenes]).astype(np.float32)
-            weights = np.array([e["length"] for e in events], dtype=np.float64)
-            window_tags = np.stack([e["tag_probs"] for e in events]).astype(np.float32)
-            tags = (window_tags * weights[:, None]).sum(0) / weights.sum()
-            ev = np.concatenate([self._event_grid(i) for i in sorted(self.event)]).astype(np.float32)
-            duration = float(self.duration_s or 0.0)
-            if s.pad_tail:  # the padded step's grid frames past the end of the input
-                ev = ev[:max(1, math.ceil(duration / s.event_hop_s - 1e-9))]
-            events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
-                                        median_filter=s.median_filter, min_duration=s.min_duration,
-                                        duration_s=duration)
-            res.prediction = Prediction(
-                scene_probs=crop_probs.mean(axis=0).astype(np.float32),
-                tag_probs=tags.astype(np.float32),
-                event_probs=ev,
-                event_times=(np.arange(ev.shape[0]) * s.event_hop_s).astype(np.float32),
-                events=events_list,
-                scene_labels=s.labels[0], tag_labels=s.labels[1], event_labels=s.labels[2],
-                scene_window_probs=crop_probs,
-                scene_window_starts=np.array([c["start"] / sr for c in scenes], dtype=np.float32),
-                scene_window_s=float(s.windows.scene_window_s),
-                tag_window_probs=window_tags,
-                tag_window_starts=np.array([e["start"] / sr for e in events], dtype=np.float32),
-                threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
-                event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
-                untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
-            )
-        return res
-
-    # -- merging the shifted passes of a finer hop -------------------------------------------------------------
-
-    def _merged(self, i: int, key: str) -> np.ndarray:
-        """Event window ``i``'s per-step outputs ``key`` of all passes, in time order (frame ``n`` of the result
-        is centred on mel frame ``n * k + 19.5`` of the window for a hop of ``k`` mel frames)."""
-        s = self.settings
-        e = self.event[i]
-        if e["tiled"]:
-            return e[key]
-        k, passes = s.hop_frames, s.passes
-        n = self.fine_frames[i]
-        shifted = self.shifted.get(i, {})
-        out = np.empty((n, *e[key].shape[1:]), dtype=e[key].dtype)
-        for p in range(passes):
-            part = e[key] if p == 0 else shifted.get(p * k, {}).get(key)
-            rows = len(range(p, n, passes))
-            got = 0 if part is None else part.shape[0]
-            if got != rows:  # internal consistency: every pass that fits must have run
-                raise RuntimeError(f"{self.source}: pass shifted by {p * k} frames has {got} steps, expected {rows}")
-            if rows:
-                out[p::passes] = part
-        return out
-
-    def _merged_times(self, i: int) -> np.ndarray:
-        s = self.settings
-        e = self.event[i]
-        if e["tiled"]:
-            return e["times"]
-        n = self.fine_frames[i]
-        centres = (np.arange(n, dtype=np.float64) * s.hop_frames + (TIME_REDUCTION - 1) / 2) / s.frontend.frame_rate
-        return e["start"] / s.frontend.sample_rate + centres
-
-    def _event_grid(self, i: int) -> np.ndarray:
-        """Event window ``i``'s probabilities on the ``event_hop_s`` grid: each grid frame takes the 0.8 s step
-        whose centre is nearest to its own centre (ties: the earlier step). At the default hop this is the
-        authors' 8-fold repetition, kept as the network returns it."""
-        s = self.settings
-        e = self.event[i]
-        if "event_probs" in e:
-            return e["event_probs"]
-        steps = self._merged(i, "event_steps")
-        grid = round(s.event_hop_s * s.frontend.frame_rate)  # grid frame in mel frames
-        n_grid = (e["frames"] // TIME_REDUCTION) * (TIME_REDUCTION // grid)
-        # centres in half mel frames (integers): step n at 2 * (n * k + 19.5), grid frame t at 2 * (t + 0.5) * grid
-        step_c = 2 * np.arange(steps.shape[0], dtype=np.int64) * s.hop_frames + (TIME_REDUCTION - 1)
-        grid_c = (2 * np.arange(n_grid, dtype=np.int64) + 1) * grid
-        return steps[_nearest(step_c, grid_c)]
-
-
-def _nearest(sorted_points: np.ndarray, queries: np.ndarray) -> np.ndarray:
-    """Index of the nearest of ``sorted_points`` (ascending) to each query; ties go to the earlier point."""
-    if sorted_points.shape[0] == 1:
-        return np.zeros(queries.shape[0], dtype=np.int64)
-    after = np.clip(np.searchsorted(sorted_points, queries), 1, sorted_points.shape[0] - 1)
-    before = after - 1
-    return np.where(queries - sorted_points[before] <= sorted_points[after] - queries, before, after)
-
-
-def _pad_tail(mel: Any, frames: int, min_frames: int, *, samples: int, hop_length: int) -> tuple[Any, int]:
-    """Pad a window's normalised log-mel with zeros (each band's mean) to the 0.8 s steps its audio needs.
-
-    A window of ``samples`` samples needs ``ceil(samples / (40 * hop_length))`` steps, less one when the last would
-    hold at most one mel frame of audio. Windows that already have those steps (every 60 s window but the last,
-    audio ending on a step) and tiled short windows (under ``min_frames``, which cover their input) are returned
-    unchanged.
-    """
-    step = TIME_REDUCTION * hop_length
-    needed = -(-samples // step)
-    if needed and samples - (needed - 1) * step <= hop_length:
-        needed -= 1
-    if frames < min_frames or needed * TIME_REDUCTION <= frames:
-        return mel, frames
-    padded = needed * TIME_REDUCTION
-    return torch.nn.functional.pad(mel[..., :frames], (0, padded - frames)), padded
-
-
-def _pool(frames: np.ndarray, pooling: str) -> np.ndarray:
-    """Clip embedding of ``(T, D)`` frames: ``mean`` (D), ``max`` (D) or ``mean+max`` (2 D)."""
-    if pooling == "mean":
-        return frames.mean(axis=0).astype(np.float32)
-    if pooling == "max":
-        return frames.max(axis=0).astype(np.float32)
-    return np.concatenate([frames.mean(axis=0), frames.max(axis=0)]).astype(np.float32)
-
-
-def _prepared_jobs(inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
-                   prefetch: int) -> Iterator[_Job]:
-    """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight)."""
-    if pool is None:
-        for i, x in enumerate(inputs):
-            yield _Job(i, x, settings).prepare()
-        return
-    queue: deque[Future[_Job]] = deque()
-    it = iter(enumerate(inputs))
-    for i, x in it:
-        queue.append(pool.submit(_Job(i, x, settings).prepare))
-        if len(queue) >= prefetch:
-            break
-    while queue:
-        job = queue.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append(pool.submit(_Job(nxt[0], nxt[1], settings).prepare))
-        yield job
-
-
-class _Batcher:
-    """Groups windows of equal length and equal heads into forward passes of at most ``budget`` frames."""
-
-    def __init__(self, model: Any, device: torch.device, *, budget: int, settings: _Settings) -> None:
-        self.model = model
-        self.device = device
-        self.budget = budget
-        self.settings = settings
-        self.pending: dict[tuple[int, tuple[str, ...], bool], list[tuple[_Job, W.Window]]] = {}
-        self.pending_frames = 0
-
-    def add(self, job: _Job, window: W.Window) -> list[_Job]:
-        frames = int(window.mel.shape[-1])
-        # shifted passes never share a batch with the windows themselves, so these batch as without a finer hop
-        key = (frames, self.settings.tasks(window.kinds), window.shift > 0)
-        items = self.pending.setdefault(key, [])
-        items.append((job, window))
-        self.pending_frames += frames
-        done: list[_Job] = []
-        if len(items) >= max(1, self.budget // frames):
-            done += self._run(key)
-        while self.pending_frames > 4 * self.budget:  # many distinct lengths: run the oldest group
-            oldest = min(self.pending, key=lambda k: self.pending[k][0][0].index)
-            done += self._run(oldest)
-        return done
-
-    def flush(self) -> list[_Job]:
-        done: list[_Job] = []
-        while self.pending:
-            oldest = min(self.pending, key=lambda k: self.pending[k][0][0].index)
-            done += self._run(oldest)
-        return done
-
-    def _run(self, key: tuple[int, tuple[str, ...], bool]) -> list[_Job]:
-        items = self.pending.pop(key)
-        frames, tasks, _ = key
-        self.pending_frames -= frames * len(items)
-        live = [(j, w) for j, w in items if j.error is None]
-        if not live:
-            return []
-        param_dtype = next(self.model.parameters()).dtype
-        mel = torch.cat([w.mel for _, w in live]).unsqueeze(1).to(self.device, dtype=param_dtype)
-        for _, w in live:
-            w.mel = None  # free the features
-        try:
-            outs = self._forward(mel, tasks)
-        except INPUT_ERRORS as exc:  # e.g. out of memory on one batch: fail these inputs, keep going
-            done = []
-            for j, _ in live:
-                if j.error is None:
-                    j.fail(exc)
-                    done.append(j)
-            return done
-        done = []
-        for b, (job, window) in enumerate(live):
-            per = {k: v[b] for k, v in outs.items() if k != "frame_times"}
-            if "frame_times" in outs:
-                per["frame_times"] = outs["frame_times"]
-            if job.add_output(window, per):
-                done.append(job)
-        return done
-
-    def _forward(self, mel: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
-        conv = self.settings.embeddings and self.settings.layer == "conv" and "embeddings" in tasks
-        with torch.inference_mode():
-            out = self.model(mel, tasks=tasks, conv_embeddings=True) if conv else self.model(mel, tasks=tasks)
-        res: dict[str, np.ndarray] = {}
-        if out.scene_logits is not None:
-            res["scene_probs"] = torch.softmax(out.scene_logits.float(), dim=-1).cpu().numpy()
-        if out.tag_logits is not None:
-            res["tag_probs"] = torch.sigmoid(out.tag_logits.float()).cpu().numpy()
-        if out.event_probs is not None:
-            res["event_probs"] = out.event_probs.float().cpu().numpy()
-        if out.scene_embeddings is not None and self.settings.embeddings and self.settings.layer == "scene":
-            res["scene_code"] = out.scene_embeddings.float().cpu().numpy()
-        if out.frame_embeddings is not None:
-            frames = out.conv_embeddings if self.settings.layer == "conv" else out.frame_embeddings
-            if frames is None:
-                raise ValueError(f"layer={self.settings.layer!r} is not available from this model's backend "
-                                 f"({type(self.model).__name__}); use layer='gru' or the torch backend")
-            res["frame_embeddings"] = frames.float().cpu().numpy()
-            res["frame_times"] = out.frame_times.float().cpu().numpy()
-        return res

@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -64,26 +65,36 @@ def plot(
         from matplotlib.patches import Rectangle
     except ImportError:
         raise MissingMatplotlibError(MissingMatplotlibError.MESSAGE) from None
-    from dcasenet_hub.audio import load_audio, log_mel, resample
+    import dataclasses
+
+    from dcasenet_hub import audio as W
     from dcasenet_hub.inference.pipeline import predict
 
     fe = model.config.frontend
+    # one decode and one resampling, the pipeline's own (FileReader + resampled_blocks): the spectrogram is drawn from
+    # the very samples the prediction's windows are cut from, and predict() gets them at the network's rate, so it
+    # neither decodes nor resamples again (its result equals predict() on the file itself)
     if isinstance(audio, (str, Path)):
-        wav, _ = load_audio(audio, sample_rate=fe.sample_rate)
+        reader: Any = W.FileReader(audio)
         name = Path(audio).name
     else:
         if sample_rate is None:
             raise ValueError("pass sample_rate= with a waveform")
-        wav = np.asarray(audio, dtype=np.float32)
-        wav = wav.mean(axis=0) if wav.ndim == 2 else wav
-        wav = resample(wav, sample_rate, fe.sample_rate) if sample_rate != fe.sample_rate else wav
+        reader = W.ArrayReader(audio, sample_rate, "waveform")
         name = "waveform"
+    with reader:
+        if reader.warning:  # as the pipeline says it for files it opens itself
+            logging.getLogger("dcasenet_hub.inference.pipeline").warning("%s: %s", audio, reader.warning)
+        input_sr = reader.sample_rate
+        wav = np.concatenate([np.zeros(0, np.float32), *W.resampled_blocks(reader, fe.sample_rate)])
     if prediction is None:
         prediction = predict(model, wav, sample_rate=fe.sample_rate, threshold=threshold,
                              median_filter=median_filter, min_duration=min_duration, device=device,
                              dtype=dtype, batch_size=batch_size)
+        if isinstance(audio, (str, Path)):
+            prediction = dataclasses.replace(prediction, source=str(audio), sample_rate=input_sr)
     duration = len(wav) / fe.sample_rate
-    mel = log_mel(wav, config=fe, normalize=False).numpy()
+    mel = W.log_mel(wav, config=fe, normalize=False).numpy()
 
     fig = Figure(figsize=(12, 8.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True, height_ratios=[3, 2.2, 1.6])

@@ -1,0 +1,121 @@
+"""Batching: inputs decoded ahead in worker threads, and windows of equal length grouped into forward passes."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from dcasenet_hub import audio as W
+from dcasenet_hub.inference.jobs import _Job
+from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
+
+
+def _prepared_jobs(inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
+                   prefetch: int) -> Iterator[_Job]:
+    """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight)."""
+    if pool is None:
+        for i, x in enumerate(inputs):
+            yield _Job(i, x, settings).prepare()
+        return
+    queue: deque[Future[_Job]] = deque()
+    it = iter(enumerate(inputs))
+    for i, x in it:
+        queue.append(pool.submit(_Job(i, x, settings).prepare))
+        if len(queue) >= prefetch:
+            break
+    while queue:
+        job = queue.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            queue.append(pool.submit(_Job(nxt[0], nxt[1], settings).prepare))
+        yield job
+
+
+class _Batcher:
+    """Groups windows of equal length and equal heads into forward passes of at most ``budget`` frames."""
+
+    def __init__(self, model: Any, device: torch.device, *, budget: int, settings: _Settings) -> None:
+        self.model = model
+        self.device = device
+        self.budget = budget
+        self.settings = settings
+        self.pending: dict[tuple[int, tuple[str, ...], bool], list[tuple[_Job, W.Window]]] = {}
+        self.pending_frames = 0
+
+    def add(self, job: _Job, window: W.Window) -> list[_Job]:
+        frames = int(window.mel.shape[-1])
+        # shifted passes never share a batch with the windows themselves, so these batch as without a finer hop
+        key = (frames, self.settings.tasks(window.kinds), window.shift > 0)
+        items = self.pending.setdefault(key, [])
+        items.append((job, window))
+        self.pending_frames += frames
+        done: list[_Job] = []
+        if len(items) >= max(1, self.budget // frames):
+            done += self._run(key)
+        while self.pending_frames > 4 * self.budget:  # many distinct lengths: run the oldest group
+            oldest = min(self.pending, key=lambda k: self.pending[k][0][0].index)
+            done += self._run(oldest)
+        return done
+
+    def flush(self) -> list[_Job]:
+        done: list[_Job] = []
+        while self.pending:
+            oldest = min(self.pending, key=lambda k: self.pending[k][0][0].index)
+            done += self._run(oldest)
+        return done
+
+    def _run(self, key: tuple[int, tuple[str, ...], bool]) -> list[_Job]:
+        items = self.pending.pop(key)
+        frames, tasks, _ = key
+        self.pending_frames -= frames * len(items)
+        live = [(j, w) for j, w in items if j.error is None]
+        if not live:
+            return []
+        param_dtype = next(self.model.parameters()).dtype
+        mel = torch.cat([w.mel for _, w in live]).unsqueeze(1).to(self.device, dtype=param_dtype)
+        for _, w in live:
+            w.mel = None  # free the features
+        try:
+            outs = self._forward(mel, tasks)
+        except INPUT_ERRORS as exc:  # e.g. out of memory on one batch: fail these inputs, keep going
+            done = []
+            for j, _ in live:
+                if j.error is None:
+                    j.fail(exc)
+                    done.append(j)
+            return done
+        done = []
+        for b, (job, window) in enumerate(live):
+            per = {k: v[b] for k, v in outs.items() if k != "frame_times"}
+            if "frame_times" in outs:
+                per["frame_times"] = outs["frame_times"]
+            if job.add_output(window, per):
+                done.append(job)
+        return done
+
+    def _forward(self, mel: torch.Tensor, tasks: tuple[str, ...]) -> dict[str, np.ndarray]:
+        conv = self.settings.embeddings and self.settings.layer == "conv" and "embeddings" in tasks
+        with torch.inference_mode():
+            out = self.model(mel, tasks=tasks, conv_embeddings=True) if conv else self.model(mel, tasks=tasks)
+        res: dict[str, np.ndarray] = {}
+        if out.scene_logits is not None:
+            res["scene_probs"] = torch.softmax(out.scene_logits.float(), dim=-1).cpu().numpy()
+        if out.tag_logits is not None:
+            res["tag_probs"] = torch.sigmoid(out.tag_logits.float()).cpu().numpy()
+        if out.event_probs is not None:
+            res["event_probs"] = out.event_probs.float().cpu().numpy()
+        if out.scene_embeddings is not None and self.settings.embeddings and self.settings.layer == "scene":
+            res["scene_code"] = out.scene_embeddings.float().cpu().numpy()
+        if out.frame_embeddings is not None:
+            frames = out.conv_embeddings if self.settings.layer == "conv" else out.frame_embeddings
+            if frames is None:
+                raise ValueError(f"layer={self.settings.layer!r} is not available from this model's backend "
+                                 f"({type(self.model).__name__}); use layer='gru' or the torch backend")
+            res["frame_embeddings"] = frames.float().cpu().numpy()
+            res["frame_times"] = out.frame_times.float().cpu().numpy()
+        return res
