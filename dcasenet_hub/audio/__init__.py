@@ -30,6 +30,7 @@ from dcasenet_hub.audio.features import (
     tile_frames,
 )
 from dcasenet_hub.audio.io import (
+    AUDIO_EXTENSIONS,
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     ArrayReader,
@@ -54,6 +55,7 @@ from dcasenet_hub.audio.windows import (
 from dcasenet_hub.errors import AudioLoadError, InputError
 
 __all__ = [
+    "AUDIO_EXTENSIONS",
     "EVENT",
     "MAX_SAMPLE_RATE",
     "MIN_DURATION_S",

@@ -18,6 +18,14 @@ from dcasenet_hub.errors import AudioLoadError, InputError
 
 logger = logging.getLogger(__name__)
 
+#: Extensions picked up when scanning folders: the formats libsndfile decodes (WAV/WAVEX, AIFF, AU, FLAC, OGG
+#: Vorbis/Opus, MP3, CAF, W64, RF64, SD2, VOC, HTK, NIST Sphere), by their usual names. Other files can still be
+#: passed one by one. (``.wv`` is WavPack, which libsndfile does not read, so it is not scanned.)
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
+    ".w64", ".rf64", ".sd2", ".voc", ".htk", ".nist", ".sph",
+})
+
 
 def audio_info(path: str | Path) -> tuple[int, int, int]:
     """``(sample_rate, channels, frames)`` of an audio file without decoding it.

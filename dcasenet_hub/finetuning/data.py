@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
 from dcasenet_hub.audio.windows import MIN_DURATION_S
 from dcasenet_hub.errors import DataError
 from dcasenet_hub.finetuning.options import TASK_WORDS, finetune_task
@@ -45,11 +46,6 @@ logger = logging.getLogger(__name__)
 
 #: Fine-tuning's words for the three heads, as data forms and messages name them (aliases of config.TASKS).
 TASKS = tuple(TASK_WORDS.values())
-#: File name endings read as audio in class folders (everything libsndfile decodes, plus mp3/opus).
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
-    ".w64", ".rf64", ".htk", ".voc", ".sd2", ".nist", ".sph",
-})
 _TRAIN_NAMES = ("train", "training")
 _VALIDATION_NAMES = ("validation", "val", "valid", "dev", "development")
 _PATH_COLUMNS = ("path", "filename", "file", "fname", "file_name", "filepath", "audio", "audio_path", "audio_filename")

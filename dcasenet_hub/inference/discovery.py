@@ -1,4 +1,4 @@
-"""Which files a folder job reads: audio extensions, discovery of files / folders / list files, and shards.
+"""Which files a folder job reads: discovery of files / folders / list files, and shards.
 
 Example:
     >>> from dcasenet_hub.inference.discovery import discover, shard
@@ -15,13 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-#: Extensions picked up when scanning folders: the formats libsndfile decodes (WAV/WAVEX, AIFF, AU, FLAC, OGG
-#: Vorbis/Opus, MP3, CAF, W64, RF64, SD2, VOC, HTK, NIST Sphere), by their usual names. Other files can still be
-#: passed one by one. (``.wv`` is WavPack, which libsndfile does not read, so it is not scanned.)
-AUDIO_EXTENSIONS = frozenset({
-    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".snd", ".caf",
-    ".w64", ".rf64", ".sd2", ".voc", ".htk", ".nist", ".sph",
-})
+from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
+
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
 
