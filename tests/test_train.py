@@ -72,9 +72,9 @@ def _records(run: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_batches(tiny):
     """One training batch (2 examples, 1 s crops) of each task from the mini data, through the real datasets."""
-    from dcasenet_hub.train.torch_data import BatchStream, TrainCrops, crop_frames
     from dcasenet_hub.train.evaluation import _prepared_stores
     from dcasenet_hub.train.tasks import TASK_LABELS
+    from dcasenet_hub.train.torch_data import BatchStream, TrainCrops, crop_frames
 
     roots = {t: tiny[f"{t}_root"] for t in ("asc", "tag", "sed")}
     stores, items = _prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
@@ -259,9 +259,9 @@ def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
 def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
     import shutil
 
-    from dcasenet_hub.train.prepare import feature_dir
     from dcasenet_hub.errors import TrainingDivergedError
     from dcasenet_hub.train import train
+    from dcasenet_hub.train.prepare import feature_dir
 
     cache = tmp_path / "cache"
     shutil.copytree(tiny["cache_dir"], cache)

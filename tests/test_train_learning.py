@@ -79,8 +79,8 @@ def learning_run(arch: str, out: Path, *, profile: str = "ci", iterations: int |
     runs in the same ``out``); returns the metrics log's first / last rows, the best values and the chance levels."""
     import torch
 
-    from dcasenet_hub.train.minidata import make_mini_datasets
     from dcasenet_hub.train import train
+    from dcasenet_hub.train.minidata import make_mini_datasets
 
     cfg = PROFILES[profile]
     iterations, epochs = iterations or cfg["iterations"], epochs or cfg["epochs"]

@@ -43,7 +43,7 @@ _LAZY = {
     "task_key": "tasks", "TASKS": "tasks", "MODEL_TASK": "tasks", "TASK_LABELS": "tasks", "METRICS": "tasks",
 }
 
-__all__ = sorted(_LAZY)
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:

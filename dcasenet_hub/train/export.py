@@ -58,9 +58,9 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     mini = {t: mini_dataset_marker(data_roots[t]) for t in tasks if t in data_roots}
     for t, params in mini.items():  # data made by `data make-mini`: say so, never the real dataset's name
         if params is not None:
-            sources[t] = (_DATA[t][0], f"synthetic mini dataset made by `dcasenet-hub data make-mini` (seed "
-                          f"{params.get('seed', '?')}) in the layout of {_DATA[t][1]}; not real recordings",
-                          _DATA[t][2])
+            sources[t] = (_DATA[t][0], (f"synthetic mini dataset made by `dcasenet-hub data make-mini` (seed "
+                                        f"{params.get('seed', '?')}) in the layout of {_DATA[t][1]}; not real "
+                                        "recordings"), _DATA[t][2])
     synthetic = any(v is not None for v in mini.values())
     data = "; ".join(f"{sources[t][1]} ({sources[t][2]})" for t in tasks)
     provenance = (f"trained by dcasenet-hub, recipe {recipe.name} (stage {stage}, best {selected_for} at epoch "

@@ -58,11 +58,25 @@ from dcasenet_hub.train.distributed import (
     _set_rng_state,
     autocast_args,
 )
-from dcasenet_hub.train.evaluation import EVAL_SPLIT, TRAIN_SPLIT, _eval_set, _prepared_stores, _roots_for, evaluate_sets
+from dcasenet_hub.train.evaluation import (
+    EVAL_SPLIT,
+    TRAIN_SPLIT,
+    _eval_set,
+    _prepared_stores,
+    _roots_for,
+    evaluate_sets,
+)
 from dcasenet_hub.train.export import _finite, _replace_dir, export_model
 from dcasenet_hub.train.recipes import Recipe, load_recipe
 from dcasenet_hub.train.tasks import METRICS, MODEL_TASK, TASK_LABELS, TASK_ORDER, TASKS
-from dcasenet_hub.train.torch_data import BatchStream, FeatureStore, StreamSampler, TrainCrops, _seed_of, crop_frames
+from dcasenet_hub.train.torch_data import (
+    BatchStream,
+    FeatureStore,
+    StreamSampler,
+    TrainCrops,
+    _seed_of,
+    crop_frames,
+)
 
 logger = logging.getLogger(__name__)
 

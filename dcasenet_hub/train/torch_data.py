@@ -48,7 +48,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from dcasenet_hub.audio import features, normalize, preemphasis, scene_starts, tile_frames
+from dcasenet_hub.audio import (
+    features,
+    normalize,
+    preemphasis,
+    scene_starts,
+    tile_frames,
+)
 from dcasenet_hub.config import FrontendConfig
 from dcasenet_hub.train.tasks import MODEL_TASK, TASKS, task_key
 
