@@ -464,3 +464,18 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
         with torch.no_grad():
             old.append(metrics.average_crops(model(x, tasks=("scene",)).scene_logits.numpy(), n_crops=3))
     assert np.abs(np.concatenate(old) - prepared).max() > 5 * 5e-3  # 0.05 on these 4 files
+
+
+def test_training_device_is_resolved_by_the_package():
+    """``auto``/None = CUDA when available (devices.resolve_device); bad or missing devices name the fix."""
+    from dcasenet_hub.train.distributed import _Dist, _resolve_device
+
+    auto = _resolve_device("auto", _Dist())
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert _resolve_device(None, _Dist()) == auto
+    assert _resolve_device("cpu", _Dist()) == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a device"):
+        _resolve_device("gpu0", _Dist())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use cpu"):
+            _resolve_device("cuda", _Dist())

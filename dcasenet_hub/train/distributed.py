@@ -56,7 +56,7 @@ def _init_distributed(device: str | None) -> _Dist:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
         return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
-    use_cuda = torch.cuda.is_available() and (device is None or str(device).startswith("cuda"))
+    use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
     return _Dist(rank=rank, world=world, local_rank=local, owns_group=True)
 

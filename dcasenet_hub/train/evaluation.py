@@ -122,7 +122,8 @@ def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device
     ac = autocast_args(precision, device)
     probs, labels, names = [], [], []
     bar = _bar(progress, len(ds), "asc")
-    for g in _groups(ds, max(1, batch_size // int(ds[0][0].shape[0]) if len(ds) else 1)):
+    crops = int(ds[0][0].shape[0])  # crops per file (clips of one dataset share a length; groups keep shapes equal)
+    for g in _groups(ds, max(1, batch_size // crops)):
         x = torch.cat([ex[0] for ex in g]).to(device)
         with torch.autocast(**ac):
             logits = model(x, tasks=("scene",)).scene_logits.float().cpu().numpy()
