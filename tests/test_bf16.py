@@ -75,7 +75,8 @@ def test_bf16_training_step_gradients_finite_after_nan_memory(arch):
 def test_bf16_after_fast_path_then_joint_step_order():
     """The order that failed one run in four: fp32 fast path, then a bf16 joint step of v2 on 1-s crops."""
     from dcasenet_hub.models.fast import optimize_for_inference
-    from dcasenet_hub.train.trainer import _autocast_args, _JointStep
+    from dcasenet_hub.train.distributed import autocast_args as _autocast_args
+    from dcasenet_hub.train.loop import _JointStep
 
     fast = optimize_for_inference(build_model("v3", seed=3).eval())
     model = build_model("v2", seed=0).eval()

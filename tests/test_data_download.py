@@ -257,12 +257,14 @@ def test_safe_extract_writes_members(tmp_path):
 
 
 def test_safe_extract_refuses_a_zip_bomb(tmp_path, monkeypatch):
-    monkeypatch.setattr(dd, "MIN_EXTRACT_BOUND", 1 << 20)  # the floor scaled down, so the test stays small
+    from dcasenet_hub.train import archives
+
+    monkeypatch.setattr(archives, "MIN_EXTRACT_BOUND", 1 << 20)  # the floor scaled down, so the test stays small
     archive = tmp_path / "bomb.zip"
     with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as z:
         z.writestr("ok/small.txt", "fine")
         z.writestr("zeros.bin", bytes(4 << 20))  # 4 MiB of zeros: a few KiB compressed
-    assert archive.stat().st_size * dd.MAX_EXPANSION_RATIO < 4 << 20
+    assert archive.stat().st_size * archives.MAX_EXPANSION_RATIO < 4 << 20
     dest = tmp_path / "dest"
     with pytest.raises(dd.UnsafeArchiveError, match=r"expand to 4194308 bytes, more than the bound of 1048576"):
         dd.safe_extract(archive, dest, progress=False)

@@ -79,7 +79,8 @@ def test_cuda_embed_and_predict_equal_cpu(responsive_v3):
 @pytest.mark.parametrize("precision", ["amp", "bf16", "fp32"])
 def test_cuda_training_step_is_finite(precision):
     from dcasenet_hub import build_model
-    from dcasenet_hub.train.trainer import _autocast_args, _JointStep
+    from dcasenet_hub.train.distributed import autocast_args as _autocast_args
+    from dcasenet_hub.train.loop import _JointStep
 
     torch.manual_seed(0)
     model = build_model("v2", seed=0).cuda().train()

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from dcasenet_hub import build_model
 from dcasenet_hub.cli import main
-from dcasenet_hub.train import minidata
+from dcasenet_hub.train import export_model, load_recipe, minidata
 from dcasenet_hub.train.datasets import ASC_FOLDER
-from dcasenet_hub.train.trainer import export_model, load_recipe
 
 
 def _mini_roots(base: Path) -> dict[str, Path]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from dcasenet_hub.train.trainer import RECIPE_DIR, Recipe, list_recipes, load_recipe
+from dcasenet_hub.train.recipes import RECIPE_DIR, Recipe, list_recipes, load_recipe
 
 VARIANTS = ("v1-nomixup", "v1", "v2", "v3")
 COMBOS = ("asc", "tag", "sed", "asc-tag", "asc-sed", "tag-sed", "asc-tag-sed")
@@ -86,6 +86,31 @@ def test_cli_lists_recipes(capsys):
 def test_cli_rejects_bad_task_override(capsys, tmp_path):
     from dcasenet_hub.cli import main
 
-    assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path),
-                 "--batch-size", "scene=4"]) == 2
-    assert "TASK=VALUE" in capsys.readouterr().err
+    for bad in ("speech=4", "scene4"):
+        assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path),
+                     "--batch-size", bad]) == 2
+        assert "TASK=VALUE" in capsys.readouterr().err
+
+
+def test_cli_task_values_take_both_vocabularies():
+    """``--batch-size scene=8`` and the old ``--batch-size asc=8`` give the same override (the recipe's keys)."""
+    from dcasenet_hub.cli.train import _task_values
+
+    assert _task_values(["scene=8", "Tags=4", "sed=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
+    assert _task_values(["asc=8", "tag=4", "events=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
+
+
+def test_recipe_accepts_canonical_task_names():
+    """Recipes and overrides accept scene/tags/events as well as asc/tag/sed; saved files keep asc/tag/sed."""
+    old = load_recipe("v3-asc-tag").replace(batch_size={"asc": 8}, crop_seconds={"tag": 2.0})
+    new = load_recipe("v3-asc-tag").replace(batch_size={"scene": 8}, crop_seconds={"tags": 2.0})
+    assert new == old and new.to_dict() == old.to_dict()
+    data = {**load_recipe("v3-sed").to_dict(), "tasks": ["events"], "batch_size": {"events": 6},
+            "crop_seconds": {"sed": 10.0}, "loss_weights": {"events": 1.0}}
+    r = Recipe.from_dict(data)
+    assert r.tasks == ("sed",) and r.batch_size == {"sed": 6} and r.to_dict()["tasks"] == ["sed"]
+    assert Recipe(name="x", arch="v3", tasks=("tags", "scene")).tasks == ("asc", "tag")  # recipe order
+    with pytest.raises(ValueError, match="given twice"):
+        load_recipe("v3-asc").replace(batch_size={"asc": 8, "scene": 4})
+    with pytest.raises(ValueError, match="Unknown task 'speech'"):
+        Recipe(name="x", arch="v3", tasks=("speech",))

@@ -72,8 +72,9 @@ def _records(run: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_batches(tiny):
     """One training batch (2 examples, 1 s crops) of each task from the mini data, through the real datasets."""
+    from dcasenet_hub.train.evaluation import _prepared_stores
+    from dcasenet_hub.train.tasks import TASK_LABELS
     from dcasenet_hub.train.torch_data import BatchStream, TrainCrops, crop_frames
-    from dcasenet_hub.train.trainer import TASK_LABELS, _prepared_stores
 
     roots = {t: tiny[f"{t}_root"] for t in ("asc", "tag", "sed")}
     stores, items = _prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
@@ -91,7 +92,7 @@ def tiny_batches(tiny):
 def test_joint_step_each_architecture(tiny_batches, arch):
     """One joint iteration (three task forwards with mixup, summed loss, one Adam step) trains every head."""
     from dcasenet_hub import build_model
-    from dcasenet_hub.train.trainer import _JointStep
+    from dcasenet_hub.train.loop import _JointStep
 
     torch.manual_seed(0)
     model = build_model(arch, seed=0).train()
@@ -117,7 +118,7 @@ def test_losses_match_the_authors_definitions(tiny_batches):
     import torch.nn.functional as F
 
     from dcasenet_hub import build_model
-    from dcasenet_hub.train.trainer import _JointStep
+    from dcasenet_hub.train.loop import _JointStep
 
     batches = tiny_batches
     assert batches["sed"][1].shape == (2, 10, 14) and batches["sed"][0].shape == (2, 1, 128, 50)
@@ -143,7 +144,7 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
     """Stop after epoch 1 (checkpoint written), resume: same losses, metrics, LR schedule and weights."""
     import math
 
-    from dcasenet_hub.train.trainer import train
+    from dcasenet_hub.train import train
 
     ov = {**TINY, "epochs": 2, "iterations_per_epoch": 1, "mixup_from_epoch": 1, "t0_epochs": 2}
     kw = dict(overrides=ov, stages=["joint"], progress=False, seed=3, **tiny)
@@ -225,7 +226,8 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
 
 
 def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
-    from dcasenet_hub.train.trainer import _autocast_args, _JointStep
+    from dcasenet_hub.train.distributed import autocast_args as _autocast_args
+    from dcasenet_hub.train.loop import _JointStep
 
     with pytest.raises(ValueError, match="needs a CUDA device"):
         _autocast_args("amp", torch.device("cpu"))
@@ -257,8 +259,9 @@ def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
 def test_nan_loss_stops_with_clear_message(tiny, tmp_path):
     import shutil
 
+    from dcasenet_hub.errors import TrainingDivergedError
+    from dcasenet_hub.train import train
     from dcasenet_hub.train.prepare import feature_dir
-    from dcasenet_hub.train.trainer import TrainingDivergedError, train
 
     cache = tmp_path / "cache"
     shutil.copytree(tiny["cache_dir"], cache)
@@ -275,7 +278,7 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from dcasenet_hub.train import torch_data, trainer
+    from dcasenet_hub.train import loop, torch_data
 
     # record what this process loads (task, global batch, entries) and keep its model to save its final weights
     seen: list[tuple[str, int, list]] = []
@@ -287,14 +290,14 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
             seen.append((self.stream.task, b, [tuple(map(int, e)) for e in entries], self.stream.n_items))
             yield entries
 
-    class RecordingStep(trainer._JointStep):
+    class RecordingStep(loop._JointStep):
         def __init__(self, model):
             super().__init__(model)
             models.append(model)
 
     torch_data.StreamSampler.__iter__ = recording_iter
-    trainer._JointStep = RecordingStep
-    res = trainer.train("v3-asc-tag-sed", device="cpu", **kw)
+    loop._JointStep = RecordingStep
+    res = loop.train("v3-asc-tag-sed", device="cpu", **kw)
     torch.save({"history": res.history["joint"], "rank": rank, "seen": seen, "weights": models[-1].state_dict()},
                Path(out) / f"rank{rank}.pt")
 
@@ -354,16 +357,16 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
 
 
 def test_odd_global_batch_is_refused_for_two_processes(tiny, tmp_path, monkeypatch):
-    from dcasenet_hub.train import trainer
+    from dcasenet_hub.train import distributed, loop
 
-    monkeypatch.setattr(trainer, "_init_distributed", lambda device: trainer._Dist(rank=0, world=2))
+    monkeypatch.setattr(loop, "_init_distributed", lambda device: distributed._Dist(rank=0, world=2))
     with pytest.raises(ValueError, match="divisible by the 2 processes"):
-        trainer.train("v3-asc", out_dir=tmp_path / "r", overrides={"batch_size": {"asc": 3}},
-                      asc_root=tiny["asc_root"], cache_dir=tiny["cache_dir"], progress=False)
+        loop.train("v3-asc", out_dir=tmp_path / "r", overrides={"batch_size": {"asc": 3}},
+                   asc_root=tiny["asc_root"], cache_dir=tiny["cache_dir"], progress=False)
 
 
 def test_missing_root_names_the_option(tmp_path):
-    from dcasenet_hub.train.trainer import train
+    from dcasenet_hub.train import train
 
     with pytest.raises(ValueError, match="--tag-root"):
         train("v3-asc-tag", out_dir=tmp_path / "r", asc_root=tmp_path)
@@ -377,7 +380,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
     import sys
     import time
 
-    from dcasenet_hub.train.trainer import train
+    from dcasenet_hub.train import train
 
     ov = {**TINY, "epochs": 3, "iterations_per_epoch": 3, "mixup_from_epoch": 1}
     train("v3-asc-sed", out_dir=tmp_path / "a", overrides=ov, stages=["joint"], progress=False, seed=5,
@@ -402,3 +405,77 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
     sa = torch.load(tmp_path / "a" / "joint" / "last.pt", weights_only=True)["model"]
     sb = torch.load(state, weights_only=True)["model"]
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def scene_clips(tmp_path_factory):
+    """Mini ASC data with 10 s clips (the authors' length: three 5 s crops each), 4 evaluation clips."""
+    from dcasenet_hub.train.minidata import make_mini_datasets
+
+    base = tmp_path_factory.mktemp("scene10")
+    roots = make_mini_datasets(base / "mini", tasks=("scene",), asc_train_per_scene=1, asc_eval_per_scene=1,
+                               asc_duration=10.0, progress=False)
+    evaluate_csv = roots.asc / "evaluation_setup" / "fold1_evaluate.csv"
+    lines = evaluate_csv.read_text().splitlines(keepends=True)
+    evaluate_csv.write_text("".join(lines[:1] + lines[1::3]))  # 4 clips of 4 different scenes
+    return {"asc_root": roots.asc, "cache_dir": base / "cache"}
+
+
+def test_evaluate_scene_accuracy_equals_predict(scene_clips):
+    """The trainer's ``evaluate`` scene accuracy equals the accuracy of ``DcaseNet.predict``'s top scene on the same
+    files, and its per-file scene probabilities are predict's: within 1e-5 on the prepared 24 kHz 16-bit audio
+    (the same samples; float rounding of the batched, batch-norm-folded inference path), within 5e-3 on the original
+    44.1 kHz files (the paper's 16-bit rounding after resampling moves them by ~1e-3).
+
+    Broken variant caught: the old evaluation, crops of the cached whole-clip features at frames 0, 125 and 249
+    (the third at sample 119520 instead of 119999, edge frames from the whole clip): its probabilities differ from
+    predict's by up to 0.05 on these 4 files, 10 times the tolerance (checked below).
+    """
+    from conftest import responsive_model
+
+    from dcasenet_hub import metrics
+    from dcasenet_hub.audio import normalize
+    from dcasenet_hub.train import evaluate, scene_probabilities
+    from dcasenet_hub.train.evaluation import EVAL_SPLIT, _eval_set, _prepared_stores
+    from dcasenet_hub.train.prepare import audio_file
+
+    model = responsive_model("v3")
+    acc = evaluate(model, asc_root=scene_clips["asc_root"], cache_dir=scene_clips["cache_dir"], device="cpu",
+                   progress=False)["asc_acc"]
+    stores, items = _prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
+                                     cache_dir=scene_clips["cache_dir"], workers=0, progress=False, memory=False)
+    store = stores["asc"]
+    ds = _eval_set("scene", items["asc"][EVAL_SPLIT], store, config=model.config)
+    probs, truth, names = scene_probabilities(model.eval(), ds)
+    assert len(names) == 4 and ds[0][0].shape == (3, 1, 128, 251)
+
+    original = np.stack([p.scene_probs for p in model.predict([Path(n) for n in names], device="cpu")])
+    prepared = np.stack([p.scene_probs for p in model.predict([audio_file(store.cache_dir, store.root, n)
+                                                               for n in names], device="cpu")])
+    assert acc == 100.0 * np.mean(original.argmax(1) == np.asarray(truth))
+    assert np.array_equal(original.argmax(1), probs.argmax(1))  # the same top scene for every file
+    np.testing.assert_allclose(probs, prepared, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(probs, original, atol=5e-3, rtol=0)
+
+    old = []  # the old evaluation's inputs, to show that the tolerance above tells them apart
+    for n in names:
+        f = torch.from_numpy(np.load(store.path_for(n))[0])
+        x = torch.stack([normalize(f[:, s:s + 251]) for s in (0, 125, 249)]).unsqueeze(1)
+        with torch.no_grad():
+            old.append(metrics.average_crops(model(x, tasks=("scene",)).scene_logits.numpy(), n_crops=3))
+    assert np.abs(np.concatenate(old) - prepared).max() > 5 * 5e-3  # 0.05 on these 4 files
+
+
+def test_training_device_is_resolved_by_the_package():
+    """``auto``/None = CUDA when available (devices.resolve_device); bad or missing devices name the fix."""
+    from dcasenet_hub.train.distributed import _Dist, _resolve_device
+
+    auto = _resolve_device("auto", _Dist())
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert _resolve_device(None, _Dist()) == auto
+    assert _resolve_device("cpu", _Dist()) == torch.device("cpu")
+    with pytest.raises(ValueError, match="not a device"):
+        _resolve_device("gpu0", _Dist())
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="use cpu"):
+            _resolve_device("cuda", _Dist())

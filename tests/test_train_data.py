@@ -111,17 +111,39 @@ def test_asc_and_tag_training_crops_are_normalised_per_crop_and_tiled(tmp_path):
 
 
 def test_asc_evaluation_uses_three_crops_start_middle_end(tmp_path):
-    feats = np.random.default_rng(1).normal(size=(1, 128, 500)).astype(np.float32)
-    store, paths = _store_with(tmp_path, {"clip": feats})
-    ds = EvalClips("asc", [_Item(paths["clip"], 4)], store, labels=labels.SCENES, asc_crop_frames=251)
+    """The scene evaluation of a 10 s clip: the authors' crops [0:120000], [60000:180000], [-120000:] of the
+    pre-emphasised 24 kHz waveform (raw samples [0, 120001), [60000, 180001), [119999, 240000)), each normalised
+    alone. The old evaluation cropped the cached whole-clip features at frame 249 (sample 119520) for the last crop
+    and kept the whole clip's edge frames; that fails here by far more than the tolerance."""
+    import soundfile as sf
+
+    from dcasenet_hub.audio import log_mel
+    from dcasenet_hub.train.prepare import audio_file
+
+    rng = np.random.default_rng(1)
+    wav = np.round(rng.normal(scale=0.1, size=240000) * 32768).clip(-32768, 32767) / 32768
+    feats = log_mel(wav.astype(np.float32), normalize=False).numpy()  # the cached whole-clip features
+    store, paths = _store_with(tmp_path, {"clip": feats[None]})
+    kept = audio_file(store.cache_dir, store.root, paths["clip"])
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(kept), wav, 24000, subtype="PCM_16")
+    ds = EvalClips("scene", [_Item(paths["clip"], 4)], store, labels=labels.SCENES)
     x, y, _, _ = ds[0]
     assert x.shape == (3, 1, 128, 251) and y == 4
-    for k, s in enumerate((0, 125, 249)):  # samples 0, 60 000 and the last 120 000 of a 10 s clip
-        c = feats[0, :, s:s + 251].astype(np.float64)
-        ref = (c - c.mean(-1, keepdims=True)) / c.std(-1, ddof=1, keepdims=True)  # each crop normalised alone
-        assert np.allclose(x[k, 0].numpy(), ref, atol=1e-4)
+    for k, s in enumerate((0, 60000, 119999)):
+        ref = log_mel(wav[s:s + 120001].astype(np.float32)).numpy()  # pre-emphasis inside, normalised alone
+        assert np.allclose(x[k, 0].numpy(), ref, atol=1e-5), k
+    old_last = feats[:, 249:249 + 251]
+    old_last = (old_last - old_last.mean(-1, keepdims=True)) / old_last.std(-1, ddof=1, keepdims=True)
+    assert np.abs(x[2, 0].numpy() - old_last).max() > 0.1  # the old crop is another input
+    short = EvalClips("asc", [_Item(paths["clip"], 4)], store, labels=labels.SCENES, scene_window_s=0.8,
+                      scene_hop_s=0.4)
+    assert short[0][0].shape == (24, 1, 128, 41)  # 0.8 s crops every 0.4 s: 24 of them, the last at the end
     tag = EvalClips("tag", [_Item(paths["clip"], np.zeros(80, np.float32))], store, labels=labels.TAGS)
-    assert tag[0][0].shape == (1, 1, 128, 500)
+    assert tag[0][0].shape == (1, 1, 128, 500)  # whole clips stay on the cached features
+    with pytest.raises(FileNotFoundError, match="data prepare"):
+        kept.unlink()
+        ds[0]
 
 
 def test_prepare_caches_16bit_24khz_log_mel_and_skips_done_files(tmp_path):

@@ -79,8 +79,8 @@ def learning_run(arch: str, out: Path, *, profile: str = "ci", iterations: int |
     runs in the same ``out``); returns the metrics log's first / last rows, the best values and the chance levels."""
     import torch
 
+    from dcasenet_hub.train import train
     from dcasenet_hub.train.minidata import make_mini_datasets
-    from dcasenet_hub.train.trainer import train
 
     cfg = PROFILES[profile]
     iterations, epochs = iterations or cfg["iterations"], epochs or cfg["epochs"]
@@ -112,7 +112,7 @@ def sed_frame_map(state_path: Path, arch: str, roots, cache: Path) -> float:
     import torch
 
     from dcasenet_hub import build_model, metrics
-    from dcasenet_hub.train.trainer import _eval_set, _prepared_stores
+    from dcasenet_hub.train.evaluation import _eval_set, _prepared_stores
 
     model = build_model(arch)
     model.load_state_dict(torch.load(state_path, weights_only=True)["model"])

@@ -63,7 +63,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     mini.add_argument("--dest", type=Path, required=True, help="output folder")
     mini.add_argument("--seed", type=int, default=0)
-    mini.add_argument("--tasks", default="asc,tag,sed", help="comma-separated subset of asc,tag,sed")
+    mini.add_argument("--tasks", default="scene,tags,events",
+                      help="comma-separated subset of scene,tags,events (or asc,tag,sed)")
     mini.add_argument("--sed-duration", type=float, default=60.0,
                       help="seconds per SED recording (60 = the real data; shorter only for quick trials)")
     mini.add_argument("--sed-classes", type=int, default=14,

@@ -15,9 +15,10 @@ TRAIN_EPILOG = """examples:
   dcasenet-hub train v3-asc-tag-sed ... -o runs/v3-joint --resume          # continue a stopped run
   torchrun --nproc_per_node 4 -m dcasenet_hub.cli train v3-asc-tag-sed ... -o runs/v3-4gpu
   dcasenet-hub train v2-asc --asc-root mini/asc -o runs/try --epochs 2 --iterations-per-epoch 20 \\
-      --batch-size asc=4 --crop asc=2
+      --batch-size scene=4 --crop scene=2
 
-Batch sizes are global (split over torchrun processes). See docs/training.md.
+Batch sizes are global (split over torchrun processes). Tasks are named scene, tags, events (or asc, tag, sed).
+See docs/training.md.
 """
 
 EVAL_EPILOG = """examples:
@@ -27,12 +28,19 @@ EVAL_EPILOG = """examples:
 
 
 def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
+    """``["scene=8", "sed=4"]`` -> ``{"asc": 8, "sed": 4}`` (the trainer's keys; every task spelling accepted)."""
+    from dcasenet_hub.train.tasks import task_key
+
     out: dict[str, Any] = {}
     for v in values or []:
-        task, sep, num = v.partition("=")
-        task = task.strip().lower()
-        if not sep or task not in ("asc", "tag", "sed"):
-            raise argparse.ArgumentTypeError(f"{option} expects TASK=VALUE with TASK asc, tag or sed; got {v!r}")
+        name, sep, num = v.partition("=")
+        try:
+            task = task_key(name) if sep else None
+        except ValueError:
+            task = None
+        if task is None:
+            raise argparse.ArgumentTypeError(f"{option} expects TASK=VALUE with TASK scene, tags or events (or asc, "
+                                             f"tag, sed); got {v!r}")
         try:
             out[task] = cast(num)
         except ValueError:
@@ -60,9 +68,9 @@ def register(subparsers: Any) -> None:
     g.add_argument("--epochs", type=int, help="epochs per stage (recipe: 160)")
     g.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (recipe: 500)")
     g.add_argument("--batch-size", action="append", metavar="TASK=N",
-                   help="global batch size of a task, repeatable (recipe: asc=32 tag=32 sed=24)")
+                   help="global batch size of a task, repeatable (recipe: scene=32 tags=32 events=24)")
     g.add_argument("--crop", action="append", metavar="TASK=SECONDS",
-                   help="training crop of a task, repeatable (recipe: asc=5 tag=5 sed=30)")
+                   help="training crop of a task, repeatable (recipe: scene=5 tags=5 events=30)")
     g.add_argument("--lr", type=float, help="Adam learning rate (recipe: 0.001)")
     g.add_argument("--t0-epochs", type=int, help="cosine restart period in epochs (recipe: 80)")
     g.add_argument("--mixup-from-epoch", type=int, help="first epoch index with mixup (recipe: 6)")
@@ -70,7 +78,7 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stages")
     r = p.add_argument_group("run")
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
-    r.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA if available)")
+    r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
     r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
     r.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32",
                    help="fp32 (default), amp (float16 autocast with gradient scaling, CUDA) or bf16")
@@ -81,12 +89,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("evaluate", help="evaluate a model with the paper's metrics (a Table 2 row)",
-                              description="Scene accuracy (3 crops), tag lwlrap and event F1/ER (paper protocol) on "
+                              description="Scene accuracy (5 s crops every 2.5 s, as predict), tag lwlrap and event F1/ER (paper protocol) on "
                                           "the authors' evaluation splits.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
     _add_roots(e)
-    e.add_argument("--device", default=None, help="cpu, cuda, ... (default: CUDA if available)")
+    e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
     e.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32")
     e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
     e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
@@ -95,7 +103,7 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from dcasenet_hub.train.trainer import list_recipes, load_recipe, train
+    from dcasenet_hub.train import list_recipes, load_recipe, train
 
     if args.list_recipes:
         for name in list_recipes():
@@ -134,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from dcasenet_hub.cli.common import load_model
-    from dcasenet_hub.train.trainer import evaluate, format_row
+    from dcasenet_hub.train import evaluate, format_row
 
     if not (args.asc_root or args.tag_root or args.sed_root):
         print("dcasenet-hub evaluate: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)

@@ -338,7 +338,8 @@ def make_mini_datasets(
     Args:
         dest: output folder (created).
         seed: random seed; the output is deterministic given the seed and sizes.
-        tasks: which datasets to make, any of ``"asc"``, ``"tag"``, ``"sed"``.
+        tasks: which datasets to make, any of ``"scene"``, ``"tags"``, ``"events"`` (or ``"asc"``, ``"tag"``,
+            ``"sed"``).
         asc_train_per_scene: ASC clips per scene in ``fold1_train.csv``.
         asc_eval_per_scene: ASC clips per scene in ``fold1_evaluate.csv``.
         asc_duration: ASC clip length in seconds (the real data: 10 s; the trainer's crops need >= 5 s).
@@ -367,9 +368,9 @@ def make_mini_datasets(
     Example:
         >>> roots = make_mini_datasets(tmp, tasks=("asc",), asc_train_per_scene=1, asc_eval_per_scene=1)  # doctest: +SKIP
     """
-    unknown = set(tasks) - {"asc", "tag", "sed"}
-    if unknown:
-        raise ValueError(f"unknown tasks {sorted(unknown)}; use 'asc', 'tag', 'sed'")
+    from dcasenet_hub.train.tasks import task_keys
+
+    tasks = task_keys(tasks)  # scene/tags/events or asc/tag/sed (raises ValueError naming the accepted names)
     if asc_train_per_scene < 1 or asc_eval_per_scene < 1 or asc_duration <= 0:
         raise ValueError("asc_train_per_scene and asc_eval_per_scene must be >= 1 and asc_duration > 0")
     if tag_clips < 5 or not 1 <= tag_labels <= len(_labels.TAGS):

@@ -10,7 +10,8 @@ Cache layout: ``CACHE/<task>-<hash of the dataset root>/<path relative to the ro
 holds the size and mtime_ns its audio file had when it was converted; a file is skipped only when its features exist
 and its record matches the audio file now, so an interrupted preparation continues where it stopped and edited or
 replaced audio is converted again. ``keep_audio=True`` also writes the 16-bit 24 kHz WAV files to
-``.../audio24k/``.
+``.../audio24k/`` (:func:`audio_file`); the scene evaluation files always keep theirs, because the scene evaluation
+cuts its crops from the waveform exactly as inference does (:mod:`dcasenet_hub.train.torch_data`).
 
 Sizes for the real data (float32): ASC about 2.2 GB, TAG 1 GB, SED 3.7 GB.
 
@@ -68,6 +69,16 @@ def cache_file(task_dir: str | Path, root: str | Path, audio_path: str | Path) -
     except ValueError:  # a file outside the root: keep it apart by a hash of its absolute path
         rel = Path("_outside") / hashlib.sha1(str(audio_path.resolve()).encode()).hexdigest()[:16] / audio_path.name
     return Path(task_dir) / rel.with_name(rel.name + ".npy")
+
+
+def audio_file(task_dir: str | Path, root: str | Path, audio_path: str | Path) -> Path:
+    """Where the 24 kHz 16-bit WAV of ``audio_path`` is kept (``task_dir/audio24k/<path relative to root>.wav``)."""
+    rel = cache_file(task_dir, root, audio_path).relative_to(task_dir)
+    return Path(task_dir) / "audio24k" / rel.with_suffix("").with_suffix(".wav")
+
+
+#: Scene evaluation split names whose 24 kHz audio is kept (see :func:`audio_file`).
+KEEP_AUDIO_SPLITS = {"asc": ("eval", "evaluate", "evaluation")}
 
 
 #: Suffix of the record beside a cached ``.npy``: the source audio's size and mtime_ns at conversion time.
@@ -164,8 +175,7 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
     if keep_audio:
         import soundfile as sf
 
-        wav_out = Path(task_dir) / "audio24k" / out.relative_to(task_dir).with_suffix("")
-        wav_out = wav_out.with_suffix(".wav")
+        wav_out = audio_file(task_dir, root, audio_path)
         atomic_write(wav_out, lambda p: sf.write(str(p), pcm.T, sr, subtype="PCM_16", format="WAV"))
     try:
         feats = log_mel(pcm.astype(np.float32) / 32768.0, config=config, normalize=False).numpy().astype(np.float32)
@@ -201,7 +211,8 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
     _check_manifest(task_dir, _manifest(task, root, config))
     report.dirs[task] = task_dir
     unique = list(dict.fromkeys(str(p) for p in paths))
-    todo = [p for p in unique if not is_current(cache_file(task_dir, root, p), p)]
+    todo = [p for p in unique if not is_current(cache_file(task_dir, root, p), p)
+            or (keep_audio and not audio_file(task_dir, root, p).is_file())]
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
     done = 0
     args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict()) for p in todo]
@@ -265,7 +276,26 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
     for task, root in roots.items():
         if root is None:
             continue
-        paths = [it.path for split in splits for it in task_items(task, root, split)]
-        prepare_items(task, root, paths, cache_dir=cache_dir, workers=workers, keep_audio=keep_audio,
-                      config=config, progress=progress, report=report)
+        prepare_splits(task, root, splits, cache_dir=cache_dir, workers=workers, keep_audio=keep_audio,
+                       config=config, progress=progress, report=report)
     return report
+
+
+def prepare_splits(task: str, root: str | Path, splits: Sequence[str], *, cache_dir: str | Path | None = None,
+                   workers: int = 0, keep_audio: bool = False, config: FrontendConfig | None = None,
+                   progress: bool = True, report: PrepareReport | None = None) -> tuple[PrepareReport, dict]:
+    """Prepare the files of ``splits`` of one dataset (scene evaluation files with their 24 kHz audio).
+
+    Returns:
+        The report and the items of each split (``{split: [item, ...]}``).
+    """
+    report = report or PrepareReport()
+    items = {s: task_items(task, root, s) for s in splits}
+    keep = [s for s in splits if s in KEEP_AUDIO_SPLITS.get(task, ())]
+    groups = [(keep_audio, [s for s in splits if s not in keep]), (True, keep)]
+    for keep_this, names in groups:
+        paths = [it.path for s in names for it in items[s]]
+        if paths or not report.dirs.get(task):
+            prepare_items(task, root, paths, cache_dir=cache_dir, workers=workers, keep_audio=keep_this,
+                          config=config, progress=progress, report=report)
+    return report, items

@@ -14,7 +14,16 @@ Training crops (one random crop per example and draw):
   ``stt`` is drawn among the label frames (0 ... 299 for 600 labels and a 300-label crop) and the crop is feature
   frames ``[5 stt, 5 stt + crop_frames)`` with labels ``[stt, stt + crop_labels)``.
 
-Clips shorter than the crop (only in miniature or foreign data) are tiled by doubling for every task.
+Clips shorter than the crop (only in miniature or foreign data) are tiled by doubling for every task
+(:func:`dcasenet_hub.audio.tile_frames`); normalisation is :func:`dcasenet_hub.audio.normalize`.
+
+Evaluation (:class:`EvalClips`): the scene crops are cut from the 24 kHz 16-bit waveform that ``prepare`` keeps
+for the evaluation files, at :func:`dcasenet_hub.audio.windows.scene_starts` (for a 10 s clip and 5 s crops the
+samples ``[0, 60000, 119999]`` of the pre-emphasised signal, the authors' three crops), and their features are
+:func:`dcasenet_hub.audio.features`: exactly the inputs :meth:`dcasenet_hub.DcaseNet.predict` builds. The cached
+whole-clip features cannot give them: the last crop starts between two feature frames (sample 119999, frame
+249.998), and a crop's edge frames see reflect padding instead of their neighbours. Tags and events are evaluated
+on whole clips / channels, where the cached features are the pipeline's own.
 
 Each training example is addressed by ``(index, crop_seed)`` so the crop is a pure function of the batch stream
 (:class:`BatchStream`): runs are reproducible with any number of loader workers and resume exactly.
@@ -39,17 +48,23 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from dcasenet_hub.audio import (
+    features,
+    normalize,
+    preemphasis,
+    scene_starts,
+    tile_frames,
+)
 from dcasenet_hub.config import FrontendConfig
+from dcasenet_hub.train.tasks import MODEL_TASK, TASKS, task_key
 
 logger = logging.getLogger(__name__)
 
-#: Task keys used by the trainer (Table 2 names) and the model's head names.
-TASKS: tuple[str, ...] = ("asc", "tag", "sed")
-MODEL_TASK: dict[str, str] = {"asc": "scene", "tag": "tags", "sed": "events"}
+__all__ = ["MODEL_TASK", "SED_FRAMES_PER_LABEL", "TASKS", "BatchStream", "EvalClips", "FeatureStore",
+           "StreamSampler", "TrainCrops", "crop_frames", "item_target", "scene_crops"]
+
 #: Feature frames per SED label frame (20 ms features, 100 ms labels).
 SED_FRAMES_PER_LABEL = 5
-#: Test-time crops of the scene evaluation.
-ASC_EVAL_CROPS = 3
 
 
 def crop_frames(task: str, seconds: float, *, config: FrontendConfig | None = None) -> int:
@@ -62,6 +77,7 @@ def crop_frames(task: str, seconds: float, *, config: FrontendConfig | None = No
         >>> crop_frames("asc", 5.0), crop_frames("sed", 30.0)
         (251, 1500)
     """
+    task = task_key(task)
     rate = (config or FrontendConfig()).frame_rate
     if seconds <= 0:
         raise ValueError(f"Crop length must be positive, got {seconds} s for {task}")
@@ -90,11 +106,12 @@ class FeatureStore:
     """
 
     def __init__(self, cache_dir: str | Path, root: str | Path, *, memory: bool = False) -> None:
-        from dcasenet_hub.train.prepare import cache_file
+        from dcasenet_hub.train.prepare import audio_file, cache_file
 
         self.cache_dir = Path(cache_dir)
         self.root = Path(root)
         self._cache_file = cache_file
+        self._audio_file = audio_file
         self._memory: dict[str, np.ndarray] | None = {} if memory else None
         self._paths: dict[str, Path] = {}
 
@@ -126,6 +143,24 @@ class FeatureStore:
             arr = np.asarray(arr, dtype=np.float32)
             self._memory[key] = arr
         return arr
+
+    def waveform(self, audio_path: str | Path) -> np.ndarray:
+        """``(samples,)`` float32 24 kHz 16-bit mono audio of ``audio_path`` as ``prepare`` converted it.
+
+        Kept for the scene evaluation files only (read with :func:`dcasenet_hub.audio.load_audio`).
+
+        Raises:
+            FileNotFoundError: the file was not prepared with its audio (run ``dcasenet-hub data prepare``).
+        """
+        from dcasenet_hub.audio import load_audio
+
+        path = self._audio_file(self.cache_dir, self.root, audio_path)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"No prepared 24 kHz audio for {audio_path} (expected {path}). Run `dcasenet-hub data prepare` "
+                "with the same dataset root and cache folder, or let `dcasenet-hub train` prepare it.")
+        wav, _ = load_audio(path, sample_rate=None)
+        return wav
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,6 +196,7 @@ def _event_target(target: Any, n_events: int) -> np.ndarray:
 
 def item_target(task: str, item: Any, *, labels: Sequence[str]) -> Any:
     """The training target of ``item`` for ``task`` (scene index, multi-hot tags or event activity matrix)."""
+    task = task_key(task)
     if task == "asc":
         return _scene_target(item.target, labels)
     if task == "tag":
@@ -173,17 +209,35 @@ def _channel(item: Any) -> int:
     return 0 if ch is None else int(ch)
 
 
-def _tile_to(x: np.ndarray, length: int, axis: int = -1) -> np.ndarray:
-    """Tile ``x`` by doubling along ``axis`` until it has at least ``length`` entries (the authors' rule)."""
-    while x.shape[axis] < length:
-        x = np.concatenate([x, x], axis=axis)
-    return x
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    """A float32 tensor owning a copy of ``x`` (cached features may be read-only memory maps)."""
+    return torch.from_numpy(np.array(x, dtype=np.float32, copy=True))
 
 
-def _normalize(x: np.ndarray, std_floor: float) -> torch.Tensor:
-    from dcasenet_hub.audio import normalize
+def scene_crops(waveform: np.ndarray, *, length: int, hop: int, frontend: FrontendConfig,
+                min_frames: int) -> torch.Tensor:
+    """The scene crops of a 24 kHz waveform as :meth:`dcasenet_hub.DcaseNet.predict` builds them.
 
-    return normalize(torch.from_numpy(np.array(x, dtype=np.float32, copy=True)), std_floor=std_floor)
+    Pre-emphasis over the whole signal, crops of ``length`` samples at
+    :func:`~dcasenet_hub.audio.windows.scene_starts` (``hop`` apart, the last one aligned to the end), each turned
+    into its normalised log-mel by :func:`~dcasenet_hub.audio.features`.
+
+    Returns:
+        ``(crops, 1, n_mels, frames)``.
+
+    Example:
+        >>> import numpy as np
+        >>> x = scene_crops(np.zeros(240000, "float32"), length=120000, hop=60000, frontend=FrontendConfig(),
+        ...                 min_frames=40)
+        >>> tuple(x.shape)
+        (3, 1, 128, 251)
+    """
+    samples = np.asarray(waveform, dtype=np.float32)
+    if frontend.preemphasis:
+        samples = preemphasis(samples, frontend.preemphasis)
+    crops = [features(samples[s:s + length], frontend=frontend, min_frames=min_frames)[0]
+             for s in scene_starts(samples.shape[-1], length, hop)]
+    return torch.cat(crops).unsqueeze(1)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -205,8 +259,7 @@ class TrainCrops(Dataset):
 
     def __init__(self, task: str, items: Sequence[Any], store: FeatureStore, *, crop_frames: int,
                  labels: Sequence[str], std_floor: float = 0.001) -> None:
-        if task not in TASKS:
-            raise ValueError(f"Unknown task {task!r}; known: {', '.join(TASKS)}")
+        task = task_key(task)
         if not items:
             raise ValueError(f"The {task} training split is empty")
         self.task = task
@@ -228,19 +281,21 @@ class TrainCrops(Dataset):
         target = self._targets[index]
         if self.task == "sed":
             return self._sed_crop(feats, target, rng)
-        feats = _tile_to(feats, self.crop_frames)
+        if feats.shape[-1] < self.crop_frames:
+            feats = tile_frames(_tensor(feats), self.crop_frames).numpy()
         start = int(rng.integers(0, feats.shape[-1] - self.crop_frames + 1))
-        x = _normalize(feats[:, start:start + self.crop_frames], self.std_floor)
+        x = normalize(_tensor(feats[:, start:start + self.crop_frames]), std_floor=self.std_floor)
         y = torch.tensor(target, dtype=torch.long) if self.task == "asc" else torch.tensor(target)
         return x.unsqueeze(0), y
 
     def _sed_crop(self, feats: np.ndarray, target: np.ndarray, rng: np.random.Generator) -> tuple[torch.Tensor, Any]:
         crop_labels = self.crop_frames // SED_FRAMES_PER_LABEL
         n_labels = min(target.shape[0], feats.shape[-1] // SED_FRAMES_PER_LABEL)
-        x = _normalize(feats[:, :n_labels * SED_FRAMES_PER_LABEL], self.std_floor).numpy()
+        x = normalize(_tensor(feats[:, :n_labels * SED_FRAMES_PER_LABEL]), std_floor=self.std_floor).numpy()
         y = target[:n_labels]
         if n_labels < crop_labels:
-            x, y = _tile_to(x, self.crop_frames), _tile_to(y, crop_labels, axis=0)
+            x = tile_frames(torch.from_numpy(x), self.crop_frames).numpy()
+            y = tile_frames(_tensor(y).T, crop_labels).T.numpy()  # labels in time: (labels, classes)
             n_labels = y.shape[0]
         # the authors' randint(0, 1500) // 5 for 600 labels and a 300-label crop: uniform over 0 ... 299
         stt = int(rng.integers(0, max(n_labels - crop_labels, 1)))
@@ -329,43 +384,56 @@ class StreamSampler(Sampler):
 class EvalClips(Dataset):
     """Evaluation inputs of one task, as the authors built them (docs/facts.md §5.2).
 
-    * ASC: ``(3, 1, 128, crop)`` - the crops at the start, the middle and the end, each normalised.
+    * ASC: ``(crops, 1, 128, F)`` - :func:`scene_crops` of the prepared 24 kHz waveform (the inputs of
+      :meth:`~dcasenet_hub.DcaseNet.predict`; three 5 s crops of a 10 s clip: start, middle, end).
     * TAG: ``(1, 1, 128, T)`` - the whole clip tiled to at least ``min_frames`` frames, normalised.
     * SED: ``(1, 1, 128, T)`` - the whole channel, normalised, with its ``(labels, 14)`` activity.
 
     ``dataset[i] -> (features, target, recording key, channel)``; the key is the audio file's path, shared by the
     channels of one SED recording.
+
+    Args:
+        task: ``"scene"``/``"asc"``, ``"tags"``/``"tag"`` or ``"events"``/``"sed"``.
+        items: Items of the evaluation split.
+        store: Their prepared cache.
+        labels: The task's label names.
+        scene_window_s: Scene crop length (seconds).
+        scene_hop_s: Scene crop hop (seconds); the last crop is aligned to the end.
+        frontend: Front-end settings.
+        min_frames: Inputs shorter than this are tiled by doubling.
     """
 
     def __init__(self, task: str, items: Sequence[Any], store: FeatureStore, *, labels: Sequence[str],
-                 asc_crop_frames: int = 251, min_frames: int = 40, std_floor: float = 0.001) -> None:
+                 scene_window_s: float = 5.0, scene_hop_s: float = 2.5, frontend: FrontendConfig | None = None,
+                 min_frames: int = 40) -> None:
+        task = task_key(task)
         if not items:
             raise ValueError(f"The {task} evaluation split is empty")
         self.task = task
         self.items = list(items)
         self.store = store
         self.labels = tuple(labels)
-        self.asc_crop_frames = asc_crop_frames
+        self.frontend = frontend or FrontendConfig()
+        sr = self.frontend.sample_rate
+        self.scene_length = round(scene_window_s * sr)
+        self.scene_hop = round(scene_hop_s * sr)
+        if self.scene_length < 1 or self.scene_hop < 1:
+            raise ValueError(f"Scene crops need a positive length and hop, got {scene_window_s} s / {scene_hop_s} s")
         self.min_frames = min_frames
-        self.std_floor = std_floor
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, Any, str, int]:
         item = self.items[index]
-        feats = self.store.load(item.path)[_channel(item)]
         target = item_target(self.task, item, labels=self.labels)
         name = str(item.path)
         if self.task == "asc":
-            c = self.asc_crop_frames
-            feats = _tile_to(feats, c)
-            t = feats.shape[-1]
-            starts = (0, (t - c + 1) // 2, t - c)  # samples 0, 60 000 and the last 120 000 for a 10 s clip
-            x = torch.stack([_normalize(feats[:, s:s + c], self.std_floor) for s in starts]).unsqueeze(1)
+            x = scene_crops(self.store.waveform(item.path), length=self.scene_length, hop=self.scene_hop,
+                            frontend=self.frontend, min_frames=self.min_frames)
             return x, target, name, _channel(item)
+        feats = _tensor(self.store.load(item.path)[_channel(item)])
         if self.task == "tag":
-            x = _normalize(_tile_to(feats, self.min_frames), self.std_floor)
-            return x[None, None], target, name, _channel(item)
-        x = _normalize(feats, self.std_floor)
+            feats = tile_frames(feats, self.min_frames)
+        x = normalize(feats, std_floor=self.frontend.std_floor)
         return x[None, None], target, name, _channel(item)
