@@ -7,6 +7,7 @@ functions (a lazy import is still a dependency of the design); imports under ``i
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -138,6 +139,6 @@ def test_the_checks_catch_an_upward_and_a_cyclic_import(tmp_path, monkeypatch):
     fake.mkdir(parents=True)
     bad = fake / "bad.py"
     bad.write_text("def f():\n    from dcasenet_hub.inference import embed\n")
-    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "dcasenet_hub")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", tmp_path / "dcasenet_hub")
     with pytest.raises(AssertionError, match="imports a higher layer"):
         test_no_module_imports_a_higher_layer(bad)
