@@ -3,6 +3,8 @@ reads long files) give identical samples, for every format and channel layout tr
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -30,7 +32,7 @@ def test_streamed_blocks_equal_whole_file(tmp_path, ext, channels, sr, subtype):
     with FileReader(path) as reader:
         n = reader.num_frames
         bounds = [0, 1, 4097, 4098, 17000, n]  # odd block sizes, a 1-sample block
-        streamed = np.concatenate([reader.read(a, b) for a, b in zip(bounds, bounds[1:])])
+        streamed = np.concatenate([reader.read(a, b) for a, b in itertools.pairwise(bounds)])
     np.testing.assert_array_equal(streamed, whole)  # bit for bit, not within a tolerance
     # keeping the channels: the same decoder, the same samples
     multi, _ = load_audio(path, sample_rate=None, mono=False)

@@ -17,6 +17,7 @@ import torch
 from dcasenet_hub import audio as W
 from dcasenet_hub import build_model
 from dcasenet_hub.config import WindowConfig
+from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.pipeline import (
     Embeddings,
     allowed_hops,
@@ -24,7 +25,6 @@ from dcasenet_hub.inference.pipeline import (
     embedding_size,
     predict,
 )
-from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.runner import inference_runner
 
 SR = 24000
