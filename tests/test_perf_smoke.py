@@ -192,6 +192,15 @@ def test_onnx_matches_pytorch_on_other_batch_and_length(onnx_v3, v3_model, fixtu
     assert np.abs(out["scene_logits"] - io["long_asc_logits"]).max() < ONNX_TOLERANCE
 
 
+def test_onnxruntime_sessions_do_not_keep_a_memory_arena(onnx_v3):
+    """The arena keeps the largest batch's buffers for the session's life (a 1 h file peaked at 1027 MiB with it,
+    744 MiB without: docs/performance.md); the backend's sessions run without it unless asked."""
+    from dcasenet_hub.export.onnx import onnx_session
+
+    assert onnx_session(onnx_v3).get_session_options().enable_cpu_mem_arena is False
+    assert onnx_session(onnx_v3, memory_arena=True).get_session_options().enable_cpu_mem_arena is True
+
+
 def test_onnxruntime_backend_same_fields_as_pytorch(bn_models):
     pytest.importorskip("onnxruntime")
     from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet
