@@ -362,3 +362,25 @@ def test_result_reprs_show_shapes_never_arrays(v3_model):
     assert text.endswith(tail + ")")
     for r in (repr(emb), text):
         assert "\n" not in r and "array(" not in r and len(r) < 300
+
+
+def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_threads(v3_model, monkeypatch):
+    """Broken variant caught: the pool without its initializer (workers' STFTs start a second full-width OpenMP
+    team that competes with the network's), or a process-wide set_num_threads(1) (the network loses its threads)."""
+    import threading
+
+    from dcasenet_hub.inference.jobs import _Job
+
+    seen: dict[str, int] = {}
+    original = _Job.prepare
+
+    def recording(self):
+        seen[threading.current_thread().name] = torch.get_num_threads()
+        return original(self)
+
+    monkeypatch.setattr(_Job, "prepare", recording)
+    before = torch.get_num_threads()
+    embed(v3_model, [_noise(1.0, seed=s) for s in range(3)], sample_rate=SR, workers=2)
+    workers = {name: n for name, n in seen.items() if name.startswith("dcasenet-decode")}
+    assert workers and set(workers.values()) == {1}
+    assert torch.get_num_threads() == before
