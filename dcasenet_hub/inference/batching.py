@@ -15,25 +15,40 @@ from dcasenet_hub.inference.jobs import _Job
 from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
 
 
-def _prepared_jobs(inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
-                   prefetch: int) -> Iterator[_Job]:
-    """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight)."""
-    if pool is None:
-        for i, x in enumerate(inputs):
-            yield _Job(i, x, settings).prepare()
-        return
-    queue: deque[Future[_Job]] = deque()
-    it = iter(enumerate(inputs))
-    for i, x in it:
-        queue.append(pool.submit(_Job(i, x, settings).prepare))
-        if len(queue) >= prefetch:
-            break
-    while queue:
-        job = queue.popleft().result()
-        nxt = next(it, None)
-        if nxt is not None:
-            queue.append(pool.submit(_Job(nxt[0], nxt[1], settings).prepare))
-        yield job
+class _PreparedJobs:
+    """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight).
+
+    The first ``prefetch`` inputs are submitted when the object is made, so their decoding overlaps whatever the
+    caller does next (building the optimised model takes ~0.15 s for v3 on a 2-core CPU).
+    """
+
+    def __init__(self, inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
+                 prefetch: int) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._inputs = iter(enumerate(inputs))
+        self._queue: deque[Future[_Job]] = deque()
+        if pool is not None:
+            for _ in range(max(1, prefetch)):
+                if not self._submit():
+                    break
+
+    def _submit(self) -> bool:
+        nxt = next(self._inputs, None)
+        if nxt is None or self._pool is None:
+            return False
+        self._queue.append(self._pool.submit(_Job(nxt[0], nxt[1], self._settings).prepare))
+        return True
+
+    def __iter__(self) -> Iterator[_Job]:
+        if self._pool is None:
+            for i, x in self._inputs:
+                yield _Job(i, x, self._settings).prepare()
+            return
+        while self._queue:
+            job = self._queue.popleft().result()
+            self._submit()
+            yield job
 
 
 class _Batcher:

@@ -46,7 +46,7 @@ from dcasenet_hub import audio as W
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
-from dcasenet_hub.inference.batching import _Batcher, _prepared_jobs
+from dcasenet_hub.inference.batching import _Batcher, _PreparedJobs
 from dcasenet_hub.inference.jobs import _nearest, _pad_tail, _pool  # noqa: F401  (re-exported for tests and tools)
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.runner import BACKENDS, inference_runner
@@ -336,17 +336,20 @@ def iterate(
     if embeddings and not predictions and not cfg.trained_tasks:
         logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
     dev = _resolve_device(model, device)
-    # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
-    runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
-    crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
-    batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
-    bar = _bar(progress, total=len(inputs), desc="inputs", unit="file")
     was_training = model.training
-    model.eval()
     pool = (ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="dcasenet-decode",
                                initializer=_single_threaded_torch) if workers else None)
+    bar = None
     try:
-        for job in _prepared_jobs(inputs, settings, pool, prefetch=max(2, 2 * int(workers))):
+        # the first inputs start decoding now, while the runner is built
+        jobs = _PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * int(workers)))
+        # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
+        runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
+        crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
+        batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
+        bar = _bar(progress, total=len(inputs), desc="inputs", unit="file")
+        model.eval()
+        for job in jobs:
             if job.error is not None:
                 yield job.result()
                 bar.update(1)
@@ -370,7 +373,8 @@ def iterate(
             yield done.result()
             bar.update(1)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         model.train(was_training)
