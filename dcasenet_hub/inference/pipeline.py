@@ -337,8 +337,10 @@ def iterate(
         logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
     dev = _resolve_device(model, device)
     was_training = model.training
+    # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
+    network_on_cpu = dev.type == "cpu" or backend == "onnxruntime"
     pool = (ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="dcasenet-decode",
-                               initializer=_single_threaded_torch) if workers else None)
+                               initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
     bar = None
     try:
         # the first inputs start decoding now, while the runner is built
@@ -384,9 +386,9 @@ def iterate(
 def _single_threaded_torch() -> None:
     """Run a decode worker's torch ops (resampling, STFT, mel) on one intra-op thread.
 
-    The setting is per thread: the network keeps all of torch's threads. Without it every worker's ops start a
-    second OpenMP team as wide as the machine, whose threads spin against the network's (on the 2-core Xeon of
-    docs/performance.md: end to end 80 % -> 84 % of model-only).
+    Only while the network runs on the CPU. The setting is per thread: the network keeps all of torch's threads.
+    Without it every worker's ops start a second OpenMP team as wide as the machine, whose threads compete with the
+    network's for the same cores (measured in docs/performance.md).
     """
     torch.set_num_threads(1)
 
