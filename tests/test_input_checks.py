@@ -196,6 +196,12 @@ def test_truncated_wav_is_processed_with_a_warning_in_index_and_log(tmp_path, au
     assert "header declares 96000 bytes" in row["warning"] and "truncated" in row["warning"]
     assert idx["full.wav"]["warning"] == ""
     assert any("cut.wav" in r.getMessage() and "truncated" in r.getMessage() for r in caplog.records)
+    # a resumed run skips both (complete) and the skipped truncated file keeps its warning in the new index row
+    assert main(["embed", str(tmp_path / "cut.wav"), str(full), "-o", str(out), "--model",
+                 str(authors_checkpoint), "--quiet"]) == 0
+    again = _index(out / "index.csv")
+    assert again["cut.wav"]["status"] == "skipped" and again["cut.wav"]["warning"] == row["warning"]
+    assert again["full.wav"]["status"] == "skipped" and again["full.wav"]["warning"] == ""
 
 
 # ----------------------------------------------------------------------------------------------------------------

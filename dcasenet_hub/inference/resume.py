@@ -119,7 +119,8 @@ def is_complete(item: Any, meta: dict[str, Any]) -> bool:
     """Whether ``item`` 's outputs all exist, match the settings ``meta`` and come from one run.
 
     The main file records the settings and the SHA-256 of each other output (written last), so outputs of an
-    interrupted later run are not mixed with an earlier run's. Sets ``item.duration_s`` from the record.
+    interrupted later run are not mixed with an earlier run's. Sets ``item.duration_s`` and ``item.warning`` from the
+    record.
     """
     if not all(p.is_file() for p in item.outputs.values()):
         return False
@@ -131,11 +132,20 @@ def is_complete(item: Any, meta: dict[str, Any]) -> bool:
         if key != "main" and (key not in digests or sha256(path) != digests[key]):
             return False
     item.duration_s = found.get("duration_s")
+    # a skipped input keeps the warning its outputs were made with (e.g. a truncated file), so the new index row
+    # does not present it as clean
+    item.warning = found.get("warning") or ""
     return True
 
 
 def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, level: str = "both") -> None:
-    """Write one :class:`~dcasenet_hub.inference.Result` 's files (atomically), the main file last."""
+    """Write one :class:`~dcasenet_hub.inference.Result` 's files (atomically), the main file last.
+
+    The main file's ``meta`` also records ``item.warning`` (when there is one), which :func:`is_complete` gives back
+    to a skipped input.
+    """
+    if getattr(item, "warning", ""):
+        meta = {**meta, "warning": item.warning}
     if task == "embed":
         result.embeddings.save(item.outputs["main"], level=level, meta=meta)
         return
