@@ -135,3 +135,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+#: Kept free beyond what a write needs: file-system metadata, logs and the other outputs of the same run.
+FREE_SPACE_MARGIN = 64 * 1024 * 1024
+
+
+def check_free_space(folder: Path, needed: int, *, what: str) -> None:
+    """Raise :class:`~dcasenet_hub.errors.DiskSpaceError` if ``folder`` has less than ``needed`` bytes free.
+
+    ``what`` names the write (``"downloading X"``) in the one-line message, which also says how much is needed and
+    free, and the fix. The check keeps :data:`FREE_SPACE_MARGIN` extra.
+
+    Example:
+        >>> check_free_space(Path("."), 1, what="writing one byte")
+    """
+    import shutil
+
+    from dcasenet_hub.errors import DiskSpaceError
+
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:  # the folder may not exist yet: ask its parent's disk
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if needed + FREE_SPACE_MARGIN > free:
+        raise DiskSpaceError(
+            f"{what}: needs {_mib(needed)} in {folder} but only {_mib(free)} is free (keeping {_mib(FREE_SPACE_MARGIN)} "
+            "spare); free some space or choose a destination on another disk, then run the command again")
+
+
+def _mib(n: int) -> str:
+    if n < 2**20:
+        return f"{n:,} bytes"
+    return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"

@@ -142,3 +142,7 @@ class DownloadError(RuntimeError):
 
 class UnsafeArchiveError(ValueError):
     """An archive member would be written outside the destination folder (nothing was extracted)."""
+
+
+class DiskSpaceError(OSError):
+    """Not enough free disk space for a download or an extraction (checked before writing; nothing was written)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import importlib.util
+import re
 import stat
 import threading
 import zipfile
@@ -388,3 +389,64 @@ def test_cli_make_mini(tmp_path, capsys):
     classes = {line.split(",")[1] for f in (tmp_path / "two" / "tau-nigens2020" / "metadata_dev").glob("*.csv")
                for line in f.read_text().splitlines()}
     assert rc == 0 and classes == {"0", "13"}
+
+
+# --- free disk space -------------------------------------------------------------------------------------------------
+
+
+def _disk_with(monkeypatch, free: int) -> None:
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 * free + 1, 9 * free + 1, free))
+
+
+def test_download_on_a_full_disk_fails_before_the_first_request(server, tmp_path, monkeypatch):
+    """Broken variant caught: no check (the download runs until the disk fills), or a check after fetching."""
+    from dcasenet_hub._io import FREE_SPACE_MARGIN
+    from dcasenet_hub.errors import DiskSpaceError
+
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    n = len(server.requests)
+    _disk_with(monkeypatch, FREE_SPACE_MARGIN + len(PAYLOAD) - 1)
+    with pytest.raises(DiskSpaceError, match=r"downloading a\.bin: needs .* free some space"):
+        dd.download_file(url, tmp_path / "dl" / "a.bin", md5=_md5(PAYLOAD), size=len(PAYLOAD), progress=False)
+    assert len(server.requests) == n and not (tmp_path / "dl" / "a.bin.part").exists()
+    _disk_with(monkeypatch, FREE_SPACE_MARGIN + len(PAYLOAD))  # exactly enough: it downloads
+    out = dd.download_file(url, tmp_path / "dl" / "a.bin", md5=_md5(PAYLOAD), size=len(PAYLOAD), progress=False)
+    assert out.read_bytes() == PAYLOAD
+
+
+def test_extract_counts_only_members_still_missing_against_free_space(tmp_path, monkeypatch):
+    """Broken variants caught: no check before writing (a half-extracted tree on a full disk), or a check that
+    counts members an interrupted run already extracted (a resume that needs no space refused)."""
+    import zipfile
+
+    from dcasenet_hub._io import FREE_SPACE_MARGIN
+    from dcasenet_hub.errors import DiskSpaceError
+
+    archive = tmp_path / "two.zip"
+    big = np.random.default_rng(1).bytes(200_000)
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_STORED) as zf:
+        zf.writestr("d/big.bin", big)
+        zf.writestr("d/small.txt", "x" * 1000)
+    _disk_with(monkeypatch, FREE_SPACE_MARGIN + 2 * len(big))  # needs big + small + the largest once more
+    with pytest.raises(DiskSpaceError, match=r"extracting two\.zip"):
+        dd.safe_extract(archive, tmp_path / "dest", progress=False)
+    assert not (tmp_path / "dest" / "d").exists()
+    (tmp_path / "dest" / "d").mkdir(parents=True)
+    (tmp_path / "dest" / "d" / "big.bin").write_bytes(big)  # extracted by an interrupted earlier run
+    written = dd.safe_extract(archive, tmp_path / "dest", progress=False)
+    assert (tmp_path / "dest" / "d" / "small.txt").read_text() == "x" * 1000 and len(written) == 2
+
+
+def test_cli_download_on_a_full_disk_is_one_line_with_the_fix(server, toy_dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
+    _disk_with(monkeypatch, 1000)
+    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
+                   "--no-progress", "--parts", "metadata_dev"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
+    assert re.search(r"extracting metadata_dev\.zip: needs \d+ bytes in .* only 1,000 bytes is free", err[0])
+    assert "free some space or choose a destination on another disk" in err[0]

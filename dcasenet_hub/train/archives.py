@@ -18,7 +18,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from dcasenet_hub._io import atomic_write
+from dcasenet_hub._io import atomic_write, check_free_space
 from dcasenet_hub.errors import UnsafeArchiveError
 
 _CHUNK = 1 << 20
@@ -134,6 +134,7 @@ def join_split_zip(parts: Sequence[str | Path], out: str | Path, *, progress: bo
     out = Path(out)
     sizes = [p.stat().st_size for p in parts]
     starts = [sum(sizes[:k]) for k in range(len(parts))]
+    check_free_space(out.parent, sum(sizes), what=f"joining the parts of {out.name}")
 
     def writer(tmp: Path) -> None:
         with open(tmp, "wb") as dst, tqdm(total=sum(sizes), unit="B", unit_scale=True, unit_divisor=1024,
@@ -228,6 +229,7 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
     Raises:
         UnsafeArchiveError: a member would escape ``dest``, or the archive expands past ``max_bytes`` (nothing
             extracted in either case).
+        DiskSpaceError: ``dest`` has less free space than the members still to extract (nothing extracted).
         zipfile.BadZipFile: corrupt archive.
 
     Example:
@@ -251,6 +253,11 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
                 f"({MAX_EXPANSION_RATIO}x the archive size, at least {MIN_EXTRACT_BOUND} bytes); refusing to extract "
                 "a possible zip bomb. If the archive is genuine, extract it with safe_extract(..., max_bytes=N)"
             )
+        # members already extracted with their size (an interrupted earlier run) need no new space; each file is
+        # written to a temporary name first, so the largest one is needed once more
+        missing = [i.file_size for i, t in zip(infos, targets)
+                   if not i.is_dir() and not (t.is_file() and t.stat().st_size == i.file_size)]
+        check_free_space(dest, sum(missing) + max(missing, default=0), what=f"extracting {archive.name}")
         with tqdm(total=sum(i.file_size for i in infos), unit="B", unit_scale=True, unit_divisor=1024,
                   desc=f"extract {archive.name}", disable=not progress, leave=False) as bar:
             for info, target in zip(infos, targets):

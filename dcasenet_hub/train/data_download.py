@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dcasenet_hub._io import atomic_write_text
+from dcasenet_hub._io import atomic_write_text, check_free_space
 from dcasenet_hub.errors import DownloadError, UnsafeArchiveError
 from dcasenet_hub.hub.fetch import (
     NETWORK_ERRORS,
@@ -224,6 +224,7 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
     Raises:
         DownloadError: HTTP error, too many failed attempts (the ``.part`` file is kept for a later resume), or a
             size/MD5 mismatch (the file is deleted).
+        DiskSpaceError: the published size does not fit on the disk of ``path`` (checked before downloading).
 
     Example:
         >>> download_file("https://zenodo.org/record/4064792/files/metadata_dev.zip?download=1", "metadata_dev.zip",
@@ -240,6 +241,9 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
             logger.warning("%s", exc)
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
+    if size is not None:  # fail before the first byte, not hours later on a full disk
+        done = part.stat().st_size if part.is_file() else 0
+        check_free_space(path.parent, max(0, size - done), what=f"downloading {path.name}")
     attempt = 0
     while True:
         offset = part.stat().st_size if part.is_file() else 0
