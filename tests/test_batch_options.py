@@ -188,4 +188,6 @@ def test_an_options_run_resumes_a_keyword_run_and_overrides_reach_the_files(tmp_
     assert (again.done, again.skipped, again.failed) == (0, 2, [])
     changed = batch.run(v3_model, [root], out, opts, threshold=0.6)
     assert (changed.done, changed.skipped, changed.failed) == (2, 0, [])
-    assert json.loads((out / "f0.json").read_text())["meta"]["threshold"] == 0.6
+    record = json.loads((out / "f0.json").read_text())
+    assert record["meta"]["threshold"] == 0.6  # recorded for resume
+    assert record["events"]["threshold"] == 0.6  # and used by iterate() for the event list
