@@ -1,7 +1,8 @@
 """``dcasenet-hub embed``, ``predict`` and ``plot``: arguments in, one library call, a summary out.
 
 The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.inference.batch.run`, open to Python
-users; this module checks the arguments (usage errors: exit code 2, one line) and prints the summary.
+users; this module checks the arguments (usage errors: exit code 2, one line), turns them into one
+:class:`~dcasenet_hub.inference.BatchOptions` and prints the summary.
 """
 
 from __future__ import annotations
@@ -270,6 +271,26 @@ def _run_predict(args: argparse.Namespace) -> int:
     return _run(args, "predict")
 
 
+def _batch_options(args: argparse.Namespace, task: str) -> Any:
+    """The :class:`~dcasenet_hub.inference.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
+
+    Options one command lacks (``--level`` of predict, ``--threshold`` of embed) take the defaults.
+
+    Raises:
+        ValueError: an invalid value (the flags are checked first, so this names the option, not the flag).
+    """
+    from dcasenet_hub.inference.batch_options import BatchOptions
+
+    return BatchOptions(
+        task=task, level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
+        pooling=getattr(args, "pooling", "mean"), threshold=getattr(args, "threshold", None),
+        median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
+        pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
+        batch_size=args.batch_size, workers=args.workers, shard=args.shard, overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+
+
 def _run(args: argparse.Namespace, task: str) -> int:
     from dcasenet_hub.inference import batch
 
@@ -278,8 +299,8 @@ def _run(args: argparse.Namespace, task: str) -> int:
         if args.shard is not None and batch.torchrun_shard() is not None:
             raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "
                               "process takes the shard of its rank)")
-        try:
-            shard = batch.parse_shard(args.shard)
+        try:  # checked here too, so the message names the flag
+            batch.parse_shard(args.shard)
         except ValueError as exc:
             raise _UsageError(f"--{exc}") from None
         if args.workers < 0:
@@ -290,15 +311,8 @@ def _run(args: argparse.Namespace, task: str) -> int:
             raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
-            plan = batch.prepare(
-                args.model, args.inputs, args.output_dir, task=task,
-                level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
-                pooling=getattr(args, "pooling", "mean"), threshold=getattr(args, "threshold", None),
-                median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
-                pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
-                batch_size=args.batch_size, workers=args.workers, shard=shard, overwrite=args.overwrite,
-                progress=not args.quiet,
-            )
+            options = _batch_options(args, task)
+            plan = batch.prepare(args.model, args.inputs, args.output_dir, options)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(batch.one_line(exc)) from None
     except _UsageError as exc:

@@ -7,7 +7,8 @@
   outputs exist, come from one run, and were made with the same settings, weights and input file.
 * :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``.
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
-  (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work);
+  (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
+  one :class:`BatchOptions` (or the same names as keywords, which win over it);
   :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
 
 The pieces live in :mod:`.discovery`, :mod:`.resume`, :mod:`.index` and :mod:`.distributed`; this module is the one
@@ -21,17 +22,23 @@ Example:
     >>> report = batch.run(model, ["corpus/"], "emb/", task="embed")  # doctest: +SKIP
     >>> report.done, report.skipped, len(report.failed)               # doctest: +SKIP
     (120, 0, 1)
+    >>> opts = batch.BatchOptions(task="predict", median_filter=0.5, workers=4)
+    >>> report = batch.run(model, ["corpus/"], "pred/", opts, shard="1/2")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.inference.batch_options import (
+    TASKS,
+    BatchOptions,
+    merge_batch_options,
+)
 from dcasenet_hub.inference.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -67,6 +74,7 @@ __all__ = [
     "INDEX_COLUMNS",
     "LIST_EXTENSIONS",
     "TASKS",
+    "BatchOptions",
     "IndexWriter",
     "Item",
     "Plan",
@@ -91,10 +99,6 @@ __all__ = [
     "write_all_events",
     "write_outputs",
 ]
-
-#: What :func:`run` computes: one ``.npz`` per input, or ``.json`` + ``.events.csv`` + ``.scores.tsv``.
-TASKS = ("embed", "predict")
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The whole folder job
@@ -156,7 +160,7 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
 
 @dataclass
 class Plan:
-    """A checked folder job (from :func:`prepare`): this shard's inputs and the settings; :meth:`execute` runs it.
+    """A checked folder job (from :func:`prepare`): this shard's inputs and the options; :meth:`execute` runs it.
 
     Attributes:
         model: The model, or its name / path (loaded by :meth:`execute` only if some input needs computing).
@@ -166,8 +170,8 @@ class Plan:
         suffix: ``""`` or ``"-I-of-N"`` (of the index and events files).
         meta: The settings recorded in every output (:func:`settings_meta`), less the input's identity.
         launched: ``(rank + 1, world size)`` under torchrun.
-        task, level, overwrite, device: As given to :func:`run`.
-        iterate_options: The options passed on to :func:`~dcasenet_hub.inference.iterate` (dtype, backend, hop ...).
+        options: The job's :class:`BatchOptions` (keyword overrides applied); ``task``, ``level``, ``overwrite``
+            and ``device`` read from it.
     """
 
     model: Any
@@ -177,11 +181,33 @@ class Plan:
     suffix: str
     meta: dict[str, Any]
     launched: tuple[int, int] | None
-    task: str
-    level: str
-    overwrite: bool
-    device: Any
-    iterate_options: dict[str, Any]
+    options: BatchOptions
+
+    @property
+    def task(self) -> str:
+        """``"embed"`` or ``"predict"``."""
+        return self.options.task
+
+    @property
+    def level(self) -> str:
+        """Which embeddings are saved."""
+        return self.options.level
+
+    @property
+    def overwrite(self) -> bool:
+        """Whether complete outputs are recomputed."""
+        return self.options.overwrite
+
+    @property
+    def device(self) -> Any:
+        """The device asked for (before torchrun and the backend have their say)."""
+        return self.options.device
+
+    @property
+    def iterate_options(self) -> dict[str, Any]:
+        """What is passed on to :func:`~dcasenet_hub.inference.iterate` besides the device
+        (:meth:`BatchOptions.iterate_kwargs`)."""
+        return self.options.iterate_kwargs()
 
     def execute(self, *, load: Callable[[str], Any] | None = None) -> Report:
         """Skip complete inputs, compute the others, write their files and the index; see :func:`run`.
@@ -216,13 +242,13 @@ class Plan:
                 if load is None:
                     from dcasenet_hub.inference.model import from_pretrained as load
                 model = load(str(model))
-            device = self.device
-            if self.iterate_options["backend"] == "onnxruntime":
+            device = self.options.device
+            if self.options.backend == "onnxruntime":
                 device = "cpu"
             elif launched is not None:
                 device = local_device(device)
             results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
-                              predictions=task == "predict", device=device, **self.iterate_options)
+                              predictions=task == "predict", device=device, **self.options.iterate_kwargs())
             try:
                 for r in results:
                     item = todo[r.index]
@@ -251,31 +277,17 @@ def prepare(
     model: Any,
     inputs: Sequence[str | Path],
     output_dir: str | Path,
-    *,
-    task: str = "embed",
-    level: str = "both",
-    hop: float | None = None,
-    layer: str = "gru",
-    pooling: str = "mean",
-    threshold: float | None = None,
-    median_filter: float | None = None,
-    min_duration: float | None = None,
-    pad_tail: bool = False,
-    device: Any = None,
-    dtype: Any = None,
-    backend: str = "torch",
-    batch_size: int = 8,
-    workers: int = 2,
-    shard: tuple[int, int] | str | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
+    options: BatchOptions | None = None,
+    **overrides: Any,
 ) -> Plan:
     """Check every option and find this shard's inputs, writing nothing: the first half of :func:`run`.
 
-    Arguments are :func:`run`'s. Errors in them (and missing inputs) are raised here, so a caller (the command line)
-    can report them before any file is touched; :meth:`Plan.execute` then does the work.
+    Arguments are :func:`run`'s (``options`` and the same keyword overrides). Errors in them (and missing inputs) are
+    raised here, so a caller (the command line) can report them before any file is touched; :meth:`Plan.execute`
+    then does the work.
 
     Raises:
+        TypeError: ``options`` is not a :class:`BatchOptions`, or an unknown option name (the message lists them).
         FileNotFoundError: an input does not exist, or no audio file was found.
         NotADirectoryError: ``output_dir`` is an existing file.
         ValueError: an invalid option, or ``shard`` given under torchrun.
@@ -286,33 +298,8 @@ def prepare(
         (250, 'index-1-of-4.csv')
         >>> report = plan.execute()                                            # doctest: +SKIP
     """
-    from dcasenet_hub.devices import short_dtype_name
-    from dcasenet_hub.inference.runner import BACKENDS
-    from dcasenet_hub.inference.settings import (
-        LAYERS,
-        POOLINGS,
-        _check_choice,
-        _hop_frames,
-    )
-
-    # every option is checked before anything is written
-    _check_choice("task", task, TASKS)
-    _check_choice("level", level, ("frame", "clip", "both"))
-    _check_choice("layer", layer, LAYERS)
-    _check_choice("pooling", pooling, POOLINGS)
-    _check_choice("backend", backend, BACKENDS)
-    _hop_frames(hop, None)
-    dtype_name = short_dtype_name(dtype)
-    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
-        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
-    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
-        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
-    if int(batch_size) < 1 or int(workers) < 0:
-        raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {batch_size} and {workers}")
-    shard_ = parse_shard(shard) if isinstance(shard, str) else shard
-    if shard_ is not None:
-        parse_shard(f"{shard_[0]}/{shard_[1]}")
+    opts = merge_batch_options(options, overrides, caller="prepare")  # every option is checked here
+    shard_ = opts.shard
     launched = torchrun_shard()
     if launched is not None:
         if shard_ is not None:
@@ -329,19 +316,11 @@ def prepare(
                                 f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
     named = isinstance(model, (str, Path))
     identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
-    meta_base = settings_meta(task, identity, level=level, hop=hop, layer=layer, pooling=pooling,
-                              threshold=threshold, median_filter=median_filter, min_duration=min_duration,
-                              pad_tail=pad_tail, dtype=dtype_name, backend=backend)
-
     suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
     return Plan(
-        model=model, items=_select(items, out_dir, task, shard_), output_dir=out_dir,
-        index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=meta_base, launched=launched, task=task,
-        level=level, overwrite=overwrite, device=device,
-        iterate_options={"dtype": None if dtype_name == "fp32" else dtype_name, "backend": backend, "hop": hop,
-                         "layer": layer, "pooling": pooling, "threshold": threshold, "median_filter": median_filter,
-                         "min_duration": min_duration, "pad_tail": pad_tail, "batch_size": batch_size,
-                         "workers": workers, "progress": progress},
+        model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
+        index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=opts.settings_meta(identity),
+        launched=launched, options=opts,
     )
 
 
@@ -349,25 +328,10 @@ def run(
     model: Any,
     inputs: Sequence[str | Path],
     output_dir: str | Path,
+    options: BatchOptions | None = None,
     *,
-    task: str = "embed",
-    level: str = "both",
-    hop: float | None = None,
-    layer: str = "gru",
-    pooling: str = "mean",
-    threshold: float | None = None,
-    median_filter: float | None = None,
-    min_duration: float | None = None,
-    pad_tail: bool = False,
-    device: Any = None,
-    dtype: Any = None,
-    backend: str = "torch",
-    batch_size: int = 8,
-    workers: int = 2,
-    shard: tuple[int, int] | str | None = None,
-    overwrite: bool = False,
-    progress: bool = False,
     load: Callable[[str], Any] | None = None,
+    **overrides: Any,
 ) -> Report:
     """Embed or predict every audio file of ``inputs`` into ``output_dir``, resumably (``dcasenet-hub embed/predict``).
 
@@ -384,17 +348,13 @@ def run(
             ``model_id``).
         inputs: Audio files, folders and list files (see :func:`discover`).
         output_dir: Output folder (created if missing).
-        task: ``"embed"`` or ``"predict"``.
-        level: Which embeddings to save: ``"frame"``, ``"clip"`` or ``"both"``.
-        hop, layer, pooling, pad_tail, backend, batch_size, workers, progress: As for
-            :func:`~dcasenet_hub.inference.embed`.
-        threshold, median_filter, min_duration: As for :func:`~dcasenet_hub.inference.predict`.
-        device: Where to compute (:func:`~dcasenet_hub.devices.resolve_device`); under torchrun ``"auto"`` /
-            ``"cuda"`` mean this process's GPU; the onnxruntime backend runs on the CPU.
-        dtype: Compute dtype (``"fp32"`` default, ``"bf16"``, ``"fp16"``), recorded for resume.
-        shard: ``(I, N)`` or ``"I/N"``: only the inputs of that shard (:func:`in_shard`).
-        overwrite: Recompute inputs whose outputs are complete.
+        options: A :class:`BatchOptions` (default: all defaults): ``task`` (``"embed"`` or ``"predict"``),
+            ``level``, ``hop``, ``layer``, ``pooling``, ``threshold``, ``median_filter``, ``min_duration``,
+            ``pad_tail``, ``device``, ``dtype``, ``backend``, ``batch_size``, ``workers``, ``shard``,
+            ``overwrite``, ``progress``; see its fields.
         load: How to load a named ``model`` (default: :func:`~dcasenet_hub.from_pretrained`).
+        **overrides: Any :class:`BatchOptions` field by name (``task="predict"``, ``shard=(2, 8)``, ...), applied
+            over ``options``.
 
     Returns:
         A :class:`Report` (failed inputs are in ``report.failed``, not raised).
@@ -402,6 +362,7 @@ def run(
     It is :func:`prepare` (every check, nothing written) then :meth:`Plan.execute`.
 
     Raises:
+        TypeError: ``options`` is not a :class:`BatchOptions`, or an unknown option name (the message lists them).
         FileNotFoundError: an input does not exist, or no audio file was found.
         NotADirectoryError: ``output_dir`` is an existing file.
         ValueError: an invalid option (task, shard, hop, layer, dtype ...), or ``shard`` given under torchrun.
@@ -410,9 +371,8 @@ def run(
         >>> report = run("dcasenet-v3", ["recordings/"], "pred/", task="predict", median_filter=0.5)  # doctest: +SKIP
         >>> report.done, report.skipped, [i.error for i in report.failed]                            # doctest: +SKIP
         (41, 0, [])
+        >>> opts = BatchOptions(task="predict", median_filter=0.5, batch_size=16)
+        >>> report = run("dcasenet-v3", ["recordings/"], "pred/", opts, device="cuda")              # doctest: +SKIP
     """
-    return prepare(
-        model, inputs, output_dir, task=task, level=level, hop=hop, layer=layer, pooling=pooling, threshold=threshold,
-        median_filter=median_filter, min_duration=min_duration, pad_tail=pad_tail, device=device, dtype=dtype,
-        backend=backend, batch_size=batch_size, workers=workers, shard=shard, overwrite=overwrite, progress=progress,
-    ).execute(load=load)
+    opts = merge_batch_options(options, overrides, caller="run")
+    return prepare(model, inputs, output_dir, opts).execute(load=load)

@@ -1,0 +1,193 @@
+"""The folder jobs' options: one :class:`BatchOptions` dataclass, the old keyword calls unchanged, overrides on top."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.inference import BatchOptions, batch
+from dcasenet_hub.inference.batch_options import merge_batch_options
+
+# the keywords of run()/prepare() before BatchOptions, with their defaults: every old call must mean the same
+OLD_KEYWORDS = {
+    "task": "embed", "level": "both", "hop": None, "layer": "gru", "pooling": "mean", "threshold": None,
+    "median_filter": None, "min_duration": None, "pad_tail": False, "device": None, "dtype": None, "backend": "torch",
+    "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": False,
+}
+# a non-default value for every option (valid together)
+CHANGED = {
+    "task": "predict", "level": "clip", "hop": 0.4, "layer": "conv", "pooling": "mean+max", "threshold": 0.4,
+    "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "device": "cpu", "dtype": "bf16",
+    "backend": "torch", "batch_size": 3, "workers": 0, "shard": "1/2", "overwrite": True, "progress": True,
+}
+# a model object prepare() accepts without loading weights: it only reads config.model_id
+MODEL = SimpleNamespace(config=SimpleNamespace(model_id="test-model"))
+
+
+def _folder(tmp_path: Path, n: int = 6, seconds: float = 1.0) -> Path:
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sf.write(root / f"f{i}.wav", 0.1 * rng.standard_normal(int(seconds * 24000)), 24000)
+    return root
+
+
+def _plan_view(plan: batch.Plan) -> dict:
+    return {"items": [(i.rel.as_posix(), i.output) for i in plan.items], "index": plan.index_path,
+            "suffix": plan.suffix, "meta": plan.meta, "options": plan.options, "iterate": plan.iterate_options,
+            "task": plan.task, "level": plan.level, "overwrite": plan.overwrite, "device": plan.device}
+
+
+def test_fields_and_defaults_are_the_old_keywords():
+    """Catches a renamed option or a changed default (an old keyword call would fail or silently mean another job)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(BatchOptions)}
+    assert defaults == OLD_KEYWORDS
+    assert BatchOptions.field_names() == tuple(OLD_KEYWORDS)
+    assert set(CHANGED) == set(OLD_KEYWORDS)
+
+
+def test_options_and_keywords_give_the_same_plan(tmp_path):
+    """Catches prepare() ignoring ``options`` (defaults used) or dropping a keyword on the way to the Plan."""
+    root = _folder(tmp_path)
+    out = tmp_path / "out"
+    by_keywords = batch.prepare(MODEL, [root], out, **CHANGED)
+    by_options = batch.prepare(MODEL, [root], out, BatchOptions(**CHANGED))
+    assert _plan_view(by_keywords) == _plan_view(by_options)
+    assert by_options.options == BatchOptions(**CHANGED)
+    # and the values really arrived (both forms wrong alike would pass the comparison above)
+    assert by_options.index_path == out / "index-1-of-2.csv" and by_options.suffix == "-1-of-2"
+    assert 0 < len(by_options.items) < 6  # shard 1 of 2 of six files
+    assert by_options.meta == {"task": "predict", "model": "test-model", "threshold": 0.4, "median_filter": 0.5,
+                               "min_duration": 0.3, "hop": 0.4, "pad_tail": True, "dtype": "bf16",
+                               "backend": "torch"}
+    assert by_options.iterate_options == {
+        "dtype": "bf16", "backend": "torch", "hop": 0.4, "layer": "conv", "pooling": "mean+max", "threshold": 0.4,
+        "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "batch_size": 3, "workers": 0,
+        "progress": True}
+    assert (by_options.task, by_options.level, by_options.overwrite, by_options.device) == (
+        "predict", "clip", True, "cpu")
+    # no options and no keywords: the old defaults
+    plain = batch.prepare(MODEL, [root], out)
+    assert plain.options == BatchOptions() and plain.index_path == out / "index.csv" and len(plain.items) == 6
+    assert not out.exists()  # prepare writes nothing
+
+
+def test_overrides_win_over_options_and_keep_the_rest(tmp_path):
+    """Catches options applied over the keywords (wrong order) and keywords replacing the options wholesale."""
+    root = _folder(tmp_path, n=2)
+    opts = BatchOptions(task="embed", layer="conv", batch_size=4, shard=(1, 2))
+    plan = batch.prepare(MODEL, [root], tmp_path / "out", opts, layer="scene", shard=None)
+    assert plan.options == dataclasses.replace(opts, layer="scene", shard=None)
+    assert plan.options.batch_size == 4 and plan.meta["layer"] == "scene" and plan.suffix == ""
+    assert opts.layer == "conv"  # the caller's options are not changed
+    merged = merge_batch_options(opts, {"threshold": 0.2})
+    assert (merged.threshold, merged.layer, merged.batch_size) == (0.2, "conv", 4)
+    assert merge_batch_options(opts, {}) is opts and merge_batch_options(None, {}) == BatchOptions()
+
+
+@pytest.mark.parametrize("call", ["prepare", "run"])
+def test_unknown_option_names_raise_type_error_listing_the_known_ones(tmp_path, call):
+    """Catches ``**overrides`` swallowing a misspelt option (``tresh=0.5`` silently ignored)."""
+    root = _folder(tmp_path, n=1)
+    with pytest.raises(TypeError, match=rf"^{call}\(\) got unknown option\(s\) 'tresh'\. Known: ") as info:
+        getattr(batch, call)(MODEL, [root], tmp_path / "out", BatchOptions(), tresh=0.5)
+    assert str(info.value).endswith("Known: " + ", ".join(OLD_KEYWORDS))
+    with pytest.raises(TypeError, match="options must be a BatchOptions, got dict"):
+        getattr(batch, call)(MODEL, [root], tmp_path / "out", {"task": "predict"})
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("bad", [
+    {"task": "tag"}, {"level": "frames"}, {"layer": "lstm"}, {"pooling": "median"}, {"backend": "tensorrt"},
+    {"hop": 0.3}, {"hop": True}, {"dtype": "fp64"}, {"threshold": 1.5}, {"threshold": float("nan")},
+    {"threshold": -0.1}, {"median_filter": -1.0}, {"min_duration": float("inf")}, {"batch_size": 0},
+    {"workers": -1}, {"shard": "3/2"}, {"shard": (0, 2)}, {"shard": "2-of-8"}, {"shard": (1.5, 2)},
+], ids=lambda d: "-".join(f"{k}={v}" for k, v in d.items()))
+def test_invalid_values_raise_value_error_before_anything_is_written(tmp_path, bad):
+    """Catches a check that was lost in the move (the bad value reaches the job) or that runs after files exist."""
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        BatchOptions(**bad)
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        dataclasses.replace(BatchOptions(), **bad)  # replace() checks again, so overrides are checked too
+    root = _folder(tmp_path, n=1)
+    out = tmp_path / "out"
+    for kwargs in (bad, {"options": BatchOptions(task="predict"), **bad}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            batch.run("no-such-model", [root], out, **kwargs)  # a model that would fail to load: it is never loaded
+        assert not out.exists()
+
+
+def test_shard_is_stored_as_a_tuple():
+    """Catches ``"2/8"`` kept as text: options equal in meaning would compare unequal, and the suffix would differ."""
+    assert BatchOptions(shard="2/8").shard == (2, 8)
+    assert BatchOptions(shard="2/8") == BatchOptions(shard=(2, 8)) == BatchOptions(shard=[2, 8])
+    assert dataclasses.replace(BatchOptions(shard="2/8"), task="predict").shard == (2, 8)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        BatchOptions().shard = (1, 2)  # type: ignore[misc]
+
+
+def test_iterate_kwargs_are_parameters_of_iterate():
+    """Catches a key iterate() does not take (a TypeError only once some input needs computing) and fp32 passed as a
+    dtype instead of None (which would leave the exact fp32 path)."""
+    from dcasenet_hub.inference import iterate
+
+    params = inspect.signature(iterate).parameters
+    kwargs = BatchOptions(**CHANGED).iterate_kwargs()
+    assert set(kwargs) <= set(params) and "device" not in kwargs
+    # every iterate option that is also a job option is passed on
+    assert {k for k in params if k in OLD_KEYWORDS and k != "device"} == set(kwargs)
+    for fp32 in (None, "fp32", "float32"):
+        assert BatchOptions(dtype=fp32).iterate_kwargs()["dtype"] is None
+        assert BatchOptions(dtype=fp32).settings_meta({"model": "m"})["dtype"] == "fp32"
+    assert BatchOptions(dtype="bfloat16").iterate_kwargs()["dtype"] == "bf16"
+
+
+def test_cli_builds_one_batch_options_from_its_flags(tmp_path, monkeypatch):
+    """Catches the command line dropping a flag on the way (e.g. --min-duration or --pad-tail not passed on)."""
+    from dcasenet_hub.cli import main
+
+    root = _folder(tmp_path, n=1)
+    seen = []
+
+    def fake_prepare(model, inputs, output_dir, options=None, **overrides):
+        seen.append((model, [str(i) for i in inputs], Path(output_dir), options, overrides))
+        raise FileNotFoundError("stopped by the test")
+
+    monkeypatch.setattr(batch, "prepare", fake_prepare)
+    code = main(["predict", str(root), "-o", str(tmp_path / "out"), "--model", "m", "--threshold", "0.4",
+                 "--median-filter", "0.5", "--min-duration", "0.3", "--hop", "0.4", "--pad-tail", "--device", "cpu",
+                 "--batch-size", "3", "--workers", "0", "--shard", "1/2", "--overwrite", "-q"])
+    assert code == 2  # the test's FileNotFoundError is reported as a usage error
+    assert seen == [("m", [str(root)], tmp_path / "out", BatchOptions(
+        task="predict", threshold=0.4, median_filter=0.5, min_duration=0.3, hop=0.4, pad_tail=True, device="cpu",
+        dtype="fp32", batch_size=3, workers=0, shard=(1, 2), overwrite=True, progress=False), {})]
+    seen.clear()
+    assert main(["embed", str(root), "-o", str(tmp_path / "out"), "--model", "m", "--level", "clip", "--layer",
+                 "scene", "--pooling", "max"]) == 2
+    assert seen[0][3] == BatchOptions(task="embed", level="clip", layer="scene", pooling="max", device="auto",
+                                      dtype="fp32", progress=True)
+
+
+def test_an_options_run_resumes_a_keyword_run_and_overrides_reach_the_files(tmp_path, v3_model):
+    """Catches execute() not passing the options on (outputs recorded with other settings would not be skipped, or
+    an override would not change what is computed and recorded)."""
+    root = _folder(tmp_path, n=2, seconds=1.2)
+    out = tmp_path / "out"
+    first = batch.run(v3_model, [root], out, task="predict", threshold=0.4, workers=0, dtype="fp32")
+    assert (first.done, first.skipped, first.failed) == (2, 0, [])
+    opts = BatchOptions(task="predict", threshold=0.4, workers=0)
+    again = batch.run(v3_model, [root], out, opts, load=lambda name: pytest.fail("nothing to compute"))
+    assert (again.done, again.skipped, again.failed) == (0, 2, [])
+    changed = batch.run(v3_model, [root], out, opts, threshold=0.6)
+    assert (changed.done, changed.skipped, changed.failed) == (2, 0, [])
+    record = json.loads((out / "f0.json").read_text())
+    assert record["meta"]["threshold"] == 0.6  # recorded for resume
+    assert record["events"]["threshold"] == 0.6  # and used by iterate() for the event list
