@@ -158,3 +158,19 @@ def test_load_audio_missing_nan_and_zero_frames(tmp_path):
     sf.write(hdr_only, np.zeros((0, 1)), 16000)
     with pytest.raises(AudioLoadError, match="no audio samples"):
         load_audio(hdr_only)
+
+
+def test_log_mel_does_not_depend_on_torch_thread_count():
+    """Broken variant caught: the mel projection run on all of torch's threads (its matrix product rounds
+    differently with 1 and 2 threads, up to 1.8e-6), which made ``embed`` differ with ``workers=0`` and ``workers=2``."""
+    x = torch.from_numpy((np.random.default_rng(7).standard_normal(24000 * 10) * 0.1).astype(np.float32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = log_mel(x)
+        torch.set_num_threads(2)
+        two = log_mel(x)
+        assert torch.get_num_threads() == 2  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
