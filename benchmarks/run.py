@@ -333,24 +333,26 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     argv = ["embed", str(audio_dir), "-o", str(out_dir), "--model", str(model_dir), "-q",
             "--device", "cuda" if device.type == "cuda" else "cpu"]
     _log(f"e2e: dcasenet-hub {' '.join(argv)}")
-    timer = StageTimer()
-    with instrument(timer):
-        t0 = time.perf_counter()
-        code = cli.main(argv)
-        _sync(device)
-        wall = time.perf_counter() - t0
-    if code != 0:
-        raise RuntimeError(f"dcasenet-hub embed exited with {code}")
-    n_out = sum(1 for _ in out_dir.rglob("*.npz"))
-    audio = n_files * seconds
-    load = timer.seconds.get("load", 0.0)
-    stage_s = {s: timer.seconds.get(s, 0.0) for s in STAGES}
-    busy = sum(stage_s.values())
+
+    def run_cli() -> tuple[float, StageTimer]:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        timer = StageTimer()
+        with instrument(timer):
+            t0 = time.perf_counter()
+            code = cli.main(argv)
+            _sync(device)
+            wall = time.perf_counter() - t0
+        if code != 0:
+            raise RuntimeError(f"dcasenet-hub embed exited with {code}")
+        return wall, timer
+
+    wall, timer = run_cli()  # the first run also finds the batches the network sees
+    shapes = list(timer.network_shapes)
     # model-only on exactly the batches the network saw, same model path (fast default) and the plain model
     model = from_pretrained(model_dir).to(device)
     fast = optimize_for_inference(model)
-    shapes = list(timer.network_shapes)
     batches = [(torch.randn(*shape).to(device), tasks) for shape, tasks in shapes]
+
     def run_fast() -> None:
         for x, tasks in batches:
             fast(x, tasks=tasks)
@@ -360,21 +362,40 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
             for x, tasks in batches:
                 model(x, tasks=tasks)
 
-    times, _ = _interleaved({"fast": run_fast, "plain": run_plain}, reps=1 if smoke else 3, min_reps=1,
-                            budget_s=20, device=device)
+    audio = n_files * seconds
+    run_fast()
+    _sync(device)
+    # Each end-to-end run is followed at once by the model-only runs, and the ratio is taken pair by pair: a shared
+    # machine's speed drifts by tens of per cent within a minute (docs/performance.md), which a ratio of medians
+    # taken minutes apart would mix into the result.
+    runs: list[dict[str, float]] = []
+    for r in range(1 if smoke else 3):
+        if r:
+            wall, timer = run_cli()
+        load = timer.seconds.get("load", 0.0)
+        times, _ = _interleaved({"fast": run_fast, "plain": run_plain}, reps=1, min_reps=1, budget_s=0,
+                                device=device, warmup=False)
+        runs.append({"wall_s": wall, "load_s": load, "e2e": audio / (wall - load),
+                     "fast": audio / times["fast"][0], "plain": audio / times["plain"][0],
+                     "timer": timer})
+    ratios = [x["e2e"] / x["fast"] for x in runs]
+    mid = sorted(range(len(runs)), key=lambda k: ratios[k])[len(runs) // 2]  # the run with the median ratio
+    timer = runs[mid]["timer"]
+    n_out = sum(1 for _ in out_dir.rglob("*.npz"))
+    stage_s = {s: timer.seconds.get(s, 0.0) for s in STAGES}
+    busy = sum(stage_s.values())
     net_audio = sum(shape[0] for shape, _ in shapes)
     # every batch holds windows of whole files here (10 s files: one window each), so audio = files' duration
-    model_only = {k: audio / _median(v) for k, v in times.items()}
-    e2e_tp = audio / (wall - load)
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
-        "wall_s": wall, "load_s": load, "audio_s": audio,
-        "e2e_audio_s_per_s": e2e_tp,
-        "model_only_audio_s_per_s": model_only,
-        "e2e_over_model_only_fast": e2e_tp / model_only["fast"],
+        "wall_s": runs[mid]["wall_s"], "load_s": runs[mid]["load_s"], "audio_s": audio,
+        "e2e_audio_s_per_s": runs[mid]["e2e"],
+        "model_only_audio_s_per_s": {"fast": runs[mid]["fast"], "plain": runs[mid]["plain"]},
+        "e2e_over_model_only_fast": ratios[mid],
+        "pairs": [{k: v for k, v in x.items() if k != "timer"} | {"ratio": q} for x, q in zip(runs, ratios)],
         "stage_seconds": stage_s,
         "stage_share_of_timed": {k: (v / busy if busy else 0.0) for k, v in stage_s.items()},
-        "other_s": max(0.0, wall - busy),
+        "other_s": max(0.0, runs[mid]["wall_s"] - busy),
         "threads_seen": len(timer.threads),
         "network_batches": [list(s) + [list(t) if t else None] for s, t in shapes],
         "network_windows": net_audio,
@@ -490,6 +511,14 @@ def _fmt(x: Any, nd: int = 2) -> str:
     return str(x)
 
 
+def _pairs_text(e: dict[str, Any]) -> str:
+    pairs = e.get("pairs") or []
+    if len(pairs) < 2:
+        return ""
+    shown = ", ".join(f"{100 * p['ratio']:.0f}%" for p in pairs)
+    return f"; pair by pair {shown} (the median pair is shown)"
+
+
 def render(result: dict[str, Any]) -> str:
     lines: list[str] = []
     m = result["machine"]
@@ -528,7 +557,7 @@ def render(result: dict[str, Any]) -> str:
                    f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s"),
                   (f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
                    f"plain {_fmt(e['model_only_audio_s_per_s']['plain'], 1)} audio s/s -> end-to-end = "
-                   f"{100 * e['e2e_over_model_only_fast']:.0f}% of model-only (fast)"),
+                   f"{100 * e['e2e_over_model_only_fast']:.0f}% of model-only (fast)" + _pairs_text(e)),
                   "", "| stage | seconds | share of timed |", "|---|---|---|"]
         for k, v in e["stage_seconds"].items():
             lines.append(f"| {k} | {_fmt(v)} | {100 * e['stage_share_of_timed'][k]:.1f}% |")

@@ -304,6 +304,9 @@ def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     assert res["e2e"]["outputs_written"] == res["e2e"]["files"] == 2
     assert set(res["e2e"]["stage_seconds"]) == {"load", "decode", "resample", "features", "network", "writes"}
     assert res["e2e"]["stage_seconds"]["network"] > 0 and res["e2e"]["stage_seconds"]["decode"] > 0
+    # the end-to-end ratio is taken pair by pair (each run with the model-only run right after it)
+    (pair,) = res["e2e"]["pairs"]
+    assert res["e2e"]["e2e_over_model_only_fast"] == pair["ratio"] == pair["e2e"] / pair["fast"]
     assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
     assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
     # the long-file memory is recorded per dtype and backend (issue 14: < 1 GB in every one of them)
