@@ -1,13 +1,23 @@
-"""Feature cache of dcasenet_hub.train.prepare: a file counts as done only while its audio is unchanged."""
+"""Feature cache of dcasenet_hub.train.prepare: a file counts as done only while its audio is unchanged, and the
+scene evaluation files are cached as what the scene evaluation reads (their 24 kHz audio) and nothing else."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
-from dcasenet_hub.train.prepare import cache_file, prepare_items
+from dcasenet_hub.train.prepare import (
+    SOURCE_SUFFIX,
+    audio_file,
+    cache_file,
+    prepare_items,
+    prepare_splits,
+)
 
 
 def _write(path: Path, seed: int) -> None:
@@ -40,8 +50,165 @@ def test_edited_audio_is_converted_again(tmp_path: Path) -> None:
     after = np.load(out_a)
     assert not np.allclose(before, after)
     # a cache from before the source records (features only) is converted again, once
-    from dcasenet_hub.train.prepare import SOURCE_SUFFIX
-
     out_a.with_name(out_a.name + SOURCE_SUFFIX).unlink()
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, progress=False)
     assert rep.prepared == {"asc": 1}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Scene evaluation files: only their 24 kHz audio (the scene evaluation reads nothing else)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def mini_roots(tmp_path_factory: pytest.TempPathFactory):
+    """Mini ASC (1 training + 1 evaluation clip of 2 s per scene) and TAG (10 short clips) roots."""
+    from dcasenet_hub.train.minidata import make_mini_datasets
+
+    return make_mini_datasets(tmp_path_factory.mktemp("mini") / "mini", tasks=("asc", "tag"), asc_train_per_scene=1,
+                              asc_eval_per_scene=1, asc_duration=2.0, tag_clips=10, tag_labels=4,
+                              tag_duration=(1.0, 1.5), progress=False)
+
+
+def _scene_inputs(task_dir: Path, root: Path, items) -> list[torch.Tensor]:
+    """The scene evaluation's inputs (crops of the kept waveform) of ``items``, as the evaluation builds them."""
+    from dcasenet_hub import labels
+    from dcasenet_hub.train.torch_data import EvalClips, FeatureStore
+
+    ds = EvalClips("asc", items, FeatureStore(task_dir, root), labels=labels.SCENES)
+    return [ds[i][0] for i in range(len(ds))]
+
+
+def _old_rules_cache(root: Path, items, cache: Path) -> Path:
+    """A cache of ``items`` as the preparation before this change wrote it for the scene evaluation files: the WAV,
+    the log-mel and the log-mel's record, and no record beside the WAV."""
+    rep = prepare_items("asc", root, [it.path for it in items], cache_dir=cache, keep_audio=True, progress=False)
+    task_dir = rep.dirs["asc"]
+    for it in items:
+        wav = audio_file(task_dir, root, it.path)
+        wav.with_name(wav.name + SOURCE_SUFFIX).unlink()
+        assert wav.is_file() and cache_file(task_dir, root, it.path).is_file()
+    return task_dir
+
+
+def test_scene_evaluation_files_keep_their_audio_and_no_log_mel(mini_roots, tmp_path: Path) -> None:
+    """Scene evaluation files end up with their 24 kHz WAV (and its record) and no log-mel; training files and the
+    tag evaluation files keep their log-mel; a second preparation finds everything done.
+
+    Broken variants caught: log-mels still computed for the scene evaluation files (a ``.npy`` appears); the kept
+    audio missing (evaluation could not read it); the completeness check still asking evaluation files for a
+    log-mel (the second run converts the 10 evaluation files again: prepared 10, not 0); audio-only applied to every
+    evaluation split (the tag evaluation, which reads whole-clip log-mels, finds none).
+    """
+    from dcasenet_hub.train.evaluation import _prepared_stores
+
+    cache = tmp_path / "cache"
+    rep, items = prepare_splits("asc", mini_roots.asc, ["train", "eval"], cache_dir=cache, progress=False)
+    task_dir = rep.dirs["asc"]
+    assert rep.prepared == {"asc": 20} and not rep.failed
+    assert len(items["eval"]) == 10 and len(items["train"]) == 10
+    for it in items["eval"]:
+        wav = audio_file(task_dir, mini_roots.asc, it.path)
+        assert wav.is_file() and wav.with_name(wav.name + SOURCE_SUFFIX).is_file()
+        assert not cache_file(task_dir, mini_roots.asc, it.path).exists()
+    assert sorted(p.name for p in task_dir.rglob("*.npy")) == sorted(Path(it.path).name + ".npy"
+                                                                      for it in items["train"])
+    rep2, _ = prepare_splits("asc", mini_roots.asc, ["train", "eval"], cache_dir=cache, progress=False)
+    assert rep2.prepared == {"asc": 0} and rep2.skipped == {"asc": 20}
+    # the evaluation reads them, through the trainer's own preparation and stores
+    stores, ev = _prepared_stores({"asc": mini_roots.asc, "tag": mini_roots.tag}, ["eval"], cache_dir=cache,
+                                  workers=0, progress=False, memory=False)
+    crops = _scene_inputs(stores["asc"].cache_dir, mini_roots.asc, ev["asc"]["eval"])
+    assert len(crops) == 10 and all(bool(torch.isfinite(x).all()) for x in crops)
+    for it in ev["tag"]["eval"]:  # tag evaluation files: whole-clip log-mels, no WAV
+        assert stores["tag"].load(it.path).shape[1] == 128
+        assert not audio_file(stores["tag"].cache_dir, mini_roots.tag, it.path).exists()
+
+
+def test_cache_prepared_by_the_old_rules_stays_current_and_evaluates_the_same(mini_roots, tmp_path: Path) -> None:
+    """A cache whose scene evaluation files have WAV + log-mel + the log-mel's record and no WAV record (what the
+    preparation wrote before) is complete: nothing is converted again or removed, and the scene evaluation reads the
+    same inputs from it as from a cache prepared now. An old entry whose audio was edited since is converted again.
+
+    Broken variants caught: completeness requiring the WAV's own record (the 10 old entries are converted again:
+    prepared 10, not 0); a WAV without a record accepted on its own, without the log-mel's record vouching for it
+    (the edited file is not converted again and its stale WAV is evaluated).
+    """
+    from dcasenet_hub.train.datasets import asc_items
+
+    root = tmp_path / "asc"
+    shutil.copytree(mini_roots.asc, root)  # one of its files is edited below
+    items = asc_items(root, "eval")
+    old_dir = _old_rules_cache(root, items, tmp_path / "old")
+    stamps = {p: p.stat().st_mtime_ns for p in old_dir.rglob("*") if p.is_file()}
+    rep, _ = prepare_splits("asc", root, ["eval"], cache_dir=tmp_path / "old", progress=False)
+    assert rep.prepared == {"asc": 0} and rep.skipped == {"asc": 10}
+    assert {p: p.stat().st_mtime_ns for p in old_dir.rglob("*") if p.is_file()} == stamps  # untouched
+    new, _ = prepare_splits("asc", root, ["eval"], cache_dir=tmp_path / "new", progress=False)
+    old_x, new_x = _scene_inputs(old_dir, root, items), _scene_inputs(new.dirs["asc"], root, items)
+    assert len(old_x) == 10 and all(a.equal(b) for a, b in zip(old_x, new_x, strict=True))
+    # an old entry whose audio changed since (same size, later mtime): converted again, the others not
+    edited = Path(items[0].path)
+    kept = audio_file(old_dir, root, edited)
+    before = kept.read_bytes()
+    st = edited.stat()
+    data = bytearray(edited.read_bytes())
+    data[-2000:] = bytes(2000)  # the last samples silenced: the same size
+    edited.write_bytes(bytes(data))
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    rep, _ = prepare_splits("asc", root, ["eval"], cache_dir=tmp_path / "old", progress=False)
+    assert rep.prepared == {"asc": 1} and rep.skipped == {"asc": 9}
+    assert kept.read_bytes() != before
+
+
+def test_entry_missing_what_evaluation_reads_is_converted_again(mini_roots, tmp_path: Path) -> None:
+    """Evaluation needs the kept WAV: an entry without it is not complete, whatever else is there (its record, or in
+    an old cache the log-mel and the log-mel's record), and a WAV whose own record is stale is not complete even when
+    an old log-mel's record still matches.
+
+    Broken variants caught: a record (or the old rule's log-mel + record) taken for a complete entry without the WAV
+    (the next evaluation fails with "No prepared 24 kHz audio"); the old log-mel's record consulted although the WAV
+    has its own, stale, record (a stale WAV is evaluated).
+    """
+    from dcasenet_hub.train.datasets import asc_items
+
+    root = mini_roots.asc
+    items = asc_items(root, "eval")
+    cache = tmp_path / "cache"
+    rep, _ = prepare_splits("asc", root, ["eval"], cache_dir=cache, progress=False)
+    wav0 = audio_file(rep.dirs["asc"], root, items[0].path)
+    wav0.unlink()  # new rules: the WAV's record stays, the WAV is gone
+    rep, _ = prepare_splits("asc", root, ["eval"], cache_dir=cache, progress=False)
+    assert rep.prepared == {"asc": 1} and wav0.is_file()
+
+    old_dir = _old_rules_cache(root, items, tmp_path / "old")
+    wav1 = audio_file(old_dir, root, items[1].path)
+    wav1.unlink()  # old rules: the log-mel and its matching record stay, the WAV is gone
+    wav2 = audio_file(old_dir, root, items[2].path)
+    wav2.with_name(wav2.name + SOURCE_SUFFIX).write_text('{"size": 1, "mtime_ns": 1}\n')  # a stale own record
+    rep, _ = prepare_splits("asc", root, ["eval"], cache_dir=tmp_path / "old", progress=False)
+    assert rep.prepared == {"asc": 2} and rep.skipped == {"asc": 8}
+    assert wav1.is_file() and len(_scene_inputs(old_dir, root, items)) == 10  # every evaluation file readable
+
+
+def test_audio_only_preparation_checks_length_and_options(tmp_path: Path) -> None:
+    """Without features a file too short for the front-end still fails at preparation (nothing written), as it did
+    when its log-mel was computed; ``features=False`` without ``keep_audio`` is refused with the fix.
+
+    Broken variant caught: the audio-only conversion skipping the front-end's length check (the short file is
+    "prepared" and the failure moves to the evaluation).
+    """
+    import soundfile as sf
+
+    root = tmp_path / "data"
+    root.mkdir()
+    short, ok = root / "short.wav", root / "ok.wav"
+    sf.write(str(short), np.zeros(500, np.float32), 24000, subtype="PCM_16")
+    _write(ok, 3)
+    rep = prepare_items("asc", root, [short, ok], cache_dir=tmp_path / "c", keep_audio=True, features=False,
+                        progress=False)
+    assert [Path(p).name for p, _ in rep.failed] == ["short.wav"] and "too short" in rep.failed[0][1]
+    assert rep.prepared == {"asc": 1}
+    assert not audio_file(rep.dirs["asc"], root, short).exists() and audio_file(rep.dirs["asc"], root, ok).is_file()
+    with pytest.raises(ValueError, match="keep_audio=True"):
+        prepare_items("asc", root, [ok], cache_dir=tmp_path / "c", features=False, progress=False)

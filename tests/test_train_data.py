@@ -201,4 +201,6 @@ def test_data_prepare_command_caches_the_authors_splits(tmp_path, capsys):
     assert "asc: 20 files prepared, 0 already cached" in capsys.readouterr().out
     assert main(args) == 0
     assert "asc: 0 files prepared, 20 already cached" in capsys.readouterr().out
-    assert len(list((tmp_path / "c").rglob("*.wav.npy"))) == 20
+    # the 10 training clips as features, the 10 scene evaluation clips as 24 kHz WAV only (the evaluation reads that)
+    assert len(list((tmp_path / "c").rglob("*.wav.npy"))) == 10
+    assert len(list((tmp_path / "c").rglob("audio24k/**/*.wav"))) == 10

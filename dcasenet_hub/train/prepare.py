@@ -1,19 +1,29 @@
-"""Data preparation for training: convert every clip to 24 kHz 16-bit and cache its log-mel features.
+"""Data preparation for training: convert every clip to 24 kHz 16-bit and cache what training and evaluation read.
 
 The paper converted all audio to 24 kHz, 16-bit (section 4.1). :func:`prepare` does this once per file (the
-front-end's resampler, then rounding to 16-bit PCM) and stores the **un-normalised** log-mel of the whole file,
-``(channels, 128, frames)`` float32, as ``.npy`` in a cache folder, so training epochs never decode or resample audio:
-the datasets in :mod:`dcasenet_hub.train.torch_data` crop and normalise the cached features as the authors did.
+front-end's resampler, then rounding to 16-bit PCM) and stores, per file, what its split is read for:
 
-Cache layout: ``CACHE/<task>-<hash of the dataset root>/<path relative to the root>.npy`` plus ``manifest.json``
-(front-end settings; a cache made with other settings is refused). Beside each ``.npy`` a ``.npy.source`` record
-holds the size and mtime_ns its audio file had when it was converted; a file is skipped only when its features exist
-and its record matches the audio file now, so an interrupted preparation continues where it stopped and edited or
-replaced audio is converted again. ``keep_audio=True`` also writes the 16-bit 24 kHz WAV files to
-``.../audio24k/`` (:func:`audio_file`); the scene evaluation files always keep theirs, because the scene evaluation
-cuts its crops from the waveform exactly as inference does (:mod:`dcasenet_hub.train.torch_data`).
+* **Training files, and the tag and event evaluation files**: the **un-normalised** log-mel of the whole file,
+  ``(channels, 128, frames)`` float32, as ``.npy`` (:func:`cache_file`), so training epochs never decode or resample
+  audio: the datasets in :mod:`dcasenet_hub.train.torch_data` crop and normalise the cached features as the authors
+  did, and the tag / event evaluation reads whole clips / channels of them.
+* **Scene evaluation files** (:data:`KEEP_AUDIO_SPLITS`): only the 16-bit 24 kHz WAV (:func:`audio_file`), because
+  the scene evaluation cuts its crops from the waveform exactly as inference does
+  (:class:`dcasenet_hub.train.torch_data.EvalClips`); nothing reads a log-mel of these files, so none is computed.
 
-Sizes for the real data (float32): ASC about 2.2 GB, TAG 1 GB, SED 3.7 GB.
+Cache layout: ``CACHE/<task>-<hash of the dataset root>/<path relative to the root>.npy``, the kept WAV files under
+``.../audio24k/``, plus ``manifest.json`` (front-end settings; a cache made with other settings is refused). Beside
+each ``.npy`` and each kept ``.wav`` a ``.source`` record holds the size and mtime_ns its audio file had when it was
+converted; a file is skipped only when what its split needs exists and its record matches the audio file now
+(:func:`is_current`, :func:`audio_is_current`), so an interrupted preparation continues where it stopped and edited
+or replaced audio is converted again. Caches prepared before the scene evaluation files went without features (their
+WAV files have no record of their own, and those files have a ``.npy`` too) stay valid: the features' record, written
+after the WAV in the same conversion, vouches for the WAV. ``keep_audio=True`` also keeps the WAV files of the
+other files.
+
+Sizes for the real data (float32 log-mel: 25.6 kB per second and channel): ASC 3.6 GB of features (13 965 training
+clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; they no longer get the 0.76 GB
+of log-mels nothing read), TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
 
 Example:
     >>> from dcasenet_hub.train.prepare import prepare
@@ -93,16 +103,45 @@ def _source_stamp(audio_path: str | Path) -> dict[str, int] | None:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def is_current(out: Path, audio_path: str | Path) -> bool:
-    """Whether the cached features ``out`` were computed from ``audio_path`` as it is now (same size and mtime_ns)."""
-    if not out.is_file():
-        return False
+def _record(path: Path) -> Path:
+    """The source record beside a cached file (``x.npy.source``, ``x.wav.source``)."""
+    return path.with_name(path.name + SOURCE_SUFFIX)
+
+
+def _record_matches(path: Path, audio_path: str | Path) -> bool | None:
+    """Whether the record beside ``path`` matches ``audio_path`` now; ``None`` when there is no readable record."""
     try:
-        have = json.loads(out.with_name(out.name + SOURCE_SUFFIX).read_text(encoding="utf-8"))
+        have = json.loads(_record(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False  # features from before the records existed, or a half-written cache: convert again
+        return None
     now = _source_stamp(audio_path)
     return now is not None and isinstance(have, dict) and {k: have.get(k) for k in now} == now
+
+
+def is_current(out: Path, audio_path: str | Path) -> bool:
+    """Whether the cached features ``out`` were computed from ``audio_path`` as it is now (same size and mtime_ns).
+
+    Features without a record (caches from before the records existed, or a half-written entry) are not current.
+    """
+    return out.is_file() and bool(_record_matches(out, audio_path))
+
+
+def audio_is_current(wav: Path, out: Path, audio_path: str | Path) -> bool:
+    """Whether the kept WAV ``wav`` was converted from ``audio_path`` as it is now.
+
+    Its own record (``wav.source``) decides. A WAV without one comes from a cache prepared before the scene
+    evaluation files went without features: that preparation wrote the WAV, then the features ``out``, then their
+    record, in one conversion of the same read, so the features' record (:func:`is_current`) vouches for it.
+
+    Example:
+        >>> from pathlib import Path
+        >>> audio_is_current(Path("missing.wav"), Path("missing.npy"), "missing.flac")
+        False
+    """
+    if not wav.is_file():
+        return False
+    own = _record_matches(wav, audio_path)
+    return own if own is not None else is_current(out, audio_path)
 
 
 @dataclass
@@ -156,7 +195,7 @@ def task_items(task: str, root: str | Path, split: str) -> list[Any]:
 
 
 def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audio: bool,
-                 config_dict: dict[str, Any]) -> tuple[str, str | None]:
+                 config_dict: dict[str, Any], features: bool = True) -> tuple[str, str | None]:
     """Convert one file; returns ``(path, error or None)``. Runs in worker processes too."""
     import numpy as np
 
@@ -172,15 +211,23 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
         return audio_path, str(exc)
     wav = np.atleast_2d(wav)
     pcm = np.clip(np.round(wav.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
+    # a file too short for the STFT fails here, before anything is written; without features only its first
+    # n_fft + 1 samples go through the front-end: the whole file when it is too short, so the same error
+    head = pcm if features else pcm[..., :config.n_fft + 1]
+    try:
+        feats = log_mel(head.astype(np.float32) / 32768.0, config=config, normalize=False).numpy().astype(np.float32)
+    except ValueError as exc:
+        return audio_path, str(exc)
+    record = json.dumps(stamp) + "\n"
     if keep_audio:
         import soundfile as sf
 
         wav_out = audio_file(task_dir, root, audio_path)
         atomic_write(wav_out, lambda p: sf.write(str(p), pcm.T, sr, subtype="PCM_16", format="WAV"))
-    try:
-        feats = log_mel(pcm.astype(np.float32) / 32768.0, config=config, normalize=False).numpy().astype(np.float32)
-    except ValueError as exc:  # too short for the STFT
-        return audio_path, str(exc)
+        if stamp is not None:
+            atomic_write(_record(wav_out), lambda p: p.write_text(record))
+    if not features:
+        return audio_path, None
 
     def _write(p: Path) -> None:
         with open(p, "wb") as fh:
@@ -188,7 +235,7 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
 
     atomic_write(out, _write)
     if stamp is not None:
-        atomic_write(out.with_name(out.name + SOURCE_SUFFIX), lambda p: p.write_text(json.dumps(stamp) + "\n"))
+        atomic_write(_record(out), lambda p: p.write_text(record))
     return audio_path, None
 
 
@@ -200,10 +247,20 @@ def _init_worker() -> None:
 
 def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, cache_dir: str | Path | None = None,
                   workers: int = 0, keep_audio: bool = False, config: FrontendConfig | None = None,
-                  progress: bool = True, report: PrepareReport | None = None) -> PrepareReport:
-    """Cache the features of ``paths`` (files under ``root``) for ``task``; see :func:`prepare`."""
+                  progress: bool = True, report: PrepareReport | None = None, features: bool = True) -> PrepareReport:
+    """Cache the features (and with ``keep_audio`` the 24 kHz WAV) of ``paths`` (files under ``root``) for ``task``.
+
+    See :func:`prepare`. ``features=False`` keeps only the WAV (what the scene evaluation reads) and needs
+    ``keep_audio=True``. A file is converted again when one of the things asked for is missing or stale.
+
+    Example:
+        >>> report = prepare_items("asc", "data/asc", ["data/asc/audio/a.wav"], cache_dir="features",
+        ...                        keep_audio=True, features=False)                       # doctest: +SKIP
+    """
     from tqdm.auto import tqdm
 
+    if not features and not keep_audio:
+        raise ValueError("features=False keeps nothing but the 24 kHz audio; pass keep_audio=True with it")
     config = config or FrontendConfig()
     root = Path(root)
     report = report or PrepareReport()
@@ -211,11 +268,16 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
     _check_manifest(task_dir, _manifest(task, root, config))
     report.dirs[task] = task_dir
     unique = list(dict.fromkeys(str(p) for p in paths))
-    todo = [p for p in unique if not is_current(cache_file(task_dir, root, p), p)
-            or (keep_audio and not audio_file(task_dir, root, p).is_file())]
+
+    def done_already(p: str) -> bool:
+        out = cache_file(task_dir, root, p)
+        return ((not features or is_current(out, p))
+                and (not keep_audio or audio_is_current(audio_file(task_dir, root, p), out, p)))
+
+    todo = [p for p in unique if not done_already(p)]
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
     done = 0
-    args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict()) for p in todo]
+    args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict(), features) for p in todo]
     bar = tqdm(total=len(todo), desc=f"prepare {task}", unit="file", disable=not progress or not todo)
     try:
         if workers and workers > 0 and len(todo) > 1:
@@ -247,10 +309,11 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
             sed_root: str | Path | None = None, cache_dir: str | Path | None = None,
             splits: Sequence[str] = ("train", "eval"), workers: int = 0, keep_audio: bool = False,
             config: FrontendConfig | None = None, progress: bool = True) -> PrepareReport:
-    """Convert the datasets to 24 kHz 16-bit and cache their log-mel features for training and evaluation.
+    """Convert the datasets to 24 kHz 16-bit and cache what training and evaluation read.
 
     Only the files of the authors' splits are prepared (ASC fold1 train/evaluate, TAG curated KFold fold 0, SED
-    folds 1 and 3-6).
+    folds 1 and 3-6): the log-mel features of every file except the scene evaluation files, which keep only their
+    24 kHz WAV (the scene evaluation cuts its crops from it).
 
     Args:
         asc_root: TAU Urban Acoustic Scenes 2020 Mobile development folder (with ``meta.csv``).
@@ -259,7 +322,7 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
         cache_dir: Cache folder (default :func:`default_cache_root`).
         splits: Splits to prepare.
         workers: Worker processes (0: in this process).
-        keep_audio: Also keep the converted 24 kHz 16-bit WAV files.
+        keep_audio: Also keep the converted 24 kHz 16-bit WAV files of the other files.
         config: Front-end settings (default: the authors').
         progress: Show progress bars.
 
@@ -284,7 +347,8 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
 def prepare_splits(task: str, root: str | Path, splits: Sequence[str], *, cache_dir: str | Path | None = None,
                    workers: int = 0, keep_audio: bool = False, config: FrontendConfig | None = None,
                    progress: bool = True, report: PrepareReport | None = None) -> tuple[PrepareReport, dict]:
-    """Prepare the files of ``splits`` of one dataset (scene evaluation files with their 24 kHz audio).
+    """Prepare the files of ``splits`` of one dataset: features, and for the scene evaluation files
+    (:data:`KEEP_AUDIO_SPLITS`) only their 24 kHz audio.
 
     Returns:
         The report and the items of each split (``{split: [item, ...]}``).
@@ -292,10 +356,11 @@ def prepare_splits(task: str, root: str | Path, splits: Sequence[str], *, cache_
     report = report or PrepareReport()
     items = {s: task_items(task, root, s) for s in splits}
     keep = [s for s in splits if s in KEEP_AUDIO_SPLITS.get(task, ())]
-    groups = [(keep_audio, [s for s in splits if s not in keep]), (True, keep)]
-    for keep_this, names in groups:
+    # (keep_audio, features, splits): the scene evaluation reads only the waveform (torch_data.EvalClips)
+    groups = [(keep_audio, True, [s for s in splits if s not in keep]), (True, False, keep)]
+    for keep_this, feats, names in groups:
         paths = [it.path for s in names for it in items[s]]
         if paths or not report.dirs.get(task):
             prepare_items(task, root, paths, cache_dir=cache_dir, workers=workers, keep_audio=keep_this,
-                          config=config, progress=progress, report=report)
+                          config=config, progress=progress, report=report, features=feats)
     return report, items
