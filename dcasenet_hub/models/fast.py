@@ -67,7 +67,11 @@ LOW_PRECISION_TOLERANCE = 0.04
 
 
 def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Conv1d | nn.Conv2d:
-    """A new convolution equal to ``bn(conv(x))`` with eval-mode batch-norm statistics (computed in float64)."""
+    """``conv`` changed in place to compute ``bn(conv(x))`` with eval-mode batch-norm statistics (float64 maths).
+
+    Only called on the deep copy :func:`optimize_for_inference` makes, so the original model is untouched. In place,
+    because building (and randomly initialising) 17 new convolutions took 0.1 s of the first v3 optimisation.
+    """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("Cannot fold a batch-norm without running statistics (track_running_stats=False).")
     w = conv.weight.detach().double()
@@ -79,15 +83,15 @@ def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> n
     shift = -bn.running_mean.detach().double() * scale
     if bn.bias is not None:
         shift = shift + bn.bias.detach().double()
-    folded = type(conv)(
-        conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
-        dilation=conv.dilation, groups=conv.groups, bias=True, padding_mode=conv.padding_mode,
-        device=w.device, dtype=conv.weight.dtype,
-    )
+    dtype = conv.weight.dtype
     with torch.no_grad():
-        folded.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(conv.weight.dtype))
-        folded.bias.copy_((b * scale + shift).to(conv.weight.dtype))
-    return folded
+        conv.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(dtype))
+        bias = (b * scale + shift).to(dtype)
+        if conv.bias is None:
+            conv.bias = nn.Parameter(bias, requires_grad=False)
+        else:
+            conv.bias.copy_(bias)
+    return conv
 
 
 class _FoldedConvBlock(nn.Module):
