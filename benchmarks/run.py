@@ -597,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="batch 16 x 60 s for every arch (default: v3 only)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--e2e-files", type=int, default=24, metavar="N",
+                        help="10 s files in the e2e section (default 24; more files amortise the command's start-up)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--work-dir", type=Path, default=None, help="folder for test audio (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -658,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in model_rows:
                 r["fraction_of_matmul"] = r["gflops_per_s"] / ceiling if ceiling else None
         if "e2e" in args.sections:
-            result["e2e"] = bench_e2e(device, work, n_files=2 if args.smoke else 24, seconds=10.0, sr=44100,
+            result["e2e"] = bench_e2e(device, work, n_files=2 if args.smoke else args.e2e_files, seconds=10.0, sr=44100,
                                       smoke=args.smoke)
         if "peers" in args.sections:
             from benchmarks import peers
