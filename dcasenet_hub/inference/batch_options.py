@@ -13,7 +13,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,13 @@ from dcasenet_hub.devices import short_dtype_name
 from dcasenet_hub.inference.discovery import parse_shard
 from dcasenet_hub.inference.resume import settings_meta
 from dcasenet_hub.inference.runner import BACKENDS
-from dcasenet_hub.inference.settings import LAYERS, POOLINGS, _check_choice, _hop_frames
+from dcasenet_hub.inference.settings import (
+    LAYERS,
+    POOLINGS,
+    _check_choice,
+    _check_event_options,
+    _hop_frames,
+)
 
 #: What a folder job computes: one ``.npz`` per input, or ``.json`` + ``.events.csv`` + ``.scores.tsv``.
 TASKS = ("embed", "predict")
@@ -93,13 +98,7 @@ class BatchOptions:
         _check_choice("backend", self.backend, BACKENDS)
         _hop_frames(self.hop, None)
         short_dtype_name(self.dtype)
-        t = self.threshold
-        if t is not None and not (math.isfinite(float(t)) and 0.0 <= float(t) <= 1.0):
-            raise ValueError(f"threshold must be a probability between 0 and 1, got {t}")
-        for name in ("median_filter", "min_duration"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
-                raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
+        _check_event_options(self.threshold, self.median_filter, self.min_duration)
         if int(self.batch_size) < 1 or int(self.workers) < 0:
             raise ValueError(f"batch_size must be >= 1 and workers >= 0, got {self.batch_size} and {self.workers}")
         if self.shard is not None:

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -59,6 +58,7 @@ from dcasenet_hub.inference.settings import (
     EmbeddingSize,
     Result,
     _check_choice,
+    _check_event_options,
     _frame_rate,  # noqa: F401
     _hop_frames,
     _Settings,
@@ -285,11 +285,7 @@ def iterate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if int(workers) < 0:
         raise ValueError(f"workers must be >= 0, got {workers}")
-    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
-        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
-    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
-        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
-            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
+    _check_event_options(threshold, median_filter, min_duration)
     hop_frames = _hop_frames(hop, model)
     _check_choice("layer", layer, LAYERS)
     _check_choice("pooling", pooling, POOLINGS)

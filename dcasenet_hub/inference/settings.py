@@ -102,6 +102,15 @@ def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(repr(c) for c in choices)}")
 
 
+def _check_event_options(threshold: float | None, median_filter: float | None, min_duration: float | None) -> None:
+    """Range checks of the event options (``iterate`` and the folder jobs' ``BatchOptions`` share them)."""
+    if threshold is not None and not (math.isfinite(float(threshold)) and 0.0 <= float(threshold) <= 1.0):
+        raise ValueError(f"threshold must be a probability between 0 and 1, got {threshold}")
+    for name, value in (("median_filter", median_filter), ("min_duration", min_duration)):
+        if value is not None and not (math.isfinite(float(value)) and float(value) >= 0.0):
+            raise ValueError(f"{name} must be a number of seconds >= 0, got {value}")
+
+
 def _hop_frames(hop: float | None, model: Any) -> int:
     """Validate ``hop`` (seconds) and return it in mel frames (a divisor of 40); ``None`` is the 0.8 s step."""
     if hop is None:
