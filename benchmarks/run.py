@@ -313,8 +313,11 @@ def _saved_model(work: Path, arch: str = "v3") -> Path:
     return folder
 
 
-def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int, smoke: bool) -> dict[str, Any]:
+def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int, smoke: bool, pairs: int = 5,
+              workers: int | None = None, cpu_features: bool = False) -> dict[str, Any]:
     import torch
+
+    from dcasenet_hub.inference import pipeline
 
     from benchmarks._stages import STAGES, StageTimer, instrument
     from dcasenet_hub import cli
@@ -332,6 +335,10 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     shutil.rmtree(out_dir, ignore_errors=True)
     argv = ["embed", str(audio_dir), "-o", str(out_dir), "--model", str(model_dir), "-q",
             "--device", "cuda" if device.type == "cuda" else "cpu"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    # with the network on a GPU, resampling and features run there unless this measures the CPU front-end instead
+    pipeline.FEATURES_ON_MODEL_DEVICE = not cpu_features
     _log(f"e2e: dcasenet-hub {' '.join(argv)}")
 
     def run_cli() -> tuple[float, StageTimer]:
@@ -369,7 +376,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     # machine's speed drifts by tens of per cent within a minute (docs/performance.md), which a ratio of medians
     # taken minutes apart would mix into the result.
     runs: list[dict[str, float]] = []
-    for r in range(1 if smoke else 3):
+    for r in range(1 if smoke else max(1, pairs)):
         if r:
             wall, timer = run_cli()
         load = timer.seconds.get("load", 0.0)
@@ -386,8 +393,10 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     busy = sum(stage_s.values())
     net_audio = sum(shape[0] for shape, _ in shapes)
     # every batch holds windows of whole files here (10 s files: one window each), so audio = files' duration
+    pipeline.FEATURES_ON_MODEL_DEVICE = True
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
+        "workers": workers, "features_on": "cpu" if cpu_features or device.type != "cuda" else str(device),
         "wall_s": runs[mid]["wall_s"], "load_s": runs[mid]["load_s"], "audio_s": audio,
         "e2e_audio_s_per_s": runs[mid]["e2e"],
         "model_only_audio_s_per_s": {"fast": runs[mid]["fast"], "plain": runs[mid]["plain"]},
@@ -552,7 +561,8 @@ def render(result: dict[str, Any]) -> str:
     e = result.get("e2e")
     if e:
         lines += ["", (f"End-to-end `dcasenet-hub embed`: {e['files']} files x {e['file_seconds']:g} s at "
-                       f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written"), "",
+                       f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written, workers "
+                       f"{e.get('workers') or 'default'}, features on {e.get('features_on', 'cpu')}"), "",
                   (f"- wall {_fmt(e['wall_s'])} s (model load {_fmt(e['load_s'])} s excluded from throughput): "
                    f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s"),
                   (f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
@@ -599,6 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--e2e-files", type=int, default=24, metavar="N",
                         help="10 s files in the e2e section (default 24; more files amortise the command's start-up)")
+    parser.add_argument("--e2e-pairs", type=int, default=5, metavar="N",
+                        help="end-to-end runs, each against a model-only run right after it (default 5)")
+    parser.add_argument("--e2e-workers", type=int, default=None, metavar="N",
+                        help="--workers of the e2e command (default: the command's own)")
+    parser.add_argument("--e2e-cpu-features", action="store_true",
+                        help="with --device cuda: resample and compute features on the CPU, not the GPU")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--work-dir", type=Path, default=None, help="folder for test audio (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -661,7 +677,8 @@ def main(argv: list[str] | None = None) -> int:
                 r["fraction_of_matmul"] = r["gflops_per_s"] / ceiling if ceiling else None
         if "e2e" in args.sections:
             result["e2e"] = bench_e2e(device, work, n_files=2 if args.smoke else args.e2e_files, seconds=10.0, sr=44100,
-                                      smoke=args.smoke)
+                                      smoke=args.smoke, pairs=args.e2e_pairs, workers=args.e2e_workers,
+                                      cpu_features=args.e2e_cpu_features)
         if "peers" in args.sections:
             from benchmarks import peers
 

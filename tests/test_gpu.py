@@ -76,6 +76,39 @@ def test_cuda_embed_and_predict_equal_cpu(responsive_v3):
     responsive_v3.to("cpu")  # the shared fixture stays on the CPU
 
 
+def test_cuda_features_on_the_gpu_equal_the_cpu_pipeline(responsive_v3, monkeypatch):
+    """44.1 kHz input, a finer hop (look-ahead passes) and a padded tail: resampling and features on the GPU (the
+    default with the model there) give the CPU pipeline's outputs, as do CPU features with the network on the GPU."""
+    import copy
+
+    from dcasenet_hub import audio as W
+    from dcasenet_hub.config import WindowConfig
+    from dcasenet_hub.inference import pipeline
+    from dcasenet_hub.inference.pipeline import embed, predict
+
+    model = copy.deepcopy(responsive_v3)
+    model.config = responsive_v3.config.replace(windows=WindowConfig(event_window_s=4.0))
+    rng = np.random.default_rng(1)
+    t = np.arange(int(44100 * 9.3)) / 44100
+    wav = (0.05 * rng.standard_normal(t.size) + 0.3 * np.sin(2 * np.pi * 700 * t) * (t % 2 < 1)).astype(np.float32)
+    opts = {"sample_rate": 44100, "hop": 0.2, "pad_tail": True}
+    cpu_e, cpu_p = embed(model, wav, **opts), predict(model, wav, **opts)
+    seen = set()
+    real = W.features
+    monkeypatch.setattr(W, "features", lambda x, **kw: (seen.add(str(kw.get("device"))), real(x, **kw))[1])
+    for on_gpu in (True, False):
+        monkeypatch.setattr(pipeline, "FEATURES_ON_MODEL_DEVICE", on_gpu)
+        seen.clear()
+        gpu_e, gpu_p = embed(model, wav, device="cuda", **opts), predict(model, wav, device="cuda", **opts)
+        assert seen == ({"cuda"} if on_gpu else {"None"})
+        errs = {"frame": np.abs(cpu_e.frame - gpu_e.frame).max(),
+                "scene": np.abs(cpu_p.scene_probs - gpu_p.scene_probs).max(),
+                "tags": np.abs(cpu_p.tag_probs - gpu_p.tag_probs).max(),
+                "events": np.abs(cpu_p.event_probs - gpu_p.event_probs).max()}
+        print("features on gpu" if on_gpu else "features on cpu", errs)
+        assert max(errs.values()) <= FP32_TOLERANCE
+
+
 @pytest.mark.parametrize("precision", ["amp", "bf16", "fp32"])
 def test_cuda_training_step_is_finite(precision):
     from dcasenet_hub import build_model

@@ -85,10 +85,13 @@ def resampled_length(num_frames: int, orig_sr: int, target_sr: int) -> int:
     return math.ceil(num_frames * target_sr / orig_sr)
 
 
-def resampled_blocks(reader: Reader, target_sr: int, *, chunk_s: float | None = None) -> Iterator[np.ndarray]:
+def resampled_blocks(reader: Reader, target_sr: int, *, chunk_s: float | None = None,
+                     device: Any = None) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of the whole signal resampled to ``target_sr``.
 
-    Each chunk starts on an input sample whose output position is an integer (a multiple of ``orig / gcd``) and is
+    With ``device`` (a GPU, where the model runs) each chunk is resampled there in float64 and returned as float32
+    numpy: the GPU's float64 convolution involves no TF32, so the blocks equal the CPU's float32 ones to float32
+    rounding. Each chunk starts on an input sample whose output position is an integer (a multiple of ``orig / gcd``) and is
     resampled with at least :data:`RESAMPLE_CONTEXT` input samples of context on each side, then cut; the
     windowed-sinc filter spans fewer samples than the context, so every output sample sees exactly the input samples
     it sees when the whole signal is resampled at once (differences are float rounding only).
@@ -105,16 +108,26 @@ def resampled_blocks(reader: Reader, target_sr: int, *, chunk_s: float | None = 
     o, t = orig // g, target_sr // g
     chunk = max(1, round(chunk_s * orig / o)) * o
     if n <= chunk:
-        yield np.asarray(resample(reader.read(0, n), orig, target_sr), dtype=np.float32)
+        yield _resample_on(reader.read(0, n), orig, target_sr, device)
         return
     ctx = math.ceil(RESAMPLE_CONTEXT / o) * o
     total_out = resampled_length(n, orig, target_sr)
     for start in range(0, n, chunk):
         stop = min(n, start + chunk)
         lo, hi = max(0, start - ctx), min(n, stop + ctx)
-        out = np.asarray(resample(reader.read(lo, hi), orig, target_sr), dtype=np.float32)
+        out = _resample_on(reader.read(lo, hi), orig, target_sr, device)
         skip = (start - lo) // o * t
         count = (stop - start) // o * t if stop < n else total_out - start // o * t
         yield out[skip:skip + count]
 
 
+def _resample_on(samples: np.ndarray, orig_sr: int, target_sr: int, device: Any) -> np.ndarray:
+    """:func:`resample` as float32 numpy, on the CPU or (``device`` given) in float64 on that device."""
+    if device is None:
+        return np.asarray(resample(samples, orig_sr, target_sr), dtype=np.float32)
+    import torch
+
+    # float64 on the device: cuDNN would run a float32 convolution in TF32 (~1e-3 relative error) by default, and its
+    # switch (torch.backends.cudnn.allow_tf32) is process-wide, so it cannot be turned off for this worker alone
+    x = torch.from_numpy(np.ascontiguousarray(samples)).to(device, dtype=torch.float64)
+    return resample(x, orig_sr, target_sr).to(dtype=torch.float32).cpu().numpy()

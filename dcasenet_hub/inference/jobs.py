@@ -97,13 +97,13 @@ class _Job:
         s = self.settings
         if self.reader is None:
             raise RuntimeError(f"{self.source}: windows requested before the input was opened")
-        blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate),
-                                        s.frontend.preemphasis)
+        blocks = W.preemphasised_blocks(W.resampled_blocks(self.reader, s.frontend.sample_rate,
+                                                           device=s.feature_device), s.frontend.preemphasis)
         held: tuple[W.Window, np.ndarray] | None = None  # an event window waiting for the next one's first samples
         for window, samples in W.cut(blocks, self.plan):
             try:
                 window.mel, window.frames = W.features(samples, frontend=s.frontend,
-                                                       min_frames=s.windows.min_frames)
+                                                       min_frames=s.windows.min_frames, device=s.feature_device)
                 if s.pad_tail and window.kinds == {W.EVENT}:
                     window.mel, window.frames = _pad_tail(window.mel, window.frames, s.windows.min_frames,
                                                           samples=window.stop - window.start,
@@ -147,8 +147,9 @@ class _Job:
 
             no_pre = dataclasses.replace(s.frontend, preemphasis=0.0)
             ahead = (s.passes - 1) * k * s.frontend.hop_length + s.frontend.n_fft // 2
-            base = log_mel(torch.from_numpy(samples), config=no_pre, normalize=False)
-            ext = log_mel(torch.from_numpy(np.concatenate([samples, lookahead[:ahead]])), config=no_pre,
+            dev = s.feature_device  # where the window's own features were computed (None: the CPU)
+            base = log_mel(torch.from_numpy(samples).to(dev), config=no_pre, normalize=False)
+            ext = log_mel(torch.from_numpy(np.concatenate([samples, lookahead[:ahead]])).to(dev), config=no_pre,
                           normalize=False)
             mean = base.mean(dim=-1, keepdim=True)
             std = base.std(dim=-1, keepdim=True).clamp_min(s.frontend.std_floor)

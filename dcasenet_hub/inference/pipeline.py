@@ -33,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,9 @@ logger = logging.getLogger(__name__)
 
 #: Inputs longer than this (seconds) are decoded lazily, window by window, instead of ahead in a worker thread.
 STREAM_THRESHOLD_S = 120.0
+#: With the network on a CUDA GPU, resample and compute the features there too (in the decode workers): the CPU
+#: then only decodes. Read at each call; the device benchmark sets it False to measure the CPU front-end against it.
+FEATURES_ON_MODEL_DEVICE = True
 
 
 __all__ = [
@@ -332,6 +336,7 @@ def iterate(
     if embeddings and not predictions and not cfg.trained_tasks:
         logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
     dev = _resolve_device(model, device)
+    settings = dataclasses.replace(settings, feature_device=_feature_device(dev, backend))
     was_training = model.training
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
     network_on_cpu = dev.type == "cpu" or backend == "onnxruntime"
@@ -410,6 +415,17 @@ def _resolve_device(model: Any, device: str | torch.device | None) -> torch.devi
     if dev != next(model.parameters()).device:
         model.to(dev)
     return dev
+
+
+def _feature_device(dev: torch.device, backend: str) -> str | None:
+    """Where the decode workers resample and compute features: the model's CUDA device, else the CPU (None).
+
+    Only CUDA: other accelerators (MPS) lack the float64 the exact resampling there needs. onnxruntime runs on the
+    CPU, so its features stay there too.
+    """
+    if dev.type == "cuda" and backend == "torch" and FEATURES_ON_MODEL_DEVICE:
+        return str(dev)
+    return None
 
 
 def _bar(enabled: bool, **kwargs: Any) -> Any:

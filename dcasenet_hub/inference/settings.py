@@ -193,6 +193,8 @@ class _Settings:
     pad_tail: bool = False
     #: inputs longer than this (seconds) are decoded window by window (the pipeline's STREAM_THRESHOLD_S at the call)
     stream_threshold_s: float = 120.0
+    #: resample and compute features on this device (the model's GPU); None: on the CPU
+    feature_device: str | None = None
 
     @property
     def passes(self) -> int:
