@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub._options import merge_options as _merge
 from dcasenet_hub.config import canonical_task
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -180,22 +181,14 @@ def merge_options(options: FinetuneOptions | None, overrides: Mapping[str, Any])
 
     Raises:
         TypeError: ``options`` is not a :class:`FinetuneOptions`, or an override is not an option name (the
-            message lists the valid ones).
+            message lists the known ones).
         ValueError: an invalid value (from :class:`FinetuneOptions`).
 
     Example:
         >>> merge_options(None, {"epochs": 3}).epochs
         3
     """
-    if options is not None and not isinstance(options, FinetuneOptions):
-        raise TypeError(f"options must be a FinetuneOptions, got {type(options).__name__}")
-    valid = FinetuneOptions.field_names()
-    unknown = sorted(set(overrides) - set(valid))
-    if unknown:
-        raise TypeError(f"finetune() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
-                        f"valid options: {', '.join(valid)}")
-    base = options if options is not None else FinetuneOptions()
-    return dataclasses.replace(base, **overrides) if overrides else base
+    return _merge(FinetuneOptions, options, overrides, caller="finetune")
 
 
 __all__ = ["BATCH_NORMS", "HEADS", "TASK_WORDS", "FinetuneOptions", "finetune_task", "merge_options"]

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dcasenet_hub._options import merge_options as _merge
 from dcasenet_hub.devices import short_dtype_name
 from dcasenet_hub.inference.discovery import parse_shard
 from dcasenet_hub.inference.resume import settings_meta
@@ -160,15 +161,7 @@ def merge_batch_options(options: BatchOptions | None, overrides: Mapping[str, An
         >>> merge_batch_options(BatchOptions(task="predict"), {"threshold": 0.4}).threshold
         0.4
     """
-    if options is not None and not isinstance(options, BatchOptions):
-        raise TypeError(f"{caller}(): options must be a BatchOptions, got {type(options).__name__}; pass options "
-                        f"as keywords (task='predict', ...) or as BatchOptions(...)")
-    known = BatchOptions.field_names()
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise TypeError(f"{caller}() got unknown option(s) {', '.join(map(repr, unknown))}. Known: {', '.join(known)}")
-    base = options if options is not None else BatchOptions()
-    return dataclasses.replace(base, **overrides) if overrides else base
+    return _merge(BatchOptions, options, overrides, caller=caller)
 
 
 __all__ = ["LEVELS", "TASKS", "BatchOptions", "merge_batch_options"]
