@@ -50,6 +50,7 @@ class StageTimer:
         self.calls: dict[str, int] = defaultdict(int)
         self.network_shapes: list[tuple[tuple[int, ...], tuple[str, ...] | None]] = []
         self.threads: set[int] = set()
+        self.cpu_s = 0.0  # process CPU seconds of the timed command (set by the caller)
 
     def _stack(self) -> list[list[Any]]:
         stack = getattr(self._local, "stack", None)

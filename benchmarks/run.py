@@ -345,10 +345,11 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
         shutil.rmtree(out_dir, ignore_errors=True)
         timer = StageTimer()
         with instrument(timer):
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             code = cli.main(argv)
             _sync(device)
             wall = time.perf_counter() - t0
+        timer.cpu_s = time.process_time() - c0  # every thread of the process, the decode workers included
         if code != 0:
             raise RuntimeError(f"dcasenet-hub embed exited with {code}")
         return wall, timer
@@ -380,10 +381,15 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
         if r:
             wall, timer = run_cli()
         load = timer.seconds.get("load", 0.0)
-        times, _ = _interleaved({"fast": run_fast, "plain": run_plain}, reps=1, min_reps=1, budget_s=0,
-                                device=device, warmup=False)
+        c0 = time.process_time()
+        times, _ = _interleaved({"fast": run_fast}, reps=1, min_reps=1, budget_s=0, device=device, warmup=False)
+        fast_cpu = time.process_time() - c0
+        plain, _ = _interleaved({"plain": run_plain}, reps=1, min_reps=1, budget_s=0, device=device, warmup=False)
+        # CPU seconds of the same pair: how much more work the command does than the network alone. They drift with
+        # the machine too (OpenMP threads spin while a sibling is descheduled): 6.3-8.6 s for the same model-only run
         runs.append({"wall_s": wall, "load_s": load, "e2e": audio / (wall - load),
-                     "fast": audio / times["fast"][0], "plain": audio / times["plain"][0],
+                     "fast": audio / times["fast"][0], "plain": audio / plain["plain"][0],
+                     "cpu_s": timer.cpu_s, "fast_cpu_s": fast_cpu, "cpu_ratio": fast_cpu / timer.cpu_s,
                      "timer": timer})
     ratios = [x["e2e"] / x["fast"] for x in runs]
     mid = sorted(range(len(runs)), key=lambda k: ratios[k])[len(runs) // 2]  # the run with the median ratio
@@ -401,6 +407,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
         "e2e_audio_s_per_s": runs[mid]["e2e"],
         "model_only_audio_s_per_s": {"fast": runs[mid]["fast"], "plain": runs[mid]["plain"]},
         "e2e_over_model_only_fast": ratios[mid],
+        "cpu_work_ratio": _median([x["cpu_ratio"] for x in runs]),
         "pairs": [{k: v for k, v in x.items() if k != "timer"} | {"ratio": q} for x, q in zip(runs, ratios)],
         "stage_seconds": stage_s,
         "stage_share_of_timed": {k: (v / busy if busy else 0.0) for k, v in stage_s.items()},
@@ -568,6 +575,9 @@ def render(result: dict[str, Any]) -> str:
                   (f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
                    f"plain {_fmt(e['model_only_audio_s_per_s']['plain'], 1)} audio s/s -> end-to-end = "
                    f"{100 * e['e2e_over_model_only_fast']:.0f}% of model-only (fast)" + _pairs_text(e)),
+                  (f"- CPU seconds: model-only / whole command (model load included) = "
+                   f"{100 * e['cpu_work_ratio']:.0f}% (median of the pairs)"
+                   if e.get("cpu_work_ratio") else ""),
                   "", "| stage | seconds | share of timed |", "|---|---|---|"]
         for k, v in e["stage_seconds"].items():
             lines.append(f"| {k} | {_fmt(v)} | {100 * e['stage_share_of_timed'][k]:.1f}% |")
