@@ -67,14 +67,16 @@ LOW_PRECISION_TOLERANCE = 0.04
 
 
 def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Conv1d | nn.Conv2d:
-    """``conv`` changed in place to compute ``bn(conv(x))`` with eval-mode batch-norm statistics (float64 maths).
+    """``conv`` changed in place to compute ``bn(conv(x))`` with eval-mode batch-norm statistics.
 
     Only called on the deep copy :func:`optimize_for_inference` makes, so the original model is untouched. In place,
-    because building (and randomly initialising) 17 new convolutions took 0.1 s of the first v3 optimisation.
+    because building (and randomly initialising) 17 new convolutions took 0.1 s of the first v3 optimisation. The
+    per-channel scale and the bias are computed in float64; the weights are scaled in their own dtype (one rounding
+    more than float64 maths, ~1e-7 relative; 6-11 ms instead of 25-96 ms for v3's 11 M weights).
     """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("Cannot fold a batch-norm without running statistics (track_running_stats=False).")
-    w = conv.weight.detach().double()
+    w = conv.weight
     b = conv.bias.detach().double() if conv.bias is not None else torch.zeros(w.shape[0], dtype=torch.float64,
                                                                               device=w.device)
     scale = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
@@ -85,7 +87,11 @@ def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> n
         shift = shift + bn.bias.detach().double()
     dtype = conv.weight.dtype
     with torch.no_grad():
-        conv.weight.copy_((w * scale.view(-1, *([1] * (w.dim() - 1)))).to(dtype))
+        shape = (-1, *([1] * (w.dim() - 1)))
+        if dtype in (torch.float32, torch.float64):
+            conv.weight.mul_(scale.to(dtype).view(shape))
+        else:  # half-precision weights: one rounding, from float64
+            conv.weight.copy_((w.double() * scale.view(shape)).to(dtype))
         bias = (b * scale + shift).to(dtype)
         if conv.bias is None:
             conv.bias = nn.Parameter(bias, requires_grad=False)
