@@ -569,7 +569,8 @@ def render(result: dict[str, Any]) -> str:
     if e:
         lines += ["", (f"End-to-end `dcasenet-hub embed`: {e['files']} files x {e['file_seconds']:g} s at "
                        f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written, workers "
-                       f"{e.get('workers') or 'default'}, features on {e.get('features_on', 'cpu')}"), "",
+                       f"{'default' if e.get('workers') is None else e['workers']}, features on "
+                       f"{e.get('features_on', 'cpu')}"), "",
                   (f"- wall {_fmt(e['wall_s'])} s (model load {_fmt(e['load_s'])} s excluded from throughput): "
                    f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s"),
                   (f"- model-only on the same batches: fast {_fmt(e['model_only_audio_s_per_s']['fast'], 1)}, "
