@@ -390,6 +390,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
         runs.append({"wall_s": wall, "load_s": load, "e2e": audio / (wall - load),
                      "fast": audio / times["fast"][0], "plain": audio / plain["plain"][0],
                      "cpu_s": timer.cpu_s, "fast_cpu_s": fast_cpu, "cpu_ratio": fast_cpu / timer.cpu_s,
+                     "network_s": timer.seconds.get("network", 0.0), "fast_s": times["fast"][0],
                      "timer": timer})
     ratios = [x["e2e"] / x["fast"] for x in runs]
     mid = sorted(range(len(runs)), key=lambda k: ratios[k])[len(runs) // 2]  # the run with the median ratio
