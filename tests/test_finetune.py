@@ -520,3 +520,72 @@ def test_clips_under_a_tenth_of_a_second_are_data_problems(v3_model: DcaseNet, t
         finetune(v3_model, data, task="classification", epochs=1, progress=False)
     with pytest.raises(DataError, match="tiny.wav: only 50 ms long; clips need at least 100 ms"):
         read_dataset(root, task="classification")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# precision (dtype)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["scene", "tags", "events"])
+def test_bf16_head_inputs_are_within_the_low_precision_tolerance(responsive_v3: DcaseNet, task: str) -> None:
+    """A bf16 probe's cached head inputs: computed in bf16 (they differ from fp32) and within the tolerance the
+    inference paths keep (weights whose outputs spread, as a pretrained model's do)."""
+    from dcasenet_hub.finetuning import features as F
+    from dcasenet_hub.models.fast import LOW_PRECISION_TOLERANCE
+
+    rng = np.random.default_rng(4)
+    clips = [F.ClipAudio(wave=_sound(kind, seconds, rng), target=np.zeros(3, np.float32))
+             for kind, seconds in (("low", 2.0), ("high", 5.5), ("noise", 1.0))]
+    kw = {"batch_size": 4, "device": "cpu", "progress": False, "desc": ""}
+    fp32 = F.extract(responsive_v3, task, clips, **kw)
+    bf16 = F.extract(responsive_v3, task, clips, dtype="bf16", **kw)
+    for a, b in zip(fp32, bf16):
+        assert len(a.feats) == len(b.feats)
+        for x, y in zip(a.feats, b.feats):
+            assert y.dtype == torch.float32 and y.shape == x.shape
+            err = float((y - x).abs().max()) / max(1.0, float(x.abs().max()))
+            assert 0 < err <= LOW_PRECISION_TOLERANCE, (task, err)
+
+
+def test_bf16_finetuning_trains_in_bf16_and_saves_float32(v3_model: DcaseNet, tmp_path: Path) -> None:
+    data = _class_folder(tmp_path / "d", n=4, seed=7)
+    seen: set[torch.dtype] = set()
+    out = tmp_path / "bf16-model"
+    base = DcaseNet(v3_model.config)
+    base.load_state_dict_strict(v3_model.state_dict())
+    # convolution outputs while training (grad enabled), not those of validation (the fine-tuned model is a copy,
+    # so the hook is global)
+    hook = torch.nn.modules.module.register_module_forward_hook(
+        lambda m, _i, o: seen.add(o.dtype) if isinstance(m, torch.nn.Conv2d) and torch.is_grad_enabled() else None)
+    try:
+        model = finetune(base, data, task="classification", freeze="conv_block3", epochs=2, batch_size=8,
+                         crop_s=1.0, dtype="bf16", output_dir=out, progress=False)
+    finally:
+        hook.remove()
+    assert seen == {torch.bfloat16}
+    record = model.config.extra["finetune"]
+    assert record["recipe"]["dtype"] == "bf16"
+    assert all(np.isfinite(h["train_loss"]) for h in record["history"]), record["history"]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert "bf16 forward passes" in (out / "README.md").read_text()
+    assert from_pretrained(out).config.extra["finetune"]["recipe"]["dtype"] == "bf16"
+    with pytest.raises(ValueError, match="Unknown dtype 'int8'; use one of: fp32, bf16, fp16"):
+        FinetuneOptions(dtype="int8")
+
+
+def test_cli_finetune_passes_dtype(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    import dcasenet_hub.finetuning
+
+    got: dict[str, FinetuneOptions] = {}
+
+    def fake(base, data, *, task, options):  # stop before training: only the options matter here
+        got["options"] = options
+        raise DataError(data, ["stopped by the test"])
+
+    monkeypatch.setattr(dcasenet_hub.finetuning, "finetune", fake)
+    assert main(["finetune", str(folder), "--task", "classification", "-o", str(tmp_path / "m"),
+                 "--dtype", "bf16", "-q"]) == 2
+    assert got["options"].dtype == "bf16"
+    assert "stopped by the test" in capsys.readouterr().err

@@ -73,6 +73,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-dir", type=Path, default=None, help="folder the table's paths are relative to")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ... (default: auto)")
+    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+                   help="precision of the network's forward passes: fp32 (default); bf16 (about 2x faster on CPUs "
+                        "with AMX / AVX512-BF16 and on GPUs, slower elsewhere); fp16 (GPUs, with loss scaling). "
+                        "The saved model stays float32")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -119,7 +123,8 @@ def run(args: argparse.Namespace) -> int:
         head=args.head, freeze=args.freeze, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay, crop_s=args.crop, mixup=args.mixup,
         warm_start=args.warm_start, batch_norm=args.batch_norm, patience=args.patience or None,
-        output_dir=args.output_dir, overwrite=args.overwrite, device=args.device, progress=not args.quiet,
+        output_dir=args.output_dir, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+        progress=not args.quiet,
         **data_options,
     )
     model = finetune(args.base, args.data, task=args.task, options=options)

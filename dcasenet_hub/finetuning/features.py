@@ -154,8 +154,11 @@ def head_inputs(model: Any, task: str, mel: torch.Tensor) -> torch.Tensor:
 
 
 def extract(model: Any, task: str, audio: list[ClipAudio], *, batch_size: int, device: Any, progress: bool,
-            desc: str) -> list[WindowFeatures]:
-    """Head inputs of all windows of all clips, batched by window length, under ``torch.inference_mode``."""
+            desc: str, dtype: Any = None) -> list[WindowFeatures]:
+    """Head inputs of all windows of all clips, batched by window length, under ``torch.inference_mode``.
+
+    ``dtype`` is the network's precision (``None``: exact fp32); the head inputs are returned as float32.
+    """
     import torch
 
     from dcasenet_hub.inference.runner import inference_runner
@@ -173,7 +176,7 @@ def extract(model: Any, task: str, audio: list[ClipAudio], *, batch_size: int, d
     slot = {ci: {s: k for k, s in enumerate(out[ci].starts)} for ci in range(len(audio))}
     was_training = model.training
     model.eval()
-    runner = inference_runner(model, device=device)  # the exact fast path predict() uses
+    runner = inference_runner(model, device=device, dtype=dtype)  # the fast path predict() uses
     progress_bar = bar(None, progress, total=sum(len(v) for v in jobs.values()), desc=desc, unit="window")
     try:
         with torch.inference_mode():

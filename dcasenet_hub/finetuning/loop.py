@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dcasenet_hub.config import TIME_REDUCTION
-from dcasenet_hub.devices import resolve_device
+from dcasenet_hub.devices import resolve_device, resolve_dtype, short_dtype_name
 from dcasenet_hub.errors import DataError
 from dcasenet_hub.finetuning import features as F
 from dcasenet_hub.finetuning import heads as H
@@ -148,6 +148,7 @@ def finetune(
     base = model
     trainable = H.trainable_stages(base, task, opts.freeze)
     dev = resolve_device(opts.device, model=base)
+    dtype = resolve_dtype(opts.dtype, device=dev)
     logger.info("Fine-tuning DcaseNet-%s on %s: %s (%s)", base.config.arch, dataset.summary(),
                 "linear probe" if opts.probe else f"fine-tuning after {opts.freeze}", dev)
 
@@ -174,7 +175,7 @@ def finetune(
         "weight_decay": opts.weight_decay, "optimizer": "Adam, cosine annealing to 1% of lr per step",
         "crop_s": crop, "mixup_alpha": opts.mixup, "warm_start": bool(opts.warm_start and not opts.probe),
         "batch_norm": opts.batch_norm if not opts.probe else None, "patience": opts.patience, "seed": opts.seed,
-        "device": str(dev), "selection": f"best validation {PRIMARY_METRIC[task]}",
+        "device": str(dev), "dtype": short_dtype_name(dtype), "selection": f"best validation {PRIMARY_METRIC[task]}",
     }
     started = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
@@ -205,6 +206,7 @@ class _Run:
         self.train_audio, self.val_audio = train_audio, val_audio
         self.recipe, self.rng, self.device, self.progress, self.out_dir = recipe, rng, device, progress, out_dir
         self.head = H.head_of(model, task)
+        self.dtype = resolve_dtype(recipe.get("dtype"))
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
         self.best_epoch = 0
@@ -250,7 +252,14 @@ class _Run:
 
     def _extract(self, audio: list[F.ClipAudio], progress: bool, desc: str) -> list[F.WindowFeatures]:
         return F.extract(self.model, self.task, audio, batch_size=self.recipe["batch_size"], device=self.device,
-                         progress=progress, desc=desc)
+                         progress=progress, desc=desc, dtype=self.dtype)
+
+    def _autocast(self) -> Any:
+        """The training forward passes' precision: autocast to bf16/fp16, or nothing for fp32."""
+        import torch
+
+        dev = torch.device(self.device)
+        return torch.autocast(dev.type, dtype=self.dtype, enabled=self.dtype != torch.float32)
 
     # -- linear probe --------------------------------------------------------------------------------------------
 
@@ -332,6 +341,8 @@ class _Run:
         bn_train = self.recipe["batch_norm"] == "train"
         bn_layers = [m for mod in body_modules for m in mod.modules()
                      if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        # fp16 gradients underflow without loss scaling; bf16 has float32's range and needs none
+        scaler = torch.amp.GradScaler(torch.device(self.device).type, enabled=self.dtype == torch.float16)
 
         def set_modes() -> None:
             model.eval()  # frozen blocks (and the other heads) keep their batch-norm statistics
@@ -358,7 +369,7 @@ class _Run:
                 m.reset_running_stats()
                 m.momentum = None
                 m.train()
-            with torch.no_grad():
+            with torch.no_grad(), self._autocast():
                 for b in range(0, n, bs):
                     model(batch(range(b, min(n, b + bs)))[0], tasks=(task,))
             for m, mom in zip(bn_layers, momenta):
@@ -375,17 +386,20 @@ class _Run:
                 x, y = batch(idx)
                 if alpha is not None and len(idx) > 1:
                     x, y = _mixup(x, y, alpha, self.rng)
-                out = model(x, tasks=(task,))
+                with self._autocast():
+                    out = model(x, tasks=(task,))
+                # the loss in float32, outside autocast (binary cross-entropy on probabilities is not autocast-safe)
                 if task == "scene":
-                    loss = _loss(task, out.scene_logits, y)
+                    loss = _loss(task, out.scene_logits.float(), y)
                 elif task == "tags":
-                    loss = _loss(task, out.tag_logits, y)
+                    loss = _loss(task, out.tag_logits.float(), y)
                 else:
-                    probs = out.event_probs[:, :y.shape[1]]
+                    probs = out.event_probs[:, :y.shape[1]].float()
                     loss = _loss(task, probs, y[:, :probs.shape[1]], probabilities=True)
                 opt.zero_grad()
-                loss.backward()
-                opt.step()
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
                 sched.step()
                 total += float(loss.detach()) * len(idx)
             if bn_train and bn_layers:

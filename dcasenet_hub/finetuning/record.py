@@ -50,7 +50,8 @@ def card_section(record: dict[str, Any], dataset: Dataset) -> str:
         + (f" (body {r['body_lr']:g})" if r.get("body_lr") else "")
         + f", {r['optimizer']}" + (f", {r['crop_s']:g} s crops" if r.get("crop_s") else "")
         + (f", mixup alpha {r['mixup_alpha']:g}" if r.get("mixup_alpha") else "")
-        + f", early stopping patience {r['patience']}, seed {r['seed']}",
+        + f", early stopping patience {r['patience']}, seed {r['seed']}"
+        + (f", {r['dtype']} forward passes" if r.get("dtype", "fp32") != "fp32" else ""),
         (f"- **Best epoch:** {record['best_phase']} epoch {record['best_epoch']} ({r['selection']}; "
          f"{len(record['history'])} epochs run)\n"),
         "| validation metric | value |",
