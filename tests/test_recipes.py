@@ -114,3 +114,27 @@ def test_recipe_accepts_canonical_task_names():
         load_recipe("v3-asc").replace(batch_size={"asc": 8, "scene": 4})
     with pytest.raises(ValueError, match="Unknown task 'speech'"):
         Recipe(name="x", arch="v3", tasks=("speech",))
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--dtype", "bf16"], "bf16"), (["--dtype", "fp16"], "amp"), (["--precision", "amp"], "amp"), ([], "fp32")])
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_cli_dtype_is_the_precision_option(monkeypatch, tmp_path, command, argv, expected):
+    """``--dtype`` (as embed, predict and finetune spell it) sets the trainer's precision; fp16 means amp."""
+    import dcasenet_hub.train
+    from dcasenet_hub.cli import main
+
+    got = {}
+
+    def fake(*args, **kwargs):  # stop before any work: only the precision matters here
+        got["precision"] = kwargs["precision"]
+        raise ValueError("stopped by the test")
+
+    monkeypatch.setattr(dcasenet_hub.train, "train" if command == "train" else "evaluate", fake)
+    if command == "evaluate":
+        monkeypatch.setattr("dcasenet_hub.cli.common.load_model", lambda name: None)
+        args = ["evaluate", "some-model", "--asc-root", str(tmp_path)]
+    else:
+        args = ["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path)]
+    assert main(args + argv) == 2
+    assert got["precision"] == expected

@@ -27,6 +27,15 @@ EVAL_EPILOG = """examples:
 """
 
 
+#: --precision / --dtype values: the trainer's names, and fp16 as embed/predict/finetune spell it (= amp)
+PRECISIONS = ("fp32", "bf16", "amp", "fp16")
+
+
+def _precision(value: str) -> str:
+    """The trainer's precision name for a --precision / --dtype value (fp16 is amp: float16 with loss scaling)."""
+    return "amp" if value == "fp16" else value
+
+
 def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
     """``["scene=8", "sed=4"]`` -> ``{"asc": 8, "sed": 4}`` (the trainer's keys; every task spelling accepted)."""
     from dcasenet_hub.train.tasks import task_key
@@ -80,8 +89,9 @@ def register(subparsers: Any) -> None:
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
     r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
     r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
-    r.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32",
-                   help="fp32 (default), amp (float16 autocast with gradient scaling, CUDA) or bf16")
+    r.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast with gradient scaling, CUDA); "
+                        "--dtype is the same option, spelt as in embed, predict and finetune")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
     r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
@@ -95,7 +105,8 @@ def register(subparsers: Any) -> None:
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
     _add_roots(e)
     e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
-    e.add_argument("--precision", choices=("fp32", "amp", "bf16"), default="fp32")
+    e.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast, CUDA); --dtype is the same option")
     e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
     e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -131,7 +142,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["finetune"] = False
     result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
-                   precision=args.precision, resume=args.resume, seed=args.seed, progress=not args.no_progress,
+                   precision=_precision(args.precision), resume=args.resume, seed=args.seed, progress=not args.no_progress,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
@@ -149,7 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                       cache_dir=args.cache_dir, device=args.device, precision=args.precision,
+                       cache_dir=args.cache_dir, device=args.device, precision=_precision(args.precision),
                        sed_threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(metrics, indent=2))
