@@ -314,7 +314,8 @@ def _saved_model(work: Path, arch: str = "v3") -> Path:
 
 
 def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int, smoke: bool, pairs: int = 5,
-              workers: int | None = None, cpu_features: bool = False) -> dict[str, Any]:
+              workers: int | None = None, cpu_features: bool = False, batch_size: int | None = None
+              ) -> dict[str, Any]:
     import torch
 
     from dcasenet_hub.inference import pipeline
@@ -337,6 +338,8 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
             "--device", "cuda" if device.type == "cuda" else "cpu"]
     if workers is not None:
         argv += ["--workers", str(workers)]
+    if batch_size is not None:
+        argv += ["--batch-size", str(batch_size)]
     # with the network on a GPU, resampling and features run there unless this measures the CPU front-end instead
     pipeline.FEATURES_ON_MODEL_DEVICE = not cpu_features
     _log(f"e2e: dcasenet-hub {' '.join(argv)}")
@@ -403,7 +406,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     pipeline.FEATURES_ON_MODEL_DEVICE = True
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
-        "workers": workers, "features_on": "cpu" if cpu_features or device.type != "cuda" else str(device),
+        "workers": workers, "batch_size": batch_size, "features_on": "cpu" if cpu_features or device.type != "cuda" else str(device),
         "wall_s": runs[mid]["wall_s"], "load_s": runs[mid]["load_s"], "audio_s": audio,
         "e2e_audio_s_per_s": runs[mid]["e2e"],
         "model_only_audio_s_per_s": {"fast": runs[mid]["fast"], "plain": runs[mid]["plain"]},
@@ -570,7 +573,8 @@ def render(result: dict[str, Any]) -> str:
     if e:
         lines += ["", (f"End-to-end `dcasenet-hub embed`: {e['files']} files x {e['file_seconds']:g} s at "
                        f"{e['file_sample_rate']} Hz, {e['outputs_written']} outputs written, workers "
-                       f"{'default' if e.get('workers') is None else e['workers']}, features on "
+                       f"{'default' if e.get('workers') is None else e['workers']}, batch size "
+                       f"{'default' if e.get('batch_size') is None else e['batch_size']}, features on "
                        f"{e.get('features_on', 'cpu')}"), "",
                   (f"- wall {_fmt(e['wall_s'])} s (model load {_fmt(e['load_s'])} s excluded from throughput): "
                    f"{_fmt(e['e2e_audio_s_per_s'], 1)} audio s/s"),
@@ -625,6 +629,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="end-to-end runs, each against a model-only run right after it (default 5)")
     parser.add_argument("--e2e-workers", type=int, default=None, metavar="N",
                         help="--workers of the e2e command (default: the command's own)")
+    parser.add_argument("--e2e-batch-size", type=int, default=None, metavar="N",
+                        help="--batch-size of the e2e command (default: the command's own)")
     parser.add_argument("--e2e-cpu-features", action="store_true",
                         help="with --device cuda: resample and compute features on the CPU, not the GPU")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
@@ -690,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         if "e2e" in args.sections:
             result["e2e"] = bench_e2e(device, work, n_files=2 if args.smoke else args.e2e_files, seconds=10.0, sr=44100,
                                       smoke=args.smoke, pairs=args.e2e_pairs, workers=args.e2e_workers,
-                                      cpu_features=args.e2e_cpu_features)
+                                      cpu_features=args.e2e_cpu_features, batch_size=args.e2e_batch_size)
         if "peers" in args.sections:
             from benchmarks import peers
 
