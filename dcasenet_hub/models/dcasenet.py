@@ -260,8 +260,15 @@ class DcaseNetModule(nn.Module):
 
     # -- weights ----------------------------------------------------------------------------------------------
 
-    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
+    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint",
+                               assign: bool = False) -> None:
         """Load ``state_dict`` exactly: any missing, unexpected or mis-shaped key is refused, listing them all.
+
+        Args:
+            state_dict: The tensors to load.
+            source: Named in the error message.
+            assign: Take the tensors themselves (converted to this model's dtypes) instead of copying them into
+                the model's own: for a model built on the ``meta`` device, which has no storage to copy into.
 
         Raises:
             dcasenet_hub.CheckpointMismatchError: the keys or shapes do not match this architecture.
@@ -286,7 +293,13 @@ class DcaseNetModule(nn.Module):
                 parts.append(f"Shape mismatches ({len(shapes)}): {'; '.join(shapes)}")
             parts.append("Pass the right arch (v1/v2/v3) or a checkpoint of this architecture.")
             raise CheckpointMismatchError("\n".join(parts))
-        self.load_state_dict(state_dict, strict=True)
+        if not assign:
+            self.load_state_dict(state_dict, strict=True)
+            return
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True, assign=True)
+        left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
+        if left:  # cannot happen with strict=True; never hand out a model without storage
+            raise RuntimeError(f"{source}: tensors left on the meta device after loading: {', '.join(left)}")
 
 
 def build_network(
