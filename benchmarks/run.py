@@ -406,7 +406,8 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     pipeline.FEATURES_ON_MODEL_DEVICE = True
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
-        "workers": workers, "batch_size": batch_size, "features_on": "cpu" if cpu_features or device.type != "cuda" else str(device),
+        "workers": workers, "batch_size": batch_size,
+        "features_on": "cpu" if cpu_features or device.type != "cuda" else str(device),
         "wall_s": runs[mid]["wall_s"], "load_s": runs[mid]["load_s"], "audio_s": audio,
         "e2e_audio_s_per_s": runs[mid]["e2e"],
         "model_only_audio_s_per_s": {"fast": runs[mid]["fast"], "plain": runs[mid]["plain"]},

@@ -89,12 +89,14 @@ def resampled_blocks(reader: Reader, target_sr: int, *, chunk_s: float | None = 
                      device: Any = None) -> Iterator[np.ndarray]:
     """Yield consecutive blocks of the whole signal resampled to ``target_sr``.
 
-    With ``device`` (a GPU, where the model runs) each chunk is resampled there in float64 and returned as float32
-    numpy: the GPU's float64 convolution involves no TF32, so the blocks equal the CPU's float32 ones to float32
-    rounding. Each chunk starts on an input sample whose output position is an integer (a multiple of ``orig / gcd``) and is
+    Each chunk starts on an input sample whose output position is an integer (a multiple of ``orig / gcd``) and is
     resampled with at least :data:`RESAMPLE_CONTEXT` input samples of context on each side, then cut; the
     windowed-sinc filter spans fewer samples than the context, so every output sample sees exactly the input samples
     it sees when the whole signal is resampled at once (differences are float rounding only).
+
+    With ``device`` (a GPU, where the model runs) each chunk is resampled there in float64 and returned as float32
+    numpy: the GPU's float64 convolution involves no TF32, so the blocks equal the CPU's float32 ones to float32
+    rounding.
     """
     chunk_s = RESAMPLE_CHUNK_S if chunk_s is None else chunk_s
     orig = reader.sample_rate

@@ -142,7 +142,8 @@ def _train(args: argparse.Namespace) -> int:
         overrides["finetune"] = False
     result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
-                   precision=_precision(args.precision), resume=args.resume, seed=args.seed, progress=not args.no_progress,
+                   precision=_precision(args.precision), resume=args.resume, seed=args.seed,
+                   progress=not args.no_progress,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
