@@ -13,6 +13,11 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def option_names(cls: type) -> tuple[str, ...]:
+    """The option names of an options dataclass, in declaration order (its classes' ``field_names()``)."""
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
 def merge_options(cls: type[T], options: T | None, overrides: Mapping[str, Any], *, caller: str) -> T:
     """``options`` (default: ``cls()``) with ``overrides`` (option names as keywords) applied over it.
 
@@ -38,7 +43,7 @@ def merge_options(cls: type[T], options: T | None, overrides: Mapping[str, Any],
     if options is not None and not isinstance(options, cls):
         raise TypeError(f"{caller}(): options must be a {name}, got {type(options).__name__}; pass options as "
                         f"keywords or as {name}(...)")
-    known = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+    known = option_names(cls)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise TypeError(f"{caller}() got unknown option(s) {', '.join(map(repr, unknown))}. Known: {', '.join(known)}")

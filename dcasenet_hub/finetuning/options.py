@@ -17,13 +17,13 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub._options import merge_options as _merge
+from dcasenet_hub._options import option_names
 from dcasenet_hub.config import canonical_task
 from dcasenet_hub.devices import resolve_dtype
 
@@ -180,7 +180,7 @@ class FinetuneOptions:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The option names, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return option_names(cls)
 
 
 def merge_options(options: FinetuneOptions | None, overrides: Mapping[str, Any]) -> FinetuneOptions:

@@ -12,12 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from dcasenet_hub._options import merge_options as _merge
+from dcasenet_hub._options import option_names
 from dcasenet_hub.devices import short_dtype_name
 from dcasenet_hub.inference.discovery import parse_shard
 from dcasenet_hub.inference.resume import settings_meta
@@ -140,7 +140,7 @@ class BatchOptions:
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         """The option names, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
+        return option_names(cls)
 
 
 def merge_batch_options(options: BatchOptions | None, overrides: Mapping[str, Any], *,

@@ -298,7 +298,8 @@ class DcaseNetModule(nn.Module):
             return
         self.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True, assign=True)
         left = [n for n, t in [*self.named_parameters(), *self.named_buffers()] if t.is_meta]
-        if left:  # cannot happen with strict=True; never hand out a model without storage
+        # strict=True covers the state dict, not non-persistent buffers: never hand out tensors without storage
+        if left:
             raise RuntimeError(f"{source}: tensors left on the meta device after loading: {', '.join(left)}")
 
 
