@@ -45,6 +45,32 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not match the architecture it is loaded into."""
 
 
+class ModelConfigError(ValueError):
+    """A model configuration field has a value the model cannot run with (the message names field, value, allowed).
+
+    Attributes:
+        field: Dotted name of the field (``"frontend.hop_length"``, ``"scene_labels[3]"``).
+        value: The value found.
+        allowed: What is allowed, in words.
+        source: The file the config came from, when it was read from one.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str, *, source: str | Path | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.source = None if source is None else str(source)
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        where = f"{source}: " if source is not None else ""
+        super().__init__(f"{where}model config field '{field}' is {shown}; allowed: {allowed}")
+
+    def with_source(self, source: str | Path) -> ModelConfigError:
+        """The same error, naming the file the config was read from."""
+        return ModelConfigError(self.field, self.value, self.allowed, source=source)
+
+
 # ---- hub --------------------------------------------------------------------------------------------------------
 
 

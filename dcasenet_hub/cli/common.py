@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from dcasenet_hub.errors import (
     CheckpointMismatchError,
     ChecksumMismatchError,
+    ModelConfigError,
     ModelFileError,
     ModelNotFoundError,
     NetworkUnavailableError,
@@ -54,4 +55,4 @@ def load_model(name: str, **kwargs: Any) -> DcaseNet:
 def model_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the model could not be fetched or loaded" wherever a command raises them."""
     return (ModelLoadError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,
-            WeightsNotPublishedError, CheckpointMismatchError, ModelFileError, ModelNotFoundError)
+            WeightsNotPublishedError, CheckpointMismatchError, ModelConfigError, ModelFileError, ModelNotFoundError)

@@ -15,11 +15,12 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, normalise_arch
+from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_SHA256_KEY, normalise_arch
 from dcasenet_hub.errors import ModelFileError, ModelNotFoundError
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.cache import CARD_NAME
@@ -36,30 +37,40 @@ CONFIG_META_KEY = "dcasenet_hub_config"
 
 
 def serialize(model: DcaseNetModule, *, repo_id: str | None = None) -> dict[str, bytes]:
-    """The three files of a saved model, as bytes."""
+    """The three files of a saved model, as bytes; ``config.json`` records the sha256 of ``model.safetensors``."""
+    import hashlib
+
     from safetensors.torch import save
 
     from dcasenet_hub.hub.card import render_model_card
 
-    config_json = json.dumps(model.config.to_dict(), indent=2) + "\n"
+    config = model.config.to_dict()
+    config_json = json.dumps(config, indent=2) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # one metadata key only: safetensors writes metadata in hash-map order, so two keys made the bytes (and the
     # sha256 of a conversion) differ from run to run
     weights = save(tensors, metadata={CONFIG_META_KEY: config_json})
+    # the file's config names the weights it belongs with: a config beside other weights is refused on load
+    config[WEIGHTS_SHA256_KEY] = hashlib.sha256(weights).hexdigest()
     card = render_model_card(model.config, num_parameters=model.num_parameters(), repo_id=repo_id)
-    return {CONFIG_NAME: config_json.encode(), WEIGHTS_NAME: weights, CARD_NAME: card.encode()}
+    return {CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(), WEIGHTS_NAME: weights,
+            CARD_NAME: card.encode()}
 
 
-def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
+def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_id: str | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card into ``save_directory``.
 
-    Each file is written atomically. The folder loads back with :func:`from_pretrained` and is what
-    :func:`push_to_hub` uploads.
+    The files are written as one unit (:mod:`dcasenet_hub.hub.folder`): after a kill at any instant the folder
+    holds the complete old model or the complete new one. ``config.json`` records the sha256 of the weights, so
+    a config beside other weights is refused on load. The folder loads back with :func:`from_pretrained` and is
+    what :func:`push_to_hub` uploads.
 
     Args:
         model: The model to save.
-        save_directory: Target folder (created if needed; files of the same names are replaced).
+        save_directory: Target folder (created if needed; files of the same names are replaced, others kept).
         repo_id: Hugging Face repo id to show in the card's usage example.
+        extra_files: More files (name -> bytes) written in the same unit, e.g. fine-tuning's ``metrics.jsonl``.
 
     Returns:
         The folder.
@@ -72,12 +83,13 @@ def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_i
         >>> sorted(p.name for p in d.iterdir())
         ['README.md', 'config.json', 'model.safetensors']
     """
-    from dcasenet_hub._io import atomic_write_bytes
+    from dcasenet_hub.hub.folder import write_files
 
-    out = Path(save_directory).expanduser()
-    for name, data in serialize(model, repo_id=repo_id).items():
-        atomic_write_bytes(out / name, data)
-    return out
+    files = serialize(model, repo_id=repo_id)
+    for name in extra_files or {}:
+        if name in files:
+            raise ValueError(f"extra_files may not replace {name}, a file of the model itself")
+    return write_files(Path(save_directory).expanduser(), {**files, **(extra_files or {})})
 
 
 def infer_arch(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
@@ -231,18 +243,23 @@ def model_class(cls: type[DcaseNetModule] | None) -> type[DcaseNetModule]:
     return DcaseNetModule
 
 
-def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetModule] | None = None
-                      ) -> DcaseNetModule:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetModule] | None = None, *,
+                     data: bytes | None = None) -> DcaseNetModule:
+    """Build a model from the safetensors file ``path`` (or its bytes ``data``, already read) and ``config``.
+
+    Without ``config``, the config the file carries in its metadata is used, else the architecture is inferred.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     from dcasenet_hub.config import ModelConfig
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # noqa: BLE001  safetensors raises SafetensorError / OSError
+        if data is None:
+            data = read_regular(path)
+        state = load(data)
+        meta = safetensors_metadata(data)
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"Cannot read {path} as safetensors ({exc}); delete it and download again") from exc
     if config is None and meta.get(CONFIG_META_KEY):
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_META_KEY]))
@@ -259,16 +276,114 @@ def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetM
     return model
 
 
-def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None) -> DcaseNetModule:
-    from dcasenet_hub.config import ModelConfig
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header, from its bytes (``{}`` when it has none)."""
+    import struct
 
-    cfg, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not weights.is_file():
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("its header is longer than the file")
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, refused at once (before reading) when it is not a regular file (a FIFO, a device).
+
+    Raises:
+        ModelFileError: not a regular file.
+    """
+    import stat
+
+    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
+        mode = os.fstat(fh.fileno()).st_mode
+        if not stat.S_ISREG(mode):
+            raise ModelFileError(f"{path} is not a regular file ({file_kind(mode)}); a model is a folder with "
+                                 "config.json + model.safetensors, a .safetensors file or an authors' .pt file")
+        return fh.read()
+
+
+def file_kind(mode: int) -> str:
+    """``"a FIFO"``, ``"a character device"``, ... for an ``st_mode`` that is not a regular file."""
+    import stat
+
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None, *,
+             verified_sha256: str | None = None) -> DcaseNetModule:
+    """Load a model folder; its ``config.json`` and ``model.safetensors`` must belong together.
+
+    A commit a killed writer left is finished first (:mod:`dcasenet_hub.hub.folder`). A config that records the
+    weights' sha256 (every writer of this package records it) must match the weights it sits beside; a config
+    without it (older folders) must name the architecture and labels the weights carry in their metadata.
+    ``verified_sha256``: the weights' sha256 as the caller just verified it (a cache blob named by its hash), so
+    they are not hashed a second time.
+
+    Raises:
+        ModelFileError: config and weights do not belong together (the message names both and the fix).
+        ModelConfigError: a config field out of range.
+    """
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.hub.folder import current_file, settle
+
+    folder = Path(folder)
+    settle(folder)  # a read-only folder: current_file reads a pending commit's files
+    weights = current_file(folder, WEIGHTS_NAME)
+    if not weights.exists():
         raise ModelNotFoundError(
             f"{folder} has no {WEIGHTS_NAME}; a model folder holds {CONFIG_NAME} + {WEIGHTS_NAME} "
             "(write one with model.save_pretrained(folder) or `dcasenet-hub convert`)"
         )
-    return load_safetensors(weights, ModelConfig.load(cfg) if cfg.is_file() else None, cls)
+    cfg = current_file(folder, CONFIG_NAME)
+    if not cfg.exists():
+        return load_safetensors(weights, None, cls)
+    config = ModelConfig.load(cfg)
+    recorded = _recorded_sha256(cfg)
+    data = read_regular(weights)
+    if verified_sha256 is not None and recorded == verified_sha256:
+        recorded = None  # checked: the recorded hash is the verified one; what is left is the metadata check
+    check_belong(cfg, config, recorded, weights, data)
+    return load_safetensors(weights, config, cls, data=data)
+
+
+def _recorded_sha256(cfg: Path) -> str | None:
+    value = json.loads(cfg.read_text(encoding="utf-8")).get(WEIGHTS_SHA256_KEY)
+    return value if isinstance(value, str) else None
+
+
+def check_belong(cfg: Path, config: ModelConfig, recorded: str | None, weights: Path, data: bytes) -> None:
+    """Raise :class:`ModelFileError` unless the config of ``cfg`` and the weights ``data`` belong together."""
+    import hashlib
+
+    fix = ("The folder was changed or only partly copied after it was written: write it again "
+           "(save_pretrained, `dcasenet-hub convert`, `finetune --overwrite`) or restore both files from one copy")
+    if recorded is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != recorded:
+            raise ModelFileError(f"{cfg} and {weights} do not belong together: the config records weights with "
+                                 f"sha256 {recorded}, the weights beside it have sha256 {got}. {fix}")
+        return
+    try:
+        meta = safetensors_metadata(data).get(CONFIG_META_KEY)
+        own = json.loads(meta) if meta else None
+    except ValueError:
+        own = None
+    if not isinstance(own, dict):
+        return  # weights without a config of their own: nothing to compare
+    for key in ("arch", "scene_labels", "tag_labels", "event_labels"):
+        mine = getattr(config, key)
+        theirs = own.get(key)
+        if (list(mine) if isinstance(mine, tuple) else mine) != theirs:
+            raise ModelFileError(f"{cfg} and {weights} do not belong together: {key} is {mine!r} in the config "
+                                 f"but {theirs!r} in the weights' own metadata. {fix}")
 
 
 def load_local(path: Path, cls: type[DcaseNetModule] | None = None) -> DcaseNetModule:

@@ -24,7 +24,7 @@ from dcasenet_hub.hub.cache import (
     SNAPSHOT_FILES,
     complete,
     damaged_snapshot,
-    damaged_weights,
+    damaged_files,
     legacy_repo_folder,
     lock_path,
     prune,
@@ -91,7 +91,7 @@ def adopt_legacy(model_id: str, revision: str, *, cache: Path, hf_cache: Path) -
 
 
 def _in_place(model_id: str, old: Path, cache: Path, exc: OSError) -> tuple[Path | None, str | None]:
-    damage = damaged_weights(old)
+    damage = damaged_files(old)
     if damage is not None:
         return None, damage
     logger.info("Cannot migrate cached %s from %s into %s (%s); reading it in place", model_id, old, cache, exc)
