@@ -281,6 +281,9 @@ class _Job:
                     frame = np.concatenate([self._merged(i, "frame") for i in sorted(self.event)]).astype(np.float32)
                     times = np.concatenate([self._merged_times(i) for i in sorted(self.event)]).astype(np.float32)
                 hop_s = s.hop_frames / s.frontend.frame_rate
+                if not events[0]["tiled"]:  # (a wholly tiled short input is one frame at its middle)
+                    frame, times = on_grid(frame, times, hop_s=hop_s,
+                                           first_s=(TIME_REDUCTION - 1) / 2 / s.frontend.frame_rate)
             res.embeddings = Embeddings(
                 frame=frame,
                 frame_times=times,
@@ -366,6 +369,25 @@ class _Job:
         step_c = 2 * np.arange(steps.shape[0], dtype=np.int64) * s.hop_frames + (TIME_REDUCTION - 1)
         grid_c = (2 * np.arange(n_grid, dtype=np.int64) + 1) * grid
         return steps[_nearest(step_c, grid_c)]
+
+
+def on_grid(frames: np.ndarray, times: np.ndarray, *, hop_s: float, first_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frames on the regular grid ``first_s + i * hop_s`` from the first frame to the last one's grid point.
+
+    The frames the network gives are on that grid except where an input ends: a short last event window (tiled to
+    the network's 0.8 s) has one frame at its middle, and the shifted passes of a finer hop stop where the input
+    does. Each grid point takes the frame whose time is nearest (ties: the earlier frame), as the event grid does,
+    so the timestamps are regular at every length.
+
+    Example:
+        >>> f, t = on_grid(np.arange(4.0)[:, None], np.array([0.39, 0.59, 0.79, 1.31]), hop_s=0.2, first_s=0.39)
+        >>> [round(float(x), 2) for x in t], f[:, 0].tolist()
+        ([0.39, 0.59, 0.79, 0.99, 1.19, 1.39], [0.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    """
+    t = np.asarray(times, dtype=np.float64)
+    n = max(1, int(round((t[-1] - first_s) / hop_s)) + 1)
+    grid = first_s + np.arange(n, dtype=np.float64) * hop_s
+    return frames[_nearest(t, grid)], grid.astype(np.float32)
 
 
 def _nearest(sorted_points: np.ndarray, queries: np.ndarray) -> np.ndarray:
