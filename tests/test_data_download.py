@@ -275,6 +275,64 @@ def test_safe_extract_refuses_a_zip_bomb(tmp_path, monkeypatch):
     assert (dest / "zeros.bin").stat().st_size == 4 << 20 and len(written) == 2
 
 
+def _zip_members(path: Path, members: list[tuple[str, str | None]]) -> Path:
+    """A zip with the given (name, text) members in order; text None makes a folder member."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members:
+            if text is None:
+                z.writestr(zipfile.ZipInfo(name if name.endswith("/") else name + "/"), "")
+            else:
+                z.writestr(name, text)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns when writing the duplicate on purpose
+@pytest.mark.parametrize(("members", "why"), [
+    ([("a", "file"), ("a/b", "under a folder of the file's name")], "which is also a file member"),
+    ([("x/ok.txt", "fine"), (".", "the destination itself")], "names the destination folder"),
+    ([("x/ok.txt", "first"), ("x/ok.txt", "second")], "have the same path"),
+    ([("x/ok.txt", "fine"), ("d/", None), ("d", "file of the folder's name")], "is a file of the same path"),
+])
+def test_safe_extract_checks_every_member_before_it_writes_anything(tmp_path, members, why):
+    """Before: a file then a member under a folder of its name raised a raw FileExistsError after the first was
+    written; a member named '.' left a temporary file beside the destination; duplicates overwrote silently."""
+    archive = _zip_members(tmp_path / "odd.zip", members)
+    dest = tmp_path / "dest"
+    with pytest.raises(dd.UnsafeArchiveError, match=why):
+        dd.safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))  # nothing was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "odd.zip"]  # nor beside it
+
+
+def test_safe_extract_refuses_members_that_clash_with_what_is_already_there(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / "taken").mkdir(parents=True)
+    (dest / "plain").write_text("a file")
+    for members, why in (([("taken", "a file over a folder")], "is a folder"),
+                         ([("plain/inner.txt", "under a file")], "which is a file here"),
+                         ([("plain/", None)], "is a file here")):
+        with pytest.raises(dd.UnsafeArchiveError, match=why):
+            dd.safe_extract(_zip_members(tmp_path / "clash.zip", members), dest, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ["plain", "taken"] and not any((dest / "taken").iterdir())
+
+
+def test_an_archive_cannot_touch_the_download_state(server, tmp_path, monkeypatch):
+    """Before: a member downloads/<part>.extracted made `data download` report a part 'already extracted' that was
+    never downloaded (FSDKaggle2019 has no published checksum, and mirrors are allowed)."""
+    record = "998"
+    evil = _zip_members(tmp_path / "meta.zip", [("meta/ok.csv", "1\n"), ("downloads/audio.extracted", "audio.zip\n")])
+    _serve(server, f"{record}/meta.zip", evil.read_bytes())
+    spec = dd.DatasetSpec(key="evil", title="evil", record=record,
+                          parts={"meta": (dd._zip("meta.zip"),), "audio": (dd._zip("audio.zip"),)},
+                          default_parts=("meta",))
+    monkeypatch.setitem(dd.DATASETS, "evil", spec)
+    monkeypatch.setenv(dd.MIRROR_ENV, server.url)
+    dest = tmp_path / "data"
+    with pytest.raises(dd.UnsafeArchiveError, match="holds the download's own state"):
+        dd.download_dataset("evil", dest, parts=["meta"], progress=False)
+    assert not (dest / "downloads" / "audio.extracted").exists() and not (dest / "meta").exists()
+
+
 # --- whole dataset ----------------------------------------------------------------------------------------------------
 
 
