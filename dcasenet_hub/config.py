@@ -404,9 +404,11 @@ class ModelConfig:
             ModelConfigError: a field out of range.
             ValueError: not readable as JSON.
         """
+        from dcasenet_hub._io import read_regular
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular(path))
         except (OSError, ValueError) as exc:
             raise ValueError(f"Cannot read model config {path}: {exc}") from exc
         try:

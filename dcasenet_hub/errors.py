@@ -34,6 +34,20 @@ class InputError(ValueError):
     """A waveform or file that cannot be analysed (the message names it and the problem)."""
 
 
+class NotRegularFileError(OSError):
+    """A path that must be a regular file is a FIFO, a device, a socket or a folder (refused before reading it).
+
+    Attributes:
+        path: The path.
+        kind: What it is (``"a FIFO"``, ``"a character device"``, ...).
+    """
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        self.path = str(path)
+        self.kind = kind
+        super().__init__(f"{path} is {kind}, not a regular file")
+
+
 # ---- models -----------------------------------------------------------------------------------------------------
 
 

@@ -52,6 +52,20 @@ def load_model(name: str, **kwargs: Any) -> DcaseNet:
         raise ModelLoadError(name, exc) from None
 
 
+def check_model_name(name: str) -> None:
+    """Refuse at once (exit code 3) a ``--model`` path that is a FIFO, a device or a socket: nothing reads it.
+
+    Raises:
+        ModelLoadError: the path is neither a folder nor a regular file.
+    """
+    from dcasenet_hub.hub.checkpoint import check_model_path
+
+    try:
+        check_model_path(name)
+    except ModelFileError as exc:
+        raise ModelLoadError(name, exc) from None
+
+
 def model_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the model could not be fetched or loaded" wherever a command raises them."""
     return (ModelLoadError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,

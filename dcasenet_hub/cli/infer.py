@@ -292,9 +292,11 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
 
 
 def _run(args: argparse.Namespace, task: str) -> int:
+    from dcasenet_hub.cli.common import check_model_name
     from dcasenet_hub.inference import batch
 
     _limit_heap_retention()
+    check_model_name(args.model)  # before anything reads it (a FIFO or /dev/zero would block or never end)
     try:
         if args.shard is not None and batch.torchrun_shard() is not None:
             raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_SHA256_KEY, normalise_arch
-from dcasenet_hub.errors import ModelFileError, ModelNotFoundError
+from dcasenet_hub.errors import ModelConfigError, ModelFileError, ModelNotFoundError
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.cache import CARD_NAME
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -291,30 +291,45 @@ def safetensors_metadata(data: bytes) -> dict[str, str]:
 
 
 def read_regular(path: Path) -> bytes:
-    """The bytes of ``path``, refused at once (before reading) when it is not a regular file (a FIFO, a device).
+    """The bytes of a model file, refused at once (before reading) when it is not a regular file (a FIFO, a device).
 
     Raises:
         ModelFileError: not a regular file.
     """
+    from dcasenet_hub._io import read_regular as read
+    from dcasenet_hub.errors import NotRegularFileError
+
+    try:
+        return read(path)
+    except NotRegularFileError as exc:
+        raise ModelFileError(f"{exc}; {MODEL_FORMS}") from None
+
+
+#: What can be given as a model, for messages that refuse something else.
+MODEL_FORMS = ("a model is a manifest id (see `dcasenet-hub list`), a folder with config.json + model.safetensors, "
+               "a .safetensors file or an authors' .pt file")
+
+
+def check_model_path(name: str | os.PathLike[str]) -> None:
+    """Refuse at once a model name that is an existing path but neither a folder nor a regular file.
+
+    Nothing is read: ``/dev/zero`` or a FIFO given as a model fails here instead of hanging whatever would read
+    it first (e.g. fingerprinting it).
+
+    Raises:
+        ModelFileError: a FIFO, device or socket.
+    """
     import stat
 
-    with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as fh:
-        mode = os.fstat(fh.fileno()).st_mode
-        if not stat.S_ISREG(mode):
-            raise ModelFileError(f"{path} is not a regular file ({file_kind(mode)}); a model is a folder with "
-                                 "config.json + model.safetensors, a .safetensors file or an authors' .pt file")
-        return fh.read()
+    from dcasenet_hub._io import file_kind
 
-
-def file_kind(mode: int) -> str:
-    """``"a FIFO"``, ``"a character device"``, ... for an ``st_mode`` that is not a regular file."""
-    import stat
-
-    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
-        if test(mode):
-            return words
-    return "not a regular file"
+    path = Path(os.fspath(name)).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # not a path (a manifest id), or missing: reported where it is resolved
+        return
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise ModelFileError(f"{path} is {file_kind(mode)}, not a model file; {MODEL_FORMS}")
 
 
 def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None, *,
@@ -345,18 +360,20 @@ def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None, *,
     cfg = current_file(folder, CONFIG_NAME)
     if not cfg.exists():
         return load_safetensors(weights, None, cls)
-    config = ModelConfig.load(cfg)
-    recorded = _recorded_sha256(cfg)
+    try:
+        raw = json.loads(read_regular(cfg))
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"Cannot read model config {cfg}: {exc}") from None
+    try:
+        config = ModelConfig.from_dict(raw)
+    except ModelConfigError as exc:
+        raise exc.with_source(cfg) from None
+    recorded = raw.get(WEIGHTS_SHA256_KEY) if isinstance(raw.get(WEIGHTS_SHA256_KEY), str) else None
     data = read_regular(weights)
     if verified_sha256 is not None and recorded == verified_sha256:
         recorded = None  # checked: the recorded hash is the verified one; what is left is the metadata check
     check_belong(cfg, config, recorded, weights, data)
     return load_safetensors(weights, config, cls, data=data)
-
-
-def _recorded_sha256(cfg: Path) -> str | None:
-    value = json.loads(cfg.read_text(encoding="utf-8")).get(WEIGHTS_SHA256_KEY)
-    return value if isinstance(value, str) else None
 
 
 def check_belong(cfg: Path, config: ModelConfig, recorded: str | None, weights: Path, data: bytes) -> None:
@@ -387,6 +404,7 @@ def check_belong(cfg: Path, config: ModelConfig, recorded: str | None, weights: 
 
 
 def load_local(path: Path, cls: type[DcaseNetModule] | None = None) -> DcaseNetModule:
+    check_model_path(path)
     if path.is_dir():
         return load_dir(path, cls)
     if path.suffix == ".safetensors":

@@ -151,11 +151,13 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, dict[
 
 
 def _read(path: Path) -> Any:
+    from dcasenet_hub._io import read_regular
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular(path))  # a FIFO or /dev/zero is refused, not read
     except OSError as exc:
         raise ManifestError(f"Cannot read weights manifest {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON or not UTF-8
         raise ManifestError(f"Weights manifest {path} is not valid JSON: {exc}") from exc
 
 

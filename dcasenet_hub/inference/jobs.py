@@ -35,6 +35,8 @@ class _Job:
         self.error: Exception | None = None
         self.reader: W._Reader | None = None
         self.duration_s: float | None = None
+        #: every sample was decoded: only then is ``duration_s`` more than a header's claim (a failed row records it)
+        self.decoded = False
         self.plan: list[W.Window] = []
         self.windows: list[W.Window] | None = None
         self.streamed = False
@@ -73,7 +75,7 @@ class _Job:
         if r.num_frames == 0:
             raise W.InputError(f"{self.source}: contains no audio samples (empty)")
         if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
-            raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
+            raise W.InputError(f"{self.source}: too short ({_ms(self.duration_s)}); "
                                f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
                                f"{getattr(r, 'shape_hint', '')}")
         self.n_samples = n
@@ -124,6 +126,7 @@ class _Job:
             yield from passes
         if held is not None:  # cannot happen (event windows tile the signal); never lose a window's passes
             raise RuntimeError(f"{self.source}: event window at sample {held[0].start} has no successor")
+        self.decoded = True
 
     def _wants_passes(self, window: W.Window) -> bool:
         s = self.settings
@@ -259,7 +262,8 @@ class _Job:
                     "this input. Check the audio (extreme sample values?) and the model weights")
         warning = self.reader.warning if self.reader is not None else ""
         if self.error is not None:
-            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s, warning=warning)
+            return Result(self.index, self.source, error=self.error, warning=warning,
+                          duration_s=self.duration_s if self.decoded else None)
         s = self.settings
         sr = s.frontend.sample_rate
         input_sr = self.reader.sample_rate if self.reader is not None else None
@@ -369,6 +373,11 @@ class _Job:
         step_c = 2 * np.arange(steps.shape[0], dtype=np.int64) * s.hop_frames + (TIME_REDUCTION - 1)
         grid_c = (2 * np.arange(n_grid, dtype=np.int64) + 1) * grid
         return steps[_nearest(step_c, grid_c)]
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds with two decimals, rounded down: 99.96 ms never reads as the 100 ms it falls short of."""
+    return f"{math.floor(seconds * 1e5) / 100:.2f} ms"
 
 
 def on_grid(frames: np.ndarray, times: np.ndarray, *, hop_s: float, first_s: float) -> tuple[np.ndarray, np.ndarray]:
