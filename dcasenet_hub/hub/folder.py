@@ -116,6 +116,17 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
     return folder
 
 
+def copy_folder(src: Path, dst: Path) -> Path:
+    """Copy the files of model folder ``src`` (as committed) into ``dst`` as one unit (:func:`write_files`)."""
+    src = Path(src)
+    settle(src)
+    names: set[str] = set()
+    for where in (src, src / COMMIT_DIR):  # a commit that could not be finished (read-only) still counts
+        if where.is_dir():
+            names |= {f.name for f in where.iterdir() if f.is_file() and not f.name.startswith(".dcasenet-hub-")}
+    return write_files(dst, {name: current_file(src, name).read_bytes() for name in sorted(names)})
+
+
 def _commit(staging: Path, folder: Path) -> None:
     """Rename ``staging`` to the commit folder (step 2), after any commit of another writer has been applied."""
     deadline = time.monotonic() + _COMMIT_WAIT_S

@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +44,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dcasenet_hub.errors import TrainingDivergedError
+from dcasenet_hub.hub.folder import copy_folder
 from dcasenet_hub.train.distributed import (
     STATE_FORMAT,
     _average_batchnorm_statistics,
@@ -66,7 +65,7 @@ from dcasenet_hub.train.evaluation import (
     _roots_for,
     evaluate_sets,
 )
-from dcasenet_hub.train.export import _finite, _replace_dir, export_model
+from dcasenet_hub.train.export import _finite, export_model
 from dcasenet_hub.train.recipes import Recipe, load_recipe
 from dcasenet_hub.train.tasks import METRICS, MODEL_TASK, TASK_LABELS, TASK_ORDER, TASKS
 from dcasenet_hub.train.torch_data import (
@@ -258,10 +257,7 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
         src = out / stage / f"best-{t}"
         if not src.exists():
             continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".best-{t}.", dir=out))
-        shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        _replace_dir(tmp, out / f"best-{t}")
+        copy_folder(src, out / f"best-{t}")  # one unit: a kill leaves the previous copy or the new one
         result.best[t] = out / f"best-{t}"
         cfg = json.loads((src / "config.json").read_text())
         result.best_metrics[t] = (cfg.get("extra") or {}).get("best_metrics", {})
