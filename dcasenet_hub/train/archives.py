@@ -265,8 +265,8 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
     symbolic links and paths resolving outside ``dest`` (e.g. through an existing symlink) are refused, and so are a
     file member named ``.``, duplicate paths, a file where another member (or the destination) has a folder or the
     reverse, members under a ``reserved`` folder, and an archive whose members declare more than ``max_bytes``
-    uncompressed bytes in total (default :func:`extract_bound` of the archive's size). While writing, a member that yields more bytes than it declared is
-    refused too. Files are written atomically; their CRC is checked by :mod:`zipfile` while reading.
+    uncompressed bytes in total (default :func:`extract_bound` of the archive's size). While writing, a member that
+    yields more bytes than it declared is refused too. Files are written atomically; their CRC is checked by :mod:`zipfile` while reading.
 
     Args:
         archive: the zip file.
