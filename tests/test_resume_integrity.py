@@ -59,8 +59,10 @@ def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_pa
     with np.load(out / "f0.npz") as z:
         np.testing.assert_allclose(z["frame"], embed(responsive_v3, audio / "f0.wav").frame, atol=1e-5)
         assert len(json.loads(str(z["meta"]))["model_sha256"]) == 64
+    stamp = (out / "f0.npz").stat().st_mtime_ns
     assert main(args) == 0  # same weights again: complete
-    assert [r["status"] for r in _rows(out / "index.csv")] == ["skipped"]
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"]
+    assert (out / "f0.npz").stat().st_mtime_ns == stamp  # skipped, not recomputed
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -32,8 +32,8 @@ EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
   OUTDIR/<path>.npz   frame (T, D) float32, frame_times (T,) s, clip (D or 2D,), meta (JSON: layer, pooling,
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
-  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
-  (index-I-of-N.csv with --shard I/N)
+  OUTDIR/index.csv    input, status (ok | failed | pending), output, duration_s, error, warning: every input
+                      of every run and shard writing OUTDIR, once (rebuilt from OUTDIR/.dcasenet-hub/)
 
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
@@ -56,7 +56,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
-  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+  OUTDIR/index.csv          input, status (ok | failed | pending), output, duration_s, error, warning
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
 (the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
@@ -331,12 +331,17 @@ def _summary(report: Any) -> int:
     items, failed, index_path = report.items, report.failed, report.index_path
     print(f"dcasenet-hub {report.task}: {len(items)} inputs: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
+    from dcasenet_hub.inference.journal import display
+
     for i in failed[:20]:
-        msg = i.error if i.error.startswith(str(i.path)) else f"{i.path}: {i.error}"
+        path = display(str(i.path))
+        msg = i.error if i.error.startswith(path) else f"{path}: {i.error}"
         print(f"  failed: {msg}", file=sys.stderr)
     if len(failed) > 20:
         print(f"  ... and {len(failed) - 20} more (see {index_path})", file=sys.stderr)
-    return 1 if failed else 0
+    for problem in report.problems:
+        print(f"  error: {problem}", file=sys.stderr)
+    return 1 if failed or report.problems else 0
 
 
 def _run_plot(args: argparse.Namespace) -> int:
