@@ -26,7 +26,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _file_mode: int | None = None
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This machine's name as it appears in temporary and journal file names (``A-Z a-z 0-9 -``, 40 at most)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
 
@@ -37,7 +38,7 @@ def temp_prefix(name: str) -> str:
         >>> temp_prefix("a b.npz").startswith(".a_b.npz.dcasenet-hub-")
         True
     """
-    return f".{_UNSAFE.sub('_', name[:TMP_STEM_CHARS])}.{TMP_TAG}-{os.getpid()}-{_host()}."
+    return f".{_UNSAFE.sub('_', name[:TMP_STEM_CHARS])}.{TMP_TAG}-{os.getpid()}-{host_tag()}."
 
 
 def _process_umask() -> int:
@@ -106,7 +107,8 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     _fsync(path.parent, directory=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still be running (``True`` when that cannot be told)."""
     if pid == os.getpid():
         return True
     try:
@@ -134,11 +136,11 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    host = _host()
+    host = host_tag()
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
             m = _TMP_RE.match(name)
-            if m is None or m.group(2) != host or _pid_alive(int(m.group(1))):
+            if m is None or m.group(2) != host or pid_alive(int(m.group(1))):
                 continue
             p = Path(dirpath) / name
             try:

@@ -105,16 +105,16 @@ def test_stale_temp_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_p
     import subprocess
     import sys
 
-    from dcasenet_hub._io import TMP_TAG, _host, clean_stale_temp_files
+    from dcasenet_hub._io import TMP_TAG, clean_stale_temp_files, host_tag
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (tmp_path / "sub").mkdir()
-    dead = tmp_path / "sub" / f".a.npz.{TMP_TAG}-{gone.pid}-{_host()}.x1y2.tmp"
-    live = tmp_path / f".b.npz.{TMP_TAG}-{os.getppid()}-{_host()}.abc_.tmp"  # another shard, still running
-    mine = tmp_path / f".c.npz.{TMP_TAG}-{os.getpid()}-{_host()}.abc_.tmp"
+    dead = tmp_path / "sub" / f".a.npz.{TMP_TAG}-{gone.pid}-{host_tag()}.x1y2.tmp"
+    live = tmp_path / f".b.npz.{TMP_TAG}-{os.getppid()}-{host_tag()}.abc_.tmp"  # another shard, still running
+    mine = tmp_path / f".c.npz.{TMP_TAG}-{os.getpid()}-{host_tag()}.abc_.tmp"
     other_host = tmp_path / f".d.npz.{TMP_TAG}-{gone.pid}-elsewhere.abc_.tmp"
-    foreign = [tmp_path / ".e.npz.zz.tmp", tmp_path / f"e.npz.{TMP_TAG}-{gone.pid}-{_host()}.abc_.tmp.keep"]
+    foreign = [tmp_path / ".e.npz.zz.tmp", tmp_path / f"e.npz.{TMP_TAG}-{gone.pid}-{host_tag()}.abc_.tmp.keep"]
     for p in (dead, live, mine, other_host, *foreign):
         p.write_bytes(b"x")
     assert clean_stale_temp_files(tmp_path) == [dead]

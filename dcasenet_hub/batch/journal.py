@@ -18,7 +18,7 @@ input counts: the latest finished one (``ok`` / ``failed``; a rerun's "already c
 ``pending`` record only while none exists.
 
 Example:
-    >>> from dcasenet_hub.inference.journal import Journal, rebuild
+    >>> from dcasenet_hub.batch.journal import Journal, rebuild
     >>> j = Journal("pred/")                                                     # doctest: +SKIP
     >>> j.append([{"key": "/data/a.wav", "status": "ok", "output": "a.json"}])   # doctest: +SKIP
     >>> rows = rebuild("pred/", events=True, done=j)                             # doctest: +SKIP
@@ -38,7 +38,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub._io import atomic_write_text, file_mode
+from dcasenet_hub._io import atomic_write_text, file_mode, host_tag, pid_alive
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,6 @@ def _state(out_dir: str | Path) -> Path:
     return Path(out_dir) / STATE_DIR
 
 
-def _host() -> str:
-    from dcasenet_hub._io import _host as host
-
-    return host()
-
-
 class Journal:
     """One writer's append-only record file in an output folder.
 
@@ -103,7 +97,7 @@ class Journal:
 
     def __init__(self, out_dir: str | Path) -> None:
         self.out_dir = Path(out_dir)
-        self.writer = f"{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+        self.writer = f"{host_tag()}-{os.getpid()}-{secrets.token_hex(4)}"
         self.path = _state(out_dir) / "journal" / f"{self.writer}.jsonl"
         self._seq = 0
 
@@ -161,12 +155,10 @@ def _rank(rec: dict[str, Any]) -> tuple[Any, ...]:
 
 def _alive(journal: Path) -> bool:
     """Whether the writer of a journal file may still append to it (its process lives, or is on another host)."""
-    from dcasenet_hub._io import _pid_alive
-
     m = _JOURNAL_RE.match(journal.name)
-    if m is None or m.group("host") != _host():
+    if m is None or m.group("host") != host_tag():
         return True
-    return _pid_alive(int(m.group("pid")))
+    return pid_alive(int(m.group("pid")))
 
 
 def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None) -> list[dict[str, Any]]:

@@ -5,7 +5,7 @@
 * :func:`shard` / :func:`in_shard` split them between machines by a hash of the output path.
 * :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
   outputs exist, come from one run, and were made with the same settings, weights and input file.
-* :class:`~dcasenet_hub.inference.journal.Journal` records what each writer did; :func:`rebuild` makes ``index.csv``
+* :class:`~dcasenet_hub.batch.journal.Journal` records what each writer did; :func:`rebuild` makes ``index.csv``
   and the merged ``events.csv`` from every writer's records (any number of processes may write one folder);
   :func:`read_index` reads the index.
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
@@ -13,11 +13,12 @@
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
   :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
 
-The pieces live in :mod:`.discovery`, :mod:`.resume`, :mod:`.journal` and :mod:`.distributed`; this module is the one
-place to import them from.
+The pieces live in :mod:`.options`, :mod:`.discovery`, :mod:`.resume`, :mod:`.journal` and :mod:`.distributed`;
+this module is the one place to import them from. The layer sits above :mod:`dcasenet_hub.inference` and uses it the
+way the command line does.
 
 Example:
-    >>> from dcasenet_hub.inference import batch
+    >>> from dcasenet_hub import batch
     >>> items = batch.discover(["corpus/"])                          # doctest: +SKIP
     >>> [i.rel.as_posix() for i in batch.shard(items, 1, 8)][:2]      # doctest: +SKIP
     ['street/a.wav', 'park/b.flac']
@@ -36,12 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.inference.batch_options import (
+from dcasenet_hub.batch.options import (
     TASKS,
     BatchOptions,
     merge_batch_options,
 )
-from dcasenet_hub.inference.discovery import (
+from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
     Item,
@@ -51,8 +52,8 @@ from dcasenet_hub.inference.discovery import (
     read_list,
     shard,
 )
-from dcasenet_hub.inference.distributed import gather, torchrun_shard
-from dcasenet_hub.inference.journal import (
+from dcasenet_hub.batch.distributed import gather, torchrun_shard
+from dcasenet_hub.batch.journal import (
     INDEX_COLUMNS,
     Journal,
     display,
@@ -62,7 +63,7 @@ from dcasenet_hub.inference.journal import (
     rebuild,
     write_all_events,
 )
-from dcasenet_hub.inference.resume import (
+from dcasenet_hub.batch.resume import (
     is_complete,
     loaded_identity,
     model_identity,
@@ -244,13 +245,13 @@ class Plan:
 
     def execute(self, *, load: Callable[[str], Any] | None = None) -> Report:
         """Skip complete inputs, compute the others, write their files, record each in the folder's journal and
-        rebuild the index (:mod:`~dcasenet_hub.inference.journal`); see :func:`run`.
+        rebuild the index (:mod:`~dcasenet_hub.batch.journal`); see :func:`run`.
 
         Args:
             load: How to load a named model (default: :func:`~dcasenet_hub.from_pretrained`).
         """
         from dcasenet_hub._io import clean_stale_temp_files
-        from dcasenet_hub.inference.distributed import local_device
+        from dcasenet_hub.batch.distributed import local_device
         from dcasenet_hub.inference.pipeline import iterate
 
         model, out_dir, launched, task = self.model, self.output_dir, self.launched, self.task

@@ -2,7 +2,7 @@
 
 Example:
     >>> from pathlib import PurePosixPath
-    >>> from dcasenet_hub.inference.resume import outputs_for, settings_meta
+    >>> from dcasenet_hub.batch.resume import outputs_for, settings_meta
     >>> outputs_for("emb", PurePosixPath("street/a.wav"), "embed")
     {'main': PosixPath('emb/street/a.npz')}
     >>> settings_meta("embed", {"model": "dcasenet-v3"})["layer"]
@@ -242,7 +242,7 @@ def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, le
         result.embeddings.save(item.outputs["main"], level=level, meta=meta)
         return
     pred = result.prediction
-    from dcasenet_hub.inference.journal import display
+    from dcasenet_hub.batch.journal import display
 
     pred.save_events(item.outputs["events"], filename=display(item.rel.as_posix()))
     pred.save_scores(item.outputs["scores"])

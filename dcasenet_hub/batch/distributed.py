@@ -1,7 +1,8 @@
 """torchrun: each process takes the shard of its rank, then rank 0 rebuilds the folder's index (and events) files.
 
 Example (every process of ``torchrun --nproc-per-node 4 ...`` runs the same code):
-    >>> from dcasenet_hub.inference import batch, distributed
+    >>> from dcasenet_hub import batch
+    >>> from dcasenet_hub.batch import distributed
     >>> distributed.torchrun_shard()                      # doctest: +SKIP
     (2, 4)
     >>> report = batch.run(model, ["corpus/"], "emb/")     # doctest: +SKIP  (takes the shard, merges at the end)
@@ -13,7 +14,7 @@ import datetime
 import os
 from pathlib import Path
 
-from dcasenet_hub.inference.journal import rebuild
+from dcasenet_hub.batch.journal import rebuild
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -44,7 +45,7 @@ def local_device(device: str | None) -> str | None:
 def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None:
     """Wait for every process of the torchrun job; then rank 0 rebuilds ``index.csv`` (and ``events.csv``).
 
-    Every process records its inputs in the folder's journal (:mod:`~dcasenet_hub.inference.journal`) and rebuilds
+    Every process records its inputs in the folder's journal (:mod:`~dcasenet_hub.batch.journal`) and rebuilds
     the index when it ends; after the barrier, rank 0's rebuild holds every rank's inputs once, so the folder reads
     as if one process had made it. A gloo group (CPU, any machine) is used only for this barrier.
 
