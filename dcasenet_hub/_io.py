@@ -191,3 +191,50 @@ def _mib(n: int) -> str:
     if n < 2**20:
         return f"{n:,} bytes"
     return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+class FailSafeStream:
+    """A text stream that never raises: once a write or flush fails (a closed pipe, ``| head``), it drops the rest.
+
+    Progress bars and messages are for a person; a reader that went away must not stop the work or change its
+    exit code. Everything else (``isatty``, ``encoding``, ``fileno`` ...) is the wrapped stream's.
+
+    Example:
+        >>> import io
+        >>> s = io.StringIO(); s.close()
+        >>> FailSafeStream(s).write("lost") == 4
+        True
+    """
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)  # type: ignore[attr-defined]
+            except (OSError, ValueError):  # EPIPE, EBADF; ValueError: I/O on a closed file
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def fail_safe(stream: object) -> FailSafeStream:
+    """``stream`` wrapped in a :class:`FailSafeStream` (itself if it already is one)."""
+    return stream if isinstance(stream, FailSafeStream) else FailSafeStream(stream)

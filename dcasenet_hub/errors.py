@@ -84,6 +84,11 @@ class ModelNotFoundError(FileNotFoundError):
     """A local model path (file or folder) does not exist or lacks its weights file."""
 
 
+class CacheNotWritableError(OSError):
+    """The weights cache cannot be written (read-only, not a folder, no permission); the message names the folder and
+    the fix. Commands exit with code 3, as for any model that cannot be fetched."""
+
+
 class HubAccessError(PermissionError):
     """The Hugging Face Hub cannot be written to: no token, a rejected token, or the Hub cannot be reached."""
 

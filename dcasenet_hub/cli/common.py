@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub.errors import (
+    CacheNotWritableError,
     CheckpointMismatchError,
     ChecksumMismatchError,
     ModelFileError,
@@ -47,11 +48,13 @@ def load_model(name: str, **kwargs: Any) -> DcaseNet:
 
     try:
         return from_pretrained(name, **kwargs)
+    except CacheNotWritableError:  # its message is complete: the folder and the fix
+        raise
     except (ValueError, OSError, RuntimeError, KeyError) as exc:
         raise ModelLoadError(name, exc) from None
 
 
 def model_errors() -> tuple[type[BaseException], ...]:
     """Exception types that mean "the model could not be fetched or loaded" wherever a command raises them."""
-    return (ModelLoadError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,
+    return (ModelLoadError, CacheNotWritableError, OfflineError, NetworkUnavailableError, ChecksumMismatchError, UnknownModelError,
             WeightsNotPublishedError, CheckpointMismatchError, ModelFileError, ModelNotFoundError)

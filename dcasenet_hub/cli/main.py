@@ -100,6 +100,33 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dcasenet_hub._io import fail_safe
+
+    # a reader that went away (`dcasenet-hub embed ... 2>&1 | head`) never stops the work or changes the exit code
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err = fail_safe(sys.stdout), fail_safe(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+        for stream in (out, err):
+            stream.flush()  # now, where a failure is caught, rather than at exit
+            if stream.broken:  # what is left in its buffer would fail again at exit (and set exit code 120)
+                _silence(stream)
+
+
+def _silence(stream: Any) -> None:
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # not a real file: nothing is flushed to a descriptor at exit
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.global_quiet:

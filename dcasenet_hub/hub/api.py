@@ -42,6 +42,7 @@ from dcasenet_hub.hub.cache import (
     CacheCheck,
     cache_dir_location,
     cached_snapshot,
+    check_writable,
     damaged_weights,
     discard_snapshot,
     hf_cache_location,
@@ -160,6 +161,10 @@ def download(
             damaged = legacy_damage or damaged
     errors: list[Exception] = []
     for src in entry["sources"]:
+        if src["type"] == "huggingface":
+            check_writable(hf_cache, env_var="HF_HUB_CACHE")
+        else:
+            check_writable(cache)
         try:
             if src["type"] == "huggingface":
                 return fetch_hf(src["repo_id"], revision=src["revision"], cache=hf_cache,

@@ -73,6 +73,26 @@ def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
     return _user_cache() / "dcasenet_hub"
 
 
+def check_writable(cache: Path, *, env_var: str = "DCASENET_HUB_CACHE") -> None:
+    """Raise :class:`~dcasenet_hub.errors.CacheNotWritableError` unless files can be created in ``cache``.
+
+    Called before a download writes anything, so a read-only or misplaced cache is one message naming the folder
+    and the fix, the same for every command, instead of an ``OSError`` from deep inside a download.
+    """
+    import tempfile
+
+    from dcasenet_hub.errors import CacheNotWritableError
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache):
+            pass
+    except OSError as exc:
+        raise CacheNotWritableError(
+            f"the weights cache {cache} cannot be written ({exc.strerror or exc}); set {env_var} to a writable "
+            f"folder (or pass --cache-dir), or make {cache} writable, then run the command again") from None
+
+
 def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
     """The Hugging Face cache (repo ids and ``huggingface`` sources): ``cache_dir``, else ``$HF_HUB_CACHE``, else
     ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub`` (the huggingface_hub default), read at call time.

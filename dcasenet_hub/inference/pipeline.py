@@ -431,9 +431,14 @@ def _feature_device(dev: torch.device, backend: str) -> str | None:
 def _bar(enabled: bool, **kwargs: Any) -> Any:
     if not enabled:
         return _NoBar()
+    import sys
+
     from tqdm.auto import tqdm
 
-    return tqdm(**kwargs)
+    from dcasenet_hub._io import fail_safe
+
+    # a closed or broken stderr (`... 2>&1 | head`) must not stop the work the bar reports on
+    return tqdm(file=fail_safe(kwargs.pop("file", None) or sys.stderr), **kwargs)
 
 
 class _NoBar:
