@@ -25,6 +25,6 @@ def _replace(src, dst, **kwargs):  # type: ignore[no-untyped-def]
 
 os.replace = _replace
 
-from dcasenet_hub.cli.main import main  # noqa: E402  (after the wrapper, as the package would see it)
+from dcasenet_hub.cli.main import main
 
 sys.exit(main(sys.argv[3:]))

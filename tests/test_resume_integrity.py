@@ -135,7 +135,7 @@ def _cli(args: list[str], kill: tuple[str, int] | None = None):
         cmd = [sys.executable, "-m", "dcasenet_hub.cli", *args]
     else:  # the kill is injected from outside: a wrapper of os.replace in the child (tests/kill_at_rename.py)
         cmd = [sys.executable, str(Path(__file__).with_name("kill_at_rename.py")), kill[0], str(kill[1]), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
 
 
 def _journal_done(out: Path) -> list[str]:

@@ -37,11 +37,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.batch.options import (
-    TASKS,
-    BatchOptions,
-    merge_batch_options,
-)
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -62,6 +57,11 @@ from dcasenet_hub.batch.journal import (
     read_index,
     rebuild,
     write_all_events,
+)
+from dcasenet_hub.batch.options import (
+    TASKS,
+    BatchOptions,
+    merge_batch_options,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
