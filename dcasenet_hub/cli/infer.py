@@ -15,9 +15,11 @@ from typing import Any
 
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
-  1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
+  1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
+     outputs are written; see index.csv and the summary on stderr
   2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
-  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint);
+  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
+     cache that cannot be written);
      offline, pass a local checkpoint with --model PATH
 """
 
