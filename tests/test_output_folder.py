@@ -343,3 +343,24 @@ def test_atomic_writes_never_change_the_umask_and_have_no_test_hooks(tmp_path, m
         _io.atomic_write_text(tmp_path / f"f{i}.txt", "x")
     mode = (tmp_path / "f0.txt").stat().st_mode & 0o777
     assert mode == _io.file_mode() == 0o666 & ~expected
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# a folder an older release wrote (index.csv without a journal) keeps its rows
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def test_an_index_written_before_the_journal_keeps_its_rows(tmp_path, authors_checkpoint, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _wav(tmp_path / "in" / "a.wav", 1)
+    _wav(tmp_path / "in" / "b.wav", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.npz").write_bytes(b"an earlier run's output")
+    (out / "index.csv").write_text("input,status,output,duration_s,error,warning\n"
+                                   "in/a.wav,skipped,out/a.npz,0.600,,\n")  # the old form: relative to the cwd
+    assert main(["embed", "in/b.wav", "-o", "out", "--model", str(authors_checkpoint), "--quiet"]) == 0
+    rows = _rows(out / "index.csv")
+    assert [(r["input"], r["status"], r["output"], r["duration_s"]) for r in rows] == [
+        (str(tmp_path / "in" / "a.wav"), "ok", "a.npz", "0.600"), (str(tmp_path / "in" / "b.wav"), "ok", "b.npz",
+                                                                   "0.600")]

@@ -189,6 +189,9 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None) -
         journals = sorted((state / "journal").glob("*.jsonl"))
         finished = [j for j in journals if (done is not None and j == done.path) or not _alive(j)]
         best: dict[str, dict[str, Any]] = {}
+        earlier = [] if (state / "state.jsonl").exists() else _from_old_index(out_dir)
+        for rec in earlier:
+            best[rec["key"]] = rec
         for path in [state / "state.jsonl", *journals]:
             for rec in _read_lines(path):
                 old = best.get(rec["key"])
@@ -204,6 +207,30 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None) -
         if events or any(r["status"] == "ok" and r["output"].endswith(".json") for r in rows):
             write_all_events(out_dir, rows)
     return rows
+
+
+def _from_old_index(out_dir: Path) -> list[dict[str, Any]]:
+    """Records for the rows of an ``index.csv`` written before the folder had a journal (older releases).
+
+    Those rows named inputs and outputs relative to the working directory of their run; they are read as relative to
+    this one (where they were almost always made), so a folder carried over keeps its rows. Any record of the journal
+    replaces them (they are the oldest).
+    """
+    records = []
+    base = out_dir.resolve()
+    for row in read_index(out_dir / "index.csv"):
+        output = row["output"]
+        if output:
+            try:
+                output = Path(os.path.abspath(output)).resolve().relative_to(base).as_posix()
+            except ValueError:  # not under OUTDIR: not one of its outputs
+                output = ""
+        status = "ok" if row["status"] == "skipped" else row["status"]
+        records.append({"key": input_key(row["input"]), "input": os.path.abspath(row["input"]), "status": status,
+                        "output": output if status == "ok" else "",
+                        "duration_s": float(row["duration_s"]) if row["duration_s"] else None,
+                        "error": row["error"], "warning": row["warning"], "t": 0, "w": "", "n": 0})
+    return records
 
 
 def _row(rec: dict[str, Any]) -> dict[str, str]:
