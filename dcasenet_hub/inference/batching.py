@@ -17,10 +17,11 @@ from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
 
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says that memory ran out: ``torch.OutOfMemoryError`` (CUDA and other accelerators),
-    ``MemoryError``, or the RuntimeError of torch's CPU allocator ("can't allocate memory")."""
+    ``MemoryError``, or a RuntimeError that says so (torch's CPU allocator: "can't allocate memory")."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 class _PreparedJobs:
