@@ -72,12 +72,12 @@ def _records(run: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_batches(tiny):
     """One training batch (2 examples, 1 s crops) of each task from the mini data, through the real datasets."""
-    from dcasenet_hub.train.evaluation import _prepared_stores
+    from dcasenet_hub.train.evaluation import prepared_stores
     from dcasenet_hub.train.tasks import TASK_LABELS
     from dcasenet_hub.train.torch_data import BatchStream, TrainCrops, crop_frames
 
     roots = {t: tiny[f"{t}_root"] for t in ("asc", "tag", "sed")}
-    stores, items = _prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
+    stores, items = prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
                                      memory=False)
     batches = {}
     for t in ("asc", "tag", "sed"):
@@ -359,7 +359,7 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
 def test_odd_global_batch_is_refused_for_two_processes(tiny, tmp_path, monkeypatch):
     from dcasenet_hub.train import distributed, loop
 
-    monkeypatch.setattr(loop, "_init_distributed", lambda device: distributed._Dist(rank=0, world=2))
+    monkeypatch.setattr(loop, "init_distributed", lambda device: distributed.Ranks(rank=0, world=2))
     with pytest.raises(ValueError, match="divisible by the 2 processes"):
         loop.train("v3-asc", out_dir=tmp_path / "r", overrides={"batch_size": {"asc": 3}},
                    asc_root=tiny["asc_root"], cache_dir=tiny["cache_dir"], progress=False)
@@ -436,16 +436,16 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
     from dcasenet_hub import metrics
     from dcasenet_hub.audio import log_mel, normalize
     from dcasenet_hub.train import evaluate, scene_probabilities
-    from dcasenet_hub.train.evaluation import EVAL_SPLIT, _eval_set, _prepared_stores
+    from dcasenet_hub.train.evaluation import EVAL_SPLIT, eval_set, prepared_stores
     from dcasenet_hub.train.prepare import audio_file
 
     model = responsive_model("v3")
     acc = evaluate(model, asc_root=scene_clips["asc_root"], cache_dir=scene_clips["cache_dir"], device="cpu",
                    progress=False)["asc_acc"]
-    stores, items = _prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
+    stores, items = prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
                                      cache_dir=scene_clips["cache_dir"], workers=0, progress=False, memory=False)
     store = stores["asc"]
-    ds = _eval_set("scene", items["asc"][EVAL_SPLIT], store, config=model.config)
+    ds = eval_set("scene", items["asc"][EVAL_SPLIT], store, config=model.config)
     probs, truth, names = scene_probabilities(model.eval(), ds)
     assert len(names) == 4 and ds[0][0].shape == (3, 1, 128, 251)
 
@@ -470,14 +470,14 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
 
 def test_training_device_is_resolved_by_the_package():
     """``auto``/None = CUDA when available (devices.resolve_device); bad or missing devices name the fix."""
-    from dcasenet_hub.train.distributed import _Dist, _resolve_device
+    from dcasenet_hub.train.distributed import Ranks, training_device
 
-    auto = _resolve_device("auto", _Dist())
+    auto = training_device("auto", Ranks())
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert _resolve_device(None, _Dist()) == auto
-    assert _resolve_device("cpu", _Dist()) == torch.device("cpu")
+    assert training_device(None, Ranks()) == auto
+    assert training_device("cpu", Ranks()) == torch.device("cpu")
     with pytest.raises(ValueError, match="not a device"):
-        _resolve_device("gpu0", _Dist())
+        training_device("gpu0", Ranks())
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="use cpu"):
-            _resolve_device("cuda", _Dist())
+            training_device("cuda", Ranks())

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from dcasenet_hub.config import ModelConfig
-from dcasenet_hub.train.distributed import _Dist, _resolve_device, autocast_args
+from dcasenet_hub.train.distributed import Ranks, training_device, autocast_args
 from dcasenet_hub.train.tasks import task_key
 from dcasenet_hub.train.torch_data import EvalClips, FeatureStore
 
@@ -38,7 +38,7 @@ TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _roots_for(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> dict[str, Path]:
+def checked_roots(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> dict[str, Path]:
     missing = [t for t in tasks if not roots.get(t)]
     if missing:
         hint = {"asc": "--asc-root (TAU Urban Acoustic Scenes 2020 Mobile development folder)",
@@ -49,7 +49,7 @@ def _roots_for(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> 
     return {t: Path(roots[t]) for t in tasks}  # type: ignore[arg-type]
 
 
-def _prepared_stores(roots: Mapping[str, Path], splits: Sequence[str], *, cache_dir: str | Path | None,
+def prepared_stores(roots: Mapping[str, Path], splits: Sequence[str], *, cache_dir: str | Path | None,
                      workers: int, progress: bool, memory: bool) -> tuple[dict[str, FeatureStore], dict[str, dict]]:
     """Item lists of ``splits`` per task and their (prepared) feature stores."""
     from dcasenet_hub.train.prepare import default_cache_root, prepare_splits
@@ -70,7 +70,7 @@ def _task_labels(task: str, config: ModelConfig) -> tuple[str, ...]:
     return {"asc": config.scene_labels, "tag": config.tag_labels, "sed": config.event_labels}[task_key(task)]
 
 
-def _eval_set(task: str, items: Sequence[Any], store: FeatureStore, *, config: ModelConfig,
+def eval_set(task: str, items: Sequence[Any], store: FeatureStore, *, config: ModelConfig,
               scene_window_s: float | None = None) -> EvalClips:
     """The evaluation set of ``task``; scene crops of ``scene_window_s`` at half that hop (default: the model's
     ``windows``, as ``predict``)."""
@@ -243,11 +243,11 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
     roots = {t: Path(r) for t, r in (("asc", asc_root), ("tag", tag_root), ("sed", sed_root)) if r}
     if not roots:
         raise ValueError("Give at least one of --asc-root, --tag-root, --sed-root")
-    dev = _resolve_device(device, _Dist())
-    stores, items = _prepared_stores(roots, [EVAL_SPLIT], cache_dir=cache_dir, workers=workers, progress=progress,
+    dev = training_device(device, Ranks())
+    stores, items = prepared_stores(roots, [EVAL_SPLIT], cache_dir=cache_dir, workers=workers, progress=progress,
                                      memory=False)
     config: ModelConfig = getattr(model, "config", ModelConfig())
-    eval_sets = {t: _eval_set(t, items[t][EVAL_SPLIT], stores[t], config=config) for t in roots}
+    eval_sets = {t: eval_set(t, items[t][EVAL_SPLIT], stores[t], config=config) for t in roots}
     model = model.to(dev)
     threshold = config.event_threshold if sed_threshold is None else sed_threshold
     return evaluate_sets(model, eval_sets, device=dev, precision=precision, sed_threshold=threshold,
