@@ -31,7 +31,7 @@ def mel(fixtures_dir):
 def test_cuda_fp32_exact_and_tf32_switch(v3_model, responsive_v3, mel, fixtures_dir):
     io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
     fast = optimize_for_inference(v3_model, device="cuda")
-    assert fast.fast_options.exact
+    assert fast.runtime.options.exact
     out = fast(mel)
     for ours, key in ((out.scene_logits, "asc_logits"), (out.tag_logits, "tag_logits"),
                       (out.event_probs, "sed_probs")):

@@ -423,6 +423,7 @@ class _Run:
         model = self.model
         if self.best_state is not None:
             self.best_target.load_state_dict(self.best_state, strict=True)
+        model.inference_copies.clear()  # the weights are the fine-tuned ones now, whichever module was loaded
         model.eval()
         task = self.task
         body_changed = any(name not in H.TASK_ONLY_STAGES for name in self.recipe["trained_blocks"])
