@@ -35,7 +35,7 @@ STAGE_FUNCTIONS: dict[tuple[str, str], str] = {
     ("dcasenet_hub._io", "atomic_write"): "writes",
     ("dcasenet_hub._io", "atomic_write_text"): "writes",
     ("dcasenet_hub._io", "atomic_write_bytes"): "writes",
-    ("dcasenet_hub.hub.api", "from_pretrained"): "load",
+    ("dcasenet_hub.hub.api", "load_pretrained"): "load",
 }
 STAGES = ("load", "decode", "resample", "features", "network", "writes")
 
