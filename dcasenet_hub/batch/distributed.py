@@ -11,34 +11,27 @@ Example (every process of ``torchrun --nproc-per-node 4 ...`` runs the same code
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
 from dcasenet_hub.batch.index import read_index, write_all_events, write_index
+from dcasenet_hub.devices import torchrun_process
 
 
 def torchrun_shard() -> tuple[int, int] | None:
-    """``(rank + 1, world size)`` when started by torchrun with several processes (its ``RANK``/``WORLD_SIZE``).
-
-    ``None`` outside torchrun, for one process, or when the variables are not numbers.
-    """
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return None
-    if world <= 1 or "MASTER_ADDR" not in os.environ:
-        return None
-    return rank + 1, world
+    """``(rank + 1, world size)`` when started by torchrun with several processes
+    (:func:`dcasenet_hub.devices.torchrun_process`); ``None`` outside torchrun or for one process."""
+    process = torchrun_process()
+    return None if process is None else (process.rank + 1, process.world)
 
 
 def local_device(device: str | None) -> str | None:
     """Under torchrun, ``"auto"``/``"cuda"`` become this process's GPU (``cuda:LOCAL_RANK``); else unchanged."""
-    if device in ("auto", "cuda"):
+    process = torchrun_process()
+    if process is not None and device in ("auto", "cuda"):
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+            return f"cuda:{process.local_rank % torch.cuda.device_count()}"
     return device
 
 

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, resolve_dtype, short_dtype_name
 from dcasenet_hub.errors import DataError
@@ -267,6 +268,8 @@ class _Run:
         """Train the head on cached head inputs of the frozen body (the best epoch's head is kept in place)."""
         import torch
 
+        from dcasenet_hub.models.losses import logits_loss
+
         task, cfg, bs = self.task, self.model.config, self.recipe["batch_size"]
         feats_train = self._extract(self.train_audio, self.progress, "Head inputs (training)")
         feats_val = self._extract(self.val_audio, self.progress, "Head inputs (validation)")
@@ -284,14 +287,14 @@ class _Run:
         steps_per_epoch = math.ceil(x.shape[0] / bs)
         opt, sched = self._optimizer([{"params": head.parameters()}], epochs * steps_per_epoch, lr)
         self.recipe["probe_samples"] = int(x.shape[0])
-        epochs_bar = F.bar(range(1, epochs + 1), self.progress, desc="Epochs (probe)", unit="epoch")
+        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (probe)", unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             perm = torch.from_numpy(self.rng.permutation(x.shape[0]))
             total = 0.0
             for b in range(0, x.shape[0], bs):
                 idx = perm[b:b + bs]
-                loss = _loss(task, head(xs[idx]), y[idx])
+                loss = logits_loss(task, head(xs[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -322,6 +325,8 @@ class _Run:
     def finetune(self, trainable: list[tuple[str, list[nn.Module]]], body_lr_scale: float) -> None:
         """Train the head and the ``trainable`` blocks on random crops, validating after every epoch."""
         import torch
+
+        from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 
         model, task, cfg = self.model, self.task, self.model.config
         bs, epochs, lr = self.recipe["batch_size"], self.recipe["epochs"], self.recipe["lr"]
@@ -375,27 +380,20 @@ class _Run:
             for m, mom in zip(bn_layers, momenta):
                 m.momentum = mom
 
-        epochs_bar = F.bar(range(1, epochs + 1), self.progress, desc="Epochs (fine-tuning)", unit="epoch")
+        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (fine-tuning)",
+                                  unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             set_modes()
             perm = self.rng.permutation(n)
             total = 0.0
-            for b in F.bar(range(0, n, bs), self.progress, desc=f"Epoch {epoch}", unit="batch"):
+            for b in progress_bar(range(0, n, bs), enabled=self.progress, desc=f"Epoch {epoch}", unit="batch"):
                 idx = perm[b:b + bs]
                 x, y = batch(idx)
-                if alpha is not None and len(idx) > 1:
-                    x, y = _mixup(x, y, alpha, self.rng)
+                mix = draw_mixup(self.rng, alpha, len(idx), x.device) if alpha is not None and len(idx) > 1 else None
                 with self._autocast():
-                    out = model(x, tasks=(task,))
-                # the loss in float32, outside autocast (binary cross-entropy on probabilities is not autocast-safe)
-                if task == "scene":
-                    loss = _loss(task, out.scene_logits.float(), y)
-                elif task == "tags":
-                    loss = _loss(task, out.tag_logits.float(), y)
-                else:
-                    probs = out.event_probs[:, :y.shape[1]].float()
-                    loss = _loss(task, probs, y[:, :probs.shape[1]], probabilities=True)
+                    out = model(x if mix is None else mix_inputs(x, mix), tasks=(task,))
+                loss = mixed_loss(task, out, y, mix)
                 opt.zero_grad()
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -460,22 +458,3 @@ class _Run:
             logger.warning("Fine-tuning changed blocks shared with the %s head(s): they are no longer marked as "
                            "trained (freeze up to a task-specific block to keep them)", ", ".join(dropped))
         return model
-
-
-def _loss(task: str, out: torch.Tensor, target: torch.Tensor, *, probabilities: bool = False) -> torch.Tensor:
-    import torch.nn.functional as tf
-
-    if task == "scene":
-        return tf.cross_entropy(out, target)  # soft targets: mixup gives lam * CE(a) + (1 - lam) * CE(b)
-    if probabilities:
-        return tf.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), target)
-    return tf.binary_cross_entropy_with_logits(out, target)
-
-
-def _mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[Any, Any]:
-    """One lambda ~ Beta(alpha, alpha) and one permutation per batch (the authors' mixup)."""
-    import torch
-
-    lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
-    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from dcasenet_hub.devices import resolve_device, torchrun_process
 
 STATE_FORMAT = "dcasenet-hub-train-state/1"
 PRECISIONS = ("fp32", "amp", "bf16")
@@ -50,21 +51,18 @@ class Ranks:
 def init_distributed(device: str | None) -> Ranks:
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    process = torchrun_process()
+    if process is None:
         return Ranks()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if dist.is_initialized():
-        return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+        return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=process.local_rank)
     use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
-    return Ranks(rank=rank, world=world, local_rank=local, owns_group=True)
+    return Ranks(rank=process.rank, world=process.world, local_rank=process.local_rank, owns_group=True)
 
 
 def training_device(device: str | None, dist: Ranks) -> torch.device:
     """The training device: ``None``/``"auto"`` = CUDA when available; a bare ``"cuda"`` = the local rank's GPU."""
-    from dcasenet_hub.devices import resolve_device
-
     dev = resolve_device("auto" if device is None else device)  # raises ValueError naming the fix
     if dev.type == "cuda":
         if dev.index is None:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.train.distributed import Ranks, training_device, autocast_args
 from dcasenet_hub.train.tasks import task_key
@@ -99,12 +100,6 @@ def _groups(ds: EvalClips, batch: int) -> Iterator[list[Any]]:
         yield group
 
 
-def _bar(progress: bool, total: int, task: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"evaluate {task}", leave=False, disable=not progress)
-
-
 @torch.no_grad()
 def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device | str = "cpu",
                         precision: str = "fp32", batch_size: int = 8,
@@ -121,7 +116,7 @@ def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device
     device = torch.device(device)
     ac = autocast_args(precision, device)
     probs, labels, names = [], [], []
-    bar = _bar(progress, len(ds), "asc")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate asc")
     crops = int(ds[0][0].shape[0])  # crops per file (clips of one dataset share a length; groups keep shapes equal)
     for g in _groups(ds, max(1, batch_size // crops)):
         x = torch.cat([ex[0] for ex in g]).to(device)
@@ -142,7 +137,7 @@ def _tag_scores(model: nn.Module, ds: EvalClips, *, device: torch.device, ac: di
     from dcasenet_hub import metrics
 
     scores, truth = [], []
-    bar = _bar(progress, len(ds), "tag")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate tag")
     for g in _groups(ds, batch_size):
         x = torch.cat([ex[0] for ex in g]).to(device)
         with torch.autocast(**ac):
@@ -160,7 +155,7 @@ def _event_scores(model: nn.Module, ds: EvalClips, *, device: torch.device, ac: 
 
     probs: dict[str, list[np.ndarray]] = {}
     truths: dict[str, np.ndarray] = {}
-    bar = _bar(progress, len(ds), "sed")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate sed")
     for g in _groups(ds, batch_size):
         x = torch.cat([ex[0] for ex in g]).to(device)
         with torch.autocast(**ac):

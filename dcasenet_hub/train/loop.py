@@ -42,11 +42,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from dcasenet_hub._io import replace_dir
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.errors import TrainingDivergedError
+from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 from dcasenet_hub.train.distributed import (
     STATE_FORMAT,
     average_batchnorm_statistics,
@@ -87,16 +88,6 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _task_loss(task: str, out: Any, y: torch.Tensor) -> torch.Tensor:
-    if task == "asc":
-        return F.cross_entropy(out.scene_logits.float(), y)
-    if task == "tag":
-        return F.binary_cross_entropy_with_logits(out.tag_logits.float(), y)
-    probs = out.event_probs.float()
-    n = min(probs.shape[1], y.shape[1])  # 296 outputs for 300 labels of a 30 s crop
-    return F.binary_cross_entropy(probs[:, :n], y[:, :n])
-
-
 class _JointStep(nn.Module):
     """All task forwards and losses of one iteration in one ``forward`` (one DDP forward, one backward)."""
 
@@ -113,15 +104,11 @@ class _JointStep(nn.Module):
             x, y = batches[task]
             mix = mixes.get(task)
             if mix is not None:
-                lam, perm = mix
-                x = lam * x + (1.0 - lam) * x[perm]
+                x = mix_inputs(x, mix)
             with torch.autocast(**autocast):
                 out = self.model(x, tasks=(MODEL_TASK[task],))
             with torch.autocast(device_type=autocast["device_type"], enabled=False):
-                if mix is None:
-                    losses[task] = _task_loss(task, out, y)
-                else:
-                    losses[task] = lam * _task_loss(task, out, y) + (1.0 - lam) * _task_loss(task, out, y[perm])
+                losses[task] = mixed_loss(MODEL_TASK[task], out, y, mix)
         return losses
 
 
@@ -272,7 +259,6 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                roots: Mapping[str, Path], stores: Mapping[str, FeatureStore], items: Mapping[str, Any],
                dev: torch.device, dist: Ranks, workers: int, precision: str, resume: bool, seed: int, progress: bool,
                eval_batch_size: int, on_epoch_end: Callable[..., None] | None) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
 
     from dcasenet_hub._io import atomic_write_text
     from dcasenet_hub.inference.model import build_model
@@ -352,8 +338,8 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
         mixup = rec.mixup_alpha is not None and rec.mixup_alpha > 0 and epoch >= rec.mixup_from_epoch
         mix_rng = np.random.default_rng(seed_of(seed, stage, "mixup", epoch))
         sums = {t: 0.0 for t in tasks}
-        bar = tqdm(total=iters, desc=f"{rec.name} {stage} {epoch + 1}/{rec.epochs}", leave=False,
-                   disable=not (progress and dist.main), dynamic_ncols=True)
+        bar = progress_bar(enabled=progress and dist.main, total=iters,
+                           desc=f"{rec.name} {stage} {epoch + 1}/{rec.epochs}", dynamic_ncols=True)
         for it in range(iters):
             batches, mixes = {}, {}
             for t in TASK_ORDER:
@@ -362,9 +348,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                 x, y = next(loaders[t])
                 batches[t] = (x.to(dev, non_blocking=True), y.to(dev, non_blocking=True))
                 if mixup:
-                    lam = float(mix_rng.beta(rec.mixup_alpha, rec.mixup_alpha))
-                    perm = torch.from_numpy(mix_rng.permutation(local_bs[t])).to(dev)
-                    mixes[t] = (lam, perm)
+                    mixes[t] = draw_mixup(mix_rng, rec.mixup_alpha, local_bs[t], dev)
             losses = step(batches, mixes, ac)
             total = sum(float(rec.loss_weights[t]) * losses[t] for t in tasks)
             values = torch.stack([losses[t].detach().float() for t in tasks])

@@ -39,6 +39,7 @@ import numpy as np
 
 from dcasenet_hub import labels as _labels
 from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.train.datasets import ASC_FOLDER
 
 __all__ = ["MiniDatasets", "class_sound", "make_mini_datasets", "mini_dataset_marker"]
@@ -152,12 +153,6 @@ def _prepare_folder(folder: Path, params: dict) -> bool:
     return False
 
 
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="file", disable=not enabled, leave=False)
-
-
 def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval_per_scene: int,
               duration: float, progress: bool) -> Path:
     base = folder / ASC_FOLDER
@@ -168,7 +163,8 @@ def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval
     train = [("filename", "scene_label")]
     evaluate = [("filename", "scene_label")]
     test = [("filename",)]
-    with _progress(n_scenes * (train_per_scene + eval_per_scene), "mini ASC", progress) as bar:
+    with progress_bar(enabled=progress, total=n_scenes * (train_per_scene + eval_per_scene), desc="mini ASC",
+                      unit="file") as bar:
         for s, scene in enumerate(_labels.SCENES):
             for k in range(train_per_scene + eval_per_scene):
                 is_train = k < train_per_scene
@@ -208,7 +204,7 @@ def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: in
     used = _spread(n_labels, len(_labels.TAGS))
     rows = [("fname", "labels")]
     names: set[str] = set()
-    with _progress(n_clips, "mini TAG", progress) as bar:
+    with progress_bar(enabled=progress, total=n_clips, desc="mini TAG", unit="file") as bar:
         for i in range(n_clips):
             while True:
                 name = f"{int(rng.integers(0, 2**32)):08x}.wav"
@@ -262,7 +258,7 @@ def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], file
     n = n_frames * hop  # exactly n_frames label frames of 100 ms (60 s -> 600)
     n_classes = len(_labels.EVENTS)
     used = _spread(n_used, n_classes)
-    with _progress(len(folds) * files_per_fold, "mini SED", progress) as bar:
+    with progress_bar(enabled=progress, total=len(folds) * files_per_fold, desc="mini SED", unit="file") as bar:
         for fold in folds:
             for k in range(files_per_fold):
                 overlap = 1 + k % 2

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
@@ -257,8 +258,6 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
         >>> report = prepare_items("asc", "data/asc", ["data/asc/audio/a.wav"], cache_dir="features",
         ...                        keep_audio=True, features=False)                       # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     if not features and not keep_audio:
         raise ValueError("features=False keeps nothing but the 24 kHz audio; pass keep_audio=True with it")
     config = config or FrontendConfig()
@@ -278,7 +277,8 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
     done = 0
     args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict(), features) for p in todo]
-    bar = tqdm(total=len(todo), desc=f"prepare {task}", unit="file", disable=not progress or not todo)
+    bar = progress_bar(enabled=progress and bool(todo), total=len(todo), desc=f"prepare {task}", unit="file",
+                       leave=True)
     try:
         if workers and workers > 0 and len(todo) > 1:
             import multiprocessing as mp
