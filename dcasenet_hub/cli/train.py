@@ -36,7 +36,7 @@ def _precision(value: str) -> str:
     return "amp" if value == "fp16" else value
 
 
-def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
+def task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
     """``["scene=8", "sed=4"]`` -> ``{"asc": 8, "sed": 4}`` (the trainer's keys; every task spelling accepted)."""
     from dcasenet_hub.train.tasks import task_key
 
@@ -130,9 +130,9 @@ def _train(args: argparse.Namespace) -> int:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if args.batch_size:
-            overrides["batch_size"] = _task_values(args.batch_size, "--batch-size", int)
+            overrides["batch_size"] = task_values(args.batch_size, "--batch-size", int)
         if args.crop:
-            overrides["crop_seconds"] = _task_values(args.crop, "--crop", float)
+            overrides["crop_seconds"] = task_values(args.crop, "--crop", float)
     except argparse.ArgumentTypeError as exc:
         print(f"dcasenet-hub train: {exc}", file=sys.stderr)
         return 2

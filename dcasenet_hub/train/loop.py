@@ -88,7 +88,7 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _JointStep(nn.Module):
+class JointStep(nn.Module):
     """All task forwards and losses of one iteration in one ``forward`` (one DDP forward, one backward)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -284,7 +284,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                              "stage first")
         model.load_state_dict_strict(load_file(str(src)), source=str(src))
     model.to(dev)
-    step = _JointStep(model)
+    step = JointStep(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
