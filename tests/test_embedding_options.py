@@ -17,6 +17,7 @@ import torch
 from dcasenet_hub import audio as W
 from dcasenet_hub import build_model
 from dcasenet_hub.config import WindowConfig
+# _nearest: the centre rule itself, checked on exact frame counts that no audio input can isolate
 from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.pipeline import (
     Embeddings,
