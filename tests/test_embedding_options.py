@@ -1,4 +1,4 @@
-"""Issue 15: timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
+"""Timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
 
 The references are written out from the library's own feature function (``dcasenet_hub.audio.features``) and the same
 cached forward runner ``embed`` uses, so "exactly" means bit for bit (``np.array_equal``), not a tolerance.

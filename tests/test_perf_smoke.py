@@ -338,7 +338,7 @@ def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     assert res["e2e"]["e2e_over_model_only_fast"] == pair["ratio"] == pair["e2e"] / pair["fast"]
     assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
     assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
-    # the long-file memory is recorded per dtype and backend (issue 14: < 1 GB in every one of them)
+    # the long-file memory is recorded per dtype and backend (the goal: < 1 GB in every one of them)
     assert {(r["dtype"], r["backend"]) for r in res["long"]} >= {("fp32", "torch"), ("bf16", "torch")}
     assert all(r["peak_rss_mib"] > 0 and isinstance(r["under_rss_goal"], bool) for r in res["long"])
     assert "| bf16 | torch |" in proc.stdout

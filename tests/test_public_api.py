@@ -1,4 +1,4 @@
-"""The public face after the layout move: README's names work, the class users hold answers what they ask first,
+"""The public face: README's names work, the class users hold answers what they ask first,
 and loading or optimising a model keeps that class (so ``embed``/``predict`` keep working)."""
 
 from __future__ import annotations

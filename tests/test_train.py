@@ -459,8 +459,7 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
 
     old = []  # the old evaluation's inputs, to show that the tolerance above tells them apart
     for n in names:
-        # the whole clip's un-normalised log-mel as prepare cached it then (the same 16-bit samples; evaluation
-        # files no longer get a cached log-mel, nothing reads it)
+        # the whole clip's un-normalised log-mel from the same 16-bit samples (the old evaluation's input)
         f = log_mel(store.waveform(n), normalize=False)
         x = torch.stack([normalize(f[:, s:s + 251]) for s in (0, 125, 249)]).unsqueeze(1)
         with torch.no_grad():

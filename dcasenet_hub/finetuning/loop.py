@@ -1,32 +1,11 @@
-"""Fine-tune a pretrained DcaseNet on your own labelled clips: linear probe or (partial) fine-tuning.
+"""Fine-tune a pretrained DcaseNet on your own labelled clips: a linear probe or (partial) fine-tuning.
 
-``finetune(model, data, task=...)`` reads the data (see :mod:`dcasenet_hub.finetuning.data` for the forms: a folder
-per class, a ``path,label(s)`` table, strong labels ``filename,onset,offset,event_label``), replaces the head of the
-matching task with a new one for your labels, trains it, validates after every epoch, keeps the best epoch and returns
-a :class:`~dcasenet_hub.DcaseNet` whose config carries your label names. Saved with ``output_dir=``, the folder
-(``config.json`` + ``model.safetensors`` + ``README.md`` model card + ``metrics.jsonl``) loads with
-``from_pretrained(folder)`` and works with ``embed``, ``predict`` and ``plot`` like any other checkpoint.
-
-Task (either spelling) -> replaced head (everything else is copied from the base model):
-
-=========================  ===========  ============================================  ============================
-task                       model head   input of the head (what a linear probe sees)  validation metric (best by)
-=========================  ===========  ============================================  ============================
-classification / scene     ``fc_ASC``   128-d scene code, per 5 s crop                accuracy (+ macro F1, loss)
-tagging / tags             last Linear  1024-d output of the tag MLP, per clip        lwlrap (+ mAP, loss)
-                           of
-                           ``layer_TAG``
-detection / events         ``event_fc`` recurrent event features, per 0.8 s step      segment F1, 1 s (+ ER, loss)
-=========================  ===========  ============================================  ============================
-
-Validation runs the saved weights on the windows and features ``predict`` uses (:mod:`.features`), so the reported
-metrics are what ``predict`` gives with the saved model on the validation clips.
-
-``freeze`` chooses the mode: ``"all"`` is a linear probe (the body is frozen, the head inputs are computed once and
-cached, only the head trains: fast on CPU); a block name (``"conv_block3"``, ...) freezes that block and all blocks
-before it and fine-tunes the rest with ``lr * body_lr_scale``; ``"none"`` fine-tunes everything. Fine-tuning trains
-on random crops (the authors' 5 s for clip tasks, 30 s for detection) and optionally mixup (the authors used
-``alpha = 0.1``).
+:func:`finetune` reads the data (:mod:`dcasenet_hub.finetuning.data`), replaces the head of the task with one for
+your labels, trains it, keeps the epoch that validates best and returns a :class:`~dcasenet_hub.DcaseNet` that loads,
+embeds and predicts like any other checkpoint. Validation runs the windows and features ``predict`` uses, so the
+reported metrics are what ``predict`` gives. ``freeze`` picks what trains: ``"all"`` = the head only (its inputs are
+computed once: fast on CPU), a block name = the blocks after it too, ``"none"`` = everything. docs/finetuning.md has
+the heads, their inputs and metrics per task.
 
 Example:
     >>> from dcasenet_hub import DcaseNet, finetune
