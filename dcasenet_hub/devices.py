@@ -1,7 +1,5 @@
 """Where and in what precision to compute: one :func:`resolve_device` and one :func:`resolve_dtype` for every caller.
 
-Also here: :func:`torchrun_process`, whether this process is one of a torchrun job's.
-
 The one default, everywhere (inference, fine-tuning, training, the CLI): ``device=None`` means *where the model
 is* (CPU for a model just built or loaded), and ``"auto"`` means *CUDA if this torch has it, else CPU*. The CLI's
 ``--device`` defaults to ``auto``. ``dtype=None`` means float32, the exact path.
@@ -16,8 +14,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -106,36 +102,3 @@ def resolve_dtype(dtype: str | torch.dtype | None = None, *, device: str | torch
 def short_dtype_name(dtype: str | torch.dtype | None) -> str:
     """``"fp32"``, ``"bf16"`` or ``"fp16"`` for any accepted spelling (as outputs' metadata records it)."""
     return SHORT_DTYPE_NAMES[str(resolve_dtype(dtype)).removeprefix("torch.")]
-
-
-@dataclass(frozen=True)
-class TorchrunProcess:
-    """This process's place in a torchrun job: ``rank`` of ``world`` processes, ``local_rank`` on its machine."""
-
-    rank: int
-    world: int
-    local_rank: int
-
-
-def torchrun_process() -> TorchrunProcess | None:
-    """This process's place in a torchrun job of several processes, from torchrun's environment; else None.
-
-    None when ``WORLD_SIZE`` is unset or 1. Training and folder jobs both ask here, so they agree on when a process
-    is one of several.
-
-    Raises:
-        ValueError: ``WORLD_SIZE`` says several processes, but ``RANK``/``LOCAL_RANK``/``MASTER_ADDR`` are missing
-            or not numbers (the process was not started by torchrun).
-    """
-    env = os.environ
-    numbers = {k: env.get(k, default) for k, default in (("WORLD_SIZE", "1"), ("RANK", ""), ("LOCAL_RANK", "0"))}
-    if numbers["WORLD_SIZE"].strip() in ("", "0", "1"):
-        return None
-    if all(v.strip().isdigit() for v in numbers.values()) and "MASTER_ADDR" in env:
-        world, rank, local = (int(numbers[k]) for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"))
-        if rank < world:
-            return TorchrunProcess(rank=rank, world=world, local_rank=local)
-    raise ValueError(f"WORLD_SIZE={env.get('WORLD_SIZE')!r} asks for several processes, but RANK="
-                     f"{env.get('RANK')!r}, LOCAL_RANK={env.get('LOCAL_RANK')!r}, MASTER_ADDR="
-                     f"{env.get('MASTER_ADDR')!r} are not a torchrun process's; start the command with torchrun, "
-                     "or unset WORLD_SIZE for one process")

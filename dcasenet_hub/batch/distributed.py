@@ -13,25 +13,27 @@ from __future__ import annotations
 import datetime
 from pathlib import Path
 
+from dcasenet_hub import _env
 from dcasenet_hub.batch.index import read_index, write_all_events, write_index
-from dcasenet_hub.devices import torchrun_process
 
 
 def torchrun_shard() -> tuple[int, int] | None:
-    """``(rank + 1, world size)`` when started by torchrun with several processes
-    (:func:`dcasenet_hub.devices.torchrun_process`); ``None`` outside torchrun or for one process."""
-    process = torchrun_process()
-    return None if process is None else (process.rank + 1, process.world)
+    """``(rank + 1, world size)`` when started by torchrun with several processes (its ``RANK``/``WORLD_SIZE``).
+
+    ``None`` outside torchrun, for one process, or when the variables are not numbers.
+    """
+    env = _env.torchrun()
+    return None if env is None else (env.rank + 1, env.world)
 
 
 def local_device(device: str | None) -> str | None:
     """Under torchrun, ``"auto"``/``"cuda"`` become this process's GPU (``cuda:LOCAL_RANK``); else unchanged."""
-    process = torchrun_process()
-    if process is not None and device in ("auto", "cuda"):
+    if device in ("auto", "cuda"):
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{process.local_rank % torch.cuda.device_count()}"
+            env = _env.torchrun()
+            return f"cuda:{(env.local_rank if env else 0) % torch.cuda.device_count()}"
     return device
 
 

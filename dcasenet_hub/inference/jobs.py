@@ -59,7 +59,7 @@ class _Job:
             self.reader = W.FileReader(src)
         elif isinstance(src, (np.ndarray, torch.Tensor)):
             if s.sample_rate is None:
-                raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
+                raise W.InputError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
         else:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcasenet_hub.devices import resolve_device, torchrun_process
+from dcasenet_hub import _env
+from dcasenet_hub.devices import resolve_device
 
 STATE_FORMAT = "dcasenet-hub-train-state/1"
 PRECISIONS = ("fp32", "amp", "bf16")
@@ -51,7 +52,7 @@ class Ranks:
 def init_distributed(device: str | None) -> Ranks:
     import torch.distributed as dist
 
-    process = torchrun_process()
+    process = _env.torchrun()
     if process is None:
         return Ranks()
     if dist.is_initialized():
