@@ -1,9 +1,9 @@
 """Pretrained DcaseNet weights: ``load_pretrained`` (behind ``from_pretrained``), ``download`` and ``push_to_hub``.
 
-``dcasenet_hub.from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1, converts it to
-``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads it from there
-ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache. docs/weights.md
-describes ids, sources, the caches, offline and mirror use.
+``dcasenet_hub.from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1,
+converts it to ``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads
+it from there ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache.
+docs/weights.md describes ids, sources, the caches, offline and mirror use.
 
 The other public names of the hub layer are defined in :mod:`~dcasenet_hub.hub.registry` (ids),
 :mod:`~dcasenet_hub.hub.cache` (locations, verification), :mod:`~dcasenet_hub.hub.checkpoint` (file formats) and

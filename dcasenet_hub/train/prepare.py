@@ -22,8 +22,8 @@ after the WAV in the same conversion, vouches for the WAV. ``keep_audio=True`` a
 other files.
 
 Sizes for the real data (float32 log-mel: 25.6 kB per second and channel): ASC 3.6 GB of features (13 965 training
-clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; no log-mels: evaluation reads the waveforms),
-TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
+clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; no log-mels: evaluation reads
+the waveforms), TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
 
 Example:
     >>> from dcasenet_hub.train.prepare import prepare
