@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hub_server import (
+from helpers import (
     URL_PATH,
     LoopbackServer,
     fixture_entry,

@@ -287,8 +287,9 @@ def toy_dataset(server, monkeypatch, tmp_path):
         _serve(server, f"{record}/{name}", data)
     spec = dd.DatasetSpec(
         key="toy", title="toy", record=record,
-        parts={"metadata_dev": (dd._zip("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
-               "mic_dev": (dd._split("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")], 3),)},
+        parts={"metadata_dev": (dd.zip_archive("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
+               "mic_dev": (dd.split_archive("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")],
+                                            3),)},
         default_parts=("mic_dev", "metadata_dev"),
     )
     monkeypatch.setitem(dd.DATASETS, "toy", spec)

@@ -1,4 +1,4 @@
-"""Issue 12: resume trusts only complete, consistent outputs of the same weights; a kill loses at most the files in
+"""Resume trusts only complete, consistent outputs of the same weights; a kill loses at most the files in
 flight (content fingerprint of the model, output digests, stale temp files, appended index rows, SIGKILL)."""
 
 from __future__ import annotations
@@ -103,6 +103,7 @@ def test_stale_temp_files_of_dead_processes_are_removed_and_live_ones_kept(tmp_p
     import subprocess
     import sys
 
+    # _host: the temporary files' names carry the host; the test writes another host's leftovers by that rule
     from dcasenet_hub._io import TMP_TAG, _host, clean_stale_temp_files
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

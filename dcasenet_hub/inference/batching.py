@@ -28,7 +28,7 @@ class _PreparedJobs:
     """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight).
 
     The first ``prefetch`` inputs are submitted when the object is made, so their decoding overlaps whatever the
-    caller does next (building the optimised model takes ~0.15 s for v3 on a 2-core CPU).
+    caller does next (building the optimised model, for one).
     """
 
     def __init__(self, inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,
