@@ -101,6 +101,40 @@ class MissingMatplotlibError(ImportError):
     MESSAGE = 'plotting needs matplotlib, which is not installed: pip install "dcasenet-hub[plot]"'
 
 
+class SedScoresEvalUnavailableError(ImportError):
+    """sed_scores_eval (the PSDS reference implementation) is not installed."""
+
+    MESSAGE = ('PSDS needs sed_scores_eval, which is not installed: pip install "dcasenet-hub[score]" '
+               "(the other scores do not need it)")
+
+
+# ---- evaluation -------------------------------------------------------------------------------------------------
+
+
+class AnnotationError(ValueError):
+    """An annotation file cannot be read or does not fit the predictions (the message names the file and the fix)."""
+
+
+class UnknownLabelError(AnnotationError):
+    """Annotations use labels the model does not know; the message lists them, the model's labels and the mapping
+    option.
+
+    Attributes:
+        unknown: The unknown labels, sorted.
+        known: The model's labels of the task.
+    """
+
+    def __init__(self, source: str, unknown: Sequence[str], known: Sequence[str], task: str) -> None:
+        self.unknown = sorted(unknown)
+        self.known = list(known)
+        super().__init__(
+            f"{source}: {len(self.unknown)} label(s) the model does not know for {task}: {', '.join(self.unknown)}. "
+            f"The model's {task} labels: {', '.join(self.known)}. Map each one to a model label "
+            f"(--map YOURS=MODEL, or label_map={{'YOURS': 'MODEL'}}), or leave it out of the evaluation "
+            f"with --map YOURS= (label_map={{'YOURS': None}})"
+        )
+
+
 # ---- fine-tuning and training -----------------------------------------------------------------------------------
 
 #: Problems a :class:`DataError` message lists before "... and N more".
