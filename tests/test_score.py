@@ -412,3 +412,36 @@ def test_cli_score_bad_map_and_unknown_labels_are_one_line(event_case, tmp_path,
                  "--no-psds"]) == 0
     assert main(["score", str(folder / "pred"), "--truth", str(tmp_path / "t.tsv"), "--map", "cow"]) == 2
     assert "--map" in capsys.readouterr().err
+
+
+# --- predict writes what sed_scores_eval reads ------------------------------------------------------------------
+
+
+def test_predict_writes_durations_and_scores_that_sed_scores_eval_reads(tmp_path, authors_checkpoint):
+    import sed_scores_eval as sse
+    import soundfile as sf
+
+    from dcasenet_hub.cli import main
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "in" / "sub").mkdir(parents=True)
+    sf.write(tmp_path / "in" / "a.wav", 0.1 * rng.standard_normal(2 * 16000), 16000)
+    sf.write(tmp_path / "in" / "sub" / "b.flac", 0.1 * rng.standard_normal(int(3.3 * 24000)), 24000)
+    out = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 0
+    durations = sse.io.read_audio_durations(out / "durations.tsv")
+    assert durations == {"a": 2.0, "sub/b": 3.3}
+    scores = {key: sse.io.read_sed_scores(out / f"{key}.scores.tsv") for key in durations}  # validates the layout
+    for key, frame in scores.items():
+        assert list(frame.columns) == ["onset", "offset", *L.EVENTS]
+        assert frame["offset"].iloc[-1] <= durations[key]
+    (tmp_path / "truth.tsv").write_text("filename\tonset\toffset\tevent_label\na.wav\t0.2\t1.0\tdog\n"
+                                        "sub/b.flac\t1.0\t2.5\tfootsteps\n")
+    truth = sse.io.read_ground_truth_events(tmp_path / "truth.tsv")
+    report = metrics.score(out, tmp_path / "truth.tsv")
+    assert report.files == {"scored": 2, "no_prediction": [], "no_annotation": []}
+    classes = ["dog", "footsteps"]
+    value = sse.intersection_based.psds(scores={k: f[["onset", "offset", *classes]] for k, f in scores.items()},
+                                        ground_truth=truth, audio_durations=durations,
+                                        **metrics.PSDS_SCENARIOS["scenario2"])[0]
+    assert abs(report.metrics["psds"]["scenario2"]["value"] - value) < 1e-12

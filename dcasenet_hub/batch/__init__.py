@@ -5,7 +5,8 @@
 * :func:`shard` / :func:`in_shard` split them between machines by a hash of the output path.
 * :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
   outputs exist, come from one run, and were made with the same settings, weights and input file.
-* :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``.
+* :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``,
+  :func:`write_durations` ``durations.tsv`` (sed_scores_eval's durations file, beside the ``.scores.tsv`` files).
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
   (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
@@ -57,6 +58,7 @@ from dcasenet_hub.batch.index import (
     one_line,
     read_index,
     write_all_events,
+    write_durations,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
@@ -98,6 +100,7 @@ __all__ = [
     "source_identity",
     "torchrun_shard",
     "write_all_events",
+    "write_durations",
     "write_outputs",
 ]
 
@@ -269,6 +272,7 @@ class Plan:
                 writer.write()
         if task == "predict":
             write_all_events(out_dir / f"events{self.suffix}.csv", writer.rows())
+            write_durations(out_dir / f"durations{self.suffix}.tsv", out_dir, writer.rows())
         if launched is not None:
             report.merged = gather(out_dir, task, launched)
         return report

@@ -14,7 +14,7 @@ import datetime
 import os
 from pathlib import Path
 
-from dcasenet_hub.batch.index import read_index, write_all_events, write_index
+from dcasenet_hub.batch.index import read_index, write_all_events, write_durations, write_index
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -68,6 +68,7 @@ def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None
             write_index(out_dir / "index.csv", rows)
             if task == "predict":
                 write_all_events(out_dir / "events.csv", rows)
+                write_durations(out_dir / "durations.tsv", out_dir, rows)
             merged = len(rows)
         dist.barrier()
     finally:

@@ -1,4 +1,5 @@
-"""The output folder's ``index.csv`` (one row per input, cumulative over runs) and merged ``events.csv``.
+"""The output folder's ``index.csv`` (one row per input, cumulative over runs), merged ``events.csv`` and
+``durations.tsv``.
 
 Example:
     >>> from dcasenet_hub.batch.index import read_index
@@ -24,6 +25,8 @@ logger = logging.getLogger(__name__)
 INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
 #: Header of the per-input and merged event lists (DCASE style).
 EVENTS_COLUMNS = ("filename", "onset", "offset", "event_label")
+#: Header of ``durations.tsv`` (sed_scores_eval's ``audio_durations`` file).
+DURATIONS_COLUMNS = ("filename", "duration")
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -143,3 +146,23 @@ def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
             continue
         w.writerows(r for r in records[1:] if r)
     atomic_write_text(Path(path), buf.getvalue())
+
+
+def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[str, str]]) -> None:
+    """Write ``durations.tsv``: ``filename<TAB>duration`` of every complete ``predict`` input of index ``rows``.
+
+    ``filename`` is the input's path relative to its root, as in ``events.csv`` (``sub/a.wav``), so sed_scores_eval's
+    ``io.read_audio_durations`` gives the id ``sub/a`` of ``OUTDIR/sub/a.scores.tsv``; ``duration`` is in seconds
+    (3 decimals, as the last offset of the score file).
+
+    Example:
+        >>> write_durations("pred/durations.tsv", "pred", read_index("pred/index.csv"))   # doctest: +SKIP
+    """
+    lines = ["\t".join(DURATIONS_COLUMNS)]
+    for row in rows:
+        output = row.get("output", "")
+        if row.get("status") not in ("ok", "skipped") or not output.endswith(".json") or not row.get("duration_s"):
+            continue
+        rel = Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix
+        lines.append(f"{rel}\t{row['duration_s']}")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")

@@ -56,6 +56,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
+  OUTDIR/durations.tsv      filename<TAB>duration of every input (sed_scores_eval's durations file)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
