@@ -417,7 +417,7 @@ def test_cli_score_bad_map_and_unknown_labels_are_one_line(event_case, tmp_path,
 # --- predict writes what sed_scores_eval reads ------------------------------------------------------------------
 
 
-def test_predict_writes_durations_and_scores_that_sed_scores_eval_reads(tmp_path, authors_checkpoint):
+def test_predict_writes_durations_scores_and_event_files_that_round_trip(tmp_path, authors_checkpoint):
     import sed_scores_eval as sse
     import soundfile as sf
 
@@ -428,7 +428,9 @@ def test_predict_writes_durations_and_scores_that_sed_scores_eval_reads(tmp_path
     sf.write(tmp_path / "in" / "a.wav", 0.1 * rng.standard_normal(2 * 16000), 16000)
     sf.write(tmp_path / "in" / "sub" / "b.flac", 0.1 * rng.standard_normal(int(3.3 * 24000)), 24000)
     out = tmp_path / "pred"
-    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 0
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(authors_checkpoint), "-q",
+                 "--threshold", "0.1", "--event-format", "dcase", "--event-format", "raven",
+                 "--event-format", "audacity"]) == 0
     durations = sse.io.read_audio_durations(out / "durations.tsv")
     assert durations == {"a": 2.0, "sub/b": 3.3}
     scores = {key: sse.io.read_sed_scores(out / f"{key}.scores.tsv") for key in durations}  # validates the layout
@@ -445,3 +447,40 @@ def test_predict_writes_durations_and_scores_that_sed_scores_eval_reads(tmp_path
                                         ground_truth=truth, audio_durations=durations,
                                         **metrics.PSDS_SCENARIOS["scenario2"])[0]
     assert abs(report.metrics["psds"]["scenario2"]["value"] - value) < 1e-12
+    # every event format reads back to the .json's events, per file and merged
+    listed = {key: sorted((e["onset"], e["offset"], e["event_label"])
+                          for e in json.loads((out / f"{key}.json").read_text())["events"]["list"])
+              for key in durations}
+    assert sum(map(len, listed.values())) >= 3  # a fixture with events to compare
+    header = (out / "a.Table.1.selections.txt").read_text().splitlines()[0].split("\t")
+    assert header == ["Selection", "View", "Channel", "Begin Time (s)", "End Time (s)", "Low Freq (Hz)",
+                      "High Freq (Hz)", "Annotation"]
+    for key in durations:
+        for suffix, fmt in ((".events.csv", "dcase"), (".Table.1.selections.txt", "raven"), (".labels.txt", "audacity")):
+            ann = read_annotations(out / f"{key}{suffix}")
+            assert ann.format == fmt
+            got = next(iter(ann.events.values())) if ann.events else []
+            assert sorted(got) == listed[key], (key, fmt)
+            assert fmt == "dcase" or list(ann.events) == [key.split("/")[-1]]
+    merged = read_annotations(out / "events.selections.txt")
+    assert {k: sorted(v) for k, v in merged.events.items()} == {k: v for k, v in listed.items() if v}
+    assert {k: sorted(v) for k, v in read_annotations(out / "events.csv").events.items()} == \
+        {k: v for k, v in listed.items() if v}
+    # predictions scored against their own Raven export: everything matches
+    raven_truth = tmp_path / "raven"
+    for key in durations:
+        (raven_truth / key).parent.mkdir(parents=True, exist_ok=True)
+        (raven_truth / f"{key}.Table.1.selections.txt").write_bytes((out / f"{key}.Table.1.selections.txt").read_bytes())
+    own = metrics.score(out, raven_truth, psds=False)
+    assert own.files["scored"] == 2
+    assert own.metrics["event_based"]["f1"] == 1.0 and own.metrics["segment_based"]["f1"] == 1.0
+
+
+def test_event_formats_are_checked_when_the_options_are_built():
+    from dcasenet_hub.batch import BatchOptions
+
+    assert BatchOptions(task="predict", event_formats="raven, dcase").event_formats == ("raven", "dcase")
+    with pytest.raises(ValueError, match="event_formats"):
+        BatchOptions(task="predict", event_formats=("dcase", "xml"))
+    with pytest.raises(ValueError, match="at least one"):
+        BatchOptions(task="predict", event_formats=())

@@ -59,6 +59,7 @@ from dcasenet_hub.batch.index import (
     read_index,
     write_all_events,
     write_durations,
+    write_merged,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
@@ -101,6 +102,7 @@ __all__ = [
     "torchrun_shard",
     "write_all_events",
     "write_durations",
+    "write_merged",
     "write_outputs",
 ]
 
@@ -143,7 +145,8 @@ class Report:
         return [i for i in self.items if i.status == "failed"]
 
 
-def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None) -> list[Item]:
+def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
+            event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:
     """This shard's items with their outputs; a second input writing the same output fails (names the first)."""
     owner: dict[Path, Item] = {}
     selected: list[Item] = []
@@ -151,7 +154,7 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if not in_shard(item.rel, shard_):
             continue
         if not item.status:  # not failed before processing (a broken symlink argument)
-            item.outputs = outputs_for(out_dir, item.rel, task)
+            item.outputs = outputs_for(out_dir, item.rel, task, event_formats)
             item.output = str(item.outputs["main"])
             first = owner.setdefault(item.outputs["main"], item)
             if first is not item:
@@ -271,10 +274,9 @@ class Plan:
                 results.close()
                 writer.write()
         if task == "predict":
-            write_all_events(out_dir / f"events{self.suffix}.csv", writer.rows())
-            write_durations(out_dir / f"durations{self.suffix}.tsv", out_dir, writer.rows())
+            write_merged(out_dir, writer.rows(), self.options.event_formats, suffix=self.suffix)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched)
+            report.merged = gather(out_dir, task, launched, self.options.event_formats)
         return report
 
 
@@ -323,7 +325,7 @@ def prepare(
     identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
     suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
     return Plan(
-        model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
+        model=model, items=_select(items, out_dir, opts.task, shard_, opts.event_formats), output_dir=out_dir,
         index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=opts.settings_meta(identity),
         launched=launched, options=opts,
     )

@@ -57,6 +57,9 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/durations.tsv      filename<TAB>duration of every input (sed_scores_eval's durations file)
+  with --event-format raven / audacity (repeatable; default dcase):
+  OUTDIR/<path>.Table.1.selections.txt  Raven selection table; OUTDIR/events.selections.txt all of them
+  OUTDIR/<path>.labels.txt              Audacity label track (start<TAB>end<TAB>label)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
@@ -69,6 +72,7 @@ examples:
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
+  dcasenet-hub predict recordings/ -o pred/ --event-format raven --event-format audacity
 
 """ + EXIT_CODES
 
@@ -168,6 +172,11 @@ def register(subparsers: Any) -> None:
                                 "the size)")
         else:
             _prediction_options(p)
+            p.add_argument("--event-format", action="append", choices=("dcase", "raven", "audacity"),
+                           dest="event_formats", metavar="dcase|raven|audacity",
+                           help="event files per input and merged (repeat for several; default dcase): dcase "
+                                "(.events.csv, events.csv), raven (Raven selection tables .Table.1.selections.txt, "
+                                "events.selections.txt), audacity (Audacity label tracks .labels.txt)")
         p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="torch (default) or onnxruntime (CPU, fp32, --layer gru; needs the onnx extra; outputs "
                             "within 1e-5 of torch's)")
@@ -288,7 +297,7 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
         median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
         pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
         batch_size=args.batch_size, workers=args.workers, shard=args.shard, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, event_formats=tuple(getattr(args, "event_formats", None) or ("dcase",)),
     )
 
 

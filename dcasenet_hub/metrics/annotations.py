@@ -224,28 +224,42 @@ def _read_raven(path: Path, text: str, out: Annotations, *, name: str | None) ->
                 continue  # Raven writes a selection once per view (waveform, spectrogram): the first row counts
             seen.add(selection)
         begin, end = cell("Begin Time (s)"), cell("End Time (s)")
-        audio = cell("Begin File") or Path(cell("Begin Path").replace("\\", "/")).name or default
-        file_offset = _number(cell("File Offset (s)")) if cell("Begin File") else None
+        named = cell("Begin File") or Path(cell("Begin Path").replace("\\", "/")).name
+        audio = named or default
+        file_offset = _number(cell("File Offset (s)")) if named else None
         if file_offset is not None and _number(begin) is not None and _number(end) is not None:
             # tables over several files: Begin Time counts from the first file, File Offset from the event's file
             begin, end = repr(file_offset), repr(file_offset + float(end) - float(begin))
-        key = file_key(audio)
+        key = file_key(audio) if named else audio  # a table's own name has no audio extension to drop
         out.names.setdefault(key, audio)
         events = out.events.setdefault(key, [])
         event = _event(problems, f"line {line} (selection {selection or '?'})", begin, end, cell(label_col))
         if event:
             events.append(event)
     if not rows[1:]:
-        key = file_key(default)
-        out.names.setdefault(key, default)
-        out.events.setdefault(key, [])
+        out.names.setdefault(default, default)
+        out.events.setdefault(default, [])
     problems.raise_if_any()
+
+
+def audacity_track_file(path: Path) -> str:
+    """The audio file name an Audacity label track is for, from its name (``a.labels.txt`` or ``a.txt`` -> ``a``).
+
+    Example:
+        >>> audacity_track_file(Path("a.b.labels.txt"))
+        'a.b'
+    """
+    name = path.name
+    for suffix in (".labels.txt", ".txt"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
 
 
 def _read_audacity(path: Path, text: str, out: Annotations, *, name: str | None) -> None:
     problems = _Problems(path)
-    audio = name or path.stem
-    key = file_key(audio)
+    audio = name or audacity_track_file(path)
+    key = file_key(audio) if name else audio  # a track's own name has no audio extension to drop
     out.names.setdefault(key, audio)
     events = out.events.setdefault(key, [])
     for line, raw in enumerate(text.splitlines(), start=1):
