@@ -36,11 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.batch.options import (
-    TASKS,
-    BatchOptions,
-    merge_batch_options,
-)
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -61,6 +56,11 @@ from dcasenet_hub.batch.index import (
     write_durations,
     write_merged,
 )
+from dcasenet_hub.batch.options import (
+    TASKS,
+    BatchOptions,
+    merge_batch_options,
+)
 from dcasenet_hub.batch.resume import (
     is_complete,
     model_identity,
@@ -69,6 +69,12 @@ from dcasenet_hub.batch.resume import (
     sha256,
     source_identity,
     write_outputs,
+)
+from dcasenet_hub.batch.tables import (
+    PARQUET_DIR,
+    EmbeddingTable,
+    read_embeddings,
+    write_parquet,
 )
 
 logger = logging.getLogger(__name__)
@@ -79,6 +85,7 @@ __all__ = [
     "LIST_EXTENSIONS",
     "TASKS",
     "BatchOptions",
+    "EmbeddingTable",
     "IndexWriter",
     "Item",
     "Plan",
@@ -92,6 +99,7 @@ __all__ = [
     "outputs_for",
     "parse_shard",
     "prepare",
+    "read_embeddings",
     "read_index",
     "read_list",
     "run",
@@ -104,6 +112,7 @@ __all__ = [
     "write_durations",
     "write_merged",
     "write_outputs",
+    "write_parquet",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -275,8 +284,16 @@ class Plan:
                 writer.write()
         if task == "predict":
             write_merged(out_dir, writer.rows(), self.options.event_formats, suffix=self.suffix)
+        if task == "embed" and self.options.embedding_format == "parquet" and launched is None:
+            if self.options.shard is None:
+                write_parquet(out_dir, writer.rows())
+            else:
+                logger.warning("parquet: a shard does not build %s/%s/ (it would hold one shard's inputs); after "
+                               "the last shard, run the command again without --shard: every input is skipped "
+                               "and the Parquet files are built", out_dir, PARQUET_DIR)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched, self.options.event_formats)
+            report.merged = gather(out_dir, task, launched, self.options.event_formats,
+                                   parquet=self.options.embedding_format == "parquet")
         return report
 
 

@@ -43,7 +43,7 @@ def local_device(device: str | None) -> str | None:
 
 
 def gather(out_dir: str | Path, task: str, shard: tuple[int, int],
-           event_formats: tuple[str, ...] = ("dcase",)) -> int | None:
+           event_formats: tuple[str, ...] = ("dcase",), *, parquet: bool = False) -> int | None:
     """Wait for every process of the torchrun job; then rank 0 merges the shards' index (and events) files.
 
     Each process has written ``index-I-of-N.csv`` for its share; the merged ``index.csv`` (``events.csv`` for
@@ -69,6 +69,10 @@ def gather(out_dir: str | Path, task: str, shard: tuple[int, int],
             write_index(out_dir / "index.csv", rows)
             if task == "predict":
                 write_merged(out_dir, rows, event_formats)
+            if task == "embed" and parquet:
+                from dcasenet_hub.batch.tables import write_parquet
+
+                write_parquet(out_dir, rows)
             merged = len(rows)
         dist.barrier()
     finally:

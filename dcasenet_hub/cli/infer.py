@@ -167,6 +167,11 @@ def register(subparsers: Any) -> None:
             p.add_argument("--layer", choices=("gru", "conv", "scene"), default="gru",
                            help="gru: recurrent output, 512-d (default); conv: convolutional trunk averaged over "
                                 "frequency, 512-d; scene: scene branch code, 128-d, one per 5 s crop")
+            p.add_argument("--format", choices=("npz", "parquet"), default="npz", dest="embedding_format",
+                           help="npz: one .npz per input (default); parquet: also the folder's clip and frame "
+                                "embeddings as sharded Parquet files in OUTDIR/parquet/ (needs pyarrow), "
+                                "for pandas, polars, DuckDB, datasets; dcasenet_hub.read_embeddings(OUTDIR) loads "
+                                "either")
             p.add_argument("--pooling", choices=("mean", "max", "mean+max"), default="mean",
                            help="clip embedding from the 0.8 s-step frames (default mean; mean+max doubles "
                                 "the size)")
@@ -298,6 +303,7 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
         pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
         batch_size=args.batch_size, workers=args.workers, shard=args.shard, overwrite=args.overwrite,
         progress=not args.quiet, event_formats=tuple(getattr(args, "event_formats", None) or ("dcase",)),
+        embedding_format=getattr(args, "embedding_format", "npz"),
     )
 
 
