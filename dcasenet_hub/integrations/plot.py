@@ -204,11 +204,16 @@ def plot_report(report: Any, *, output: str | Path | None = None, dpi: int = 110
         axes = fig.subplots(1, len(rocs), sharey=True, squeeze=False)[0]
         for ax, (name, per_class) in zip(axes, rocs.items()):
             params = report.metrics["psds"][name]["params"]
+            reach = float(params["max_efpr"])
             for label, (tpr, efpr) in per_class.items():
-                ax.step(efpr, tpr, where="post", label=label)
+                ax.step(efpr, tpr, where="post", marker="o", ms=4, label=label)  # a short set: few points
+                finite = np.asarray(efpr)[np.isfinite(efpr)]
+                reach = max(reach, float(finite.max()) if finite.size else 0.0)
             system_tpr, system_efpr = curves["psd_roc_system"][name]
             ax.step(system_efpr, system_tpr, where="post", color="black", lw=2, label="system (effective)")
-            ax.set_xlim(0, params["max_efpr"])
+            # the integration limit of PSDS, marked
+            ax.axvline(params["max_efpr"], color="grey", ls="--", lw=1)
+            ax.set_xlim(0, reach * 1.02)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("effective false positives per hour")
             ax.set_title(f"{name}: PSDS {report.metrics['psds'][name]['value']:.3f} (DTC/GTC "

@@ -108,8 +108,12 @@ def psds_scores(
     lengths = {name: float(durations[name]) for name in frames}
     out = {}
     for name, params in (scenarios or PSDS_SCENARIOS).items():
+        run = dict(params)
+        if len(labels) == 1 and run.get("cttc_threshold") is not None:
+            # one class has no cross-triggers (the term is 0); sed_scores_eval 0.0.4 fails on the empty statistics
+            run.update(cttc_threshold=None, alpha_ct=0.0)
         value, class_values, roc, class_rocs = lib.intersection_based.psds(
-            scores=frames, ground_truth=truth, audio_durations=lengths, **params)
+            scores=frames, ground_truth=truth, audio_durations=lengths, **run)
         out[name] = PsdsResult(
             value=float(value),
             class_values={k: float(v) for k, v in class_values.items()},
