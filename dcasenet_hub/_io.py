@@ -19,6 +19,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from dcasenet_hub._env import kill_at_rename
+
 #: Tag in the names of this tool's temporary files.
 TMP_TAG = "dcasenet-hub"
 _TMP_RE = re.compile(r"^\..+\." + re.escape(TMP_TAG) + r"-(\d+)-([A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$")
@@ -31,8 +33,8 @@ def _host() -> str:
 
 def _test_kill(when: str) -> None:
     """SIGKILL this process at the N-th atomic rename when a fault-injection variable asks for it (tests only)."""
-    want = os.environ.get(f"DCASENET_HUB_TEST_KILL_{when}")
-    if want and want.strip().isdigit() and int(want) == _renames + (1 if when == "BEFORE" else 0):
+    want = kill_at_rename(when)
+    if want is not None and want == _renames + (1 if when == "BEFORE" else 0):
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -312,3 +312,23 @@ def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> No
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     blobs = {(tmp_path / n / "model.safetensors").read_bytes() for n in ("a", "b", "c")}
     assert len(blobs) == 1
+
+
+def test_push_to_hub_without_network_raises_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                                    v3_model: DcaseNet) -> None:
+    """Not the HTTP client's bare ConnectError: a package error (OSError, PermissionError) the CLI also prints."""
+    import socket
+
+    from dcasenet_hub.errors import DownloadError, HubAccessError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}/")  # read at call time, trailing slash parsed once
+    t = time.perf_counter()
+    with pytest.raises(HubAccessError) as err:
+        v3_model.push_to_hub("some-org/dcasenet-test", token="hf_test_token")
+    assert time.perf_counter() - t < 10
+    msg = str(err.value)
+    assert isinstance(err.value, (DownloadError, OSError)) and "\n" not in msg
+    assert msg.startswith(f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (") and "HF_ENDPOINT" in msg

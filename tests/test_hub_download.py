@@ -149,7 +149,7 @@ def test_corrupted_byte_leaves_nothing_and_names_both_hashes(env: Path, server: 
     with pytest.raises(hub.ChecksumMismatchError) as err:
         dcasenet_hub.from_pretrained("fixture-v3")
     msg = str(err.value)
-    assert f"expected git blob SHA-1 {fixture_sha1}" in msg and f"got {git_blob_sha1(bad)}" in msg
+    assert f"git blob SHA-1 mismatch: expected {fixture_sha1}, got {git_blob_sha1(bad)}" in msg
     # nothing in the cache but the (empty) lock file huggingface_hub-style caches keep in .locks/
     assert [f for f in _files(env) if not f.startswith(".locks/")] == []
     assert not (env / "models" / "fixture-v3").exists()

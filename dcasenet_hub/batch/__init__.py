@@ -276,7 +276,7 @@ class Plan:
                         try:
                             write_outputs(item, r, task, metas[id(item)], level=self.level)
                             item.status = "ok"
-                        except (OSError, ValueError, RuntimeError) as exc:
+                        except OSError as exc:  # e.g. disk full: this input is retried by the next run
                             item.status, item.error = "failed", f"writing outputs failed: {one_line(exc)}"
                     writer.done(item)
             finally:

@@ -11,9 +11,9 @@ Example (every process of ``torchrun --nproc-per-node 4 ...`` runs the same code
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
+from dcasenet_hub import _env
 from dcasenet_hub.batch.index import read_index, write_index, write_merged
 
 
@@ -22,14 +22,8 @@ def torchrun_shard() -> tuple[int, int] | None:
 
     ``None`` outside torchrun, for one process, or when the variables are not numbers.
     """
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return None
-    if world <= 1 or "MASTER_ADDR" not in os.environ:
-        return None
-    return rank + 1, world
+    env = _env.torchrun()
+    return None if env is None else (env.rank + 1, env.world)
 
 
 def local_device(device: str | None) -> str | None:
@@ -38,7 +32,8 @@ def local_device(device: str | None) -> str | None:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+            env = _env.torchrun()
+            return f"cuda:{(env.local_rank if env else 0) % torch.cuda.device_count()}"
     return device
 
 

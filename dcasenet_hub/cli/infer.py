@@ -132,7 +132,7 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _load_model(name: str) -> Any:
-    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.cli.ModelLoadError` (exit code 3)."""
+    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.errors.ModelLoadError` (exit code 3)."""
     from dcasenet_hub.cli.common import load_model
 
     return load_model(name)
@@ -361,6 +361,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover - plot.py itself has no hard imports
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
+    from dcasenet_hub.errors import InputError
     from dcasenet_hub.integrations.plot import MissingMatplotlibError
 
     output = args.output or args.file.with_suffix(".png")
@@ -386,7 +387,7 @@ def _run_plot(args: argparse.Namespace) -> int:
         plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
              min_duration=args.min_duration, device=args.device, dtype=_dtype(args.dtype),
              batch_size=args.batch_size)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except InputError as exc:  # the file cannot be used (other errors: main() maps them to their exit codes)
         from dcasenet_hub.batch.index import one_line
 
         print(f"dcasenet-hub plot: error: {one_line(exc)}", file=sys.stderr)

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import WEIGHTS_NAME
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
@@ -292,7 +293,7 @@ def check_hub_access(*, token: str | None = None) -> str:
     if not token:
         raise HubAccessError("No Hugging Face token: run `huggingface-cli login` (or `hf auth login`), or set "
                              "HF_TOKEN=hf_... (or pass --token / token=) with a token that may write to the repo")
-    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    endpoint = _env.hf_endpoint()
     try:
         _download.probe(endpoint)
     except NetworkUnavailableError as exc:
@@ -330,19 +331,47 @@ def push_to_hub(
     Returns:
         The URL of the commit (or pull request).
 
+    Raises:
+        HubAccessError: the Hub (``$HF_ENDPOINT``) cannot be reached, or it refused the repo or the upload; the
+            one-line message names the fix. :func:`check_hub_access` checks token and network before any work.
+
     Example:
         >>> push_to_hub(model, "my-org/dcasenet-v3-finetuned")   # doctest: +SKIP
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     if not HF_REPO_RE.match(repo_id):
         raise ValueError(f"repo_id {repo_id!r} must look like 'org/name'")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dcasenet-hub-push-") as tmp:
-        save_pretrained(model, tmp, repo_id=repo_id)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, repo_type="model", commit_message=commit_message,
-            revision=branch, create_pr=create_pr,
-        )
+    endpoint = _env.hf_endpoint()
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dcasenet-hub-push-") as tmp:
+            save_pretrained(model, tmp, repo_id=repo_id)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, repo_type="model", commit_message=commit_message,
+                revision=branch, create_pr=create_pr,
+            )
+    except HfHubHTTPError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HubAccessError(f"Upload to {repo_id} at {endpoint} failed ({first}); check that the token may write "
+                             "to that repo (`huggingface-cli login` or HF_TOKEN=...), then try again") from None
+    except _connection_errors() as exc:  # evaluated only when something was raised
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}); check the network, HTTPS_PROXY or HF_ENDPOINT, then "
+                             "try again") from None
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures of huggingface_hub's HTTP client, whichever it uses (httpx's share no base with OSError)."""
+    import importlib
+
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx", "TransportError"), ("httpx2", "TransportError")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

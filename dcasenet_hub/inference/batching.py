@@ -15,6 +15,14 @@ from dcasenet_hub.inference.jobs import _Job
 from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: ``torch.OutOfMemoryError`` (CUDA and other accelerators),
+    ``MemoryError``, or the RuntimeError of torch's CPU allocator ("can't allocate memory")."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+
+
 class _PreparedJobs:
     """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight).
 
@@ -97,8 +105,10 @@ class _Batcher:
             w.mel = None  # free the features
         try:
             outs = self._forward(mel, tasks)
-        except INPUT_ERRORS as exc:  # e.g. out of memory on one batch: fail these inputs, keep going
-            done = []
+        except (*INPUT_ERRORS, RuntimeError, MemoryError) as exc:
+            if not isinstance(exc, INPUT_ERRORS) and not out_of_memory(exc):
+                raise  # a bug or a device fault: not these inputs' failure
+            done = []  # out of memory on this batch: fail its inputs, keep going
             for j, _ in live:
                 if j.error is None:
                     j.fail(exc)

@@ -61,7 +61,7 @@ class _Job:
             self.reader = W.FileReader(src)
         elif isinstance(src, (np.ndarray, torch.Tensor)):
             if s.sample_rate is None:
-                raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
+                raise W.InputError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
         elif isinstance(src, Mapping):
             # an item of a Hugging Face datasets Audio column: {"array": samples, "sampling_rate": Hz, "path": ...}

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from dcasenet_hub import _env
 
 STATE_FORMAT = "dcasenet-hub-train-state/1"
 PRECISIONS = ("fp32", "amp", "bf16")
@@ -50,10 +51,10 @@ class _Dist:
 def _init_distributed(device: str | None) -> _Dist:
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    env = _env.torchrun()
+    if env is None:
         return _Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world, local = env
     if dist.is_initialized():
         return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
     use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
@@ -61,8 +62,7 @@ _TASK_DATA = {
 
 def default_cache_root() -> Path:
     """``$DCASENET_HUB_FEATURES`` or ``~/.cache/dcasenet_hub/features``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "dcasenet_hub" / "features"
+    return _env.feature_cache() or Path.home() / ".cache" / "dcasenet_hub" / "features"
 
 
 def feature_dir(cache_root: str | Path, task: str, root: str | Path) -> Path:
