@@ -5,7 +5,8 @@
 * :func:`shard` / :func:`in_shard` split them between machines by a hash of the output path.
 * :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
   outputs exist, come from one run, and were made with the same settings, weights and input file.
-* :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``.
+* :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``,
+  :func:`write_durations` ``durations.tsv`` (sed_scores_eval's durations file, beside the ``.scores.tsv`` files).
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
   (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
@@ -35,11 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.batch.options import (
-    TASKS,
-    BatchOptions,
-    merge_batch_options,
-)
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -57,6 +53,13 @@ from dcasenet_hub.batch.index import (
     one_line,
     read_index,
     write_all_events,
+    write_durations,
+    write_merged,
+)
+from dcasenet_hub.batch.options import (
+    TASKS,
+    BatchOptions,
+    merge_batch_options,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
@@ -67,6 +70,12 @@ from dcasenet_hub.batch.resume import (
     source_identity,
     write_outputs,
 )
+from dcasenet_hub.batch.tables import (
+    PARQUET_DIR,
+    EmbeddingTable,
+    read_embeddings,
+    write_parquet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +85,7 @@ __all__ = [
     "LIST_EXTENSIONS",
     "TASKS",
     "BatchOptions",
+    "EmbeddingTable",
     "IndexWriter",
     "Item",
     "Plan",
@@ -89,6 +99,7 @@ __all__ = [
     "outputs_for",
     "parse_shard",
     "prepare",
+    "read_embeddings",
     "read_index",
     "read_list",
     "run",
@@ -98,7 +109,10 @@ __all__ = [
     "source_identity",
     "torchrun_shard",
     "write_all_events",
+    "write_durations",
+    "write_merged",
     "write_outputs",
+    "write_parquet",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -140,7 +154,8 @@ class Report:
         return [i for i in self.items if i.status == "failed"]
 
 
-def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None) -> list[Item]:
+def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
+            event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:
     """This shard's items with their outputs; a second input writing the same output fails (names the first)."""
     owner: dict[Path, Item] = {}
     selected: list[Item] = []
@@ -148,7 +163,7 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if not in_shard(item.rel, shard_):
             continue
         if not item.status:  # not failed before processing (a broken symlink argument)
-            item.outputs = outputs_for(out_dir, item.rel, task)
+            item.outputs = outputs_for(out_dir, item.rel, task, event_formats)
             item.output = str(item.outputs["main"])
             first = owner.setdefault(item.outputs["main"], item)
             if first is not item:
@@ -268,9 +283,17 @@ class Plan:
                 results.close()
                 writer.write()
         if task == "predict":
-            write_all_events(out_dir / f"events{self.suffix}.csv", writer.rows())
+            write_merged(out_dir, writer.rows(), self.options.event_formats, suffix=self.suffix)
+        if task == "embed" and self.options.embedding_format == "parquet" and launched is None:
+            if self.options.shard is None:
+                write_parquet(out_dir, writer.rows())
+            else:
+                logger.warning("parquet: a shard does not build %s/%s/ (it would hold one shard's inputs); after "
+                               "the last shard, run the command again without --shard: every input is skipped "
+                               "and the Parquet files are built", out_dir, PARQUET_DIR)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched)
+            report.merged = gather(out_dir, task, launched, self.options.event_formats,
+                                   parquet=self.options.embedding_format == "parquet")
         return report
 
 
@@ -319,7 +342,7 @@ def prepare(
     identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
     suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
     return Plan(
-        model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
+        model=model, items=_select(items, out_dir, opts.task, shard_, opts.event_formats), output_dir=out_dir,
         index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=opts.settings_meta(identity),
         launched=launched, options=opts,
     )

@@ -14,7 +14,7 @@ import datetime
 from pathlib import Path
 
 from dcasenet_hub import _env
-from dcasenet_hub.batch.index import read_index, write_all_events, write_index
+from dcasenet_hub.batch.index import read_index, write_index, write_merged
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -37,7 +37,8 @@ def local_device(device: str | None) -> str | None:
     return device
 
 
-def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None:
+def gather(out_dir: str | Path, task: str, shard: tuple[int, int],
+           event_formats: tuple[str, ...] = ("dcase",), *, parquet: bool = False) -> int | None:
     """Wait for every process of the torchrun job; then rank 0 merges the shards' index (and events) files.
 
     Each process has written ``index-I-of-N.csv`` for its share; the merged ``index.csv`` (``events.csv`` for
@@ -62,7 +63,11 @@ def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None
             rows = [r for i in range(1, n + 1) for r in read_index(out_dir / f"index-{i}-of-{n}.csv")]
             write_index(out_dir / "index.csv", rows)
             if task == "predict":
-                write_all_events(out_dir / "events.csv", rows)
+                write_merged(out_dir, rows, event_formats)
+            if task == "embed" and parquet:
+                from dcasenet_hub.batch.tables import write_parquet
+
+                write_parquet(out_dir, rows)
             merged = len(rows)
         dist.barrier()
     finally:

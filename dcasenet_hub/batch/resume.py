@@ -23,19 +23,27 @@ _MODEL_FILES = ("config.json", "model.safetensors")
 _META_DEFAULTS: dict[str, Any] = {"pooling": "mean", "layer": "gru", "hop": None, "dtype": "fp32", "backend": "torch"}
 
 
-def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str) -> dict[str, Path]:
-    """Output files of an input by role: ``{"main": x.npz}`` (embed) or ``events``, ``scores``, ``main`` (.json).
+#: Per-input event file of each ``event_formats`` value: role in :func:`outputs_for` and file name ending.
+EVENT_FILES = {"dcase": ("events", ".events.csv"), "raven": ("raven", ".Table.1.selections.txt"),
+               "audacity": ("audacity", ".labels.txt")}
+
+
+def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str,
+                event_formats: tuple[str, ...] = ("dcase",)) -> dict[str, Path]:
+    """Output files of an input by role: ``{"main": x.npz}`` (embed) or the event files of ``event_formats``
+    (``events``, ``raven``, ``audacity``: :data:`EVENT_FILES`), ``scores`` and ``main`` (.json).
 
     Example:
         >>> outputs_for("emb", PurePosixPath("street/a.wav"), "embed")
         {'main': PosixPath('emb/street/a.npz')}
+        >>> sorted(outputs_for("pred", PurePosixPath("a.wav"), "predict", ("dcase", "raven")))
+        ['events', 'main', 'raven', 'scores']
     """
     base = Path(out_dir) / Path(*rel.with_suffix("").parts)
     if task == "embed":
         return {"main": base.with_name(base.name + ".npz")}
-    return {"events": base.with_name(base.name + ".events.csv"),
-            "scores": base.with_name(base.name + ".scores.tsv"),
-            "main": base.with_name(base.name + ".json")}
+    events = {EVENT_FILES[f][0]: base.with_name(base.name + EVENT_FILES[f][1]) for f in event_formats}
+    return {**events, "scores": base.with_name(base.name + ".scores.tsv"), "main": base.with_name(base.name + ".json")}
 
 
 def sha256(path: str | Path) -> str | None:
@@ -150,8 +158,10 @@ def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, le
         result.embeddings.save(item.outputs["main"], level=level, meta=meta)
         return
     pred = result.prediction
-    pred.save_events(item.outputs["events"], filename=item.rel.as_posix())
+    for fmt, (role, _) in EVENT_FILES.items():
+        if role in item.outputs:
+            pred.save_events(item.outputs[role], filename=item.rel.as_posix(), format=fmt)
     pred.save_scores(item.outputs["scores"])
     # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
-    digests = {k: sha256(item.outputs[k]) for k in ("events", "scores")}
+    digests = {k: sha256(p) for k, p in item.outputs.items() if k != "main"}
     pred.save(item.outputs["main"], meta={**meta, "digests": digests})

@@ -398,6 +398,8 @@ def _single_threaded_torch() -> None:
 def _as_list(x: Any) -> tuple[bool, list[Any]]:
     if isinstance(x, (list, tuple)):
         return False, list(x)
+    if type(x).__name__ == "Column" and type(x).__module__.startswith("datasets"):
+        return False, list(x)  # a Hugging Face datasets column (dataset["audio"]): its items, in order
     return True, [x]
 
 
