@@ -21,12 +21,14 @@ OLD_KEYWORDS = {
     "task": "embed", "level": "both", "hop": None, "layer": "gru", "pooling": "mean", "threshold": None,
     "median_filter": None, "min_duration": None, "pad_tail": False, "device": None, "dtype": None, "backend": "torch",
     "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": False,
+    "event_formats": ("dcase",), "embedding_format": "npz",  # added later; their defaults write what old calls wrote
 }
 # a non-default value for every option (valid together)
 CHANGED = {
     "task": "predict", "level": "clip", "hop": 0.4, "layer": "conv", "pooling": "mean+max", "threshold": 0.4,
     "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "device": "cpu", "dtype": "bf16",
     "backend": "torch", "batch_size": 3, "workers": 0, "shard": "1/2", "overwrite": True, "progress": True,
+    "event_formats": ("dcase", "raven"), "embedding_format": "parquet",
 }
 # a model object prepare() accepts without loading weights: it only reads config.model_id
 MODEL = SimpleNamespace(config=SimpleNamespace(model_id="test-model"))

@@ -1,4 +1,4 @@
-"""Issue 12: nothing wrong is marked ok, nothing is lost (extreme samples, lying headers, bad options, odd inputs)."""
+"""Nothing wrong is marked ok, nothing is lost (extreme samples, lying headers, bad options, odd inputs)."""
 
 from __future__ import annotations
 

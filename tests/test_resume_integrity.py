@@ -1,4 +1,4 @@
-"""Issue 12: resume trusts only complete, consistent outputs of the same weights; a kill loses at most the files in
+"""Resume trusts only complete, consistent outputs of the same weights; a kill loses at most the files in
 flight (content fingerprint of the model, output digests, stale temp files, appended index rows, SIGKILL)."""
 
 from __future__ import annotations

@@ -48,3 +48,19 @@ def test_torchrun_two_processes_equal_one(tmp_path, authors_checkpoint):
         a, b = np.load(tmp_path / "one" / f"f{i}.npz"), np.load(tmp_path / "two" / f"f{i}.npz")
         # equal up to float32 rounding (other batch partners and thread counts change summation order: ~1e-8)
         assert np.abs(a["frame"] - b["frame"]).max() <= 1e-6 and np.abs(a["clip"] - b["clip"]).max() <= 1e-6
+
+
+
+def test_training_and_folder_jobs_read_torchrun_by_one_rule(monkeypatch):
+    """Both users of torchrun's environment ask dcasenet_hub._env.torchrun: a half-set environment (no MASTER_ADDR)
+    is one process for the trainer as for folder jobs, and a full one gives the folder job its shard."""
+    from dcasenet_hub.batch.distributed import torchrun_shard
+    from dcasenet_hub.train.distributed import init_distributed
+
+    assert torchrun_shard() is None and init_distributed(None).world == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert torchrun_shard() is None and init_distributed(None).world == 1  # not started by torchrun
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert torchrun_shard() == (3, 4)

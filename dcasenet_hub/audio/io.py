@@ -235,7 +235,7 @@ class FileReader(Reader):
             if start != self._pos:
                 self._file.seek(start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
             raise AudioLoadError(self._path, f"decoding failed at frame {start} ({_short(exc)})") from None
         self._pos = start + data.shape[0]
         if data.shape[0] != stop - start:

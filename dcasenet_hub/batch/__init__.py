@@ -7,7 +7,8 @@
   outputs exist, come from one run, and were made with the same settings, weights and input file.
 * :class:`~dcasenet_hub.batch.journal.Journal` records what each writer did; :func:`rebuild` makes ``index.csv``
   and the merged ``events.csv`` from every writer's records (any number of processes may write one folder);
-  :func:`read_index` reads the index.
+  :func:`read_index` reads the index; :func:`write_merged` writes the merged event files and ``durations.tsv``
+  (sed_scores_eval's durations file, beside the ``.scores.tsv`` files).
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
   (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
@@ -48,20 +49,30 @@ from dcasenet_hub.batch.discovery import (
     shard,
 )
 from dcasenet_hub.batch.distributed import gather, torchrun_shard
-from dcasenet_hub.batch.journal import (
+from dcasenet_hub.batch.index import (
     INDEX_COLUMNS,
+    one_line,
+    read_index,
+    write_all_events,
+    write_durations,
+    write_merged,
+)
+from dcasenet_hub.batch.journal import (
     Journal,
     display,
     input_key,
-    one_line,
-    read_index,
     rebuild,
-    write_all_events,
 )
 from dcasenet_hub.batch.options import (
     TASKS,
     BatchOptions,
     merge_batch_options,
+)
+from dcasenet_hub.batch.tables import (
+    PARQUET_DIR,
+    EmbeddingTable,
+    read_embeddings,
+    write_parquet,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
@@ -82,6 +93,7 @@ __all__ = [
     "LIST_EXTENSIONS",
     "TASKS",
     "BatchOptions",
+    "EmbeddingTable",
     "Item",
     "Journal",
     "Plan",
@@ -98,6 +110,7 @@ __all__ = [
     "outputs_for",
     "parse_shard",
     "prepare",
+    "read_embeddings",
     "read_index",
     "read_list",
     "rebuild",
@@ -108,7 +121,10 @@ __all__ = [
     "source_identity",
     "torchrun_shard",
     "write_all_events",
+    "write_durations",
+    "write_merged",
     "write_outputs",
+    "write_parquet",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,7 +169,8 @@ class Report:
         return [i for i in self.items if i.status == "failed"]
 
 
-def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None) -> list[Item]:
+def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
+            event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:
     """This shard's items with their outputs; a second input writing the same output fails (names the first)."""
     owner: dict[Path, Item] = {}
     selected: list[Item] = []
@@ -161,7 +178,7 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if not in_shard(item.rel, shard_):
             continue
         if not item.status:  # not failed before processing (a broken symlink argument)
-            item.outputs = outputs_for(out_dir, item.rel, task)
+            item.outputs = outputs_for(out_dir, item.rel, task, event_formats)
             item.output = str(item.outputs["main"])
             first = owner.setdefault(item.outputs["main"], item)
             if first is not item:
@@ -265,9 +282,13 @@ class Plan:
                 if not report.problems or report.problems[-1] != _write_error(exc):
                     report.problems.append(_write_error(exc))
 
+        parquet = (task == "embed" and self.options.embedding_format == "parquet" and launched is None
+                   and self.options.shard is None)
+
         def index(*, done: bool) -> list[dict[str, str]] | None:
             try:
-                return rebuild(out_dir, events=task == "predict", done=journal if done else None)
+                return rebuild(out_dir, events=task == "predict", done=journal if done else None,
+                               event_formats=self.options.event_formats, parquet=parquet and done)
             except OSError as exc:  # filelock.Timeout is one
                 report.problems.append(f"cannot update {display(str(self.index_path))}: {_write_error(exc)}")
                 return None
@@ -314,14 +335,19 @@ class Plan:
                         try:
                             write_outputs(item, r, task, metas[id(item)], level=self.level)
                             item.status = "ok"
-                        except (OSError, ValueError, RuntimeError) as exc:
+                        except OSError as exc:  # e.g. disk full: this input is retried by the next run
                             item.status, item.error = "failed", f"writing outputs failed: {_write_error(exc)}"
                     note([item])
             finally:
                 results.close()
         index(done=True)
+        if task == "embed" and self.options.embedding_format == "parquet" and launched is None and not parquet:
+            logger.warning("parquet: a shard does not build %s/%s/ (other shards may still be writing); after the "
+                           "last shard, run the command again without --shard: every input is skipped and the "
+                           "Parquet files are built", out_dir, PARQUET_DIR)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched)
+            report.merged = gather(out_dir, task, launched, self.options.event_formats,
+                                   parquet=self.options.embedding_format == "parquet")
         return report
 
 
@@ -347,7 +373,7 @@ def prepare(
     Example:
         >>> plan = prepare("dcasenet-v3", ["corpus/"], "emb/", shard=(1, 4))   # doctest: +SKIP
         >>> len(plan.items), plan.index_path.name                             # doctest: +SKIP
-        (250, 'index-1-of-4.csv')
+        (250, 'index.csv')
         >>> report = plan.execute()                                            # doctest: +SKIP
     """
     opts = merge_batch_options(options, overrides, caller="prepare")  # every option is checked here
@@ -369,7 +395,7 @@ def prepare(
     named = isinstance(model, (str, Path))
     identity = model_identity(model) if named else loaded_identity(model)
     return Plan(
-        model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
+        model=model, items=_select(items, out_dir, opts.task, shard_, opts.event_formats), output_dir=out_dir,
         index_path=out_dir / "index.csv", meta=opts.settings_meta(identity), launched=launched, options=opts,
     )
 

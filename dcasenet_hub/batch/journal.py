@@ -26,8 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -39,15 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub._io import atomic_write_text, file_mode, host_tag, pid_alive
+from dcasenet_hub.batch.index import read_index, write_index, write_merged
 
 logger = logging.getLogger(__name__)
 
 #: Folder of the shared state inside an output folder (hidden: discovery skips it).
 STATE_DIR = ".dcasenet-hub"
-#: Columns of ``index.csv``.
-INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
-#: Header of the per-input and merged event lists (DCASE style).
-EVENTS_COLUMNS = ("filename", "onset", "offset", "event_label")
 #: How long a writer waits for the folder's lock before it gives up (another writer holds it only to rebuild).
 LOCK_TIMEOUT_S = 600.0
 
@@ -72,12 +67,6 @@ def display(text: str) -> str:
         'caf\\\\xe9.wav'
     """
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def one_line(exc: BaseException | str) -> str:
-    """An error as one line (for index rows and summaries); the exception's type name if it has no message."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
 
 
 def _state(out_dir: str | Path) -> Path:
@@ -161,20 +150,26 @@ def _alive(journal: Path) -> bool:
     return pid_alive(int(m.group("pid")))
 
 
-def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None) -> list[dict[str, Any]]:
-    """Fold every writer's records into the folder's state and rewrite ``index.csv`` (and ``events.csv``).
+def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None,
+            event_formats: Sequence[str] = ("dcase",), parquet: bool = False) -> list[dict[str, str]]:
+    """Fold every writer's records into the folder's state and rewrite ``index.csv`` (and the merged files).
 
     Under the folder's lock: read ``state.jsonl`` and every journal, keep each input's record that counts, write
     them to ``state.jsonl`` (atomically), remove the journals whose writers are gone (and ``done`` 's, a writer that
-    has finished), then write ``index.csv`` and, if ``events`` or the folder holds predictions, ``events.csv``.
+    has finished), then write ``index.csv`` and, if ``events`` or the folder holds predictions, ``durations.tsv`` and
+    the merged event files of ``event_formats`` (:func:`~dcasenet_hub.batch.index.write_merged`); with ``parquet``
+    the embeddings' Parquet files.
 
     Args:
         out_dir: The output folder.
-        events: Write ``events.csv`` (a predict run) even if no input has predictions yet.
+        events: Write the merged event files (a predict run) even if no input has predictions yet.
         done: The journal of the calling writer when it has finished (removed once folded in).
+        event_formats: Merged event files to write (``"dcase"``: ``events.csv``; ``"raven"``).
+        parquet: Also write the Parquet tables of an ``embed --format parquet`` folder.
 
     Returns:
-        The index rows (dicts with :data:`INDEX_COLUMNS`), sorted by input.
+        The index rows (dicts with :data:`~dcasenet_hub.batch.index.INDEX_COLUMNS`; ``output`` as a path under
+        ``out_dir``), sorted by input.
 
     Raises:
         OSError: the folder cannot be written; filelock.Timeout: the lock was not free within
@@ -204,9 +199,15 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None) -
             j.unlink(missing_ok=True)
         rows = [_row(r) for r in records]
         write_index(out_dir / "index.csv", rows)
+        # the merged files read each output by its path
+        located = [{**r, "output": str(out_dir / r["_output"]) if r["_output"] else ""} for r in rows]
         if events or any(r["status"] == "ok" and r["output"].endswith(".json") for r in rows):
-            write_all_events(out_dir, rows)
-    return rows
+            write_merged(out_dir, located, tuple(event_formats))
+        if parquet:
+            from dcasenet_hub.batch.tables import write_parquet
+
+            write_parquet(out_dir, located)
+    return located
 
 
 def _from_old_index(out_dir: Path) -> list[dict[str, Any]]:
@@ -240,58 +241,4 @@ def _row(rec: dict[str, Any]) -> dict[str, str]:
             "output": display(str(rec.get("output") or "")) if status == "ok" else "",
             "duration_s": "" if dur is None else f"{float(dur):.3f}",
             "error": display(str(rec.get("error") or "")), "warning": display(str(rec.get("warning") or "")),
-            "_output": str(rec.get("output") or "")}
-
-
-def read_index(path: str | Path) -> list[dict[str, str]]:
-    """Rows of an ``index.csv``, one per input; ``[]`` if there is none or it is unreadable.
-
-    Example:
-        >>> rows = read_index("emb/index.csv")                    # doctest: +SKIP
-        >>> rows[0]["input"], rows[0]["status"]                   # doctest: +SKIP
-        ('/data/corpus/a.wav', 'ok')
-    """
-    try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            return [{k: r.get(k) or "" for k in INDEX_COLUMNS} for r in csv.DictReader(fh) if r.get("input")]
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        logger.warning("%s: cannot read the index (%s)", path, one_line(exc))
-        return []
-
-
-def write_index(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
-    """Write ``rows`` (dicts with :data:`INDEX_COLUMNS`) as an index file, atomically."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(INDEX_COLUMNS)
-    w.writerows([r.get(k, "") for k in INDEX_COLUMNS] for r in rows)
-    atomic_write_text(Path(path), buf.getvalue())
-
-
-def write_all_events(out_dir: str | Path, rows: Sequence[dict[str, str]]) -> None:
-    """Write ``OUTDIR/events.csv``: the event lists of every ``ok`` input of index ``rows``, in their order.
-
-    ``output`` of a row is relative to ``out_dir``.
-
-    Example:
-        >>> write_all_events("pred/", read_index("pred/index.csv"))   # doctest: +SKIP
-    """
-    out_dir = Path(out_dir)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(EVENTS_COLUMNS)
-    for row in rows:
-        output = row.get("_output", row.get("output", ""))
-        if row.get("status") != "ok" or not output.endswith(".json"):
-            continue
-        events = out_dir / (output[: -len(".json")] + ".events.csv")
-        try:
-            with open(events, encoding="utf-8", newline="") as fh:
-                records = list(csv.reader(fh))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
-            logger.warning("events.csv: skipping %s (%s)", display(str(events)), one_line(exc))
-            continue
-        w.writerows(r for r in records[1:] if r)
-    atomic_write_text(out_dir / "events.csv", buf.getvalue())
+            "_output": str(rec.get("output") or "") if status == "ok" else ""}

@@ -53,23 +53,32 @@ def output_stem(stem: str, longest_suffix: str) -> str:
     return f"{os.fsdecode(cut)}~{digest}"
 
 
-def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str) -> dict[str, Path]:
-    """Output files of an input by role: ``{"main": x.npz}`` (embed) or ``events``, ``scores``, ``main`` (.json).
+#: Per-input event file of each ``event_formats`` value: role in :func:`outputs_for` and file name ending.
+EVENT_FILES = {"dcase": ("events", ".events.csv"), "raven": ("raven", ".Table.1.selections.txt"),
+               "audacity": ("audacity", ".labels.txt")}
+
+
+def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str,
+                event_formats: tuple[str, ...] = ("dcase",)) -> dict[str, Path]:
+    """Output files of an input by role: ``{"main": x.npz}`` (embed) or the event files of ``event_formats``
+    (``events``, ``raven``, ``audacity``: :data:`EVENT_FILES`), ``scores`` and ``main`` (.json).
 
     A name that would pass :data:`NAME_MAX` bytes is shortened (:func:`output_stem`).
 
     Example:
         >>> outputs_for("emb", PurePosixPath("street/a.wav"), "embed")
         {'main': PosixPath('emb/street/a.npz')}
+        >>> sorted(outputs_for("pred", PurePosixPath("a.wav"), "predict", ("dcase", "raven")))
+        ['events', 'main', 'raven', 'scores']
     """
     base = Path(out_dir) / Path(*rel.with_suffix("").parts)
     if task == "embed":
         stem = output_stem(base.name, ".npz")
         return {"main": base.with_name(stem + ".npz")}
-    stem = output_stem(base.name, ".events.csv")
-    return {"events": base.with_name(stem + ".events.csv"),
-            "scores": base.with_name(stem + ".scores.tsv"),
-            "main": base.with_name(stem + ".json")}
+    # the longest ending any format may add: the same input keeps its name whichever formats are asked for
+    stem = output_stem(base.name, max((e for _, e in EVENT_FILES.values()), key=len))
+    events = {EVENT_FILES[f][0]: base.with_name(stem + EVENT_FILES[f][1]) for f in event_formats}
+    return {**events, "scores": base.with_name(stem + ".scores.tsv"), "main": base.with_name(stem + ".json")}
 
 
 def sha256(path: str | Path) -> str | None:
@@ -244,8 +253,10 @@ def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, le
     pred = result.prediction
     from dcasenet_hub.batch.journal import display
 
-    pred.save_events(item.outputs["events"], filename=display(item.rel.as_posix()))
+    for fmt, (role, _) in EVENT_FILES.items():
+        if role in item.outputs:
+            pred.save_events(item.outputs[role], filename=display(item.rel.as_posix()), format=fmt)
     pred.save_scores(item.outputs["scores"])
     # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
-    digests = {k: sha256(item.outputs[k]) for k in ("events", "scores")}
+    digests = {k: sha256(p) for k, p in item.outputs.items() if k != "main"}
     pred.save(item.outputs["main"], meta={**meta, "digests": digests})
