@@ -46,7 +46,9 @@ def _pyarrow() -> Any:
 
 
 def _rel_name(row: dict[str, str], out_dir: Path, suffix: str) -> str:
-    return Path(os.path.relpath(row["output"][: -len(suffix)], out_dir)).as_posix() + Path(row["input"]).suffix
+    from dcasenet_hub.batch.index import display
+
+    return display(Path(os.path.relpath(row["output"][: -len(suffix)], out_dir)).as_posix() + Path(row["input"]).suffix)
 
 
 def _complete(out_dir: Path, rows: Sequence[dict[str, str]], suffix: str) -> list[tuple[str, Path]]:
