@@ -66,6 +66,8 @@ from dcasenet_hub.inference.settings import (
     allowed_hops,
     embedding_size,
     untrained_embeddings_warning,
+    untrained_heads_warning,
+    warn_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -330,11 +332,9 @@ def iterate(
         pooling=pooling,
     )
     if settings.untrained:
-        logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
-                       extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
-        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_embeddings_warning(cfg))
     dev = _resolve_device(model, device)
     settings = dataclasses.replace(settings, feature_device=_feature_device(dev, backend))
     was_training = model.training
