@@ -361,9 +361,14 @@ def _run_plot(args: argparse.Namespace) -> int:
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
+        return 2
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if output.suffix and output.suffix.lower().lstrip(".") not in formats:  # said before the model runs
+        print(f"dcasenet-hub plot: error: -o {output}: matplotlib cannot write {output.suffix} files; use one of "
+              f"{', '.join('.' + f for f in sorted(formats))}", file=sys.stderr)
         return 2
     model = _load_model(args.model)
     try:
