@@ -63,6 +63,7 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--tasks", nargs="*", choices=("scene", "tags", "events"),
                    help="heads the checkpoint was trained for (official files are recognised by hash)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in the output folder")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
@@ -161,7 +162,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from dcasenet_hub.hub.checkpoint import convert_checkpoint
 
-    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks)
+    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks,
+                               overwrite=args.overwrite)
     print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
           f"{model.config.provenance})")
     return 0
