@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from dcasenet_hub.inference import BatchOptions, batch
-from dcasenet_hub.inference.batch_options import merge_batch_options
+from dcasenet_hub import batch
+from dcasenet_hub.batch import BatchOptions
+from dcasenet_hub.batch.options import merge_batch_options
 
 # the keywords of run()/prepare() before BatchOptions, with their defaults: every old call must mean the same
 OLD_KEYWORDS = {

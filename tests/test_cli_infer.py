@@ -187,13 +187,13 @@ def test_output_collision_is_reported_not_overwritten(tmp_path, authors_checkpoi
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The library behind the command: dcasenet_hub.inference.batch
+# The library behind the command: dcasenet_hub.batch
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def test_audio_extensions_are_what_libsndfile_reads():
     """One list for the package: both earlier lists' formats that libsndfile decodes, and no WavPack (.wv)."""
-    from dcasenet_hub.inference.batch import AUDIO_EXTENSIONS
+    from dcasenet_hub.batch import AUDIO_EXTENSIONS
 
     assert {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".caf", ".w64", ".rf64", ".htk", ".nist",
             ".sph"} <= AUDIO_EXTENSIONS
@@ -202,7 +202,7 @@ def test_audio_extensions_are_what_libsndfile_reads():
 
 
 def test_discover_finds_every_audio_extension_hidden_and_list_files(tmp_path):
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     root = tmp_path / "in"
     (root / "sub").mkdir(parents=True)
@@ -223,7 +223,7 @@ def test_discover_finds_every_audio_extension_hidden_and_list_files(tmp_path):
 
 
 def test_shard_partitions_items_and_checks_its_range(tmp_path):
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     for i in range(20):
         (tmp_path / f"f{i}.wav").write_bytes(b"x")
@@ -237,8 +237,8 @@ def test_shard_partitions_items_and_checks_its_range(tmp_path):
 
 
 def test_batch_run_from_python_writes_the_cli_folder_and_resumes(mixed_folder, tmp_path, authors_checkpoint):
-    from dcasenet_hub.inference import batch
-    from dcasenet_hub.inference.index import read_index
+    from dcasenet_hub import batch
+    from dcasenet_hub.batch.index import read_index
 
     out = tmp_path / "lib"
     report = batch.run(str(authors_checkpoint), [mixed_folder], out, task="embed", workers=0)

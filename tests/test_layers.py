@@ -22,8 +22,9 @@ LAYERS: dict[str, int] = {
     "hub": 4,
     "export": 5,
     "inference": 6,
-    "finetuning": 7, "train": 7, "integrations": 7, "hear": 8,
-    "cli": 9,
+    "batch": 7,
+    "finetuning": 8, "train": 8, "integrations": 8, "hear": 9,
+    "cli": 10,
 }
 
 

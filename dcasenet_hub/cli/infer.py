@@ -1,8 +1,8 @@
 """``dcasenet-hub embed``, ``predict`` and ``plot``: arguments in, one library call, a summary out.
 
-The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.inference.batch.run`, open to Python
+The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.batch.run`, open to Python
 users; this module checks the arguments (usage errors: exit code 2, one line), turns them into one
-:class:`~dcasenet_hub.inference.BatchOptions` and prints the summary.
+:class:`~dcasenet_hub.batch.BatchOptions` and prints the summary.
 """
 
 from __future__ import annotations
@@ -272,14 +272,14 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace, task: str) -> Any:
-    """The :class:`~dcasenet_hub.inference.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
+    """The :class:`~dcasenet_hub.batch.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
 
     Options one command lacks (``--level`` of predict, ``--threshold`` of embed) take the defaults.
 
     Raises:
         ValueError: an invalid value (the flags are checked first, so this names the option, not the flag).
     """
-    from dcasenet_hub.inference.batch_options import BatchOptions
+    from dcasenet_hub.batch.options import BatchOptions
 
     return BatchOptions(
         task=task, level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
@@ -292,7 +292,7 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
 
 
 def _run(args: argparse.Namespace, task: str) -> int:
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     _limit_heap_retention()
     try:
@@ -376,7 +376,7 @@ def _run_plot(args: argparse.Namespace) -> int:
              min_duration=args.min_duration, device=args.device, dtype=_dtype(args.dtype),
              batch_size=args.batch_size)
     except (ValueError, OSError, RuntimeError) as exc:
-        from dcasenet_hub.inference.index import one_line
+        from dcasenet_hub.batch.index import one_line
 
         print(f"dcasenet-hub plot: error: {one_line(exc)}", file=sys.stderr)
         return 1

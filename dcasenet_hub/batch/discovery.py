@@ -1,7 +1,7 @@
 """Which files a folder job reads: discovery of files / folders / list files, and shards.
 
 Example:
-    >>> from dcasenet_hub.inference.discovery import discover, shard
+    >>> from dcasenet_hub.batch.discovery import discover, shard
     >>> items = discover(["corpus/"])                                  # doctest: +SKIP
     >>> [i.rel.as_posix() for i in shard(items, 1, 8)][:2]              # doctest: +SKIP
     ['street/a.wav', 'park/b.flac']

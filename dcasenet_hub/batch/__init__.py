@@ -11,11 +11,12 @@
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
   :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
 
-The pieces live in :mod:`.discovery`, :mod:`.resume`, :mod:`.index` and :mod:`.distributed`; this module is the one
-place to import them from.
+The pieces live in :mod:`.options`, :mod:`.discovery`, :mod:`.resume`, :mod:`.index` and :mod:`.distributed`; this
+module is the one place to import them from. The layer sits above :mod:`dcasenet_hub.inference` and uses it the way
+the command line does.
 
 Example:
-    >>> from dcasenet_hub.inference import batch
+    >>> from dcasenet_hub import batch
     >>> items = batch.discover(["corpus/"])                          # doctest: +SKIP
     >>> [i.rel.as_posix() for i in batch.shard(items, 1, 8)][:2]      # doctest: +SKIP
     ['street/a.wav', 'park/b.flac']
@@ -34,12 +35,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.inference.batch_options import (
+from dcasenet_hub.batch.options import (
     TASKS,
     BatchOptions,
     merge_batch_options,
 )
-from dcasenet_hub.inference.discovery import (
+from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
     Item,
@@ -49,15 +50,15 @@ from dcasenet_hub.inference.discovery import (
     read_list,
     shard,
 )
-from dcasenet_hub.inference.distributed import gather, torchrun_shard
-from dcasenet_hub.inference.index import (
+from dcasenet_hub.batch.distributed import gather, torchrun_shard
+from dcasenet_hub.batch.index import (
     INDEX_COLUMNS,
     IndexWriter,
     one_line,
     read_index,
     write_all_events,
 )
-from dcasenet_hub.inference.resume import (
+from dcasenet_hub.batch.resume import (
     is_complete,
     model_identity,
     outputs_for,
@@ -216,7 +217,7 @@ class Plan:
             load: How to load a named model (default: :func:`~dcasenet_hub.from_pretrained`).
         """
         from dcasenet_hub._io import clean_stale_temp_files
-        from dcasenet_hub.inference.distributed import local_device
+        from dcasenet_hub.batch.distributed import local_device
         from dcasenet_hub.inference.pipeline import iterate
 
         model, out_dir, launched, task = self.model, self.output_dir, self.launched, self.task

@@ -1,8 +1,8 @@
-"""Options of the folder jobs (:func:`~dcasenet_hub.inference.batch.run` / ``prepare``): one :class:`BatchOptions`
+"""Options of the folder jobs (:func:`~dcasenet_hub.batch.run` / ``prepare``): one :class:`BatchOptions`
 dataclass (as transformers' ``TrainingArguments``), checked when it is built, before any file is touched.
 
 Example:
-    >>> from dcasenet_hub.inference.batch_options import BatchOptions, merge_batch_options
+    >>> from dcasenet_hub.batch.options import BatchOptions, merge_batch_options
     >>> opts = BatchOptions(task="predict", median_filter=0.5, shard="2/8")
     >>> opts.shard, opts.iterate_kwargs()["median_filter"]
     ((2, 8), 0.5)
@@ -19,8 +19,8 @@ from typing import Any
 from dcasenet_hub._options import merge_options as _merge
 from dcasenet_hub._options import option_names
 from dcasenet_hub.devices import short_dtype_name
-from dcasenet_hub.inference.discovery import parse_shard
-from dcasenet_hub.inference.resume import settings_meta
+from dcasenet_hub.batch.discovery import parse_shard
+from dcasenet_hub.batch.resume import settings_meta
 from dcasenet_hub.inference.runner import BACKENDS
 from dcasenet_hub.inference.settings import (
     LAYERS,
@@ -38,7 +38,7 @@ LEVELS = ("frame", "clip", "both")
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Everything a folder job (:func:`~dcasenet_hub.inference.batch.run`) can be told besides the model, the inputs
+    """Everything a folder job (:func:`~dcasenet_hub.batch.run`) can be told besides the model, the inputs
     and the output folder. Invalid values raise ``ValueError`` here, so a job never starts writing with them.
 
     Attributes:
@@ -113,7 +113,7 @@ class BatchOptions:
         return short_dtype_name(self.dtype)
 
     def iterate_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments :meth:`Plan.execute <dcasenet_hub.inference.batch.Plan.execute>` passes on to
+        """The keyword arguments :meth:`Plan.execute <dcasenet_hub.batch.Plan.execute>` passes on to
         :func:`~dcasenet_hub.inference.iterate` (all but ``device``, which depends on torchrun and the backend).
 
         Example:
@@ -127,10 +127,10 @@ class BatchOptions:
                 "batch_size": self.batch_size, "workers": self.workers, "progress": self.progress}
 
     def settings_meta(self, identity: dict[str, Any]) -> dict[str, Any]:
-        """What every output of the job records for resuming (:func:`~dcasenet_hub.inference.resume.settings_meta`).
+        """What every output of the job records for resuming (:func:`~dcasenet_hub.batch.resume.settings_meta`).
 
         Args:
-            identity: :func:`~dcasenet_hub.inference.resume.model_identity` of the weights.
+            identity: :func:`~dcasenet_hub.batch.resume.model_identity` of the weights.
         """
         return settings_meta(self.task, identity, level=self.level, hop=self.hop, layer=self.layer,
                              pooling=self.pooling, threshold=self.threshold, median_filter=self.median_filter,

@@ -2,7 +2,7 @@
 
 Example:
     >>> from pathlib import PurePosixPath
-    >>> from dcasenet_hub.inference.resume import outputs_for, settings_meta
+    >>> from dcasenet_hub.batch.resume import outputs_for, settings_meta
     >>> outputs_for("emb", PurePosixPath("street/a.wav"), "embed")
     {'main': PosixPath('emb/street/a.npz')}
     >>> settings_meta("embed", {"model": "dcasenet-v3"})["layer"]

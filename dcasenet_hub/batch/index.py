@@ -1,7 +1,7 @@
 """The output folder's ``index.csv`` (one row per input, cumulative over runs) and merged ``events.csv``.
 
 Example:
-    >>> from dcasenet_hub.inference.index import read_index
+    >>> from dcasenet_hub.batch.index import read_index
     >>> [r["status"] for r in read_index("emb/index.csv")]      # doctest: +SKIP
     ['ok', 'ok', 'failed']
 """
@@ -75,7 +75,7 @@ class IndexWriter:
 
     Args:
         path: The index file.
-        items: This run's :class:`~dcasenet_hub.inference.batch.Item` s (their ``outputs`` already set).
+        items: This run's :class:`~dcasenet_hub.batch.Item` s (their ``outputs`` already set).
 
     Example:
         >>> writer = IndexWriter(out / "index.csv", items)      # doctest: +SKIP

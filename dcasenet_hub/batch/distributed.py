@@ -1,7 +1,8 @@
 """torchrun: each process takes the shard of its rank, then rank 0 merges the shards' index (and events) files.
 
 Example (every process of ``torchrun --nproc-per-node 4 ...`` runs the same code):
-    >>> from dcasenet_hub.inference import batch, distributed
+    >>> from dcasenet_hub import batch
+    >>> from dcasenet_hub.batch import distributed
     >>> distributed.torchrun_shard()                      # doctest: +SKIP
     (2, 4)
     >>> report = batch.run(model, ["corpus/"], "emb/")     # doctest: +SKIP  (takes the shard, merges at the end)
@@ -13,7 +14,7 @@ import datetime
 import os
 from pathlib import Path
 
-from dcasenet_hub.inference.index import read_index, write_all_events, write_index
+from dcasenet_hub.batch.index import read_index, write_all_events, write_index
 
 
 def torchrun_shard() -> tuple[int, int] | None:
