@@ -33,7 +33,7 @@ def test_finetune_offline_names_its_own_option_base(tmp_path: Path, monkeypatch:
 
 
 def test_a_text_input_is_said_to_be_read_as_a_list_of_paths(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    from dcasenet_hub.inference.discovery import discover
+    from dcasenet_hub.batch.discovery import discover
 
     a, b = _wav(tmp_path / "a.wav", 0.2), _wav(tmp_path / "b.wav", 0.2)
     listing = tmp_path / "files.txt"

@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 _RAW = argparse.RawDescriptionHelpFormatter
 _CACHE_DIR_HELP = ("one cache folder for all weights (default: official weights in $DCASENET_HUB_CACHE or "
                    "~/.cache/dcasenet_hub, Hugging Face repos in $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
@@ -30,7 +32,6 @@ def register(sub: Any) -> None:
     )
     p.add_argument("ids", nargs="+", metavar="ID", help="manifest id (see `dcasenet-hub list`)")
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
@@ -60,7 +61,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("checkpoint", metavar="AUTHORS.pt")
     p.add_argument("--arch", default="v3", choices=("v1", "v2", "v3"), help="architecture (default v3)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    add_output(p, required=True, metavar="DIR", help="output folder")
     p.add_argument("--tasks", nargs="*", choices=("scene", "tags", "events"),
                    help="heads the checkpoint was trained for (official files are recognised by hash)")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in the output folder")

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
   1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
@@ -141,12 +143,12 @@ def _load_model(name: str) -> Any:
 def register(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     for name, epilog, desc in (
-        ("embed", EMBED_EPILOG, "Frame (every 0.8 s) and clip embeddings of audio files, one .npz per file."),
-        ("predict", PREDICT_EPILOG, "Scene, tag and event predictions of audio files with label names."),
+        ("embed", EMBED_EPILOG, "frame (every 0.8 s) and clip embeddings of audio files, one .npz per file"),
+        ("predict", PREDICT_EPILOG, "scene, tag and event predictions of audio files, with label names"),
     ):
         p = subparsers.add_parser(name, help=desc, description=desc, epilog=epilog, formatter_class=fmt)
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
-        p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="output folder")
+        add_output(p, required=True, type=Path, metavar="OUTDIR", help="output folder", old=("--output-dir",))
         _common(p)
         p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
@@ -176,15 +178,14 @@ def register(subparsers: Any) -> None:
                        help="process only shard I of N (1 <= I <= N), chosen by a hash of each output path, "
                             "so N machines can split a corpus")
         p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs are complete")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_run_embed if name == "embed" else _run_predict)
 
-    p = subparsers.add_parser("plot", help="Picture of one file's spectrogram, events, scenes and tags.",
+    p = subparsers.add_parser("plot", help="picture of one file's spectrogram, events, scenes and tags",
                               description="Picture of one file's log-mel spectrogram, events, scenes and tags.",
                               epilog=PLOT_EPILOG, formatter_class=fmt)
     p.add_argument("file", type=Path, metavar="FILE", help="audio file")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
-                   help="image file (default: FILE with .png); any matplotlib format by extension")
+    add_output(p, type=Path, metavar="PNG",
+               help="image file (default: FILE with .png); any matplotlib format by extension")
     _common(p)
     _prediction_options(p)
     p.set_defaults(func=_run_plot)
@@ -307,12 +308,12 @@ def _run(args: argparse.Namespace, task: str) -> int:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
         _check_common(args)
         _check_embedding_options(args)
-        if args.output_dir.exists() and not args.output_dir.is_dir():
-            raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
+        if args.output.exists() and not args.output.is_dir():
+            raise _UsageError(f"-o {args.output} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
             options = _batch_options(args, task)
-            plan = batch.prepare(args.model, args.inputs, args.output_dir, options)
+            plan = batch.prepare(args.model, args.inputs, args.output, options)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(batch.one_line(exc)) from None
     except _UsageError as exc:
@@ -322,7 +323,7 @@ def _run(args: argparse.Namespace, task: str) -> int:
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
-              f"{args.output_dir / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
+              f"{args.output / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
     return code
 
 
