@@ -36,6 +36,7 @@ outputs (docs/outputs.md):
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
   OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
   (index-I-of-N.csv with --shard I/N)
+  -o FILE.npz         for one audio file: that one .npz, nothing else
 
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
@@ -59,6 +60,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
   OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+  -o FILE.json | FILE.csv | FILE.tsv   for one audio file: only that file, in the format of its extension
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
 (the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
@@ -68,6 +70,7 @@ Event scores and events end at the last full 0.8 s step, as the authors' network
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
+  dcasenet-hub predict street.wav -o street.json
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
 
@@ -308,23 +311,92 @@ def _run(args: argparse.Namespace, task: str) -> int:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
         _check_common(args)
         _check_embedding_options(args)
-        if args.output.exists() and not args.output.is_dir():
+        single = _single_output(args, task)
+        if single is None and args.output.exists() and not args.output.is_dir():
             raise _UsageError(f"-o {args.output} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
             options = _batch_options(args, task)
-            plan = batch.prepare(args.model, args.inputs, args.output, options)
+            plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(batch.one_line(exc)) from None
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
+    if plan is None:
+        return _run_one(args, task, options, single)
     report = plan.execute(load=_load_model)
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
               f"{args.output / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
     return code
+
+
+#: -o naming one file (by its extension) for one audio input: the formats each command writes.
+FILE_OUTPUTS = {"embed": (".npz",), "predict": (".json", ".csv", ".tsv")}
+
+
+def _single_output(args: argparse.Namespace, task: str) -> Path | None:
+    """The file ``-o`` names for a single input (format by extension), or ``None`` when it names a folder.
+
+    Raises:
+        _UsageError: a file name for several inputs, a folder or a list; an extension of the other command; an
+            existing file without --overwrite.
+    """
+    from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
+
+    out: Path = args.output
+    suffix = out.suffix.lower()
+    known = {s for formats in FILE_OUTPUTS.values() for s in formats}
+    if out.is_dir() or suffix not in known:
+        return None
+    if suffix not in FILE_OUTPUTS[task]:
+        raise _UsageError(f"-o {out}: {task} writes {', '.join(FILE_OUTPUTS[task])} files (or a folder), not "
+                          f"{suffix}")
+    source = Path(args.inputs[0])
+    if len(args.inputs) != 1 or not source.is_file() or source.suffix.lower() in LIST_EXTENSIONS:
+        raise _UsageError(f"-o {out} names one {suffix} file, which holds one audio file's output; give one audio "
+                          "file, or a folder for -o to get one output per input")
+    if args.shard is not None:
+        raise _UsageError(f"--shard splits many inputs; -o {out} names one file for one input: drop --shard")
+    if out.exists() and not args.overwrite:
+        raise _UsageError(f"-o {out} exists; pass --overwrite to replace it")
+    return out
+
+
+def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
+    """One input, one output file: the format by the extension of ``out`` (written atomically)."""
+    from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.inference.pipeline import iterate
+
+    model = _load_model(args.model)
+    device = "cpu" if options.backend == "onnxruntime" else options.device
+    source = Path(args.inputs[0])
+    results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
+                      device=device, **options.iterate_kwargs())
+    try:
+        result = next(iter(results))
+    finally:
+        results.close()
+    try:
+        if result.error is not None:
+            raise result.error
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if task == "embed":
+            result.embeddings.save(out, level=options.level)
+        elif out.suffix.lower() == ".json":
+            result.prediction.save(out)
+        elif out.suffix.lower() == ".csv":
+            result.prediction.save_events(out, filename=source.name)
+        else:
+            result.prediction.save_scores(out)
+    except (OSError, ValueError, RuntimeError) as exc:
+        text = one_line(exc)
+        print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
+        return 1
+    print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
+    return 0
 
 
 def _summary(report: Any) -> int:
