@@ -37,8 +37,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "cache", help="show the cache folders and the converted models in them", formatter_class=_RAW,
         description="Print the package cache (converted official weights) and the Hugging Face cache, then one "
-                    "line per cached model: id, size, snapshot folder. Entries an older release left in the "
-                    "Hugging Face cache are marked 'old layout'; they are moved on first use.",
+                    "line per cached model: id, size, snapshot folder. Entries in the old layout "
+                    "(models--dcasenet-hub--<id> in the Hugging Face cache) are marked 'old layout'; they are moved "
+                    "on first use.",
         epilog="example:\n  dcasenet-hub cache\n  DCASENET_HUB_CACHE=/data/dcasenet dcasenet-hub cache",
     )
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
