@@ -143,3 +143,10 @@ def test_markers_give_a_reason_and_the_readme_main_job_runs() -> None:
     readme = blocks(REPO / "README.md")
     main_job = next(b for b in readme if "dcasenet-hub embed" in b.code and "make_example_audio" in b.code)
     assert main_job.mark is None  # the main job is never skipped
+
+
+def test_readme_fits_two_screens_and_the_docs_carry_no_history() -> None:
+    assert len((REPO / "README.md").read_text().splitlines()) <= 150
+    history = re.compile(r"release 0\.1\.0|releases up to|used to give|since 20\d\d-\d\d", re.I)
+    found = [f"{doc.name}: {m.group(0)}" for doc in DOCS for m in history.finditer(doc.read_text())]
+    assert not found, found

@@ -227,6 +227,8 @@ def _check_embedding_options(args: argparse.Namespace) -> None:
     if getattr(args, "layer", "gru") == "scene" and args.pad_tail:
         raise _UsageError("--pad-tail does not apply to --layer scene (one code per 5 s scene crop, which always "
                           "covers the end); drop --pad-tail or use --layer gru or conv")
+    if str(args.model).lower().endswith(".onnx") and args.backend != "onnxruntime":
+        raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
     if args.backend == "onnxruntime":
         if args.dtype != "fp32":
             raise _UsageError(f"--backend onnxruntime runs fp32; drop --dtype {args.dtype} or use --backend torch")
