@@ -325,6 +325,10 @@ def test_cli_finetune_then_predict(authors_checkpoint: Path, held_out, tmp_path:
     for f in files:
         result = json.loads((tmp_path / "pred" / f.parent.name / f"{f.stem}.json").read_text())
         assert set(result["scene"]["probs"]) == set(CLASSES)
+        # named after what it was fine-tuned for; the other heads say whose they are
+        assert result["classification"] == result["scene"]
+        assert result["heads"] == {"scene": "fine-tuned for classification (your labels)", "tags": "not trained",
+                                   "events": "not trained"}
         tops[f"{f.parent.name}/{f.name}"] = result["scene"]["top"]
     right = sum(top == name.split("/")[0] for name, top in tops.items())
     # the right label for held-out clips: measured 9 of 12 after 40 epochs on 3 clips a class with the fixture
@@ -636,3 +640,25 @@ def test_evaluate_table_columns_line_up() -> None:
         cells = row.split()
         assert len(cells) == 4 and [row.index(c, e - len(c)) + len(c) for c, e in zip(cells, ends)] == ends, (
             header, row)  # every value ends under the end of its column title
+
+
+def test_head_roles_name_the_fine_tuned_head_and_the_base_models() -> None:
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.inference.outputs import Prediction
+    from dcasenet_hub.inference.settings import head_roles
+
+    config = ModelConfig(arch="v3", trained_tasks=("scene", "tags", "events"), extra={
+        "finetune": {"task": "classification", "head": "scene", "base_model": "dcasenet-v3"}})
+    task, roles = head_roles(config)
+    assert task == "classification"
+    assert roles == {"scene": "fine-tuned for classification (your labels)", "tags": "base model dcasenet-v3",
+                     "events": "base model dcasenet-v3"}
+    assert head_roles(ModelConfig(arch="v3", trained_tasks=("tags",))) == (
+        None, {"scene": "not trained", "tags": "trained", "events": "not trained"})
+    pred = Prediction(scene_probs=np.array([0.2, 0.8], np.float32), tag_probs=np.zeros(1, np.float32),
+                      event_probs=np.zeros((1, 1), np.float32), event_times=np.zeros(1, np.float32), events=[],
+                      scene_labels=("cat", "dog"), tag_labels=("t",), event_labels=("e",), heads=roles,
+                      finetuned_task=task)
+    d = pred.to_dict()
+    assert d["classification"]["top"] == "dog" and d["heads"] == roles
+    assert "classification=dog" in repr(pred)

@@ -66,6 +66,7 @@ from dcasenet_hub.inference.settings import (
     allowed_hops,
     embedding_size,
     untrained_embeddings_warning,
+    head_roles,
     untrained_heads_warning,
     warn_once,
 )
@@ -322,6 +323,8 @@ def iterate(
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         provenance=cfg.provenance,
         trained_tasks=tuple(cfg.trained_tasks),
+        heads=tuple(head_roles(cfg)[1].items()),
+        finetuned_task=head_roles(cfg)[0],
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,

@@ -147,6 +147,33 @@ def untrained_heads_warning(config: Any, heads: Sequence[str]) -> str:
             "predictions may be meaningless (config.provenance says where the weights come from).")
 
 
+def head_roles(config: Any) -> tuple[str | None, dict[str, str]]:
+    """What a model's fine-tuning made of it, and what each head's outputs are.
+
+    Returns:
+        ``(task, roles)``: the fine-tuning task word (``"classification"``, ``"tagging"``, ``"detection"``) or
+        ``None`` for a model that was not fine-tuned by dcasenet-hub; ``roles`` maps ``"scene"``, ``"tags"`` and
+        ``"events"`` to ``"fine-tuned for <task> (your labels)"``, ``"base model <id>"``, ``"trained"`` or
+        ``"not trained"``.
+
+    Example:
+        >>> from dcasenet_hub.config import ModelConfig
+        >>> head_roles(ModelConfig(arch="v3", trained_tasks=("scene",)))
+        (None, {'scene': 'trained', 'tags': 'not trained', 'events': 'not trained'})
+    """
+    record = (config.extra or {}).get("finetune") or {}
+    task, head = record.get("task"), record.get("head")
+    roles = {}
+    for t in ("scene", "tags", "events"):
+        if record and t == head:
+            roles[t] = f"fine-tuned for {task} (your labels)"
+        elif t not in config.trained_tasks:
+            roles[t] = "not trained"
+        else:
+            roles[t] = f"base model {record['base_model']}" if record else "trained"
+    return (task if record else None), roles
+
+
 def _name(config: Any) -> str:
     """The model's id, or its architecture when it has none (short: the warnings name it, provenance is long)."""
     return str(config.model_id or f"a DcaseNet-{config.arch}")
@@ -218,6 +245,8 @@ class _Settings:
     pooling: str = "mean"
     provenance: str | None = None
     trained_tasks: tuple[str, ...] = ()
+    heads: tuple[tuple[str, str], ...] = ()
+    finetuned_task: str | None = None
     pad_tail: bool = False
     #: inputs longer than this (seconds) are decoded window by window (the pipeline's STREAM_THRESHOLD_S at the call)
     stream_threshold_s: float = 120.0
