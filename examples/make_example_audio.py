@@ -110,7 +110,8 @@ CLIPS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path(__file__).resolve().parent / "audio")
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path,
+                        default=Path(__file__).resolve().parent / "audio")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (name, make, sr, subtype) in enumerate(CLIPS):
