@@ -29,7 +29,8 @@ class Item:
     """One input of a folder run and what became of it.
 
     Attributes:
-        path: The audio file, as given or found.
+        path: The audio file as an absolute, normalised path (``..`` and ``.`` removed, symlinks kept, so a
+            git-annex link keeps its name and extension): the same from any working directory.
         rel: Its path relative to the folder it was found in (or to the common parent of loose files): the
             outputs mirror it under the output folder.
         status: ``""`` (not processed yet), ``"ok"``, ``"skipped"`` (outputs already complete) or ``"failed"``.
@@ -143,7 +144,7 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         if real in seen:  # the same file again: once is enough
             continue
         seen.add(real)
-        items.append(Item(path=f, rel=rel))
+        items.append(Item(path=Path(os.path.abspath(f)), rel=rel))
     return items + broken
 
 
@@ -181,7 +182,8 @@ def in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
+    # os.fsencode: a name that is not UTF-8 (surrogate escapes) hashes by its bytes
+    return zlib.crc32(os.fsencode(rel.with_suffix("").as_posix())) % n == i - 1
 
 
 def shard(items: Iterable[Item], index: int, count: int) -> list[Item]:

@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import copy
-import functools
 import logging
+import shutil
 import tempfile
 import weakref
 from pathlib import Path
@@ -22,6 +22,7 @@ from dcasenet_hub.export.onnx import DEFAULT_OPSET, OUTPUT_NAMES, export_onnx, o
 from dcasenet_hub.models.dcasenet import (
     DcaseNetModule,
     DcaseNetOutput,
+    Runtime,
     frame_times,
     normalise_tasks,
 )
@@ -29,22 +30,31 @@ from dcasenet_hub.models.dcasenet import (
 logger = logging.getLogger(__name__)
 
 
-class OnnxRuntimeDcaseNet(DcaseNetModule):
-    """An inference-only copy whose forward runs the exported graph with onnxruntime (see
-    :func:`onnxruntime_model`); CPU, fp32; the weights stay for ``config`` and device queries. Its class also derives
-    from the original's (:func:`onnxruntime_class`), so ``embed``/``predict`` keep working."""
+class OnnxRuntime(Runtime):
+    """How a copy made by :func:`onnxruntime_model` runs ``forward``: the exported graph in an onnxruntime session
+    (CPU, fp32). Every head is computed; the ones not asked for are dropped.
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
+    Args:
+        session: The onnxruntime session of the exported graph.
+        path: The graph's file.
+    """
+
+    def __init__(self, session: Any, path: Path, *, placeholder_weights: bool = False) -> None:
+        self.session = session
+        self.path = path
+        self.placeholder_weights = placeholder_weights
+
+    def forward(self, network: DcaseNetModule, mel: torch.Tensor, tasks: Any, *,
+                conv_embeddings: bool) -> DcaseNetOutput:
         if conv_embeddings:
             raise ValueError("The onnxruntime backend has no conv_embeddings output (the ONNX graph exports the "
                              "heads and the GRU embeddings); use the torch backend for layer='conv'")
-
         wanted = normalise_tasks(tasks)
         if mel.dim() != 4 or mel.shape[1] != 1:
             raise ValueError(f"Expected mel of shape (batch, 1, n_mels, frames), got {tuple(mel.shape)}")
         if mel.shape[-1] < TIME_REDUCTION:
             raise InputTooShortError(f"Input has {mel.shape[-1]} frames; DcaseNet needs at least {TIME_REDUCTION}")
-        arrays = run_onnx(self.__dict__["_ort_session"], mel.detach().float())
+        arrays = run_onnx(self.session, mel.detach().float())
         res = {name: torch.from_numpy(arrays[name]).to(mel.device) for name in OUTPUT_NAMES}
         out = DcaseNetOutput()
         if "scene" in wanted:
@@ -55,40 +65,33 @@ class OnnxRuntimeDcaseNet(DcaseNetModule):
             out.event_probs = res["event_probs"]
         if "embeddings" in wanted:
             out.frame_embeddings, out.clip_embeddings = res["frame_embeddings"], res["clip_embeddings"]
-            out.frame_times = frame_times(out.frame_embeddings.shape[1], 1.0 / self.config.frontend.frame_rate,
+            out.frame_times = frame_times(out.frame_embeddings.shape[1], 1.0 / network.config.frontend.frame_rate,
                                            mel.device)
         return out
 
-    def train(self, mode: bool = True) -> OnnxRuntimeDcaseNet:
-        if mode:
-            raise RuntimeError("An onnxruntime-backed model is inference only; train the original DcaseNet.")
-        return DcaseNetModule.train(self, False)
+    def cannot_train(self) -> str:
+        return "An onnxruntime-backed model is inference only; train the original DcaseNet."
 
-    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        raise RuntimeError(f"Cannot load {source} into an onnxruntime-backed model; load it into the original "
-                           "DcaseNet and build the backend again.")
+    def cannot_load(self, source: str) -> str:
+        return (f"Cannot load {source} into an onnxruntime-backed model; load it into the original DcaseNet and "
+                "build the backend again.")
 
-    def save_pretrained(self, *args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("An onnxruntime-backed model runs its ONNX graph; its torch tensors are not the weights. "
-                           "Save the original DcaseNet instead.")
+    def cannot_save(self) -> str | None:
+        if self.placeholder_weights:
+            return (f"This model runs the ONNX graph {self.path}; its torch tensors are placeholders, not the "
+                    "weights. Save the original DcaseNet instead.")
+        return None
 
-
-@functools.cache
-def onnxruntime_class(base: type) -> type:
-    """The class of onnxruntime-backed copies of ``base`` models (:class:`OnnxRuntimeDcaseNet` first)."""
-    if issubclass(base, OnnxRuntimeDcaseNet):
-        return base
-    return type(f"OnnxRuntime{base.__name__}", (OnnxRuntimeDcaseNet, base), {"__module__": __name__})
-
-
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntime:
+        return self  # the session and its graph file are read only: copies of the model share them
 
 
 def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None = None) -> DcaseNetModule:
     """A model that runs an exported ``.onnx`` file with onnxruntime (CPU, fp32); no torch weights are read.
 
     The graph's metadata carries the config (labels, front-end, provenance), so ``embed``/``predict`` work as with
-    the checkpoint it was exported from. The torch tensors of the returned object are zeros that only hold the
-    shapes (:meth:`OnnxRuntimeDcaseNet.save_pretrained` refuses to save them).
+    the checkpoint it was exported from. The torch tensors of the returned model are zeros that only hold the
+    shapes; saving it is refused.
 
     Args:
         path: A file written by ``dcasenet-hub export --format onnx`` / :func:`~dcasenet_hub.export.onnx.export_onnx`.
@@ -118,19 +121,16 @@ def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None 
         raise ModelFileError(f"{path} has no dcasenet_hub metadata; export it with `dcasenet-hub export --format "
                              "onnx MODEL -o FILE.onnx`")
     config = ModelConfig.from_dict(json.loads(meta[META_PREFIX + "model"]))
-    base = cls or DcaseNetModule
     with torch.device("meta"):  # shapes only: nothing is initialised, then zeros stand in for the weights
-        shell = base(config)
+        shell = (cls or DcaseNetModule)(config)
     shell = shell.to_empty(device="cpu")
     with torch.no_grad():
         for t in (*shell.parameters(), *shell.buffers()):
             t.zero_()
-    shell.__class__ = onnxruntime_class(type(shell))
     shell.eval()
     for p in shell.parameters():
         p.requires_grad_(False)
-    shell.__dict__["_ort_session"] = session
-    shell.__dict__["_ort_path"] = path
+    shell.runtime = OnnxRuntime(session, path, placeholder_weights=True)
     return shell
 
 
@@ -169,48 +169,43 @@ def _cached_export(model: DcaseNetModule) -> Path | None:
     return path
 
 
-def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None, threads: int | None = None) -> DcaseNetModule:
+def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
+                      threads: int | None = None) -> DcaseNetModule:
     """A copy of ``model`` whose forward runs an exported graph with onnxruntime (CPU, fp32, optional backend).
 
-    Same ``forward(mel, tasks=None)`` signature and :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields as
-    :class:`~dcasenet_hub.DcaseNet` (every head is computed; the ones not asked for are dropped). Exporting and
-    checking takes seconds, so the graph is kept in the package cache (``<cache>/onnx/<key>.onnx``), keyed by the
-    content of the weights and config, the opset and the package version: the next run (any process) of the same
-    weights loads it without exporting. Outputs match PyTorch within :data:`ONNX_TOLERANCE` (checked at export).
+    Same class, same ``forward(mel, tasks=None)`` signature and
+    :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields; its ``runtime`` is an :class:`OnnxRuntime` (the
+    weights stay for ``config`` and device queries). Exporting and checking takes seconds, so the graph is kept in the
+    package cache (``<cache>/onnx/<key>.onnx``), keyed by the content of the weights and config, the opset and the
+    package version: the next run (any process) of the same weights loads it without exporting. Outputs match
+    PyTorch within :data:`ONNX_TOLERANCE` (checked at export).
 
     Args:
         model: The model to run (not modified).
-        path: Where to write the graph (default: the package cache; a temporary file if it cannot be written).
+        path: Where to write the graph (default: the package cache; a temporary file, deleted when the backend is
+            garbage collected, if the cache cannot be written).
         threads: onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
 
     Example:
         >>> fast = onnxruntime_model(model)                   # doctest: +SKIP
         >>> fast(mel, tasks=("embeddings",)).clip_embeddings  # doctest: +SKIP
     """
-    cleanup = None
+    folder = None
     cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
-    given = path is not None
-    if not given:
+    if path is not None:
+        export_onnx(cpu, path, check=True)
+    else:
         path = _cached_export(cpu)
-    if path is None:  # the cache cannot be written: a temporary file for this copy's life
-        folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
-        path = Path(folder) / "model.onnx"
-
-        def cleanup(p: Path = path) -> None:
-            import shutil
-
-            shutil.rmtree(p.parent, ignore_errors=True)
-
-        export_onnx(cpu, path, check=True)
-    elif given:
-        export_onnx(cpu, path, check=True)
+        if path is None:
+            folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
+            path = Path(folder) / "model.onnx"
+            export_onnx(cpu, path, check=True)
     wrapped = copy.deepcopy(cpu)
-    wrapped.__class__ = onnxruntime_class(type(cpu))
     wrapped.eval()
     for p in wrapped.parameters():
         p.requires_grad_(False)
-    wrapped.__dict__["_ort_session"] = onnx_session(path, threads=threads)
-    wrapped.__dict__["_ort_path"] = Path(path)
-    if cleanup is not None:
-        weakref.finalize(wrapped, cleanup)
+    runtime = OnnxRuntime(onnx_session(path, threads=threads), Path(path))
+    if folder is not None:
+        weakref.finalize(runtime, shutil.rmtree, folder, ignore_errors=True)
+    wrapped.runtime = runtime
     return wrapped

@@ -74,6 +74,10 @@ def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_i
     """
     from dcasenet_hub._io import atomic_write_bytes
 
+    runtime = getattr(model, "runtime", None)
+    refusal = runtime.cannot_save() if runtime is not None else None
+    if refusal:
+        raise RuntimeError(refusal)
     out = Path(save_directory).expanduser()
     for name, data in serialize(model, repo_id=repo_id).items():
         atomic_write_bytes(out / name, data)

@@ -70,7 +70,7 @@ def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: in
 
 
 def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
-    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.from_pretrained`.
+    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.load_pretrained`.
 
     An exported ``.onnx`` file (``dcasenet-hub export``) loads as a model that runs it with onnxruntime
     (:func:`dcasenet_hub.export.runtime.load_onnx`; CPU, fp32, the ``onnx`` extra).
