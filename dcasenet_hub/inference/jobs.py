@@ -328,6 +328,7 @@ class _Job:
                 threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
+                heads=dict(s.heads), finetuned_task=s.finetuned_task,
             )
         return res
 

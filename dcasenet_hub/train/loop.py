@@ -364,7 +364,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                 raise TrainingDivergedError(
                     f"Training diverged: the loss is not finite at {stage} epoch {epoch + 1}, iteration {it + 1} "
                     f"({parts}); stopped before updating the weights. Last checkpoint: {last}. Check the data "
-                    "(NaN/inf features), lower the learning rate (--lr) or use --precision fp32, then --resume.")
+                    "(NaN/inf features), lower the learning rate (--lr) or use --dtype fp32, then --resume.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)
