@@ -97,12 +97,6 @@ def feature_cache() -> Path | None:
     return path("DCASENET_HUB_FEATURES")
 
 
-def kill_at_rename(when: str) -> int | None:
-    """``DCASENET_HUB_TEST_KILL_<when>``: the atomic rename at which the kill tests stop the process (a number)."""
-    value = text(f"DCASENET_HUB_TEST_KILL_{when}")
-    return int(value) if value.isdigit() else None
-
-
 # ---- torchrun ---------------------------------------------------------------------------------------------------
 
 

@@ -140,6 +140,11 @@ class ManifestError(ModelError, ValueError):
     """A weights manifest does not follow the schema of docs/weights.md."""
 
 
+class CacheNotWritableError(ModelError, OSError):
+    """The weights cache cannot be written (read-only, not a folder, no permission); the message names the folder
+    and the fix. Like any model that cannot be had, exit code 3."""
+
+
 class ModelLoadError(ModelError):
     """The model named on the command line could not be fetched or loaded, whatever the cause.
 
@@ -233,6 +238,31 @@ class UnsafeArchiveError(_OneProblem):
     """An archive member would be written outside the destination folder (nothing was extracted)."""
 
 
+class AnnotationError(_OneProblem):
+    """Annotations or predictions cannot be scored: an unreadable file, bad rows (all listed with their lines) or no
+    file in common (the message names the file and the fix)."""
+
+
+class UnknownLabelError(AnnotationError):
+    """Annotations use labels the model does not know; the message lists them, the model's labels and the mapping
+    option.
+
+    Attributes:
+        unknown: The unknown labels, sorted.
+        known: The model's labels of the task.
+    """
+
+    def __init__(self, source: str, unknown: Sequence[str], known: Sequence[str], task: str) -> None:
+        self.unknown = sorted(unknown)
+        self.known = list(known)
+        super().__init__(
+            f"{source}: {len(self.unknown)} label(s) the model does not know for {task}: {', '.join(self.unknown)}. "
+            f"The model's {task} labels: {', '.join(self.known)}. Map each one to a model label "
+            f"(--map YOURS=MODEL, or label_map={{'YOURS': 'MODEL'}}), or leave it out of the evaluation "
+            f"with --map YOURS= (label_map={{'YOURS': None}})"
+        )
+
+
 # ---- other ------------------------------------------------------------------------------------------------------
 
 
@@ -248,6 +278,13 @@ class MissingMatplotlibError(MissingDependencyError):
     """matplotlib is not installed."""
 
     MESSAGE = 'plotting needs matplotlib, which is not installed: pip install "dcasenet-hub[plot]"'
+
+
+class SedScoresEvalUnavailableError(MissingDependencyError):
+    """sed_scores_eval (the PSDS reference implementation) is not installed."""
+
+    MESSAGE = ('PSDS needs sed_scores_eval, which is not installed: pip install "dcasenet-hub[score]" '
+               "(the other scores do not need it)")
 
 
 class TrainingDivergedError(DcaseNetHubError, RuntimeError):

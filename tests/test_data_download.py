@@ -345,8 +345,9 @@ def toy_dataset(server, monkeypatch, tmp_path):
         _serve(server, f"{record}/{name}", data)
     spec = dd.DatasetSpec(
         key="toy", title="toy", record=record,
-        parts={"metadata_dev": (dd._zip("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
-               "mic_dev": (dd._split("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")], 3),)},
+        parts={"metadata_dev": (dd.zip_archive("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
+               "mic_dev": (dd.split_archive("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")],
+                                            3),)},
         default_parts=("mic_dev", "metadata_dev"),
     )
     monkeypatch.setitem(dd.DATASETS, "toy", spec)
@@ -421,13 +422,13 @@ def test_specs_match_dcase_facts():
 
 def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     assert rc == 0 and (tmp_path / "d" / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()
     assert not (tmp_path / "d" / "mic_dev").exists()
     _serve(server, "4064792/metadata_dev.zip", b"corrupt")
-    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "e"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "e"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     assert rc == 3 and "MD5 mismatch" in capsys.readouterr().err  # the download code, as for weights
 
 
@@ -441,7 +442,7 @@ def test_cli_data_download_without_network_fails_fast_with_the_download_code(tmp
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     t = time.perf_counter()
-    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "d"), "--no-progress",
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "d"), "-q",
                    "--parts", "metadata_dev"])
     elapsed = time.perf_counter() - t
     err = capsys.readouterr().err
@@ -480,13 +481,13 @@ def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
 
 
 def test_cli_make_mini(tmp_path, capsys):
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
-                   "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
+                   "-q"])
     assert rc == 0
     assert f"--sed-root {tmp_path / 'tau-nigens2020'}" in capsys.readouterr().out
     assert len(list((tmp_path / "tau-nigens2020" / "metadata_dev").glob("*.csv"))) == 5
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
-                   "--sed-classes", "2", "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
+                   "--sed-classes", "2", "-q"])
     classes = {line.split(",")[1] for f in (tmp_path / "two" / "tau-nigens2020" / "metadata_dev").glob("*.csv")
                for line in f.read_text().splitlines()}
     assert rc == 0 and classes == {"0", "13"}
@@ -545,8 +546,8 @@ def test_extract_counts_only_members_still_missing_against_free_space(tmp_path, 
 def test_cli_download_on_a_full_disk_is_one_line_with_the_fix(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
     _disk_with(monkeypatch, 1000)
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert re.search(r"extracting metadata_dev\.zip: needs \d+ bytes in .* only 1,000 bytes is free", err[0])

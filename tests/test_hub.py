@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_manifest
 from safetensors.torch import load_file, save_file
-from test_hub_server import write_manifest
 
 import dcasenet_hub
 from dcasenet_hub import CheckpointMismatchError, DcaseNet
@@ -23,14 +23,6 @@ from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.hub import api as hub
 
 COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
-    for var in ("HF_HUB_OFFLINE", "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -207,7 +199,7 @@ def _prefill_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = COM
 
 def test_hf_repo_id_from_prefilled_cache_offline(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "hf-cache"
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
     _prefill_hf_cache(cache, "some-org/dcasenet-test", saved_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = dcasenet_hub.from_pretrained("some-org/dcasenet-test")
@@ -236,7 +228,7 @@ def test_hf_repo_without_network_fails_fast(tmp_path: Path, monkeypatch: pytest.
 
 def test_manifest_hf_source_checks_sha256(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "hf-cache"
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
     sha256 = _prefill_hf_cache(cache, "dcasenet-hub/test-v3", saved_dir)
     entry = {
         "description": "test", "arch": "v3", "trained_tasks": ["scene"], "trained_on": [],

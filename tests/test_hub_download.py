@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hub_server import (
+from helpers import (
     COMMIT,
     FIXTURE_PATH,
     URL_PATH,
@@ -316,8 +316,10 @@ def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackSe
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     dcasenet_hub.from_pretrained("fixture-v3")
     calls: list[Path] = []
-    real = hub._download.sha256_file
-    monkeypatch.setattr(hub._download, "sha256_file", lambda p: calls.append(p) or real(p))
+    from dcasenet_hub.hub import fetch
+
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda p: calls.append(p) or real(p))
     dcasenet_hub.from_pretrained("fixture-v3")
     assert calls == []  # size + mtime_ns match the record: no full hash
 

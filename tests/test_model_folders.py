@@ -25,7 +25,7 @@ from dcasenet_hub.config import LABEL_RULE, FrontendConfig, ModelConfig, WindowC
 from dcasenet_hub.errors import DataError, ModelConfigError, ModelFileError
 from dcasenet_hub.hub import folder as F
 
-KILLER = Path(__file__).parent / "kill_at_rename.py"
+KILLER = Path(__file__).parent / "kill_at_nth_rename.py"
 
 
 def _identity(model: torch.nn.Module) -> tuple[str, str]:

@@ -8,6 +8,7 @@ to mono) and :func:`load_audio` is the whole-file call built on the same reader,
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
 from pathlib import Path
@@ -54,7 +55,7 @@ def open_audio(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
     try:

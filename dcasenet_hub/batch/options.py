@@ -18,9 +18,11 @@ from typing import Any
 
 from dcasenet_hub._options import merge_options as _merge
 from dcasenet_hub._options import option_names
-from dcasenet_hub.devices import short_dtype_name
 from dcasenet_hub.batch.discovery import parse_shard
 from dcasenet_hub.batch.resume import settings_meta
+from dcasenet_hub.batch.tables import EMBEDDING_FORMATS
+from dcasenet_hub.devices import short_dtype_name
+from dcasenet_hub.inference.outputs import EVENT_FORMATS
 from dcasenet_hub.inference.runner import BACKENDS
 from dcasenet_hub.inference.settings import (
     LAYERS,
@@ -62,6 +64,14 @@ class BatchOptions:
         shard: ``(I, N)`` or ``"I/N"`` with ``1 <= I <= N``: only the inputs of that shard; stored as ``(I, N)``.
         overwrite: Recompute inputs whose outputs are complete.
         progress: Show a progress bar.
+        event_formats: Event files ``predict`` writes per input and merged (one or more of
+            :data:`~dcasenet_hub.inference.outputs.EVENT_FORMATS`; a string may list them with commas):
+            ``"dcase"`` (``.events.csv``, ``events.csv``), ``"raven"`` (``.Table.1.selections.txt``,
+            ``events.selections.txt``), ``"audacity"`` (``.labels.txt``; per input only: a label track belongs to one
+            audio file).
+        embedding_format: ``"npz"`` (one ``.npz`` per input) or ``"parquet"``: also the folder's clip and frame
+            embeddings as sharded Parquet files in ``OUTDIR/parquet/``, rebuilt from the ``.npz`` files at the end of
+            each unsharded run (:func:`~dcasenet_hub.batch.tables.write_parquet`; needs pyarrow).
 
     Raises:
         ValueError: an invalid value (the message names the option and the allowed values).
@@ -90,8 +100,24 @@ class BatchOptions:
     shard: tuple[int, int] | str | None = None
     overwrite: bool = False
     progress: bool = False
+    event_formats: tuple[str, ...] | str = ("dcase",)
+    embedding_format: str = "npz"
 
     def __post_init__(self) -> None:
+        _check_choice("embedding_format", self.embedding_format, EMBEDDING_FORMATS)
+        if self.embedding_format == "parquet":
+            try:
+                import pyarrow  # noqa: F401  (checked before any work; used at the end of the run)
+            except ImportError:
+                raise ValueError('embedding_format="parquet" needs pyarrow, which is not installed: '
+                                 'pip install "dcasenet-hub[parquet]"') from None
+        formats = self.event_formats.split(",") if isinstance(self.event_formats, str) else self.event_formats
+        formats = tuple(dict.fromkeys(str(f).strip() for f in formats))
+        if not formats:
+            raise ValueError(f"event_formats must name at least one of {', '.join(EVENT_FORMATS)}")
+        for f in formats:
+            _check_choice("event_formats", f, EVENT_FORMATS)
+        object.__setattr__(self, "event_formats", formats)
         _check_choice("task", self.task, TASKS)
         _check_choice("level", self.level, LEVELS)
         _check_choice("layer", self.layer, LAYERS)

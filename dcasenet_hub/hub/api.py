@@ -1,9 +1,9 @@
-"""Pretrained DcaseNet weights: ``from_pretrained``, ``download`` and ``push_to_hub``.
+"""Pretrained DcaseNet weights: ``load_pretrained`` (behind ``from_pretrained``), ``download`` and ``push_to_hub``.
 
-``from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1, converts it to
-``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads it from there
-ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache. docs/weights.md
-describes ids, sources, the caches, offline and mirror use.
+``dcasenet_hub.from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1,
+converts it to ``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads
+it from there ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache.
+docs/weights.md describes ids, sources, the caches, offline and mirror use.
 
 The other public names of the hub layer are defined in :mod:`~dcasenet_hub.hub.registry` (ids),
 :mod:`~dcasenet_hub.hub.cache` (locations, verification), :mod:`~dcasenet_hub.hub.checkpoint` (file formats) and
@@ -44,6 +44,7 @@ from dcasenet_hub.hub.cache import (
     CacheCheck,
     cache_dir_location,
     cached_snapshot,
+    check_writable,
     damaged_files,
     discard_snapshot,
     hf_cache_location,
@@ -89,9 +90,9 @@ __all__ = [
     "check_hub_access",
     "convert_checkpoint",
     "download",
-    "from_pretrained",
     "hf_cache_location",
     "list_models",
+    "load_pretrained",
     "model_info",
     "push_to_hub",
     "save_pretrained",
@@ -162,6 +163,10 @@ def download(
             damaged = legacy_damage or damaged
     errors: list[Exception] = []
     for src in entry["sources"]:
+        if src["type"] == "huggingface":
+            check_writable(hf_cache, env_var="HF_HUB_CACHE")
+        else:
+            check_writable(cache)
         try:
             if src["type"] == "huggingface":
                 return fetch_hf(src["repo_id"], revision=src["revision"], cache=hf_cache,
@@ -179,7 +184,8 @@ def download(
     raise errors[-1]
 
 
-def from_pretrained(
+def load_pretrained(
+    cls: type[DcaseNetModule],
     name_or_path: str | os.PathLike[str],
     *,
     revision: str | None = None,
@@ -187,9 +193,11 @@ def from_pretrained(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     local_files_only: bool = False,
-    cls: type[DcaseNetModule] | None = None,
 ) -> DcaseNetModule:
     """Load a DcaseNet, strictly, in eval mode, as an instance of ``cls`` (built as ``cls(config)``).
+
+    The machinery behind ``DcaseNet.from_pretrained`` / ``dcasenet_hub.from_pretrained``, which users call: this
+    layer sits below the class users hold, so it takes the class to build instead of naming it.
 
     ``name_or_path`` may be:
 
@@ -200,6 +208,7 @@ def from_pretrained(
     * a Hugging Face repo id ``"org/name"`` (``revision`` = branch, tag or commit).
 
     Args:
+        cls: The class to build (``DcaseNet.from_pretrained`` passes its own).
         name_or_path: What to load.
         revision: Revision of a Hugging Face repo id (manifest ids are pinned and take none).
         cache_dir: Cache folder, for both caches (default: the package cache ``$DCASENET_HUB_CACHE`` or
@@ -207,7 +216,6 @@ def from_pretrained(
         device: Where to put the model (default CPU).
         dtype: Floating dtype of the parameters, e.g. ``torch.float16``, ``"fp16"`` or ``"float64"``.
         local_files_only: Never use the network (also the case when ``HF_HUB_OFFLINE=1`` at call time).
-        cls: The class to build (``DcaseNet.from_pretrained`` passes its own; default the bare network).
 
     Raises:
         UnknownModelError: the name is nothing of the above (the message lists the known ids).
@@ -217,7 +225,7 @@ def from_pretrained(
         CheckpointMismatchError: a checkpoint with missing or extra keys (listed).
 
     Example:
-        >>> model = from_pretrained("dcasenet-v3")          # doctest: +SKIP
+        >>> model = load_pretrained(DcaseNet, "dcasenet-v3")   # doctest: +SKIP
         >>> model.config.trained_tasks                       # doctest: +SKIP
         ('scene', 'tags', 'events')
     """

@@ -7,7 +7,7 @@ and re-hashed.
   ``refs/main``) so blobs are named by their hash and can be re-checked.
 * **The Hugging Face cache** (:func:`hf_cache_location`): ``cache_dir=``, else ``$HF_HUB_CACHE``, else
   ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``. Only real Hugging Face repos (repo ids and the manifest's
-  ``huggingface`` sources) are there, fetched by huggingface_hub itself. Releases up to 0.1.0 also wrote official
+  ``huggingface`` sources) are there, fetched by huggingface_hub itself. The old layout also put official
   conversions there, as ``models--dcasenet-hub--<id>``; :mod:`dcasenet_hub.hub.legacy` moves those over once.
 
 docs/weights.md describes the layout.
@@ -42,7 +42,7 @@ CARD_NAME = "README.md"
 SNAPSHOT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 #: Folder of the package cache that holds one folder per official model id.
 MODELS_DIR = "models"
-#: Owner part of the Hugging Face cache folders releases up to 0.1.0 wrote: ``models--dcasenet-hub--<id>``.
+#: Owner part of the Hugging Face cache folders of the old layout: ``models--dcasenet-hub--<id>``.
 LEGACY_OWNER = "dcasenet-hub"
 #: Suffix of the sidecar beside a verified weights blob: JSON with its size, mtime_ns and sha256 when last hashed.
 VERIFIED_SUFFIX = ".verified"
@@ -67,6 +67,26 @@ def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
     return _env.package_cache() or _env.user_cache() / "dcasenet_hub"
 
 
+def check_writable(cache: Path, *, env_var: str = "DCASENET_HUB_CACHE") -> None:
+    """Raise :class:`~dcasenet_hub.errors.CacheNotWritableError` unless files can be created in ``cache``.
+
+    Called before a download writes anything, so a read-only or misplaced cache is one message naming the folder
+    and the fix, the same for every command, instead of an ``OSError`` from deep inside a download.
+    """
+    import tempfile
+
+    from dcasenet_hub.errors import CacheNotWritableError
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache):
+            pass
+    except OSError as exc:
+        raise CacheNotWritableError(
+            f"the weights cache {cache} cannot be written ({exc.strerror or exc}); set {env_var} to a writable "
+            f"folder (or pass --cache-dir), or make {cache} writable, then run the command again") from None
+
+
 def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
     """The Hugging Face cache (repo ids and ``huggingface`` sources): ``cache_dir``, else ``$HF_HUB_CACHE``, else
     ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub`` (the huggingface_hub default), read at call time.
@@ -86,7 +106,7 @@ def repo_folder(cache: Path, model_id: str) -> Path:
 
 
 def legacy_repo_folder(hf_cache: Path, model_id: str) -> Path:
-    """Where releases up to 0.1.0 put official model ``model_id``: inside the Hugging Face cache."""
+    """Where the old layout puts official model ``model_id``: inside the Hugging Face cache."""
     return hf_cache / f"models--{LEGACY_OWNER}--{model_id}"
 
 

@@ -85,6 +85,10 @@ def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_i
     """
     from dcasenet_hub.hub.folder import write_files
 
+    runtime = getattr(model, "runtime", None)
+    refusal = runtime.cannot_save() if runtime is not None else None
+    if refusal:
+        raise RuntimeError(refusal)
     files = serialize(model, repo_id=repo_id)
     for name in extra_files or {}:
         if name in files:
@@ -172,6 +176,7 @@ def convert_checkpoint(
     arch: str | None = "v3",
     trained_tasks: Sequence[str] | None = None,
     model_id: str | None = None,
+    overwrite: bool = False,
     cls: type[DcaseNetModule] | None = None,
 ) -> DcaseNetModule:
     """Load an authors'-format checkpoint (``torch.save(state_dict)``) strictly; optionally save it converted.
@@ -187,12 +192,14 @@ def convert_checkpoint(
         trained_tasks: Heads that were trained (for files not in the manifest).
         model_id: Id recorded in the config and used as the card's title (default: the manifest id, else the
             name of ``output_dir``, else the file path).
+        overwrite: Replace a model already in ``output_dir`` (as ``finetune``); without it such a folder is refused.
 
     Returns:
         The loaded model in eval mode.
 
     Raises:
         CheckpointMismatchError: missing, unexpected or mis-shaped keys (all listed).
+        FileExistsError: ``output_dir`` already holds a model and ``overwrite`` is False.
 
     Example:
         >>> convert_checkpoint("best_ASC.pt", "dcasenet-v3-local/", arch="v3")   # doctest: +SKIP
@@ -202,6 +209,11 @@ def convert_checkpoint(
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ModelNotFoundError(f"No checkpoint file {path}")
+    if output_dir is not None and not overwrite:
+        existing = [n for n in ("config.json", "model.safetensors") if (Path(output_dir).expanduser() / n).exists()]
+        if existing:
+            raise FileExistsError(f"{output_dir} already holds a model ({', '.join(existing)}); choose another "
+                                  "output folder or pass overwrite=True (--overwrite)")
     state = read_authors_checkpoint(path)
     sha1 = _download.git_blob_sha1_file(path)
     match = _manifest_match(sha1)
@@ -219,7 +231,9 @@ def convert_checkpoint(
             model_id=model_id or (Path(output_dir).expanduser().resolve().name if output_dir is not None
                                   else str(path)),
             provenance=(f"authors'-format checkpoint {path.name} (git blob sha1 {sha1}; not a file of the weights "
-                        "manifest, so its training is unknown), converted to safetensors by dcasenet-hub"),
+                        "manifest, " + (f"trained for {', '.join(trained_tasks)} as the user stated" if trained_tasks
+                                        else "so its training is unknown")
+                        + "), converted to safetensors by dcasenet-hub"),
         )
     if output_dir is None:  # nothing is written: say so instead of "converted"
         import dataclasses

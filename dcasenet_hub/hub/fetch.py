@@ -233,7 +233,7 @@ def check_file(path: Path, *, digest: str | None, algorithm: str = "git-blob-sha
 
 
 def _kept(partial: Path) -> str:
-    """What became of the partial file after a failed download, truthfully."""
+    """What became of the partial file after a failed download, truthfully (an empty one is removed)."""
     n = partial.stat().st_size if partial.is_file() else 0
     if n:
         return f"; the partial file {partial} ({n} bytes) is kept and resumed next time"
@@ -308,7 +308,8 @@ def download(
         # the partial file of an earlier run may belong to another version of the file: start over once
         logger.warning("%s: the resumed download has a %s; downloading it again from the start", name,
                        problem.split(":")[0])
-    raise ChecksumMismatchError(f"{name} from {url}: {problem}; the file was deleted and nothing was kept. {fix}")
+    raise ChecksumMismatchError(f"{name} from {url}: {problem}; the file was deleted and nothing was kept. "
+                                f"{fix}".rstrip())
 
 
 def _fetch(url: str, partial: Path, *, size: int | None, max_bytes: int | None, attempts: int, timeout: float,
@@ -325,7 +326,8 @@ def _fetch(url: str, partial: Path, *, size: int | None, max_bytes: int | None, 
             return
         except DownloadTooLargeError as exc:
             partial.unlink(missing_ok=True)
-            raise DownloadTooLargeError(f"{exc}; the partial file was deleted and nothing was kept. {fix}") from None
+            raise DownloadTooLargeError(f"{exc}; the partial file was deleted and nothing was kept. "
+                                        f"{fix}".rstrip()) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and partial.is_file() and partial.stat().st_size:
                 return  # range past the end: the partial file is complete, or too long (the check decides)

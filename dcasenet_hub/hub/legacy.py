@@ -1,4 +1,4 @@
-"""Official weights cached by releases up to 0.1.0: found in the Hugging Face cache, verified, moved once.
+"""Official weights cached in the old layout (inside the Hugging Face cache): found, verified, moved once.
 
 Those releases converted the authors' checkpoints into the Hugging Face cache under a made-up owner,
 ``<HF cache>/models--dcasenet-hub--<id>/`` (``blobs/``, ``snapshots/<sha1>/``, ``refs/main``), so

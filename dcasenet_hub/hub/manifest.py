@@ -28,7 +28,7 @@ _METRICS = ("scene_accuracy", "tag_lwlrap", "event_f1", "event_error_rate")
 
 _ENTRY_KEYS = {
     "description": str, "arch": str, "trained_tasks": list, "trained_on": list, "sources": list,
-    "license": (str, type(None)), "citation": str, "metrics": (dict, type(None)),
+    "license": (str, type(None)), "citation": (str, type(None)), "metrics": (dict, type(None)),
 }
 _ENTRY_OPTIONAL = {"unavailable": str, "notes": str}
 _SOURCE_KEYS = {

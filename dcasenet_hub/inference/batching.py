@@ -17,17 +17,18 @@ from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
 
 def out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` says that memory ran out: ``torch.OutOfMemoryError`` (CUDA and other accelerators),
-    ``MemoryError``, or the RuntimeError of torch's CPU allocator ("can't allocate memory")."""
+    ``MemoryError``, or a RuntimeError that says so (torch's CPU allocator: "can't allocate memory")."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(exc, RuntimeError) and "can't allocate memory" in str(exc)
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 class _PreparedJobs:
     """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight).
 
     The first ``prefetch`` inputs are submitted when the object is made, so their decoding overlaps whatever the
-    caller does next (building the optimised model takes ~0.15 s for v3 on a 2-core CPU).
+    caller does next (building the optimised model, for one).
     """
 
     def __init__(self, inputs: Sequence[Any], settings: _Settings, pool: ThreadPoolExecutor | None,

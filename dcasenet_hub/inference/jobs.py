@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,8 @@ class _Job:
         self.n_samples = 0
         if isinstance(source, (str, Path)):
             self.source = str(source)
+        elif isinstance(source, Mapping) and source.get("path"):
+            self.source = str(source["path"])  # a Hugging Face datasets Audio item names its file
         else:
             self.source = f"<array {index}>"
         self._input = source
@@ -63,9 +65,19 @@ class _Job:
             if s.sample_rate is None:
                 raise W.InputError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
+        elif isinstance(src, Mapping):
+            # an item of a Hugging Face datasets Audio column: {"array": samples, "sampling_rate": Hz, "path": ...}
+            if src.get("array") is None or not src.get("sampling_rate"):
+                raise TypeError(f"{self.source}: a dict input needs 'array' (the samples) and 'sampling_rate' (Hz), "
+                                f"as a Hugging Face datasets Audio item; got the keys {sorted(src)}")
+            array = src["array"]
+            if not isinstance(array, (np.ndarray, torch.Tensor)):
+                array = np.asarray(array, dtype=np.float32)  # datasets without a numpy format gives lists
+            self.reader = W.ArrayReader(array, int(src["sampling_rate"]), self.source)
         else:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
-                             "pass a file path, a numpy array or a torch tensor")
+                             "pass a file path, a numpy array, a torch tensor or a dict with 'array' and "
+                             "'sampling_rate' (a Hugging Face datasets Audio item)")
         r = self.reader
         if r.warning:
             logger.warning("%s: %s", self.source, r.warning)
@@ -323,6 +335,7 @@ class _Job:
                 threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
+                heads=dict(s.heads), finetuned_task=s.finetuned_task,
             )
         return res
 

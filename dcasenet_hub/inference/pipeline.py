@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from dcasenet_hub import audio as W
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
@@ -66,6 +67,9 @@ from dcasenet_hub.inference.settings import (
     allowed_hops,
     embedding_size,
     untrained_embeddings_warning,
+    head_roles,
+    untrained_heads_warning,
+    warn_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -320,6 +324,8 @@ def iterate(
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         provenance=cfg.provenance,
         trained_tasks=tuple(cfg.trained_tasks),
+        heads=tuple(head_roles(cfg)[1].items()),
+        finetuned_task=head_roles(cfg)[0],
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
@@ -330,11 +336,9 @@ def iterate(
         pooling=pooling,
     )
     if settings.untrained:
-        logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
-                       extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
-        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_embeddings_warning(cfg))
     dev = _resolve_device(model, device)
     settings = dataclasses.replace(settings, feature_device=_feature_device(dev, backend))
     was_training = model.training
@@ -350,15 +354,15 @@ def iterate(
         runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
         crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
         batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
-        bar = _bar(progress, total=len(inputs), desc="inputs", unit="file")
+        bar = progress_bar(enabled=progress, total=len(inputs), desc="inputs", unit="file", leave=True)
         model.eval()
         for job in jobs:
             if job.error is not None:
                 yield job.result()
                 bar.update(1)
                 continue
-            window_bar = _bar(progress and job.streamed, total=len(job.plan), desc=Path(job.source).name,
-                              unit="window", leave=False)
+            window_bar = progress_bar(enabled=progress and job.streamed, total=len(job.plan),
+                                      desc=Path(job.source).name, unit="window")
             try:
                 for window in job.iter_windows():
                     for done in batcher.add(job, window):
@@ -397,6 +401,8 @@ def _single_threaded_torch() -> None:
 def _as_list(x: Any) -> tuple[bool, list[Any]]:
     if isinstance(x, (list, tuple)):
         return False, list(x)
+    if type(x).__name__ == "Column" and type(x).__module__.startswith("datasets"):
+        return False, list(x)  # a Hugging Face datasets column (dataset["audio"]): its items, in order
     return True, [x]
 
 
@@ -426,19 +432,3 @@ def _feature_device(dev: torch.device, backend: str) -> str | None:
     if dev.type == "cuda" and backend == "torch" and FEATURES_ON_MODEL_DEVICE:
         return str(dev)
     return None
-
-
-def _bar(enabled: bool, **kwargs: Any) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

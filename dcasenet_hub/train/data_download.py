@@ -96,11 +96,13 @@ class DatasetSpec:
     note: str = ""
 
 
-def _zip(name: str, md5: str | None = None, size: int | None = None) -> Archive:
+def zip_archive(name: str, md5: str | None = None, size: int | None = None) -> Archive:
+    """A one-file zip archive of a dataset record."""
     return Archive(name.removesuffix(".zip"), (RemoteFile(name, md5, size),))
 
 
-def _split(stem: str, md5s: Sequence[str | None], n_parts: int) -> Archive:
+def split_archive(stem: str, md5s: Sequence[str | None], n_parts: int) -> Archive:
+    """A zip archive split in ``n_parts`` files (``stem.z01`` ... ``stem.zip``)."""
     names = [f"{stem}.z{k:02d}" for k in range(1, n_parts)] + [f"{stem}.zip"]
     return Archive(stem, tuple(RemoteFile(n, m) for n, m in zip(names, md5s)))
 
@@ -124,9 +126,10 @@ DATASETS: dict[str, DatasetSpec] = {
         title="TAU Urban Acoustic Scenes 2020 Mobile, development (27.4 GB of zips)",
         record="3819968",
         parts={
-            "doc": (_zip(f"{_ASC}.doc.zip", "175f40dc3fec144347abad4d2962b7ae", 18066),),
-            "meta": (_zip(f"{_ASC}.meta.zip", "6eae9db553ce48e4ea246e34e50a3cf5", 214159),),
-            "audio": tuple(_zip(f"{_ASC}.audio.{k}.zip", md5, size) for k, (size, md5) in enumerate(_ASC_AUDIO, 1)),
+            "doc": (zip_archive(f"{_ASC}.doc.zip", "175f40dc3fec144347abad4d2962b7ae", 18066),),
+            "meta": (zip_archive(f"{_ASC}.meta.zip", "6eae9db553ce48e4ea246e34e50a3cf5", 214159),),
+            "audio": tuple(zip_archive(f"{_ASC}.audio.{k}.zip", md5, size)
+                           for k, (size, md5) in enumerate(_ASC_AUDIO, 1)),
         },
         default_parts=("doc", "meta", "audio"),
     ),
@@ -135,11 +138,11 @@ DATASETS: dict[str, DatasetSpec] = {
         title="FSDKaggle2019 (Zenodo layout; the authors used the curated subset)",
         record="3612637",
         parts={
-            "meta": (_zip("FSDKaggle2019.meta.zip"),),
-            "doc": (_zip("FSDKaggle2019.doc.zip"),),
-            "audio_train_curated": (_zip("FSDKaggle2019.audio_train_curated.zip"),),
-            "audio_test": (_zip("FSDKaggle2019.audio_test.zip"),),
-            "audio_train_noisy": (_split("FSDKaggle2019.audio_train_noisy", [None] * 7, 7),),
+            "meta": (zip_archive("FSDKaggle2019.meta.zip"),),
+            "doc": (zip_archive("FSDKaggle2019.doc.zip"),),
+            "audio_train_curated": (zip_archive("FSDKaggle2019.audio_train_curated.zip"),),
+            "audio_test": (zip_archive("FSDKaggle2019.audio_test.zip"),),
+            "audio_train_noisy": (split_archive("FSDKaggle2019.audio_train_noisy", [None] * 7, 7),),
         },
         default_parts=("meta", "doc", "audio_train_curated"),
         note="no MD5 or size is published for these files in any source we could check: integrity is not verified",
@@ -149,14 +152,16 @@ DATASETS: dict[str, DatasetSpec] = {
         title="TAU-NIGENS Spatial Sound Events 2020 (DCASE2020 Task 3)",
         record="4064792",
         parts={
-            "mic_dev": (_split("mic_dev", ["3a2b0986d2a302498cd874d584d17689", "92f715cb74406d5556bce0fdf27f54e4",
-                                           "9174daca52f393425120308ab5c14477"], 3),),
-            "foa_dev": (_split("foa_dev", ["86acab46854a57f5ba3e5b80a19c01b5", "363c8c159be003271c05a71a57b2ced4",
-                                           "6aad48e7346884b3929245e7553fd97d"], 3),),
-            "metadata_dev": (_zip("metadata_dev.zip", "979f5551e987ed247404b80a2f1c3db1"),),
-            "mic_eval": (_zip("mic_eval.zip", "bca79b5f71b46e4cb191c54a611348a4"),),
-            "foa_eval": (_zip("foa_eval.zip", "24c6ce2441df242d4e3b61e9bb27d0d7"),),
-            "metadata_eval": (_zip("metadata_eval.zip", "f3584166d9a63b43c1e301b6fb722293"),),
+            "mic_dev": (split_archive("mic_dev",
+                                     ["3a2b0986d2a302498cd874d584d17689", "92f715cb74406d5556bce0fdf27f54e4",
+                                      "9174daca52f393425120308ab5c14477"], 3),),
+            "foa_dev": (split_archive("foa_dev",
+                                     ["86acab46854a57f5ba3e5b80a19c01b5", "363c8c159be003271c05a71a57b2ced4",
+                                      "6aad48e7346884b3929245e7553fd97d"], 3),),
+            "metadata_dev": (zip_archive("metadata_dev.zip", "979f5551e987ed247404b80a2f1c3db1"),),
+            "mic_eval": (zip_archive("mic_eval.zip", "bca79b5f71b46e4cb191c54a611348a4"),),
+            "foa_eval": (zip_archive("foa_eval.zip", "24c6ce2441df242d4e3b61e9bb27d0d7"),),
+            "metadata_eval": (zip_archive("metadata_eval.zip", "f3584166d9a63b43c1e301b6fb722293"),),
         },
         default_parts=("mic_dev", "metadata_dev"),
         note="MD5s from soundata (record 4064792); file sizes are not published",

@@ -64,7 +64,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
         "stage": stage,
         "epoch": epoch + 1,
         "selected_for": selected_for,
-        "best_metrics": _finite({k: float(v) for k, v in metrics_.items()}),
+        "best_metrics": json_safe({k: float(v) for k, v in metrics_.items()}),
         "trained_on": [{"task": sources[t][0], "dataset": sources[t][1], "split": sources[t][2],
                         "folder": Path(data_roots[t]).name} for t in tasks if t in data_roots],
         "metrics": {"values": values, "reported_in": f"this training run ({stage}, epoch {epoch + 1})",
@@ -87,13 +87,13 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     return directory
 
 
-def _finite(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """``x`` with NaN/inf floats replaced by None (valid JSON)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
