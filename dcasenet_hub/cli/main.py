@@ -1,5 +1,5 @@
 """The ``dcasenet-hub`` command line. Each sub-command group is a module of this package (``infer``, ``hub``, ``finetune``, ``train``, ``data``,
-``export``) that parses, makes one library call and prints.
+``export``, ``bench``) that parses, makes one library call and prints.
 
 Exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error, 3 the model could
 not be fetched or loaded (unknown id, offline, download or checksum failure, unreadable checkpoint).
@@ -13,16 +13,17 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dcasenet_hub.cli import data, export, finetune, hub, infer, train
+from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, train
 from dcasenet_hub.cli.common import EXIT_MODEL, ModelLoadError, model_errors
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
-_COMMAND_MODULES = (infer, hub, finetune, train, data, export)
+_COMMAND_MODULES = (infer, hub, finetune, train, data, export, bench)
 
 EPILOG = """examples:
   dcasenet-hub embed examples/audio -o embeddings/
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub list
+  dcasenet-hub bench --quick
   dcasenet-hub <command> --help
 
 -v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log
