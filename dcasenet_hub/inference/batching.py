@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from dcasenet_hub import audio as W
+from dcasenet_hub.devices import is_device_error
 from dcasenet_hub.inference.jobs import _Job
 from dcasenet_hub.inference.settings import INPUT_ERRORS, _Settings
 
@@ -98,6 +99,8 @@ class _Batcher:
         try:
             outs = self._forward(mel, tasks)
         except INPUT_ERRORS as exc:  # e.g. out of memory on one batch: fail these inputs, keep going
+            if is_device_error(exc):  # a failure of the GPU is not one of these inputs: it stops the run
+                raise
             done = []
             for j, _ in live:
                 if j.error is None:

@@ -19,6 +19,7 @@ import torch
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
+from dcasenet_hub.devices import is_device_error
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.settings import INPUT_ERRORS, Result, _Settings
 
@@ -90,6 +91,8 @@ class _Job:
                 self.windows = list(self._generate())
                 self._close()
         except INPUT_ERRORS as exc:
+            if is_device_error(exc):  # the GPU front-end failed: every input would; an error, not a failed input
+                raise
             self.fail(exc)
         return self
 
