@@ -14,6 +14,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
+# exporting and quantizing v3 (a calibration pass) takes 20-30 s of CPU, over the default suite's budget: CI runs it
+# with the integration tests
+pytestmark = pytest.mark.integration
+
 INT8_COSINE = 0.995
 INT8_PROB_TOLERANCE = 0.05
 SR = 24000
