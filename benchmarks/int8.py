@@ -5,7 +5,7 @@
 * **files**: ``--files`` 10 s WAV files at 44.1 kHz, each a mixture of 1-3 of the 80 tag classes' synthetic sounds
   (``train.minidata.class_sound``: tone, harmonic or noise band at a class frequency with a class rhythm) over noise,
   seeded; the mixture's classes are the tag labels for mAP. No real recordings ship with the repository.
-* **weights**: the responsive test weights of ``tests/conftest.py`` (batch-norm statistics of real-ish signals, heads
+* **weights**: the responsive test weights of ``tests/helpers.py`` (batch-norm statistics of real-ish signals, heads
   scaled so outputs spread), so that agreement numbers mean something. Not trained: the tag mAPs are near chance;
   their difference says how much int8 changes the ranking of the tag scores.
 * **speed**: ``embed`` over all files (one call each, batch 8, 2 decode workers) for torch fp32, onnxruntime fp32 and
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import responsive_model
+    from helpers import responsive_model
 
     from dcasenet_hub.devices import cpu_info
     from dcasenet_hub.inference import embed, inference_runner, predict
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dcasenet_hub.export.onnx import onnx_session
     from dcasenet_hub.export.quantize import quantize_int8
-    from dcasenet_hub.export.runtime import onnxruntime_model
+    from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
 
     model = responsive_model("v3").eval()
     build = {}
@@ -83,9 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     # the int8 graph (int8 is not a dtype of embed/predict): an onnxruntime copy of the model running it instead
     ort8 = onnxruntime_model(model)
-    int8_path = quantize_int8(model, ort8.__dict__["_ort_path"].with_name("int8.onnx"),
-                              fp32_path=ort8.__dict__["_ort_path"])
-    ort8.__dict__["_ort_session"] = onnx_session(int8_path)
+    int8_path = quantize_int8(model, ort8.runtime.path.with_name("int8.onnx"), fp32_path=ort8.runtime.path)
+    ort8.runtime = OnnxRuntime(onnx_session(int8_path), int8_path)
     build["int8"] = time.perf_counter() - t0
     print("runners built: " + ", ".join(f"{n} {s:.1f} s" for n, s in build.items()), flush=True)
     runs = {"fp32 torch": (model, {}), "fp32 onnxruntime": (ort32, {"backend": "onnxruntime"}),

@@ -143,27 +143,3 @@ def native_cpu_bf16() -> bool:
     flags = cpu_info()["flags"] or []
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
-
-#: Words of the messages torch gives accelerator failures that are plain ``RuntimeError`` (no dedicated type).
-_DEVICE_ERROR_WORDS = ("CUDA error", "CUDA out of memory", "cuDNN error", "CUBLAS_STATUS", "CUDNN_STATUS",
-                       "MPS backend out of memory", "HIP error")
-
-
-def is_device_error(exc: BaseException) -> bool:
-    """True when ``exc`` is a failure of the accelerator (a CUDA/HIP/MPS error, device out of memory), not of an input.
-
-    The pipeline marks an input as failed for problems of that input; a device failure hits every input after it
-    alike, so it is raised instead (a device error is an error, never a list of "failed inputs").
-
-    Example:
-        >>> import torch
-        >>> is_device_error(torch.cuda.OutOfMemoryError("CUDA out of memory")), is_device_error(ValueError("bad"))
-        (True, False)
-    """
-    import torch
-
-    kinds = tuple(t for t in (getattr(torch, "AcceleratorError", None), getattr(torch.cuda, "OutOfMemoryError", None))
-                  if isinstance(t, type))
-    if kinds and isinstance(exc, kinds):
-        return True
-    return isinstance(exc, RuntimeError) and any(w in str(exc) for w in _DEVICE_ERROR_WORDS)

@@ -1,7 +1,7 @@
 """Embed every audio file of a folder and compare the clips by cosine similarity of their clip embeddings.
 
 The command-line equivalent (resumable, parallel decoding, shards) is
-``dcasenet-hub embed examples/audio -o embeddings/``, which is ``dcasenet_hub.inference.batch.run``; this shows the
+``dcasenet-hub embed examples/audio -o embeddings/``, which is ``dcasenet_hub.batch.run``; this shows the
 pieces: ``batch.discover`` finds the audio files (every extension the CLI scans) with their paths relative to the
 folder, and ``iterate`` embeds them.
 
@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 import dcasenet_hub
-from dcasenet_hub.inference import batch, iterate
+from dcasenet_hub import batch
+from dcasenet_hub.inference import iterate
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def test_embed_mixed_folder_outputs_index_exit_code_and_equals_api(mixed_folder,
     idx = _index(out / "index.csv")
     assert set(idx) == {"a.wav", "b.flac", "bad.wav", "empty.wav", "nan.wav", "short.wav"}
     assert idx["a.wav"]["status"] == "ok" and float(idx["a.wav"]["duration_s"]) == pytest.approx(2.0)
-    assert idx["a.wav"]["output"] == str(out / "a.npz")
+    assert idx["a.wav"]["output"] == "a.npz"  # relative to OUTDIR: the same from any working directory
     assert "not a readable audio file" in idx["bad.wav"]["error"]
     assert "empty" in idx["empty.wav"]["error"]
     assert "NaN" in idx["nan.wav"]["error"]
@@ -90,7 +90,7 @@ def test_resume_skips_complete_outputs_and_overwrite_recomputes(mixed_folder, tm
     assert main(args) == 0
     assert npz.stat().st_mtime_ns == first  # not rewritten
     rows = _index(out / "index.csv")
-    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert {r["status"] for r in rows.values()} == {"ok"}  # the folder's state: complete (this run skipped them)
     assert float(rows["a.wav"]["duration_s"]) == pytest.approx(2.0)
     assert main([*args, "--level", "clip"]) == 0  # other settings: recomputed
     with np.load(npz) as z:
@@ -113,7 +113,8 @@ def test_interrupted_write_leaves_no_partial_file(mixed_folder, tmp_path, author
     monkeypatch.setattr(np, "savez", failing_savez)
     assert main(args) == 1
     assert not (out / "a.npz").exists()
-    assert [p.name for p in out.iterdir()] == ["index.csv"]  # no temporary file left behind
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [  # no temporary file left behind
+        "index.csv", "lock", "state.jsonl"]
     row = _index(out / "index.csv")["a.wav"]
     assert row["status"] == "failed" and "disk full" in row["error"]
     monkeypatch.setattr(np, "savez", real)
@@ -157,7 +158,7 @@ def test_shards_partition_inputs_and_list_files(tmp_path, authors_checkpoint):
         rc = main(["embed", str(listing), "-o", str(out), "--model", str(authors_checkpoint), "--quiet",
                    "--shard", shard, "--level", "clip"])
         assert rc == 0
-        seen += list(_index(out / f"index-{shard.replace('/', '-of-')}.csv"))
+        seen = list(_index(out / "index.csv"))  # one index: every shard's inputs
     assert sorted(seen) == [f"f{i}.wav" for i in range(6)]
     assert sorted(p.name for p in out.glob("*.npz")) == [f"f{i}.npz" for i in range(6)]
 
@@ -187,13 +188,13 @@ def test_output_collision_is_reported_not_overwritten(tmp_path, authors_checkpoi
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The library behind the command: dcasenet_hub.inference.batch
+# The library behind the command: dcasenet_hub.batch
 # ----------------------------------------------------------------------------------------------------------------
 
 
 def test_audio_extensions_are_what_libsndfile_reads():
     """One list for the package: both earlier lists' formats that libsndfile decodes, and no WavPack (.wv)."""
-    from dcasenet_hub.inference.batch import AUDIO_EXTENSIONS
+    from dcasenet_hub.batch import AUDIO_EXTENSIONS
 
     assert {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".caf", ".w64", ".rf64", ".htk", ".nist",
             ".sph"} <= AUDIO_EXTENSIONS
@@ -202,7 +203,7 @@ def test_audio_extensions_are_what_libsndfile_reads():
 
 
 def test_discover_finds_every_audio_extension_hidden_and_list_files(tmp_path):
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     root = tmp_path / "in"
     (root / "sub").mkdir(parents=True)
@@ -223,7 +224,7 @@ def test_discover_finds_every_audio_extension_hidden_and_list_files(tmp_path):
 
 
 def test_shard_partitions_items_and_checks_its_range(tmp_path):
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     for i in range(20):
         (tmp_path / f"f{i}.wav").write_bytes(b"x")
@@ -237,8 +238,8 @@ def test_shard_partitions_items_and_checks_its_range(tmp_path):
 
 
 def test_batch_run_from_python_writes_the_cli_folder_and_resumes(mixed_folder, tmp_path, authors_checkpoint):
-    from dcasenet_hub.inference import batch
-    from dcasenet_hub.inference.index import read_index
+    from dcasenet_hub import batch
+    from dcasenet_hub.batch.index import read_index
 
     out = tmp_path / "lib"
     report = batch.run(str(authors_checkpoint), [mixed_folder], out, task="embed", workers=0)

@@ -92,11 +92,6 @@ def server(tmp_path):
         yield s
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_delay(monkeypatch):
-    monkeypatch.setattr(dd, "_RETRY_DELAY_S", 0.0)
-
-
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -200,7 +195,7 @@ def test_range_past_the_end_means_complete_for_data_and_suspect_for_weights(serv
     # weights: a partial file longer than the remote one is thrown away and fetched again, then hash-checked
     partial = tmp_path / "w.incomplete"
     partial.write_bytes(PAYLOAD + b"junk")
-    _download.download(url, partial, expected_git_sha1=_download.git_blob_sha1_bytes(PAYLOAD), progress=False)
+    _download.download(url, partial, digest=_download.git_blob_sha1_bytes(PAYLOAD), progress=False)
     assert partial.read_bytes() == PAYLOAD
     assert server.requests[1:] == [("/rec/a.bin", f"bytes={len(PAYLOAD) + 4}-"), ("/rec/a.bin", None)]
 
@@ -292,8 +287,9 @@ def toy_dataset(server, monkeypatch, tmp_path):
         _serve(server, f"{record}/{name}", data)
     spec = dd.DatasetSpec(
         key="toy", title="toy", record=record,
-        parts={"metadata_dev": (dd._zip("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
-               "mic_dev": (dd._split("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")], 3),)},
+        parts={"metadata_dev": (dd.zip_archive("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
+               "mic_dev": (dd.split_archive("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")],
+                                            3),)},
         default_parts=("mic_dev", "metadata_dev"),
     )
     monkeypatch.setitem(dd.DATASETS, "toy", spec)
@@ -375,7 +371,55 @@ def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeyp
     _serve(server, "4064792/metadata_dev.zip", b"corrupt")
     rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "e"), "--mirror", server.url,
                    "--no-progress", "--parts", "metadata_dev"])
-    assert rc == 2 and "MD5 mismatch" in capsys.readouterr().err
+    assert rc == 3 and "MD5 mismatch" in capsys.readouterr().err  # the download code, as for weights
+
+
+def test_cli_data_download_without_network_fails_fast_with_the_download_code(tmp_path, monkeypatch, capsys):
+    """A DNS failure is not retried (it was 5 times, 62 s), exits 3 (not 2, usage) and claims no kept .part file."""
+    import socket
+    import time
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    t = time.perf_counter()
+    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "d"), "--no-progress",
+                   "--parts", "metadata_dev"])
+    elapsed = time.perf_counter() - t
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert elapsed < 5, elapsed
+    assert "cannot reach" in err and "Name or service not known" in err and ".part" not in err
+    assert "nothing was written" in err and not list((tmp_path / "d" / "downloads").glob("*.part"))
+
+
+@pytest.mark.parametrize("downloader", ["weights", "dataset"])
+def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
+    """One loop: a wrong hash is ChecksumMismatchError (file deleted) and a host that refuses is OfflineError at once,
+    for weights (git blob SHA-1) and datasets (MD5) alike."""
+    import socket
+    import time
+
+    from dcasenet_hub.errors import ChecksumMismatchError, OfflineError
+    from dcasenet_hub.hub import fetch
+
+    def get(url: str, dest: Path) -> Path:
+        if downloader == "weights":
+            return fetch.download(url, dest, digest="0" * 40, progress=False)
+        return dd.download_file(url, dest, md5="0" * 32, progress=False)
+
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    with pytest.raises(ChecksumMismatchError, match="mismatch: expected 0000"):
+        get(url, tmp_path / "a.bin")
+    assert list(tmp_path.glob("a.bin*")) == []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="nothing was written"):
+        get(f"http://127.0.0.1:{closed}/rec/a.bin", tmp_path / "b.bin")
+    assert time.perf_counter() - t < 5 and list(tmp_path.glob("b.bin*")) == []
 
 
 def test_cli_make_mini(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Issue 15: timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
+"""Timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
 
 The references are written out from the library's own feature function (``dcasenet_hub.audio.features``) and the same
 cached forward runner ``embed`` uses, so "exactly" means bit for bit (``np.array_equal``), not a tolerance.
@@ -17,6 +17,7 @@ import torch
 from dcasenet_hub import audio as W
 from dcasenet_hub import build_model
 from dcasenet_hub.config import WindowConfig
+# _nearest: the centre rule itself, checked on exact frame counts that no audio input can isolate
 from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.pipeline import (
     Embeddings,
@@ -233,14 +234,15 @@ def test_every_layer_and_pooling_has_the_documented_shape(models, arch):
     np.testing.assert_array_equal(outs["conv"].frame, ref.conv_embeddings[0, :7].numpy())
     assert not np.allclose(outs["gru"].frame, outs["conv"].frame)
     np.testing.assert_allclose(outs["scene"].frame_times, [2.5, 3.5], atol=1e-4)
-    # the scene codes: plain forwards on the first and the last 5 s, each normalised on its own (embed runs the two
-    # crops in one batch: equal up to float rounding of the batched convolutions, ~4e-9 measured; the two crops'
-    # codes differ by ~1e-5 even with random weights)
+    # the scene codes: plain forwards on the first and the last 5 s, each normalised on its own. embed runs the two
+    # crops in one batch, and oneDNN picks other convolution kernels for a batch on some CPUs (AMD EPYC: up to 4
+    # float32 ulps at |x| ~ 0.3), so equal within 3e-7; the two crops' codes differ by ~1e-5 even with random weights
+    # and would fail it.
     pre = (wav[1:] - np.float32(0.97) * wav[:-1]).astype(np.float32)
     for row, crop_samples in enumerate((pre[:120000], pre[-120000:])):
         crop, _ = W.features(crop_samples, frontend=model.config.frontend, min_frames=40)
         code = inference_runner(model)(crop.unsqueeze(1), tasks=("scene",)).scene_embeddings[0].numpy()
-        np.testing.assert_allclose(outs["scene"].frame[row], code, atol=1e-7, rtol=0)
+        np.testing.assert_allclose(outs["scene"].frame[row], code, atol=3e-7, rtol=0)
     assert not np.array_equal(outs["scene"].frame[0], outs["scene"].frame[1])
 
 

@@ -99,7 +99,7 @@ def test_load_model_default_is_dcasenet_v3(monkeypatch, v3_model):
     from dcasenet_hub.hub import api as hub
 
     asked = []
-    monkeypatch.setattr(hub, "from_pretrained", lambda name, **kw: asked.append(name) or v3_model)
+    monkeypatch.setattr(hub, "load_pretrained", lambda cls, name, **kw: asked.append(name) or v3_model)
     model = hear.load_model()
     assert asked == ["dcasenet-v3"] and model.model is v3_model
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hub_server import (
+from helpers import (
     COMMIT,
     FIXTURE_PATH,
     URL_PATH,
@@ -149,7 +149,7 @@ def test_corrupted_byte_leaves_nothing_and_names_both_hashes(env: Path, server: 
     with pytest.raises(hub.ChecksumMismatchError) as err:
         dcasenet_hub.from_pretrained("fixture-v3")
     msg = str(err.value)
-    assert f"expected git blob SHA-1 {fixture_sha1}" in msg and f"got {git_blob_sha1(bad)}" in msg
+    assert f"git blob SHA-1 mismatch: expected {fixture_sha1}, got {git_blob_sha1(bad)}" in msg
     # nothing in the cache but the (empty) lock file huggingface_hub-style caches keep in .locks/
     assert [f for f in _files(env) if not f.startswith(".locks/")] == []
     assert not (env / "models" / "fixture-v3").exists()
@@ -316,8 +316,10 @@ def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackSe
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     dcasenet_hub.from_pretrained("fixture-v3")
     calls: list[Path] = []
-    real = hub._download.sha256_file
-    monkeypatch.setattr(hub._download, "sha256_file", lambda p: calls.append(p) or real(p))
+    from dcasenet_hub.hub import fetch
+
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda p: calls.append(p) or real(p))
     dcasenet_hub.from_pretrained("fixture-v3")
     assert calls == []  # size + mtime_ns match the record: no full hash
 

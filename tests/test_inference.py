@@ -369,6 +369,7 @@ def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_thread
     team that competes with the network's), or a process-wide set_num_threads(1) (the network loses its threads)."""
     import threading
 
+    # _Job.prepare: the thread count inside the decode workers is not visible in any output
     from dcasenet_hub.inference.jobs import _Job
 
     seen: dict[str, int] = {}

@@ -16,14 +16,16 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dcasenet_hub"
 
 #: Layer of each top-level module or sub-package, lowest first (docs/architecture.md gives the reasons).
 LAYERS: dict[str, int] = {
-    "_io": 0, "_options": 0, "labels": 0, "errors": 0, "config": 1, "devices": 1, "metrics": 1,
+    "_io": 0, "_env": 0, "_options": 0, "_progress": 0, "labels": 0, "errors": 0, "config": 1, "devices": 1,
+    "metrics": 1,
     "audio": 2,
     "models": 3,
     "hub": 4,
     "export": 5,
     "inference": 6,
-    "finetuning": 7, "train": 7, "integrations": 7, "hear": 8,
-    "cli": 9,
+    "batch": 7,
+    "finetuning": 8, "train": 8, "integrations": 8, "hear": 9,
+    "cli": 10,
 }
 
 

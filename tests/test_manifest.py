@@ -30,11 +30,6 @@ OFFICIAL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _no_override(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("DCASENET_HUB_MANIFEST", raising=False)
-
-
 @pytest.fixture(scope="module")
 def raw() -> dict:
     return json.loads(PACKAGED.read_text())

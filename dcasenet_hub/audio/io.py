@@ -8,6 +8,7 @@ to mono) and :func:`load_audio` is the whole-file call built on the same reader,
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ def open_audio(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
     try:
@@ -234,7 +235,7 @@ class FileReader(Reader):
             if start != self._pos:
                 self._file.seek(start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
             raise AudioLoadError(self._path, f"decoding failed at frame {start} ({_short(exc)})") from None
         self._pos = start + data.shape[0]
         if data.shape[0] != stop - start:

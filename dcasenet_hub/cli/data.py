@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_prepare(sub: argparse._SubParsersAction) -> None:
     """Add ``data prepare`` (:func:`dcasenet_hub.train.prepare.prepare`); the roots are the ``train`` command's."""
-    from dcasenet_hub.cli.train import _add_roots
+    from dcasenet_hub.cli.train import add_roots
 
     parser = sub.add_parser(
         "prepare", help="convert to 24 kHz 16-bit and cache log-mel features for training",
@@ -87,7 +87,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  dcasenet-hub data prepare --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_roots(parser)
+    add_roots(parser)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="worker processes (default: half the CPUs)")
     parser.add_argument("--keep-audio", action="store_true", help="also keep the 24 kHz 16-bit WAV files")

@@ -103,24 +103,20 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from dcasenet_hub.errors import (
-        ChecksumMismatchError,
-        OfflineError,
-        UnknownModelError,
-        WeightsNotPublishedError,
-    )
+    from dcasenet_hub.cli.common import EXIT_MODEL
+    from dcasenet_hub.errors import DownloadError, ModelError
     from dcasenet_hub.hub.api import download
 
     failed = 0
     for mid in args.ids:
         try:
             folder = download(mid, cache_dir=args.cache_dir, progress=not args.quiet)
-        except (UnknownModelError, WeightsNotPublishedError, OfflineError, ChecksumMismatchError) as exc:
+        except (ModelError, DownloadError) as exc:  # the others are still fetched
             print(f"{mid}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(f"{mid}\t{folder}")
-    return 1 if failed else 0
+    return EXIT_MODEL if failed else 0
 
 
 def _where(cache_dir: str | None) -> str:
@@ -170,9 +166,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from dcasenet_hub.cli.common import load_model
+    from dcasenet_hub.cli.common import EXIT_MODEL, load_model
     from dcasenet_hub.errors import HubAccessError
     from dcasenet_hub.hub.api import check_hub_access, push_to_hub
 
@@ -188,15 +182,12 @@ def _push(args: argparse.Namespace) -> int:
         check_hub_access(token=args.token)
     except HubAccessError as exc:
         print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_MODEL
     try:
         url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
                           token=args.token, branch=args.branch, create_pr=args.create_pr)
-    except (HfHubHTTPError, OSError) as exc:  # requests' connection errors are OSErrors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"dcasenet-hub push: error: upload to {args.repo_id} failed ({first}); check that the token may "
-              "write to that repo (`huggingface-cli login`) and the network, then run the command again",
-              file=sys.stderr)
-        return 3
+    except HubAccessError as exc:  # the Hub could not be reached or refused the upload: one line naming the fix
+        print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
     print(url)
     return 0

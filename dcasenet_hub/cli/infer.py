@@ -1,8 +1,8 @@
 """``dcasenet-hub embed``, ``predict`` and ``plot``: arguments in, one library call, a summary out.
 
-The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.inference.batch.run`, open to Python
+The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.batch.run`, open to Python
 users; this module checks the arguments (usage errors: exit code 2, one line), turns them into one
-:class:`~dcasenet_hub.inference.BatchOptions` and prints the summary.
+:class:`~dcasenet_hub.batch.BatchOptions` and prints the summary.
 """
 
 from __future__ import annotations
@@ -15,9 +15,11 @@ from typing import Any
 
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
-  1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
+  1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
+     outputs are written; see index.csv and the summary on stderr
   2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
-  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint);
+  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
+     cache that cannot be written);
      offline, pass a local checkpoint with --model PATH
 """
 
@@ -32,8 +34,8 @@ EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
   OUTDIR/<path>.npz   frame (T, D) float32, frame_times (T,) s, clip (D or 2D,), meta (JSON: layer, pooling,
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
-  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
-  (index-I-of-N.csv with --shard I/N)
+  OUTDIR/index.csv    input, status (ok | failed | pending), output, duration_s, error, warning: every input
+                      of every run and shard writing OUTDIR, once (rebuilt from OUTDIR/.dcasenet-hub/)
 
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
@@ -56,7 +58,11 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
-  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+  OUTDIR/durations.tsv      filename<TAB>duration of every input (sed_scores_eval's durations file)
+  with --event-format raven / audacity (repeatable; default dcase):
+  OUTDIR/<path>.Table.1.selections.txt  Raven selection table; OUTDIR/events.selections.txt all of them
+  OUTDIR/<path>.labels.txt              Audacity label track (start<TAB>end<TAB>label)
+  OUTDIR/index.csv          input, status (ok | failed | pending), output, duration_s, error, warning
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
 (the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
@@ -68,6 +74,7 @@ examples:
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
+  dcasenet-hub predict recordings/ -o pred/ --event-format raven --event-format audacity
 
 """ + EXIT_CODES
 
@@ -127,7 +134,7 @@ def _check_common(args: argparse.Namespace) -> None:
 
 
 def _load_model(name: str) -> Any:
-    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.cli.ModelLoadError` (exit code 3)."""
+    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.errors.ModelLoadError` (exit code 3)."""
     from dcasenet_hub.cli.common import load_model
 
     return load_model(name)
@@ -162,11 +169,21 @@ def register(subparsers: Any) -> None:
             p.add_argument("--layer", choices=("gru", "conv", "scene"), default="gru",
                            help="gru: recurrent output, 512-d (default); conv: convolutional trunk averaged over "
                                 "frequency, 512-d; scene: scene branch code, 128-d, one per 5 s crop")
+            p.add_argument("--format", choices=("npz", "parquet"), default="npz", dest="embedding_format",
+                           help="npz: one .npz per input (default); parquet: also the folder's clip and frame "
+                                "embeddings as sharded Parquet files in OUTDIR/parquet/ (needs pyarrow), "
+                                "for pandas, polars, DuckDB, datasets; dcasenet_hub.read_embeddings(OUTDIR) loads "
+                                "either")
             p.add_argument("--pooling", choices=("mean", "max", "mean+max"), default="mean",
                            help="clip embedding from the 0.8 s-step frames (default mean; mean+max doubles "
                                 "the size)")
         else:
             _prediction_options(p)
+            p.add_argument("--event-format", action="append", choices=("dcase", "raven", "audacity"),
+                           dest="event_formats", metavar="dcase|raven|audacity",
+                           help="event files per input and merged (repeat for several; default dcase): dcase "
+                                "(.events.csv, events.csv), raven (Raven selection tables .Table.1.selections.txt, "
+                                "events.selections.txt), audacity (Audacity label tracks .labels.txt)")
         p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                        help="torch (default) or onnxruntime (CPU, fp32, --layer gru; needs the onnx extra; outputs "
                             "within 1e-5 of torch's)")
@@ -272,14 +289,14 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace, task: str) -> Any:
-    """The :class:`~dcasenet_hub.inference.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
+    """The :class:`~dcasenet_hub.batch.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
 
     Options one command lacks (``--level`` of predict, ``--threshold`` of embed) take the defaults.
 
     Raises:
         ValueError: an invalid value (the flags are checked first, so this names the option, not the flag).
     """
-    from dcasenet_hub.inference.batch_options import BatchOptions
+    from dcasenet_hub.batch.options import BatchOptions
 
     return BatchOptions(
         task=task, level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
@@ -287,12 +304,13 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
         median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
         pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
         batch_size=args.batch_size, workers=args.workers, shard=args.shard, overwrite=args.overwrite,
-        progress=not args.quiet,
+        progress=not args.quiet, event_formats=tuple(getattr(args, "event_formats", None) or ("dcase",)),
+        embedding_format=getattr(args, "embedding_format", "npz"),
     )
 
 
 def _run(args: argparse.Namespace, task: str) -> int:
-    from dcasenet_hub.inference import batch
+    from dcasenet_hub import batch
 
     _limit_heap_retention()
     try:
@@ -331,12 +349,17 @@ def _summary(report: Any) -> int:
     items, failed, index_path = report.items, report.failed, report.index_path
     print(f"dcasenet-hub {report.task}: {len(items)} inputs: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
+    from dcasenet_hub.batch.journal import display
+
     for i in failed[:20]:
-        msg = i.error if i.error.startswith(str(i.path)) else f"{i.path}: {i.error}"
+        path = display(str(i.path))
+        msg = i.error if i.error.startswith(path) else f"{path}: {i.error}"
         print(f"  failed: {msg}", file=sys.stderr)
     if len(failed) > 20:
         print(f"  ... and {len(failed) - 20} more (see {index_path})", file=sys.stderr)
-    return 1 if failed else 0
+    for problem in report.problems:
+        print(f"  error: {problem}", file=sys.stderr)
+    return 1 if failed or report.problems else 0
 
 
 def _run_plot(args: argparse.Namespace) -> int:
@@ -345,6 +368,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover - plot.py itself has no hard imports
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
+    from dcasenet_hub.errors import InputError
     from dcasenet_hub.integrations.plot import MissingMatplotlibError
 
     output = args.output or args.file.with_suffix(".png")
@@ -370,8 +394,8 @@ def _run_plot(args: argparse.Namespace) -> int:
         plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
              min_duration=args.min_duration, device=args.device, dtype=_dtype(args.dtype),
              batch_size=args.batch_size)
-    except (ValueError, OSError, RuntimeError) as exc:
-        from dcasenet_hub.inference.index import one_line
+    except InputError as exc:  # the file cannot be used (other errors: main() maps them to their exit codes)
+        from dcasenet_hub.batch.index import one_line
 
         print(f"dcasenet-hub plot: error: {one_line(exc)}", file=sys.stderr)
         return 1

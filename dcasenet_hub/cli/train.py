@@ -36,7 +36,7 @@ def _precision(value: str) -> str:
     return "amp" if value == "fp16" else value
 
 
-def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
+def task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
     """``["scene=8", "sed=4"]`` -> ``{"asc": 8, "sed": 4}`` (the trainer's keys; every task spelling accepted)."""
     from dcasenet_hub.train.tasks import task_key
 
@@ -57,7 +57,7 @@ def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, 
     return out
 
 
-def _add_roots(p: argparse.ArgumentParser) -> None:
+def add_roots(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asc-root", type=Path, help="TAU Urban Acoustic Scenes 2020 Mobile development folder")
     p.add_argument("--tag-root", type=Path, help="FSDKaggle2019 folder (train_curated.csv, train_curated/)")
     p.add_argument("--sed-root", type=Path, help="TAU-NIGENS Spatial Sound Events 2020 folder (mic_dev/, metadata_dev/)")
@@ -71,7 +71,7 @@ def register(subparsers: Any) -> None:
                               epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", nargs="?", help="recipe name (see --list-recipes) or recipe .json file")
     p.add_argument("--list-recipes", action="store_true", help="list the bundled recipes and exit")
-    _add_roots(p)
+    add_roots(p)
     p.add_argument("-o", "--out", type=Path, help="run folder (checkpoints, metrics log, best models)")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--epochs", type=int, help="epochs per stage (recipe: 160)")
@@ -103,7 +103,7 @@ def register(subparsers: Any) -> None:
                                           "the authors' evaluation splits.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
-    _add_roots(e)
+    add_roots(e)
     e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
     e.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
                    help="fp32 (default), bf16, or amp = fp16 (float16 autocast, CUDA); --dtype is the same option")
@@ -130,9 +130,9 @@ def _train(args: argparse.Namespace) -> int:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if args.batch_size:
-            overrides["batch_size"] = _task_values(args.batch_size, "--batch-size", int)
+            overrides["batch_size"] = task_values(args.batch_size, "--batch-size", int)
         if args.crop:
-            overrides["crop_seconds"] = _task_values(args.crop, "--crop", float)
+            overrides["crop_seconds"] = task_values(args.crop, "--crop", float)
     except argparse.ArgumentTypeError as exc:
         print(f"dcasenet-hub train: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from dcasenet_hub._io import atomic_write
+from dcasenet_hub.errors import OnnxUnavailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.models.dcasenet import DcaseNetModule
@@ -93,10 +94,14 @@ def quantize_int8(model: DcaseNetModule, path: str | Path, *, fp32_path: str | P
     Raises:
         OnnxUnavailableError: onnx or onnxruntime is not installed.
     """
-    from dcasenet_hub.export.onnx import _require, export_onnx
+    from dcasenet_hub.export.onnx import export_onnx
 
-    _require("onnx")
-    quant = _require("onnxruntime.quantization")
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime.quantization as quant
+    except ImportError as exc:
+        raise OnnxUnavailableError(f"{exc.name or 'onnx'} is not installed; int8 quantization needs the 'onnx' "
+                                   'extra: pip install "dcasenet-hub[onnx]"') from exc
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="dcasenet-int8-") as tmp:
         src = Path(fp32_path) if fp32_path is not None else export_onnx(model, Path(tmp) / "fp32.onnx",

@@ -40,10 +40,10 @@ from dcasenet_hub.audio.windows import MIN_DURATION_S
 from dcasenet_hub.errors import DataError
 from dcasenet_hub.finetuning.options import TASK_WORDS, finetune_task
 from dcasenet_hub.finetuning.tables import (
-    _TRAIN_NAMES,
-    _VALIDATION_NAMES,
+    TRAIN_NAMES,
+    VALIDATION_NAMES,
     Clip,
-    _read_table,
+    read_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,11 +171,11 @@ def read_dataset(
                        f"give the .csv/.tsv file itself (tables found here: {found})")
                 raise DataError(path, [msg])
             path = tables[0]
-            clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+            clips = read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
         else:
             clips = _read_folders(path, problems)
     else:
-        clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+        clips = read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
 
     if check_audio:
         clips = _check_audio(clips, problems)
@@ -206,8 +206,8 @@ def _audio_files(folder: Path) -> list[Path]:
 def _read_folders(root: Path, problems: list[str]) -> list[Clip]:
     subdirs = _visible_dirs(root)
     names = {p.name.lower(): p for p in subdirs}
-    train_dir = next((names[n] for n in _TRAIN_NAMES if n in names), None)
-    val_dir = next((names[n] for n in _VALIDATION_NAMES if n in names), None)
+    train_dir = next((names[n] for n in TRAIN_NAMES if n in names), None)
+    val_dir = next((names[n] for n in VALIDATION_NAMES if n in names), None)
     if train_dir is not None or val_dir is not None:
         if train_dir is None or val_dir is None:
             have = (train_dir or val_dir).name  # type: ignore[union-attr]

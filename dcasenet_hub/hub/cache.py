@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -53,11 +54,6 @@ _SHA256_NAME_RE = re.compile(r"^[0-9a-f]{64}$")
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _user_cache() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-
-
 def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
     """The package cache (converted official weights): ``cache_dir``, else ``$DCASENET_HUB_CACHE``, else
     ``$XDG_CACHE_HOME/dcasenet_hub``, else ``~/.cache/dcasenet_hub``. The environment is read at call time.
@@ -68,9 +64,27 @@ def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("DCASENET_HUB_CACHE", "").strip():
-        return Path(os.environ["DCASENET_HUB_CACHE"].strip()).expanduser()
-    return _user_cache() / "dcasenet_hub"
+    return _env.package_cache() or _env.user_cache() / "dcasenet_hub"
+
+
+def check_writable(cache: Path, *, env_var: str = "DCASENET_HUB_CACHE") -> None:
+    """Raise :class:`~dcasenet_hub.errors.CacheNotWritableError` unless files can be created in ``cache``.
+
+    Called before a download writes anything, so a read-only or misplaced cache is one message naming the folder
+    and the fix, the same for every command, instead of an ``OSError`` from deep inside a download.
+    """
+    import tempfile
+
+    from dcasenet_hub.errors import CacheNotWritableError
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache):
+            pass
+    except OSError as exc:
+        raise CacheNotWritableError(
+            f"the weights cache {cache} cannot be written ({exc.strerror or exc}); set {env_var} to a writable "
+            f"folder (or pass --cache-dir), or make {cache} writable, then run the command again") from None
 
 
 def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
@@ -83,11 +97,7 @@ def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return _user_cache() / "huggingface" / "hub"
+    return _env.hf_cache() or _env.user_cache() / "huggingface" / "hub"
 
 
 def repo_folder(cache: Path, model_id: str) -> Path:

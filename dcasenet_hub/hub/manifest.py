@@ -8,11 +8,11 @@ time; its entries add to or replace the packaged ones). The schema is documented
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import ARCHS, HEAD_TASKS
 from dcasenet_hub.errors import ManifestError
 
@@ -162,9 +162,8 @@ def _read(path: Path) -> Any:
 def load_manifest() -> dict[str, dict[str, Any]]:
     """The packaged manifest merged with ``DCASENET_HUB_MANIFEST`` (read now), validated, aliases checked."""
     models = dict(validate_manifest(_read(PACKAGED), source=str(PACKAGED)))
-    extra = os.environ.get("DCASENET_HUB_MANIFEST", "").strip()
-    if extra:
-        path = Path(extra).expanduser()
+    path = _env.extra_manifest()
+    if path is not None:
         models.update(validate_manifest(_read(path), source=f"DCASENET_HUB_MANIFEST={path}"))
     for mid, e in models.items():
         target = e.get("alias_of")

@@ -5,17 +5,12 @@
 :mod:`.settings`         options (layers, poolings, hops), the per-call settings and :class:`Result`
 :mod:`.jobs`             one input's windows, shifted passes of a finer hop and merged outputs
 :mod:`.batching`         decoding ahead in threads; windows of equal length grouped into forward passes
-:mod:`.batch`            folders in, result files out: prepare/run (the CLI's); :mod:`.discovery` finds, shards
-:mod:`.batch_options`    :class:`BatchOptions`, the options of a folder job (run/prepare), checked when built
-:mod:`.index`            ``index.csv`` and the merged ``events.csv``; :mod:`.resume` which outputs can be kept
-:mod:`.distributed`      torchrun: the shard of each rank, rank 0 merges the index
 :mod:`.outputs`          :class:`Embeddings`, :class:`Prediction`, event lists and output files
 :mod:`.runner`           the optimised (or onnxruntime) model copy that runs the batches, cached per model
 :mod:`.model`            :class:`DcaseNet` (network + hub mixin + embed/predict), :func:`build_model`
 =======================  ==========================================================================================
 """
 
-from dcasenet_hub.inference.batch_options import BatchOptions
 from dcasenet_hub.inference.model import DcaseNet, build_model, from_pretrained
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.pipeline import (
@@ -35,7 +30,6 @@ __all__ = [
     "BACKENDS",
     "LAYERS",
     "POOLINGS",
-    "BatchOptions",
     "DcaseNet",
     "EmbeddingSize",
     "Embeddings",

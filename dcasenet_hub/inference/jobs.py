@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,6 @@ import torch
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
-from dcasenet_hub.devices import is_device_error
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.settings import INPUT_ERRORS, Result, _Settings
 
@@ -47,6 +46,8 @@ class _Job:
         self.n_samples = 0
         if isinstance(source, (str, Path)):
             self.source = str(source)
+        elif isinstance(source, Mapping) and source.get("path"):
+            self.source = str(source["path"])  # a Hugging Face datasets Audio item names its file
         else:
             self.source = f"<array {index}>"
         self._input = source
@@ -60,11 +61,21 @@ class _Job:
             self.reader = W.FileReader(src)
         elif isinstance(src, (np.ndarray, torch.Tensor)):
             if s.sample_rate is None:
-                raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
+                raise W.InputError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
+        elif isinstance(src, Mapping):
+            # an item of a Hugging Face datasets Audio column: {"array": samples, "sampling_rate": Hz, "path": ...}
+            if src.get("array") is None or not src.get("sampling_rate"):
+                raise TypeError(f"{self.source}: a dict input needs 'array' (the samples) and 'sampling_rate' (Hz), "
+                                f"as a Hugging Face datasets Audio item; got the keys {sorted(src)}")
+            array = src["array"]
+            if not isinstance(array, (np.ndarray, torch.Tensor)):
+                array = np.asarray(array, dtype=np.float32)  # datasets without a numpy format gives lists
+            self.reader = W.ArrayReader(array, int(src["sampling_rate"]), self.source)
         else:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
-                             "pass a file path, a numpy array or a torch tensor")
+                             "pass a file path, a numpy array, a torch tensor or a dict with 'array' and "
+                             "'sampling_rate' (a Hugging Face datasets Audio item)")
         r = self.reader
         if r.warning:
             logger.warning("%s: %s", self.source, r.warning)
@@ -91,8 +102,6 @@ class _Job:
                 self.windows = list(self._generate())
                 self._close()
         except INPUT_ERRORS as exc:
-            if is_device_error(exc):  # the GPU front-end failed: every input would; an error, not a failed input
-                raise
             self.fail(exc)
         return self
 

@@ -70,7 +70,7 @@ def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: in
 
 
 def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
-    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.from_pretrained`.
+    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.load_pretrained`.
 
     Example:
         >>> model = from_pretrained("dcasenet-v3")  # doctest: +SKIP

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub.metrics.annotations import DCASE_COLUMNS, RAVEN_COLUMNS
 
 #: Version of the on-disk formats (stored in every file's ``meta``).
 FORMAT_VERSION = 1
@@ -97,6 +98,29 @@ def detect_events(
             events.append((_round(onset, 4), _round(offset, 4), label))
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     return events
+
+
+#: Formats :meth:`Prediction.save_events` writes (``predict --event-format``).
+EVENT_FORMATS = ("dcase", "raven", "audacity")
+
+
+def raven_table(rows: list[tuple[float, float, str, float]], *, files: list[tuple[str, float]] | None = None) -> str:
+    """A Raven Pro selection table of ``(onset, offset, label, high_freq_hz)`` rows (tab-separated, header).
+
+    With ``files`` (``(file name, start of the file in the table's time line)`` per row), the table covers several
+    files as Raven lays a file set end to end: ``Begin Time (s)`` counts from the first file's start, and
+    ``Begin File`` and ``File Offset (s)`` name each selection's file and its time in that file.
+    """
+    header = list(RAVEN_COLUMNS) + (["Begin File", "File Offset (s)"] if files is not None else [])
+    lines = ["\t".join(header)]
+    for i, (onset, offset, label, high) in enumerate(rows):
+        start = files[i][1] if files is not None else 0.0
+        cells = [str(i + 1), "Spectrogram 1", "1", f"{start + onset:.6f}", f"{start + offset:.6f}", "0.0",
+                 f"{high:.1f}", label]
+        if files is not None:
+            cells += [files[i][0], f"{onset:.6f}"]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -375,16 +399,37 @@ class Prediction:
         atomic_write_text(path, json.dumps(d, indent=1, allow_nan=False) + "\n")  # ValueError on NaN/inf
         return path
 
-    def save_events(self, path: str | Path, *, filename: str | None = None) -> Path:
-        """Write the event list as a DCASE-style CSV: ``filename,onset,offset,event_label`` (header included)."""
+    def save_events(self, path: str | Path, *, filename: str | None = None, format: str = "dcase") -> Path:
+        """Write the event list for a scoring tool or an annotation tool (atomically).
+
+        Args:
+            path: Output file.
+            filename: The input's name in the ``dcase`` rows (default: the source's file name).
+            format: ``"dcase"``: CSV ``filename,onset,offset,event_label`` with a header; ``"raven"``: a Raven
+                selection table (tab-separated, :data:`~dcasenet_hub.metrics.annotations.RAVEN_COLUMNS`, one
+                spectrogram-view row per event, the label under ``Annotation``, 0 Hz to the input's Nyquist
+                frequency); ``"audacity"``: an Audacity label track (``start<TAB>end<TAB>label``, no header).
+                :func:`dcasenet_hub.metrics.read_annotations` reads all three back to the same events.
+        """
+        if format not in EVENT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(EVENT_FORMATS)}; got {format!r}")
         name = filename if filename is not None else Path(self.source or "").name
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["filename", "onset", "offset", "event_label"])
-        for on, off, lab in self.events:
-            w.writerow([name, f"{on:.3f}", f"{off:.3f}", lab])
+        if format == "dcase":
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(DCASE_COLUMNS)
+            w.writerows([name, f"{on:.3f}", f"{off:.3f}", lab] for on, off, lab in self.events)
+        elif format == "raven":
+            buf.write(raven_table([(on, off, lab, self.nyquist_hz) for on, off, lab in self.events]))
+        else:
+            buf.writelines(f"{on:.6f}\t{off:.6f}\t{lab}\n" for on, off, lab in self.events)
         atomic_write_text(Path(path), buf.getvalue())
         return Path(path)
+
+    @property
+    def nyquist_hz(self) -> float:
+        """Half the input's own sample rate (24 kHz, the network's, when unknown): the top of a Raven selection."""
+        return (self.sample_rate or 24000) / 2
 
     def save_scores(self, path: str | Path) -> Path:
         """Write frame probabilities as a sed_scores_eval TSV: ``onset<TAB>offset<TAB><one column per class>``."""

@@ -43,8 +43,9 @@ from typing import Any
 import torch
 
 from dcasenet_hub import audio as W
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
-from dcasenet_hub.devices import is_device_error, resolve_device
+from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
 from dcasenet_hub.inference.batching import _Batcher, _PreparedJobs
 from dcasenet_hub.inference.jobs import _nearest, _pad_tail, _pool  # noqa: F401  (re-exported for tests and tools)
@@ -352,15 +353,15 @@ def iterate(
         runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
         crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
         batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
-        bar = _bar(progress, total=len(inputs), desc="inputs", unit="file")
+        bar = progress_bar(enabled=progress, total=len(inputs), desc="inputs", unit="file", leave=True)
         model.eval()
         for job in jobs:
             if job.error is not None:
                 yield job.result()
                 bar.update(1)
                 continue
-            window_bar = _bar(progress and job.streamed, total=len(job.plan), desc=Path(job.source).name,
-                              unit="window", leave=False)
+            window_bar = progress_bar(enabled=progress and job.streamed, total=len(job.plan),
+                                      desc=Path(job.source).name, unit="window")
             try:
                 for window in job.iter_windows():
                     for done in batcher.add(job, window):
@@ -369,8 +370,6 @@ def iterate(
                     if not window.shift:  # shifted passes of a finer hop are not windows of the plan
                         window_bar.update(1)
             except INPUT_ERRORS as exc:
-                if is_device_error(exc):
-                    raise
                 job.fail(exc)
                 yield job.result()
                 bar.update(1)
@@ -401,6 +400,8 @@ def _single_threaded_torch() -> None:
 def _as_list(x: Any) -> tuple[bool, list[Any]]:
     if isinstance(x, (list, tuple)):
         return False, list(x)
+    if type(x).__name__ == "Column" and type(x).__module__.startswith("datasets"):
+        return False, list(x)  # a Hugging Face datasets column (dataset["audio"]): its items, in order
     return True, [x]
 
 
@@ -430,19 +431,3 @@ def _feature_device(dev: torch.device, backend: str) -> str | None:
     if dev.type == "cuda" and backend == "torch" and FEATURES_ON_MODEL_DEVICE:
         return str(dev)
     return None
-
-
-def _bar(enabled: bool, **kwargs: Any) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

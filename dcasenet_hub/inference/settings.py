@@ -18,13 +18,14 @@ import numpy as np
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import TIME_REDUCTION
-from dcasenet_hub.errors import AudioLoadError
+from dcasenet_hub.errors import InputError
 from dcasenet_hub.inference.outputs import Embeddings, Prediction
 
 #: Default number of 5 s crops per forward pass (longer windows count proportionally).
 DEFAULT_BATCH_SIZE = 8
-#: Errors that mark one input as failed without stopping the others.
-INPUT_ERRORS = (AudioLoadError, W.InputError, ValueError, RuntimeError, OSError)
+#: Errors that mark one input as failed without stopping the others: the input cannot be read or analysed. Anything
+#: else (a bug, a device fault, a bad option) propagates; running out of memory on one batch is handled where it runs.
+INPUT_ERRORS = (InputError,)
 #: Layers :func:`embed` can return: the recurrent output (default), the convolutional trunk's output averaged over
 #: frequency (the GRUs' input), and the scene branch's 128-d code (one per 5 s scene crop).
 LAYERS = ("gru", "conv", "scene")

@@ -67,9 +67,9 @@ class DcaseNetBatch:
                  dtype: str | None = None, sample_rate: int | None = None, frames: bool = False,
                  batch_rows: bool = False, batch_size: int = 8, options: Mapping[str, Any] | None = None) -> None:
         from dcasenet_hub.inference.model import from_pretrained
-        from dcasenet_hub.inference.settings import _check_choice
 
-        _check_choice("task", task, TASKS)
+        if task not in TASKS:
+            raise ValueError(f"task={task!r} is not one of {', '.join(repr(t) for t in TASKS)}")
         allowed = {"hop", "layer", "pooling", "threshold", "median_filter", "min_duration", "pad_tail", "backend"}
         unknown = sorted(set(options or {}) - allowed)
         if unknown:

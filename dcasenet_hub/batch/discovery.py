@@ -1,7 +1,7 @@
 """Which files a folder job reads: discovery of files / folders / list files, and shards.
 
 Example:
-    >>> from dcasenet_hub.inference.discovery import discover, shard
+    >>> from dcasenet_hub.batch.discovery import discover, shard
     >>> items = discover(["corpus/"])                                  # doctest: +SKIP
     >>> [i.rel.as_posix() for i in shard(items, 1, 8)][:2]              # doctest: +SKIP
     ['street/a.wav', 'park/b.flac']
@@ -26,7 +26,8 @@ class Item:
     """One input of a folder run and what became of it.
 
     Attributes:
-        path: The audio file, as given or found.
+        path: The audio file as an absolute, normalised path (``..`` and ``.`` removed, symlinks kept, so a
+            git-annex link keeps its name and extension): the same from any working directory.
         rel: Its path relative to the folder it was found in (or to the common parent of loose files): the
             outputs mirror it under the output folder.
         status: ``""`` (not processed yet), ``"ok"``, ``"skipped"`` (outputs already complete) or ``"failed"``.
@@ -137,7 +138,7 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         if real in seen:  # the same file again: once is enough
             continue
         seen.add(real)
-        items.append(Item(path=f, rel=rel))
+        items.append(Item(path=Path(os.path.abspath(f)), rel=rel))
     return items + broken
 
 
@@ -175,7 +176,8 @@ def in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
+    # os.fsencode: a name that is not UTF-8 (surrogate escapes) hashes by its bytes
+    return zlib.crc32(os.fsencode(rel.with_suffix("").as_posix())) % n == i - 1
 
 
 def shard(items: Iterable[Item], index: int, count: int) -> list[Item]:

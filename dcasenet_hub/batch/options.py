@@ -1,8 +1,8 @@
-"""Options of the folder jobs (:func:`~dcasenet_hub.inference.batch.run` / ``prepare``): one :class:`BatchOptions`
+"""Options of the folder jobs (:func:`~dcasenet_hub.batch.run` / ``prepare``): one :class:`BatchOptions`
 dataclass (as transformers' ``TrainingArguments``), checked when it is built, before any file is touched.
 
 Example:
-    >>> from dcasenet_hub.inference.batch_options import BatchOptions, merge_batch_options
+    >>> from dcasenet_hub.batch.options import BatchOptions, merge_batch_options
     >>> opts = BatchOptions(task="predict", median_filter=0.5, shard="2/8")
     >>> opts.shard, opts.iterate_kwargs()["median_filter"]
     ((2, 8), 0.5)
@@ -18,9 +18,11 @@ from typing import Any
 
 from dcasenet_hub._options import merge_options as _merge
 from dcasenet_hub._options import option_names
+from dcasenet_hub.batch.discovery import parse_shard
+from dcasenet_hub.batch.resume import settings_meta
+from dcasenet_hub.batch.tables import EMBEDDING_FORMATS
 from dcasenet_hub.devices import short_dtype_name
-from dcasenet_hub.inference.discovery import parse_shard
-from dcasenet_hub.inference.resume import settings_meta
+from dcasenet_hub.inference.outputs import EVENT_FORMATS
 from dcasenet_hub.inference.runner import BACKENDS
 from dcasenet_hub.inference.settings import (
     LAYERS,
@@ -38,7 +40,7 @@ LEVELS = ("frame", "clip", "both")
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Everything a folder job (:func:`~dcasenet_hub.inference.batch.run`) can be told besides the model, the inputs
+    """Everything a folder job (:func:`~dcasenet_hub.batch.run`) can be told besides the model, the inputs
     and the output folder. Invalid values raise ``ValueError`` here, so a job never starts writing with them.
 
     Attributes:
@@ -62,6 +64,14 @@ class BatchOptions:
         shard: ``(I, N)`` or ``"I/N"`` with ``1 <= I <= N``: only the inputs of that shard; stored as ``(I, N)``.
         overwrite: Recompute inputs whose outputs are complete.
         progress: Show a progress bar.
+        event_formats: Event files ``predict`` writes per input and merged (one or more of
+            :data:`~dcasenet_hub.inference.outputs.EVENT_FORMATS`; a string may list them with commas):
+            ``"dcase"`` (``.events.csv``, ``events.csv``), ``"raven"`` (``.Table.1.selections.txt``,
+            ``events.selections.txt``), ``"audacity"`` (``.labels.txt``; per input only: a label track belongs to one
+            audio file).
+        embedding_format: ``"npz"`` (one ``.npz`` per input) or ``"parquet"``: also the folder's clip and frame
+            embeddings as sharded Parquet files in ``OUTDIR/parquet/``, rebuilt from the ``.npz`` files at the end of
+            each unsharded run (:func:`~dcasenet_hub.batch.tables.write_parquet`; needs pyarrow).
 
     Raises:
         ValueError: an invalid value (the message names the option and the allowed values).
@@ -90,8 +100,24 @@ class BatchOptions:
     shard: tuple[int, int] | str | None = None
     overwrite: bool = False
     progress: bool = False
+    event_formats: tuple[str, ...] | str = ("dcase",)
+    embedding_format: str = "npz"
 
     def __post_init__(self) -> None:
+        _check_choice("embedding_format", self.embedding_format, EMBEDDING_FORMATS)
+        if self.embedding_format == "parquet":
+            try:
+                import pyarrow  # noqa: F401  (checked before any work; used at the end of the run)
+            except ImportError:
+                raise ValueError('embedding_format="parquet" needs pyarrow, which is not installed: '
+                                 'pip install "dcasenet-hub[parquet]"') from None
+        formats = self.event_formats.split(",") if isinstance(self.event_formats, str) else self.event_formats
+        formats = tuple(dict.fromkeys(str(f).strip() for f in formats))
+        if not formats:
+            raise ValueError(f"event_formats must name at least one of {', '.join(EVENT_FORMATS)}")
+        for f in formats:
+            _check_choice("event_formats", f, EVENT_FORMATS)
+        object.__setattr__(self, "event_formats", formats)
         _check_choice("task", self.task, TASKS)
         _check_choice("level", self.level, LEVELS)
         _check_choice("layer", self.layer, LAYERS)
@@ -113,7 +139,7 @@ class BatchOptions:
         return short_dtype_name(self.dtype)
 
     def iterate_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments :meth:`Plan.execute <dcasenet_hub.inference.batch.Plan.execute>` passes on to
+        """The keyword arguments :meth:`Plan.execute <dcasenet_hub.batch.Plan.execute>` passes on to
         :func:`~dcasenet_hub.inference.iterate` (all but ``device``, which depends on torchrun and the backend).
 
         Example:
@@ -127,10 +153,10 @@ class BatchOptions:
                 "batch_size": self.batch_size, "workers": self.workers, "progress": self.progress}
 
     def settings_meta(self, identity: dict[str, Any]) -> dict[str, Any]:
-        """What every output of the job records for resuming (:func:`~dcasenet_hub.inference.resume.settings_meta`).
+        """What every output of the job records for resuming (:func:`~dcasenet_hub.batch.resume.settings_meta`).
 
         Args:
-            identity: :func:`~dcasenet_hub.inference.resume.model_identity` of the weights.
+            identity: :func:`~dcasenet_hub.batch.resume.model_identity` of the weights.
         """
         return settings_meta(self.task, identity, level=self.level, hop=self.hop, layer=self.layer,
                              pooling=self.pooling, threshold=self.threshold, median_filter=self.median_filter,
