@@ -206,6 +206,39 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
 
 
+def file_kind(mode: int) -> str:
+    """``"a FIFO"``, ``"a character device"``, ... for the ``st_mode`` of something that is not a regular file."""
+    import stat
+
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, refused at once, before any read, when it is not a regular file.
+
+    A FIFO is opened without blocking and a device is never read, so ``/dev/zero`` or a pipe cannot hang the
+    caller or fill its memory.
+
+    Raises:
+        NotRegularFileError: a FIFO, device, socket or folder.
+        OSError: missing or unreadable.
+    """
+    import stat
+
+    from dcasenet_hub.errors import NotRegularFileError
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(path, file_kind(mode))
+        return fh.read()
+
+
 class FailSafeStream:
     """A text stream that never raises: once a write or flush fails (a closed pipe, ``| head``), it drops the rest.
 

@@ -59,6 +59,23 @@ class InputTooShortError(InputError):
     """The input has fewer feature frames than the network's pooling allows (40 = 0.8 s)."""
 
 
+class NotRegularFileError(DcaseNetHubError, OSError):
+    """A path that must be a regular file is a FIFO, a device, a socket or a folder (refused before reading it).
+
+    Raised by the one reader of such files (``dcasenet_hub._io.read_regular``); callers turn it into their area's
+    error (a model file, a manifest, an input).
+
+    Attributes:
+        path: The path.
+        kind: What it is (``"a FIFO"``, ``"a character device"``, ...).
+    """
+
+    def __init__(self, path: str | Path, kind: str) -> None:
+        self.path = str(path)
+        self.kind = kind
+        super().__init__(f"{path} is {kind}, not a regular file")
+
+
 # ---- options ----------------------------------------------------------------------------------------------------
 
 
@@ -91,6 +108,32 @@ class ModelNotFoundError(ModelError, FileNotFoundError):
 
 class CheckpointMismatchError(ModelError, ValueError):
     """A checkpoint's keys or shapes do not match the architecture it is loaded into."""
+
+
+class ModelConfigError(ModelError, ValueError):
+    """A model configuration field has a value the model cannot run with (the message names field, value, allowed).
+
+    Attributes:
+        field: Dotted name of the field (``"frontend.hop_length"``, ``"scene_labels[3]"``).
+        value: The value found.
+        allowed: What is allowed, in words.
+        source: The file the config came from, when it was read from one.
+    """
+
+    def __init__(self, field: str, value: object, allowed: str, *, source: str | Path | None = None) -> None:
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        self.source = None if source is None else str(source)
+        shown = repr(value)
+        if len(shown) > 80:
+            shown = shown[:77] + "..."
+        where = f"{source}: " if source is not None else ""
+        super().__init__(f"{where}model config field '{field}' is {shown}; allowed: {allowed}")
+
+    def with_source(self, source: str | Path) -> ModelConfigError:
+        """The same error, naming the file the config was read from."""
+        return ModelConfigError(self.field, self.value, self.allowed, source=source)
 
 
 class ManifestError(ModelError, ValueError):

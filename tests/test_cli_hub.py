@@ -207,6 +207,28 @@ def test_push_without_token_or_network_fails_with_one_line(case: str, authors_ch
     assert all(e in out.stderr for e in expected), out.stderr
 
 
+def test_convert_records_the_stated_tasks_an_unknown_license_and_keeps_an_existing_model(
+        env: Path, authors_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "conv"
+    assert main(["convert", str(authors_checkpoint), "--tasks", "scene", "tags", "events", "-o", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["trained_tasks"] == ["scene", "tags", "events"]
+    assert "unknown" not in config["provenance"] and "scene, tags, events" in config["provenance"]
+    card = (out / "README.md").read_text()
+    assert "license: unknown" in card and "mit" not in card.split("---")[1].lower()  # the source states none
+    before = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["convert", str(authors_checkpoint), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model" in err and "--overwrite" in err and err.count("\n") == 1, err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert json.loads((out / "config.json").read_text())["trained_tasks"] == ["scene", "tags", "events"]
+    assert main(["convert", str(authors_checkpoint), "-o", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["trained_tasks"] == []
+
+
 @pytest.mark.parametrize("case", ["unknown id", "offline", "no network"])
 def test_download_failures_exit_with_the_model_code_like_embed(case: str, env: Path, authors_checkpoint: Path,
                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

@@ -282,7 +282,7 @@ def test_embed_folder_example_uses_discover(mixed_folder, tmp_path, authors_chec
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(repo / "examples" / "embed_folder.py"), str(mixed_folder), "--out",
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "embed_folder.py"), str(mixed_folder), "-o",
                            str(tmp_path / "emb"), "--model", str(authors_checkpoint)],
                           capture_output=True, text=True, cwd=repo, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

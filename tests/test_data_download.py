@@ -270,6 +270,64 @@ def test_safe_extract_refuses_a_zip_bomb(tmp_path, monkeypatch):
     assert (dest / "zeros.bin").stat().st_size == 4 << 20 and len(written) == 2
 
 
+def _zip_members(path: Path, members: list[tuple[str, str | None]]) -> Path:
+    """A zip with the given (name, text) members in order; text None makes a folder member."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members:
+            if text is None:
+                z.writestr(zipfile.ZipInfo(name if name.endswith("/") else name + "/"), "")
+            else:
+                z.writestr(name, text)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns when writing the duplicate on purpose
+@pytest.mark.parametrize(("members", "why"), [
+    ([("a", "file"), ("a/b", "under a folder of the file's name")], "which is also a file member"),
+    ([("x/ok.txt", "fine"), (".", "the destination itself")], "names the destination folder"),
+    ([("x/ok.txt", "first"), ("x/ok.txt", "second")], "have the same path"),
+    ([("x/ok.txt", "fine"), ("d/", None), ("d", "file of the folder's name")], "is a file of the same path"),
+])
+def test_safe_extract_checks_every_member_before_it_writes_anything(tmp_path, members, why):
+    """Before: a file then a member under a folder of its name raised a raw FileExistsError after the first was
+    written; a member named '.' left a temporary file beside the destination; duplicates overwrote silently."""
+    archive = _zip_members(tmp_path / "odd.zip", members)
+    dest = tmp_path / "dest"
+    with pytest.raises(dd.UnsafeArchiveError, match=why):
+        dd.safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))  # nothing was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "odd.zip"]  # nor beside it
+
+
+def test_safe_extract_refuses_members_that_clash_with_what_is_already_there(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / "taken").mkdir(parents=True)
+    (dest / "plain").write_text("a file")
+    for members, why in (([("taken", "a file over a folder")], "is a folder"),
+                         ([("plain/inner.txt", "under a file")], "which is a file here"),
+                         ([("plain/", None)], "is a file here")):
+        with pytest.raises(dd.UnsafeArchiveError, match=why):
+            dd.safe_extract(_zip_members(tmp_path / "clash.zip", members), dest, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ["plain", "taken"] and not any((dest / "taken").iterdir())
+
+
+def test_an_archive_cannot_touch_the_download_state(server, tmp_path, monkeypatch):
+    """Before: a member downloads/<part>.extracted made `data download` report a part 'already extracted' that was
+    never downloaded (FSDKaggle2019 has no published checksum, and mirrors are allowed)."""
+    record = "998"
+    evil = _zip_members(tmp_path / "meta.zip", [("meta/ok.csv", "1\n"), ("downloads/audio.extracted", "audio.zip\n")])
+    _serve(server, f"{record}/meta.zip", evil.read_bytes())
+    spec = dd.DatasetSpec(key="evil", title="evil", record=record,
+                          parts={"meta": (dd._zip("meta.zip"),), "audio": (dd._zip("audio.zip"),)},
+                          default_parts=("meta",))
+    monkeypatch.setitem(dd.DATASETS, "evil", spec)
+    monkeypatch.setenv(dd.MIRROR_ENV, server.url)
+    dest = tmp_path / "data"
+    with pytest.raises(dd.UnsafeArchiveError, match="holds the download's own state"):
+        dd.download_dataset("evil", dest, parts=["meta"], progress=False)
+    assert not (dest / "downloads" / "audio.extracted").exists() and not (dest / "meta").exists()
+
+
 # --- whole dataset ----------------------------------------------------------------------------------------------------
 
 
@@ -364,13 +422,13 @@ def test_specs_match_dcase_facts():
 
 def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     assert rc == 0 and (tmp_path / "d" / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()
     assert not (tmp_path / "d" / "mic_dev").exists()
     _serve(server, "4064792/metadata_dev.zip", b"corrupt")
-    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "e"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "e"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     assert rc == 3 and "MD5 mismatch" in capsys.readouterr().err  # the download code, as for weights
 
 
@@ -384,7 +442,7 @@ def test_cli_data_download_without_network_fails_fast_with_the_download_code(tmp
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     t = time.perf_counter()
-    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "d"), "--no-progress",
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "d"), "-q",
                    "--parts", "metadata_dev"])
     elapsed = time.perf_counter() - t
     err = capsys.readouterr().err
@@ -423,13 +481,13 @@ def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
 
 
 def test_cli_make_mini(tmp_path, capsys):
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
-                   "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
+                   "-q"])
     assert rc == 0
     assert f"--sed-root {tmp_path / 'tau-nigens2020'}" in capsys.readouterr().out
     assert len(list((tmp_path / "tau-nigens2020" / "metadata_dev").glob("*.csv"))) == 5
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
-                   "--sed-classes", "2", "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
+                   "--sed-classes", "2", "-q"])
     classes = {line.split(",")[1] for f in (tmp_path / "two" / "tau-nigens2020" / "metadata_dev").glob("*.csv")
                for line in f.read_text().splitlines()}
     assert rc == 0 and classes == {"0", "13"}
@@ -488,8 +546,8 @@ def test_extract_counts_only_members_still_missing_against_free_space(tmp_path, 
 def test_cli_download_on_a_full_disk_is_one_line_with_the_fix(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
     _disk_with(monkeypatch, 1000)
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert re.search(r"extracting metadata_dev\.zip: needs \d+ bytes in .* only 1,000 bytes is free", err[0])

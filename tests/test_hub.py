@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 
 import dcasenet_hub
 from dcasenet_hub import CheckpointMismatchError, DcaseNet
+from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.hub import api as hub
 
 COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
@@ -77,6 +78,9 @@ def test_loading_builds_no_random_weights_and_takes_the_files_as_float32(saved_d
     state = load_file(saved_dir / "model.safetensors")
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, half / "model.safetensors",
               metadata=meta)
+    cfg = json.loads((half / "config.json").read_text())  # the config names the weights it belongs with
+    cfg["weights_sha256"] = hashlib.sha256((half / "model.safetensors").read_bytes()).hexdigest()
+    (half / "config.json").write_text(json.dumps(cfg))
     from_half = dcasenet_hub.from_pretrained(half)
     assert {p.dtype for p in from_half.parameters()} == {torch.float32}
     sd = from_half.state_dict()
@@ -110,7 +114,7 @@ def test_strict_loading_lists_missing_and_extra_keys(saved_dir: Path, authors_ch
     sd["extra_head.weight"] = torch.zeros(3)
     bad = tmp_path / "bad"
     bad.mkdir()
-    shutil.copy(saved_dir / "config.json", bad / "config.json")
+    ModelConfig.load(saved_dir / "config.json").save(bad / "config.json")  # a hand-made folder: no weights hash
     save_file(sd, str(bad / "model.safetensors"))
     with pytest.raises(CheckpointMismatchError) as err:
         dcasenet_hub.from_pretrained(bad)

@@ -113,7 +113,7 @@ def test_the_same_folder_used_from_another_working_directory_keeps_one_row_per_f
 def test_a_manifest_id_repointed_to_other_weights_is_recomputed(tmp_path, monkeypatch, authors_checkpoint,
                                                                  v3_state_dict, capsys):
     import torch
-    from test_hub_server import (
+    from helpers import (
         COMMIT,
         URL_PATH,
         LoopbackServer,
@@ -233,7 +233,7 @@ def test_a_full_disk_fails_the_inputs_naming_the_path_and_exits_1(tmp_path, auth
 @pytest.mark.parametrize("command", ["download", "embed", "predict"])
 def test_an_unwritable_cache_exits_3_naming_the_path_and_the_fix(tmp_path, monkeypatch, authors_checkpoint, capsys,
                                                                  command):
-    from test_hub_server import (
+    from helpers import (
         URL_PATH,
         LoopbackServer,
         fixture_entry,

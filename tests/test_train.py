@@ -190,7 +190,7 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
     args = ["train", "v1-nomixup-asc-sed", "-o", str(run), "--asc-root", str(tiny["asc_root"]),
             "--sed-root", str(tiny["sed_root"]), "--cache-dir", str(tiny["cache_dir"]), "--epochs", "1",
             "--iterations-per-epoch", "1", "--batch-size", "asc=2", "--batch-size", "sed=2", "--crop", "asc=1",
-            "--crop", "sed=1", "--lr", "0", "--workers", "0", "--no-progress"]
+            "--crop", "sed=1", "--lr", "0", "--workers", "0", "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "best asc:" in out and "best sed:" in out
@@ -389,7 +389,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
             "--asc-root", str(tiny["asc_root"]), "--sed-root", str(tiny["sed_root"]), "--cache-dir",
             str(tiny["cache_dir"]), "--epochs", "3", "--iterations-per-epoch", "3", "--batch-size", "asc=2",
             "--batch-size", "sed=2", "--crop", "asc=1", "--crop", "sed=1", "--mixup-from-epoch", "1",
-            "--stage", "joint", "--seed", "5", "--workers", "0", "--no-progress"]
+            "--stage", "joint", "--seed", "5", "--workers", "0", "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "b" / "joint" / "last.pt"
     deadline = time.time() + 600

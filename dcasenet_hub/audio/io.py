@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +121,11 @@ def _check_file(path: Path) -> None:
         raise AudioLoadError(path, "file not found")
     if path.is_dir():
         raise AudioLoadError(path, "is a directory, not an audio file")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO or a device: refused before anything reads it (a read could block forever)
+        from dcasenet_hub._io import file_kind
+
+        raise AudioLoadError(path, f"is {file_kind(mode)}, not a regular file; give an audio file")
     if path.stat().st_size == 0:
         raise AudioLoadError(path, "is empty (0 bytes)")
 

@@ -289,7 +289,7 @@ class Plan:
             try:
                 return rebuild(out_dir, events=task == "predict", done=journal if done else None,
                                event_formats=self.options.event_formats, parquet=parquet and done)
-            except OSError as exc:  # filelock.Timeout is one
+            except (OSError, ValueError) as exc:  # filelock.Timeout is an OSError
                 report.problems.append(f"cannot update {display(str(self.index_path))}: {_write_error(exc)}")
                 return None
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Iterable
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
+
+logger = logging.getLogger(__name__)
 
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
@@ -123,7 +126,10 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
             rooted += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-            loose += read_list(p)
+            listed = read_list(p)
+            logger.info("%s: read as a list of %d audio paths, one per line (a %s input is a list file)", p,
+                        len(listed), p.suffix.lower())
+            loose += listed
         elif p.exists():
             loose.append(p)
         else:

@@ -30,6 +30,16 @@ EVENTS_COLUMNS = ("filename", "onset", "offset", "event_label")
 DURATIONS_COLUMNS = ("filename", "duration")
 
 
+def display(text: str) -> str:
+    """``text`` as it is written into a UTF-8 file: bytes that are not UTF-8 (a file name's) shown as ``\\xNN``.
+
+    Example:
+        >>> display("caf\\udce9.wav")
+        'caf\\\\xe9.wav'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def one_line(exc: BaseException | str) -> str:
     """An error as one line (for index rows and summaries); the exception's type name if it has no message."""
     text = " ".join(str(exc).split())
@@ -108,7 +118,7 @@ def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[s
         output = row.get("output", "")
         if row.get("status") not in ("ok", "skipped") or not output.endswith(".json") or not row.get("duration_s"):
             continue
-        rel = Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix
+        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
         lines.append(f"{rel}\t{row['duration_s']}")
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
@@ -136,7 +146,7 @@ def write_all_selections(path: str | Path, out_dir: str | Path, rows: Sequence[d
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("events.selections.txt: skipping %s (%s)", output, one_line(exc))
             continue
-        rel = Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix
+        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
         events += [(on, off, label, high) for on, off, label in listed]
         files += [(rel, start)] * len(listed)
         start += duration

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub._io import atomic_write_text, file_mode, host_tag, pid_alive
-from dcasenet_hub.batch.index import read_index, write_index, write_merged
+from dcasenet_hub.batch.index import display, read_index, write_index, write_merged
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +57,6 @@ def input_key(path: str | os.PathLike[str]) -> str:
         '/data/a.wav'
     """
     return os.path.realpath(os.fspath(path))
-
-
-def display(text: str) -> str:
-    """``text`` as it is written into a UTF-8 file: bytes that are not UTF-8 (a file name's) shown as ``\\xNN``.
-
-    Example:
-        >>> display("caf\\udce9.wav")
-        'caf\\\\xe9.wav'
-    """
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _state(out_dir: str | Path) -> Path:

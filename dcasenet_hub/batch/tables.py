@@ -46,11 +46,15 @@ def _pyarrow() -> Any:
 
 
 def _rel_name(row: dict[str, str], out_dir: Path, suffix: str) -> str:
-    return Path(os.path.relpath(row["output"][: -len(suffix)], out_dir)).as_posix() + Path(row["input"]).suffix
+    from dcasenet_hub.batch.index import display
+
+    # index.csv names outputs relative to OUTDIR; rows handed over by the rebuild carry full paths (both work)
+    output = os.path.relpath(Path(out_dir) / row["output"][: -len(suffix)], out_dir)
+    return display(Path(output).as_posix() + Path(row["input"]).suffix)
 
 
 def _complete(out_dir: Path, rows: Sequence[dict[str, str]], suffix: str) -> list[tuple[str, Path]]:
-    return [(_rel_name(r, out_dir, suffix), Path(r["output"])) for r in rows
+    return [(_rel_name(r, out_dir, suffix), Path(out_dir) / r["output"]) for r in rows
             if r.get("status") in ("ok", "skipped") and r.get("output", "").endswith(suffix)]
 
 

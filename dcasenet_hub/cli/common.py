@@ -15,8 +15,8 @@ from dcasenet_hub.errors import (
 if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.inference.model import DcaseNet
 
-__all__ = ["EXIT_FAILED_INPUTS", "EXIT_INTERNAL", "EXIT_MODEL", "EXIT_USAGE", "ModelLoadError", "exit_code",
-           "load_model"]
+__all__ = ["EXIT_FAILED_INPUTS", "EXIT_INTERNAL", "EXIT_MODEL", "EXIT_USAGE", "ModelLoadError", "check_model_name",
+           "exit_code", "load_model"]
 
 #: Some inputs failed (the others' results are written), or the one input of a command could not be used.
 EXIT_FAILED_INPUTS = 1
@@ -59,4 +59,19 @@ def load_model(name: str, **kwargs: Any) -> DcaseNet:
     try:
         return from_pretrained(name, **kwargs)
     except (DcaseNetHubError, ValueError, OSError, RuntimeError, KeyError) as exc:  # e.g. torch.load on a damaged file
+        raise ModelLoadError(name, exc) from None
+
+
+def check_model_name(name: str) -> None:
+    """Refuse at once (exit code 3) a ``--model`` path that is a FIFO, a device or a socket: nothing reads it.
+
+    Raises:
+        ModelLoadError: the path is neither a folder nor a regular file.
+    """
+    from dcasenet_hub.errors import ModelFileError
+    from dcasenet_hub.hub.checkpoint import check_model_path
+
+    try:
+        check_model_path(name)
+    except ModelFileError as exc:
         raise ModelLoadError(name, exc) from None

@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 _RAW = argparse.RawDescriptionHelpFormatter
 _CACHE_DIR_HELP = ("one cache folder for all weights (default: official weights in $DCASENET_HUB_CACHE or "
                    "~/.cache/dcasenet_hub, Hugging Face repos in $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
@@ -30,14 +32,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("ids", nargs="+", metavar="ID", help="manifest id (see `dcasenet-hub list`)")
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
         "cache", help="show the cache folders and the converted models in them", formatter_class=_RAW,
         description="Print the package cache (converted official weights) and the Hugging Face cache, then one "
-                    "line per cached model: id, size, snapshot folder. Entries an older release left in the "
-                    "Hugging Face cache are marked 'old layout'; they are moved on first use.",
+                    "line per cached model: id, size, snapshot folder. Entries in the old layout "
+                    "(models--dcasenet-hub--<id> in the Hugging Face cache) are marked 'old layout'; they are moved "
+                    "on first use.",
         epilog="example:\n  dcasenet-hub cache\n  DCASENET_HUB_CACHE=/data/dcasenet dcasenet-hub cache",
     )
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
@@ -60,9 +62,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("checkpoint", metavar="AUTHORS.pt")
     p.add_argument("--arch", default="v3", choices=("v1", "v2", "v3"), help="architecture (default v3)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    add_output(p, required=True, metavar="DIR", help="output folder")
     p.add_argument("--tasks", nargs="*", choices=("scene", "tags", "events"),
                    help="heads the checkpoint was trained for (official files are recognised by hash)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in the output folder")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
@@ -157,7 +160,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from dcasenet_hub.hub.checkpoint import convert_checkpoint
 
-    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks)
+    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks,
+                               overwrite=args.overwrite)
     print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
           f"{model.config.provenance})")
     return 0

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
   1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
@@ -36,6 +38,7 @@ outputs (docs/outputs.md):
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
   OUTDIR/index.csv    input, status (ok | failed | pending), output, duration_s, error, warning: every input
                       of every run and shard writing OUTDIR, once (rebuilt from OUTDIR/.dcasenet-hub/)
+  -o FILE.npz         for one audio file: that one .npz, nothing else
 
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
@@ -63,6 +66,7 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.Table.1.selections.txt  Raven selection table; OUTDIR/events.selections.txt all of them
   OUTDIR/<path>.labels.txt              Audacity label track (start<TAB>end<TAB>label)
   OUTDIR/index.csv          input, status (ok | failed | pending), output, duration_s, error, warning
+  -o FILE.json | FILE.csv | FILE.tsv   for one audio file: only that file, in the format of its extension
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
 (the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
@@ -72,6 +76,7 @@ Event scores and events end at the last full 0.8 s step, as the authors' network
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
+  dcasenet-hub predict street.wav -o street.json
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
   dcasenet-hub predict recordings/ -o pred/ --event-format raven --event-format audacity
@@ -148,12 +153,12 @@ def _load_model(name: str) -> Any:
 def register(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     for name, epilog, desc in (
-        ("embed", EMBED_EPILOG, "Frame (every 0.8 s) and clip embeddings of audio files, one .npz per file."),
-        ("predict", PREDICT_EPILOG, "Scene, tag and event predictions of audio files with label names."),
+        ("embed", EMBED_EPILOG, "frame (every 0.8 s) and clip embeddings of audio files, one .npz per file"),
+        ("predict", PREDICT_EPILOG, "scene, tag and event predictions of audio files, with label names"),
     ):
         p = subparsers.add_parser(name, help=desc, description=desc, epilog=epilog, formatter_class=fmt)
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
-        p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="output folder")
+        add_output(p, required=True, type=Path, metavar="OUTDIR", help="output folder", old=("--output-dir",))
         _common(p)
         p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
@@ -193,15 +198,14 @@ def register(subparsers: Any) -> None:
                        help="process only shard I of N (1 <= I <= N), chosen by a hash of each output path, "
                             "so N machines can split a corpus")
         p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs are complete")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_run_embed if name == "embed" else _run_predict)
 
-    p = subparsers.add_parser("plot", help="Picture of one file's spectrogram, events, scenes and tags.",
+    p = subparsers.add_parser("plot", help="picture of one file's spectrogram, events, scenes and tags",
                               description="Picture of one file's log-mel spectrogram, events, scenes and tags.",
                               epilog=PLOT_EPILOG, formatter_class=fmt)
     p.add_argument("file", type=Path, metavar="FILE", help="audio file")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
-                   help="image file (default: FILE with .png); any matplotlib format by extension")
+    add_output(p, type=Path, metavar="PNG",
+               help="image file (default: FILE with .png); any matplotlib format by extension")
     _common(p)
     _prediction_options(p)
     p.set_defaults(func=_run_plot)
@@ -240,6 +244,8 @@ def _check_embedding_options(args: argparse.Namespace) -> None:
     if getattr(args, "layer", "gru") == "scene" and args.pad_tail:
         raise _UsageError("--pad-tail does not apply to --layer scene (one code per 5 s scene crop, which always "
                           "covers the end); drop --pad-tail or use --layer gru or conv")
+    if str(args.model).lower().endswith(".onnx") and args.backend != "onnxruntime":
+        raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
     if args.backend == "onnxruntime":
         if args.dtype != "fp32":
             raise _UsageError(f"--backend onnxruntime runs fp32; drop --dtype {args.dtype} or use --backend torch")
@@ -311,8 +317,10 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
 
 def _run(args: argparse.Namespace, task: str) -> int:
     from dcasenet_hub import batch
+    from dcasenet_hub.cli.common import check_model_name
 
     _limit_heap_retention()
+    check_model_name(args.model)  # before anything reads it (a FIFO or /dev/zero would block or never end)
     try:
         if args.shard is not None and batch.torchrun_shard() is not None:
             raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "
@@ -325,23 +333,92 @@ def _run(args: argparse.Namespace, task: str) -> int:
             raise _UsageError(f"--workers must be >= 0, got {args.workers}")
         _check_common(args)
         _check_embedding_options(args)
-        if args.output_dir.exists() and not args.output_dir.is_dir():
-            raise _UsageError(f"-o {args.output_dir} is an existing file; OUTDIR must be a folder "
+        single = _single_output(args, task)
+        if single is None and args.output.exists() and not args.output.is_dir():
+            raise _UsageError(f"-o {args.output} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
             options = _batch_options(args, task)
-            plan = batch.prepare(args.model, args.inputs, args.output_dir, options)
+            plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(batch.one_line(exc)) from None
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
+    if plan is None:
+        return _run_one(args, task, options, single)
     report = plan.execute(load=_load_model)
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
-              f"{args.output_dir / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
+              f"{args.output / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
     return code
+
+
+#: -o naming one file (by its extension) for one audio input: the formats each command writes.
+FILE_OUTPUTS = {"embed": (".npz",), "predict": (".json", ".csv", ".tsv")}
+
+
+def _single_output(args: argparse.Namespace, task: str) -> Path | None:
+    """The file ``-o`` names for a single input (format by extension), or ``None`` when it names a folder.
+
+    Raises:
+        _UsageError: a file name for several inputs, a folder or a list; an extension of the other command; an
+            existing file without --overwrite.
+    """
+    from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
+
+    out: Path = args.output
+    suffix = out.suffix.lower()
+    known = {s for formats in FILE_OUTPUTS.values() for s in formats}
+    if out.is_dir() or suffix not in known:
+        return None
+    if suffix not in FILE_OUTPUTS[task]:
+        raise _UsageError(f"-o {out}: {task} writes {', '.join(FILE_OUTPUTS[task])} files (or a folder), not "
+                          f"{suffix}")
+    source = Path(args.inputs[0])
+    if len(args.inputs) != 1 or not source.is_file() or source.suffix.lower() in LIST_EXTENSIONS:
+        raise _UsageError(f"-o {out} names one {suffix} file, which holds one audio file's output; give one audio "
+                          "file, or a folder for -o to get one output per input")
+    if args.shard is not None:
+        raise _UsageError(f"--shard splits many inputs; -o {out} names one file for one input: drop --shard")
+    if out.exists() and not args.overwrite:
+        raise _UsageError(f"-o {out} exists; pass --overwrite to replace it")
+    return out
+
+
+def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
+    """One input, one output file: the format by the extension of ``out`` (written atomically)."""
+    from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.inference.pipeline import iterate
+
+    model = _load_model(args.model)
+    device = "cpu" if options.backend == "onnxruntime" else options.device
+    source = Path(args.inputs[0])
+    results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
+                      device=device, **options.iterate_kwargs())
+    try:
+        result = next(iter(results))
+    finally:
+        results.close()
+    try:
+        if result.error is not None:
+            raise result.error
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if task == "embed":
+            result.embeddings.save(out, level=options.level)
+        elif out.suffix.lower() == ".json":
+            result.prediction.save(out)
+        elif out.suffix.lower() == ".csv":
+            result.prediction.save_events(out, filename=source.name)
+        else:
+            result.prediction.save_scores(out)
+    except (OSError, ValueError, RuntimeError) as exc:
+        text = one_line(exc)
+        print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
+        return 1
+    print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
+    return 0
 
 
 def _summary(report: Any) -> int:
@@ -385,9 +462,14 @@ def _run_plot(args: argparse.Namespace) -> int:
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
+        return 2
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if output.suffix and output.suffix.lower().lstrip(".") not in formats:  # said before the model runs
+        print(f"dcasenet-hub plot: error: -o {output}: matplotlib cannot write {output.suffix} files; use one of "
+              f"{', '.join('.' + f for f in sorted(formats))}", file=sys.stderr)
         return 2
     model = _load_model(args.model)
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
 from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code
+from dcasenet_hub.cli.vocabulary import NOTES
 from dcasenet_hub.errors import ModelError, ModelLoadError
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
@@ -30,11 +31,15 @@ EPILOG = """examples:
   dcasenet-hub <command> --help
 
 -v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log
-(debug / warnings only), never that of other libraries.
+(debug / warnings only, no progress bars), never that of other libraries. Every command writes to -o/--output.
 
 exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
 3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug)
 """
+
+#: What -q/--quiet means for every command.
+QUIET_HELP = "warnings only, no progress bars"
+
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to the current ``sys.stderr`` (not the one at creation), so the handler can be installed once."""
@@ -79,7 +84,7 @@ def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
             quiet = [f for f in ("-q", "--quiet") if f not in known]
             if quiet:
                 sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
-                                 help="warnings only" if len(quiet) == 2 else argparse.SUPPRESS)
+                                 help=QUIET_HELP if len(quiet) == 2 else argparse.SUPPRESS)
             _add_flags_to_subcommands(sub)
 
 
@@ -94,8 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
-                        help="warnings only (and no progress bars where a command has them)")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
         module.register(sub)
@@ -133,9 +137,10 @@ def _silence(stream: Any) -> None:
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.global_quiet:
-        args.quiet = True
-    _configure_logging(verbose=args.verbose, quiet=bool(getattr(args, "quiet", False)))
+    args.quiet = bool(args.global_quiet or getattr(args, "quiet", False))
+    _configure_logging(verbose=args.verbose, quiet=args.quiet)
+    for note in getattr(args, NOTES, None) or ():  # old spellings still work; each is noted once
+        print(f"dcasenet-hub {args.command}: note: {note}", file=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

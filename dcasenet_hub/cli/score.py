@@ -72,7 +72,7 @@ def _run_score(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
-        "score", help="Score a predict folder against your annotations (report.json, a table, plots).",
+        "score", help="score a predict folder against your annotations (report.json, a table, plots)",
         description="Compare the predictions of `dcasenet-hub predict` with annotations: scenes, tags or events.",
         epilog=SCORE_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("predictions", metavar="PREDICTIONS", help="output folder of `dcasenet-hub predict`")

@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import (
+    add_feature_cache,
+    add_no_progress,
+    add_old_spelling,
+    add_output,
+)
+
 TRAIN_EPILOG = """examples:
   dcasenet-hub train --list-recipes
   dcasenet-hub train v3-asc-tag-sed --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development \\
@@ -61,8 +68,7 @@ def add_roots(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asc-root", type=Path, help="TAU Urban Acoustic Scenes 2020 Mobile development folder")
     p.add_argument("--tag-root", type=Path, help="FSDKaggle2019 folder (train_curated.csv, train_curated/)")
     p.add_argument("--sed-root", type=Path, help="TAU-NIGENS Spatial Sound Events 2020 folder (mic_dev/, metadata_dev/)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="feature cache (default $DCASENET_HUB_FEATURES or ~/.cache/dcasenet_hub/features)")
+    add_feature_cache(p)
 
 
 def register(subparsers: Any) -> None:
@@ -72,7 +78,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("recipe", nargs="?", help="recipe name (see --list-recipes) or recipe .json file")
     p.add_argument("--list-recipes", action="store_true", help="list the bundled recipes and exit")
     add_roots(p)
-    p.add_argument("-o", "--out", type=Path, help="run folder (checkpoints, metrics log, best models)")
+    add_output(p, type=Path, metavar="RUN", help="run folder (checkpoints, metrics log, best models)",
+               old=("--out",))
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--epochs", type=int, help="epochs per stage (recipe: 160)")
     g.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (recipe: 500)")
@@ -89,13 +96,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
     r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
     r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
-    r.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast with gradient scaling, CUDA); "
-                        "--dtype is the same option, spelt as in embed, predict and finetune")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    r.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or fp16 = amp (float16 autocast with gradient scaling, CUDA)")
+    add_old_spelling(r, "--precision", dest="dtype", new="--dtype", choices=PRECISIONS)
+    r.add_argument("--resume", action="store_true", help="continue the run in -o RUN from its last epoch")
     r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
     r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(r)
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("evaluate", help="evaluate a model with the paper's metrics (a Table 2 row)",
@@ -105,8 +112,9 @@ def register(subparsers: Any) -> None:
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
     add_roots(e)
     e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
-    e.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast, CUDA); --dtype is the same option")
+    e.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or fp16 = amp (float16 autocast, CUDA)")
+    add_old_spelling(e, "--precision", dest="dtype", new="--dtype", choices=PRECISIONS)
     e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
     e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -121,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
             r = load_recipe(name)
             print(f"{name:24s} {r.description}")
         return 0
-    if not args.recipe or not args.out:
+    if not args.recipe or not args.output:
         print("dcasenet-hub train: give a RECIPE and -o RUN (or --list-recipes)", file=sys.stderr)
         return 2
     try:
@@ -140,10 +148,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides["mixup_alpha"] = None
     if args.no_finetune:
         overrides["finetune"] = False
-    result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
-                   sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
-                   precision=_precision(args.precision), resume=args.resume, seed=args.seed,
-                   progress=not args.no_progress,
+    result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
+                   sed_root=args.sed_root, cache_dir=args.feature_cache, device=args.device, workers=args.workers,
+                   precision=_precision(args.dtype), resume=args.resume, seed=args.seed,
+                   progress=not args.quiet,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
@@ -161,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                       cache_dir=args.cache_dir, device=args.device, precision=_precision(args.precision),
+                       cache_dir=args.feature_cache, device=args.device, precision=_precision(args.dtype),
                        sed_threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(metrics, indent=2))

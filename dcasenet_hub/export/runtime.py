@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import shutil
 import tempfile
 import weakref
@@ -17,7 +18,7 @@ import torch
 
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.errors import InputTooShortError
-from dcasenet_hub.export.onnx import OUTPUT_NAMES, export_onnx, onnx_session, run_onnx
+from dcasenet_hub.export.onnx import DEFAULT_OPSET, OUTPUT_NAMES, export_onnx, onnx_session, run_onnx
 from dcasenet_hub.models.dcasenet import (
     DcaseNetModule,
     DcaseNetOutput,
@@ -25,6 +26,8 @@ from dcasenet_hub.models.dcasenet import (
     frame_times,
     normalise_tasks,
 )
+
+logger = logging.getLogger(__name__)
 
 
 class OnnxRuntime(Runtime):
@@ -36,9 +39,10 @@ class OnnxRuntime(Runtime):
         path: The graph's file.
     """
 
-    def __init__(self, session: Any, path: Path) -> None:
+    def __init__(self, session: Any, path: Path, *, placeholder_weights: bool = False) -> None:
         self.session = session
         self.path = path
+        self.placeholder_weights = placeholder_weights
 
     def forward(self, network: DcaseNetModule, mel: torch.Tensor, tasks: Any, *,
                 conv_embeddings: bool) -> DcaseNetOutput:
@@ -72,8 +76,97 @@ class OnnxRuntime(Runtime):
         return (f"Cannot load {source} into an onnxruntime-backed model; load it into the original DcaseNet and "
                 "build the backend again.")
 
+    def cannot_save(self) -> str | None:
+        if self.placeholder_weights:
+            return (f"This model runs the ONNX graph {self.path}; its torch tensors are placeholders, not the "
+                    "weights. Save the original DcaseNet instead.")
+        return None
+
     def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntime:
         return self  # the session and its graph file are read only: copies of the model share them
+
+
+def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None = None) -> DcaseNetModule:
+    """A model that runs an exported ``.onnx`` file with onnxruntime (CPU, fp32); no torch weights are read.
+
+    The graph's metadata carries the config (labels, front-end, provenance), so ``embed``/``predict`` work as with
+    the checkpoint it was exported from. The torch tensors of the returned model are zeros that only hold the
+    shapes; saving it is refused.
+
+    Args:
+        path: A file written by ``dcasenet-hub export --format onnx`` / :func:`~dcasenet_hub.export.onnx.export_onnx`.
+        cls: The model class (default: the bare network; ``from_pretrained`` passes :class:`~dcasenet_hub.DcaseNet`).
+        threads: onnxruntime intra-op threads.
+
+    Raises:
+        ModelFileError: the file is not an ONNX graph exported by dcasenet-hub.
+
+    Example:
+        >>> model = load_onnx("dcasenet-v3.onnx")                     # doctest: +SKIP
+        >>> model.predict("examples/audio/knocks.wav").top_scene       # doctest: +SKIP
+    """
+    import json
+
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.errors import ModelFileError
+    from dcasenet_hub.export.onnx import META_PREFIX
+
+    path = Path(path).expanduser()
+    try:
+        session = onnx_session(path, threads=threads)
+    except (OSError, RuntimeError, ValueError) as exc:  # onnxruntime's load errors are RuntimeErrors
+        raise ModelFileError(f"{path} is not a readable ONNX graph ({' '.join(str(exc).split())[:200]})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_PREFIX + "model" not in meta:
+        raise ModelFileError(f"{path} has no dcasenet_hub metadata; export it with `dcasenet-hub export --format "
+                             "onnx MODEL -o FILE.onnx`")
+    config = ModelConfig.from_dict(json.loads(meta[META_PREFIX + "model"]))
+    with torch.device("meta"):  # shapes only: nothing is initialised, then zeros stand in for the weights
+        shell = (cls or DcaseNetModule)(config)
+    shell = shell.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in (*shell.parameters(), *shell.buffers()):
+            t.zero_()
+    shell.eval()
+    for p in shell.parameters():
+        p.requires_grad_(False)
+    shell.runtime = OnnxRuntime(session, path, placeholder_weights=True)
+    return shell
+
+
+def export_key(model: DcaseNetModule, *, opset: int = DEFAULT_OPSET) -> str:
+    """SHA-256 of what an export depends on: every tensor's name, dtype, shape and bytes, the config, the opset and
+    the package version (a new exporter may write another graph)."""
+    import hashlib
+    import json
+
+    from dcasenet_hub import __version__
+
+    h = hashlib.sha256(json.dumps({"config": model.config.to_dict(), "opset": opset, "version": __version__},
+                                  sort_keys=True).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cached_export(model: DcaseNetModule) -> Path | None:
+    """The cached graph of ``model`` (exported and checked now if missing), or None if the cache is not writable."""
+    from dcasenet_hub.hub.cache import cache_dir_location
+
+    path = cache_dir_location() / "onnx" / f"{export_key(model)}.onnx"
+    if path.is_file():
+        logger.debug("onnxruntime backend: cached graph %s", path)
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, check=True)  # written atomically: a concurrent export leaves one whole file
+    except OSError as exc:  # a read-only cache: fall back to a temporary file
+        logger.debug("onnxruntime backend: cannot cache the export (%s)", exc)
+        return None
+    logger.info("onnxruntime backend: exported and checked the graph once, cached in %s", path)
+    return path
 
 
 def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
@@ -82,12 +175,15 @@ def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
 
     Same class, same ``forward(mel, tasks=None)`` signature and
     :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields; its ``runtime`` is an :class:`OnnxRuntime` (the
-    weights stay for ``config`` and device queries). Exporting takes a few seconds, once per call of this function.
-    Outputs match PyTorch within :data:`ONNX_TOLERANCE` (checked).
+    weights stay for ``config`` and device queries). Exporting and checking takes seconds, so the graph is kept in the
+    package cache (``<cache>/onnx/<key>.onnx``), keyed by the content of the weights and config, the opset and the
+    package version: the next run (any process) of the same weights loads it without exporting. Outputs match
+    PyTorch within :data:`ONNX_TOLERANCE` (checked at export).
 
     Args:
         model: The model to run (not modified).
-        path: Where to write the graph (default: a temporary file, deleted when the backend is garbage collected).
+        path: Where to write the graph (default: the package cache; a temporary file, deleted when the backend is
+            garbage collected, if the cache cannot be written).
         threads: onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
 
     Example:
@@ -95,11 +191,15 @@ def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
         >>> fast(mel, tasks=("embeddings",)).clip_embeddings  # doctest: +SKIP
     """
     folder = None
-    if path is None:
-        folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
-        path = Path(folder) / "model.onnx"
     cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
-    export_onnx(cpu, path, check=True)
+    if path is not None:
+        export_onnx(cpu, path, check=True)
+    else:
+        path = _cached_export(cpu)
+        if path is None:
+            folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
+            path = Path(folder) / "model.onnx"
+            export_onnx(cpu, path, check=True)
     wrapped = copy.deepcopy(cpu)
     wrapped.eval()
     for p in wrapped.parameters():

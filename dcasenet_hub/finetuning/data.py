@@ -37,6 +37,7 @@ from typing import Any
 
 from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
 from dcasenet_hub.audio.windows import MIN_DURATION_S
+from dcasenet_hub.config import LABEL_RULE, label_problem
 from dcasenet_hub.errors import DataError
 from dcasenet_hub.finetuning.options import TASK_WORDS, finetune_task
 from dcasenet_hub.finetuning.tables import (
@@ -287,6 +288,15 @@ def _resolve_labels(clips: list[Clip], labels: Sequence[str] | None, task: str,
                 if label not in known:
                     problems.append(f"{c.path}: unknown label '{label}' (not in the given labels: "
                                     f"{', '.join(names)})")
+    first_clip = {}
+    for c in clips:
+        for label in c.labels:
+            first_clip.setdefault(label, c.path)
+    for label in dict.fromkeys((*names, *seen)):  # the same rule and words as a model config's label fields
+        why = label_problem(label)
+        if why is not None:
+            where = f"{first_clip[label]}: " if label in first_clip else "the label list: "
+            problems.append(f"{where}label {label!r} {why}; allowed: {LABEL_RULE}")
     if task == "scene" and len(names) < 2 and clips:
         problems.append(f"classification needs at least 2 classes, found {len(names)} ({', '.join(names) or 'none'})")
     if task != "scene" and not names and clips:

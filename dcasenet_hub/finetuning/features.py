@@ -5,7 +5,7 @@ Every step is the shared one, so validation sees exactly what :func:`~dcasenet_h
 * decoding and resampling: :func:`dcasenet_hub.audio.load_audio` (the :class:`~dcasenet_hub.audio.FileReader`
   decoder), then :func:`~dcasenet_hub.audio.preemphasis` over the whole clip;
 * windows: :func:`~dcasenet_hub.audio.scene_starts` (5 s crops every 2.5 s, the last aligned to the end) for the
-  scene head, :func:`~dcasenet_hub.audio.event_bounds` (60 s windows) for the tag and event heads;
+  scene head, :func:`~dcasenet_hub.audio.event_windows` (60 s windows) for the tag and event heads;
 * features: :func:`~dcasenet_hub.audio.features` per window (log-mel, tiled to 40 frames when shorter, normalised);
 * the forward pass: :func:`~dcasenet_hub.inference.runner.inference_runner` (the exact fast path ``predict`` uses);
 * clip scores: the mean softmax over scene crops, the length-weighted mean of window tag probabilities, event
@@ -34,7 +34,7 @@ import numpy as np
 from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.audio import (
     MIN_DURATION_S,
-    event_bounds,
+    event_windows,
     features,
     load_audio,
     preemphasis,
@@ -134,7 +134,7 @@ def window_bounds(task: str, n: int, frontend: FrontendConfig, windows: WindowCo
     if task == "scene":
         length = round(windows.scene_window_s * sr)
         return [(s, min(n, s + length)) for s in scene_starts(n, length, round(windows.scene_hop_s * sr))]
-    return event_bounds(n, round(windows.event_window_s * sr))
+    return event_windows(n, sample_rate=sr, windows=windows)
 
 
 def window_mel(samples: np.ndarray, config: Any, *, min_frames: int | None = None) -> tuple[torch.Tensor, int]:

@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -158,7 +159,7 @@ def finetune(
         "device": str(dev), "dtype": short_dtype_name(dtype), "selection": f"best validation {PRIMARY_METRIC[task]}",
     }
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _logs_above_bars(opts.progress):
         torch.manual_seed(opts.seed)
         run = _Run(new, task, dataset, train_audio, val_audio, recipe, np.random.default_rng(opts.seed), dev,
                    opts.progress, out_dir)
@@ -174,6 +175,22 @@ def finetune(
         R.save(result, out_dir, run.history)
         logger.info("Saved the fine-tuned model to %s", out_dir)
     return result
+
+
+def _logs_above_bars(progress: bool) -> Any:
+    """While bars are shown, console log lines (the per-epoch metrics) go through the bar's own write, so they print
+    above the bars instead of breaking them; without bars, logging is left as it is."""
+    if not progress:
+        return contextlib.nullcontext()
+    import sys
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # only loggers that print to the console: tqdm adds its handler to every logger it is given
+    consoles = [log for log in (logging.getLogger(), logging.getLogger("dcasenet_hub"))
+                if any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+                       for h in log.handlers)]
+    return logging_redirect_tqdm(loggers=consoles) if consoles else contextlib.nullcontext()
 
 
 class _Run:

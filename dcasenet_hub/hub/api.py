@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +45,7 @@ from dcasenet_hub.hub.cache import (
     cache_dir_location,
     cached_snapshot,
     check_writable,
-    damaged_weights,
+    damaged_files,
     discard_snapshot,
     hf_cache_location,
     verify_cache,
@@ -150,7 +151,7 @@ def download(
             check_sha256(snap / WEIGHTS_NAME, src["sha256"], f"{src['repo_id']}@{src['revision']}")
             return snap
         if snap is not None:
-            damaged = damaged_weights(snap)
+            damaged = damaged_files(snap)
             if damaged is None:
                 return snap
             logger.warning("%s; removing it and fetching it again", damaged)
@@ -239,7 +240,9 @@ def load_pretrained(
         if revision is not None:
             raise ValueError(f"'{name}' is a manifest id with pinned sources; revision= applies to Hugging Face "
                              "repo ids only")
-        model = load_dir(download(name, cache_dir=cache_dir, local_files_only=local_files_only), cls)
+        snap = download(name, cache_dir=cache_dir, local_files_only=local_files_only)
+        blob = (snap / WEIGHTS_NAME).resolve().name  # a package-cache blob is named by the sha256 just verified
+        model = load_dir(snap, cls, verified_sha256=blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None)
     elif HF_REPO_RE.match(name) and not name.endswith((".pt", ".pth", ".safetensors")):
         folder = fetch_hf(name, revision=revision, cache=hf_cache_location(cache_dir),
                           local_files_only=local_files_only)

@@ -7,7 +7,7 @@ and re-hashed.
   ``refs/main``) so blobs are named by their hash and can be re-checked.
 * **The Hugging Face cache** (:func:`hf_cache_location`): ``cache_dir=``, else ``$HF_HUB_CACHE``, else
   ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``. Only real Hugging Face repos (repo ids and the manifest's
-  ``huggingface`` sources) are there, fetched by huggingface_hub itself. Releases up to 0.1.0 also wrote official
+  ``huggingface`` sources) are there, fetched by huggingface_hub itself. The old layout also put official
   conversions there, as ``models--dcasenet-hub--<id>``; :mod:`dcasenet_hub.hub.legacy` moves those over once.
 
 docs/weights.md describes the layout.
@@ -42,7 +42,7 @@ CARD_NAME = "README.md"
 SNAPSHOT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 #: Folder of the package cache that holds one folder per official model id.
 MODELS_DIR = "models"
-#: Owner part of the Hugging Face cache folders releases up to 0.1.0 wrote: ``models--dcasenet-hub--<id>``.
+#: Owner part of the Hugging Face cache folders of the old layout: ``models--dcasenet-hub--<id>``.
 LEGACY_OWNER = "dcasenet-hub"
 #: Suffix of the sidecar beside a verified weights blob: JSON with its size, mtime_ns and sha256 when last hashed.
 VERIFIED_SUFFIX = ".verified"
@@ -106,7 +106,7 @@ def repo_folder(cache: Path, model_id: str) -> Path:
 
 
 def legacy_repo_folder(hf_cache: Path, model_id: str) -> Path:
-    """Where releases up to 0.1.0 put official model ``model_id``: inside the Hugging Face cache."""
+    """Where the old layout puts official model ``model_id``: inside the Hugging Face cache."""
     return hf_cache / f"models--{LEGACY_OWNER}--{model_id}"
 
 
@@ -158,13 +158,19 @@ def write_verified(blob: Path, sha256: str) -> None:
         logger.info("cannot write the verification record of %s (%s)", blob, exc)
 
 
-def damaged_weights(snap: Path) -> str | None:
-    """Check the cached ``model.safetensors`` of snapshot ``snap``; ``None`` when it is intact, else what is wrong.
+def damaged_files(snap: Path) -> str | None:
+    """Check the cached ``config.json`` and ``model.safetensors`` of snapshot ``snap``; ``None`` when both are intact,
+    else what is wrong.
 
-    The blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns and sha256 from the last
-    full hash: when size and mtime_ns still match it, the file is taken as unchanged (no re-hash); otherwise (or
-    without a sidecar) the file is hashed in full and compared with its name, and the sidecar is rewritten.
+    ``config.json`` (a few KB) is hashed in full at every use and compared with its blob's name (git blob SHA-1), as
+    ``verify`` does. The weights blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns
+    and sha256 from the last full hash: when size and mtime_ns still match it, the file is taken as unchanged (no
+    re-hash); otherwise (or without a sidecar) the file is hashed in full and compared with its name, and the
+    sidecar is rewritten.
     """
+    config_damage = damaged_snapshot(snap, (CONFIG_NAME,))
+    if config_damage is not None:
+        return f"cached {config_damage}"
     weights = snap / WEIGHTS_NAME
     blob = weights.resolve()
     if not blob.is_file():
@@ -239,17 +245,20 @@ def write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
             blob_name = (hashlib.sha256(data).hexdigest() if name == WEIGHTS_NAME
                          else _download.git_blob_sha1_bytes(data))
             blob = blobs / blob_name
-            if not blob.is_file() or name == WEIGHTS_NAME:  # (re)write the weights: a blob there may be damaged
-                atomic_write_bytes(blob, data)
+            atomic_write_bytes(blob, data)  # always (re)written: a blob already there may be damaged
             if name == WEIGHTS_NAME:
                 write_verified(blob, blob_name)
             try:
                 os.symlink(os.path.join("..", "..", "blobs", blob_name), tmp_snap / name)
             except OSError:  # no symlinks (e.g. Windows without developer mode): copy, as huggingface_hub does
                 shutil.copyfile(blob, tmp_snap / name)
-        if snap.exists():
-            shutil.rmtree(snap)
+        old = None
+        if snap.exists():  # moved aside, not removed file by file: readers never see a half-removed snapshot
+            old = Path(tempfile.mkdtemp(prefix=f".old-snapshot-{revision}.", dir=repo))
+            os.replace(snap, old / revision)
         os.replace(tmp_snap, snap)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp_snap, ignore_errors=True)
         raise

@@ -28,7 +28,7 @@ _METRICS = ("scene_accuracy", "tag_lwlrap", "event_f1", "event_error_rate")
 
 _ENTRY_KEYS = {
     "description": str, "arch": str, "trained_tasks": list, "trained_on": list, "sources": list,
-    "license": (str, type(None)), "citation": str, "metrics": (dict, type(None)),
+    "license": (str, type(None)), "citation": (str, type(None)), "metrics": (dict, type(None)),
 }
 _ENTRY_OPTIONAL = {"unavailable": str, "notes": str}
 _SOURCE_KEYS = {
@@ -151,11 +151,13 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, dict[
 
 
 def _read(path: Path) -> Any:
+    from dcasenet_hub._io import read_regular
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular(path))  # a FIFO or /dev/zero is refused, not read
     except OSError as exc:
         raise ManifestError(f"Cannot read weights manifest {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON or not UTF-8
         raise ManifestError(f"Weights manifest {path} is not valid JSON: {exc}") from exc
 
 

@@ -59,8 +59,9 @@ def offline_error(model_id: str, reason: str, cache: Path, folder: Path, *, env_
         "at a copied cache).\n"
         "  2. Serve the official files from a local mirror: DCASENET_HUB_MIRROR=http://host:port (same paths), "
         "and add or override entries with DCASENET_HUB_MANIFEST=/path/to/manifest.json.\n"
-        "  3. Use a local copy: on the command line `--model PATH` (a folder with config.json + model.safetensors, "
-        "or the authors' best_ASC.pt); in Python from_pretrained('/path/to/dir_with_config_and_safetensors') or "
+        "  3. Use a local copy (a folder with config.json + model.safetensors, or the authors' best_ASC.pt): on the "
+        "command line `--model PATH` (`finetune --base PATH`; `export`/`evaluate` take it as MODEL); in Python "
+        "from_pretrained('/path/to/dir_with_config_and_safetensors') or "
         "from_pretrained('/path/to/best_ASC.pt')." + unset
     )
 

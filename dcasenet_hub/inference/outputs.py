@@ -282,6 +282,10 @@ class Prediction:
         untrained_tasks: Heads of this model that were never trained (their outputs are meaningless).
         source: File path or ``"<array i>"``.
         sample_rate: The input's own sample rate.
+        heads: What each head's outputs are (``{"scene": "fine-tuned for classification (your labels)", "tags":
+            "base model dcasenet-v3", ...}``); see :func:`dcasenet_hub.inference.settings.head_roles`.
+        finetuned_task: ``"classification"``, ``"tagging"`` or ``"detection"`` for a model fine-tuned by
+            dcasenet-hub (its outputs are also under that name in :meth:`to_dict`), else ``None``.
 
     Example:
         >>> pred = model.predict("street.wav")          # doctest: +SKIP
@@ -311,6 +315,8 @@ class Prediction:
     untrained_tasks: tuple[str, ...] = ()
     source: str | None = None
     sample_rate: int | None = None
+    heads: dict[str, str] = field(default_factory=dict)
+    finetuned_task: str | None = None
 
     def __repr__(self) -> str:
         """One line: source, duration, top scene, top 3 tags and the number of events; never the arrays.
@@ -321,7 +327,8 @@ class Prediction:
         """
         parts = [_short_source(self.source), f"{self.duration_s:.1f} s"]
         if np.size(self.scene_probs) and len(self.scene_labels):
-            parts.append(f"scene={self.top_scene} {float(np.max(self.scene_probs)):.2f}")
+            name = "classification" if self.finetuned_task == "classification" else "scene"
+            parts.append(f"{name}={self.top_scene} {float(np.max(self.scene_probs)):.2f}")
         if np.size(self.tag_probs) and len(self.tag_labels):
             parts.append("tags=[" + ", ".join(f"{t} {p:.2f}" for t, p in self.top_tags(3)) + "]")
         parts.append(f"{len(self.events)} event{'' if len(self.events) == 1 else 's'}")
@@ -358,12 +365,13 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the per-file ``.json`` without the ``meta`` key)."""
-        return {
+        d = {
             "source": self.source,
             "duration_s": _round(self.duration_s),
             "sample_rate": self.sample_rate,
             "model_id": self.model_id,
             "untrained_tasks": list(self.untrained_tasks),
+            "heads": dict(self.heads),
             "scene": {
                 "top": self.top_scene,
                 "probs": {k: _round(v) for k, v in self.scenes.items()},
@@ -390,6 +398,10 @@ class Prediction:
                 "list": [{"onset": on, "offset": off, "event_label": lab} for on, off, lab in self.events],
             },
         }
+        if self.finetuned_task:  # the fine-tuned head's outputs also under the name of what it was tuned for
+            head = {"classification": "scene", "tagging": "tags", "detection": "events"}[self.finetuned_task]
+            d[self.finetuned_task] = d[head]
+        return d
 
     def save(self, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
         """Write the ``.json`` atomically (frame probabilities go to :meth:`save_scores`)."""

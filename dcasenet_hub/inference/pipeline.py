@@ -67,6 +67,9 @@ from dcasenet_hub.inference.settings import (
     allowed_hops,
     embedding_size,
     untrained_embeddings_warning,
+    head_roles,
+    untrained_heads_warning,
+    warn_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -323,6 +326,8 @@ def iterate(
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         provenance=cfg.provenance,
         trained_tasks=tuple(cfg.trained_tasks),
+        heads=tuple(head_roles(cfg)[1].items()),
+        finetuned_task=head_roles(cfg)[0],
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
@@ -333,11 +338,9 @@ def iterate(
         pooling=pooling,
     )
     if settings.untrained:
-        logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
-                       extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
-        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_embeddings_warning(cfg))
     dev = _resolve_device(model, device)
     settings = dataclasses.replace(settings, feature_device=_feature_device(dev, backend))
     was_training = model.training

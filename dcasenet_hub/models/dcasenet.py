@@ -117,6 +117,10 @@ class Runtime:
         """The error message when weights are loaded into the copy."""
         return f"Cannot load {source} into an inference-only copy; load it into the original model."
 
+    def cannot_save(self) -> str | None:
+        """Why the copy's tensors must not be saved as its weights, or None when they may be."""
+        return None
+
 
 class InferenceCopies:
     """Inference-only copies of one model (see :func:`dcasenet_hub.inference.inference_runner`), kept on the model.

@@ -326,7 +326,7 @@ def _download_parts(spec: DatasetSpec, chosen: Sequence[str], dest: Path, downlo
                 zip_path = join_split_zip(local, downloads / f"{archive.name}.joined.zip", progress=progress)
             else:
                 zip_path = local[0]
-            safe_extract(zip_path, dest, progress=progress)
+            safe_extract(zip_path, dest, progress=progress, reserved=(downloads,))  # no member touches our state
             atomic_write_text(marker, "\n".join(f.name for f in archive.files) + "\n")
             if not keep_archives:
                 for p in {*local, zip_path}:

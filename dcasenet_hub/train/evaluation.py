@@ -254,11 +254,12 @@ def format_row(metrics_: Mapping[str, float]) -> str:
 
     Example:
         >>> print(format_row({"asc_acc": 70.25}))
-         ASC Acc TAG lwlrap  SED F1  SED ER
-           70.25          -       -       -
+         ASC Acc TAG lwlrap   SED F1   SED ER
+           70.25          -        -        -
     """
-    def f(k: str, fmt: str) -> str:
-        return format(metrics_[k], fmt) if k in metrics_ and metrics_[k] is not None else "-"
-
-    return (f"{'ASC Acc':>8} {'TAG lwlrap':>10} {'SED F1':>7} {'SED ER':>7}\n"
-            f"{f('asc_acc', '8.2f')} {f('tag_lwlrap', '10.2f')} {f('sed_f1', '7.2f')} {f('sed_er', '7.4f')}")
+    columns = (("ASC Acc", "asc_acc", ".2f"), ("TAG lwlrap", "tag_lwlrap", ".2f"), ("SED F1", "sed_f1", ".2f"),
+               ("SED ER", "sed_er", ".4f"))
+    widths = [max(len(title), 8) for title, _, _ in columns]
+    cells = [format(metrics_[k], fmt) if metrics_.get(k) is not None else "-" for _, k, fmt in columns]
+    return (" ".join(title.rjust(w) for (title, _, _), w in zip(columns, widths)) + "\n"
+            + " ".join(c.rjust(w) for c, w in zip(cells, widths)))

@@ -10,15 +10,13 @@ Example:
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from dcasenet_hub._io import replace_dir
+from dcasenet_hub.hub.checkpoint import save_pretrained
 from dcasenet_hub.train.recipes import Recipe
 from dcasenet_hub.train.tasks import MODEL_TASK
 
@@ -30,8 +28,6 @@ _DATA = {
     "sed": ("events", "TAU-NIGENS Spatial Sound Events 2020, development (DCASE 2020 Task 3)",
             "folds 3-6, each channel an example; best checkpoint chosen on fold 1 (4 channels averaged)"),
 }
-
-
 
 
 def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, stage: str, tasks: Sequence[str],
@@ -84,14 +80,8 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     old_config = raw.config
     raw.config = old_config.replace(trained_tasks=tuple(MODEL_TASK[t] for t in tasks), provenance=provenance,
                                     model_id=None, extra=extra)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        raw.save_pretrained(tmp)
-        replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        save_pretrained(raw, directory)  # one unit: a kill leaves the previous best model or the new one
     finally:
         raw.config = old_config
     return directory

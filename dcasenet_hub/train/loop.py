@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,9 +42,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcasenet_hub._io import replace_dir
 from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.errors import TrainingDivergedError
+from dcasenet_hub.hub.folder import copy_folder
 from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 from dcasenet_hub.train.distributed import (
     STATE_FORMAT,
@@ -246,10 +244,7 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
         src = out / stage / f"best-{t}"
         if not src.exists():
             continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".best-{t}.", dir=out))
-        shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        replace_dir(tmp, out / f"best-{t}")
+        copy_folder(src, out / f"best-{t}")  # one unit: a kill leaves the previous copy or the new one
         result.best[t] = out / f"best-{t}"
         cfg = json.loads((src / "config.json").read_text())
         result.best_metrics[t] = (cfg.get("extra") or {}).get("best_metrics", {})
@@ -364,7 +359,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                 raise TrainingDivergedError(
                     f"Training diverged: the loss is not finite at {stage} epoch {epoch + 1}, iteration {it + 1} "
                     f"({parts}); stopped before updating the weights. Last checkpoint: {last}. Check the data "
-                    "(NaN/inf features), lower the learning rate (--lr) or use --precision fp32, then --resume.")
+                    "(NaN/inf features), lower the learning rate (--lr) or use --dtype fp32, then --resume.")
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(total).backward()
             scaler.step(optimizer)

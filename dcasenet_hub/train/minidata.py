@@ -148,7 +148,8 @@ def _prepare_folder(folder: Path, params: dict) -> bool:
         shutil.rmtree(folder)  # our own earlier output with other parameters
     elif folder.exists() and any(folder.iterdir()):
         raise FileExistsError(
-            f"{folder} exists and was not made by make_mini_datasets (no {MARKER}); choose an empty --dest"
+            f"{folder} exists and was not made by make_mini_datasets (no {MARKER}); choose an empty output "
+            "folder (-o)"
         )
     folder.mkdir(parents=True, exist_ok=True)
     return False
