@@ -33,7 +33,7 @@ examples:
 
 
 def register(subparsers: Any) -> None:
-    desc = "Measure embed/predict speed on this machine and name the fastest settings."
+    desc = "measure embed/predict speed on this machine and name the fastest settings"
     p = subparsers.add_parser("bench", help=desc, description=desc, epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None,
