@@ -13,6 +13,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+# ---- options -----------------------------------------------------------------------------------------------------
+
+
+class OptionsError(ValueError):
+    """An option has a value it does not allow; the message names the option, the value and what is allowed.
+
+    Attributes:
+        option: The option's name (``"threshold"``); the command line shows it as its flag (``--threshold``).
+        value: The value given.
+        allowed: What the option allows, or why this value cannot be used (``"a probability between 0 and 1"``).
+
+    Example:
+        >>> str(OptionsError("threshold", 1.5, "must be a probability between 0 and 1"))
+        'threshold=1.5: must be a probability between 0 and 1'
+    """
+
+    def __init__(self, option: str, value: object, allowed: str) -> None:
+        self.option, self.value, self.allowed = option, value, allowed
+        super().__init__(f"{option}={value!r}: {allowed}")
+
+
 # ---- audio ------------------------------------------------------------------------------------------------------
 
 

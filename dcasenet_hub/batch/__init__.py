@@ -35,11 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub.batch.options import (
-    TASKS,
-    BatchOptions,
-    merge_batch_options,
-)
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -57,6 +52,11 @@ from dcasenet_hub.batch.index import (
     one_line,
     read_index,
     write_all_events,
+)
+from dcasenet_hub.batch.options import (
+    TASKS,
+    BatchOptions,
+    merge_batch_options,
 )
 from dcasenet_hub.batch.resume import (
     is_complete,
@@ -204,12 +204,6 @@ class Plan:
         """The device asked for (before torchrun and the backend have their say)."""
         return self.options.device
 
-    @property
-    def iterate_options(self) -> dict[str, Any]:
-        """What is passed on to :func:`~dcasenet_hub.inference.iterate` besides the device
-        (:meth:`BatchOptions.iterate_kwargs`)."""
-        return self.options.iterate_kwargs()
-
     def execute(self, *, load: Callable[[str], Any] | None = None) -> Report:
         """Skip complete inputs, compute the others, write their files and the index; see :func:`run`.
 
@@ -243,13 +237,16 @@ class Plan:
                 if load is None:
                     from dcasenet_hub.inference.model import from_pretrained as load
                 model = load(str(model))
-            device = self.options.device
-            if self.options.backend == "onnxruntime":
+            inference = self.options.inference
+            device = inference.device
+            if device is None and isinstance(self.model, (str, Path)):
+                device = "auto"  # a model this job loads has no place of its own yet
+            if inference.backend == "onnxruntime":
                 device = "cpu"
             elif launched is not None:
                 device = local_device(device)
             results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
-                              predictions=task == "predict", device=device, **self.options.iterate_kwargs())
+                              predictions=task == "predict", options=inference.replace(device=device))
             try:
                 for r in results:
                     item = todo[r.index]
@@ -320,7 +317,8 @@ def prepare(
     suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
     return Plan(
         model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
-        index_path=out_dir / f"index{suffix}.csv", suffix=suffix, meta=opts.settings_meta(identity),
+        index_path=out_dir / f"index{suffix}.csv", suffix=suffix,
+        meta=settings_meta(opts.task, identity, opts.inference, level=opts.level),
         launched=launched, options=opts,
     )
 

@@ -10,12 +10,9 @@ from torch import nn
 
 from dcasenet_hub.devices import resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet, onnxruntime_model
+from dcasenet_hub.inference.options import BACKENDS
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import OptimizedDcaseNet, optimize_for_inference
-
-#: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32, the ``onnx`` extra).
-BACKENDS = ("torch", "onnxruntime")
-
 
 _RUNNERS: weakref.WeakKeyDictionary[nn.Module, tuple[Any, DcaseNetModule]] = weakref.WeakKeyDictionary()
 
