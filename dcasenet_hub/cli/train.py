@@ -27,13 +27,24 @@ EVAL_EPILOG = """examples:
 """
 
 
-#: --precision / --dtype values: the trainer's names, and fp16 as embed/predict/finetune spell it (= amp)
+#: --dtype values, as embed, predict and finetune spell them (fp16 trains with gradient scaling, CUDA)
+DTYPES = ("fp32", "bf16", "fp16")
+#: --precision values (the deprecated spelling of --dtype; amp is fp16)
 PRECISIONS = ("fp32", "bf16", "amp", "fp16")
 
 
-def _precision(value: str) -> str:
-    """The trainer's precision name for a --precision / --dtype value (fp16 is amp: float16 with loss scaling)."""
-    return "amp" if value == "fp16" else value
+def _dtype(args: argparse.Namespace, command: str) -> str:
+    """``--dtype``, or the deprecated ``--precision`` when given (one line on stderr says so)."""
+    if args.precision is None:
+        return args.dtype
+    dtype = "fp16" if args.precision == "amp" else args.precision
+    print(f"dcasenet-hub {command}: --precision is deprecated; use --dtype {dtype}", file=sys.stderr)
+    return dtype
+
+
+def _dtype_flags(p: Any, help_text: str) -> None:
+    p.add_argument("--dtype", choices=DTYPES, default="fp32", help=help_text)
+    p.add_argument("--precision", choices=PRECISIONS, default=None, help="deprecated spelling of --dtype (amp = fp16)")
 
 
 def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
@@ -89,9 +100,7 @@ def register(subparsers: Any) -> None:
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
     r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
     r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
-    r.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast with gradient scaling, CUDA); "
-                        "--dtype is the same option, spelt as in embed, predict and finetune")
+    _dtype_flags(r, "fp32 (default), bf16, or fp16 (float16 autocast with gradient scaling, CUDA)")
     r.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
     r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
@@ -105,8 +114,7 @@ def register(subparsers: Any) -> None:
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
     _add_roots(e)
     e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
-    e.add_argument("--precision", "--dtype", dest="precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default), bf16, or amp = fp16 (float16 autocast, CUDA); --dtype is the same option")
+    _dtype_flags(e, "fp32 (default), bf16, or fp16 (float16 autocast, CUDA)")
     e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
     e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -142,7 +150,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["finetune"] = False
     result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
-                   precision=_precision(args.precision), resume=args.resume, seed=args.seed,
+                   dtype=_dtype(args, "train"), resume=args.resume, seed=args.seed,
                    progress=not args.no_progress,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
@@ -161,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                       cache_dir=args.cache_dir, device=args.device, precision=_precision(args.precision),
+                       cache_dir=args.cache_dir, device=args.device, dtype=_dtype(args, "evaluate"),
                        sed_threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(metrics, indent=2))
