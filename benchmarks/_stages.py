@@ -30,12 +30,12 @@ STAGE_FUNCTIONS: dict[tuple[str, str], str] = {
     ("dcasenet_hub.audio.features", "features"): "features",
     ("dcasenet_hub.audio.features", "preemphasised_blocks"): "features",
     ("dcasenet_hub.models.dcasenet", "DcaseNetModule.forward"): "network",
-    ("dcasenet_hub.models.fast", "OptimizedDcaseNet.forward"): "network",
+    ("dcasenet_hub.models.fast", "FastRuntime.forward"): "network",
     ("dcasenet_hub.models.fast", "optimize_for_inference"): "network",
     ("dcasenet_hub._io", "atomic_write"): "writes",
     ("dcasenet_hub._io", "atomic_write_text"): "writes",
     ("dcasenet_hub._io", "atomic_write_bytes"): "writes",
-    ("dcasenet_hub.hub.api", "from_pretrained"): "load",
+    ("dcasenet_hub.hub.api", "load_pretrained"): "load",
 }
 STAGES = ("load", "decode", "resample", "features", "network", "writes")
 

@@ -1,4 +1,4 @@
-"""Throughput of ``embed`` per timestamp hop (issue 15): audio seconds per second, v3, fp32, CPU.
+"""Throughput of ``embed`` per timestamp hop: audio seconds per second, v3, fp32, CPU.
 
 Runs :func:`dcasenet_hub.inference.pipeline.embed` on one generated clip at every allowed hop and prints a Markdown table
 (wall and process CPU time, audio seconds per wall second and per CPU second, forward passes, frames). Also times

@@ -37,6 +37,7 @@ _LAZY = {
     "predict": "inference.pipeline",
     "Embeddings": "inference.outputs",
     "Prediction": "inference.outputs",
+    "read_embeddings": "batch.tables",
     "finetune": "finetuning.loop",
     "FinetuneOptions": "finetuning.options",
     "AudioLoadError": "errors",
@@ -69,6 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.inference.model import DcaseNet, build_model, from_pretrained
     from dcasenet_hub.inference.outputs import Embeddings, Prediction
     from dcasenet_hub.inference.pipeline import embed, predict
+    from dcasenet_hub.batch.tables import read_embeddings
     from dcasenet_hub.models.dcasenet import DcaseNetOutput
     from dcasenet_hub.models.fast import optimize_for_inference
 

@@ -1,19 +1,16 @@
 """Small file helpers shared by the package: atomic, durable writes and the cleaning of stale temporary files.
 
-Temporary files are named ``.<name>.dcasenet-hub-<pid>-<host>.<random>.tmp`` next to their target, so a later run can
-tell this tool's leftovers from anything else and remove only those whose process is gone
-(:func:`clean_stale_temp_files`).
-
-Fault injection for tests (inert unless set): with ``DCASENET_HUB_TEST_KILL_AFTER=N`` the process sends itself
-SIGKILL right after its N-th atomic rename; with ``DCASENET_HUB_TEST_KILL_BEFORE=N`` right before it (the complete,
-fsync'd temporary file is left behind). Every :func:`atomic_write` of the process counts, in order.
+Temporary files are named ``.<stem>.dcasenet-hub-<pid>-<host>.<random>.tmp`` next to their target, where ``<stem>``
+is at most :data:`TMP_STEM_CHARS` characters of the target's name with anything but ``A-Z a-z 0-9 . _ -`` replaced
+by ``_``: the name stays well under the file system's 255-byte limit whatever the target is called (a target name
+at the limit still gets a temporary name), holds no newline or undecodable byte, and a later run can tell this
+tool's leftovers from anything else and remove only those whose process is gone (:func:`clean_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import tempfile
 from collections.abc import Callable
@@ -21,19 +18,49 @@ from pathlib import Path
 
 #: Tag in the names of this tool's temporary files.
 TMP_TAG = "dcasenet-hub"
-_TMP_RE = re.compile(r"^\..+\." + re.escape(TMP_TAG) + r"-(\d+)-([A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$")
-_renames = 0
+#: Characters of the target's name kept in a temporary name.
+TMP_STEM_CHARS = 48
+# DOTALL: a name with a newline (as older releases made from targets with one) is still recognised
+_TMP_RE = re.compile(r"^\..*\." + re.escape(TMP_TAG) + r"-(\d+)-([A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$", re.DOTALL)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_file_mode: int | None = None
 
 
-def _host() -> str:
+def host_tag() -> str:
+    """This machine's name as it appears in temporary and journal file names (``A-Z a-z 0-9 -``, 40 at most)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]
 
 
-def _test_kill(when: str) -> None:
-    """SIGKILL this process at the N-th atomic rename when a fault-injection variable asks for it (tests only)."""
-    want = os.environ.get(f"DCASENET_HUB_TEST_KILL_{when}")
-    if want and want.strip().isdigit() and int(want) == _renames + (1 if when == "BEFORE" else 0):
-        os.kill(os.getpid(), signal.SIGKILL)
+def temp_prefix(name: str) -> str:
+    """The start of a temporary name for a target called ``name`` (bounded, ASCII, without separators).
+
+    Example:
+        >>> temp_prefix("a b.npz").startswith(".a_b.npz.dcasenet-hub-")
+        True
+    """
+    return f".{_UNSAFE.sub('_', name[:TMP_STEM_CHARS])}.{TMP_TAG}-{os.getpid()}-{host_tag()}."
+
+
+def _process_umask() -> int:
+    """The process's umask, read without changing it where the system tells it (Linux ``/proc``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no way to read it without setting it: done once per process, not per write
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """Permissions of a new file as ``open()`` would create it (``0o666`` less the umask), computed once."""
+    global _file_mode
+    if _file_mode is None:
+        _file_mode = 0o666 & ~_process_umask()
+    return _file_mode
 
 
 def _fsync(path: Path, *, directory: bool = False) -> None:
@@ -59,28 +86,29 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     The temporary file lives in the same folder, so the rename is atomic: readers see either the old file or the
     complete new one, never a half-written file; after a crash or power loss the new name holds complete data.
     """
-    global _renames
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{TMP_TAG}-{os.getpid()}-{_host()}.", suffix=".tmp",
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path.name), suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         writer(tmp_path)
-        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+        os.chmod(tmp_path, file_mode())  # mkstemp makes 0600 files; give the usual permissions
         _fsync(tmp_path)
-        _test_kill("BEFORE")
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:  # a write or fsync error (full disk) names no file
+            exc.filename = str(path)
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    _renames += 1
     _fsync(path.parent, directory=True)
-    _test_kill("AFTER")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine may still be running (``True`` when that cannot be told)."""
     if pid == os.getpid():
         return True
     try:
@@ -108,11 +136,11 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return removed
-    host = _host()
+    host = host_tag()
     for dirpath, _dirs, files in os.walk(folder):
         for name in files:
             m = _TMP_RE.match(name)
-            if m is None or m.group(2) != host or _pid_alive(int(m.group(1))):
+            if m is None or m.group(2) != host or pid_alive(int(m.group(1))):
                 continue
             p = Path(dirpath) / name
             try:
@@ -123,10 +151,17 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is removed only after the swap."""
+    import shutil
+
+    old = None
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.replace(final, old)
+    os.replace(tmp, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -169,3 +204,83 @@ def _mib(n: int) -> str:
     if n < 2**20:
         return f"{n:,} bytes"
     return f"{n / 2**20:,.0f} MiB" if n < 2**30 else f"{n / 2**30:,.2f} GiB"
+
+
+def file_kind(mode: int) -> str:
+    """``"a FIFO"``, ``"a character device"``, ... for the ``st_mode`` of something that is not a regular file."""
+    import stat
+
+    for test, words in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                        (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return words
+    return "not a regular file"
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of ``path``, refused at once, before any read, when it is not a regular file.
+
+    A FIFO is opened without blocking and a device is never read, so ``/dev/zero`` or a pipe cannot hang the
+    caller or fill its memory.
+
+    Raises:
+        NotRegularFileError: a FIFO, device, socket or folder.
+        OSError: missing or unreadable.
+    """
+    import stat
+
+    from dcasenet_hub.errors import NotRegularFileError
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(path, file_kind(mode))
+        return fh.read()
+
+
+class FailSafeStream:
+    """A text stream that never raises: once a write or flush fails (a closed pipe, ``| head``), it drops the rest.
+
+    Progress bars and messages are for a person; a reader that went away must not stop the work or change its
+    exit code. Everything else (``isatty``, ``encoding``, ``fileno`` ...) is the wrapped stream's.
+
+    Example:
+        >>> import io
+        >>> s = io.StringIO(); s.close()
+        >>> FailSafeStream(s).write("lost") == 4
+        True
+    """
+
+    def __init__(self, stream: object) -> None:
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)  # type: ignore[attr-defined]
+            except (OSError, ValueError):  # EPIPE, EBADF; ValueError: I/O on a closed file
+                self.broken = True
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()  # type: ignore[attr-defined]
+            except (OSError, ValueError):
+                self.broken = True
+
+    def isatty(self) -> bool:
+        try:
+            return bool(self._stream.isatty())  # type: ignore[attr-defined]
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._stream, name)
+
+
+def fail_safe(stream: object) -> FailSafeStream:
+    """``stream`` wrapped in a :class:`FailSafeStream` (itself if it already is one)."""
+    return stream if isinstance(stream, FailSafeStream) else FailSafeStream(stream)

@@ -13,11 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import labels as _labels
+from dcasenet_hub.errors import ModelConfigError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,6 +41,80 @@ TASK_ALIASES = {
 TIME_REDUCTION = 40
 #: Event outputs per trunk step (800 ms -> 100 ms), as the authors' ``repeat_interleave(8)``.
 EVENT_REPEAT = 8
+
+
+#: Largest FFT size a config may ask for (2**16 = 2.7 s at 24 kHz): larger ones make every input "too short".
+MAX_N_FFT = 65536
+#: The sample rates a config may name (Hz).
+SAMPLE_RATE_RANGE = (1000, 768000)
+#: Longest label name (characters): labels head columns of tables and lines of model cards.
+MAX_LABEL_LENGTH = 200
+#: Top-level key of a written ``config.json`` that records the sha256 of the ``model.safetensors`` beside it.
+WEIGHTS_SHA256_KEY = "weights_sha256"
+
+
+def label_problem(label: object) -> str | None:
+    """Why ``label`` cannot name an output (``None`` when it can): it heads a column of ``.scores.tsv`` and CSV files.
+
+    Example:
+        >>> label_problem("dog"), label_problem("a\\tb")
+        (None, 'contains a control character (U+0009)')
+    """
+    if not isinstance(label, str):
+        return f"is a {type(label).__name__}, not a string"
+    if not label.strip():
+        return "is empty"
+    if label != label.strip():
+        return "has leading or trailing spaces"
+    if len(label) > MAX_LABEL_LENGTH:
+        return f"is longer than {MAX_LABEL_LENGTH} characters"
+    for ch in label:
+        if unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp"):  # tab, newline, NUL, surrogates, line separators
+            return f"contains a control character (U+{ord(ch):04X})"
+    return None
+
+
+#: What a label may be, in the words every refusal uses (config fields and fine-tuning data alike).
+LABEL_RULE = (f"a non-empty name of at most {MAX_LABEL_LENGTH} characters without tabs, newlines or other control "
+              "characters and without leading or trailing spaces")
+
+
+def check_labels(name: str, labels: Sequence[Any]) -> tuple[str, ...]:
+    """``labels`` as a tuple after checking each name and that they are unique and at least one.
+
+    Raises:
+        ModelConfigError: names the field (``scene_labels[3]``), the value and what is allowed.
+    """
+    if isinstance(labels, (str, bytes)) or not isinstance(labels, Sequence):
+        raise ModelConfigError(name, labels, "a list of label names")
+    out = tuple(labels)
+    if not out:
+        raise ModelConfigError(name, labels, "at least one label (one per output of the head)")
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):
+        if label_problem(label) is not None:
+            raise ModelConfigError(f"{name}[{i}]", label, LABEL_RULE)
+        if label in seen:
+            raise ModelConfigError(f"{name}[{i}]", label, f"unique labels ({label!r} is also {name}[{seen[label]}])")
+        seen[label] = i
+    return out
+
+
+def _int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ModelConfigError(name, value, f"an integer from {lo} to {hi}")
+
+
+def _number(name: str, value: Any, allowed: str, ok: Any) -> None:
+    """``value`` must be a finite int or float (not a bool) for which ``ok(value)`` holds."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or not ok(value)):
+        raise ModelConfigError(name, value, allowed)
+
+
+def _choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices or isinstance(value, bool) != any(isinstance(c, bool) for c in choices):
+        raise ModelConfigError(name, value, "one of " + ", ".join(repr(c) for c in choices))
 
 
 def canonical_task(name: str, *, heads_only: bool = False) -> str:
@@ -119,6 +197,34 @@ class FrontendConfig:
     resample_lowpass_filter_width: int = 6
     resample_rolloff: float = 0.99
 
+    def __post_init__(self) -> None:
+        """Check every field (:class:`~dcasenet_hub.errors.ModelConfigError` names the first that is wrong)."""
+        f = "frontend."
+        _int(f + "sample_rate", self.sample_rate, *SAMPLE_RATE_RANGE)
+        _number(f + "preemphasis", self.preemphasis, "a number from 0 to below 1 (the authors' 0.97)",
+                lambda v: 0 <= v < 1)
+        _int(f + "n_fft", self.n_fft, 16, MAX_N_FFT)
+        _int(f + "win_length", self.win_length, 1, self.n_fft)
+        _int(f + "hop_length", self.hop_length, 1, self.n_fft)
+        _choice(f + "window", self.window, ("hamming",))
+        _choice(f + "center", self.center, (True, False))
+        _choice(f + "pad_mode", self.pad_mode, ("reflect", "constant", "replicate", "circular"))
+        _number(f + "power", self.power, "a number above 0 and at most 2 (2 = power spectrogram)",
+                lambda v: 0 < v <= 2)
+        _int(f + "n_mels", self.n_mels, 1, self.n_fft // 2 + 1)
+        nyquist = self.sample_rate / 2
+        _number(f + "f_min", self.f_min, f"a frequency from 0 to below sample_rate / 2 ({nyquist:g} Hz)",
+                lambda v: 0 <= v < nyquist)
+        _number(f + "f_max", self.f_max, f"a frequency above f_min ({self.f_min:g} Hz) and at most sample_rate / 2 "
+                f"({nyquist:g} Hz)", lambda v: self.f_min < v <= nyquist)
+        _choice(f + "mel_scale", self.mel_scale, ("htk",))
+        _choice(f + "mel_norm", self.mel_norm, (None,))
+        _number(f + "zero_floor", self.zero_floor, "a number above 0 and below 1", lambda v: 0 < v < 1)
+        _number(f + "std_floor", self.std_floor, "a number above 0 and below 1", lambda v: 0 < v < 1)
+        _int(f + "resample_lowpass_filter_width", self.resample_lowpass_filter_width, 1, 64)
+        _number(f + "resample_rolloff", self.resample_rolloff, "a number above 0 and at most 1",
+                lambda v: 0 < v <= 1)
+
     @property
     def frame_rate(self) -> float:
         """Feature frames per second (50 for the defaults)."""
@@ -138,10 +244,13 @@ class FrontendConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
+        if not isinstance(data, dict):
+            raise ModelConfigError("frontend", data, "an object of front-end settings")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Unknown front-end settings {unknown}; known: {sorted(known)}")
+            raise ModelConfigError(f"frontend.{unknown[0]}", data[unknown[0]],
+                                   f"no such setting; known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
@@ -164,11 +273,25 @@ class WindowConfig:
     event_window_s: float = 60.0
     min_frames: int = 40
 
+    def __post_init__(self) -> None:
+        """Check every field (:class:`~dcasenet_hub.errors.ModelConfigError` names the first that is wrong)."""
+        for name in ("scene_window_s", "scene_hop_s", "event_window_s"):
+            _number(f"windows.{name}", getattr(self, name), "a duration in seconds above 0 and at most 86400",
+                    lambda v: 0 < v <= 86400)
+        _int("windows.min_frames", self.min_frames, TIME_REDUCTION, 100 * TIME_REDUCTION)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowConfig:
+        if not isinstance(data, dict):
+            raise ModelConfigError("windows", data, "an object of window settings")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelConfigError(f"windows.{unknown[0]}", data[unknown[0]],
+                                   f"no such setting; known: {', '.join(sorted(known))}")
         return cls(**data)
 
 
@@ -204,14 +327,37 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"Unknown architecture {self.arch!r}. Known: {', '.join(ARCHS)}")
-        for name in ("scene_labels", "tag_labels", "event_labels", "trained_tasks"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        """Check every field (:class:`~dcasenet_hub.errors.ModelConfigError` names the first that is wrong)."""
+        _choice("arch", self.arch, ARCHS)
+        for name in ("scene_labels", "tag_labels", "event_labels"):
+            object.__setattr__(self, name, check_labels(name, getattr(self, name)))
+        if isinstance(self.trained_tasks, (str, bytes)) or not isinstance(self.trained_tasks, Sequence):
+            raise ModelConfigError("trained_tasks", self.trained_tasks, f"a list of {', '.join(HEAD_TASKS)}")
+        object.__setattr__(self, "trained_tasks", tuple(self.trained_tasks))
+        for i, task in enumerate(self.trained_tasks):
+            if task not in HEAD_TASKS or task in self.trained_tasks[:i]:
+                raise ModelConfigError(f"trained_tasks[{i}]", task, f"each of {', '.join(HEAD_TASKS)} at most once")
         if isinstance(self.frontend, dict):
             object.__setattr__(self, "frontend", FrontendConfig.from_dict(self.frontend))
         if isinstance(self.windows, dict):
             object.__setattr__(self, "windows", WindowConfig.from_dict(self.windows))
+        if not isinstance(self.frontend, FrontendConfig):
+            raise ModelConfigError("frontend", self.frontend, "a FrontendConfig or an object of front-end settings")
+        if not isinstance(self.windows, WindowConfig):
+            raise ModelConfigError("windows", self.windows, "a WindowConfig or an object of window settings")
+        # one network output step (40 frames, 0.8 s) is the shortest input the network takes
+        step_s = TIME_REDUCTION * self.frontend.hop_length / self.frontend.sample_rate
+        _number("windows.event_window_s", self.windows.event_window_s,
+                f"a duration in seconds of at least one network output step ({step_s:g} s) and at most 86400",
+                lambda v: step_s - 1e-9 <= v <= 86400)
+        _number("event_threshold", self.event_threshold, "a probability above 0 and below 1 (the authors' 0.3)",
+                lambda v: 0 < v < 1)
+        if self.model_id is not None and not isinstance(self.model_id, str):
+            raise ModelConfigError("model_id", self.model_id, "a string or null")
+        if not isinstance(self.provenance, str):
+            raise ModelConfigError("provenance", self.provenance, "a string")
+        if not isinstance(self.extra, dict) or not all(isinstance(k, str) for k in self.extra):
+            raise ModelConfigError("extra", self.extra, "an object with string keys")
 
     def replace(self, **changes: Any) -> ModelConfig:
         """Return a copy with ``changes`` applied."""
@@ -228,12 +374,20 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        """The config of a ``config.json`` object; the file-level keys ``library`` and ``weights_sha256`` are skipped.
+
+        Raises:
+            ModelConfigError: an unknown key or a field out of range (names the field, the value, what is allowed).
+        """
+        if not isinstance(data, dict):
+            raise ModelConfigError("(config)", data, "a JSON object of model settings")
         data = dict(data)
         data.pop("library", None)
+        data.pop(WEIGHTS_SHA256_KEY, None)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"Unknown model config keys {unknown}; known: {sorted(known)}")
+            raise ModelConfigError(unknown[0], data[unknown[0]], f"no such key; known: {', '.join(sorted(known))}")
         return cls(**data)
 
     def save(self, path: str | Path) -> None:
@@ -244,9 +398,20 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
+        """Read and check a ``config.json``; errors name the file.
+
+        Raises:
+            ModelConfigError: a field out of range.
+            ValueError: not readable as JSON.
+        """
+        from dcasenet_hub._io import read_regular
+
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(read_regular(path))
+        except (OSError, ValueError) as exc:
             raise ValueError(f"Cannot read model config {path}: {exc}") from exc
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except ModelConfigError as exc:
+            raise exc.with_source(path) from None

@@ -6,7 +6,7 @@ pieces: ``batch.discover`` finds the audio files (every extension the CLI scans)
 folder, and ``iterate`` embeds them.
 
     python examples/make_example_audio.py
-    python examples/embed_folder.py [examples/audio] [--out embeddings/] [--model dcasenet-v3]
+    python examples/embed_folder.py [examples/audio] [-o embeddings/] [--model dcasenet-v3]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def main() -> None:
     here = Path(__file__).resolve().parent
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, default=here / "audio")
-    parser.add_argument("--out", type=Path, default=Path("embeddings"))
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=Path("embeddings"))
     parser.add_argument("--model", default="dcasenet-v3")
     args = parser.parse_args()
 

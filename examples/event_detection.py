@@ -1,7 +1,10 @@
 """Fine-grained sound event detection: frame probabilities, an event list with post-processing, and a picture.
 
     python examples/make_example_audio.py
-    python examples/event_detection.py [examples/audio/alarm_beeps.flac] [--model dcasenet-v3] [--png events.png]
+    python examples/event_detection.py [examples/audio/alarm_beeps.flac] [--model dcasenet-v3] [-o events/]
+
+Writes OUT/<name>.events.csv (DCASE-style list), OUT/<name>.scores.tsv (frame scores) and, with matplotlib,
+OUT/<name>.png into the output folder (default ``events/``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ def main() -> None:
     parser.add_argument("audio", nargs="?", type=Path, default=here / "audio" / "alarm_beeps.flac")
     parser.add_argument("--model", default="dcasenet-v3")
     parser.add_argument("--threshold", type=float, default=None, help="default: the authors' 0.3")
-    parser.add_argument("--png", type=Path, default=Path("events.png"))
+    parser.add_argument("-o", "--output", type=Path, default=Path("events"), help="output folder (default events/)")
     args = parser.parse_args()
 
     model = dcasenet_hub.DcaseNet.from_pretrained(args.model)
@@ -34,15 +37,18 @@ def main() -> None:
     print("highest peak probabilities: " + ", ".join(
         f"{pred.event_labels[i]} ({pred.event_probs[:, i].max():.2f})" for i in strongest))
 
-    pred.save_events("events.csv", filename=args.audio.name)   # DCASE-style list
-    pred.save_scores("scores.tsv")                              # sed_scores_eval frame scores
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / args.audio.stem
+    events, scores, png = (stem.with_name(stem.name + s) for s in (".events.csv", ".scores.tsv", ".png"))
+    pred.save_events(events, filename=args.audio.name)   # DCASE-style list
+    pred.save_scores(scores)                             # sed_scores_eval frame scores
     try:
         from dcasenet_hub.integrations.plot import plot
 
-        plot(model, args.audio, prediction=pred, output=args.png)
-        print(f"wrote events.csv, scores.tsv and {args.png}")
+        plot(model, args.audio, prediction=pred, output=png)
+        print(f"wrote {events}, {scores} and {png}")
     except ImportError as exc:
-        print(f"wrote events.csv and scores.tsv ({exc})")
+        print(f"wrote {events} and {scores} ({exc})")
 
 
 if __name__ == "__main__":

@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="clip length (default 5 s)")
     parser.add_argument("--epochs", type=int, default=6, help="epoch budget of fine-tuning and scratch runs")
     parser.add_argument("--freeze", default="conv_block3", help="blocks kept frozen when fine-tuning")
-    parser.add_argument("--out", type=Path, default=None, help="keep data and models here (default: temp dir)")
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path, default=None,
+                        help="keep data and models here (default: temp dir)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 

@@ -11,7 +11,7 @@ realistic recordings:
     short_blip.wav       0.4 s, 8 kHz mono 8-bit: shorter than the network's 0.8 s minimum (tiled)
 
 Usage:
-    python examples/make_example_audio.py [--out examples/audio]
+    python examples/make_example_audio.py [-o examples/audio]
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ CLIPS = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "audio")
+    parser.add_argument("-o", "--output", "--out", dest="out", type=Path,
+                        default=Path(__file__).resolve().parent / "audio")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for i, (name, make, sr, subtype) in enumerate(CLIPS):

@@ -5,7 +5,7 @@ The log-mel front-end is computed here in numpy from the graph's own metadata (`
 onnxruntime and, for other formats than 16/24/32-bit PCM WAV, soundfile.
 
     dcasenet-hub export --format onnx dcasenet-v3 -o dcasenet-v3.onnx
-    python examples/onnx_numpy.py dcasenet-v3.onnx examples/audio/street.wav [--top 3] [--save outputs.npz]
+    python examples/onnx_numpy.py dcasenet-v3.onnx examples/audio/street_rumble.wav [--top 3] [--save outputs.npz]
 
 The audio is mixed to mono, resampled to the graph's sample rate and fed whole as one input (at least 40 feature
 frames, 0.8 s); outputs match the PyTorch model on the same audio within 1e-4 (tests/test_onnx_numpy.py).
@@ -112,6 +112,9 @@ def log_mel(wav: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
 
 def run(onnx_path: Path, audio: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """All graph outputs for one audio file (batch axis kept) and the graph's metadata."""
+    for path in (onnx_path, audio):  # one line naming the file, not the decoder's "System error"
+        if not path.is_file():
+            raise SystemExit(f"{path}: file not found" + (" (a folder; give one file)" if path.is_dir() else ""))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     meta = read_metadata(session)
     if "frontend" not in meta:

@@ -23,13 +23,22 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
+#: Variables of the machine that would change what a test sees: mirrors, endpoints, offline mode, a torchrun job.
+_MACHINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "DCASENET_HUB_MIRROR", "DCASENET_HUB_DATA_MIRROR",
+                      "DCASENET_HUB_MANIFEST", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR")
+
+
 @pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test reads or writes the caches of the machine it runs on: weights already downloaded there would change
-    what the offline and download tests see. Tests that need a particular cache set these variables themselves."""
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in the same environment, whatever the machine: its own empty caches (weights already
+    downloaded there would change what the offline and download tests see) and none of the machine's mirrors,
+    endpoints, offline mode or torchrun variables. Tests that need one of these set it themselves."""
     root = tmp_path_factory.mktemp("caches")
     monkeypatch.setenv("DCASENET_HUB_CACHE", str(root / "dcasenet_hub"))
     monkeypatch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
+    monkeypatch.setenv("DCASENET_HUB_FEATURES", str(root / "features"))
+    for name in _MACHINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
@@ -80,64 +89,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
             terminalreporter.write_line(line)
 
 
-def _calibration_signals(sr: int = 24000, seconds: float = 5.0) -> dict:
-    """Five different 5-s signals (noise, tone, speech-like bursts, chirp, clicks); seeded, float32."""
-    import numpy as np
-
-    t = np.arange(round(seconds * sr)) / sr
-    rng = np.random.default_rng(0)
-    sig = {
-        "noise": 0.1 * rng.standard_normal(t.size),
-        "tone3k": 0.3 * np.sin(2 * np.pi * 3000 * t),
-        "bursts": 0.05 * rng.standard_normal(t.size) + 0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.4),
-        "chirp": 0.3 * np.sin(2 * np.pi * (200 + 800 * t) * t),
-        "clicks": (np.arange(t.size) % 4800 < 50) * 0.5 * rng.standard_normal(t.size),
-    }
-    return {k: v.astype(np.float32) for k, v in sig.items()}
-
-
-def responsive_model(arch: str = "v3"):
-    """Test weights whose outputs differ clearly between inputs (the fixture checkpoint's barely do).
-
-    ``build_model(arch, seed=0)``; every batch-norm's running statistics set to the statistics of the five
-    calibration signals (so each layer's activations are spread, not saturated or flat); the last linear layer of
-    each head scaled so its outputs on those signals have standard deviation 2 (scene and tag logits, event
-    pre-sigmoid). Made at test time in a fraction of a second; not pretrained, meaningless labels.
-    """
-    import torch
-
-    from dcasenet_hub import build_model
-    from dcasenet_hub.audio import log_mel
-
-    model = build_model(arch, seed=0)
-    mels = torch.stack([log_mel(torch.from_numpy(v)) for v in _calibration_signals().values()]).unsqueeze(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average: the running statistics become the batch's
-    model.train()
-    with torch.no_grad():
-        model(mels)
-    model.eval()
-    heads = {"scene_logits": model.fc_ASC, "tag_logits": model.layer_TAG[-1], "event_probs": model.event_fc}
-    with torch.no_grad():
-        out = model(mels)
-        for field, layer in heads.items():
-            value = getattr(out, field)
-            if field == "event_probs":
-                value = torch.logit(value.clamp(1e-6, 1 - 1e-6))
-            value = value - value.mean(dim=0, keepdim=True).mean(dim=-1, keepdim=True)
-            scale = 2.0 / float(value.std())
-            layer.weight.mul_(scale)
-            if layer.bias is not None:
-                layer.bias.mul_(scale)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.1
-    return model
-
-
 @pytest.fixture(scope="session")
 def responsive_v3():
     """v3 in eval mode with :func:`responsive_model` weights (shared: do not modify)."""
+    from helpers import responsive_model
+
     return responsive_model("v3")

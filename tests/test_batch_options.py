@@ -23,12 +23,14 @@ OLD_KEYWORDS = {
     "task": "embed", "level": "both", "hop": None, "layer": "gru", "pooling": "mean", "threshold": None,
     "median_filter": None, "min_duration": None, "pad_tail": False, "device": None, "dtype": None, "backend": "torch",
     "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": None,
+    "event_formats": ("dcase",), "embedding_format": "npz",  # added later; their defaults write what old calls wrote
 }
 # a non-default value for every option (valid together)
 CHANGED = {
     "task": "predict", "level": "clip", "hop": 0.4, "layer": "conv", "pooling": "mean+max", "threshold": 0.4,
     "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "device": "cpu", "dtype": "bf16",
     "backend": "torch", "batch_size": 3, "workers": 0, "shard": "1/2", "overwrite": True, "progress": True,
+    "event_formats": ("dcase", "raven"), "embedding_format": "parquet",
 }
 # a model object prepare() accepts without loading weights: it only reads config.model_id
 MODEL = SimpleNamespace(config=SimpleNamespace(model_id="test-model"))
@@ -45,7 +47,7 @@ def _folder(tmp_path: Path, n: int = 6, seconds: float = 1.0) -> Path:
 
 def _plan_view(plan: batch.Plan) -> dict:
     return {"items": [(i.rel.as_posix(), i.output) for i in plan.items], "index": plan.index_path,
-            "suffix": plan.suffix, "meta": plan.meta, "options": plan.options,
+            "meta": plan.meta, "options": plan.options,
             "task": plan.task, "level": plan.level, "overwrite": plan.overwrite, "device": plan.device}
 
 
@@ -68,7 +70,7 @@ def test_options_and_keywords_give_the_same_plan(tmp_path):
     assert _plan_view(by_keywords) == _plan_view(by_options)
     assert by_options.options == BatchOptions(**CHANGED)
     # and the values really arrived (both forms wrong alike would pass the comparison above)
-    assert by_options.index_path == out / "index-1-of-2.csv" and by_options.suffix == "-1-of-2"
+    assert by_options.index_path == out / "index.csv"  # one index for every shard and writer
     assert 0 < len(by_options.items) < 6  # shard 1 of 2 of six files
     assert by_options.meta == {"task": "predict", "model": "test-model", "threshold": 0.4, "median_filter": 0.5,
                                "min_duration": 0.3, "hop": 0.4, "pad_tail": True, "dtype": "bf16",
@@ -90,7 +92,7 @@ def test_overrides_win_over_options_and_keep_the_rest(tmp_path):
     opts = BatchOptions(task="embed", layer="conv", batch_size=4, shard=(1, 2))
     plan = batch.prepare(MODEL, [root], tmp_path / "out", opts, layer="scene", shard=None)
     assert plan.options == dataclasses.replace(opts, layer="scene", shard=None)
-    assert plan.options.batch_size == 4 and plan.meta["layer"] == "scene" and plan.suffix == ""
+    assert plan.options.batch_size == 4 and plan.meta["layer"] == "scene" and plan.index_path.name == "index.csv"
     assert opts.layer == "conv"  # the caller's options are not changed
     merged = merge_batch_options(opts, {"threshold": 0.2})
     assert (merged.threshold, merged.layer, merged.batch_size) == (0.2, "conv", 4)

@@ -76,7 +76,7 @@ def test_bf16_after_fast_path_then_joint_step_order():
     """The order that failed one run in four: fp32 fast path, then a bf16 joint step of v2 on 1-s crops."""
     from dcasenet_hub.models.fast import optimize_for_inference
     from dcasenet_hub.train.distributed import autocast_args as _autocast_args
-    from dcasenet_hub.train.loop import _JointStep
+    from dcasenet_hub.train.loop import JointStep
 
     fast = optimize_for_inference(build_model("v3", seed=3).eval())
     model = build_model("v2", seed=0).eval()
@@ -85,13 +85,13 @@ def test_bf16_after_fast_path_then_joint_step_order():
                "tag": (torch.randn(2, 1, 128, 50, generator=gen), (torch.rand(2, 80, generator=gen) > 0.9).float()),
                "sed": (torch.randn(2, 1, 128, 50, generator=gen), (torch.rand(2, 8, 14, generator=gen) > 0.8).float())}
     with torch.no_grad():
-        ref = _JointStep(model)(batches, {}, _autocast_args("fp32", torch.device("cpu")))
+        ref = JointStep(model)(batches, {}, _autocast_args("fp32", torch.device("cpu")))
     _nan_memory_before_strided_blocks(model)
     for _ in range(20):
         fast(torch.randn(2, 1, 128, 163, generator=gen))
         _fill_free_memory_with_nan()
         with torch.no_grad():
-            low = _JointStep(model)(batches, {}, _autocast_args("bf16", torch.device("cpu")))
+            low = JointStep(model)(batches, {}, _autocast_args("bf16", torch.device("cpu")))
         for t in ref:
             assert torch.isfinite(low[t]), t
             assert low[t].item() == pytest.approx(ref[t].item(), rel=0.02), t

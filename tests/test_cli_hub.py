@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_hub_server import (
+from helpers import (
     URL_PATH,
     LoopbackServer,
     fixture_entry,
@@ -57,7 +57,7 @@ def test_download_verify_and_damage(env: Path, authors_checkpoint: Path, tmp_pat
     monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
     with LoopbackServer({URL_PATH: data}) as srv:
         monkeypatch.setenv("DCASENET_HUB_MIRROR", srv.url)
-        assert main(["download", "fixture-v3", "dcasenet-v1", "--quiet"]) == 1  # v1: never published
+        assert main(["download", "fixture-v3", "dcasenet-v1", "--quiet"]) == 3  # v1: never published
         out, err = capsys.readouterr()
         assert "never released" in err
         mid, folder = out.strip().split("\t")
@@ -205,3 +205,47 @@ def test_push_without_token_or_network_fails_with_one_line(case: str, authors_ch
     expected = {"no token": ("huggingface-cli login", "HF_TOKEN"), "no network": ("Cannot reach", "HF_ENDPOINT"),
                 "token rejected": ("rejected the token", "huggingface-cli login")}[case]
     assert all(e in out.stderr for e in expected), out.stderr
+
+
+def test_convert_records_the_stated_tasks_an_unknown_license_and_keeps_an_existing_model(
+        env: Path, authors_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    out = tmp_path / "conv"
+    assert main(["convert", str(authors_checkpoint), "--tasks", "scene", "tags", "events", "-o", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["trained_tasks"] == ["scene", "tags", "events"]
+    assert "unknown" not in config["provenance"] and "scene, tags, events" in config["provenance"]
+    card = (out / "README.md").read_text()
+    assert "license: unknown" in card and "mit" not in card.split("---")[1].lower()  # the source states none
+    before = (out / "model.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main(["convert", str(authors_checkpoint), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a model" in err and "--overwrite" in err and err.count("\n") == 1, err
+    assert (out / "model.safetensors").read_bytes() == before
+    assert json.loads((out / "config.json").read_text())["trained_tasks"] == ["scene", "tags", "events"]
+    assert main(["convert", str(authors_checkpoint), "-o", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "config.json").read_text())["trained_tasks"] == []
+
+
+@pytest.mark.parametrize("case", ["unknown id", "offline", "no network"])
+def test_download_failures_exit_with_the_model_code_like_embed(case: str, env: Path, authors_checkpoint: Path,
+                                                               tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """``download`` of an unknown id, offline or without network exits 3, as ``embed --model nope`` does."""
+    manifest = write_manifest(tmp_path / "m.json",
+                              {"fixture-v3": fixture_entry(git_blob_sha1(authors_checkpoint.read_bytes()))})
+    monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    if case == "offline":
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    name = "nope" if case == "unknown id" else "fixture-v3"
+    assert main(["download", name, "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert err.startswith(f"{name}: error: ") and "Traceback" not in err
+    import numpy as np
+    import soundfile as sf
+
+    sf.write(tmp_path / "a.wav", np.zeros(24000, np.float32), 24000)
+    assert main(["embed", str(tmp_path / "a.wav"), "--model", name, "-o", str(tmp_path / "o"), "-q"]) == 3

@@ -61,7 +61,7 @@ def test_embed_mixed_folder_outputs_index_exit_code_and_equals_api(mixed_folder,
     idx = _index(out / "index.csv")
     assert set(idx) == {"a.wav", "b.flac", "bad.wav", "empty.wav", "nan.wav", "short.wav"}
     assert idx["a.wav"]["status"] == "ok" and float(idx["a.wav"]["duration_s"]) == pytest.approx(2.0)
-    assert idx["a.wav"]["output"] == str(out / "a.npz")
+    assert idx["a.wav"]["output"] == "a.npz"  # relative to OUTDIR: the same from any working directory
     assert "not a readable audio file" in idx["bad.wav"]["error"]
     assert "empty" in idx["empty.wav"]["error"]
     assert "NaN" in idx["nan.wav"]["error"]
@@ -90,7 +90,7 @@ def test_resume_skips_complete_outputs_and_overwrite_recomputes(mixed_folder, tm
     assert main(args) == 0
     assert npz.stat().st_mtime_ns == first  # not rewritten
     rows = _index(out / "index.csv")
-    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert {r["status"] for r in rows.values()} == {"ok"}  # the folder's state: complete (this run skipped them)
     assert float(rows["a.wav"]["duration_s"]) == pytest.approx(2.0)
     assert main([*args, "--level", "clip"]) == 0  # other settings: recomputed
     with np.load(npz) as z:
@@ -113,7 +113,8 @@ def test_interrupted_write_leaves_no_partial_file(mixed_folder, tmp_path, author
     monkeypatch.setattr(np, "savez", failing_savez)
     assert main(args) == 1
     assert not (out / "a.npz").exists()
-    assert [p.name for p in out.iterdir()] == ["index.csv"]  # no temporary file left behind
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [  # no temporary file left behind
+        "index.csv", "lock", "state.jsonl"]
     row = _index(out / "index.csv")["a.wav"]
     assert row["status"] == "failed" and "disk full" in row["error"]
     monkeypatch.setattr(np, "savez", real)
@@ -157,7 +158,7 @@ def test_shards_partition_inputs_and_list_files(tmp_path, authors_checkpoint):
         rc = main(["embed", str(listing), "-o", str(out), "--model", str(authors_checkpoint), "--quiet",
                    "--shard", shard, "--level", "clip"])
         assert rc == 0
-        seen += list(_index(out / f"index-{shard.replace('/', '-of-')}.csv"))
+        seen = list(_index(out / "index.csv"))  # one index: every shard's inputs
     assert sorted(seen) == [f"f{i}.wav" for i in range(6)]
     assert sorted(p.name for p in out.glob("*.npz")) == [f"f{i}.npz" for i in range(6)]
 
@@ -281,7 +282,7 @@ def test_embed_folder_example_uses_discover(mixed_folder, tmp_path, authors_chec
     import sys
 
     repo = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, str(repo / "examples" / "embed_folder.py"), str(mixed_folder), "--out",
+    proc = subprocess.run([sys.executable, str(repo / "examples" / "embed_folder.py"), str(mixed_folder), "-o",
                            str(tmp_path / "emb"), "--model", str(authors_checkpoint)],
                           capture_output=True, text=True, cwd=repo, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -92,11 +92,6 @@ def server(tmp_path):
         yield s
 
 
-@pytest.fixture(autouse=True)
-def _no_retry_delay(monkeypatch):
-    monkeypatch.setattr(dd, "_RETRY_DELAY_S", 0.0)
-
-
 def _md5(data: bytes) -> str:
     return hashlib.md5(data).hexdigest()
 
@@ -200,7 +195,7 @@ def test_range_past_the_end_means_complete_for_data_and_suspect_for_weights(serv
     # weights: a partial file longer than the remote one is thrown away and fetched again, then hash-checked
     partial = tmp_path / "w.incomplete"
     partial.write_bytes(PAYLOAD + b"junk")
-    _download.download(url, partial, expected_git_sha1=_download.git_blob_sha1_bytes(PAYLOAD), progress=False)
+    _download.download(url, partial, digest=_download.git_blob_sha1_bytes(PAYLOAD), progress=False)
     assert partial.read_bytes() == PAYLOAD
     assert server.requests[1:] == [("/rec/a.bin", f"bytes={len(PAYLOAD) + 4}-"), ("/rec/a.bin", None)]
 
@@ -275,6 +270,64 @@ def test_safe_extract_refuses_a_zip_bomb(tmp_path, monkeypatch):
     assert (dest / "zeros.bin").stat().st_size == 4 << 20 and len(written) == 2
 
 
+def _zip_members(path: Path, members: list[tuple[str, str | None]]) -> Path:
+    """A zip with the given (name, text) members in order; text None makes a folder member."""
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in members:
+            if text is None:
+                z.writestr(zipfile.ZipInfo(name if name.endswith("/") else name + "/"), "")
+            else:
+                z.writestr(name, text)
+    return path
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")  # zipfile warns when writing the duplicate on purpose
+@pytest.mark.parametrize(("members", "why"), [
+    ([("a", "file"), ("a/b", "under a folder of the file's name")], "which is also a file member"),
+    ([("x/ok.txt", "fine"), (".", "the destination itself")], "names the destination folder"),
+    ([("x/ok.txt", "first"), ("x/ok.txt", "second")], "have the same path"),
+    ([("x/ok.txt", "fine"), ("d/", None), ("d", "file of the folder's name")], "is a file of the same path"),
+])
+def test_safe_extract_checks_every_member_before_it_writes_anything(tmp_path, members, why):
+    """Before: a file then a member under a folder of its name raised a raw FileExistsError after the first was
+    written; a member named '.' left a temporary file beside the destination; duplicates overwrote silently."""
+    archive = _zip_members(tmp_path / "odd.zip", members)
+    dest = tmp_path / "dest"
+    with pytest.raises(dd.UnsafeArchiveError, match=why):
+        dd.safe_extract(archive, dest, progress=False)
+    assert not any(dest.rglob("*"))  # nothing was written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "odd.zip"]  # nor beside it
+
+
+def test_safe_extract_refuses_members_that_clash_with_what_is_already_there(tmp_path):
+    dest = tmp_path / "dest"
+    (dest / "taken").mkdir(parents=True)
+    (dest / "plain").write_text("a file")
+    for members, why in (([("taken", "a file over a folder")], "is a folder"),
+                         ([("plain/inner.txt", "under a file")], "which is a file here"),
+                         ([("plain/", None)], "is a file here")):
+        with pytest.raises(dd.UnsafeArchiveError, match=why):
+            dd.safe_extract(_zip_members(tmp_path / "clash.zip", members), dest, progress=False)
+    assert sorted(p.name for p in dest.iterdir()) == ["plain", "taken"] and not any((dest / "taken").iterdir())
+
+
+def test_an_archive_cannot_touch_the_download_state(server, tmp_path, monkeypatch):
+    """Before: a member downloads/<part>.extracted made `data download` report a part 'already extracted' that was
+    never downloaded (FSDKaggle2019 has no published checksum, and mirrors are allowed)."""
+    record = "998"
+    evil = _zip_members(tmp_path / "meta.zip", [("meta/ok.csv", "1\n"), ("downloads/audio.extracted", "audio.zip\n")])
+    _serve(server, f"{record}/meta.zip", evil.read_bytes())
+    spec = dd.DatasetSpec(key="evil", title="evil", record=record,
+                          parts={"meta": (dd._zip("meta.zip"),), "audio": (dd._zip("audio.zip"),)},
+                          default_parts=("meta",))
+    monkeypatch.setitem(dd.DATASETS, "evil", spec)
+    monkeypatch.setenv(dd.MIRROR_ENV, server.url)
+    dest = tmp_path / "data"
+    with pytest.raises(dd.UnsafeArchiveError, match="holds the download's own state"):
+        dd.download_dataset("evil", dest, parts=["meta"], progress=False)
+    assert not (dest / "downloads" / "audio.extracted").exists() and not (dest / "meta").exists()
+
+
 # --- whole dataset ----------------------------------------------------------------------------------------------------
 
 
@@ -292,8 +345,9 @@ def toy_dataset(server, monkeypatch, tmp_path):
         _serve(server, f"{record}/{name}", data)
     spec = dd.DatasetSpec(
         key="toy", title="toy", record=record,
-        parts={"metadata_dev": (dd._zip("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
-               "mic_dev": (dd._split("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")], 3),)},
+        parts={"metadata_dev": (dd.zip_archive("metadata_dev.zip", _md5(files["metadata_dev.zip"])),),
+               "mic_dev": (dd.split_archive("mic_dev", [_md5(files[f"mic_dev.{e}"]) for e in ("z01", "z02", "zip")],
+                                            3),)},
         default_parts=("mic_dev", "metadata_dev"),
     )
     monkeypatch.setitem(dd.DATASETS, "toy", spec)
@@ -368,24 +422,72 @@ def test_specs_match_dcase_facts():
 
 def test_cli_download_and_error_exit_code(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     assert rc == 0 and (tmp_path / "d" / "metadata_dev" / "fold1_room1_mix001_ov1.csv").is_file()
     assert not (tmp_path / "d" / "mic_dev").exists()
     _serve(server, "4064792/metadata_dev.zip", b"corrupt")
-    rc = cli.main(["data", "download", "tau-nigens2020", "--dest", str(tmp_path / "e"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
-    assert rc == 2 and "MD5 mismatch" in capsys.readouterr().err
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "e"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
+    assert rc == 3 and "MD5 mismatch" in capsys.readouterr().err  # the download code, as for weights
+
+
+def test_cli_data_download_without_network_fails_fast_with_the_download_code(tmp_path, monkeypatch, capsys):
+    """A DNS failure is not retried (it was 5 times, 62 s), exits 3 (not 2, usage) and claims no kept .part file."""
+    import socket
+    import time
+
+    def no_dns(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    t = time.perf_counter()
+    rc = cli.main(["data", "download", "tau-nigens2020", "-o", str(tmp_path / "d"), "-q",
+                   "--parts", "metadata_dev"])
+    elapsed = time.perf_counter() - t
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert elapsed < 5, elapsed
+    assert "cannot reach" in err and "Name or service not known" in err and ".part" not in err
+    assert "nothing was written" in err and not list((tmp_path / "d" / "downloads").glob("*.part"))
+
+
+@pytest.mark.parametrize("downloader", ["weights", "dataset"])
+def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
+    """One loop: a wrong hash is ChecksumMismatchError (file deleted) and a host that refuses is OfflineError at once,
+    for weights (git blob SHA-1) and datasets (MD5) alike."""
+    import socket
+    import time
+
+    from dcasenet_hub.errors import ChecksumMismatchError, OfflineError
+    from dcasenet_hub.hub import fetch
+
+    def get(url: str, dest: Path) -> Path:
+        if downloader == "weights":
+            return fetch.download(url, dest, digest="0" * 40, progress=False)
+        return dd.download_file(url, dest, md5="0" * 32, progress=False)
+
+    url = _serve(server, "rec/a.bin", PAYLOAD)
+    with pytest.raises(ChecksumMismatchError, match="mismatch: expected 0000"):
+        get(url, tmp_path / "a.bin")
+    assert list(tmp_path.glob("a.bin*")) == []
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    t = time.perf_counter()
+    with pytest.raises(OfflineError, match="nothing was written"):
+        get(f"http://127.0.0.1:{closed}/rec/a.bin", tmp_path / "b.bin")
+    assert time.perf_counter() - t < 5 and list(tmp_path.glob("b.bin*")) == []
 
 
 def test_cli_make_mini(tmp_path, capsys):
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
-                   "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path), "--tasks", "sed", "--sed-duration", "2",
+                   "-q"])
     assert rc == 0
     assert f"--sed-root {tmp_path / 'tau-nigens2020'}" in capsys.readouterr().out
     assert len(list((tmp_path / "tau-nigens2020" / "metadata_dev").glob("*.csv"))) == 5
-    rc = cli.main(["data", "make-mini", "--dest", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
-                   "--sed-classes", "2", "--no-progress"])
+    rc = cli.main(["data", "make-mini", "-o", str(tmp_path / "two"), "--tasks", "sed", "--sed-duration", "2",
+                   "--sed-classes", "2", "-q"])
     classes = {line.split(",")[1] for f in (tmp_path / "two" / "tau-nigens2020" / "metadata_dev").glob("*.csv")
                for line in f.read_text().splitlines()}
     assert rc == 0 and classes == {"0", "13"}
@@ -444,8 +546,8 @@ def test_extract_counts_only_members_still_missing_against_free_space(tmp_path, 
 def test_cli_download_on_a_full_disk_is_one_line_with_the_fix(server, toy_dataset, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr("dcasenet_hub.cli.data._DATASET_NAMES", ("toy", "tau-nigens2020"))
     _disk_with(monkeypatch, 1000)
-    rc = cli.main(["data", "download", "toy", "--dest", str(tmp_path / "d"), "--mirror", server.url,
-                   "--no-progress", "--parts", "metadata_dev"])
+    rc = cli.main(["data", "download", "toy", "-o", str(tmp_path / "d"), "--mirror", server.url,
+                   "-q", "--parts", "metadata_dev"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1 and "Traceback" not in err[0]
     assert re.search(r"extracting metadata_dev\.zip: needs \d+ bytes in .* only 1,000 bytes is free", err[0])

@@ -243,9 +243,9 @@ def test_minidata_is_deterministic_and_reused(tmp_path):
 
 def test_minidata_classes_differ_in_spectrum(mini):
     # each scene's sound sits in its own frequency band: the band holding most energy identifies the scene
-    from dcasenet_hub.train.minidata import _class_frequency
+    from dcasenet_hub.train.minidata import class_frequency
 
-    centres = np.array([_class_frequency(k, 10) for k in range(10)])
+    centres = np.array([class_frequency(k, 10) for k in range(10)])
     for item in datasets.asc_items(mini.asc, "evaluate"):
         x, sr = sf.read(str(item.path))
         power = np.abs(np.fft.rfft(x)) ** 2

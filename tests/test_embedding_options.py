@@ -1,4 +1,4 @@
-"""Issue 15: timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
+"""Timestamp hop by exact shifted passes, choice of layer and pooling, sizes and file metadata.
 
 The references are written out from the library's own feature function (``dcasenet_hub.audio.features``) and the same
 cached forward runner ``embed`` uses, so "exactly" means bit for bit (``np.array_equal``), not a tolerance.
@@ -17,6 +17,7 @@ import torch
 from dcasenet_hub import audio as W
 from dcasenet_hub import build_model
 from dcasenet_hub.config import WindowConfig
+# _nearest: the centre rule itself, checked on exact frame counts that no audio input can isolate
 from dcasenet_hub.inference.jobs import _nearest as nearest
 from dcasenet_hub.inference.pipeline import (
     Embeddings,

@@ -59,6 +59,7 @@ def test_chunked_resampling_on_a_device_equals_the_cpu_path():
 def on_device_path(monkeypatch):
     """Force the device branch on the CPU and record the devices each step was given."""
     seen: dict[str, set] = {"resample": set(), "features": set()}
+    # _resample_on: which device each resampling call got is not visible in the outputs (equal by design)
     real_resample, real_features = resampling._resample_on, W.features
 
     def resample_on(samples, orig, target, device):

@@ -8,6 +8,7 @@ training reaches clearly better-than-chance validation scores on separable class
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -324,6 +325,10 @@ def test_cli_finetune_then_predict(authors_checkpoint: Path, held_out, tmp_path:
     for f in files:
         result = json.loads((tmp_path / "pred" / f.parent.name / f"{f.stem}.json").read_text())
         assert set(result["scene"]["probs"]) == set(CLASSES)
+        # named after what it was fine-tuned for; the other heads say whose they are
+        assert result["classification"] == result["scene"]
+        assert result["heads"] == {"scene": "fine-tuned for classification (your labels)", "tags": "not trained",
+                                   "events": "not trained"}
         tops[f"{f.parent.name}/{f.name}"] = result["scene"]["top"]
     right = sum(top == name.split("/")[0] for name, top in tops.items())
     # the right label for held-out clips: measured 9 of 12 after 40 epochs on 3 clips a class with the fixture
@@ -589,3 +594,71 @@ def test_cli_finetune_passes_dtype(folder: Path, tmp_path: Path, monkeypatch: py
                  "--dtype", "bf16", "-q"]) == 2
     assert got["options"].dtype == "bf16"
     assert "stopped by the test" in capsys.readouterr().err
+
+
+def test_epoch_log_lines_go_through_the_progress_bar_write(v3_model, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per-epoch INFO lines printed by a console handler would break the bars: they go through tqdm's write."""
+    import io
+    import logging
+
+    from tqdm import std
+
+    written: list[str] = []
+    original = std.tqdm.write
+
+    def write(cls, s, file=None, end="\n", nolock=False):  # noqa: ANN001
+        written.append(str(s))
+        return original(s, file=io.StringIO(), end=end, nolock=nolock)
+
+    monkeypatch.setattr(std.tqdm, "write", classmethod(write))
+    log = logging.getLogger("dcasenet_hub")
+    console = logging.StreamHandler(io.StringIO())
+    console.stream = sys.stderr  # a console handler, as the command line installs
+    level = log.level
+    log.addHandler(console)
+    log.setLevel(logging.INFO)
+    try:
+        folder = _class_folder(tmp_path / "data", 2, seed=5)
+        finetune(v3_model, folder, task="classification", epochs=2, progress=True)
+    finally:
+        log.removeHandler(console)
+        log.setLevel(level)
+    epochs = [w for w in written if "epoch" in w and "train loss" in w]
+    assert len(epochs) == 2, written
+    assert log.handlers.count(console) == 0 and console not in logging.getLogger().handlers
+
+
+def test_evaluate_table_columns_line_up() -> None:
+    from dcasenet_hub.train.evaluation import format_row
+
+    for metrics in ({"asc_acc": 70.25}, {"tag_lwlrap": 81.5, "sed_er": 0.61},
+                    {"asc_acc": 70.25, "tag_lwlrap": 81.5, "sed_f1": 45.0, "sed_er": 0.61}):
+        header, row = format_row(metrics).splitlines()
+        assert len(header) == len(row)
+        ends = [header.index(title) + len(title) for title in ("ASC Acc", "TAG lwlrap", "SED F1", "SED ER")]
+        cells = row.split()
+        assert len(cells) == 4 and [row.index(c, e - len(c)) + len(c) for c, e in zip(cells, ends)] == ends, (
+            header, row)  # every value ends under the end of its column title
+
+
+def test_head_roles_name_the_fine_tuned_head_and_the_base_models() -> None:
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.inference.outputs import Prediction
+    from dcasenet_hub.inference.settings import head_roles
+
+    config = ModelConfig(arch="v3", trained_tasks=("scene", "tags", "events"), extra={
+        "finetune": {"task": "classification", "head": "scene", "base_model": "dcasenet-v3"}})
+    task, roles = head_roles(config)
+    assert task == "classification"
+    assert roles == {"scene": "fine-tuned for classification (your labels)", "tags": "base model dcasenet-v3",
+                     "events": "base model dcasenet-v3"}
+    assert head_roles(ModelConfig(arch="v3", trained_tasks=("tags",))) == (
+        None, {"scene": "not trained", "tags": "trained", "events": "not trained"})
+    pred = Prediction(scene_probs=np.array([0.2, 0.8], np.float32), tag_probs=np.zeros(1, np.float32),
+                      event_probs=np.zeros((1, 1), np.float32), event_times=np.zeros(1, np.float32), events=[],
+                      scene_labels=("cat", "dog"), tag_labels=("t",), event_labels=("e",), heads=roles,
+                      finetuned_task=task)
+    d = pred.to_dict()
+    assert d["classification"]["top"] == "dog" and d["heads"] == roles
+    assert "classification=dog" in repr(pred)

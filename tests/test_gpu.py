@@ -31,7 +31,7 @@ def mel(fixtures_dir):
 def test_cuda_fp32_exact_and_tf32_switch(v3_model, responsive_v3, mel, fixtures_dir):
     io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
     fast = optimize_for_inference(v3_model, device="cuda")
-    assert fast.fast_options.exact
+    assert fast.runtime.options.exact
     out = fast(mel)
     for ours, key in ((out.scene_logits, "asc_logits"), (out.tag_logits, "tag_logits"),
                       (out.event_probs, "sed_probs")):
@@ -113,7 +113,7 @@ def test_cuda_features_on_the_gpu_equal_the_cpu_pipeline(responsive_v3, monkeypa
 def test_cuda_training_step_is_finite(precision):
     from dcasenet_hub import build_model
     from dcasenet_hub.train.distributed import autocast_args as _autocast_args
-    from dcasenet_hub.train.loop import _JointStep
+    from dcasenet_hub.train.loop import JointStep
 
     torch.manual_seed(0)
     model = build_model("v2", seed=0).cuda().train()
@@ -122,7 +122,7 @@ def test_cuda_training_step_is_finite(precision):
                "tag": (torch.randn(4, 1, 128, 50, generator=gen), (torch.rand(4, 80, generator=gen) > 0.9).float()),
                "sed": (torch.randn(4, 1, 128, 80, generator=gen), (torch.rand(4, 16, 14, generator=gen) > 0.8).float())}
     batches = {t: (x.cuda(), y.cuda()) for t, (x, y) in batches.items()}
-    losses = _JointStep(model)(batches, {}, _autocast_args(precision, torch.device("cuda")))
+    losses = JointStep(model)(batches, {}, _autocast_args(precision, torch.device("cuda")))
     sum(losses.values()).backward()
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

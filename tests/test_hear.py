@@ -99,7 +99,7 @@ def test_load_model_default_is_dcasenet_v3(monkeypatch, v3_model):
     from dcasenet_hub.hub import api as hub
 
     asked = []
-    monkeypatch.setattr(hub, "from_pretrained", lambda name, **kw: asked.append(name) or v3_model)
+    monkeypatch.setattr(hub, "load_pretrained", lambda cls, name, **kw: asked.append(name) or v3_model)
     model = hear.load_model()
     assert asked == ["dcasenet-v3"] and model.model is v3_model
 
@@ -119,3 +119,28 @@ def test_torch_hub_entry_points(authors_checkpoint, v3_state_dict):
         torch.testing.assert_close(loaded.state_dict()[k], v)
     v2 = torch.hub.load(str(REPO), "dcasenet_v2", source="local", pretrained=False)
     assert v2.arch == "v2"
+
+
+def test_numpy_arrays_are_accepted_as_tensors_are(hear_model):
+    """Users pass numpy arrays too: the same embeddings as for the tensor, returned as CPU tensors."""
+    audio = (torch.rand(2, hear_model.sample_rate, generator=torch.Generator().manual_seed(1)) * 2 - 1)
+    from_numpy = hear.get_scene_embeddings(audio.numpy(), hear_model)
+    assert isinstance(from_numpy, torch.Tensor) and from_numpy.shape == (2, 512)
+    torch.testing.assert_close(from_numpy, hear.get_scene_embeddings(audio, hear_model), rtol=0, atol=0)
+    coarse = hear.HearModel(hear_model.model, hop=0.8)
+    emb, ts = hear.get_timestamp_embeddings(audio.numpy(), coarse)
+    ref_emb, ref_ts = hear.get_timestamp_embeddings(audio, coarse)
+    torch.testing.assert_close(emb, ref_emb, rtol=0, atol=0)
+    torch.testing.assert_close(ts, ref_ts, rtol=0, atol=0)
+    with pytest.raises(TypeError, match="numpy array"):
+        hear.get_scene_embeddings([[0.0] * 100], hear_model)
+
+
+def test_the_cost_of_timestamp_embeddings_is_stated():
+    """The default 40 ms hop costs 20 passes: the module and README say so before a user waits for it."""
+    import dcasenet_hub.integrations.hear as impl
+
+    assert "20 network passes" in hear.get_timestamp_embeddings.__doc__.replace("\n    ", " ")
+    assert "20" in impl.__doc__
+    readme = (REPO / "README.md").read_text()
+    assert "hear" in readme.lower() and "20 passes" in readme

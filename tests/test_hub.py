@@ -14,22 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_manifest
 from safetensors.torch import load_file, save_file
-from test_hub_server import write_manifest
 
 import dcasenet_hub
 from dcasenet_hub import CheckpointMismatchError, DcaseNet
+from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.hub import api as hub
 
 COMMIT_HF = "0123456789abcdef0123456789abcdef01234567"
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
-    for var in ("HF_HUB_OFFLINE", "DCASENET_HUB_MIRROR", "DCASENET_HUB_MANIFEST"):
-        monkeypatch.delenv(var, raising=False)
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -85,6 +78,9 @@ def test_loading_builds_no_random_weights_and_takes_the_files_as_float32(saved_d
     state = load_file(saved_dir / "model.safetensors")
     save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, half / "model.safetensors",
               metadata=meta)
+    cfg = json.loads((half / "config.json").read_text())  # the config names the weights it belongs with
+    cfg["weights_sha256"] = hashlib.sha256((half / "model.safetensors").read_bytes()).hexdigest()
+    (half / "config.json").write_text(json.dumps(cfg))
     from_half = dcasenet_hub.from_pretrained(half)
     assert {p.dtype for p in from_half.parameters()} == {torch.float32}
     sd = from_half.state_dict()
@@ -118,7 +114,7 @@ def test_strict_loading_lists_missing_and_extra_keys(saved_dir: Path, authors_ch
     sd["extra_head.weight"] = torch.zeros(3)
     bad = tmp_path / "bad"
     bad.mkdir()
-    shutil.copy(saved_dir / "config.json", bad / "config.json")
+    ModelConfig.load(saved_dir / "config.json").save(bad / "config.json")  # a hand-made folder: no weights hash
     save_file(sd, str(bad / "model.safetensors"))
     with pytest.raises(CheckpointMismatchError) as err:
         dcasenet_hub.from_pretrained(bad)
@@ -203,7 +199,7 @@ def _prefill_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = COM
 
 def test_hf_repo_id_from_prefilled_cache_offline(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "hf-cache"
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
     _prefill_hf_cache(cache, "some-org/dcasenet-test", saved_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = dcasenet_hub.from_pretrained("some-org/dcasenet-test")
@@ -232,7 +228,7 @@ def test_hf_repo_without_network_fails_fast(tmp_path: Path, monkeypatch: pytest.
 
 def test_manifest_hf_source_checks_sha256(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = tmp_path / "hf-cache"
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
     sha256 = _prefill_hf_cache(cache, "dcasenet-hub/test-v3", saved_dir)
     entry = {
         "description": "test", "arch": "v3", "trained_tasks": ["scene"], "trained_on": [],
@@ -312,3 +308,23 @@ def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> No
         subprocess.run([sys.executable, "-c", code, str(tmp_path / name)], check=True)
     blobs = {(tmp_path / n / "model.safetensors").read_bytes() for n in ("a", "b", "c")}
     assert len(blobs) == 1
+
+
+def test_push_to_hub_without_network_raises_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
+                                                                    v3_model: DcaseNet) -> None:
+    """Not the HTTP client's bare ConnectError: a package error (OSError, PermissionError) the CLI also prints."""
+    import socket
+
+    from dcasenet_hub.errors import DownloadError, HubAccessError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}/")  # read at call time, trailing slash parsed once
+    t = time.perf_counter()
+    with pytest.raises(HubAccessError) as err:
+        v3_model.push_to_hub("some-org/dcasenet-test", token="hf_test_token")
+    assert time.perf_counter() - t < 10
+    msg = str(err.value)
+    assert isinstance(err.value, (DownloadError, OSError)) and "\n" not in msg
+    assert msg.startswith(f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (") and "HF_ENDPOINT" in msg

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_hub_server import (
+from helpers import (
     COMMIT,
     FIXTURE_PATH,
     URL_PATH,
@@ -149,7 +149,7 @@ def test_corrupted_byte_leaves_nothing_and_names_both_hashes(env: Path, server: 
     with pytest.raises(hub.ChecksumMismatchError) as err:
         dcasenet_hub.from_pretrained("fixture-v3")
     msg = str(err.value)
-    assert f"expected git blob SHA-1 {fixture_sha1}" in msg and f"got {git_blob_sha1(bad)}" in msg
+    assert f"git blob SHA-1 mismatch: expected {fixture_sha1}, got {git_blob_sha1(bad)}" in msg
     # nothing in the cache but the (empty) lock file huggingface_hub-style caches keep in .locks/
     assert [f for f in _files(env) if not f.startswith(".locks/")] == []
     assert not (env / "models" / "fixture-v3").exists()
@@ -316,8 +316,10 @@ def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackSe
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     dcasenet_hub.from_pretrained("fixture-v3")
     calls: list[Path] = []
-    real = hub._download.sha256_file
-    monkeypatch.setattr(hub._download, "sha256_file", lambda p: calls.append(p) or real(p))
+    from dcasenet_hub.hub import fetch
+
+    real = fetch.sha256_file
+    monkeypatch.setattr(fetch, "sha256_file", lambda p: calls.append(p) or real(p))
     dcasenet_hub.from_pretrained("fixture-v3")
     assert calls == []  # size + mtime_ns match the record: no full hash
 
@@ -493,3 +495,34 @@ def test_verify_cache_covers_old_layout_entries_not_yet_migrated(
     _damage(blob)
     bad = [c for c in hub.verify_cache() if not c.ok]
     assert [c.path for c in bad] == [blob] and bad[0].expected == blob.name
+
+
+def _swap_cached_scene_labels(cache: Path, sha1: str) -> Path:
+    """Swap the first two scene labels in the cached config.json (its blob: the name stays, the content changes)."""
+    import json
+
+    blob = (cache / "models" / "fixture-v3" / "snapshots" / sha1 / "config.json").resolve()
+    cfg = json.loads(blob.read_text())
+    cfg["scene_labels"][0], cfg["scene_labels"][1] = cfg["scene_labels"][1], cfg["scene_labels"][0]
+    blob.write_text(json.dumps(cfg, indent=2) + "\n")
+    return blob
+
+
+def test_changed_cached_config_is_noticed_on_load_and_fetched_again(
+        env: Path, server: LoopbackServer, fixture_sha1: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A cached config.json changed on disk (swapped scene labels) is damaged on load, as `verify` says; before,
+    loading used it and gave the wrong top scene with status ok."""
+    good = dcasenet_hub.from_pretrained("fixture-v3").config.scene_labels
+    _swap_cached_scene_labels(env, fixture_sha1)
+    assert not all(c.ok for c in hub.verify_cache())
+    with caplog.at_level("WARNING", logger="dcasenet_hub.hub.api"):
+        model = dcasenet_hub.from_pretrained("fixture-v3")
+    assert "config.json is damaged" in caplog.text
+    assert model.config.scene_labels == good and len(server.gets(URL_PATH)) == 2  # fetched again
+    assert all(c.ok for c in hub.verify_cache())
+    _swap_cached_scene_labels(env, fixture_sha1)
+    server.stop()
+    with pytest.raises(hub.ChecksumMismatchError) as ei:
+        dcasenet_hub.from_pretrained("fixture-v3")
+    msg = str(ei.value)
+    assert "\n" not in msg and "config.json is damaged" in msg and "dcasenet-hub download fixture-v3" in msg

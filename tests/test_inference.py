@@ -369,6 +369,7 @@ def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_thread
     team that competes with the network's), or a process-wide set_num_threads(1) (the network loses its threads)."""
     import threading
 
+    # Job.prepare: the thread count inside the decode workers is not visible in any output
     from dcasenet_hub.inference.jobs import Job
 
     seen: dict[str, int] = {}
@@ -384,3 +385,26 @@ def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_thread
     workers = {name: n for name, n in seen.items() if name.startswith("dcasenet-decode")}
     assert workers and set(workers.values()) == {1}
     assert torch.get_num_threads() == before
+
+
+def test_untrained_weights_warning_is_said_once_per_model_and_short(authors_checkpoint, caplog):
+    """A loop over files gets one short warning per model object, not one per call."""
+    from dcasenet_hub import from_pretrained
+
+    wav = _noise(1.0)
+    for _ in range(2):  # a fresh model object warns again, once
+        model = from_pretrained(authors_checkpoint)
+        assert not model.config.trained_tasks
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dcasenet_hub"):
+            for _ in range(4):
+                embed(model, wav, sample_rate=SR)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1, warnings
+        assert "No task is marked as trained" in warnings[0] and len(warnings[0]) < 250
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dcasenet_hub"):
+            for _ in range(3):
+                predict(model, wav, sample_rate=SR)
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert len(warnings) == 1 and "scene, tags, events" in warnings[0], warnings

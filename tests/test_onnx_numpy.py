@@ -90,3 +90,53 @@ def test_numpy_example_matches_pytorch_without_importing_torch(exported: Path, r
     events = got["event_probs"][0]
     assert events.shape == pred.event_probs.shape
     assert float(np.abs(events - pred.event_probs).max()) <= 1e-4
+
+
+def test_an_exported_onnx_file_is_a_model_for_the_onnxruntime_backend(exported: Path, responsive_v3, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    import soundfile as sf
+
+    from dcasenet_hub import from_pretrained
+    from dcasenet_hub.cli import main
+    from dcasenet_hub.inference.pipeline import embed
+
+    t = np.arange(3 * 24000) / 24000
+    wav = (0.2 * np.sin(2 * np.pi * 440 * t) * (t % 1 < 0.5)).astype(np.float32)
+    sf.write(tmp_path / "clip.wav", wav, 24000, subtype="FLOAT")  # the same samples as the array
+    model = from_pretrained(exported)
+    assert model.labels == responsive_v3.labels and model.config.provenance == responsive_v3.config.provenance
+    ref = embed(responsive_v3, wav, sample_rate=24000)
+    np.testing.assert_allclose(model.embed(wav, sample_rate=24000).clip, ref.clip, atol=1e-5)
+    with pytest.raises(RuntimeError, match="Save the original"):
+        model.save_pretrained(tmp_path / "nope")
+    out = tmp_path / "emb.npz"
+    assert main(["embed", str(tmp_path / "clip.wav"), "--model", str(exported), "--backend", "onnxruntime",
+                 "-o", str(out), "-q"]) == 0
+    with np.load(out) as z:
+        np.testing.assert_allclose(z["clip"], ref.clip, atol=1e-5)
+    capsys.readouterr()
+    assert main(["embed", str(tmp_path / "clip.wav"), "--model", str(exported), "-o", str(tmp_path / "e2.npz")]) == 2
+    assert "--backend onnxruntime" in capsys.readouterr().err
+
+
+def test_the_onnxruntime_backend_exports_a_checkpoint_once(responsive_v3, monkeypatch: pytest.MonkeyPatch,
+                                                           tmp_path: Path) -> None:
+    """Keyed by the weights' content: a fresh copy of the same weights (a new process) loads the cached graph."""
+    import copy
+
+    from dcasenet_hub.export import runtime
+
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = runtime.export_onnx
+    monkeypatch.setattr(runtime, "export_onnx", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    mel = torch.randn(1, 1, 128, 80, generator=torch.Generator().manual_seed(0))
+    first = runtime.onnxruntime_model(copy.deepcopy(responsive_v3))
+    second = runtime.onnxruntime_model(copy.deepcopy(responsive_v3))
+    assert len(calls) == 1 and calls[0].parent == tmp_path / "cache" / "onnx"
+    torch.testing.assert_close(first(mel).event_probs, second(mel).event_probs, rtol=0, atol=0)
+    changed = copy.deepcopy(responsive_v3)
+    with torch.no_grad():
+        changed.fc_ASC.bias.add_(1.0)
+    runtime.onnxruntime_model(changed)
+    assert len(calls) == 2 and calls[1] != calls[0]  # other weights, another graph

@@ -1,4 +1,4 @@
-"""Issue 12, item 23: frames end at the last full 0.8 s step unless pad_tail / --pad-tail pads the last step."""
+"""Frames end at the last full 0.8 s step unless pad_tail / --pad-tail pads the last step."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from dcasenet_hub.inference.runner import inference_runner
 from dcasenet_hub.models.fast import (
     FP32_TOLERANCE,
     LOW_PRECISION_TOLERANCE,
-    OptimizedDcaseNet,
+    FastRuntime,
     optimize_for_inference,
 )
 
@@ -69,7 +69,8 @@ def test_folded_channels_last_fp32_matches_reference(arch, bn_models):
     mel = torch.randn(2, 1, 128, 163, generator=torch.Generator().manual_seed(1))
     ref = _reference(model, mel)
     fast = optimize_for_inference(model)
-    assert isinstance(fast, OptimizedDcaseNet) and fast.fast_options.exact and fast.fast_options.channels_last
+    assert type(fast) is type(model) and isinstance(fast.runtime, FastRuntime) and model.runtime is None
+    assert fast.runtime.options.exact and fast.runtime.options.channels_last
     # batch-norm really is gone from the copy, and still in the original
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fast.modules())
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -112,7 +113,7 @@ def test_bf16_within_stated_tolerance(responsive_v3, fixtures_dir):
     mel = torch.from_numpy(io["short_input"])  # two different inputs: a swapped batch must not pass
     ref = _reference(responsive_v3, mel)
     low = optimize_for_inference(responsive_v3, dtype="bf16")
-    assert low.fast_options.exact is False
+    assert low.runtime.options.exact is False
     out = low(mel).to_dict()
     _assert_close({k: out[k] for k in FIELDS}, {k: ref[k] for k in FIELDS}, LOW_PRECISION_TOLERANCE, relative=True)
     # bf16 is really used: the outputs are not bit-identical to fp32
@@ -126,8 +127,8 @@ def test_bf16_within_stated_tolerance(responsive_v3, fixtures_dir):
 def test_dtype_names_and_cpu_fp16_warning(bn_models, caplog):
     with caplog.at_level("WARNING", logger="dcasenet_hub.models.fast"):
         fast = optimize_for_inference(bn_models["v1"], dtype="fp16", device="cpu")
-    assert fast.fast_options.dtype == torch.float16 and "prefer dtype='bf16'" in caplog.text
-    assert optimize_for_inference(bn_models["v1"], dtype="bfloat16").fast_options.dtype == torch.bfloat16
+    assert fast.runtime.options.dtype == torch.float16 and "prefer dtype='bf16'" in caplog.text
+    assert optimize_for_inference(bn_models["v1"], dtype="bfloat16").runtime.options.dtype == torch.bfloat16
     with pytest.raises(ValueError, match="Unknown dtype 'int8'; use one of"):
         optimize_for_inference(bn_models["v1"], dtype="int8")
 
@@ -149,16 +150,43 @@ def test_optimized_model_is_inference_only_and_original_untouched():
 
 
 def test_inference_runner_is_cached_and_follows_weight_changes():
-    model = _random_bn(build_model("v3", seed=7))
+    """The copy is kept on the model and rebuilt after each way the weights change; a stale copy fails the
+    comparison with the reference (the edits below move the outputs far beyond the tolerance)."""
+    model = _random_bn(build_model("v3", seed=7)).eval()
     mel = torch.randn(1, 1, 128, 80, generator=torch.Generator().manual_seed(4))
     first = inference_runner(model)
-    assert inference_runner(model) is first
-    with torch.no_grad():  # e.g. an optimizer step between two embed() calls
+    assert inference_runner(model) is first and len(model.inference_copies) == 1
+
+    def fresh_and_exact(previous):
+        runner = inference_runner(model)
+        assert runner is not previous
+        _assert_close(runner(mel).to_dict(), _reference(model, mel), FP32_TOLERANCE, relative=True)
+        return runner
+
+    # a training step with the model left in eval mode (frozen batch-norm): the gradient reaching the weights
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(mel, tasks=("scene",)).scene_logits.sum().backward()
+    opt.step()
+    runner = fresh_and_exact(first)
+    # training mode (batch-norm statistics move in the forward passes)
+    model.train()
+    with torch.no_grad():
+        model(mel)
+    model.eval()
+    runner = fresh_and_exact(runner)
+    # loaded weights
+    model.load_state_dict(_random_bn(build_model("v3", seed=8)).state_dict())
+    runner = fresh_and_exact(runner)
+    # weights edited by hand: said explicitly
+    with torch.no_grad():
         model.fc_ASC.bias.add_(1.0)
         model.conv_block1.bn1.running_mean.add_(0.1)
-    second = inference_runner(model)
-    assert second is not first
-    _assert_close(second(mel).to_dict(), _reference(model, mel), FP32_TOLERANCE, relative=True)
+    model.inference_copies.clear()
+    runner = fresh_and_exact(runner)
+    # a deep copy of the model does not carry the copies along
+    import copy
+
+    assert len(copy.deepcopy(model).inference_copies) == 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,11 +231,12 @@ def test_onnxruntime_sessions_do_not_keep_a_memory_arena(onnx_v3):
 
 def test_onnxruntime_backend_same_fields_as_pytorch(bn_models):
     pytest.importorskip("onnxruntime")
-    from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet
+    from dcasenet_hub.export.runtime import OnnxRuntime
 
     model = bn_models["v2"]
     ort_model = inference_runner(model, backend="onnxruntime")
-    assert isinstance(ort_model, OnnxRuntimeDcaseNet) and ort_model.config == model.config
+    assert type(ort_model) is type(model) and isinstance(ort_model.runtime, OnnxRuntime)
+    assert ort_model.config == model.config
     mel = torch.randn(2, 1, 128, 95, generator=torch.Generator().manual_seed(8))
     for tasks in (None, ("scene",), ("embeddings",)):
         _assert_close(ort_model(mel, tasks=tasks).to_dict(), _reference(model, mel, tasks), FP32_TOLERANCE,
@@ -309,7 +338,7 @@ def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     assert res["e2e"]["e2e_over_model_only_fast"] == pair["ratio"] == pair["e2e"] / pair["fast"]
     assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
     assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
-    # the long-file memory is recorded per dtype and backend (issue 14: < 1 GB in every one of them)
+    # the long-file memory is recorded per dtype and backend (the goal: < 1 GB in every one of them)
     assert {(r["dtype"], r["backend"]) for r in res["long"]} >= {("fp32", "torch"), ("bf16", "torch")}
     assert all(r["peak_rss_mib"] > 0 and isinstance(r["under_rss_goal"], bool) for r in res["long"])
     assert "| bf16 | torch |" in proc.stdout

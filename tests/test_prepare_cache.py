@@ -100,7 +100,7 @@ def test_scene_evaluation_files_keep_their_audio_and_no_log_mel(mini_roots, tmp_
     log-mel (the second run converts the 10 evaluation files again: prepared 10, not 0); audio-only applied to every
     evaluation split (the tag evaluation, which reads whole-clip log-mels, finds none).
     """
-    from dcasenet_hub.train.evaluation import _prepared_stores
+    from dcasenet_hub.train.evaluation import prepared_stores
 
     cache = tmp_path / "cache"
     rep, items = prepare_splits("asc", mini_roots.asc, ["train", "eval"], cache_dir=cache, progress=False)
@@ -116,7 +116,7 @@ def test_scene_evaluation_files_keep_their_audio_and_no_log_mel(mini_roots, tmp_
     rep2, _ = prepare_splits("asc", mini_roots.asc, ["train", "eval"], cache_dir=cache, progress=False)
     assert rep2.prepared == {"asc": 0} and rep2.skipped == {"asc": 20}
     # the evaluation reads them, through the trainer's own preparation and stores
-    stores, ev = _prepared_stores({"asc": mini_roots.asc, "tag": mini_roots.tag}, ["eval"], cache_dir=cache,
+    stores, ev = prepared_stores({"asc": mini_roots.asc, "tag": mini_roots.tag}, ["eval"], cache_dir=cache,
                                   workers=0, progress=False, memory=False)
     crops = _scene_inputs(stores["asc"].cache_dir, mini_roots.asc, ev["asc"]["eval"])
     assert len(crops) == 10 and all(bool(torch.isfinite(x).all()) for x in crops)

@@ -17,7 +17,7 @@ def _mini_roots(base: Path) -> dict[str, Path]:
     roots = {"asc": base / "asc" / ASC_FOLDER, "tag": base / "fsdkaggle2019", "sed": base / "tau-nigens2020"}
     for task, root in roots.items():
         root.mkdir(parents=True)
-        (root.parent if task == "asc" else root).joinpath(minidata._MARKER).write_text(json.dumps({"seed": 7}))
+        (root.parent if task == "asc" else root).joinpath(minidata.MARKER).write_text(json.dumps({"seed": 7}))
     return roots
 
 

@@ -94,10 +94,10 @@ def test_cli_rejects_bad_task_override(capsys, tmp_path):
 
 def test_cli_task_values_take_both_vocabularies():
     """``--batch-size scene=8`` and the old ``--batch-size asc=8`` give the same override (the recipe's keys)."""
-    from dcasenet_hub.cli.train import _task_values
+    from dcasenet_hub.cli.train import task_values
 
-    assert _task_values(["scene=8", "Tags=4", "sed=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
-    assert _task_values(["asc=8", "tag=4", "events=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
+    assert task_values(["scene=8", "Tags=4", "sed=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
+    assert task_values(["asc=8", "tag=4", "events=2"], "--batch-size", int) == {"asc": 8, "tag": 4, "sed": 2}
 
 
 def test_recipe_accepts_canonical_task_names():

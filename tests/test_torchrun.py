@@ -4,6 +4,7 @@ rank and leaves one folder whose outputs and merged index equal a single-process
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 
@@ -36,11 +37,30 @@ def test_torchrun_two_processes_equal_one(tmp_path, authors_checkpoint):
     assert "merged index" in two.stderr, two.stderr[-3000:]
     one_rows, two_rows = _rows(tmp_path / "one" / "index.csv"), _rows(tmp_path / "two" / "index.csv")
     assert set(one_rows) == set(two_rows) and len(two_rows) == 7  # every input once, from both processes
-    shard_rows = [_rows(tmp_path / "two" / f"index-{i}-of-2.csv") for i in (1, 2)]
-    assert all(shard_rows) and not set(shard_rows[0]) & set(shard_rows[1])  # both ranks worked, on disjoint inputs
+    by_writer: dict[str, set[str]] = {}  # the folder's state records which process wrote each input
+    for line in (tmp_path / "two" / ".dcasenet-hub" / "state.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        by_writer.setdefault(rec["w"], set()).add(rec["key"])
+    assert len(by_writer) == 2 and not set.intersection(*by_writer.values())  # both ranks worked, on disjoint inputs
     for key, row in one_rows.items():
         assert two_rows[key]["status"] == row["status"], key
     for i in range(6):
         a, b = np.load(tmp_path / "one" / f"f{i}.npz"), np.load(tmp_path / "two" / f"f{i}.npz")
         # equal up to float32 rounding (other batch partners and thread counts change summation order: ~1e-8)
         assert np.abs(a["frame"] - b["frame"]).max() <= 1e-6 and np.abs(a["clip"] - b["clip"]).max() <= 1e-6
+
+
+
+def test_training_and_folder_jobs_read_torchrun_by_one_rule(monkeypatch):
+    """Both users of torchrun's environment ask dcasenet_hub._env.torchrun: a half-set environment (no MASTER_ADDR)
+    is one process for the trainer as for folder jobs, and a full one gives the folder job its shard."""
+    from dcasenet_hub.batch.distributed import torchrun_shard
+    from dcasenet_hub.train.distributed import init_distributed
+
+    assert torchrun_shard() is None and init_distributed(None).world == 1
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert torchrun_shard() is None and init_distributed(None).world == 1  # not started by torchrun
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    assert torchrun_shard() == (3, 4)

@@ -72,12 +72,12 @@ def _records(run: Path, stage: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def tiny_batches(tiny):
     """One training batch (2 examples, 1 s crops) of each task from the mini data, through the real datasets."""
-    from dcasenet_hub.train.evaluation import _prepared_stores
+    from dcasenet_hub.train.evaluation import prepared_stores
     from dcasenet_hub.train.tasks import TASK_LABELS
     from dcasenet_hub.train.torch_data import BatchStream, TrainCrops, crop_frames
 
     roots = {t: tiny[f"{t}_root"] for t in ("asc", "tag", "sed")}
-    stores, items = _prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
+    stores, items = prepared_stores(roots, ["train"], cache_dir=tiny["cache_dir"], workers=0, progress=False,
                                      memory=False)
     batches = {}
     for t in ("asc", "tag", "sed"):
@@ -92,14 +92,14 @@ def tiny_batches(tiny):
 def test_joint_step_each_architecture(tiny_batches, arch):
     """One joint iteration (three task forwards with mixup, summed loss, one Adam step) trains every head."""
     from dcasenet_hub import build_model
-    from dcasenet_hub.train.loop import _JointStep
+    from dcasenet_hub.train.loop import JointStep
 
     torch.manual_seed(0)
     model = build_model(arch, seed=0).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     before = _params(model)
     mixes = {t: (0.7, torch.tensor([1, 0])) for t in tiny_batches}
-    losses = _JointStep(model)(tiny_batches, mixes, {"device_type": "cpu", "enabled": False})
+    losses = JointStep(model)(tiny_batches, mixes, {"device_type": "cpu", "enabled": False})
     assert set(losses) == {"asc", "tag", "sed"}
     assert 1.0 < losses["asc"].item() < 5.0  # untrained: cross-entropy near ln(10) = 2.3
     assert 0.3 < losses["tag"].item() < 1.0 and 0.3 < losses["sed"].item() < 1.0  # BCE near ln(2)
@@ -118,12 +118,12 @@ def test_losses_match_the_authors_definitions(tiny_batches):
     import torch.nn.functional as F
 
     from dcasenet_hub import build_model
-    from dcasenet_hub.train.loop import _JointStep
+    from dcasenet_hub.train.loop import JointStep
 
     batches = tiny_batches
     assert batches["sed"][1].shape == (2, 10, 14) and batches["sed"][0].shape == (2, 1, 128, 50)
     model = build_model("v3", seed=0).eval()
-    losses = _JointStep(model)(batches, {}, {"device_type": "cpu", "enabled": False})
+    losses = JointStep(model)(batches, {}, {"device_type": "cpu", "enabled": False})
     with torch.no_grad():
         out = model(batches["sed"][0], tasks=("events",)).event_probs
         assert out.shape[1] == 8
@@ -132,7 +132,7 @@ def test_losses_match_the_authors_definitions(tiny_batches):
     assert torch.allclose(losses["sed"], ref_sed) and torch.allclose(losses["asc"], ref_asc)
     # mixup: lambda * L(y) + (1 - lambda) * L(y[perm]) on mixed inputs
     perm = torch.tensor([1, 0])
-    mixed = _JointStep(model)(batches, {"tag": (0.3, perm)}, {"device_type": "cpu", "enabled": False})
+    mixed = JointStep(model)(batches, {"tag": (0.3, perm)}, {"device_type": "cpu", "enabled": False})
     x, y = batches["tag"]
     with torch.no_grad():
         logits = model(0.3 * x + 0.7 * x[perm], tasks=("tags",)).tag_logits
@@ -190,7 +190,7 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
     args = ["train", "v1-nomixup-asc-sed", "-o", str(run), "--asc-root", str(tiny["asc_root"]),
             "--sed-root", str(tiny["sed_root"]), "--cache-dir", str(tiny["cache_dir"]), "--epochs", "1",
             "--iterations-per-epoch", "1", "--batch-size", "asc=2", "--batch-size", "sed=2", "--crop", "asc=1",
-            "--crop", "sed=1", "--lr", "0", "--workers", "0", "--no-progress"]
+            "--crop", "sed=1", "--lr", "0", "--workers", "0", "-q"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "best asc:" in out and "best sed:" in out
@@ -227,17 +227,17 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
 
 def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
     from dcasenet_hub.train.distributed import autocast_args as _autocast_args
-    from dcasenet_hub.train.loop import _JointStep
+    from dcasenet_hub.train.loop import JointStep
 
     with pytest.raises(ValueError, match="needs a CUDA device"):
         _autocast_args("amp", torch.device("cpu"))
-    from conftest import responsive_model
+    from helpers import responsive_model
 
     model = responsive_model("v2").eval()  # its outputs move with the input (the seeded weights' barely do)
 
     def step(batches, precision):
         model.zero_grad()
-        losses = _JointStep(model)(batches, {}, _autocast_args(precision, torch.device("cpu")))
+        losses = JointStep(model)(batches, {}, _autocast_args(precision, torch.device("cpu")))
         sum(losses.values()).backward()
         grad = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
         return {t: v.detach() for t, v in losses.items()}, grad
@@ -290,13 +290,13 @@ def _ddp_worker(rank: int, world: int, port: int, kw: dict, out: str) -> None:
             seen.append((self.stream.task, b, [tuple(map(int, e)) for e in entries], self.stream.n_items))
             yield entries
 
-    class RecordingStep(loop._JointStep):
+    class RecordingStep(loop.JointStep):
         def __init__(self, model):
             super().__init__(model)
             models.append(model)
 
     torch_data.StreamSampler.__iter__ = recording_iter
-    loop._JointStep = RecordingStep
+    loop.JointStep = RecordingStep
     res = loop.train("v3-asc-tag-sed", device="cpu", **kw)
     torch.save({"history": res.history["joint"], "rank": rank, "seen": seen, "weights": models[-1].state_dict()},
                Path(out) / f"rank{rank}.pt")
@@ -359,7 +359,7 @@ def test_ddp_two_processes_gloo(tiny, tmp_path):
 def test_odd_global_batch_is_refused_for_two_processes(tiny, tmp_path, monkeypatch):
     from dcasenet_hub.train import distributed, loop
 
-    monkeypatch.setattr(loop, "_init_distributed", lambda device: distributed._Dist(rank=0, world=2))
+    monkeypatch.setattr(loop, "init_distributed", lambda device: distributed.Ranks(rank=0, world=2))
     with pytest.raises(ValueError, match="divisible by the 2 processes"):
         loop.train("v3-asc", out_dir=tmp_path / "r", overrides={"batch_size": {"asc": 3}},
                    asc_root=tiny["asc_root"], cache_dir=tiny["cache_dir"], progress=False)
@@ -389,7 +389,7 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
             "--asc-root", str(tiny["asc_root"]), "--sed-root", str(tiny["sed_root"]), "--cache-dir",
             str(tiny["cache_dir"]), "--epochs", "3", "--iterations-per-epoch", "3", "--batch-size", "asc=2",
             "--batch-size", "sed=2", "--crop", "asc=1", "--crop", "sed=1", "--mixup-from-epoch", "1",
-            "--stage", "joint", "--seed", "5", "--workers", "0", "--no-progress"]
+            "--stage", "joint", "--seed", "5", "--workers", "0", "-q"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = tmp_path / "b" / "joint" / "last.pt"
     deadline = time.time() + 600
@@ -431,21 +431,21 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
     (the third at sample 119520 instead of 119999, edge frames from the whole clip): its probabilities differ from
     predict's by up to 0.05 on these 4 files, 10 times the tolerance (checked below).
     """
-    from conftest import responsive_model
+    from helpers import responsive_model
 
     from dcasenet_hub import metrics
     from dcasenet_hub.audio import log_mel, normalize
     from dcasenet_hub.train import evaluate, scene_probabilities
-    from dcasenet_hub.train.evaluation import EVAL_SPLIT, _eval_set, _prepared_stores
+    from dcasenet_hub.train.evaluation import EVAL_SPLIT, eval_set, prepared_stores
     from dcasenet_hub.train.prepare import audio_file
 
     model = responsive_model("v3")
     acc = evaluate(model, asc_root=scene_clips["asc_root"], cache_dir=scene_clips["cache_dir"], device="cpu",
                    progress=False)["asc_acc"]
-    stores, items = _prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
+    stores, items = prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
                                      cache_dir=scene_clips["cache_dir"], workers=0, progress=False, memory=False)
     store = stores["asc"]
-    ds = _eval_set("scene", items["asc"][EVAL_SPLIT], store, config=model.config)
+    ds = eval_set("scene", items["asc"][EVAL_SPLIT], store, config=model.config)
     probs, truth, names = scene_probabilities(model.eval(), ds)
     assert len(names) == 4 and ds[0][0].shape == (3, 1, 128, 251)
 
@@ -459,8 +459,7 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
 
     old = []  # the old evaluation's inputs, to show that the tolerance above tells them apart
     for n in names:
-        # the whole clip's un-normalised log-mel as prepare cached it then (the same 16-bit samples; evaluation
-        # files no longer get a cached log-mel, nothing reads it)
+        # the whole clip's un-normalised log-mel from the same 16-bit samples (the old evaluation's input)
         f = log_mel(store.waveform(n), normalize=False)
         x = torch.stack([normalize(f[:, s:s + 251]) for s in (0, 125, 249)]).unsqueeze(1)
         with torch.no_grad():
@@ -470,14 +469,14 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
 
 def test_training_device_is_resolved_by_the_package():
     """``auto``/None = CUDA when available (devices.resolve_device); bad or missing devices name the fix."""
-    from dcasenet_hub.train.distributed import _Dist, _resolve_device
+    from dcasenet_hub.train.distributed import Ranks, training_device
 
-    auto = _resolve_device("auto", _Dist())
+    auto = training_device("auto", Ranks())
     assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
-    assert _resolve_device(None, _Dist()) == auto
-    assert _resolve_device("cpu", _Dist()) == torch.device("cpu")
+    assert training_device(None, Ranks()) == auto
+    assert training_device("cpu", Ranks()) == torch.device("cpu")
     with pytest.raises(ValueError, match="not a device"):
-        _resolve_device("gpu0", _Dist())
+        training_device("gpu0", Ranks())
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="use cpu"):
-            _resolve_device("cuda", _Dist())
+            training_device("cuda", Ranks())

@@ -112,14 +112,14 @@ def sed_frame_map(state_path: Path, arch: str, roots, cache: Path) -> float:
     import torch
 
     from dcasenet_hub import build_model, metrics
-    from dcasenet_hub.train.evaluation import _eval_set, _prepared_stores
+    from dcasenet_hub.train.evaluation import eval_set, prepared_stores
 
     model = build_model(arch)
     model.load_state_dict(torch.load(state_path, weights_only=True)["model"])
     model.eval()
-    stores, items = _prepared_stores({"sed": roots.sed}, ["eval"], cache_dir=cache, workers=0, progress=False,
+    stores, items = prepared_stores({"sed": roots.sed}, ["eval"], cache_dir=cache, workers=0, progress=False,
                                      memory=False)
-    ds = _eval_set("sed", items["sed"]["eval"], stores["sed"], config=model.config)
+    ds = eval_set("sed", items["sed"]["eval"], stores["sed"], config=model.config)
     probs: dict[str, list] = {}
     truth: dict[str, np.ndarray] = {}
     with torch.no_grad():

@@ -49,6 +49,7 @@ from dcasenet_hub.audio.windows import (
     Window,
     cut,
     event_bounds,
+    event_windows,
     plan,
     scene_starts,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "audio_info",
     "cut",
     "event_bounds",
+    "event_windows",
     "features",
     "header_warning",
     "load_audio",

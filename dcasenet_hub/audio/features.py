@@ -95,21 +95,21 @@ def mel_power(waveform: Any, *, config: FrontendConfig | None = None) -> torch.T
     if not x.is_floating_point():
         x = x.float()
     if x.shape[-1] < 2:
-        raise ValueError(f"Waveform too short for the front-end: {x.shape[-1]} samples")
+        raise InputError(f"Waveform too short for the front-end: {x.shape[-1]} samples")
     if cfg.preemphasis:
         x = preemphasis(x, cfg.preemphasis)
     shape = x.shape
     flat = x.reshape(-1, shape[-1])
     window, fb = _frontend_tensors(cfg, str(flat.device), flat.dtype)
     if cfg.center and cfg.pad_mode == "reflect" and flat.shape[-1] <= cfg.n_fft // 2:
-        raise ValueError(
+        raise InputError(
             f"Waveform of {shape[-1] + 1} samples is too short for reflect padding ({cfg.n_fft // 2 + 2} needed); "
             "tile short inputs first"
         )
     spec = torch.stft(flat, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.win_length, window=window,
                       center=cfg.center, pad_mode=cfg.pad_mode, normalized=False, onesided=True, return_complex=True)
     if cfg.power == 2:
-        # |z|^2 as re^2 + im^2: 3.7x faster than abs().pow(2) (no square root), within 2.4e-7 relative of it
+        # |z|^2 as re^2 + im^2: no square root (faster than abs().pow(2); equal up to float rounding)
         power = spec.real.square() + spec.imag.square()
     else:
         power = spec.abs().pow(cfg.power)
@@ -142,7 +142,7 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
         A float tensor on the input's device.
 
     Raises:
-        ValueError: the waveform contains NaN or infinite samples, or is too short.
+        InputError: the waveform contains NaN or infinite samples, or is too short (both are ValueErrors).
 
     Example:
         >>> import torch
@@ -157,7 +157,7 @@ def log_mel(waveform: Any, *, config: FrontendConfig | None = None, normalize: b
         x = x.float()
     peak = float(x.abs().amax()) if x.numel() else 0.0
     if not math.isfinite(peak):
-        raise ValueError("Waveform contains NaN or infinite samples")
+        raise InputError("Waveform contains NaN or infinite samples")
     # Loud input (far beyond [-1, 1]): scale by an exact power of two so the power cannot overflow float32, and add
     # the scale back in the log domain. Audio with peaks up to SAFE_PEAK takes the unscaled path, bit for bit.
     shift = max(0, math.ceil(math.log2(peak / SAFE_PEAK))) if peak > SAFE_PEAK else 0
@@ -181,8 +181,8 @@ def _one_intra_op_thread() -> Iterator[None]:
 
     The mel projection's matrix product rounds differently with 1 and 2 threads (log-mel differences up to 1.8e-6):
     on one thread the features of an input are the same whatever torch's thread count, so ``embed`` gives the same
-    numbers with any ``workers`` (decode workers run torch on one thread). It costs little: the spectrogram of a
-    10 s input takes ~6 ms on one thread. The setting is per thread; other threads keep theirs.
+    numbers with any ``workers`` (decode workers run torch on one thread). It costs little (docs/performance.md).
+    The setting is per thread; other threads keep theirs.
     """
     import torch
 
@@ -228,7 +228,7 @@ def tile_frames(mel: Any, min_frames: int) -> Any:
     import torch
 
     if mel.shape[-1] == 0:
-        raise ValueError("Cannot tile an input with no frames")
+        raise InputError("Cannot tile an input with no frames")
     while mel.shape[-1] < min_frames:
         mel = torch.cat([mel, mel], dim=-1)
     return mel

@@ -8,7 +8,9 @@ to mono) and :func:`load_audio` is the whole-file call built on the same reader,
 from __future__ import annotations
 
 import logging
+import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ def open_audio(path: str | Path) -> Any:
     path = Path(path)
     _check_file(path)
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
     try:
@@ -119,6 +121,11 @@ def _check_file(path: Path) -> None:
         raise AudioLoadError(path, "file not found")
     if path.is_dir():
         raise AudioLoadError(path, "is a directory, not an audio file")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):  # a FIFO or a device: refused before anything reads it (a read could block forever)
+        from dcasenet_hub._io import file_kind
+
+        raise AudioLoadError(path, f"is {file_kind(mode)}, not a regular file; give an audio file")
     if path.stat().st_size == 0:
         raise AudioLoadError(path, "is empty (0 bytes)")
 
@@ -234,7 +241,7 @@ class FileReader(Reader):
             if start != self._pos:
                 self._file.seek(start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
             raise AudioLoadError(self._path, f"decoding failed at frame {start} ({_short(exc)})") from None
         self._pos = start + data.shape[0]
         if data.shape[0] != stop - start:

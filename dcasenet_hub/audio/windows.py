@@ -52,9 +52,26 @@ def scene_starts(n: int, length: int, hop: int) -> list[int]:
     return starts
 
 
-def event_bounds(n: int, length: int) -> list[tuple[int, int]]:
-    """Non-overlapping windows ``[k * length, min(n, (k + 1) * length))`` covering ``n`` samples."""
-    return [(s, min(n, s + length)) for s in range(0, n, length)]
+def event_bounds(n: int, length: int, *, min_last: int = 0) -> list[tuple[int, int]]:
+    """Non-overlapping windows ``[k * length, min(n, (k + 1) * length))`` covering ``n`` samples.
+
+    A last window shorter than ``min_last`` samples joins the one before it (a few ms of tail cannot be analysed
+    on their own: they are shorter than the STFT's padding).
+
+    Example:
+        >>> event_bounds(250, 100), event_bounds(205, 100, min_last=10)
+        ([(0, 100), (100, 200), (200, 250)], [(0, 100), (100, 205)])
+    """
+    bounds = [(s, min(n, s + length)) for s in range(0, n, length)]
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_last:
+        bounds[-2:] = [(bounds[-2][0], n)]
+    return bounds
+
+
+def event_windows(n: int, *, sample_rate: int, windows: WindowConfig) -> list[tuple[int, int]]:
+    """The event windows of a pre-emphasised signal of ``n`` samples: ``event_window_s`` long, a last one shorter
+    than :data:`MIN_DURATION_S` (the shortest input) joined to the one before it."""
+    return event_bounds(n, round(windows.event_window_s * sample_rate), min_last=round(MIN_DURATION_S * sample_rate))
 
 
 @dataclass
@@ -96,7 +113,7 @@ def plan(n: int, *, sample_rate: int, windows: WindowConfig, kinds: frozenset[st
             b = (s, min(n, s + length))
             by_bounds[b] = Window(frozenset({SCENE}), {SCENE: i}, *b)
     if EVENT in kinds:
-        for i, b in enumerate(event_bounds(n, round(windows.event_window_s * sample_rate))):
+        for i, b in enumerate(event_windows(n, sample_rate=sample_rate, windows=windows)):
             w = by_bounds.get(b) if share else None
             if w is None:
                 by_bounds[(*b, EVENT) if not share else b] = Window(frozenset({EVENT}), {EVENT: i}, *b)

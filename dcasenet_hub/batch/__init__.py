@@ -5,15 +5,18 @@
 * :func:`shard` / :func:`in_shard` split them between machines by a hash of the output path.
 * :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
   outputs exist, come from one run, and were made with the same settings, weights and input file.
-* :class:`IndexWriter` / :func:`read_index` keep ``index.csv``; :func:`write_all_events` the merged ``events.csv``.
+* :class:`~dcasenet_hub.batch.journal.Journal` records what each writer did; :func:`rebuild` makes ``index.csv``
+  and the merged ``events.csv`` from every writer's records (any number of processes may write one folder);
+  :func:`read_index` reads the index; :func:`write_merged` writes the merged event files and ``durations.tsv``
+  (sed_scores_eval's durations file, beside the ``.scores.tsv`` files).
 * :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
   (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
   one :class:`BatchOptions` (or the same names as keywords, which win over it);
   :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
 
-The pieces live in :mod:`.options`, :mod:`.discovery`, :mod:`.resume`, :mod:`.index` and :mod:`.distributed`; this
-module is the one place to import them from. The layer sits above :mod:`dcasenet_hub.inference` and uses it the way
-the command line does.
+The pieces live in :mod:`.options`, :mod:`.discovery`, :mod:`.resume`, :mod:`.journal` and :mod:`.distributed`;
+this module is the one place to import them from. The layer sits above :mod:`dcasenet_hub.inference` and uses it the
+way the command line does.
 
 Example:
     >>> from dcasenet_hub import batch
@@ -31,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +51,32 @@ from dcasenet_hub.batch.discovery import (
 from dcasenet_hub.batch.distributed import gather, torchrun_shard
 from dcasenet_hub.batch.index import (
     INDEX_COLUMNS,
-    IndexWriter,
     one_line,
     read_index,
     write_all_events,
+    write_durations,
+    write_merged,
+)
+from dcasenet_hub.batch.journal import (
+    Journal,
+    display,
+    input_key,
+    rebuild,
 )
 from dcasenet_hub.batch.options import (
     TASKS,
     BatchOptions,
     merge_batch_options,
 )
+from dcasenet_hub.batch.tables import (
+    PARQUET_DIR,
+    EmbeddingTable,
+    read_embeddings,
+    write_parquet,
+)
 from dcasenet_hub.batch.resume import (
     is_complete,
+    loaded_identity,
     model_identity,
     outputs_for,
     settings_meta,
@@ -76,21 +93,27 @@ __all__ = [
     "LIST_EXTENSIONS",
     "TASKS",
     "BatchOptions",
-    "IndexWriter",
+    "EmbeddingTable",
     "Item",
+    "Journal",
     "Plan",
     "Report",
     "discover",
+    "display",
     "gather",
     "in_shard",
+    "input_key",
     "is_complete",
+    "loaded_identity",
     "model_identity",
     "one_line",
     "outputs_for",
     "parse_shard",
     "prepare",
+    "read_embeddings",
     "read_index",
     "read_list",
+    "rebuild",
     "run",
     "settings_meta",
     "sha256",
@@ -98,7 +121,10 @@ __all__ = [
     "source_identity",
     "torchrun_shard",
     "write_all_events",
+    "write_durations",
+    "write_merged",
     "write_outputs",
+    "write_parquet",
 ]
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -113,9 +139,11 @@ class Report:
     Attributes:
         task: ``"embed"`` or ``"predict"``.
         items: This run's inputs (of its shard), with their final status.
-        index_path: The index file written (``index-I-of-N.csv`` for a shard).
+        index_path: The output folder's ``index.csv`` (every writer's inputs).
         processes: Number of torchrun processes that shared the job (``None``: not under torchrun).
         merged: On torchrun's rank 0, the number of inputs in the merged ``index.csv``.
+        problems: What went wrong with the folder itself (its journal or index could not be written, e.g. a full
+            disk), one line each naming the path; the inputs' own failures are in :attr:`failed`.
     """
 
     task: str
@@ -123,6 +151,7 @@ class Report:
     index_path: Path
     processes: int | None = None
     merged: int | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> int:
@@ -140,7 +169,8 @@ class Report:
         return [i for i in self.items if i.status == "failed"]
 
 
-def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None) -> list[Item]:
+def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
+            event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:
     """This shard's items with their outputs; a second input writing the same output fails (names the first)."""
     owner: dict[Path, Item] = {}
     selected: list[Item] = []
@@ -148,7 +178,7 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if not in_shard(item.rel, shard_):
             continue
         if not item.status:  # not failed before processing (a broken symlink argument)
-            item.outputs = outputs_for(out_dir, item.rel, task)
+            item.outputs = outputs_for(out_dir, item.rel, task, event_formats)
             item.output = str(item.outputs["main"])
             first = owner.setdefault(item.outputs["main"], item)
             if first is not item:
@@ -159,6 +189,19 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
     return selected
 
 
+#: What a full disk (or quota) means for a run; added to the one-line errors it causes.
+_NO_SPACE_FIX = "free space on that disk (or choose another -o), then run the command again: finished inputs are kept"
+
+
+def _write_error(exc: BaseException) -> str:
+    import errno
+
+    text = one_line(exc)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text = f"{text}; {_NO_SPACE_FIX}"
+    return display(text)
+
+
 @dataclass
 class Plan:
     """A checked folder job (from :func:`prepare`): this shard's inputs and the options; :meth:`execute` runs it.
@@ -167,9 +210,9 @@ class Plan:
         model: The model, or its name / path (loaded by :meth:`execute` only if some input needs computing).
         items: This shard's inputs, with their output files.
         output_dir: The output folder.
-        index_path: ``index.csv`` (``index-I-of-N.csv`` for a shard).
-        suffix: ``""`` or ``"-I-of-N"`` (of the index and events files).
-        meta: The settings recorded in every output (:func:`settings_meta`), less the input's identity.
+        index_path: ``OUTDIR/index.csv``.
+        meta: The settings recorded in every output (:func:`settings_meta`, with the weights' content hash), less
+            the input's identity.
         launched: ``(rank + 1, world size)`` under torchrun.
         options: The job's :class:`BatchOptions` (keyword overrides applied); ``task``, ``level``, ``overwrite``
             and ``device`` read from it.
@@ -179,7 +222,6 @@ class Plan:
     items: list[Item]
     output_dir: Path
     index_path: Path
-    suffix: str
     meta: dict[str, Any]
     launched: tuple[int, int] | None
     options: BatchOptions
@@ -204,8 +246,17 @@ class Plan:
         """The device asked for (before torchrun and the backend have their say)."""
         return self.options.device
 
+    def _record(self, item: Item) -> dict[str, Any]:
+        """The journal record of an item's state (an input already complete is ``ok``: its outputs are)."""
+        status = "ok" if item.status == "skipped" else item.status or "pending"
+        main = item.outputs.get("main")
+        output = main.relative_to(self.output_dir).as_posix() if main is not None and status == "ok" else ""
+        return {"key": input_key(item.path), "input": str(item.path), "status": status, "output": output,
+                "duration_s": item.duration_s, "error": item.error, "warning": item.warning}
+
     def execute(self, *, load: Callable[[str], Any] | None = None) -> Report:
-        """Skip complete inputs, compute the others, write their files and the index; see :func:`run`.
+        """Skip complete inputs, compute the others, write their files, record each in the folder's journal and
+        rebuild the index (:mod:`~dcasenet_hub.batch.journal`); see :func:`run`.
 
         Args:
             load: How to load a named model (default: :func:`~dcasenet_hub.from_pretrained`).
@@ -215,9 +266,33 @@ class Plan:
         from dcasenet_hub.inference.pipeline import iterate
 
         model, out_dir, launched, task = self.model, self.output_dir, self.launched, self.task
-        for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs (other shards) are kept
-            logger.info("removed a stale temporary file of a killed run: %s", p)
         report = Report(task, self.items, self.index_path, processes=launched[1] if launched else None)
+        journal = Journal(out_dir)
+
+        def note(items: list[Item]) -> None:
+            try:
+                journal.append(self._record(i) for i in items)
+            except OSError as exc:
+                if not report.problems or report.problems[-1] != _write_error(exc):
+                    report.problems.append(_write_error(exc))
+
+        parquet = (task == "embed" and self.options.embedding_format == "parquet" and launched is None
+                   and self.options.shard is None)
+
+        def index(*, done: bool) -> list[dict[str, str]] | None:
+            try:
+                return rebuild(out_dir, events=task == "predict", done=journal if done else None,
+                               event_formats=self.options.event_formats, parquet=parquet and done)
+            except (OSError, ValueError) as exc:  # filelock.Timeout is an OSError
+                report.problems.append(f"cannot update {display(str(self.index_path))}: {_write_error(exc)}")
+                return None
+
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs are kept
+                logger.info("removed a stale temporary file of a killed run: %s", display(str(p)))
+        except OSError as exc:
+            report.problems.append(f"cannot write the output folder {display(str(out_dir))}: {_write_error(exc)}")
         todo: list[Item] = []
         metas: dict[int, dict[str, Any]] = {}
         for item in report.items:
@@ -229,9 +304,8 @@ class Plan:
                 item.status = "skipped"
                 continue
             todo.append(item)
-
-        writer = IndexWriter(report.index_path, report.items)
-        writer.start()
+        note(report.items)
+        index(done=False)
         if todo:
             if isinstance(model, (str, Path)):
                 if load is None:
@@ -251,23 +325,26 @@ class Plan:
                 for r in results:
                     item = todo[r.index]
                     item.duration_s = r.duration_s
-                    item.warning = one_line(r.warning) if r.warning else ""
+                    item.warning = display(one_line(r.warning)) if r.warning else ""
                     if r.error is not None:
-                        item.status, item.error = "failed", one_line(r.error)
+                        item.status, item.error = "failed", display(one_line(r.error))
                     else:
                         try:
                             write_outputs(item, r, task, metas[id(item)], level=self.level)
                             item.status = "ok"
-                        except (OSError, ValueError, RuntimeError) as exc:
-                            item.status, item.error = "failed", f"writing outputs failed: {one_line(exc)}"
-                    writer.done(item)
+                        except OSError as exc:  # e.g. disk full: this input is retried by the next run
+                            item.status, item.error = "failed", f"writing outputs failed: {_write_error(exc)}"
+                    note([item])
             finally:
                 results.close()
-                writer.write()
-        if task == "predict":
-            write_all_events(out_dir / f"events{self.suffix}.csv", writer.rows())
+        index(done=True)
+        if task == "embed" and self.options.embedding_format == "parquet" and launched is None and not parquet:
+            logger.warning("parquet: a shard does not build %s/%s/ (other shards may still be writing); after the "
+                           "last shard, run the command again without --shard: every input is skipped and the "
+                           "Parquet files are built", out_dir, PARQUET_DIR)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched)
+            report.merged = gather(out_dir, task, launched, self.options.event_formats,
+                                   parquet=self.options.embedding_format == "parquet")
         return report
 
 
@@ -293,7 +370,7 @@ def prepare(
     Example:
         >>> plan = prepare("dcasenet-v3", ["corpus/"], "emb/", shard=(1, 4))   # doctest: +SKIP
         >>> len(plan.items), plan.index_path.name                             # doctest: +SKIP
-        (250, 'index-1-of-4.csv')
+        (250, 'index.csv')
         >>> report = plan.execute()                                            # doctest: +SKIP
     """
     opts = merge_batch_options(options, overrides, caller="prepare")  # every option is checked here
@@ -313,12 +390,10 @@ def prepare(
         raise FileNotFoundError(f"no audio files found in {' '.join(str(i) for i in inputs)} "
                                 f"(extensions: {' '.join(sorted(AUDIO_EXTENSIONS))})")
     named = isinstance(model, (str, Path))
-    identity = model_identity(model) if named else {"model": getattr(model.config, "model_id", None)}
-    suffix = f"-{shard_[0]}-of-{shard_[1]}" if shard_ else ""
+    identity = model_identity(model) if named else loaded_identity(model)
     return Plan(
-        model=model, items=_select(items, out_dir, opts.task, shard_), output_dir=out_dir,
-        index_path=out_dir / f"index{suffix}.csv", suffix=suffix,
-        meta=settings_meta(opts.task, identity, opts.inference, level=opts.level),
+        model=model, items=_select(items, out_dir, opts.task, shard_, opts.event_formats), output_dir=out_dir,
+        index_path=out_dir / "index.csv", meta=settings_meta(opts.task, identity, opts.inference, level=opts.level),
         launched=launched, options=opts,
     )
 

@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import os
 import zlib
 from collections.abc import Iterable
@@ -16,7 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
-from dcasenet_hub.errors import OptionsError
+from dcasenet_hub.inference.options import options_error
+
+logger = logging.getLogger(__name__)
 
 #: Extensions of text files that list inputs, one path per line.
 LIST_EXTENSIONS = frozenset({".txt", ".lst", ".list", ".scp"})
@@ -27,7 +30,8 @@ class Item:
     """One input of a folder run and what became of it.
 
     Attributes:
-        path: The audio file, as given or found.
+        path: The audio file as an absolute, normalised path (``..`` and ``.`` removed, symlinks kept, so a
+            git-annex link keeps its name and extension): the same from any working directory.
         rel: Its path relative to the folder it was found in (or to the common parent of loose files): the
             outputs mirror it under the output folder.
         status: ``""`` (not processed yet), ``"ok"``, ``"skipped"`` (outputs already complete) or ``"failed"``.
@@ -123,7 +127,10 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
                            and not any(part.startswith(".") for part in f.relative_to(p).parts))
             rooted += [(f, PurePosixPath(f.relative_to(p).as_posix())) for f in files]
         elif p.is_file() and p.suffix.lower() in LIST_EXTENSIONS:
-            loose += read_list(p)
+            listed = read_list(p)
+            logger.info("%s: read as a list of %d audio paths, one per line (a %s input is a list file)", p,
+                        len(listed), p.suffix.lower())
+            loose += listed
         elif p.exists():
             loose.append(p)
         else:
@@ -138,7 +145,7 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         if real in seen:  # the same file again: once is enough
             continue
         seen.add(real)
-        items.append(Item(path=f, rel=rel))
+        items.append(Item(path=Path(os.path.abspath(f)), rel=rel))
     return items + broken
 
 
@@ -154,7 +161,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     """
     if text is None:
         return None
-    error = OptionsError("shard", text, "must look like I/N with 1 <= I <= N, e.g. 2/8")
+    error = options_error("shard", text, "must look like I/N with 1 <= I <= N, e.g. 2/8")
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
@@ -177,7 +184,8 @@ def in_shard(rel: PurePosixPath, shard: tuple[int, int] | None) -> bool:
     if shard is None:
         return True
     i, n = shard
-    return zlib.crc32(rel.with_suffix("").as_posix().encode("utf-8")) % n == i - 1
+    # os.fsencode: a name that is not UTF-8 (surrogate escapes) hashes by its bytes
+    return zlib.crc32(os.fsencode(rel.with_suffix("").as_posix())) % n == i - 1
 
 
 def shard(items: Iterable[Item], index: int, count: int) -> list[Item]:

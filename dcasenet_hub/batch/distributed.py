@@ -11,10 +11,10 @@ Example (every process of ``torchrun --nproc-per-node 4 ...`` runs the same code
 from __future__ import annotations
 
 import datetime
-import os
 from pathlib import Path
 
-from dcasenet_hub.batch.index import read_index, write_all_events, write_index
+from dcasenet_hub import _env
+from dcasenet_hub.batch.journal import rebuild
 
 
 def torchrun_shard() -> tuple[int, int] | None:
@@ -22,14 +22,8 @@ def torchrun_shard() -> tuple[int, int] | None:
 
     ``None`` outside torchrun, for one process, or when the variables are not numbers.
     """
-    try:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return None
-    if world <= 1 or "MASTER_ADDR" not in os.environ:
-        return None
-    return rank + 1, world
+    env = _env.torchrun()
+    return None if env is None else (env.rank + 1, env.world)
 
 
 def local_device(device: str | None) -> str | None:
@@ -38,17 +32,19 @@ def local_device(device: str | None) -> str | None:
         import torch
 
         if torch.cuda.is_available():
-            return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+            env = _env.torchrun()
+            return f"cuda:{(env.local_rank if env else 0) % torch.cuda.device_count()}"
     return device
 
 
-def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None:
-    """Wait for every process of the torchrun job; then rank 0 merges the shards' index (and events) files.
+def gather(out_dir: str | Path, task: str, shard: tuple[int, int],
+           event_formats: tuple[str, ...] = ("dcase",), *, parquet: bool = False) -> int | None:
+    """Wait for every process of the torchrun job; then rank 0 rebuilds ``index.csv`` and the merged files.
 
-    Each process has written ``index-I-of-N.csv`` for its share; the merged ``index.csv`` (``events.csv`` for
-    predictions) holds every input once, so the folder reads as if one process had made it. A gloo group (CPU, any
-    machine) is used only for this barrier; the shard files stay, so a rerun or a failed process leaves nothing
-    unaccounted for.
+    Every process records its inputs in the folder's journal (:mod:`~dcasenet_hub.batch.journal`) and rebuilds
+    the index when it ends; after the barrier, rank 0's rebuild holds every rank's inputs once (and, with
+    ``parquet``, builds the Parquet tables), so the folder reads as if one process had made it. A gloo group (CPU,
+    any machine) is used only for this barrier.
 
     Returns:
         On rank 0 (``shard[0] == 1``) the number of inputs in the merged index; ``None`` on the other ranks.
@@ -63,12 +59,8 @@ def gather(out_dir: str | Path, task: str, shard: tuple[int, int]) -> int | None
     try:
         dist.barrier()
         if shard[0] == 1:
-            n = shard[1]
-            rows = [r for i in range(1, n + 1) for r in read_index(out_dir / f"index-{i}-of-{n}.csv")]
-            write_index(out_dir / "index.csv", rows)
-            if task == "predict":
-                write_all_events(out_dir / "events.csv", rows)
-            merged = len(rows)
+            merged = len(rebuild(out_dir, events=task == "predict", event_formats=event_formats,
+                                 parquet=task == "embed" and parquet))
         dist.barrier()
     finally:
         if owns:

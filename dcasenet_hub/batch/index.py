@@ -1,4 +1,5 @@
-"""The output folder's ``index.csv`` (one row per input, cumulative over runs) and merged ``events.csv``.
+"""The output folder's ``index.csv`` (one row per input, every writer's), merged ``events.csv`` and
+``durations.tsv``: written by :func:`~dcasenet_hub.batch.journal.rebuild` from the folder's journal.
 
 Example:
     >>> from dcasenet_hub.batch.index import read_index
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -24,6 +26,18 @@ logger = logging.getLogger(__name__)
 INDEX_COLUMNS = ("input", "status", "output", "duration_s", "error", "warning")
 #: Header of the per-input and merged event lists (DCASE style).
 EVENTS_COLUMNS = ("filename", "onset", "offset", "event_label")
+#: Header of ``durations.tsv`` (sed_scores_eval's ``audio_durations`` file).
+DURATIONS_COLUMNS = ("filename", "duration")
+
+
+def display(text: str) -> str:
+    """``text`` as it is written into a UTF-8 file: bytes that are not UTF-8 (a file name's) shown as ``\\xNN``.
+
+    Example:
+        >>> display("caf\\udce9.wav")
+        'caf\\\\xe9.wav'
+    """
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def one_line(exc: BaseException | str) -> str:
@@ -65,62 +79,6 @@ def write_index(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
     atomic_write_text(Path(path), buf.getvalue())
 
 
-class IndexWriter:
-    """The output folder's index: rows of earlier runs for other inputs, then this run's inputs (cumulative).
-
-    :meth:`start` writes every row at once (this run's inputs ``pending``, ``skipped`` or ``failed``), :meth:`done`
-    appends an input's final row as soon as its outputs are written (flushed and fsync'd, so a kill loses at most the
-    inputs in flight) and :meth:`write` rewrites the file compacted, one row per input, at the end. Until then an
-    input may have several rows: the last one counts (as :func:`read_index` reads them).
-
-    Args:
-        path: The index file.
-        items: This run's :class:`~dcasenet_hub.batch.Item` s (their ``outputs`` already set).
-
-    Example:
-        >>> writer = IndexWriter(out / "index.csv", items)      # doctest: +SKIP
-        >>> writer.start(); item.status = "ok"; writer.done(item); writer.write()   # doctest: +SKIP
-    """
-
-    def __init__(self, path: str | Path, items: Sequence[Any]) -> None:
-        self.path = Path(path)
-        self.items = list(items)
-        inputs = {os.path.abspath(i.path) for i in self.items}
-        outputs = {os.path.abspath(p) for i in self.items for p in i.outputs.values()}
-        self.earlier = [r for r in read_index(self.path)
-                        if os.path.abspath(r["input"]) not in inputs
-                        and not (r["output"] and os.path.abspath(r["output"]) in outputs)]
-
-    @staticmethod
-    def row(item: Any) -> dict[str, str]:
-        """An item's index row."""
-        dur = "" if item.duration_s is None else f"{item.duration_s:.3f}"
-        return {"input": str(item.path), "status": item.status or "pending",
-                "output": item.output if item.status != "failed" else "", "duration_s": dur,
-                "error": item.error, "warning": item.warning}
-
-    def rows(self) -> list[dict[str, str]]:
-        """All rows: earlier runs' (other inputs) then this run's."""
-        return [*self.earlier, *(self.row(item) for item in self.items)]
-
-    def start(self) -> None:
-        """Write the whole index before any work (atomically)."""
-        self.write()
-
-    def done(self, item: Any) -> None:
-        """Append ``item``'s final row and make it durable."""
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow([self.row(item)[k] for k in INDEX_COLUMNS])
-        with open(self.path, "a", encoding="utf-8", newline="") as fh:
-            fh.write(buf.getvalue())
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def write(self) -> None:
-        """Rewrite the index atomically, one row per input."""
-        write_index(self.path, self.rows())
-
-
 def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
     """Concatenate the event lists of every complete input of index ``rows`` (this run's and earlier runs').
 
@@ -143,3 +101,66 @@ def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
             continue
         w.writerows(r for r in records[1:] if r)
     atomic_write_text(Path(path), buf.getvalue())
+
+
+def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[str, str]]) -> None:
+    """Write ``durations.tsv``: ``filename<TAB>duration`` of every complete ``predict`` input of index ``rows``.
+
+    ``filename`` is the input's path relative to its root, as in ``events.csv`` (``sub/a.wav``), so sed_scores_eval's
+    ``io.read_audio_durations`` gives the id ``sub/a`` of ``OUTDIR/sub/a.scores.tsv``; ``duration`` is in seconds
+    (3 decimals, as the last offset of the score file).
+
+    Example:
+        >>> write_durations("pred/durations.tsv", "pred", read_index("pred/index.csv"))   # doctest: +SKIP
+    """
+    lines = ["\t".join(DURATIONS_COLUMNS)]
+    for row in rows:
+        output = row.get("output", "")
+        if row.get("status") not in ("ok", "skipped") or not output.endswith(".json") or not row.get("duration_s"):
+            continue
+        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
+        lines.append(f"{rel}\t{row['duration_s']}")
+    atomic_write_text(Path(path), "\n".join(lines) + "\n")
+
+
+def write_all_selections(path: str | Path, out_dir: str | Path, rows: Sequence[dict[str, str]]) -> None:
+    """One Raven selection table of the events of every complete input of index ``rows``, from their ``.json``.
+
+    The files are laid end to end in index order, as Raven opens a file set: ``Begin Time (s)`` counts from the
+    first file's start, ``Begin File`` and ``File Offset (s)`` give each event's file and its time in it (what
+    :func:`dcasenet_hub.metrics.read_annotations` reads back).
+    """
+    from dcasenet_hub.inference.outputs import raven_table
+
+    events: list[tuple[float, float, str, float]] = []
+    files: list[tuple[str, float]] = []
+    start = 0.0
+    for row in rows:
+        output = row.get("output", "")
+        if row.get("status") not in ("ok", "skipped") or not output.endswith(".json"):
+            continue
+        try:
+            d = json.loads(Path(output).read_text(encoding="utf-8"))
+            listed = [(float(e["onset"]), float(e["offset"]), str(e["event_label"])) for e in d["events"]["list"]]
+            duration, high = float(d["duration_s"]), (d.get("sample_rate") or 24000) / 2
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            logger.warning("events.selections.txt: skipping %s (%s)", output, one_line(exc))
+            continue
+        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
+        events += [(on, off, label, high) for on, off, label in listed]
+        files += [(rel, start)] * len(listed)
+        start += duration
+    atomic_write_text(Path(path), raven_table(events, files=files))
+
+
+def write_merged(out_dir: str | Path, rows: Sequence[dict[str, str]], event_formats: Sequence[str], *,
+                 suffix: str = "") -> None:
+    """The folder-level files of a ``predict`` folder: ``durations.tsv`` and the merged event file of each format
+    (``events.csv``, ``events.selections.txt``; Audacity tracks have none), ``-I-of-N`` before the extension for a
+    shard."""
+    out_dir = Path(out_dir)
+    write_durations(out_dir / f"durations{suffix}.tsv", out_dir, rows)
+    if "dcase" in event_formats:
+        write_all_events(out_dir / f"events{suffix}.csv", rows)
+    if "raven" in event_formats:
+        write_all_selections(out_dir / f"events{suffix}.selections.txt", out_dir, rows)

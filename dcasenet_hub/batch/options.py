@@ -19,8 +19,9 @@ from typing import Any
 
 from dcasenet_hub._options import merge_options, option_names
 from dcasenet_hub.batch.discovery import parse_shard
-from dcasenet_hub.errors import OptionsError
-from dcasenet_hub.inference.options import InferenceOptions
+from dcasenet_hub.batch.tables import EMBEDDING_FORMATS
+from dcasenet_hub.inference.options import InferenceOptions, options_error
+from dcasenet_hub.inference.outputs import EVENT_FORMATS
 
 #: What a folder job computes: one ``.npz`` per input, or ``.json`` + ``.events.csv`` + ``.scores.tsv``.
 TASKS = ("embed", "predict")
@@ -39,6 +40,14 @@ class BatchOptions:
         level: Which embeddings to save: ``"frame"``, ``"clip"`` or ``"both"`` (embed only).
         shard: ``(I, N)`` or ``"I/N"`` with ``1 <= I <= N``: only the inputs of that shard; stored as ``(I, N)``.
         overwrite: Recompute inputs whose outputs are complete.
+        event_formats: Event files ``predict`` writes per input and merged (one or more of
+            :data:`~dcasenet_hub.inference.outputs.EVENT_FORMATS`; a string may list them with commas):
+            ``"dcase"`` (``.events.csv``, ``events.csv``), ``"raven"`` (``.Table.1.selections.txt``,
+            ``events.selections.txt``), ``"audacity"`` (``.labels.txt``; per input only: a label track belongs to one
+            audio file).
+        embedding_format: ``"npz"`` (one ``.npz`` per input) or ``"parquet"``: also the folder's clip and frame
+            embeddings as sharded Parquet files in ``OUTDIR/parquet/``, rebuilt from the ``.npz`` files at the end of
+            each unsharded run (:func:`~dcasenet_hub.batch.tables.write_parquet`; needs pyarrow).
         inference: How inputs are computed (:class:`~dcasenet_hub.inference.InferenceOptions`: hop, layer,
             pooling, threshold, median_filter, min_duration, pad_tail, dtype, backend, device, batch_size, workers,
             progress). Its fields are also keywords of the constructor (over ``inference``) and attributes.
@@ -54,22 +63,40 @@ class BatchOptions:
     level: str = "both"
     shard: tuple[int, int] | None = None
     overwrite: bool = False
+    event_formats: tuple[str, ...] = ("dcase",)
+    embedding_format: str = "npz"
     inference: InferenceOptions = field(default_factory=InferenceOptions)
 
     def __init__(self, task: str = "embed", level: str = "both", shard: tuple[int, int] | str | None = None,
-                 overwrite: bool = False, inference: InferenceOptions | None = None,
+                 overwrite: bool = False, event_formats: tuple[str, ...] | str = ("dcase",),
+                 embedding_format: str = "npz", inference: InferenceOptions | None = None,
                  **inference_options: Any) -> None:
         if task not in TASKS:
-            raise OptionsError("task", task, f"must be one of {', '.join(map(repr, TASKS))}")
+            raise options_error("task", task, f"must be one of {', '.join(map(repr, TASKS))}")
         if level not in LEVELS:
-            raise OptionsError("level", level, f"must be one of {', '.join(map(repr, LEVELS))}")
+            raise options_error("level", level, f"must be one of {', '.join(map(repr, LEVELS))}")
+        if embedding_format not in EMBEDDING_FORMATS:
+            raise options_error("embedding_format", embedding_format,
+                                f"must be one of {', '.join(map(repr, EMBEDDING_FORMATS))}")
+        if embedding_format == "parquet":
+            try:
+                import pyarrow  # noqa: F401  (checked before any work; used at the end of the run)
+            except ImportError:
+                raise options_error("embedding_format", embedding_format, 'needs pyarrow, which is not installed: '
+                                    'pip install "dcasenet-hub[parquet]"') from None
+        formats = event_formats.split(",") if isinstance(event_formats, str) else event_formats
+        formats = tuple(dict.fromkeys(str(f).strip() for f in formats))
+        for f in formats or ("",):
+            if f not in EVENT_FORMATS:
+                raise options_error("event_formats", event_formats,
+                                    f"must name at least one of {', '.join(map(repr, EVENT_FORMATS))}")
         inf = InferenceOptions.merge(inference, inference_options, caller="BatchOptions")
         inf.check_outputs(embeddings=task == "embed", predictions=task == "predict")
         if shard is not None:
             # one form, (I, N), so options built from "2/8" and (2, 8) are equal and the index suffix is the same
             shard = parse_shard(shard if isinstance(shard, str) else f"{shard[0]}/{shard[1]}")
         for name, value in (("task", task), ("level", level), ("shard", shard), ("overwrite", bool(overwrite)),
-                            ("inference", inf)):
+                            ("event_formats", formats), ("embedding_format", embedding_format), ("inference", inf)):
             object.__setattr__(self, name, value)
 
     def __getattr__(self, name: str) -> Any:

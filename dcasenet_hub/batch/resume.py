@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,23 +21,65 @@ from dcasenet_hub.inference.outputs import read_meta
 
 #: Files of a model folder whose content identifies the weights (other files, e.g. the README card, do not count).
 _MODEL_FILES = ("config.json", "model.safetensors")
+#: Longest file name (bytes) this package writes: the limit of common file systems (ext4, XFS, APFS, NTFS).
+NAME_MAX = 255
+#: Hex digits of the name's SHA-256 that end a shortened output name.
+SHORT_HASH_CHARS = 16
 #: Settings recorded since a later version, with the value files written before them hold.
 _META_DEFAULTS: dict[str, Any] = {"pooling": "mean", "layer": "gru", "hop": None, "dtype": "fp32", "backend": "torch"}
 
 
-def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str) -> dict[str, Path]:
-    """Output files of an input by role: ``{"main": x.npz}`` (embed) or ``events``, ``scores``, ``main`` (.json).
+def output_stem(stem: str, longest_suffix: str) -> str:
+    """An output name's stem that keeps ``stem + longest_suffix`` within :data:`NAME_MAX` bytes.
+
+    A stem that fits is kept. A longer one becomes its first bytes (cut at a character boundary), ``~`` and the
+    first :data:`SHORT_HASH_CHARS` hex digits of the SHA-256 of the whole stem's bytes: names that differ only after
+    the cut stay different, and the same input always gets the same name.
+
+    Example:
+        >>> output_stem("a", ".npz")
+        'a'
+        >>> len(output_stem("x" * 300, ".events.csv").encode()) + len(".events.csv")
+        255
+    """
+    raw = os.fsencode(stem)
+    if len(raw) + len(longest_suffix) <= NAME_MAX:
+        return stem
+    digest = hashlib.sha256(raw).hexdigest()[:SHORT_HASH_CHARS]
+    cut = raw[: NAME_MAX - len(longest_suffix) - 1 - SHORT_HASH_CHARS]
+    while cut and cut[-1] & 0xC0 == 0x80:  # a UTF-8 continuation byte: back off to the character's start
+        cut = cut[:-1]
+    if cut and cut[-1] >= 0xC0:  # the first byte of a character whose rest was cut
+        cut = cut[:-1]
+    return f"{os.fsdecode(cut)}~{digest}"
+
+
+#: Per-input event file of each ``event_formats`` value: role in :func:`outputs_for` and file name ending.
+EVENT_FILES = {"dcase": ("events", ".events.csv"), "raven": ("raven", ".Table.1.selections.txt"),
+               "audacity": ("audacity", ".labels.txt")}
+
+
+def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str,
+                event_formats: tuple[str, ...] = ("dcase",)) -> dict[str, Path]:
+    """Output files of an input by role: ``{"main": x.npz}`` (embed) or the event files of ``event_formats``
+    (``events``, ``raven``, ``audacity``: :data:`EVENT_FILES`), ``scores`` and ``main`` (.json).
+
+    A name that would pass :data:`NAME_MAX` bytes is shortened (:func:`output_stem`).
 
     Example:
         >>> outputs_for("emb", PurePosixPath("street/a.wav"), "embed")
         {'main': PosixPath('emb/street/a.npz')}
+        >>> sorted(outputs_for("pred", PurePosixPath("a.wav"), "predict", ("dcase", "raven")))
+        ['events', 'main', 'raven', 'scores']
     """
     base = Path(out_dir) / Path(*rel.with_suffix("").parts)
     if task == "embed":
-        return {"main": base.with_name(base.name + ".npz")}
-    return {"events": base.with_name(base.name + ".events.csv"),
-            "scores": base.with_name(base.name + ".scores.tsv"),
-            "main": base.with_name(base.name + ".json")}
+        stem = output_stem(base.name, ".npz")
+        return {"main": base.with_name(stem + ".npz")}
+    # the longest ending any format may add: the same input keeps its name whichever formats are asked for
+    stem = output_stem(base.name, max((e for _, e in EVENT_FILES.values()), key=len))
+    events = {EVENT_FILES[f][0]: base.with_name(stem + EVENT_FILES[f][1]) for f in event_formats}
+    return {**events, "scores": base.with_name(stem + ".scores.tsv"), "main": base.with_name(stem + ".json")}
 
 
 def sha256(path: str | Path) -> str | None:
@@ -51,22 +94,7 @@ def sha256(path: str | Path) -> str | None:
     return h.hexdigest()
 
 
-def model_identity(name: str | Path) -> dict[str, Any]:
-    """What resume compares to tell whether outputs came from these weights: their content, not file dates.
-
-    A local checkpoint (folder, ``.safetensors`` or ``.pt`` file) is fingerprinted by a SHA-256 of its bytes (for
-    a folder: of ``config.json`` and ``model.safetensors``, in that order), so weights copied over the old ones
-    (same size, same folder date) are seen. A manifest id names published weights that are checked against their
-    hash when fetched, so the id is the identity.
-
-    Example:
-        >>> model_identity("dcasenet-v3")
-        {'model': 'dcasenet-v3'}
-    """
-    p = Path(name).expanduser()
-    if not p.exists():
-        return {"model": str(name)}
-    files = [p / f for f in _MODEL_FILES if (p / f).is_file()] if p.is_dir() else [p]
+def _files_sha256(files: list[Path]) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode("utf-8") + b"\0")
@@ -74,7 +102,76 @@ def model_identity(name: str | Path) -> dict[str, Any]:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 h.update(block)
         h.update(b"\0")
-    return {"model": str(p.resolve()), "model_sha256": h.hexdigest()}
+    return h.hexdigest()
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    return [folder / f for f in _MODEL_FILES if (folder / f).is_file()]
+
+
+def _named_folder(name: str) -> Path | None:
+    """The cached folder a manifest id or Hugging Face repo id loads from (fetched if needed); ``None`` otherwise."""
+    from dcasenet_hub.hub.api import download, hf_cache_location
+    from dcasenet_hub.hub.manifest import HF_REPO_RE, load_manifest
+    from dcasenet_hub.hub.sources import fetch_hf
+
+    if name in load_manifest():
+        return download(name, progress=False)
+    if HF_REPO_RE.match(name) and not name.endswith((".pt", ".pth", ".safetensors")):
+        return fetch_hf(name, revision=None, cache=hf_cache_location(None), local_files_only=False)
+    return None
+
+
+def model_identity(name: str | Path) -> dict[str, Any]:
+    """What resume compares to tell whether outputs came from these weights: their content, never their name.
+
+    ``model_sha256`` is a SHA-256 of the bytes that loading reads: a local folder's ``config.json`` and
+    ``model.safetensors`` (in that order), a local file's bytes, or, for a manifest id or a Hugging Face repo id,
+    the same two files of the cached folder it loads from (fetched first if needed). So weights copied over the old
+    ones, or an id re-pointed to other weights (``DCASENET_HUB_MANIFEST``), are seen. When a name cannot be resolved
+    (offline and not cached, unknown), ``model_sha256`` is ``None``: no earlier output matches, and loading the model
+    reports why it cannot be had.
+
+    Example:
+        >>> model_identity("dcasenet-v3")["model"]                                   # doctest: +SKIP
+        'dcasenet-v3'
+    """
+    p = Path(name).expanduser()
+    if p.exists():
+        files = _folder_files(p) if p.is_dir() else [p]
+        return {"model": str(p.resolve()), "model_sha256": _files_sha256(files)}
+    try:
+        folder = _named_folder(str(name))
+    except (OSError, ValueError, RuntimeError, KeyError):  # loading says why, with its exit code
+        folder = None
+    if folder is None:
+        return {"model": str(name), "model_sha256": None}
+    return {"model": str(name), "model_sha256": _files_sha256(_folder_files(Path(folder)))}
+
+
+def loaded_identity(model: Any) -> dict[str, Any]:
+    """:func:`model_identity` of a loaded model: a SHA-256 of its config (less ``model_id``) and every tensor.
+
+    Example:
+        >>> loaded_identity(model)["model_sha256"][:8]                               # doctest: +SKIP
+        '3f2a9c01'
+    """
+    import json
+
+    import torch
+
+    config = getattr(model, "config", None)
+    if not hasattr(model, "state_dict"):  # not a network (a stand-in): its name is all there is
+        return {"model": getattr(config, "model_id", None)}
+    h = hashlib.sha256()
+    if config is not None and hasattr(config, "to_dict"):
+        cfg = {k: v for k, v in config.to_dict().items() if k != "model_id"}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode("utf-8"))
+    for key, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"\0{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return {"model": getattr(config, "model_id", None), "model_sha256": h.hexdigest()}
 
 
 def source_identity(path: str | Path) -> dict[str, Any]:
@@ -119,8 +216,12 @@ def is_complete(item: Any, meta: dict[str, Any]) -> bool:
     """
     if not all(p.is_file() for p in item.outputs.values()):
         return False
+    if "model_sha256" in meta and meta["model_sha256"] is None:  # weights that could not be identified
+        return False
     found = read_meta(item.outputs["main"])
-    if not found or any(found.get(k, _META_DEFAULTS.get(k)) != v for k, v in meta.items()):
+    # the weights are compared by content: "model" (how they were named) is shown, not compared
+    compared = {k: v for k, v in meta.items() if k != "model" or "model_sha256" not in meta}
+    if not found or any(found.get(k, _META_DEFAULTS.get(k)) != v for k, v in compared.items()):
         return False
     digests = found.get("digests") or {}
     for key, path in item.outputs.items():
@@ -145,8 +246,12 @@ def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, le
         result.embeddings.save(item.outputs["main"], level=level, meta=meta)
         return
     pred = result.prediction
-    pred.save_events(item.outputs["events"], filename=item.rel.as_posix())
+    from dcasenet_hub.batch.journal import display
+
+    for fmt, (role, _) in EVENT_FILES.items():
+        if role in item.outputs:
+            pred.save_events(item.outputs[role], filename=display(item.rel.as_posix()), format=fmt)
     pred.save_scores(item.outputs["scores"])
     # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
-    digests = {k: sha256(item.outputs[k]) for k in ("events", "scores")}
+    digests = {k: sha256(p) for k, p in item.outputs.items() if k != "main"}
     pred.save(item.outputs["main"], meta={**meta, "digests": digests})

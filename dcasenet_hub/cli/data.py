@@ -7,13 +7,15 @@ import os
 import sys
 from pathlib import Path
 
+from dcasenet_hub.cli.vocabulary import add_no_progress, add_output
+
 _DATASET_NAMES = ("tau2020-asc", "fsdkaggle2019", "tau-nigens2020")
 
 EPILOG = """examples:
-  dcasenet-hub data download tau-nigens2020 --dest data/tau-nigens2020
-  dcasenet-hub data download fsdkaggle2019 --dest data/fsdkaggle2019 --parts meta,audio_train_curated
-  dcasenet-hub data download tau2020-asc --dest data --list-parts
-  dcasenet-hub data make-mini --dest mini
+  dcasenet-hub data download tau-nigens2020 -o data/tau-nigens2020
+  dcasenet-hub data download fsdkaggle2019 -o data/fsdkaggle2019 --parts meta,audio_train_curated
+  dcasenet-hub data download tau2020-asc -o data --list-parts
+  dcasenet-hub data make-mini -o mini
 """
 
 
@@ -31,14 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Download (resumable, MD5-checked where an MD5 is published), join split zips and extract safely "
                     "(members escaping DEST and archives expanding past 50x their size are refused). One run per "
                     "DEST at a time: a second run waits for the first (lock file DEST/downloads/.download.lock).",
-        epilog="examples:\n  dcasenet-hub data download tau-nigens2020 --dest data/tau-nigens2020\n"
-               "  dcasenet-hub data download fsdkaggle2019 --dest data/fsdkaggle2019 --parts meta,audio_train_curated\n"
-               "  dcasenet-hub data download tau2020-asc --dest data --list-parts\n"
-               "  DCASENET_HUB_DATA_MIRROR=http://mirror.local:8000 dcasenet-hub data download tau2020-asc --dest data",
+        epilog="examples:\n  dcasenet-hub data download tau-nigens2020 -o data/tau-nigens2020\n"
+               "  dcasenet-hub data download fsdkaggle2019 -o data/fsdkaggle2019 --parts meta,audio_train_curated\n"
+               "  dcasenet-hub data download tau2020-asc -o data --list-parts\n"
+               "  DCASENET_HUB_DATA_MIRROR=http://mirror.local:8000 dcasenet-hub data download tau2020-asc -o data",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     download.add_argument("dataset", choices=_DATASET_NAMES)
-    download.add_argument("--dest", type=Path, required=True, help="destination folder")
+    add_output(download, required=True, type=Path, metavar="DEST", help="destination folder", old=("--dest",))
     download.add_argument("--parts", default=None,
                           help="comma-separated parts (default: what the authors' training needs; see --list-parts)")
     download.add_argument("--list-parts", action="store_true", help="list the dataset's parts and files, then exit")
@@ -46,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="base URL replacing Zenodo: files are fetched from MIRROR/<record>/<file> "
                                "(default: $DCASENET_HUB_DATA_MIRROR)")
     download.add_argument("--keep-archives", action="store_true", help="keep the zip files after extraction")
-    download.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(download)
     download.set_defaults(func=_download)
 
     mini = sub.add_parser(
@@ -54,14 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Synthetic class-dependent sounds in the TAU 2020 ASC, FSDKaggle2019 (Kaggle) and TAU-NIGENS 2020 "
                     "layouts, for tests and for trying the trainer without the real data. A marker file in each "
                     "folder makes models trained on them say so (provenance and model card).",
-        epilog="examples:\n  dcasenet-hub data make-mini --dest mini\n"
-               "  dcasenet-hub data make-mini --dest mini-sed --tasks sed --sed-duration 10 --sed-classes 4 --seed 1\n"
+        epilog="examples:\n  dcasenet-hub data make-mini -o mini\n"
+               "  dcasenet-hub data make-mini -o mini-sed --tasks sed --sed-duration 10 --sed-classes 4 --seed 1\n"
                "  dcasenet-hub train v3-asc-tag-sed -o runs/mini --asc-root mini/asc/"
                "TAU-urban-acoustic-scenes-2020-mobile-development --tag-root mini/fsdkaggle2019 "
                "--sed-root mini/tau-nigens2020",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    mini.add_argument("--dest", type=Path, required=True, help="output folder")
+    add_output(mini, required=True, type=Path, metavar="DEST", help="output folder", old=("--dest",))
     mini.add_argument("--seed", type=int, default=0)
     mini.add_argument("--tasks", default="scene,tags,events",
                       help="comma-separated subset of scene,tags,events (or asc,tag,sed)")
@@ -69,7 +71,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="seconds per SED recording (60 = the real data; shorter only for quick trials)")
     mini.add_argument("--sed-classes", type=int, default=14,
                       help="how many of the 14 event classes occur (fewer = more events per class, faster to learn)")
-    mini.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(mini)
     mini.set_defaults(func=_make_mini)
 
     _register_prepare(sub)
@@ -77,7 +79,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _register_prepare(sub: argparse._SubParsersAction) -> None:
     """Add ``data prepare`` (:func:`dcasenet_hub.train.prepare.prepare`); the roots are the ``train`` command's."""
-    from dcasenet_hub.cli.train import _add_roots
+    from dcasenet_hub.cli.train import add_roots
 
     parser = sub.add_parser(
         "prepare", help="convert to 24 kHz 16-bit and cache log-mel features for training",
@@ -87,7 +89,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
         epilog="example:\n  dcasenet-hub data prepare --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_roots(parser)
+    add_roots(parser)
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="worker processes (default: half the CPUs)")
     parser.add_argument("--keep-audio", action="store_true", help="also keep the 24 kHz 16-bit WAV files")
@@ -101,7 +103,7 @@ def _prepare(args: argparse.Namespace) -> int:
         print("dcasenet-hub data prepare: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)
         return 2
     report = prepare(asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                     cache_dir=args.cache_dir, workers=args.workers, keep_audio=args.keep_audio)
+                     cache_dir=args.feature_cache, workers=args.workers, keep_audio=args.keep_audio)
     for task, d in report.dirs.items():
         print(f"{task}: {report.prepared.get(task, 0)} files prepared, {report.skipped.get(task, 0)} already "
               f"cached -> {d}")
@@ -124,8 +126,8 @@ def _download(args: argparse.Namespace) -> int:
         print("(* = downloaded by default)")
         return 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
-    root = download_dataset(args.dataset, args.dest, parts=parts, mirror=args.mirror,
-                            keep_archives=args.keep_archives, progress=not args.no_progress)
+    root = download_dataset(args.dataset, args.output, parts=parts, mirror=args.mirror,
+                            keep_archives=args.keep_archives, progress=not args.quiet)
     print(f"{args.dataset}: ready in {root}")
     return 0
 
@@ -134,8 +136,8 @@ def _make_mini(args: argparse.Namespace) -> int:
     from dcasenet_hub.train.minidata import make_mini_datasets
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
-    roots = make_mini_datasets(args.dest, seed=args.seed, tasks=tasks, sed_duration=args.sed_duration,
-                               sed_classes=args.sed_classes, progress=not args.no_progress)
+    roots = make_mini_datasets(args.output, seed=args.seed, tasks=tasks, sed_duration=args.sed_duration,
+                               sed_classes=args.sed_classes, progress=not args.quiet)
     for task, root in (("asc", roots.asc), ("tag", roots.tag), ("sed", roots.sed)):
         if root is not None:
             print(f"--{task}-root {root}")

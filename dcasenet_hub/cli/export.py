@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 _RAW = argparse.RawDescriptionHelpFormatter
 
 
@@ -19,7 +21,7 @@ def register(sub: Any) -> None:
                "  dcasenet-hub export --format onnx ./my-finetuned-model/ -o model.onnx --opset 18",
     )
     p.add_argument("model", metavar="MODEL", help="manifest id, model folder, .safetensors or authors' .pt file")
-    p.add_argument("-o", "--output", required=True, metavar="FILE", help="output .onnx file")
+    add_output(p, required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch comparison")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 EPILOG = """examples:
   # linear probe (fast, default): a folder with one sub-folder per class
   dcasenet-hub finetune my_sounds/ --task classification --base dcasenet-v3 -o my-classifier
@@ -33,8 +35,8 @@ writes OUT/config.json, OUT/model.safetensors, OUT/README.md (model card) and OU
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    desc = "Fine-tune a pretrained DcaseNet on your labelled clips (linear probe or fine-tuning)."
-    p = subparsers.add_parser("finetune", help=desc, description=desc, epilog=EPILOG,
+    desc = "fine-tune a pretrained DcaseNet on your labelled clips (linear probe or fine-tuning)"
+    p = subparsers.add_parser("finetune", help=desc, description=desc[0].upper() + desc[1:] + ".", epilog=EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path, metavar="DATA", help="class-per-folder directory or .csv/.tsv table")
     p.add_argument("--task", required=True, type=_task, metavar="TASK",
@@ -43,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--base", default="dcasenet-v3", metavar="MODEL",
                    help="model to start from: manifest id, folder, .safetensors/.pt file or HF repo "
                         "(default: dcasenet-v3)")
-    p.add_argument("-o", "--output-dir", type=Path, default=None, metavar="OUT",
-                   help="folder for the new model (required unless --check)")
+    add_output(p, type=Path, metavar="OUT", help="folder for the new model (required unless --check)",
+               old=("--output-dir",))
     p.add_argument("--freeze", default="all", metavar="BLOCK",
                    help="'all' = linear probe (default); a block name (conv_block1 ... conv_block4, gru, layer_ASC, "
                         "code_ASC, asc_block, layer_TAG) = freeze it and all before it, fine-tune the rest; "
@@ -63,7 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--warm-start", action="store_true", help="linear probe first, then fine-tune (LP-FT)")
     p.add_argument("--batch-norm", choices=("train", "frozen"), default="train",
                    help="batch-norm of unfrozen blocks: train (re-estimated each epoch) or frozen")
-    p.add_argument("--patience", type=int, default=10, help="early stopping patience in epochs (0 = never stop)")
+    p.add_argument("--patience", type=int, default=10,
+                   help="stop after this many epochs without a better validation score (default 10; 0 = never "
+                        "stop, patience=None in Python)")
     p.add_argument("--labels", default=None, metavar="A,B,...",
                    help="label names in output order (labels outside it are reported as problems)")
     p.add_argument("--validation-fraction", type=float, default=0.2, metavar="F")
@@ -79,7 +83,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "The saved model stays float32")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
@@ -115,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         for label in data.labels:
             print(f"  {label:<{width}}  {counts['train'][label]:>5}  {counts['validation'][label]:>10}")
         return 0
-    if args.output_dir is None:
+    if args.output is None:
         print("dcasenet-hub finetune: error: give the output folder with -o OUT (or --check to only check the "
               "data)", file=sys.stderr)
         return 2
@@ -123,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
         head=args.head, freeze=args.freeze, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay, crop_s=args.crop, mixup=args.mixup,
         warm_start=args.warm_start, batch_norm=args.batch_norm, patience=args.patience or None,
-        output_dir=args.output_dir, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+        output_dir=args.output, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
         progress=not args.quiet,
         **data_options,
     )
@@ -132,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in record["validation"].items())
     print(f"{record['recipe']['mode']} of {record['base_model']} on {record['data']['n_train']} clips: "
           f"best {record['best_phase']} epoch {record['best_epoch']}, validation {metrics}")
-    print(f"saved to {args.output_dir} (labels: {', '.join(record['labels'])}); "
-          f"try: dcasenet-hub predict CLIP.wav --model {args.output_dir} -o predictions/", file=sys.stdout)
+    print(f"saved to {args.output} (labels: {', '.join(record['labels'])}); "
+          f"try: dcasenet-hub predict CLIP.wav --model {args.output} -o predictions/", file=sys.stdout)
     return 0

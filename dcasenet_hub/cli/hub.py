@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 _RAW = argparse.RawDescriptionHelpFormatter
 _CACHE_DIR_HELP = ("one cache folder for all weights (default: official weights in $DCASENET_HUB_CACHE or "
                    "~/.cache/dcasenet_hub, Hugging Face repos in $HF_HUB_CACHE or ~/.cache/huggingface/hub)")
@@ -30,14 +32,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("ids", nargs="+", metavar="ID", help="manifest id (see `dcasenet-hub list`)")
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_download)
 
     p = sub.add_parser(
         "cache", help="show the cache folders and the converted models in them", formatter_class=_RAW,
         description="Print the package cache (converted official weights) and the Hugging Face cache, then one "
-                    "line per cached model: id, size, snapshot folder. Entries an older release left in the "
-                    "Hugging Face cache are marked 'old layout'; they are moved on first use.",
+                    "line per cached model: id, size, snapshot folder. Entries in the old layout "
+                    "(models--dcasenet-hub--<id> in the Hugging Face cache) are marked 'old layout'; they are moved "
+                    "on first use.",
         epilog="example:\n  dcasenet-hub cache\n  DCASENET_HUB_CACHE=/data/dcasenet dcasenet-hub cache",
     )
     p.add_argument("--cache-dir", help=_CACHE_DIR_HELP)
@@ -60,9 +62,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("checkpoint", metavar="AUTHORS.pt")
     p.add_argument("--arch", default="v3", choices=("v1", "v2", "v3"), help="architecture (default v3)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    add_output(p, required=True, metavar="DIR", help="output folder")
     p.add_argument("--tasks", nargs="*", choices=("scene", "tags", "events"),
                    help="heads the checkpoint was trained for (official files are recognised by hash)")
+    p.add_argument("--overwrite", action="store_true", help="replace a model already in the output folder")
     p.set_defaults(func=_convert)
 
     p = sub.add_parser(
@@ -103,24 +106,20 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from dcasenet_hub.errors import (
-        ChecksumMismatchError,
-        OfflineError,
-        UnknownModelError,
-        WeightsNotPublishedError,
-    )
+    from dcasenet_hub.cli.common import EXIT_MODEL
+    from dcasenet_hub.errors import DownloadError, ModelError
     from dcasenet_hub.hub.api import download
 
     failed = 0
     for mid in args.ids:
         try:
             folder = download(mid, cache_dir=args.cache_dir, progress=not args.quiet)
-        except (UnknownModelError, WeightsNotPublishedError, OfflineError, ChecksumMismatchError) as exc:
+        except (ModelError, DownloadError) as exc:  # the others are still fetched
             print(f"{mid}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(f"{mid}\t{folder}")
-    return 1 if failed else 0
+    return EXIT_MODEL if failed else 0
 
 
 def _where(cache_dir: str | None) -> str:
@@ -161,7 +160,8 @@ def _verify(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from dcasenet_hub.hub.checkpoint import convert_checkpoint
 
-    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks)
+    model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks,
+                               overwrite=args.overwrite)
     print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
           f"{model.config.provenance})")
     return 0
@@ -170,9 +170,7 @@ def _convert(args: argparse.Namespace) -> int:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from huggingface_hub.errors import HfHubHTTPError
-
-    from dcasenet_hub.cli.common import load_model
+    from dcasenet_hub.cli.common import EXIT_MODEL, load_model
     from dcasenet_hub.errors import HubAccessError
     from dcasenet_hub.hub.api import check_hub_access, push_to_hub
 
@@ -188,15 +186,12 @@ def _push(args: argparse.Namespace) -> int:
         check_hub_access(token=args.token)
     except HubAccessError as exc:
         print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
-        return 3
+        return EXIT_MODEL
     try:
         url = push_to_hub(model, args.repo_id, commit_message=args.commit_message, private=args.private or None,
                           token=args.token, branch=args.branch, create_pr=args.create_pr)
-    except (HfHubHTTPError, OSError) as exc:  # requests' connection errors are OSErrors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"dcasenet-hub push: error: upload to {args.repo_id} failed ({first}); check that the token may "
-              "write to that repo (`huggingface-cli login`) and the network, then run the command again",
-              file=sys.stderr)
-        return 3
+    except HubAccessError as exc:  # the Hub could not be reached or refused the upload: one line naming the fix
+        print(f"dcasenet-hub push: error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
     print(url)
     return 0

@@ -9,15 +9,20 @@ not passed, so the defaults are the options' own (:class:`~dcasenet_hub.inferenc
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import add_output
+
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
-  1  some inputs failed; the others' outputs are written; see index.csv and the summary on stderr
+  1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
+     outputs are written; see index.csv and the summary on stderr
   2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
-  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint);
+  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
+     cache that cannot be written);
      offline, pass a local checkpoint with --model PATH
 """
 
@@ -32,8 +37,9 @@ EMBED_EPILOG = INPUT_HELP + """
 outputs (docs/outputs.md):
   OUTDIR/<path>.npz   frame (T, D) float32, frame_times (T,) s, clip (D or 2D,), meta (JSON: layer, pooling,
                       hop_s, frame_size, clip_size, ...); D = 512 for --layer gru/conv, 128 for scene
-  OUTDIR/index.csv    input, status (ok | skipped | failed), output, duration_s, error, warning
-  (index-I-of-N.csv with --shard I/N)
+  OUTDIR/index.csv    input, status (ok | failed | pending), output, duration_s, error, warning: every input
+                      of every run and shard writing OUTDIR, once (rebuilt from OUTDIR/.dcasenet-hub/)
+  -o FILE.npz         for one audio file: that one .npz, nothing else
 
 Frames end at the last full 0.8 s step, as the authors' network does (9.6 s for a 10 s clip); --pad-tail pads
 the last step so they reach the end of the file.
@@ -56,7 +62,12 @@ outputs (docs/outputs.md):
   OUTDIR/<path>.events.csv  DCASE-style event list: filename,onset,offset,event_label
   OUTDIR/<path>.scores.tsv  sed_scores_eval frame scores: onset, offset, one column per event class
   OUTDIR/events.csv         all event lists of the folder in one file (cumulative over runs, as index.csv)
-  OUTDIR/index.csv          input, status (ok | skipped | failed), output, duration_s, error, warning
+  OUTDIR/durations.tsv      filename<TAB>duration of every input (sed_scores_eval's durations file)
+  with --event-format raven / audacity (repeatable; default dcase):
+  OUTDIR/<path>.Table.1.selections.txt  Raven selection table; OUTDIR/events.selections.txt all of them
+  OUTDIR/<path>.labels.txt              Audacity label track (start<TAB>end<TAB>label)
+  OUTDIR/index.csv          input, status (ok | failed | pending), output, duration_s, error, warning
+  -o FILE.json | FILE.csv | FILE.tsv   for one audio file: only that file, in the format of its extension
 
 Reruns skip inputs whose .json, .events.csv and .scores.tsv come from one run with the same weights and settings
 (the .json records the other files' SHA-256); a kill loses at most the inputs in flight.
@@ -66,8 +77,10 @@ Event scores and events end at the last full 0.8 s step, as the authors' network
 
 examples:
   dcasenet-hub predict street.wav -o predictions/
+  dcasenet-hub predict street.wav -o street.json
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
+  dcasenet-hub predict recordings/ -o pred/ --event-format raven --event-format audacity
 
 """ + EXIT_CODES
 
@@ -84,14 +97,24 @@ class _UsageError(Exception):
     """Bad command-line input (exit code 2)."""
 
 
-def _usage_message(exc: Exception) -> str:
-    """One line for a rejected option value, naming the flag (``--threshold 1.5: must be ...``)."""
+#: Options whose flag is not the option's name with dashes.
+FLAG_NAMES = {"embedding_format": "--format", "event_formats": "--event-format"}
+#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`).
+_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>.*?): (?P<problem>.*)", re.S)
+
+
+def _usage_message(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a rejected option value, naming the flag as typed (``--threshold 1.5: must be ...``)."""
     from dcasenet_hub.batch.index import one_line
     from dcasenet_hub.errors import OptionsError
 
-    if isinstance(exc, OptionsError):
-        return f"--{exc.option.replace('_', '-')} {exc.value}: {exc.allowed}"
-    return one_line(exc)
+    match = _OPTION_MESSAGE.fullmatch(str(exc)) if isinstance(exc, OptionsError) else None
+    if match is None:
+        return one_line(exc)
+    name = match["name"]
+    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    typed = getattr(args, name, None)
+    return one_line(f"{flag} {match['value'] if typed is None else typed}: {match['problem']}")
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -105,7 +128,7 @@ INFERENCE_FLAGS = ("hop", "layer", "pooling", "threshold", "median_filter", "min
 
 
 def _load_model(name: str) -> Any:
-    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.cli.ModelLoadError` (exit code 3)."""
+    """``from_pretrained(name)``; any failure becomes :class:`~dcasenet_hub.errors.ModelLoadError` (exit code 3)."""
     from dcasenet_hub.cli.common import load_model
 
     return load_model(name)
@@ -119,12 +142,12 @@ def _load_model(name: str) -> Any:
 def register(subparsers: Any) -> None:
     fmt = argparse.RawDescriptionHelpFormatter
     for name, epilog, desc in (
-        ("embed", EMBED_EPILOG, "Frame (every 0.8 s) and clip embeddings of audio files, one .npz per file."),
-        ("predict", PREDICT_EPILOG, "Scene, tag and event predictions of audio files with label names."),
+        ("embed", EMBED_EPILOG, "frame (every 0.8 s) and clip embeddings of audio files, one .npz per file"),
+        ("predict", PREDICT_EPILOG, "scene, tag and event predictions of audio files, with label names"),
     ):
         p = subparsers.add_parser(name, help=desc, description=desc, epilog=epilog, formatter_class=fmt)
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
-        p.add_argument("-o", "--output-dir", required=True, type=Path, metavar="OUTDIR", help="output folder")
+        add_output(p, required=True, type=Path, metavar="OUTDIR", help="output folder", old=("--output-dir",))
         _common(p)
         p.add_argument("--hop", type=float, metavar="SECONDS",
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
@@ -140,11 +163,21 @@ def register(subparsers: Any) -> None:
             p.add_argument("--layer", choices=("gru", "conv", "scene"),
                            help="gru: recurrent output, 512-d (default); conv: convolutional trunk averaged over "
                                 "frequency, 512-d; scene: scene branch code, 128-d, one per 5 s crop")
+            p.add_argument("--format", choices=("npz", "parquet"), dest="embedding_format",
+                           help="npz: one .npz per input (default); parquet: also the folder's clip and frame "
+                                "embeddings as sharded Parquet files in OUTDIR/parquet/ (needs pyarrow), "
+                                "for pandas, polars, DuckDB, datasets; dcasenet_hub.read_embeddings(OUTDIR) loads "
+                                "either")
             p.add_argument("--pooling", choices=("mean", "max", "mean+max"),
                            help="clip embedding from the 0.8 s-step frames (default mean; mean+max doubles "
                                 "the size)")
         else:
             _prediction_options(p)
+            p.add_argument("--event-format", action="append", choices=("dcase", "raven", "audacity"),
+                           dest="event_formats", metavar="dcase|raven|audacity",
+                           help="event files per input and merged (repeat for several; default dcase): dcase "
+                                "(.events.csv, events.csv), raven (Raven selection tables .Table.1.selections.txt, "
+                                "events.selections.txt), audacity (Audacity label tracks .labels.txt)")
         p.add_argument("--backend", choices=("torch", "onnxruntime"),
                        help="torch (default) or onnxruntime (CPU, fp32, --layer gru; needs the onnx extra; outputs "
                             "within 1e-5 of torch's)")
@@ -154,15 +187,14 @@ def register(subparsers: Any) -> None:
                        help="process only shard I of N (1 <= I <= N), chosen by a hash of each output path, "
                             "so N machines can split a corpus")
         p.add_argument("--overwrite", action="store_true", help="recompute inputs whose outputs are complete")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
         p.set_defaults(func=_run_embed if name == "embed" else _run_predict)
 
-    p = subparsers.add_parser("plot", help="Picture of one file's spectrogram, events, scenes and tags.",
+    p = subparsers.add_parser("plot", help="picture of one file's spectrogram, events, scenes and tags",
                               description="Picture of one file's log-mel spectrogram, events, scenes and tags.",
                               epilog=PLOT_EPILOG, formatter_class=fmt)
     p.add_argument("file", type=Path, metavar="FILE", help="audio file")
-    p.add_argument("-o", "--output", type=Path, default=None, metavar="PNG",
-                   help="image file (default: FILE with .png); any matplotlib format by extension")
+    add_output(p, type=Path, metavar="PNG",
+               help="image file (default: FILE with .png); any matplotlib format by extension")
     _common(p)
     _prediction_options(p)
     p.set_defaults(func=_run_plot)
@@ -186,6 +218,12 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="median filter over the binary event activity (default: none)")
     p.add_argument("--min-duration", type=float, metavar="SECONDS",
                    help="drop events shorter than this (default: keep all)")
+
+
+def _check_model_backend(args: argparse.Namespace) -> None:
+    """An exported ONNX graph runs only on onnxruntime (the options cannot know what the model file is)."""
+    if str(args.model).lower().endswith(".onnx") and args.backend != "onnxruntime":
+        raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
 
 
 def _limit_heap_retention() -> None:
@@ -230,26 +268,113 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
     """
     from dcasenet_hub.batch.options import BatchOptions
 
-    return BatchOptions(task=task, **_given(args, ("level", "shard", *INFERENCE_FLAGS)), pad_tail=args.pad_tail,
-                        overwrite=args.overwrite, progress=False if args.quiet else None)
+    return BatchOptions(task=task, **_given(args, ("level", "shard", "event_formats", "embedding_format",
+                                                   *INFERENCE_FLAGS)),
+                        pad_tail=args.pad_tail, overwrite=args.overwrite, progress=False if args.quiet else None)
 
 
 def _run(args: argparse.Namespace, task: str) -> int:
     from dcasenet_hub import batch
+    from dcasenet_hub.cli.common import check_model_name
 
     _limit_heap_retention()
+    check_model_name(args.model)  # before anything reads it (a FIFO or /dev/zero would block or never end)
     try:
-        options = _batch_options(args, task)
-        plan = batch.prepare(args.model, args.inputs, args.output_dir, options)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
-        print(f"dcasenet-hub {task}: error: {_usage_message(exc)}", file=sys.stderr)
+        if args.shard is not None and batch.torchrun_shard() is not None:
+            raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "
+                              "process takes the shard of its rank)")
+        _check_model_backend(args)
+        try:
+            options = _batch_options(args, task)
+        except ValueError as exc:
+            raise _UsageError(_usage_message(exc, args)) from None
+        single = _single_output(args, task)
+        if single is None and args.output.exists() and not args.output.is_dir():
+            raise _UsageError(f"-o {args.output} is an existing file; OUTDIR must be a folder "
+                              "(it is created if missing)")
+        try:
+            plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
+        except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
+            raise _UsageError(_usage_message(exc, args)) from None
+    except _UsageError as exc:
+        print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
+    if plan is None:
+        return _run_one(args, task, options, single)
     report = plan.execute(load=_load_model)
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
-              f"{args.output_dir / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
+              f"{args.output / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
     return code
+
+
+#: -o naming one file (by its extension) for one audio input: the formats each command writes.
+FILE_OUTPUTS = {"embed": (".npz",), "predict": (".json", ".csv", ".tsv")}
+
+
+def _single_output(args: argparse.Namespace, task: str) -> Path | None:
+    """The file ``-o`` names for a single input (format by extension), or ``None`` when it names a folder.
+
+    Raises:
+        _UsageError: a file name for several inputs, a folder or a list; an extension of the other command; an
+            existing file without --overwrite.
+    """
+    from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
+
+    out: Path = args.output
+    suffix = out.suffix.lower()
+    known = {s for formats in FILE_OUTPUTS.values() for s in formats}
+    if out.is_dir() or suffix not in known:
+        return None
+    if suffix not in FILE_OUTPUTS[task]:
+        raise _UsageError(f"-o {out}: {task} writes {', '.join(FILE_OUTPUTS[task])} files (or a folder), not "
+                          f"{suffix}")
+    source = Path(args.inputs[0])
+    if len(args.inputs) != 1 or not source.is_file() or source.suffix.lower() in LIST_EXTENSIONS:
+        raise _UsageError(f"-o {out} names one {suffix} file, which holds one audio file's output; give one audio "
+                          "file, or a folder for -o to get one output per input")
+    if args.shard is not None:
+        raise _UsageError(f"--shard splits many inputs; -o {out} names one file for one input: drop --shard")
+    if out.exists() and not args.overwrite:
+        raise _UsageError(f"-o {out} exists; pass --overwrite to replace it")
+    return out
+
+
+def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
+    """One input, one output file: the format by the extension of ``out`` (written atomically)."""
+    from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.inference.pipeline import iterate
+
+    model = _load_model(args.model)
+    inference = options.inference
+    # a model loaded by name has no place of its own yet (as in batch.run); onnxruntime runs on the CPU
+    device = "cpu" if inference.backend == "onnxruntime" else inference.device or "auto"
+    source = Path(args.inputs[0])
+    results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
+                      options=inference.replace(device=device))
+    try:
+        result = next(iter(results))
+    finally:
+        results.close()
+    try:
+        if result.error is not None:
+            raise result.error
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if task == "embed":
+            result.embeddings.save(out, level=options.level)
+        elif out.suffix.lower() == ".json":
+            result.prediction.save(out)
+        elif out.suffix.lower() == ".csv":
+            result.prediction.save_events(out, filename=source.name)
+        else:
+            result.prediction.save_scores(out)
+    except (OSError, ValueError, RuntimeError) as exc:
+        text = one_line(exc)
+        print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
+        return 1
+    print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
+    return 0
 
 
 def _summary(report: Any) -> int:
@@ -257,12 +382,17 @@ def _summary(report: Any) -> int:
     items, failed, index_path = report.items, report.failed, report.index_path
     print(f"dcasenet-hub {report.task}: {len(items)} inputs: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
+    from dcasenet_hub.batch.journal import display
+
     for i in failed[:20]:
-        msg = i.error if i.error.startswith(str(i.path)) else f"{i.path}: {i.error}"
+        path = display(str(i.path))
+        msg = i.error if i.error.startswith(path) else f"{path}: {i.error}"
         print(f"  failed: {msg}", file=sys.stderr)
     if len(failed) > 20:
         print(f"  ... and {len(failed) - 20} more (see {index_path})", file=sys.stderr)
-    return 1 if failed else 0
+    for problem in report.problems:
+        print(f"  error: {problem}", file=sys.stderr)
+    return 1 if failed or report.problems else 0
 
 
 def _run_plot(args: argparse.Namespace) -> int:
@@ -271,6 +401,7 @@ def _run_plot(args: argparse.Namespace) -> int:
     except ImportError as exc:  # pragma: no cover - plot.py itself has no hard imports
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
+    from dcasenet_hub.errors import InputError
     from dcasenet_hub.integrations.plot import MissingMatplotlibError
 
     output = args.output or args.file.with_suffix(".png")
@@ -285,20 +416,28 @@ def _run_plot(args: argparse.Namespace) -> int:
         from dcasenet_hub.inference.options import InferenceOptions
 
         opts = InferenceOptions(**_given(args, INFERENCE_FLAGS))
-    except (_UsageError, ValueError) as exc:
-        print(f"dcasenet-hub plot: error: {_usage_message(exc)}", file=sys.stderr)
+    except _UsageError as exc:
+        print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dcasenet-hub plot: error: {_usage_message(exc, args)}", file=sys.stderr)
         return 2
     try:
-        import matplotlib  # noqa: F401
+        from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
         print(f"dcasenet-hub plot: error: {MissingMatplotlibError.MESSAGE}", file=sys.stderr)
+        return 2
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if output.suffix and output.suffix.lower().lstrip(".") not in formats:  # said before the model runs
+        print(f"dcasenet-hub plot: error: -o {output}: matplotlib cannot write {output.suffix} files; use one of "
+              f"{', '.join('.' + f for f in sorted(formats))}", file=sys.stderr)
         return 2
     model = _load_model(args.model)
     try:
         plot(model, args.file, output=output, threshold=opts.threshold, median_filter=opts.median_filter,
              min_duration=opts.min_duration, device="auto" if opts.device is None else opts.device,
              dtype=opts.dtype, batch_size=opts.batch_size)
-    except (ValueError, OSError, RuntimeError) as exc:
+    except InputError as exc:  # the file cannot be used (other errors: main() maps them to their exit codes)
         from dcasenet_hub.batch.index import one_line
 
         print(f"dcasenet-hub plot: error: {one_line(exc)}", file=sys.stderr)

@@ -1,8 +1,9 @@
-"""The ``dcasenet-hub`` command line. Each sub-command group is a module of this package (``infer``, ``hub``, ``finetune``, ``train``, ``data``,
-``export``) that parses, makes one library call and prints.
+"""The ``dcasenet-hub`` command line. Each sub-command group is a module of this package (``infer``, ``score``, ``hub``,
+``finetune``, ``train``, ``data``, ``export``) that parses, makes one library call and prints.
 
-Exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error, 3 the model could
-not be fetched or loaded (unknown id, offline, download or checksum failure, unreadable checkpoint).
+Exit codes (one per area of :mod:`dcasenet_hub.errors`, :func:`dcasenet_hub.cli.common.exit_code`): 0 success,
+1 some inputs failed (the others' results are written), 2 usage error, 3 the model could not be fetched or loaded
+or a download, upload or the network failed, 4 unexpected error (a bug or a device fault).
 """
 
 from __future__ import annotations
@@ -13,24 +14,31 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dcasenet_hub.cli import data, export, finetune, hub, infer, train
-from dcasenet_hub.cli.common import EXIT_MODEL, ModelLoadError, model_errors
+from dcasenet_hub.cli import data, export, finetune, hub, infer, score, train
+from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code
+from dcasenet_hub.cli.vocabulary import NOTES
+from dcasenet_hub.errors import ModelError, ModelLoadError
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
-_COMMAND_MODULES = (infer, hub, finetune, train, data, export)
+_COMMAND_MODULES = (infer, score, hub, finetune, train, data, export)
 
 EPILOG = """examples:
   dcasenet-hub embed examples/audio -o embeddings/
   dcasenet-hub predict street.wav -o predictions/
+  dcasenet-hub score predictions/ --truth annotations.tsv
   dcasenet-hub list
   dcasenet-hub <command> --help
 
 -v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log
-(debug / warnings only), never that of other libraries.
+(debug / warnings only, no progress bars), never that of other libraries. Every command writes to -o/--output.
 
 exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
-3 model could not be fetched or loaded
+3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug)
 """
+
+#: What -q/--quiet means for every command.
+QUIET_HELP = "warnings only, no progress bars"
+
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to the current ``sys.stderr`` (not the one at creation), so the handler can be installed once."""
@@ -75,7 +83,7 @@ def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
             quiet = [f for f in ("-q", "--quiet") if f not in known]
             if quiet:
                 sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
-                                 help="warnings only" if len(quiet) == 2 else argparse.SUPPRESS)
+                                 help=QUIET_HELP if len(quiet) == 2 else argparse.SUPPRESS)
             _add_flags_to_subcommands(sub)
 
 
@@ -90,8 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true",
-                        help="warnings only (and no progress bars where a command has them)")
+    parser.add_argument("-q", "--quiet", dest="global_quiet", action="store_true", help=QUIET_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _COMMAND_MODULES:
         module.register(sub)
@@ -100,31 +107,59 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dcasenet_hub._io import fail_safe
+
+    # a reader that went away (`dcasenet-hub embed ... 2>&1 | head`) never stops the work or changes the exit code
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err = fail_safe(sys.stdout), fail_safe(sys.stderr)
+    try:
+        return _main(argv)
+    finally:
+        sys.stdout, sys.stderr = saved
+        for stream in (out, err):
+            stream.flush()  # now, where a failure is caught, rather than at exit
+            if stream.broken:  # what is left in its buffer would fail again at exit (and set exit code 120)
+                _silence(stream)
+
+
+def _silence(stream: Any) -> None:
+    import os
+
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # not a real file: nothing is flushed to a descriptor at exit
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.global_quiet:
-        args.quiet = True
-    _configure_logging(verbose=args.verbose, quiet=bool(getattr(args, "quiet", False)))
+    args.quiet = bool(args.global_quiet or getattr(args, "quiet", False))
+    _configure_logging(verbose=args.verbose, quiet=args.quiet)
+    for note in getattr(args, NOTES, None) or ():  # old spellings still work; each is noted once
+        print(f"dcasenet-hub {args.command}: note: {note}", file=sys.stderr)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    errors = model_errors()
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except errors as exc:
+    except Exception as exc:  # one line, no traceback (-v shows it); the exit code says which area failed
         if args.verbose:
             raise
-        msg = str(exc) if isinstance(exc, ModelLoadError) else f"model could not be fetched or loaded: {exc}"
-        print(f"dcasenet-hub {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_MODEL
-    except (ValueError, OSError, RuntimeError) as exc:  # clear message, no traceback, for user errors
-        if args.verbose:
-            raise
-        print(f"dcasenet-hub {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = exit_code(exc)
+        text = str(exc)
+        if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
+            text = f"model could not be fetched or loaded: {text}"
+        elif code == EXIT_INTERNAL:
+            text = (f"unexpected {type(exc).__name__}: {' '.join(text.split())} (a bug or a device fault, not the "
+                    "arguments or inputs; run again with -v for the traceback)")
+        print(f"dcasenet-hub {args.command}: error: {text}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,6 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.vocabulary import (
+    add_feature_cache,
+    add_no_progress,
+    add_old_spelling,
+    add_output,
+)
+
 TRAIN_EPILOG = """examples:
   dcasenet-hub train --list-recipes
   dcasenet-hub train v3-asc-tag-sed --asc-root data/TAU-urban-acoustic-scenes-2020-mobile-development \\
@@ -27,27 +34,16 @@ EVAL_EPILOG = """examples:
 """
 
 
-#: --dtype values, as embed, predict and finetune spell them (fp16 trains with gradient scaling, CUDA)
-DTYPES = ("fp32", "bf16", "fp16")
-#: --precision values (the deprecated spelling of --dtype; amp is fp16)
+#: --dtype values (embed, predict and finetune spell them fp32, bf16, fp16; amp is fp16, the old name)
 PRECISIONS = ("fp32", "bf16", "amp", "fp16")
 
 
-def _dtype(args: argparse.Namespace, command: str) -> str:
-    """``--dtype``, or the deprecated ``--precision`` when given (one line on stderr says so)."""
-    if args.precision is None:
-        return args.dtype
-    dtype = "fp16" if args.precision == "amp" else args.precision
-    print(f"dcasenet-hub {command}: --precision is deprecated; use --dtype {dtype}", file=sys.stderr)
-    return dtype
+def _dtype(value: str) -> str:
+    """The trainer's dtype for a --dtype / --precision value (amp is fp16: float16 with gradient scaling)."""
+    return "fp16" if value == "amp" else value
 
 
-def _dtype_flags(p: Any, help_text: str) -> None:
-    p.add_argument("--dtype", choices=DTYPES, default="fp32", help=help_text)
-    p.add_argument("--precision", choices=PRECISIONS, default=None, help="deprecated spelling of --dtype (amp = fp16)")
-
-
-def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
+def task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
     """``["scene=8", "sed=4"]`` -> ``{"asc": 8, "sed": 4}`` (the trainer's keys; every task spelling accepted)."""
     from dcasenet_hub.train.tasks import task_key
 
@@ -68,12 +64,11 @@ def _task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, 
     return out
 
 
-def _add_roots(p: argparse.ArgumentParser) -> None:
+def add_roots(p: argparse.ArgumentParser) -> None:
     p.add_argument("--asc-root", type=Path, help="TAU Urban Acoustic Scenes 2020 Mobile development folder")
     p.add_argument("--tag-root", type=Path, help="FSDKaggle2019 folder (train_curated.csv, train_curated/)")
     p.add_argument("--sed-root", type=Path, help="TAU-NIGENS Spatial Sound Events 2020 folder (mic_dev/, metadata_dev/)")
-    p.add_argument("--cache-dir", type=Path, default=None,
-                   help="feature cache (default $DCASENET_HUB_FEATURES or ~/.cache/dcasenet_hub/features)")
+    add_feature_cache(p)
 
 
 def register(subparsers: Any) -> None:
@@ -82,8 +77,9 @@ def register(subparsers: Any) -> None:
                               epilog=TRAIN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", nargs="?", help="recipe name (see --list-recipes) or recipe .json file")
     p.add_argument("--list-recipes", action="store_true", help="list the bundled recipes and exit")
-    _add_roots(p)
-    p.add_argument("-o", "--out", type=Path, help="run folder (checkpoints, metrics log, best models)")
+    add_roots(p)
+    add_output(p, type=Path, metavar="RUN", help="run folder (checkpoints, metrics log, best models)",
+               old=("--out",))
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--epochs", type=int, help="epochs per stage (recipe: 160)")
     g.add_argument("--iterations-per-epoch", type=int, help="iterations per epoch (recipe: 500)")
@@ -100,11 +96,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
     r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
     r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
-    _dtype_flags(r, "fp32 (default), bf16, or fp16 (float16 autocast with gradient scaling, CUDA)")
-    r.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    r.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or fp16 = amp (float16 autocast with gradient scaling, CUDA)")
+    add_old_spelling(r, "--precision", dest="dtype", new="--dtype", choices=PRECISIONS)
+    r.add_argument("--resume", action="store_true", help="continue the run in -o RUN from its last epoch")
     r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
     r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_no_progress(r)
     p.set_defaults(func=_train)
 
     e = subparsers.add_parser("evaluate", help="evaluate a model with the paper's metrics (a Table 2 row)",
@@ -112,9 +110,11 @@ def register(subparsers: Any) -> None:
                                           "the authors' evaluation splits.",
                               epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("model", help="model id, local folder (e.g. RUN/best-asc) or checkpoint")
-    _add_roots(e)
+    add_roots(e)
     e.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, ...")
-    _dtype_flags(e, "fp32 (default), bf16, or fp16 (float16 autocast, CUDA)")
+    e.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16, or fp16 = amp (float16 autocast, CUDA)")
+    add_old_spelling(e, "--precision", dest="dtype", new="--dtype", choices=PRECISIONS)
     e.add_argument("--threshold", type=float, default=None, help="event threshold (default: the model's, 0.3)")
     e.add_argument("--workers", type=int, default=0, help="processes for preparing features")
     e.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -129,7 +129,7 @@ def _train(args: argparse.Namespace) -> int:
             r = load_recipe(name)
             print(f"{name:24s} {r.description}")
         return 0
-    if not args.recipe or not args.out:
+    if not args.recipe or not args.output:
         print("dcasenet-hub train: give a RECIPE and -o RUN (or --list-recipes)", file=sys.stderr)
         return 2
     try:
@@ -138,9 +138,9 @@ def _train(args: argparse.Namespace) -> int:
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         if args.batch_size:
-            overrides["batch_size"] = _task_values(args.batch_size, "--batch-size", int)
+            overrides["batch_size"] = task_values(args.batch_size, "--batch-size", int)
         if args.crop:
-            overrides["crop_seconds"] = _task_values(args.crop, "--crop", float)
+            overrides["crop_seconds"] = task_values(args.crop, "--crop", float)
     except argparse.ArgumentTypeError as exc:
         print(f"dcasenet-hub train: {exc}", file=sys.stderr)
         return 2
@@ -148,10 +148,10 @@ def _train(args: argparse.Namespace) -> int:
         overrides["mixup_alpha"] = None
     if args.no_finetune:
         overrides["finetune"] = False
-    result = train(args.recipe, out_dir=args.out, asc_root=args.asc_root, tag_root=args.tag_root,
-                   sed_root=args.sed_root, cache_dir=args.cache_dir, device=args.device, workers=args.workers,
-                   dtype=_dtype(args, "train"), resume=args.resume, seed=args.seed,
-                   progress=not args.no_progress,
+    result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
+                   sed_root=args.sed_root, cache_dir=args.feature_cache, device=args.device, workers=args.workers,
+                   dtype=_dtype(args.dtype), resume=args.resume, seed=args.seed,
+                   progress=not args.quiet,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
@@ -169,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                       cache_dir=args.cache_dir, device=args.device, dtype=_dtype(args, "evaluate"),
+                       cache_dir=args.feature_cache, device=args.device, dtype=_dtype(args.dtype),
                        sed_threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(metrics, indent=2))

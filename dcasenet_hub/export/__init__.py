@@ -14,13 +14,13 @@ from dcasenet_hub.export.onnx import (
     onnx_session,
     run_onnx,
 )
-from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet, onnxruntime_model
+from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
 
 __all__ = [
     "DEFAULT_OPSET",
     "ONNX_TOLERANCE",
     "OUTPUT_NAMES",
-    "OnnxRuntimeDcaseNet",
+    "OnnxRuntime",
     "check_onnx",
     "export_onnx",
     "onnx_metadata",

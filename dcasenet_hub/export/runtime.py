@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 import copy
-import functools
+import logging
+import shutil
 import tempfile
 import weakref
 from pathlib import Path
@@ -17,31 +18,43 @@ import torch
 
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.errors import InputTooShortError
-from dcasenet_hub.export.onnx import OUTPUT_NAMES, export_onnx, onnx_session, run_onnx
+from dcasenet_hub.export.onnx import DEFAULT_OPSET, OUTPUT_NAMES, export_onnx, onnx_session, run_onnx
 from dcasenet_hub.models.dcasenet import (
     DcaseNetModule,
     DcaseNetOutput,
+    Runtime,
     frame_times,
     normalise_tasks,
 )
 
+logger = logging.getLogger(__name__)
 
-class OnnxRuntimeDcaseNet(DcaseNetModule):
-    """An inference-only copy whose forward runs the exported graph with onnxruntime (see
-    :func:`onnxruntime_model`); CPU, fp32; the weights stay for ``config`` and device queries. Its class also derives
-    from the original's (:func:`onnxruntime_class`), so ``embed``/``predict`` keep working."""
 
-    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
+class OnnxRuntime(Runtime):
+    """How a copy made by :func:`onnxruntime_model` runs ``forward``: the exported graph in an onnxruntime session
+    (CPU, fp32). Every head is computed; the ones not asked for are dropped.
+
+    Args:
+        session: The onnxruntime session of the exported graph.
+        path: The graph's file.
+    """
+
+    def __init__(self, session: Any, path: Path, *, placeholder_weights: bool = False) -> None:
+        self.session = session
+        self.path = path
+        self.placeholder_weights = placeholder_weights
+
+    def forward(self, network: DcaseNetModule, mel: torch.Tensor, tasks: Any, *,
+                conv_embeddings: bool) -> DcaseNetOutput:
         if conv_embeddings:
             raise ValueError("The onnxruntime backend has no conv_embeddings output (the ONNX graph exports the "
                              "heads and the GRU embeddings); use the torch backend for layer='conv'")
-
         wanted = normalise_tasks(tasks)
         if mel.dim() != 4 or mel.shape[1] != 1:
             raise ValueError(f"Expected mel of shape (batch, 1, n_mels, frames), got {tuple(mel.shape)}")
         if mel.shape[-1] < TIME_REDUCTION:
             raise InputTooShortError(f"Input has {mel.shape[-1]} frames; DcaseNet needs at least {TIME_REDUCTION}")
-        arrays = run_onnx(self.__dict__["_ort_session"], mel.detach().float())
+        arrays = run_onnx(self.session, mel.detach().float())
         res = {name: torch.from_numpy(arrays[name]).to(mel.device) for name in OUTPUT_NAMES}
         out = DcaseNetOutput()
         if "scene" in wanted:
@@ -52,65 +65,147 @@ class OnnxRuntimeDcaseNet(DcaseNetModule):
             out.event_probs = res["event_probs"]
         if "embeddings" in wanted:
             out.frame_embeddings, out.clip_embeddings = res["frame_embeddings"], res["clip_embeddings"]
-            out.frame_times = frame_times(out.frame_embeddings.shape[1], 1.0 / self.config.frontend.frame_rate,
+            out.frame_times = frame_times(out.frame_embeddings.shape[1], 1.0 / network.config.frontend.frame_rate,
                                            mel.device)
         return out
 
-    def train(self, mode: bool = True) -> OnnxRuntimeDcaseNet:
-        if mode:
-            raise RuntimeError("An onnxruntime-backed model is inference only; train the original DcaseNet.")
-        return DcaseNetModule.train(self, False)
+    def cannot_train(self) -> str:
+        return "An onnxruntime-backed model is inference only; train the original DcaseNet."
 
-    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        raise RuntimeError(f"Cannot load {source} into an onnxruntime-backed model; load it into the original "
-                           "DcaseNet and build the backend again.")
+    def cannot_load(self, source: str) -> str:
+        return (f"Cannot load {source} into an onnxruntime-backed model; load it into the original DcaseNet and "
+                "build the backend again.")
 
+    def cannot_save(self) -> str | None:
+        if self.placeholder_weights:
+            return (f"This model runs the ONNX graph {self.path}; its torch tensors are placeholders, not the "
+                    "weights. Save the original DcaseNet instead.")
+        return None
 
-@functools.cache
-def onnxruntime_class(base: type) -> type:
-    """The class of onnxruntime-backed copies of ``base`` models (:class:`OnnxRuntimeDcaseNet` first)."""
-    if issubclass(base, OnnxRuntimeDcaseNet):
-        return base
-    return type(f"OnnxRuntime{base.__name__}", (OnnxRuntimeDcaseNet, base), {"__module__": __name__})
-
+    def __deepcopy__(self, memo: dict[int, Any]) -> OnnxRuntime:
+        return self  # the session and its graph file are read only: copies of the model share them
 
 
+def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None = None) -> DcaseNetModule:
+    """A model that runs an exported ``.onnx`` file with onnxruntime (CPU, fp32); no torch weights are read.
 
-def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None, threads: int | None = None) -> DcaseNetModule:
+    The graph's metadata carries the config (labels, front-end, provenance), so ``embed``/``predict`` work as with
+    the checkpoint it was exported from. The torch tensors of the returned model are zeros that only hold the
+    shapes; saving it is refused.
+
+    Args:
+        path: A file written by ``dcasenet-hub export --format onnx`` / :func:`~dcasenet_hub.export.onnx.export_onnx`.
+        cls: The model class (default: the bare network; ``from_pretrained`` passes :class:`~dcasenet_hub.DcaseNet`).
+        threads: onnxruntime intra-op threads.
+
+    Raises:
+        ModelFileError: the file is not an ONNX graph exported by dcasenet-hub.
+
+    Example:
+        >>> model = load_onnx("dcasenet-v3.onnx")                     # doctest: +SKIP
+        >>> model.predict("examples/audio/knocks.wav").top_scene       # doctest: +SKIP
+    """
+    import json
+
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.errors import ModelFileError
+    from dcasenet_hub.export.onnx import META_PREFIX
+
+    path = Path(path).expanduser()
+    try:
+        session = onnx_session(path, threads=threads)
+    except (OSError, RuntimeError, ValueError) as exc:  # onnxruntime's load errors are RuntimeErrors
+        raise ModelFileError(f"{path} is not a readable ONNX graph ({' '.join(str(exc).split())[:200]})") from None
+    meta = session.get_modelmeta().custom_metadata_map
+    if META_PREFIX + "model" not in meta:
+        raise ModelFileError(f"{path} has no dcasenet_hub metadata; export it with `dcasenet-hub export --format "
+                             "onnx MODEL -o FILE.onnx`")
+    config = ModelConfig.from_dict(json.loads(meta[META_PREFIX + "model"]))
+    with torch.device("meta"):  # shapes only: nothing is initialised, then zeros stand in for the weights
+        shell = (cls or DcaseNetModule)(config)
+    shell = shell.to_empty(device="cpu")
+    with torch.no_grad():
+        for t in (*shell.parameters(), *shell.buffers()):
+            t.zero_()
+    shell.eval()
+    for p in shell.parameters():
+        p.requires_grad_(False)
+    shell.runtime = OnnxRuntime(session, path, placeholder_weights=True)
+    return shell
+
+
+def export_key(model: DcaseNetModule, *, opset: int = DEFAULT_OPSET) -> str:
+    """SHA-256 of what an export depends on: every tensor's name, dtype, shape and bytes, the config, the opset and
+    the package version (a new exporter may write another graph)."""
+    import hashlib
+    import json
+
+    from dcasenet_hub import __version__
+
+    h = hashlib.sha256(json.dumps({"config": model.config.to_dict(), "opset": opset, "version": __version__},
+                                  sort_keys=True).encode())
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _cached_export(model: DcaseNetModule) -> Path | None:
+    """The cached graph of ``model`` (exported and checked now if missing), or None if the cache is not writable."""
+    from dcasenet_hub.hub.cache import cache_dir_location
+
+    path = cache_dir_location() / "onnx" / f"{export_key(model)}.onnx"
+    if path.is_file():
+        logger.debug("onnxruntime backend: cached graph %s", path)
+        return path
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, check=True)  # written atomically: a concurrent export leaves one whole file
+    except OSError as exc:  # a read-only cache: fall back to a temporary file
+        logger.debug("onnxruntime backend: cannot cache the export (%s)", exc)
+        return None
+    logger.info("onnxruntime backend: exported and checked the graph once, cached in %s", path)
+    return path
+
+
+def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
+                      threads: int | None = None) -> DcaseNetModule:
     """A copy of ``model`` whose forward runs an exported graph with onnxruntime (CPU, fp32, optional backend).
 
-    Same ``forward(mel, tasks=None)`` signature and :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields as
-    :class:`~dcasenet_hub.DcaseNet` (every head is computed; the ones not asked for are dropped). Exporting takes a
-    few seconds, once per call of this function. Outputs match PyTorch within :data:`ONNX_TOLERANCE` (checked).
+    Same class, same ``forward(mel, tasks=None)`` signature and
+    :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields; its ``runtime`` is an :class:`OnnxRuntime` (the
+    weights stay for ``config`` and device queries). Exporting and checking takes seconds, so the graph is kept in the
+    package cache (``<cache>/onnx/<key>.onnx``), keyed by the content of the weights and config, the opset and the
+    package version: the next run (any process) of the same weights loads it without exporting. Outputs match
+    PyTorch within :data:`ONNX_TOLERANCE` (checked at export).
 
     Args:
         model: The model to run (not modified).
-        path: Where to write the graph (default: a temporary file, deleted when the copy is garbage collected).
+        path: Where to write the graph (default: the package cache; a temporary file, deleted when the backend is
+            garbage collected, if the cache cannot be written).
         threads: onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
 
     Example:
         >>> fast = onnxruntime_model(model)                   # doctest: +SKIP
         >>> fast(mel, tasks=("embeddings",)).clip_embeddings  # doctest: +SKIP
     """
-    cleanup = None
-    if path is None:
-        folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
-        path = Path(folder) / "model.onnx"
-
-        def cleanup(p: Path = path) -> None:
-            import shutil
-
-            shutil.rmtree(p.parent, ignore_errors=True)
-
+    folder = None
     cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
-    export_onnx(cpu, path, check=True)
+    if path is not None:
+        export_onnx(cpu, path, check=True)
+    else:
+        path = _cached_export(cpu)
+        if path is None:
+            folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
+            path = Path(folder) / "model.onnx"
+            export_onnx(cpu, path, check=True)
     wrapped = copy.deepcopy(cpu)
-    wrapped.__class__ = onnxruntime_class(type(cpu))
     wrapped.eval()
     for p in wrapped.parameters():
         p.requires_grad_(False)
-    wrapped.__dict__["_ort_session"] = onnx_session(path, threads=threads)
-    wrapped.__dict__["_ort_path"] = Path(path)
-    if cleanup is not None:
-        weakref.finalize(wrapped, cleanup)
+    runtime = OnnxRuntime(onnx_session(path, threads=threads), Path(path))
+    if folder is not None:
+        weakref.finalize(runtime, shutil.rmtree, folder, ignore_errors=True)
+    wrapped.runtime = runtime
     return wrapped

@@ -37,13 +37,14 @@ from typing import Any
 
 from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
 from dcasenet_hub.audio.windows import MIN_DURATION_S
+from dcasenet_hub.config import LABEL_RULE, label_problem
 from dcasenet_hub.errors import DataError
 from dcasenet_hub.finetuning.options import TASK_WORDS, finetune_task
 from dcasenet_hub.finetuning.tables import (
-    _TRAIN_NAMES,
-    _VALIDATION_NAMES,
+    TRAIN_NAMES,
+    VALIDATION_NAMES,
     Clip,
-    _read_table,
+    read_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -171,11 +172,11 @@ def read_dataset(
                        f"give the .csv/.tsv file itself (tables found here: {found})")
                 raise DataError(path, [msg])
             path = tables[0]
-            clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+            clips = read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
         else:
             clips = _read_folders(path, problems)
     else:
-        clips = _read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
+        clips = read_table(path, task, delimiter, label_delimiter, audio_dir, problems)
 
     if check_audio:
         clips = _check_audio(clips, problems)
@@ -206,8 +207,8 @@ def _audio_files(folder: Path) -> list[Path]:
 def _read_folders(root: Path, problems: list[str]) -> list[Clip]:
     subdirs = _visible_dirs(root)
     names = {p.name.lower(): p for p in subdirs}
-    train_dir = next((names[n] for n in _TRAIN_NAMES if n in names), None)
-    val_dir = next((names[n] for n in _VALIDATION_NAMES if n in names), None)
+    train_dir = next((names[n] for n in TRAIN_NAMES if n in names), None)
+    val_dir = next((names[n] for n in VALIDATION_NAMES if n in names), None)
     if train_dir is not None or val_dir is not None:
         if train_dir is None or val_dir is None:
             have = (train_dir or val_dir).name  # type: ignore[union-attr]
@@ -287,6 +288,15 @@ def _resolve_labels(clips: list[Clip], labels: Sequence[str] | None, task: str,
                 if label not in known:
                     problems.append(f"{c.path}: unknown label '{label}' (not in the given labels: "
                                     f"{', '.join(names)})")
+    first_clip = {}
+    for c in clips:
+        for label in c.labels:
+            first_clip.setdefault(label, c.path)
+    for label in dict.fromkeys((*names, *seen)):  # the same rule and words as a model config's label fields
+        why = label_problem(label)
+        if why is not None:
+            where = f"{first_clip[label]}: " if label in first_clip else "the label list: "
+            problems.append(f"{where}label {label!r} {why}; allowed: {LABEL_RULE}")
     if task == "scene" and len(names) < 2 and clips:
         problems.append(f"classification needs at least 2 classes, found {len(names)} ({', '.join(names) or 'none'})")
     if task != "scene" and not names and clips:

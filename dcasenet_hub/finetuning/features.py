@@ -5,7 +5,7 @@ Every step is the shared one, so validation sees exactly what :func:`~dcasenet_h
 * decoding and resampling: :func:`dcasenet_hub.audio.load_audio` (the :class:`~dcasenet_hub.audio.FileReader`
   decoder), then :func:`~dcasenet_hub.audio.preemphasis` over the whole clip;
 * windows: :func:`~dcasenet_hub.audio.scene_starts` (5 s crops every 2.5 s, the last aligned to the end) for the
-  scene head, :func:`~dcasenet_hub.audio.event_bounds` (60 s windows) for the tag and event heads;
+  scene head, :func:`~dcasenet_hub.audio.event_windows` (60 s windows) for the tag and event heads;
 * features: :func:`~dcasenet_hub.audio.features` per window (log-mel, tiled to 40 frames when shorter, normalised);
 * the forward pass: :func:`~dcasenet_hub.inference.runner.inference_runner` (the exact fast path ``predict`` uses);
 * clip scores: the mean softmax over scene crops, the length-weighted mean of window tag probabilities, event
@@ -31,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.audio import (
     MIN_DURATION_S,
-    event_bounds,
+    event_windows,
     features,
     load_audio,
     preemphasis,
@@ -104,7 +105,7 @@ def load_clips(clips: list[Clip], dataset: Dataset, frontend: FrontendConfig, *,
     out: list[ClipAudio] = []
     problems: list[str] = []
     index = {name: i for i, name in enumerate(dataset.labels)}
-    for clip in bar(clips, progress, desc=f"Loading {what} audio", unit="clip"):
+    for clip in progress_bar(clips, enabled=progress, desc=f"Loading {what} audio", unit="clip"):
         try:
             wave, _ = load_audio(clip.path, sample_rate=frontend.sample_rate)
         except AudioLoadError as exc:
@@ -133,7 +134,7 @@ def window_bounds(task: str, n: int, frontend: FrontendConfig, windows: WindowCo
     if task == "scene":
         length = round(windows.scene_window_s * sr)
         return [(s, min(n, s + length)) for s in scene_starts(n, length, round(windows.scene_hop_s * sr))]
-    return event_bounds(n, round(windows.event_window_s * sr))
+    return event_windows(n, sample_rate=sr, windows=windows)
 
 
 def window_mel(samples: np.ndarray, config: Any, *, min_frames: int | None = None) -> tuple[torch.Tensor, int]:
@@ -177,7 +178,7 @@ def extract(model: Any, task: str, audio: list[ClipAudio], *, batch_size: int, d
     was_training = model.training
     model.eval()
     runner = inference_runner(model, device=device, dtype=dtype)  # the fast path predict() uses
-    progress_bar = bar(None, progress, total=sum(len(v) for v in jobs.values()), desc=desc, unit="window")
+    bar = progress_bar(enabled=progress, total=sum(len(v) for v in jobs.values()), desc=desc, unit="window")
     try:
         with torch.inference_mode():
             for length in sorted(jobs):
@@ -191,9 +192,9 @@ def extract(model: Any, task: str, audio: list[ClipAudio], *, batch_size: int, d
                         k = slot[ci][s]
                         out[ci].feats[k] = f.clone()
                         out[ci].frames[k] = nf
-                    progress_bar.update(len(chunk))
+                    bar.update(len(chunk))
     finally:
-        progress_bar.close()
+        bar.close()
         model.train(was_training)
     return out
 
@@ -332,13 +333,6 @@ def event_crop(a: ClipAudio, crop_len: int, config: Any,
     return window_mel(wave[s * hop:s * hop + crop_len], config)[0], target
 
 
-def bar(iterable: Any, enabled: bool, **kwargs: Any) -> Any:
-    """A tqdm bar, silent unless ``enabled``."""
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, disable=not enabled, leave=False, **kwargs)
-
-
-__all__ = ["ClipAudio", "WindowFeatures", "bar", "clip_crop", "clip_scores", "crop_frames", "evaluate",
+__all__ = ["ClipAudio", "WindowFeatures", "clip_crop", "clip_scores", "crop_frames", "evaluate",
            "event_crop", "event_hop_s", "event_roll", "extract", "head_inputs", "load_clips", "probe_samples",
            "steps_and_frames", "validation_loss", "window_bounds", "window_mel"]

@@ -1,32 +1,11 @@
-"""Fine-tune a pretrained DcaseNet on your own labelled clips: linear probe or (partial) fine-tuning.
+"""Fine-tune a pretrained DcaseNet on your own labelled clips: a linear probe or (partial) fine-tuning.
 
-``finetune(model, data, task=...)`` reads the data (see :mod:`dcasenet_hub.finetuning.data` for the forms: a folder
-per class, a ``path,label(s)`` table, strong labels ``filename,onset,offset,event_label``), replaces the head of the
-matching task with a new one for your labels, trains it, validates after every epoch, keeps the best epoch and returns
-a :class:`~dcasenet_hub.DcaseNet` whose config carries your label names. Saved with ``output_dir=``, the folder
-(``config.json`` + ``model.safetensors`` + ``README.md`` model card + ``metrics.jsonl``) loads with
-``from_pretrained(folder)`` and works with ``embed``, ``predict`` and ``plot`` like any other checkpoint.
-
-Task (either spelling) -> replaced head (everything else is copied from the base model):
-
-=========================  ===========  ============================================  ============================
-task                       model head   input of the head (what a linear probe sees)  validation metric (best by)
-=========================  ===========  ============================================  ============================
-classification / scene     ``fc_ASC``   128-d scene code, per 5 s crop                accuracy (+ macro F1, loss)
-tagging / tags             last Linear  1024-d output of the tag MLP, per clip        lwlrap (+ mAP, loss)
-                           of
-                           ``layer_TAG``
-detection / events         ``event_fc`` recurrent event features, per 0.8 s step      segment F1, 1 s (+ ER, loss)
-=========================  ===========  ============================================  ============================
-
-Validation runs the saved weights on the windows and features ``predict`` uses (:mod:`.features`), so the reported
-metrics are what ``predict`` gives with the saved model on the validation clips.
-
-``freeze`` chooses the mode: ``"all"`` is a linear probe (the body is frozen, the head inputs are computed once and
-cached, only the head trains: fast on CPU); a block name (``"conv_block3"``, ...) freezes that block and all blocks
-before it and fine-tunes the rest with ``lr * body_lr_scale``; ``"none"`` fine-tunes everything. Fine-tuning trains
-on random crops (the authors' 5 s for clip tasks, 30 s for detection) and optionally mixup (the authors used
-``alpha = 0.1``).
+:func:`finetune` reads the data (:mod:`dcasenet_hub.finetuning.data`), replaces the head of the task with one for
+your labels, trains it, keeps the epoch that validates best and returns a :class:`~dcasenet_hub.DcaseNet` that loads,
+embeds and predicts like any other checkpoint. Validation runs the windows and features ``predict`` uses, so the
+reported metrics are what ``predict`` gives. ``freeze`` picks what trains: ``"all"`` = the head only (its inputs are
+computed once: fast on CPU), a block name = the blocks after it too, ``"none"`` = everything. docs/finetuning.md has
+the heads, their inputs and metrics per task.
 
 Example:
     >>> from dcasenet_hub import DcaseNet, finetune
@@ -40,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -51,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, resolve_dtype, short_dtype_name
 from dcasenet_hub.errors import DataError
@@ -178,7 +159,7 @@ def finetune(
         "device": str(dev), "dtype": short_dtype_name(dtype), "selection": f"best validation {PRIMARY_METRIC[task]}",
     }
     started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _logs_above_bars(opts.progress):
         torch.manual_seed(opts.seed)
         run = _Run(new, task, dataset, train_audio, val_audio, recipe, np.random.default_rng(opts.seed), dev,
                    opts.progress, out_dir)
@@ -194,6 +175,22 @@ def finetune(
         R.save(result, out_dir, run.history)
         logger.info("Saved the fine-tuned model to %s", out_dir)
     return result
+
+
+def _logs_above_bars(progress: bool) -> Any:
+    """While bars are shown, console log lines (the per-epoch metrics) go through the bar's own write, so they print
+    above the bars instead of breaking them; without bars, logging is left as it is."""
+    if not progress:
+        return contextlib.nullcontext()
+    import sys
+
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # only loggers that print to the console: tqdm adds its handler to every logger it is given
+    consoles = [log for log in (logging.getLogger(), logging.getLogger("dcasenet_hub"))
+                if any(isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.stderr)
+                       for h in log.handlers)]
+    return logging_redirect_tqdm(loggers=consoles) if consoles else contextlib.nullcontext()
 
 
 class _Run:
@@ -267,6 +264,8 @@ class _Run:
         """Train the head on cached head inputs of the frozen body (the best epoch's head is kept in place)."""
         import torch
 
+        from dcasenet_hub.models.losses import logits_loss
+
         task, cfg, bs = self.task, self.model.config, self.recipe["batch_size"]
         feats_train = self._extract(self.train_audio, self.progress, "Head inputs (training)")
         feats_val = self._extract(self.val_audio, self.progress, "Head inputs (validation)")
@@ -284,14 +283,14 @@ class _Run:
         steps_per_epoch = math.ceil(x.shape[0] / bs)
         opt, sched = self._optimizer([{"params": head.parameters()}], epochs * steps_per_epoch, lr)
         self.recipe["probe_samples"] = int(x.shape[0])
-        epochs_bar = F.bar(range(1, epochs + 1), self.progress, desc="Epochs (probe)", unit="epoch")
+        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (probe)", unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             perm = torch.from_numpy(self.rng.permutation(x.shape[0]))
             total = 0.0
             for b in range(0, x.shape[0], bs):
                 idx = perm[b:b + bs]
-                loss = _loss(task, head(xs[idx]), y[idx])
+                loss = logits_loss(task, head(xs[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -322,6 +321,8 @@ class _Run:
     def finetune(self, trainable: list[tuple[str, list[nn.Module]]], body_lr_scale: float) -> None:
         """Train the head and the ``trainable`` blocks on random crops, validating after every epoch."""
         import torch
+
+        from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 
         model, task, cfg = self.model, self.task, self.model.config
         bs, epochs, lr = self.recipe["batch_size"], self.recipe["epochs"], self.recipe["lr"]
@@ -375,27 +376,20 @@ class _Run:
             for m, mom in zip(bn_layers, momenta):
                 m.momentum = mom
 
-        epochs_bar = F.bar(range(1, epochs + 1), self.progress, desc="Epochs (fine-tuning)", unit="epoch")
+        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (fine-tuning)",
+                                  unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             set_modes()
             perm = self.rng.permutation(n)
             total = 0.0
-            for b in F.bar(range(0, n, bs), self.progress, desc=f"Epoch {epoch}", unit="batch"):
+            for b in progress_bar(range(0, n, bs), enabled=self.progress, desc=f"Epoch {epoch}", unit="batch"):
                 idx = perm[b:b + bs]
                 x, y = batch(idx)
-                if alpha is not None and len(idx) > 1:
-                    x, y = _mixup(x, y, alpha, self.rng)
+                mix = draw_mixup(self.rng, alpha, len(idx), x.device) if alpha is not None and len(idx) > 1 else None
                 with self._autocast():
-                    out = model(x, tasks=(task,))
-                # the loss in float32, outside autocast (binary cross-entropy on probabilities is not autocast-safe)
-                if task == "scene":
-                    loss = _loss(task, out.scene_logits.float(), y)
-                elif task == "tags":
-                    loss = _loss(task, out.tag_logits.float(), y)
-                else:
-                    probs = out.event_probs[:, :y.shape[1]].float()
-                    loss = _loss(task, probs, y[:, :probs.shape[1]], probabilities=True)
+                    out = model(x if mix is None else mix_inputs(x, mix), tasks=(task,))
+                loss = mixed_loss(task, out, y, mix)
                 opt.zero_grad()
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -423,6 +417,7 @@ class _Run:
         model = self.model
         if self.best_state is not None:
             self.best_target.load_state_dict(self.best_state, strict=True)
+        model.inference_copies.clear()  # the weights are the fine-tuned ones now, whichever module was loaded
         model.eval()
         task = self.task
         body_changed = any(name not in H.TASK_ONLY_STAGES for name in self.recipe["trained_blocks"])
@@ -459,22 +454,3 @@ class _Run:
             logger.warning("Fine-tuning changed blocks shared with the %s head(s): they are no longer marked as "
                            "trained (freeze up to a task-specific block to keep them)", ", ".join(dropped))
         return model
-
-
-def _loss(task: str, out: torch.Tensor, target: torch.Tensor, *, probabilities: bool = False) -> torch.Tensor:
-    import torch.nn.functional as tf
-
-    if task == "scene":
-        return tf.cross_entropy(out, target)  # soft targets: mixup gives lam * CE(a) + (1 - lam) * CE(b)
-    if probabilities:
-        return tf.binary_cross_entropy(out.clamp(1e-7, 1 - 1e-7), target)
-    return tf.binary_cross_entropy_with_logits(out, target)
-
-
-def _mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, rng: np.random.Generator) -> tuple[Any, Any]:
-    """One lambda ~ Beta(alpha, alpha) and one permutation per batch (the authors' mixup)."""
-    import torch
-
-    lam = float(rng.beta(alpha, alpha))
-    perm = torch.from_numpy(rng.permutation(x.shape[0])).to(x.device)
-    return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]

@@ -63,41 +63,31 @@ class FinetuneOptions:
     """Everything :func:`~dcasenet_hub.finetune` can be told besides the model, the data and the task.
 
     Attributes:
-        head: ``"new"`` (a freshly initialised head) or ``"reuse"`` (start the rows of labels the base model already
-            knows from its weights).
-        freeze: ``"all"`` = linear probe on cached head inputs; a block name (see
-            :func:`~dcasenet_hub.finetuning.freeze_choices`) = freeze it and everything before it, fine-tune the
-            rest; ``"none"`` = fine-tune everything.
+        head: ``"new"`` head, or ``"reuse"`` the base model's rows for labels it already knows.
+        freeze: ``"all"`` = linear probe; a block name (:func:`~dcasenet_hub.finetuning.freeze_choices`) = freeze
+            it and the blocks before it; ``"none"`` = fine-tune everything.
         epochs: Maximum epochs (default 100 for a probe, 15 for fine-tuning).
         batch_size: Clips (probe: windows or steps) per step.
-        lr: Learning rate of the head (Adam; default 3e-3 for a probe, 1e-3 for fine-tuning), cosine-annealed to
-            1 % over the run.
-        body_lr_scale: The unfrozen pretrained blocks learn at ``lr * body_lr_scale``.
+        lr: Head learning rate, Adam, cosine-annealed to 1 % (default 3e-3 probe, 1e-3 fine-tuning).
+        body_lr_scale: Unfrozen pretrained blocks learn at ``lr * body_lr_scale``.
         weight_decay: Adam weight decay.
-        crop_s: Training crop in seconds (fine-tuning only; default 5 s for classification/tagging as the authors,
-            30 s for detection, shortened to the shortest clip and to a multiple of 0.8 s).
-        mixup: Mixup ``alpha`` (the authors used 0.1) for fine-tuning; ``None`` = off.
-        warm_start: Fine-tuning only: train the new head as a linear probe first (up to 100 epochs on cached
-            inputs, early-stopped), then fine-tune from it ("LP-FT", Kumar et al. 2022).
-        batch_norm: Fine-tuning only: ``"train"`` = batch-norm layers of the unfrozen blocks use batch statistics
-            while training and their running statistics are re-estimated on the training crops after every epoch;
-            ``"frozen"`` = they keep the base model's statistics (their scale and shift still learn).
+        crop_s: Fine-tuning crop in seconds (default 5, detection 30; cut to the shortest clip, a multiple of 0.8).
+        mixup: Mixup ``alpha`` for fine-tuning (the authors': 0.1); ``None`` = off.
+        warm_start: Fine-tuning only: a linear probe first, then fine-tuning from it (LP-FT).
+        batch_norm: Fine-tuning only: ``"train"`` (batch statistics, re-estimated after each epoch) or ``"frozen"``
+            (the base model's statistics; scale and shift still learn).
         patience: Stop after this many epochs without a better validation score (``None``: never).
-        labels: Label names in the wanted output order (default: those found, sorted); others are problems.
-        validation_fraction: Share of clips drawn (stratified, with ``seed``) for validation when the data names no
-            split.
+        labels: Label names in output order (default: those found, sorted).
+        validation_fraction: Share of clips drawn (stratified) for validation when the data names no split.
         seed: Seed of the split, the head's initialisation, crops, mixup and shuffling.
         delimiter: Column separator of a table (default: guessed).
         label_delimiter: Separator of several labels in one cell (tagging).
         audio_dir: Folder the table's paths are relative to (default: the table's folder).
-        output_dir: Write ``config.json``, ``model.safetensors``, ``README.md`` and ``metrics.jsonl`` here.
+        output_dir: Write the model folder (config, weights, model card, ``metrics.jsonl``) here.
         overwrite: Replace a model already in ``output_dir``.
-        device: Where to train: ``None`` = where the model is (CPU for a model just loaded), ``"auto"`` = CUDA if
-            available, or ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ... (:func:`dcasenet_hub.devices.resolve_device`).
-        dtype: Precision of the network's forward passes (head inputs of a probe, training and validation):
-            ``None``/``"fp32"`` (the default), ``"bf16"`` (autocast; about twice as fast on CPUs with AVX512-BF16 or
-            AMX and on GPUs, slower elsewhere) or ``"fp16"`` (autocast with loss scaling; for GPUs). Weights, the
-            optimiser and the saved model stay float32.
+        device: ``None`` = where the model is, ``"auto"`` = CUDA if available, or a device name.
+        dtype: Precision of the forward passes: ``None``/``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPUs; loss
+            scaling); weights, optimiser and the saved model stay float32.
         progress: Show progress bars.
 
     Raises:

@@ -80,11 +80,14 @@ def write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """``save_pretrained`` into ``out_dir`` plus ``metrics.jsonl``; the model is named after its folder."""
+    """``save_pretrained`` into ``out_dir`` with ``metrics.jsonl``, as one unit; the model is named after its folder."""
     # named after its folder (the model card's title and the id in predictions), not after the base model
+    from dcasenet_hub.hub.checkpoint import save_pretrained
+
     model.config = model.config.replace(model_id=out_dir.resolve().name)
-    model.save_pretrained(out_dir)
-    write_log(out_dir, history)
+    # the log goes with the model in one unit: a kill leaves the old model and log or the new ones
+    save_pretrained(model, out_dir,
+                    extra_files={LOG_NAME: "".join(json.dumps(row) + "\n" for row in history).encode()})
 
 
 __all__ = ["LOG_NAME", "base_id", "card_section", "save", "write_log"]

@@ -1,6 +1,6 @@
 """Labelled tables and the clip record: ``path,label(s)`` tables, strong-label (onset/offset) tables, split columns.
 
-:func:`dcasenet_hub.finetuning.data.read_dataset` reads class folders itself and tables through :func:`_read_table`.
+:func:`dcasenet_hub.finetuning.data.read_dataset` reads class folders itself and tables through :func:`read_table`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dcasenet_hub.finetuning.options import TASK_WORDS
 
 logger = logging.getLogger("dcasenet_hub.finetuning.data")  # its messages keep the name they had
 
-_TRAIN_NAMES = ("train", "training")
-_VALIDATION_NAMES = ("validation", "val", "valid", "dev", "development")
+TRAIN_NAMES = ("train", "training")
+VALIDATION_NAMES = ("validation", "val", "valid", "dev", "development")
 _PATH_COLUMNS = ("path", "filename", "file", "fname", "file_name", "filepath", "audio", "audio_path", "audio_filename")
 _LABEL_COLUMNS = {
     "scene": ("label", "class", "scene_label", "category", "target", "labels"),
@@ -75,7 +75,7 @@ def _pick(header: list[str], candidates: Iterable[str]) -> int | None:
     return None
 
 
-def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: str,
+def read_table(path: Path, task: str, delimiter: str | None, label_delimiter: str,
                 audio_dir: str | Path | None, problems: list[str]) -> list[Clip]:
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -202,9 +202,9 @@ def _read_table(path: Path, task: str, delimiter: str | None, label_delimiter: s
 
 
 def _normalise_split(text: str) -> str | None:
-    if text in _TRAIN_NAMES:
+    if text in TRAIN_NAMES:
         return "train"
-    if text in _VALIDATION_NAMES:
+    if text in VALIDATION_NAMES:
         return "validation"
     return None
 

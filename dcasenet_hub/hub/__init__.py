@@ -4,14 +4,14 @@ This layer stores and fetches configs and state dicts; it builds models only as 
 given (:class:`~dcasenet_hub.hub.mixin.HubMixin`). Modules: :mod:`.registry` (manifest ids), :mod:`.cache` (the
 package cache and the Hugging Face cache, verification), :mod:`.legacy` (moving an older release's cache entries),
 :mod:`.checkpoint` (authors' ``.pt`` files, safetensors, ``save_pretrained``), :mod:`.sources` and :mod:`.fetch`
-(downloads), :mod:`.api` (``from_pretrained``, ``download``, ``push_to_hub``). docs/weights.md describes ids,
-sources and the cache layout.
+(downloads), :mod:`.api` (``load_pretrained``, ``download``, ``push_to_hub``). Users load models with
+``dcasenet_hub.from_pretrained`` / ``DcaseNet.from_pretrained``, which give the class users hold. docs/weights.md
+describes ids, sources and the cache layout.
 """
 
 from dcasenet_hub.hub.api import (
     check_hub_access,
     download,
-    from_pretrained,
     push_to_hub,
 )
 from dcasenet_hub.hub.cache import (
@@ -32,7 +32,6 @@ __all__ = [
     "check_hub_access",
     "convert_checkpoint",
     "download",
-    "from_pretrained",
     "hf_cache_location",
     "list_models",
     "model_info",
@@ -40,3 +39,10 @@ __all__ = [
     "save_pretrained",
     "verify_cache",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "from_pretrained":  # one loader, one result type: the class users hold
+        raise AttributeError("dcasenet_hub.hub has no from_pretrained; use dcasenet_hub.from_pretrained or "
+                             "DcaseNet.from_pretrained (both give a DcaseNet)")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,9 +1,9 @@
-"""Pretrained DcaseNet weights: ``from_pretrained``, ``download`` and ``push_to_hub``.
+"""Pretrained DcaseNet weights: ``load_pretrained`` (behind ``from_pretrained``), ``download`` and ``push_to_hub``.
 
-``from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1, converts it to
-``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads it from there
-ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache. docs/weights.md
-describes ids, sources, the caches, offline and mirror use.
+``dcasenet_hub.from_pretrained("dcasenet-v3")`` downloads the authors' checkpoint once, checks its git blob SHA-1,
+converts it to ``config.json`` + ``model.safetensors`` (+ a ``README.md`` model card) in the package cache, and loads
+it from there ever after, online or offline. Hugging Face repo ids go through huggingface_hub and its cache.
+docs/weights.md describes ids, sources, the caches, offline and mirror use.
 
 The other public names of the hub layer are defined in :mod:`~dcasenet_hub.hub.registry` (ids),
 :mod:`~dcasenet_hub.hub.cache` (locations, verification), :mod:`~dcasenet_hub.hub.checkpoint` (file formats) and
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import WEIGHTS_NAME
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
@@ -42,7 +44,8 @@ from dcasenet_hub.hub.cache import (
     CacheCheck,
     cache_dir_location,
     cached_snapshot,
-    damaged_weights,
+    check_writable,
+    damaged_files,
     discard_snapshot,
     hf_cache_location,
     verify_cache,
@@ -87,9 +90,9 @@ __all__ = [
     "check_hub_access",
     "convert_checkpoint",
     "download",
-    "from_pretrained",
     "hf_cache_location",
     "list_models",
+    "load_pretrained",
     "model_info",
     "push_to_hub",
     "save_pretrained",
@@ -148,7 +151,7 @@ def download(
             check_sha256(snap / WEIGHTS_NAME, src["sha256"], f"{src['repo_id']}@{src['revision']}")
             return snap
         if snap is not None:
-            damaged = damaged_weights(snap)
+            damaged = damaged_files(snap)
             if damaged is None:
                 return snap
             logger.warning("%s; removing it and fetching it again", damaged)
@@ -160,6 +163,10 @@ def download(
             damaged = legacy_damage or damaged
     errors: list[Exception] = []
     for src in entry["sources"]:
+        if src["type"] == "huggingface":
+            check_writable(hf_cache, env_var="HF_HUB_CACHE")
+        else:
+            check_writable(cache)
         try:
             if src["type"] == "huggingface":
                 return fetch_hf(src["repo_id"], revision=src["revision"], cache=hf_cache,
@@ -177,7 +184,8 @@ def download(
     raise errors[-1]
 
 
-def from_pretrained(
+def load_pretrained(
+    cls: type[DcaseNetModule],
     name_or_path: str | os.PathLike[str],
     *,
     revision: str | None = None,
@@ -185,9 +193,11 @@ def from_pretrained(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     local_files_only: bool = False,
-    cls: type[DcaseNetModule] | None = None,
 ) -> DcaseNetModule:
     """Load a DcaseNet, strictly, in eval mode, as an instance of ``cls`` (built as ``cls(config)``).
+
+    The machinery behind ``DcaseNet.from_pretrained`` / ``dcasenet_hub.from_pretrained``, which users call: this
+    layer sits below the class users hold, so it takes the class to build instead of naming it.
 
     ``name_or_path`` may be:
 
@@ -198,6 +208,7 @@ def from_pretrained(
     * a Hugging Face repo id ``"org/name"`` (``revision`` = branch, tag or commit).
 
     Args:
+        cls: The class to build (``DcaseNet.from_pretrained`` passes its own).
         name_or_path: What to load.
         revision: Revision of a Hugging Face repo id (manifest ids are pinned and take none).
         cache_dir: Cache folder, for both caches (default: the package cache ``$DCASENET_HUB_CACHE`` or
@@ -205,7 +216,6 @@ def from_pretrained(
         device: Where to put the model (default CPU).
         dtype: Floating dtype of the parameters, e.g. ``torch.float16``, ``"fp16"`` or ``"float64"``.
         local_files_only: Never use the network (also the case when ``HF_HUB_OFFLINE=1`` at call time).
-        cls: The class to build (``DcaseNet.from_pretrained`` passes its own; default the bare network).
 
     Raises:
         UnknownModelError: the name is nothing of the above (the message lists the known ids).
@@ -215,7 +225,7 @@ def from_pretrained(
         CheckpointMismatchError: a checkpoint with missing or extra keys (listed).
 
     Example:
-        >>> model = from_pretrained("dcasenet-v3")          # doctest: +SKIP
+        >>> model = load_pretrained(DcaseNet, "dcasenet-v3")   # doctest: +SKIP
         >>> model.config.trained_tasks                       # doctest: +SKIP
         ('scene', 'tags', 'events')
     """
@@ -230,7 +240,9 @@ def from_pretrained(
         if revision is not None:
             raise ValueError(f"'{name}' is a manifest id with pinned sources; revision= applies to Hugging Face "
                              "repo ids only")
-        model = load_dir(download(name, cache_dir=cache_dir, local_files_only=local_files_only), cls)
+        snap = download(name, cache_dir=cache_dir, local_files_only=local_files_only)
+        blob = (snap / WEIGHTS_NAME).resolve().name  # a package-cache blob is named by the sha256 just verified
+        model = load_dir(snap, cls, verified_sha256=blob if re.fullmatch(r"[0-9a-f]{64}", blob) else None)
     elif HF_REPO_RE.match(name) and not name.endswith((".pt", ".pth", ".safetensors")):
         folder = fetch_hf(name, revision=revision, cache=hf_cache_location(cache_dir),
                           local_files_only=local_files_only)
@@ -292,7 +304,7 @@ def check_hub_access(*, token: str | None = None) -> str:
     if not token:
         raise HubAccessError("No Hugging Face token: run `huggingface-cli login` (or `hf auth login`), or set "
                              "HF_TOKEN=hf_... (or pass --token / token=) with a token that may write to the repo")
-    endpoint = os.environ.get("HF_ENDPOINT", "").strip() or "https://huggingface.co"
+    endpoint = _env.hf_endpoint()
     try:
         _download.probe(endpoint)
     except NetworkUnavailableError as exc:
@@ -330,19 +342,47 @@ def push_to_hub(
     Returns:
         The URL of the commit (or pull request).
 
+    Raises:
+        HubAccessError: the Hub (``$HF_ENDPOINT``) cannot be reached, or it refused the repo or the upload; the
+            one-line message names the fix. :func:`check_hub_access` checks token and network before any work.
+
     Example:
         >>> push_to_hub(model, "my-org/dcasenet-v3-finetuned")   # doctest: +SKIP
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     if not HF_REPO_RE.match(repo_id):
         raise ValueError(f"repo_id {repo_id!r} must look like 'org/name'")
-    api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="dcasenet-hub-push-") as tmp:
-        save_pretrained(model, tmp, repo_id=repo_id)
-        info = api.upload_folder(
-            repo_id=repo_id, folder_path=tmp, repo_type="model", commit_message=commit_message,
-            revision=branch, create_pr=create_pr,
-        )
+    endpoint = _env.hf_endpoint()
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="dcasenet-hub-push-") as tmp:
+            save_pretrained(model, tmp, repo_id=repo_id)
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=tmp, repo_type="model", commit_message=commit_message,
+                revision=branch, create_pr=create_pr,
+            )
+    except HfHubHTTPError as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise HubAccessError(f"Upload to {repo_id} at {endpoint} failed ({first}); check that the token may write "
+                             "to that repo (`huggingface-cli login` or HF_TOKEN=...), then try again") from None
+    except _connection_errors() as exc:  # evaluated only when something was raised
+        raise HubAccessError(f"Cannot reach the Hugging Face Hub at {endpoint} ({type(exc).__name__}: "
+                             f"{' '.join(str(exc).split())}); check the network, HTTPS_PROXY or HF_ENDPOINT, then "
+                             "try again") from None
     return str(getattr(info, "pr_url", None) or getattr(info, "commit_url", info))
+
+
+def _connection_errors() -> tuple[type[BaseException], ...]:
+    """Connection failures of huggingface_hub's HTTP client, whichever it uses (httpx's share no base with OSError)."""
+    import importlib
+
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (("httpx", "TransportError"), ("httpx2", "TransportError")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

@@ -7,7 +7,7 @@ and re-hashed.
   ``refs/main``) so blobs are named by their hash and can be re-checked.
 * **The Hugging Face cache** (:func:`hf_cache_location`): ``cache_dir=``, else ``$HF_HUB_CACHE``, else
   ``$HF_HOME/hub``, else ``~/.cache/huggingface/hub``. Only real Hugging Face repos (repo ids and the manifest's
-  ``huggingface`` sources) are there, fetched by huggingface_hub itself. Releases up to 0.1.0 also wrote official
+  ``huggingface`` sources) are there, fetched by huggingface_hub itself. The old layout also put official
   conversions there, as ``models--dcasenet-hub--<id>``; :mod:`dcasenet_hub.hub.legacy` moves those over once.
 
 docs/weights.md describes the layout.
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -41,7 +42,7 @@ CARD_NAME = "README.md"
 SNAPSHOT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 #: Folder of the package cache that holds one folder per official model id.
 MODELS_DIR = "models"
-#: Owner part of the Hugging Face cache folders releases up to 0.1.0 wrote: ``models--dcasenet-hub--<id>``.
+#: Owner part of the Hugging Face cache folders of the old layout: ``models--dcasenet-hub--<id>``.
 LEGACY_OWNER = "dcasenet-hub"
 #: Suffix of the sidecar beside a verified weights blob: JSON with its size, mtime_ns and sha256 when last hashed.
 VERIFIED_SUFFIX = ".verified"
@@ -51,11 +52,6 @@ _SHA256_NAME_RE = re.compile(r"^[0-9a-f]{64}$")
 # ----------------------------------------------------------------------------------------------------------------
 # Locations
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def _user_cache() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return Path(xdg).expanduser() if xdg else Path.home() / ".cache"
 
 
 def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
@@ -68,9 +64,27 @@ def cache_dir_location(cache_dir: str | Path | None = None) -> Path:
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("DCASENET_HUB_CACHE", "").strip():
-        return Path(os.environ["DCASENET_HUB_CACHE"].strip()).expanduser()
-    return _user_cache() / "dcasenet_hub"
+    return _env.package_cache() or _env.user_cache() / "dcasenet_hub"
+
+
+def check_writable(cache: Path, *, env_var: str = "DCASENET_HUB_CACHE") -> None:
+    """Raise :class:`~dcasenet_hub.errors.CacheNotWritableError` unless files can be created in ``cache``.
+
+    Called before a download writes anything, so a read-only or misplaced cache is one message naming the folder
+    and the fix, the same for every command, instead of an ``OSError`` from deep inside a download.
+    """
+    import tempfile
+
+    from dcasenet_hub.errors import CacheNotWritableError
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache):
+            pass
+    except OSError as exc:
+        raise CacheNotWritableError(
+            f"the weights cache {cache} cannot be written ({exc.strerror or exc}); set {env_var} to a writable "
+            f"folder (or pass --cache-dir), or make {cache} writable, then run the command again") from None
 
 
 def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
@@ -83,11 +97,7 @@ def hf_cache_location(cache_dir: str | Path | None = None) -> Path:
     """
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
-    return _user_cache() / "huggingface" / "hub"
+    return _env.hf_cache() or _env.user_cache() / "huggingface" / "hub"
 
 
 def repo_folder(cache: Path, model_id: str) -> Path:
@@ -96,7 +106,7 @@ def repo_folder(cache: Path, model_id: str) -> Path:
 
 
 def legacy_repo_folder(hf_cache: Path, model_id: str) -> Path:
-    """Where releases up to 0.1.0 put official model ``model_id``: inside the Hugging Face cache."""
+    """Where the old layout puts official model ``model_id``: inside the Hugging Face cache."""
     return hf_cache / f"models--{LEGACY_OWNER}--{model_id}"
 
 
@@ -148,13 +158,19 @@ def write_verified(blob: Path, sha256: str) -> None:
         logger.info("cannot write the verification record of %s (%s)", blob, exc)
 
 
-def damaged_weights(snap: Path) -> str | None:
-    """Check the cached ``model.safetensors`` of snapshot ``snap``; ``None`` when it is intact, else what is wrong.
+def damaged_files(snap: Path) -> str | None:
+    """Check the cached ``config.json`` and ``model.safetensors`` of snapshot ``snap``; ``None`` when both are intact,
+    else what is wrong.
 
-    The blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns and sha256 from the last
-    full hash: when size and mtime_ns still match it, the file is taken as unchanged (no re-hash); otherwise (or
-    without a sidecar) the file is hashed in full and compared with its name, and the sidecar is rewritten.
+    ``config.json`` (a few KB) is hashed in full at every use and compared with its blob's name (git blob SHA-1), as
+    ``verify`` does. The weights blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns
+    and sha256 from the last full hash: when size and mtime_ns still match it, the file is taken as unchanged (no
+    re-hash); otherwise (or without a sidecar) the file is hashed in full and compared with its name, and the
+    sidecar is rewritten.
     """
+    config_damage = damaged_snapshot(snap, (CONFIG_NAME,))
+    if config_damage is not None:
+        return f"cached {config_damage}"
     weights = snap / WEIGHTS_NAME
     blob = weights.resolve()
     if not blob.is_file():
@@ -229,17 +245,20 @@ def write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
             blob_name = (hashlib.sha256(data).hexdigest() if name == WEIGHTS_NAME
                          else _download.git_blob_sha1_bytes(data))
             blob = blobs / blob_name
-            if not blob.is_file() or name == WEIGHTS_NAME:  # (re)write the weights: a blob there may be damaged
-                atomic_write_bytes(blob, data)
+            atomic_write_bytes(blob, data)  # always (re)written: a blob already there may be damaged
             if name == WEIGHTS_NAME:
                 write_verified(blob, blob_name)
             try:
                 os.symlink(os.path.join("..", "..", "blobs", blob_name), tmp_snap / name)
             except OSError:  # no symlinks (e.g. Windows without developer mode): copy, as huggingface_hub does
                 shutil.copyfile(blob, tmp_snap / name)
-        if snap.exists():
-            shutil.rmtree(snap)
+        old = None
+        if snap.exists():  # moved aside, not removed file by file: readers never see a half-removed snapshot
+            old = Path(tempfile.mkdtemp(prefix=f".old-snapshot-{revision}.", dir=repo))
+            os.replace(snap, old / revision)
         os.replace(tmp_snap, snap)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp_snap, ignore_errors=True)
         raise

@@ -44,7 +44,8 @@ def render_model_card(config: ModelConfig, *, num_parameters: int, repo_id: str 
     from huggingface_hub import EvalResult, ModelCardData
 
     extra: dict[str, Any] = dict(config.extra or {})
-    license_ = str(extra.get("license") or "mit").lower()
+    # only what the source states: weights of unknown origin are not the package's to license
+    license_ = str(extra.get("license") or "unknown").lower()
     citation = str(extra.get("citation") or CITATION)
     metrics = extra.get("metrics") or None
     name = repo_id or config.model_id or str(extra.get("name") or "") or f"dcasenet-{config.arch}"

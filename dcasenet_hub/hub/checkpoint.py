@@ -15,12 +15,13 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, normalise_arch
-from dcasenet_hub.errors import ModelFileError, ModelNotFoundError
+from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_SHA256_KEY, normalise_arch
+from dcasenet_hub.errors import ModelConfigError, ModelFileError, ModelNotFoundError
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.cache import CARD_NAME
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -36,30 +37,40 @@ CONFIG_META_KEY = "dcasenet_hub_config"
 
 
 def serialize(model: DcaseNetModule, *, repo_id: str | None = None) -> dict[str, bytes]:
-    """The three files of a saved model, as bytes."""
+    """The three files of a saved model, as bytes; ``config.json`` records the sha256 of ``model.safetensors``."""
+    import hashlib
+
     from safetensors.torch import save
 
     from dcasenet_hub.hub.card import render_model_card
 
-    config_json = json.dumps(model.config.to_dict(), indent=2) + "\n"
+    config = model.config.to_dict()
+    config_json = json.dumps(config, indent=2) + "\n"
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # one metadata key only: safetensors writes metadata in hash-map order, so two keys made the bytes (and the
     # sha256 of a conversion) differ from run to run
     weights = save(tensors, metadata={CONFIG_META_KEY: config_json})
+    # the file's config names the weights it belongs with: a config beside other weights is refused on load
+    config[WEIGHTS_SHA256_KEY] = hashlib.sha256(weights).hexdigest()
     card = render_model_card(model.config, num_parameters=model.num_parameters(), repo_id=repo_id)
-    return {CONFIG_NAME: config_json.encode(), WEIGHTS_NAME: weights, CARD_NAME: card.encode()}
+    return {CONFIG_NAME: (json.dumps(config, indent=2) + "\n").encode(), WEIGHTS_NAME: weights,
+            CARD_NAME: card.encode()}
 
 
-def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
+def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_id: str | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> Path:
     """Write ``config.json``, ``model.safetensors`` and a ``README.md`` model card into ``save_directory``.
 
-    Each file is written atomically. The folder loads back with :func:`from_pretrained` and is what
-    :func:`push_to_hub` uploads.
+    The files are written as one unit (:mod:`dcasenet_hub.hub.folder`): after a kill at any instant the folder
+    holds the complete old model or the complete new one. ``config.json`` records the sha256 of the weights, so
+    a config beside other weights is refused on load. The folder loads back with :func:`from_pretrained` and is
+    what :func:`push_to_hub` uploads.
 
     Args:
         model: The model to save.
-        save_directory: Target folder (created if needed; files of the same names are replaced).
+        save_directory: Target folder (created if needed; files of the same names are replaced, others kept).
         repo_id: Hugging Face repo id to show in the card's usage example.
+        extra_files: More files (name -> bytes) written in the same unit, e.g. fine-tuning's ``metrics.jsonl``.
 
     Returns:
         The folder.
@@ -72,12 +83,17 @@ def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_i
         >>> sorted(p.name for p in d.iterdir())
         ['README.md', 'config.json', 'model.safetensors']
     """
-    from dcasenet_hub._io import atomic_write_bytes
+    from dcasenet_hub.hub.folder import write_files
 
-    out = Path(save_directory).expanduser()
-    for name, data in serialize(model, repo_id=repo_id).items():
-        atomic_write_bytes(out / name, data)
-    return out
+    runtime = getattr(model, "runtime", None)
+    refusal = runtime.cannot_save() if runtime is not None else None
+    if refusal:
+        raise RuntimeError(refusal)
+    files = serialize(model, repo_id=repo_id)
+    for name in extra_files or {}:
+        if name in files:
+            raise ValueError(f"extra_files may not replace {name}, a file of the model itself")
+    return write_files(Path(save_directory).expanduser(), {**files, **(extra_files or {})})
 
 
 def infer_arch(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
@@ -160,6 +176,7 @@ def convert_checkpoint(
     arch: str | None = "v3",
     trained_tasks: Sequence[str] | None = None,
     model_id: str | None = None,
+    overwrite: bool = False,
     cls: type[DcaseNetModule] | None = None,
 ) -> DcaseNetModule:
     """Load an authors'-format checkpoint (``torch.save(state_dict)``) strictly; optionally save it converted.
@@ -175,12 +192,14 @@ def convert_checkpoint(
         trained_tasks: Heads that were trained (for files not in the manifest).
         model_id: Id recorded in the config and used as the card's title (default: the manifest id, else the
             name of ``output_dir``, else the file path).
+        overwrite: Replace a model already in ``output_dir`` (as ``finetune``); without it such a folder is refused.
 
     Returns:
         The loaded model in eval mode.
 
     Raises:
         CheckpointMismatchError: missing, unexpected or mis-shaped keys (all listed).
+        FileExistsError: ``output_dir`` already holds a model and ``overwrite`` is False.
 
     Example:
         >>> convert_checkpoint("best_ASC.pt", "dcasenet-v3-local/", arch="v3")   # doctest: +SKIP
@@ -190,6 +209,11 @@ def convert_checkpoint(
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ModelNotFoundError(f"No checkpoint file {path}")
+    if output_dir is not None and not overwrite:
+        existing = [n for n in ("config.json", "model.safetensors") if (Path(output_dir).expanduser() / n).exists()]
+        if existing:
+            raise FileExistsError(f"{output_dir} already holds a model ({', '.join(existing)}); choose another "
+                                  "output folder or pass overwrite=True (--overwrite)")
     state = read_authors_checkpoint(path)
     sha1 = _download.git_blob_sha1_file(path)
     match = _manifest_match(sha1)
@@ -207,7 +231,9 @@ def convert_checkpoint(
             model_id=model_id or (Path(output_dir).expanduser().resolve().name if output_dir is not None
                                   else str(path)),
             provenance=(f"authors'-format checkpoint {path.name} (git blob sha1 {sha1}; not a file of the weights "
-                        "manifest, so its training is unknown), converted to safetensors by dcasenet-hub"),
+                        "manifest, " + (f"trained for {', '.join(trained_tasks)} as the user stated" if trained_tasks
+                                        else "so its training is unknown")
+                        + "), converted to safetensors by dcasenet-hub"),
         )
     if output_dir is None:  # nothing is written: say so instead of "converted"
         import dataclasses
@@ -231,18 +257,23 @@ def model_class(cls: type[DcaseNetModule] | None) -> type[DcaseNetModule]:
     return DcaseNetModule
 
 
-def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetModule] | None = None
-                      ) -> DcaseNetModule:
-    from safetensors import safe_open
-    from safetensors.torch import load_file
+def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetModule] | None = None, *,
+                     data: bytes | None = None) -> DcaseNetModule:
+    """Build a model from the safetensors file ``path`` (or its bytes ``data``, already read) and ``config``.
+
+    Without ``config``, the config the file carries in its metadata is used, else the architecture is inferred.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
     from dcasenet_hub.config import ModelConfig
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # noqa: BLE001  safetensors raises SafetensorError / OSError
+        if data is None:
+            data = read_regular(path)
+        state = load(data)
+        meta = safetensors_metadata(data)
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ModelFileError(f"Cannot read {path} as safetensors ({exc}); delete it and download again") from exc
     if config is None and meta.get(CONFIG_META_KEY):
         config = ModelConfig.from_dict(json.loads(meta[CONFIG_META_KEY]))
@@ -259,19 +290,135 @@ def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetM
     return model
 
 
-def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None) -> DcaseNetModule:
-    from dcasenet_hub.config import ModelConfig
+def safetensors_metadata(data: bytes) -> dict[str, str]:
+    """The ``__metadata__`` of a safetensors file's header, from its bytes (``{}`` when it has none)."""
+    import struct
 
-    cfg, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
-    if not weights.is_file():
+    if len(data) < 8:
+        raise ValueError("shorter than a safetensors header")
+    (n,) = struct.unpack("<Q", data[:8])
+    if n > len(data) - 8:
+        raise ValueError("its header is longer than the file")
+    header = json.loads(data[8:8 + n])
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
+def read_regular(path: Path) -> bytes:
+    """The bytes of a model file, refused at once (before reading) when it is not a regular file (a FIFO, a device).
+
+    Raises:
+        ModelFileError: not a regular file.
+    """
+    from dcasenet_hub._io import read_regular as read
+    from dcasenet_hub.errors import NotRegularFileError
+
+    try:
+        return read(path)
+    except NotRegularFileError as exc:
+        raise ModelFileError(f"{exc}; {MODEL_FORMS}") from None
+
+
+#: What can be given as a model, for messages that refuse something else.
+MODEL_FORMS = ("a model is a manifest id (see `dcasenet-hub list`), a folder with config.json + model.safetensors, "
+               "a .safetensors file or an authors' .pt file")
+
+
+def check_model_path(name: str | os.PathLike[str]) -> None:
+    """Refuse at once a model name that is an existing path but neither a folder nor a regular file.
+
+    Nothing is read: ``/dev/zero`` or a FIFO given as a model fails here instead of hanging whatever would read
+    it first (e.g. fingerprinting it).
+
+    Raises:
+        ModelFileError: a FIFO, device or socket.
+    """
+    import stat
+
+    from dcasenet_hub._io import file_kind
+
+    path = Path(os.fspath(name)).expanduser()
+    try:
+        mode = path.stat().st_mode
+    except (OSError, ValueError):  # not a path (a manifest id), or missing: reported where it is resolved
+        return
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise ModelFileError(f"{path} is {file_kind(mode)}, not a model file; {MODEL_FORMS}")
+
+
+def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None, *,
+             verified_sha256: str | None = None) -> DcaseNetModule:
+    """Load a model folder; its ``config.json`` and ``model.safetensors`` must belong together.
+
+    A commit a killed writer left is finished first (:mod:`dcasenet_hub.hub.folder`). A config that records the
+    weights' sha256 (every writer of this package records it) must match the weights it sits beside; a config
+    without it (older folders) must name the architecture and labels the weights carry in their metadata.
+    ``verified_sha256``: the weights' sha256 as the caller just verified it (a cache blob named by its hash), so
+    they are not hashed a second time.
+
+    Raises:
+        ModelFileError: config and weights do not belong together (the message names both and the fix).
+        ModelConfigError: a config field out of range.
+    """
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.hub.folder import current_file, settle
+
+    folder = Path(folder)
+    settle(folder)  # a read-only folder: current_file reads a pending commit's files
+    weights = current_file(folder, WEIGHTS_NAME)
+    if not weights.exists():
         raise ModelNotFoundError(
             f"{folder} has no {WEIGHTS_NAME}; a model folder holds {CONFIG_NAME} + {WEIGHTS_NAME} "
             "(write one with model.save_pretrained(folder) or `dcasenet-hub convert`)"
         )
-    return load_safetensors(weights, ModelConfig.load(cfg) if cfg.is_file() else None, cls)
+    cfg = current_file(folder, CONFIG_NAME)
+    if not cfg.exists():
+        return load_safetensors(weights, None, cls)
+    try:
+        raw = json.loads(read_regular(cfg))
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"Cannot read model config {cfg}: {exc}") from None
+    try:
+        config = ModelConfig.from_dict(raw)
+    except ModelConfigError as exc:
+        raise exc.with_source(cfg) from None
+    recorded = raw.get(WEIGHTS_SHA256_KEY) if isinstance(raw.get(WEIGHTS_SHA256_KEY), str) else None
+    data = read_regular(weights)
+    if verified_sha256 is not None and recorded == verified_sha256:
+        recorded = None  # checked: the recorded hash is the verified one; what is left is the metadata check
+    check_belong(cfg, config, recorded, weights, data)
+    return load_safetensors(weights, config, cls, data=data)
+
+
+def check_belong(cfg: Path, config: ModelConfig, recorded: str | None, weights: Path, data: bytes) -> None:
+    """Raise :class:`ModelFileError` unless the config of ``cfg`` and the weights ``data`` belong together."""
+    import hashlib
+
+    fix = ("The folder was changed or only partly copied after it was written: write it again "
+           "(save_pretrained, `dcasenet-hub convert`, `finetune --overwrite`) or restore both files from one copy")
+    if recorded is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != recorded:
+            raise ModelFileError(f"{cfg} and {weights} do not belong together: the config records weights with "
+                                 f"sha256 {recorded}, the weights beside it have sha256 {got}. {fix}")
+        return
+    try:
+        meta = safetensors_metadata(data).get(CONFIG_META_KEY)
+        own = json.loads(meta) if meta else None
+    except ValueError:
+        own = None
+    if not isinstance(own, dict):
+        return  # weights without a config of their own: nothing to compare
+    for key in ("arch", "scene_labels", "tag_labels", "event_labels"):
+        mine = getattr(config, key)
+        theirs = own.get(key)
+        if (list(mine) if isinstance(mine, tuple) else mine) != theirs:
+            raise ModelFileError(f"{cfg} and {weights} do not belong together: {key} is {mine!r} in the config "
+                                 f"but {theirs!r} in the weights' own metadata. {fix}")
 
 
 def load_local(path: Path, cls: type[DcaseNetModule] | None = None) -> DcaseNetModule:
+    check_model_path(path)
     if path.is_dir():
         return load_dir(path, cls)
     if path.suffix == ".safetensors":

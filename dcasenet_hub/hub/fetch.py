@@ -1,8 +1,9 @@
-"""HTTP download of official checkpoints: streamed, resumable, hashed as it goes, with short network timeouts.
+"""HTTP downloads: streamed, resumable, retried, verified by size and hash, with short network timeouts.
 
-Private helpers of :mod:`dcasenet_hub.hub.sources`. Only the standard library is used for HTTP (``urllib``), so proxies set
-with ``HTTPS_PROXY``/``HTTP_PROXY`` apply. No code from a download is ever executed here: bytes go to a file and a
-hash.
+:func:`download` is the one download loop of the package: official weights (:mod:`dcasenet_hub.hub.sources`) and
+datasets (:mod:`dcasenet_hub.train.data_download`) both use it. Only the standard library is used for HTTP
+(``urllib``), so proxies set with ``HTTPS_PROXY``/``HTTP_PROXY`` apply. No code from a download is ever executed
+here: bytes go to a file and a hash.
 """
 
 from __future__ import annotations
@@ -10,20 +11,22 @@ from __future__ import annotations
 import hashlib
 import http.client
 import logging
-import os
 import re
 import socket
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcasenet_hub import _env
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
+    DownloadError,
     DownloadTooLargeError,
-    NetworkUnavailableError,
+    OfflineError,
 )
 
 logger = logging.getLogger(__name__)
@@ -35,19 +38,6 @@ READ_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 5
 CHUNK = 1 << 20
 
-_TRUE = {"1", "true", "yes", "on"}
-
-
-def env_flag(name: str) -> bool:
-    """True when environment variable ``name`` is set to 1/true/yes/on (read now, at call time)."""
-    return os.environ.get(name, "").strip().lower() in _TRUE
-
-
-def offline_mode() -> bool:
-    """``HF_HUB_OFFLINE`` as set at call time (huggingface_hub itself reads it only once, at import)."""
-    return env_flag("HF_HUB_OFFLINE")
-
-
 def apply_mirror(url: str, mirror: str | None = None) -> str:
     """Replace scheme and host of ``url`` with those of ``DCASENET_HUB_MIRROR`` (or ``mirror``); the path is kept.
 
@@ -55,7 +45,7 @@ def apply_mirror(url: str, mirror: str | None = None) -> str:
         >>> apply_mirror("https://github.com/a/b/raw/c/w.pt", "http://127.0.0.1:8000")
         'http://127.0.0.1:8000/a/b/raw/c/w.pt'
     """
-    mirror = mirror if mirror is not None else os.environ.get("DCASENET_HUB_MIRROR", "").strip()
+    mirror = mirror if mirror is not None else _env.weights_mirror()
     if not mirror:
         return url
     m = urllib.parse.urlsplit(mirror if "://" in mirror else f"http://{mirror}")
@@ -68,11 +58,7 @@ def apply_mirror(url: str, mirror: str | None = None) -> str:
 
 def git_blob_sha1_file(path: Path) -> str:
     """Git's blob SHA-1 of a file: ``sha1(b"blob <size>\\0" + content)``."""
-    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "git-blob-sha1")
 
 
 def git_blob_sha1_bytes(data: bytes) -> str:
@@ -80,11 +66,7 @@ def git_blob_sha1_bytes(data: bytes) -> str:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_digest(path, "sha256")
 
 
 def probe(url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
@@ -93,7 +75,7 @@ def probe(url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     Name resolution runs in a daemon thread so that a hanging resolver cannot exceed the deadline.
 
     Raises:
-        NetworkUnavailableError: the host cannot be reached in time.
+        OfflineError: the host cannot be reached in time.
     """
     u = urllib.parse.urlsplit(url)
     host = u.hostname or ""
@@ -115,9 +97,9 @@ def probe(url: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
     t.start()
     t.join(timeout + 0.5)
     if not result:
-        raise NetworkUnavailableError(f"cannot reach {host}:{port} (no answer within {timeout:.0f} s)")
+        raise OfflineError(f"cannot reach {host}:{port} (no answer within {timeout:.0f} s)")
     if isinstance(result[0], OSError):
-        raise NetworkUnavailableError(f"cannot reach {host}:{port} ({result[0]})")
+        raise OfflineError(f"cannot reach {host}:{port} ({result[0]})")
 
 
 #: Errors of a connection (refused, reset, timed out, cut mid-body); ``urllib.error.HTTPError`` is handled first.
@@ -151,8 +133,7 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
                progress: bool = True, user_agent: str = "dcasenet-hub", max_bytes: int | None = None) -> None:
     """One GET of ``url`` into ``part``, resuming after the bytes already there with ``Range: bytes=N-``.
 
-    The resumable-download loop of both downloaders (weights in :func:`download`, datasets in
-    :func:`dcasenet_hub.train.data_download.download_file`); each adds its own retries and hash. A ``206`` answer
+    One attempt of :func:`download`, which adds the retries and the checks. A ``206`` answer
     starting at byte N appends to ``part``; a ``200`` (a server that ignores ranges) rewrites it from byte 0; a
     ``206`` starting anywhere else is dropped and the file is fetched again from the start. With ``max_bytes``,
     reading stops as soon as the file would grow past that size (an announced size past it is refused before any
@@ -210,80 +191,156 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
         raise http.client.IncompleteRead(b"", total - start - transfer.received)
 
 
+#: HTTP statuses worth another attempt (the server is busy or failing for a moment); any other fails at once.
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: First pause between attempts in seconds (doubling, at most ``MAX_RETRY_DELAY_S``).
+RETRY_DELAY_S = 0.5
+MAX_RETRY_DELAY_S = 8.0
+#: Hashes :func:`download` checks, and the name its messages give each.
+HASH_NAMES = {"git-blob-sha1": "git blob SHA-1", "md5": "MD5", "sha256": "SHA-256"}
+
+
+def file_digest(path: Path, algorithm: str, *, progress: bool = False, desc: str = "") -> str:
+    """Hex digest of a file: ``"md5"``, ``"sha256"`` or ``"git-blob-sha1"`` (git's id of the content)."""
+    from tqdm.auto import tqdm
+
+    if algorithm not in HASH_NAMES:
+        raise ValueError(f"unknown hash {algorithm!r}; one of {', '.join(HASH_NAMES)}")
+    size = path.stat().st_size
+    h = hashlib.sha1(b"blob %d\0" % size) if algorithm == "git-blob-sha1" else hashlib.new(algorithm)
+    with open(path, "rb") as f, tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024,
+                                     desc=f"{algorithm} {desc or path.name}", disable=not progress,
+                                     leave=False) as bar:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+            bar.update(len(chunk))
+    return h.hexdigest()
+
+
+def check_file(path: Path, *, digest: str | None, algorithm: str = "git-blob-sha1", size: int | None = None,
+               progress: bool = False, desc: str = "") -> str | None:
+    """What is wrong with ``path`` against its published size and hash (``None``: nothing; no hash: a warning)."""
+    got_size = path.stat().st_size
+    if size is not None and got_size != size:
+        return f"size mismatch: expected {size} bytes, got {got_size}"
+    if digest is None:
+        logger.warning("%s: no published hash is known; integrity not checked", desc or path.name)
+        return None
+    got = file_digest(path, algorithm, progress=progress, desc=desc)
+    if got != digest:
+        return f"{HASH_NAMES[algorithm]} mismatch: expected {digest}, got {got} ({got_size} bytes)"
+    return None
+
+
+def _kept(partial: Path) -> str:
+    """What became of the partial file after a failed download, truthfully (an empty one is removed)."""
+    n = partial.stat().st_size if partial.is_file() else 0
+    if n:
+        return f"; the partial file {partial} ({n} bytes) is kept and resumed next time"
+    partial.unlink(missing_ok=True)
+    return "; nothing was written"
+
+
 def download(
     url: str,
     partial: Path,
     *,
-    expected_git_sha1: str,
+    digest: str | None,
+    algorithm: str = "git-blob-sha1",
+    size: int | None = None,
     max_bytes: int | None = None,
+    attempts: int = MAX_ATTEMPTS,
+    timeout: float = READ_TIMEOUT_S,
     desc: str = "",
     progress: bool = True,
-    _fresh: bool = False,
+    user_agent: str = "dcasenet-hub",
+    fix: str = "",
 ) -> Path:
-    """Stream ``url`` into ``partial`` (resuming what is there), then check its git blob SHA-1.
+    """Stream ``url`` into ``partial`` (resuming what is there) and check its size and hash: the one download loop.
 
-    Call :func:`probe` first: it bounds the time to notice that the host is unreachable. Connection breaks after
-    some progress are retried (``MAX_ATTEMPTS``) with an HTTP range request from the end
-    of the partial file; a server that ignores ranges makes the download start over. When a partial file left by an
-    earlier run gives the wrong hash, the download starts over once; any other hash mismatch deletes the file.
+    Both downloaders use it: weights (git blob SHA-1) and datasets (MD5 and size where published). The host is
+    probed first (:func:`probe`, bounded), so no network fails within seconds. A connection that breaks after some
+    bytes is resumed with a range request, up to ``attempts`` attempts with a short doubling pause; so are the
+    statuses in :data:`RETRY_STATUSES`. An attempt that receives nothing means the host cannot be used now: it
+    fails at once. A partial file from an earlier run that gives the wrong size or hash (or that a server answers
+    with ``416``, range past the end, while it is wrong) is downloaded again from the start, once.
 
-    ``max_bytes`` bounds the file: a response that would make it larger is cut off and the file deleted.
+    Args:
+        url: http(s) URL.
+        partial: File the bytes go to (kept after a network failure, to be resumed).
+        digest: Expected hex digest, or ``None`` (no check; a warning is logged).
+        algorithm: One of :data:`HASH_NAMES`.
+        size: Expected size in bytes, if published (also bounds the body).
+        max_bytes: Most bytes the file may have (the body is cut off past it).
+        attempts: Attempts in all.
+        timeout: Socket timeout in seconds.
+        desc: Name of the file in progress bars and messages.
+        progress: Show a tqdm bar.
+        user_agent: HTTP ``User-Agent``.
+        fix: What to check when the server sends a different file (appended to those errors).
 
     Returns:
         ``partial``, complete and verified.
 
     Raises:
-        DownloadTooLargeError: the server sent more than ``max_bytes`` (the file is deleted).
-        NetworkUnavailableError: the host cannot be reached (the partial file, if any, is kept for a later resume).
-        ChecksumMismatchError: the complete file has the wrong hash (the file is deleted).
-        OSError: an HTTP error status.
+        OfflineError: the host cannot be reached or sent nothing (what was received is kept; the message says so).
+        DownloadError: an HTTP error status, or ``attempts`` attempts broke off.
+        ChecksumMismatchError: the file has the wrong size or hash (it is deleted).
+        DownloadTooLargeError: the server sent more than ``size`` / ``max_bytes`` (the file is deleted).
     """
+    try:
+        probe(url)
+    except OfflineError as exc:
+        raise OfflineError(f"{exc}{_kept(partial)}") from None
     partial.parent.mkdir(parents=True, exist_ok=True)
-    if _fresh:
+    resumed = partial.is_file() and partial.stat().st_size > 0
+    bound = size if size is not None else max_bytes
+    name = desc or Path(urllib.parse.urlsplit(url).path).name
+    for fresh in (False, True):
+        _fetch(url, partial, size=size, max_bytes=bound, attempts=attempts, timeout=timeout, desc=name,
+               progress=progress, user_agent=user_agent, fix=fix)
+        problem = check_file(partial, digest=digest, algorithm=algorithm, size=size, progress=progress, desc=name)
+        if problem is None:
+            return partial
         partial.unlink(missing_ok=True)
-    resumed_old_file = partial.exists() and partial.stat().st_size > 0
-    last_error: Exception | None = None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
+        if fresh or not resumed:
+            break
+        # the partial file of an earlier run may belong to another version of the file: start over once
+        logger.warning("%s: the resumed download has a %s; downloading it again from the start", name,
+                       problem.split(":")[0])
+    raise ChecksumMismatchError(f"{name} from {url}: {problem}; the file was deleted and nothing was kept. "
+                                f"{fix}".rstrip())
+
+
+def _fetch(url: str, partial: Path, *, size: int | None, max_bytes: int | None, attempts: int, timeout: float,
+           desc: str, progress: bool, user_agent: str, fix: str) -> None:
+    """The retrying part of :func:`download`: ``partial`` holds the whole body (or what a 416 leaves) after it."""
+    last: Exception | None = None
+    for attempt in range(1, max(1, attempts) + 1):
+        if size is not None and partial.is_file() and partial.stat().st_size == size:
+            return  # nothing left to fetch; the check decides
         transfer = Transfer()
         try:
-            fetch_into(url, partial, transfer=transfer, timeout=READ_TIMEOUT_S, desc=desc, progress=progress,
-                       max_bytes=max_bytes)
-            break
+            fetch_into(url, partial, transfer=transfer, timeout=timeout, desc=desc, progress=progress,
+                       user_agent=user_agent, max_bytes=max_bytes)
+            return
         except DownloadTooLargeError as exc:
             partial.unlink(missing_ok=True)
-            raise DownloadTooLargeError(
-                f"{exc}. The partial file was deleted and nothing was cached. The server or mirror serves a "
-                "different file; check DCASENET_HUB_MIRROR / DCASENET_HUB_MANIFEST (its 'size'), then retry."
-            ) from None
+            raise DownloadTooLargeError(f"{exc}; the partial file was deleted and nothing was kept. "
+                                        f"{fix}".rstrip()) from None
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and partial.is_file() and partial.stat().st_size:
-                # range past the end: the partial file is longer than the file, so it is suspect: start over
-                logger.info("partial file of %s is longer than the file; downloading it from the start", url)
-                partial.unlink()
-                last_error = exc
-                continue
-            raise OSError(f"HTTP {exc.code} {exc.reason} for {url}") from exc
-        except NETWORK_ERRORS as exc:  # keep the partial file for the next attempt
-            last_error = exc
-        if transfer.received == 0:
-            reason = getattr(last_error, "reason", last_error)
-            raise NetworkUnavailableError(f"cannot reach {url} or it sent nothing ({reason})") from last_error
-        logger.warning("download of %s interrupted (%s); resuming (attempt %d/%d)", url, last_error, attempt + 1,
-                       MAX_ATTEMPTS)
-    else:
-        raise NetworkUnavailableError(f"download of {url} failed {MAX_ATTEMPTS} times: {last_error}")
-    got = git_blob_sha1_file(partial)
-    if got != expected_git_sha1 and resumed_old_file:
-        # the partial file of an earlier run may belong to another file version: start over once
-        logger.warning("resumed download of %s has the wrong hash; downloading it again from the start", url)
-        return download(url, partial, expected_git_sha1=expected_git_sha1, max_bytes=max_bytes, desc=desc,
-                        progress=progress, _fresh=True)
-    if got != expected_git_sha1:
-        size = partial.stat().st_size
-        partial.unlink(missing_ok=True)
-        raise ChecksumMismatchError(
-            f"Downloaded file from {url} has the wrong hash: expected git blob SHA-1 {expected_git_sha1}, "
-            f"got {got} ({size} bytes). The file was deleted and nothing was cached. The server or mirror serves a "
-            "different or damaged file; check DCASENET_HUB_MIRROR / DCASENET_HUB_MANIFEST, then retry."
-        )
-    return partial
+                return  # range past the end: the partial file is complete, or too long (the check decides)
+            if exc.code not in RETRY_STATUSES:
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}{_kept(partial)}") from None
+            last = exc
+        except NETWORK_ERRORS as exc:
+            last = exc
+            if transfer.received == 0:
+                reason = getattr(exc, "reason", exc)
+                raise OfflineError(f"cannot reach {url} or it sent nothing ({reason}){_kept(partial)}") from None
+        if attempt < attempts:
+            delay = min(MAX_RETRY_DELAY_S, RETRY_DELAY_S * 2 ** (attempt - 1))
+            logger.warning("%s: %s; retrying in %.1f s (attempt %d/%d)", desc, last, delay, attempt + 1, attempts)
+            time.sleep(delay)
+    raise DownloadError(f"download of {url} failed {attempts} times ({last}){_kept(partial)}")

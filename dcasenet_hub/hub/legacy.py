@@ -1,4 +1,4 @@
-"""Official weights cached by releases up to 0.1.0: found in the Hugging Face cache, verified, moved once.
+"""Official weights cached in the old layout (inside the Hugging Face cache): found, verified, moved once.
 
 Those releases converted the authors' checkpoints into the Hugging Face cache under a made-up owner,
 ``<HF cache>/models--dcasenet-hub--<id>/`` (``blobs/``, ``snapshots/<sha1>/``, ``refs/main``), so
@@ -24,7 +24,7 @@ from dcasenet_hub.hub.cache import (
     SNAPSHOT_FILES,
     complete,
     damaged_snapshot,
-    damaged_weights,
+    damaged_files,
     legacy_repo_folder,
     lock_path,
     prune,
@@ -91,7 +91,7 @@ def adopt_legacy(model_id: str, revision: str, *, cache: Path, hf_cache: Path) -
 
 
 def _in_place(model_id: str, old: Path, cache: Path, exc: OSError) -> tuple[Path | None, str | None]:
-    damage = damaged_weights(old)
+    damage = damaged_files(old)
     if damage is not None:
         return None, damage
     logger.info("Cannot migrate cached %s from %s into %s (%s); reading it in place", model_id, old, cache, exc)

@@ -8,11 +8,11 @@ time; its entries add to or replace the packaged ones). The schema is documented
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import ARCHS, HEAD_TASKS
 from dcasenet_hub.errors import ManifestError
 
@@ -28,7 +28,7 @@ _METRICS = ("scene_accuracy", "tag_lwlrap", "event_f1", "event_error_rate")
 
 _ENTRY_KEYS = {
     "description": str, "arch": str, "trained_tasks": list, "trained_on": list, "sources": list,
-    "license": (str, type(None)), "citation": str, "metrics": (dict, type(None)),
+    "license": (str, type(None)), "citation": (str, type(None)), "metrics": (dict, type(None)),
 }
 _ENTRY_OPTIONAL = {"unavailable": str, "notes": str}
 _SOURCE_KEYS = {
@@ -151,20 +151,21 @@ def validate_manifest(data: Any, *, source: str = "manifest") -> dict[str, dict[
 
 
 def _read(path: Path) -> Any:
+    from dcasenet_hub._io import read_regular
+
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular(path))  # a FIFO or /dev/zero is refused, not read
     except OSError as exc:
         raise ManifestError(f"Cannot read weights manifest {path}: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON or not UTF-8
         raise ManifestError(f"Weights manifest {path} is not valid JSON: {exc}") from exc
 
 
 def load_manifest() -> dict[str, dict[str, Any]]:
     """The packaged manifest merged with ``DCASENET_HUB_MANIFEST`` (read now), validated, aliases checked."""
     models = dict(validate_manifest(_read(PACKAGED), source=str(PACKAGED)))
-    extra = os.environ.get("DCASENET_HUB_MANIFEST", "").strip()
-    if extra:
-        path = Path(extra).expanduser()
+    path = _env.extra_manifest()
+    if path is not None:
         models.update(validate_manifest(_read(path), source=f"DCASENET_HUB_MANIFEST={path}"))
     for mid, e in models.items():
         target = e.get("alias_of")

@@ -24,15 +24,15 @@ class HubMixin:
     def from_pretrained(cls: type[_M], name_or_path: str | Path, **kwargs: Any) -> _M:
         """Load a model by manifest id, local folder/file or Hugging Face repo id, as an instance of this class.
 
-        See :func:`dcasenet_hub.hub.api.from_pretrained` for the options (``revision``, ``cache_dir``, ``device``,
+        See :func:`dcasenet_hub.hub.api.load_pretrained` for the options (``revision``, ``cache_dir``, ``device``,
         ``dtype``, ``local_files_only``).
 
         Example:
             >>> model = DcaseNet.from_pretrained("dcasenet-v3")  # doctest: +SKIP
         """
-        from dcasenet_hub.hub.api import from_pretrained
+        from dcasenet_hub.hub.api import load_pretrained
 
-        return from_pretrained(name_or_path, cls=cls, **kwargs)
+        return load_pretrained(cls, name_or_path, **kwargs)
 
     def save_pretrained(self, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card (atomically).

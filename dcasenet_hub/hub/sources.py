@@ -12,15 +12,15 @@ Example:
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
-    NetworkUnavailableError,
+    DownloadError,
     OfflineError,
 )
 from dcasenet_hub.hub import fetch as _download
@@ -59,8 +59,9 @@ def offline_error(model_id: str, reason: str, cache: Path, folder: Path, *, env_
         "at a copied cache).\n"
         "  2. Serve the official files from a local mirror: DCASENET_HUB_MIRROR=http://host:port (same paths), "
         "and add or override entries with DCASENET_HUB_MANIFEST=/path/to/manifest.json.\n"
-        "  3. Use a local copy: on the command line `--model PATH` (a folder with config.json + model.safetensors, "
-        "or the authors' best_ASC.pt); in Python from_pretrained('/path/to/dir_with_config_and_safetensors') or "
+        "  3. Use a local copy (a folder with config.json + model.safetensors, or the authors' best_ASC.pt): on the "
+        "command line `--model PATH` (`finetune --base PATH`; `export`/`evaluate` take it as MODEL); in Python "
+        "from_pretrained('/path/to/dir_with_config_and_safetensors') or "
         "from_pretrained('/path/to/best_ASC.pt')." + unset
     )
 
@@ -69,8 +70,8 @@ def offline_reason(local_files_only: bool) -> str | None:
     """Why the network may not be used now (``local_files_only`` or ``HF_HUB_OFFLINE`` at call time), or None."""
     if local_files_only:
         return "local_files_only=True forbids downloads"
-    if _download.offline_mode():
-        return f"offline mode (HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')})"
+    if _env.hf_offline():
+        return f"offline mode (HF_HUB_OFFLINE={_env.text('HF_HUB_OFFLINE')})"
     return None
 
 
@@ -112,21 +113,19 @@ def fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any],
     try:
         if complete(snap):  # the other process finished it
             return snap
-        try:
-            _download.probe(url)
-        except NetworkUnavailableError as exc:
-            raise offline_error(label, f"no network ({exc})", cache, repo, env_var="DCASENET_HUB_CACHE") from exc
         partial = repo / "blobs" / f"{sha1}.incomplete"
         logger.info("Downloading %s from %s", model_id, url)
         try:
-            _download.download(url, partial, expected_git_sha1=sha1, max_bytes=max_download_bytes(entry, source),
-                               desc=model_id, progress=progress)
-        except ChecksumMismatchError:
+            _download.download(url, partial, digest=sha1, algorithm="git-blob-sha1",
+                               max_bytes=max_download_bytes(entry, source), desc=model_id, progress=progress,
+                               fix="The server or mirror serves a different or damaged file; check "
+                                   "DCASENET_HUB_MIRROR / DCASENET_HUB_MANIFEST (its 'size'), then retry.")
+        except OfflineError as exc:
+            prune(repo, cache)  # empty folders only: a partial file stays to be resumed
+            raise offline_error(label, f"no network ({exc})", cache, repo, env_var="DCASENET_HUB_CACHE") from exc
+        except DownloadError:
             prune(repo, cache)
             raise
-        except NetworkUnavailableError as exc:
-            raise offline_error(label, f"download failed ({exc}); the partial file is kept and resumed next time",
-                                cache, repo, env_var="DCASENET_HUB_CACHE") from exc
         try:
             model = model_class(None)(official_config(model_id, entry, source))
             model.load_state_dict_strict(read_authors_checkpoint(partial), source=f"{url} ({model_id})")
@@ -165,10 +164,10 @@ def fetch_hf(repo_id: str, *, revision: str | None, cache: Path, local_files_onl
         if complete(snap, (CONFIG_NAME, WEIGHTS_NAME)):
             offline = True
     if not offline:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        endpoint = _env.hf_endpoint()
         try:
             _download.probe(endpoint)
-        except NetworkUnavailableError as exc:  # bounded wait; huggingface_hub's own retries take ~23 s
+        except OfflineError as exc:  # bounded wait; huggingface_hub's own retries take ~23 s
             reason = f"no network ({exc})"
             offline = True
     paths = []

@@ -15,11 +15,20 @@ from dcasenet_hub.inference.jobs import Job
 from dcasenet_hub.inference.settings import INPUT_ERRORS, CallSettings
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: ``torch.OutOfMemoryError`` (CUDA and other accelerators),
+    ``MemoryError``, or a RuntimeError that says so (torch's CPU allocator: "can't allocate memory")."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
 class PreparedJobs:
     """Jobs in input order; short inputs are decoded ahead in ``pool`` (at most ``prefetch`` in flight).
 
     The first ``prefetch`` inputs are submitted when the object is made, so their decoding overlaps whatever the
-    caller does next (building the optimised model takes ~0.15 s for v3 on a 2-core CPU).
+    caller does next (building the optimised model, for one).
     """
 
     def __init__(self, inputs: Sequence[Any], settings: CallSettings, pool: ThreadPoolExecutor | None,
@@ -97,8 +106,10 @@ class Batcher:
             w.mel = None  # free the features
         try:
             outs = self._forward(mel, tasks)
-        except INPUT_ERRORS as exc:  # e.g. out of memory on one batch: fail these inputs, keep going
-            done = []
+        except (*INPUT_ERRORS, RuntimeError, MemoryError) as exc:
+            if not isinstance(exc, INPUT_ERRORS) and not out_of_memory(exc):
+                raise  # a bug or a device fault: not these inputs' failure
+            done = []  # out of memory on this batch: fail its inputs, keep going
             for j, _ in live:
                 if j.error is None:
                     j.fail(exc)

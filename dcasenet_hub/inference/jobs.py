@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Job:
         self.error: Exception | None = None
         self.reader: W.Reader | None = None
         self.duration_s: float | None = None
+        #: every sample was decoded: only then is ``duration_s`` more than a header's claim (a failed row records it)
+        self.decoded = False
         self.plan: list[W.Window] = []
         self.windows: list[W.Window] | None = None
         self.streamed = False
@@ -46,6 +48,8 @@ class Job:
         self.n_samples = 0
         if isinstance(source, (str, Path)):
             self.source = str(source)
+        elif isinstance(source, Mapping) and source.get("path"):
+            self.source = str(source["path"])  # a Hugging Face datasets Audio item names its file
         else:
             self.source = f"<array {index}>"
         self._input = source
@@ -59,11 +63,21 @@ class Job:
             self.reader = W.FileReader(src)
         elif isinstance(src, (np.ndarray, torch.Tensor)):
             if s.sample_rate is None:
-                raise ValueError(f"{self.source}: pass sample_rate= for waveform inputs")
+                raise W.InputError(f"{self.source}: pass sample_rate= for waveform inputs")
             self.reader = W.ArrayReader(src, s.sample_rate, self.source)
+        elif isinstance(src, Mapping):
+            # an item of a Hugging Face datasets Audio column: {"array": samples, "sampling_rate": Hz, "path": ...}
+            if src.get("array") is None or not src.get("sampling_rate"):
+                raise TypeError(f"{self.source}: a dict input needs 'array' (the samples) and 'sampling_rate' (Hz), "
+                                f"as a Hugging Face datasets Audio item; got the keys {sorted(src)}")
+            array = src["array"]
+            if not isinstance(array, (np.ndarray, torch.Tensor)):
+                array = np.asarray(array, dtype=np.float32)  # datasets without a numpy format gives lists
+            self.reader = W.ArrayReader(array, int(src["sampling_rate"]), self.source)
         else:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
-                             "pass a file path, a numpy array or a torch tensor")
+                             "pass a file path, a numpy array, a torch tensor or a dict with 'array' and "
+                             "'sampling_rate' (a Hugging Face datasets Audio item)")
         r = self.reader
         if r.warning:
             logger.warning("%s: %s", self.source, r.warning)
@@ -73,7 +87,7 @@ class Job:
         if r.num_frames == 0:
             raise W.InputError(f"{self.source}: contains no audio samples (empty)")
         if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
-            raise W.InputError(f"{self.source}: too short ({self.duration_s * 1000:.1f} ms); "
+            raise W.InputError(f"{self.source}: too short ({_ms(self.duration_s)}); "
                                f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
                                f"{getattr(r, 'shape_hint', '')}")
         self.n_samples = n
@@ -124,6 +138,7 @@ class Job:
             yield from passes
         if held is not None:  # cannot happen (event windows tile the signal); never lose a window's passes
             raise RuntimeError(f"{self.source}: event window at sample {held[0].start} has no successor")
+        self.decoded = True
 
     def _wants_passes(self, window: W.Window) -> bool:
         s = self.settings
@@ -259,7 +274,8 @@ class Job:
                     "this input. Check the audio (extreme sample values?) and the model weights")
         warning = self.reader.warning if self.reader is not None else ""
         if self.error is not None:
-            return Result(self.index, self.source, error=self.error, duration_s=self.duration_s, warning=warning)
+            return Result(self.index, self.source, error=self.error, warning=warning,
+                          duration_s=self.duration_s if self.decoded else None)
         s = self.settings
         sr = s.frontend.sample_rate
         input_sr = self.reader.sample_rate if self.reader is not None else None
@@ -281,6 +297,9 @@ class Job:
                     frame = np.concatenate([self._merged(i, "frame") for i in sorted(self.event)]).astype(np.float32)
                     times = np.concatenate([self._merged_times(i) for i in sorted(self.event)]).astype(np.float32)
                 hop_s = s.hop_frames / s.frontend.frame_rate
+                if not events[0]["tiled"]:  # (a wholly tiled short input is one frame at its middle)
+                    frame, times = on_grid(frame, times, hop_s=hop_s,
+                                           first_s=(TIME_REDUCTION - 1) / 2 / s.frontend.frame_rate)
             res.embeddings = Embeddings(
                 frame=frame,
                 frame_times=times,
@@ -316,6 +335,7 @@ class Job:
                 threshold=s.threshold, median_filter=s.options.median_filter, min_duration=s.options.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
+                heads=dict(s.heads), finetuned_task=s.finetuned_task,
             )
         return res
 
@@ -366,6 +386,30 @@ class Job:
         step_c = 2 * np.arange(steps.shape[0], dtype=np.int64) * s.hop_frames + (TIME_REDUCTION - 1)
         grid_c = (2 * np.arange(n_grid, dtype=np.int64) + 1) * grid
         return steps[_nearest(step_c, grid_c)]
+
+
+def _ms(seconds: float) -> str:
+    """Milliseconds with two decimals, rounded down: 99.96 ms never reads as the 100 ms it falls short of."""
+    return f"{math.floor(seconds * 1e5) / 100:.2f} ms"
+
+
+def on_grid(frames: np.ndarray, times: np.ndarray, *, hop_s: float, first_s: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frames on the regular grid ``first_s + i * hop_s`` from the first frame to the last one's grid point.
+
+    The frames the network gives are on that grid except where an input ends: a short last event window (tiled to
+    the network's 0.8 s) has one frame at its middle, and the shifted passes of a finer hop stop where the input
+    does. Each grid point takes the frame whose time is nearest (ties: the earlier frame), as the event grid does,
+    so the timestamps are regular at every length.
+
+    Example:
+        >>> f, t = on_grid(np.arange(4.0)[:, None], np.array([0.39, 0.59, 0.79, 1.31]), hop_s=0.2, first_s=0.39)
+        >>> [round(float(x), 2) for x in t], f[:, 0].tolist()
+        ([0.39, 0.59, 0.79, 0.99, 1.19, 1.39], [0.0, 1.0, 2.0, 2.0, 3.0, 3.0])
+    """
+    t = np.asarray(times, dtype=np.float64)
+    n = max(1, int(round((t[-1] - first_s) / hop_s)) + 1)
+    grid = first_s + np.arange(n, dtype=np.float64) * hop_s
+    return frames[_nearest(t, grid)], grid.astype(np.float32)
 
 
 def _nearest(sorted_points: np.ndarray, queries: np.ndarray) -> np.ndarray:

@@ -62,9 +62,19 @@ def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: in
 
 
 def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
-    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.from_pretrained`.
+    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.load_pretrained`.
+
+    An exported ``.onnx`` file (``dcasenet-hub export``) loads as a model that runs it with onnxruntime
+    (:func:`dcasenet_hub.export.runtime.load_onnx`; CPU, fp32, the ``onnx`` extra).
 
     Example:
         >>> model = from_pretrained("dcasenet-v3")  # doctest: +SKIP
     """
+    if str(name_or_path).lower().endswith(".onnx") and Path(name_or_path).expanduser().is_file():
+        from dcasenet_hub.export.runtime import load_onnx
+
+        unused = sorted(k for k in kwargs if k not in ("local_files_only", "cache_dir", "revision"))
+        if unused:
+            raise TypeError(f"An .onnx model takes no {', '.join(unused)} (it runs on the CPU in fp32)")
+        return load_onnx(name_or_path, cls=DcaseNet)
     return DcaseNet.from_pretrained(name_or_path, **kwargs)

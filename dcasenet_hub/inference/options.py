@@ -105,7 +105,7 @@ class InferenceOptions:
 
     def __post_init__(self) -> None:
         def fail(name: str, problem: str | None = None) -> OptionsError:
-            return OptionsError(name, getattr(self, name), problem or f"must be {_allowed(name)}")
+            return options_error(name, getattr(self, name), problem or f"must be {_allowed(name)}")
 
         if self.layer not in LAYERS:
             raise fail("layer")
@@ -164,10 +164,10 @@ class InferenceOptions:
         if not (embeddings and self.layer == "scene"):
             return
         if self.hop is not None and hop_frames(self.hop) != TIME_REDUCTION:
-            raise OptionsError("hop", self.hop, "does not apply to layer='scene' (one code per 5 s scene crop); "
+            raise options_error("hop", self.hop, "does not apply to layer='scene' (one code per 5 s scene crop); "
                                                 "leave hop at its default or use layer='gru' or 'conv'")
         if self.pad_tail and not predictions:
-            raise OptionsError("pad_tail", True, "does not apply to layer='scene' (one code per 5 s scene crop, "
+            raise options_error("pad_tail", True, "does not apply to layer='scene' (one code per 5 s scene crop, "
                                                  "which always covers the end); drop pad_tail or use layer='gru' "
                                                  "or 'conv'")
 
@@ -225,6 +225,19 @@ InferenceOptions.__doc__ = (InferenceOptions.__doc__ or "") + "\n    Attributes:
     for name, (default, doc, allowed) in InferenceOptions.describe().items())
 
 
+def options_error(option: str, value: object, allowed: str) -> OptionsError:
+    """The one form of a rejected option value: ``threshold=1.5: must be a probability between 0 and 1``.
+
+    Every options check (these, :class:`~dcasenet_hub.batch.BatchOptions`, ``--shard``) words its error this way, so
+    the command line can show the same line with the flag (``--threshold 1.5: must be ...``).
+
+    Example:
+        >>> str(options_error("threshold", 1.5, "must be a probability between 0 and 1"))
+        'threshold=1.5: must be a probability between 0 and 1'
+    """
+    return OptionsError(f"{option}={value!r}: {allowed}")
+
+
 def given(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The option names among ``arguments`` (a call's ``locals()``) whose value is not :data:`UNSET`.
 
@@ -277,7 +290,7 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
         return TIME_REDUCTION
     rate = frame_rate(model)
     allowed = ", ".join(f"{h:g}" for h in allowed_hops(model))
-    error = OptionsError("hop", hop, f"must be a multiple of the {1 / rate:g} s mel hop that divides the network's "
+    error = options_error("hop", hop, f"must be a multiple of the {1 / rate:g} s mel hop that divides the network's "
                                      f"{TIME_REDUCTION / rate:g} s step: one of {allowed} (seconds)")
     if not _real(hop):
         raise error
@@ -288,4 +301,4 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
 
 
 __all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "InferenceOptions", "allowed_hops", "frame_rate", "given",
-           "hop_frames"]
+           "hop_frames", "options_error"]

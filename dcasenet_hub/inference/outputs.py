@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub.metrics.annotations import DCASE_COLUMNS, RAVEN_COLUMNS
 
 #: Version of the on-disk formats (stored in every file's ``meta``).
 FORMAT_VERSION = 1
@@ -97,6 +98,29 @@ def detect_events(
             events.append((_round(onset, 4), _round(offset, 4), label))
     events.sort(key=lambda e: (e[0], e[1], e[2]))
     return events
+
+
+#: Formats :meth:`Prediction.save_events` writes (``predict --event-format``).
+EVENT_FORMATS = ("dcase", "raven", "audacity")
+
+
+def raven_table(rows: list[tuple[float, float, str, float]], *, files: list[tuple[str, float]] | None = None) -> str:
+    """A Raven Pro selection table of ``(onset, offset, label, high_freq_hz)`` rows (tab-separated, header).
+
+    With ``files`` (``(file name, start of the file in the table's time line)`` per row), the table covers several
+    files as Raven lays a file set end to end: ``Begin Time (s)`` counts from the first file's start, and
+    ``Begin File`` and ``File Offset (s)`` name each selection's file and its time in that file.
+    """
+    header = list(RAVEN_COLUMNS) + (["Begin File", "File Offset (s)"] if files is not None else [])
+    lines = ["\t".join(header)]
+    for i, (onset, offset, label, high) in enumerate(rows):
+        start = files[i][1] if files is not None else 0.0
+        cells = [str(i + 1), "Spectrogram 1", "1", f"{start + onset:.6f}", f"{start + offset:.6f}", "0.0",
+                 f"{high:.1f}", label]
+        if files is not None:
+            cells += [files[i][0], f"{onset:.6f}"]
+        lines.append("\t".join(cells))
+    return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -258,6 +282,10 @@ class Prediction:
         untrained_tasks: Heads of this model that were never trained (their outputs are meaningless).
         source: File path or ``"<array i>"``.
         sample_rate: The input's own sample rate.
+        heads: What each head's outputs are (``{"scene": "fine-tuned for classification (your labels)", "tags":
+            "base model dcasenet-v3", ...}``); see :func:`dcasenet_hub.inference.settings.head_roles`.
+        finetuned_task: ``"classification"``, ``"tagging"`` or ``"detection"`` for a model fine-tuned by
+            dcasenet-hub (its outputs are also under that name in :meth:`to_dict`), else ``None``.
 
     Example:
         >>> pred = model.predict("street.wav")          # doctest: +SKIP
@@ -287,6 +315,8 @@ class Prediction:
     untrained_tasks: tuple[str, ...] = ()
     source: str | None = None
     sample_rate: int | None = None
+    heads: dict[str, str] = field(default_factory=dict)
+    finetuned_task: str | None = None
 
     def __repr__(self) -> str:
         """One line: source, duration, top scene, top 3 tags and the number of events; never the arrays.
@@ -297,7 +327,8 @@ class Prediction:
         """
         parts = [_short_source(self.source), f"{self.duration_s:.1f} s"]
         if np.size(self.scene_probs) and len(self.scene_labels):
-            parts.append(f"scene={self.top_scene} {float(np.max(self.scene_probs)):.2f}")
+            name = "classification" if self.finetuned_task == "classification" else "scene"
+            parts.append(f"{name}={self.top_scene} {float(np.max(self.scene_probs)):.2f}")
         if np.size(self.tag_probs) and len(self.tag_labels):
             parts.append("tags=[" + ", ".join(f"{t} {p:.2f}" for t, p in self.top_tags(3)) + "]")
         parts.append(f"{len(self.events)} event{'' if len(self.events) == 1 else 's'}")
@@ -334,12 +365,13 @@ class Prediction:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the per-file ``.json`` without the ``meta`` key)."""
-        return {
+        d = {
             "source": self.source,
             "duration_s": _round(self.duration_s),
             "sample_rate": self.sample_rate,
             "model_id": self.model_id,
             "untrained_tasks": list(self.untrained_tasks),
+            "heads": dict(self.heads),
             "scene": {
                 "top": self.top_scene,
                 "probs": {k: _round(v) for k, v in self.scenes.items()},
@@ -366,6 +398,10 @@ class Prediction:
                 "list": [{"onset": on, "offset": off, "event_label": lab} for on, off, lab in self.events],
             },
         }
+        if self.finetuned_task:  # the fine-tuned head's outputs also under the name of what it was tuned for
+            head = {"classification": "scene", "tagging": "tags", "detection": "events"}[self.finetuned_task]
+            d[self.finetuned_task] = d[head]
+        return d
 
     def save(self, path: str | Path, *, meta: dict[str, Any] | None = None) -> Path:
         """Write the ``.json`` atomically (frame probabilities go to :meth:`save_scores`)."""
@@ -375,16 +411,37 @@ class Prediction:
         atomic_write_text(path, json.dumps(d, indent=1, allow_nan=False) + "\n")  # ValueError on NaN/inf
         return path
 
-    def save_events(self, path: str | Path, *, filename: str | None = None) -> Path:
-        """Write the event list as a DCASE-style CSV: ``filename,onset,offset,event_label`` (header included)."""
+    def save_events(self, path: str | Path, *, filename: str | None = None, format: str = "dcase") -> Path:
+        """Write the event list for a scoring tool or an annotation tool (atomically).
+
+        Args:
+            path: Output file.
+            filename: The input's name in the ``dcase`` rows (default: the source's file name).
+            format: ``"dcase"``: CSV ``filename,onset,offset,event_label`` with a header; ``"raven"``: a Raven
+                selection table (tab-separated, :data:`~dcasenet_hub.metrics.annotations.RAVEN_COLUMNS`, one
+                spectrogram-view row per event, the label under ``Annotation``, 0 Hz to the input's Nyquist
+                frequency); ``"audacity"``: an Audacity label track (``start<TAB>end<TAB>label``, no header).
+                :func:`dcasenet_hub.metrics.read_annotations` reads all three back to the same events.
+        """
+        if format not in EVENT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(EVENT_FORMATS)}; got {format!r}")
         name = filename if filename is not None else Path(self.source or "").name
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["filename", "onset", "offset", "event_label"])
-        for on, off, lab in self.events:
-            w.writerow([name, f"{on:.3f}", f"{off:.3f}", lab])
+        if format == "dcase":
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(DCASE_COLUMNS)
+            w.writerows([name, f"{on:.3f}", f"{off:.3f}", lab] for on, off, lab in self.events)
+        elif format == "raven":
+            buf.write(raven_table([(on, off, lab, self.nyquist_hz) for on, off, lab in self.events]))
+        else:
+            buf.writelines(f"{on:.6f}\t{off:.6f}\t{lab}\n" for on, off, lab in self.events)
         atomic_write_text(Path(path), buf.getvalue())
         return Path(path)
+
+    @property
+    def nyquist_hz(self) -> float:
+        """Half the input's own sample rate (24 kHz, the network's, when unknown): the top of a Raven selection."""
+        return (self.sample_rate or 24000) / 2
 
     def save_scores(self, path: str | Path) -> Path:
         """Write frame probabilities as a sed_scores_eval TSV: ``onset<TAB>offset<TAB><one column per class>``."""

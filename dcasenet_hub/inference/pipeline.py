@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from dcasenet_hub import audio as W
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
@@ -66,6 +67,9 @@ from dcasenet_hub.inference.settings import (
     Result,
     embedding_size,
     untrained_embeddings_warning,
+    head_roles,
+    untrained_heads_warning,
+    warn_once,
 )
 
 logger = logging.getLogger(__name__)
@@ -274,6 +278,8 @@ def iterate(
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         provenance=cfg.provenance,
         trained_tasks=tuple(cfg.trained_tasks),
+        heads=tuple(head_roles(cfg)[1].items()),
+        finetuned_task=head_roles(cfg)[0],
         frame_hop_s=model.frame_hop_s,
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
@@ -282,11 +288,9 @@ def iterate(
         feature_device=_feature_device(dev, opts.backend),
     )
     if settings.untrained:
-        logger.warning("Heads %s are not marked as trained in this model's config (provenance: %s); their "
-                       "predictions may be meaningless.", ", ".join(settings.untrained), cfg.provenance,
-                       extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
-        logger.warning(untrained_embeddings_warning(cfg), extra={UNTRAINED_RECORD: True})
+        warn_once(logger, model, untrained_embeddings_warning(cfg))
     was_training = model.training
     workers = opts.workers
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
@@ -302,16 +306,16 @@ def iterate(
         runner = inference_runner(model, dtype=opts.dtype, device=dev, backend=opts.backend)
         crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
         batcher = Batcher(runner, dev, budget=opts.batch_size * crop_frames, settings=settings)
-        bar = _bar(show and (len(inputs) > 1 or opts.progress is True), total=len(inputs), desc="inputs",
-                   unit="file")
+        bar = progress_bar(enabled=show and (len(inputs) > 1 or opts.progress is True), total=len(inputs),
+                           desc="inputs", unit="file", leave=True)
         model.eval()
         for job in jobs:
             if job.error is not None:
                 yield job.result()
                 bar.update(1)
                 continue
-            window_bar = _bar(show and job.streamed, total=len(job.plan), desc=Path(job.source).name,
-                              unit="window", leave=False)
+            window_bar = progress_bar(enabled=show and job.streamed, total=len(job.plan),
+                                      desc=Path(job.source).name, unit="window")
             try:
                 for window in job.iter_windows():
                     for done in batcher.add(job, window):
@@ -356,6 +360,8 @@ def _single_threaded_torch() -> None:
 def _as_list(x: Any) -> tuple[bool, list[Any]]:
     if isinstance(x, (list, tuple)):
         return False, list(x)
+    if type(x).__name__ == "Column" and type(x).__module__.startswith("datasets"):
+        return False, list(x)  # a Hugging Face datasets column (dataset["audio"]): its items, in order
     return True, [x]
 
 
@@ -385,19 +391,3 @@ def _feature_device(dev: torch.device, backend: str) -> str | None:
     if dev.type == "cuda" and backend == "torch" and FEATURES_ON_MODEL_DEVICE:
         return str(dev)
     return None
-
-
-def _bar(enabled: bool, **kwargs: Any) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(**kwargs)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

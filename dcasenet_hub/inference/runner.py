@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
-from torch import nn
 
 from dcasenet_hub.devices import resolve_device, resolve_dtype
-from dcasenet_hub.export.runtime import OnnxRuntimeDcaseNet, onnxruntime_model
+from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
 from dcasenet_hub.inference.options import BACKENDS
 from dcasenet_hub.models.dcasenet import DcaseNetModule
-from dcasenet_hub.models.fast import OptimizedDcaseNet, optimize_for_inference
-
-_RUNNERS: weakref.WeakKeyDictionary[nn.Module, tuple[Any, DcaseNetModule]] = weakref.WeakKeyDictionary()
+from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
 
 
-def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
-    """Changes when any parameter or buffer is replaced, moved or modified in place (optimizer steps included)."""
-    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*model.parameters(), *model.buffers()))
+def _tensors(model: DcaseNetModule) -> tuple[Any, ...]:
+    """Which tensors the model holds, where and how: changes when one is replaced, moved, cast or (un)frozen."""
+    return tuple((t.data_ptr(), t.dtype, t.device, t.requires_grad) for t in (*model.parameters(), *model.buffers()))
 
 
 def inference_runner(
@@ -29,12 +25,13 @@ def inference_runner(
     device: torch.device | str | None = None,
     backend: str = "torch",
 ) -> DcaseNetModule:
-    """The fastest exact way to run ``model`` forward now: an :class:`OptimizedDcaseNet`, cached per model.
+    """The fastest exact way to run ``model`` forward now: an optimised copy, kept in ``model.inference_copies``.
 
-    The inference pipeline calls it once per :func:`~dcasenet_hub.inference.iterate`. The copy
-    is rebuilt when the model's weights or batch-norm statistics change (fine-tuning between calls is safe), and
-    it holds a second copy of the weights (about 55 MB for v3) for as long as the model lives. A model that is
-    already optimised is returned as it is when ``dtype`` does not ask for another precision.
+    The inference pipeline calls it once per :func:`~dcasenet_hub.inference.iterate`. The copy is rebuilt when the
+    model may have new weights (see :class:`~dcasenet_hub.models.InferenceCopies`: training mode, a loaded state
+    dict, a backward pass, replaced tensors; ``model.inference_copies.clear()`` after editing weights by hand), and
+    it holds a second copy of the weights for as long as the model lives. A model that is already an inference
+    copy is returned as it is when ``dtype`` does not ask for another precision.
 
     Args:
         model: The model to run.
@@ -51,21 +48,20 @@ def inference_runner(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     target = resolve_device(device, model=model)
-    if isinstance(model, OnnxRuntimeDcaseNet):
+    if isinstance(model.runtime, OnnxRuntime):
         return model
-    if isinstance(model, OptimizedDcaseNet) and (dtype is None or resolve_dtype(dtype, device=target) ==
-                                                 model.fast_options.dtype):
+    if isinstance(model.runtime, FastRuntime) and (dtype is None or resolve_dtype(dtype, device=target) ==
+                                                   model.runtime.options.dtype):
         return model if next(model.parameters()).device == target else optimize_for_inference(model, device=target)
-    key = (resolve_dtype(dtype, device=target), target, backend)
-    fingerprint = _fingerprint(model)
-    cached = _RUNNERS.get(model)
-    if cached is not None and cached[0] == (key, fingerprint):
-        return cached[1]
+    key = (resolve_dtype(dtype, device=target), target, backend, _tensors(model))
+    cached = model.inference_copies.get(key)
+    if cached is not None:
+        return cached
     if backend == "onnxruntime":
         if key[0] != torch.float32 or target.type != "cpu":
             raise ValueError("The onnxruntime backend runs fp32 on CPU; use backend='torch' for other dtypes/devices")
         fast = onnxruntime_model(model)
     else:
         fast = optimize_for_inference(model, dtype=key[0], device=target)
-    _RUNNERS[model] = ((key, fingerprint), fast)
+    model.inference_copies.put(model, key, fast)
     return fast

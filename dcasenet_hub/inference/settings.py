@@ -8,19 +8,23 @@ Example:
 
 from __future__ import annotations
 
+import logging
+import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import TIME_REDUCTION
-from dcasenet_hub.errors import AudioLoadError
+from dcasenet_hub.errors import InputError
 from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import Embeddings, Prediction
 
 #: Default number of 5 s crops per forward pass (longer windows count proportionally).
 DEFAULT_BATCH_SIZE: int = InferenceOptions.batch_size
-#: Errors that mark one input as failed without stopping the others.
-INPUT_ERRORS = (AudioLoadError, W.InputError, ValueError, RuntimeError, OSError)
+#: Errors that mark one input as failed without stopping the others: the input cannot be read or analysed. Anything
+#: else (a bug, a device fault, a bad option) propagates; running out of memory on one batch is handled where it runs.
+INPUT_ERRORS = (InputError,)
 
 
 class EmbeddingSize(NamedTuple):
@@ -72,10 +76,62 @@ UNTRAINED_RECORD = "dcasenet_hub_untrained"
 
 def untrained_embeddings_warning(config: Any) -> str:
     """The warning for embeddings of a model whose config marks no task as trained (random or unknown weights)."""
-    return (f"No task is marked as trained in this model's config (provenance: {config.provenance}): its embeddings "
-            "may come from untrained weights and be meaningless. Load trained weights, e.g. "
-            "from_pretrained('dcasenet-v3'), or record the trained tasks when converting (`dcasenet-hub convert "
-            "--tasks ...`).")
+    return (f"No task is marked as trained in the config of {_name(config)}: its embeddings may be meaningless "
+            "(config.provenance says where the weights come from; `dcasenet-hub convert --tasks` records them).")
+
+
+def untrained_heads_warning(config: Any, heads: Sequence[str]) -> str:
+    """The warning for predictions from heads the model's config does not mark as trained."""
+    return (f"Heads {', '.join(heads)} are not marked as trained in the config of {_name(config)}: their "
+            "predictions may be meaningless (config.provenance says where the weights come from).")
+
+
+def head_roles(config: Any) -> tuple[str | None, dict[str, str]]:
+    """What a model's fine-tuning made of it, and what each head's outputs are.
+
+    Returns:
+        ``(task, roles)``: the fine-tuning task word (``"classification"``, ``"tagging"``, ``"detection"``) or
+        ``None`` for a model that was not fine-tuned by dcasenet-hub; ``roles`` maps ``"scene"``, ``"tags"`` and
+        ``"events"`` to ``"fine-tuned for <task> (your labels)"``, ``"base model <id>"``, ``"trained"`` or
+        ``"not trained"``.
+
+    Example:
+        >>> from dcasenet_hub.config import ModelConfig
+        >>> head_roles(ModelConfig(arch="v3", trained_tasks=("scene",)))
+        (None, {'scene': 'trained', 'tags': 'not trained', 'events': 'not trained'})
+    """
+    record = (config.extra or {}).get("finetune") or {}
+    task, head = record.get("task"), record.get("head")
+    roles = {}
+    for t in ("scene", "tags", "events"):
+        if record and t == head:
+            roles[t] = f"fine-tuned for {task} (your labels)"
+        elif t not in config.trained_tasks:
+            roles[t] = "not trained"
+        else:
+            roles[t] = f"base model {record['base_model']}" if record else "trained"
+    return (task if record else None), roles
+
+
+def _name(config: Any) -> str:
+    """The model's id, or its architecture when it has none (short: the warnings name it, provenance is long)."""
+    return str(config.model_id or f"a DcaseNet-{config.arch}")
+
+
+#: Warnings already logged per model object: said once, not again at every call in a loop.
+_WARNED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def warn_once(log: logging.Logger, model: Any, message: str) -> None:
+    """Log ``message`` as a warning the first time it concerns ``model`` (per model object, not per call)."""
+    try:
+        seen = _WARNED.setdefault(model, set())
+    except TypeError:  # not weak-referenceable: say it every time rather than never
+        seen = set()
+    if message in seen:
+        return
+    seen.add(message)
+    log.warning(message, extra={UNTRAINED_RECORD: True})
 
 
 @dataclass
@@ -127,6 +183,8 @@ class CallSettings:
     hop_frames: int = TIME_REDUCTION
     provenance: str | None = None
     trained_tasks: tuple[str, ...] = ()
+    heads: tuple[tuple[str, str], ...] = ()
+    finetuned_task: str | None = None
     #: inputs longer than this (seconds) are decoded window by window (the pipeline's STREAM_THRESHOLD_S at the call)
     stream_threshold_s: float = 120.0
     #: resample and compute features on this device (the model's GPU); None: on the CPU

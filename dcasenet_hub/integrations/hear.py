@@ -82,21 +82,24 @@ def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwa
         >>> model = load_model("dcasenet-v3", hop=0.1)   # doctest: +SKIP
     """
     from dcasenet_hub.inference.model import from_pretrained
-    from dcasenet_hub.inference.pipeline import untrained_embeddings_warning
+    from dcasenet_hub.inference.settings import untrained_embeddings_warning, warn_once
 
     model = from_pretrained(model_file_path or "dcasenet-v3", **kwargs)
     if not model.config.trained_tasks:
-        logger.warning(untrained_embeddings_warning(model.config))
+        warn_once(logger, model, untrained_embeddings_warning(model.config))
     return HearModel(model, hop=hop)
 
 
-class _DropUntrainedWarning(logging.Filter):
-    """Drops the per-call untrained-weights warning of :func:`~dcasenet_hub.inference.pipeline.iterate` (said at load)."""
+def _as_tensor(audio: Any) -> torch.Tensor:
+    """HEAR passes tensors; numpy arrays (what users have at hand) are taken as they are."""
+    if isinstance(audio, torch.Tensor):
+        return audio
+    import numpy as np
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        from dcasenet_hub.inference.pipeline import UNTRAINED_RECORD
-
-        return not getattr(record, UNTRAINED_RECORD, False)
+    if isinstance(audio, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(audio))
+    raise TypeError(f"audio must be a torch.Tensor or numpy array of shape (n_sounds, n_samples), got "
+                    f"{type(audio).__name__}")
 
 
 def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -> list[Any]:
@@ -107,36 +110,41 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
     device = next(model.model.parameters()).device
-    inference_logger = logging.getLogger("dcasenet_hub.inference.pipeline")
-    drop = _DropUntrainedWarning()
-    inference_logger.addFilter(drop)  # load_model warned once; not again for every batch
-    try:
-        return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate,
-                     device=device, workers=0, hop=hop)
-    finally:
-        inference_logger.removeFilter(drop)
+    # the untrained-weights warning is said once per model (load_model already said it)
+    return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
+                 workers=0, hop=hop)
 
 
-def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
+def get_timestamp_embeddings(audio: Any, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
     """Frame embeddings and their timestamps.
 
+    Costs 20 network passes per sound at the default 40 ms hop (``0.8 / model.hop_s`` in general):
+    ``load_model(hop=0.8)`` costs one, as :func:`get_scene_embeddings` does.
+
     Args:
-        audio: ``(n_sounds, n_samples)`` float in [-1, 1] at ``model.sample_rate``, all the same length.
+        audio: ``(n_sounds, n_samples)`` float in [-1, 1] at ``model.sample_rate``, all the same length; a
+            torch tensor (as HEAR passes) or a numpy array.
         model: From :func:`load_model`.
 
     Returns:
-        ``(embeddings (n_sounds, n_timestamps, 512) float32, timestamps (n_sounds, n_timestamps) in ms)``, on the
-        audio's device; one timestamp every ``model.hop_s`` (40 ms by default) from 390 ms. Sounds of the same
-        length get the same timestamps.
+        ``(embeddings (n_sounds, n_timestamps, 512) float32, timestamps (n_sounds, n_timestamps) in ms)``, torch
+        tensors on the audio's device (CPU for numpy input); one timestamp every ``model.hop_s`` (40 ms by default)
+        from 390 ms. Sounds of the same length get the same timestamps.
     """
+    audio = _as_tensor(audio)
     embs = _embed(audio, model, hop=model.hop_s)
     frames = torch.stack([torch.from_numpy(e.frame) for e in embs]).to(audio.device)
     times = torch.stack([torch.from_numpy((e.frame_times.astype("float64") * 1000.0).astype("float32")) for e in embs]).to(audio.device)
     return frames, times
 
 
-def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
-    """One embedding per sound: the mean of its 0.8 s-step frame embeddings, ``(n_sounds, 512)`` float32."""
+def get_scene_embeddings(audio: Any, model: HearModel) -> torch.Tensor:
+    """One embedding per sound: the mean of its 0.8 s-step frame embeddings, ``(n_sounds, 512)`` float32.
+
+    One network pass per sound, whatever ``model.hop_s``. ``audio`` is a torch tensor (as HEAR passes) or a numpy
+    array, ``(n_sounds, n_samples)`` at ``model.sample_rate``; the result is on the audio's device (CPU for numpy).
+    """
+    audio = _as_tensor(audio)
     embs = _embed(audio, model)
     return torch.stack([torch.from_numpy(e.clip) for e in embs]).to(audio.device)
 

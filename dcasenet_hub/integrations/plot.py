@@ -145,3 +145,85 @@ def plot(
         fmt = output.suffix.lstrip(".") or "png"
         atomic_write(output, lambda p: fig.savefig(p, dpi=dpi, format=fmt))
     return fig
+
+
+def plot_report(report: Any, *, output: str | Path | None = None, dpi: int = 110) -> Any:
+    """Draw a :class:`~dcasenet_hub.metrics.ScoreReport`: the confusion matrix (scenes), per-class precision-recall
+    curves (tags) or per-class PSD-ROC curves of both PSDS scenarios (events, when PSDS was computed).
+
+    Args:
+        report: The result of :func:`dcasenet_hub.metrics.score`.
+        output: Save the figure here (format from the extension).
+        dpi: Resolution of the saved image.
+
+    Returns:
+        The ``matplotlib.figure.Figure``.
+
+    Raises:
+        MissingMatplotlibError: matplotlib is not installed.
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MissingMatplotlibError(MissingMatplotlibError.MESSAGE) from None
+    curves = report.curves
+    if report.task == "scenes":
+        fig = Figure(figsize=(7.5, 6.5), layout="constrained")
+        ax = fig.subplots()
+        cm = np.asarray(curves["confusion"])
+        names = curves["confusion_labels"]
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+        ax.set_yticks(range(len(names)), names, fontsize=8)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("annotated")
+        ax.set_title(f"confusion matrix: accuracy {report.metrics['accuracy']:.3f}, macro F1 "
+                     f"{report.metrics['macro_f1']:.3f} ({report.files['scored']} files)", fontsize=10)
+    elif report.task == "tags":
+        fig = Figure(figsize=(7.5, 6), layout="constrained")
+        ax = fig.subplots()
+        for label, (precision, recall) in curves["pr"].items():
+            ax.step(np.r_[0.0, recall], np.r_[precision[:1], precision], where="pre",
+                    label=f"{label} (AP {report.metrics['ap'][label]:.2f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("recall")
+        ax.set_ylabel("precision")
+        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"precision-recall per tag: mAP {report.metrics['map']:.3f}, lwlrap "
+                     f"{report.metrics['lwlrap']:.3f}", fontsize=10)
+    else:
+        rocs = curves.get("psd_roc")
+        if not rocs:
+            raise ValueError("the report has no PSD-ROC curves to draw (PSDS was not computed: "
+                             f"{report.metrics.get('psds', {}).get('error', 'psds=False')})")
+        fig = Figure(figsize=(12, 5), layout="constrained")
+        axes = fig.subplots(1, len(rocs), sharey=True, squeeze=False)[0]
+        for ax, (name, per_class) in zip(axes, rocs.items()):
+            params = report.metrics["psds"][name]["params"]
+            reach = float(params["max_efpr"])
+            for label, (tpr, efpr) in per_class.items():
+                ax.step(efpr, tpr, where="post", marker="o", ms=4, label=label)  # a short set: few points
+                finite = np.asarray(efpr)[np.isfinite(efpr)]
+                reach = max(reach, float(finite.max()) if finite.size else 0.0)
+            system_tpr, system_efpr = curves["psd_roc_system"][name]
+            ax.step(system_efpr, system_tpr, where="post", color="black", lw=2, label="system (effective)")
+            # the integration limit of PSDS, marked
+            ax.axvline(params["max_efpr"], color="grey", ls="--", lw=1)
+            ax.set_xlim(0, reach * 1.02)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("effective false positives per hour")
+            ax.set_title(f"{name}: PSDS {report.metrics['psds'][name]['value']:.3f} (DTC/GTC "
+                         f"{params['dtc_threshold']:g})", fontsize=10)
+        axes[0].set_ylabel("true positive rate")
+        axes[-1].legend(fontsize=7, loc="lower right")
+    if output is not None:
+        from dcasenet_hub._io import atomic_write
+
+        output = Path(output)
+        fmt = output.suffix.lstrip(".") or "png"
+        atomic_write(output, lambda p: fig.savefig(p, dpi=dpi, format=fmt))
+    return fig

@@ -13,8 +13,12 @@
     overall error rate and F1 (1 s segments by default, per file, every frame of a segment counted).
 
   :func:`segment_based_metrics` gives the same standard metric on event lists ``(filename, onset, offset, label)``.
+  :func:`event_based_metrics` gives sed_eval's event-based F1 (DCASE: 200 ms collar); :func:`psds_scores` the
+  threshold-free PSDS of frame scores through sed_scores_eval (optional extra ``score``).
 * Acoustic scene classification: :func:`asc_accuracy` (mean of the per-crop softmax over the 3 test-time crops, then
-  argmax; percent) and :func:`macro_f1`.
+  argmax; percent), :func:`macro_f1` and :func:`confusion_matrix`.
+* Scoring predictions on your own annotations: :func:`score` (a ``predict`` folder or ``Prediction`` objects against
+  DCASE/DESED, Raven, Audacity or ``filename,label`` files read by :func:`read_annotations`) -> :class:`ScoreReport`.
 
 Example:
     >>> import numpy as np
@@ -26,32 +30,58 @@ Example:
 """
 
 
+from dcasenet_hub.metrics.annotations import Annotations, read_annotations
 from dcasenet_hub.metrics.events import (
     PAPER_BLOCK_FRAMES,
     PAPER_THRESHOLD,
+    EventBasedScores,
     SedScores,
+    event_based_metrics,
     roll_to_events,
     sed_scores,
     segment_based_metrics,
 )
-from dcasenet_hub.metrics.scenes import asc_accuracy, average_crops, macro_f1
+from dcasenet_hub.metrics.psds import PSDS_SCENARIOS, PsdsResult, psds_scores
+from dcasenet_hub.metrics.report import ScoreReport, score
+from dcasenet_hub.metrics.scenes import (
+    asc_accuracy,
+    average_crops,
+    confusion_matrix,
+    macro_f1,
+)
 from dcasenet_hub.metrics.tagging import (
+    average_precision,
+    f1_at_threshold,
     lwlrap,
     lwlrap_per_class,
     mean_average_precision,
+    precision_recall_curve,
 )
 
 __all__ = [
     "PAPER_BLOCK_FRAMES",
     "PAPER_THRESHOLD",
+    "PSDS_SCENARIOS",
+    "Annotations",
+    "EventBasedScores",
+    "PsdsResult",
+    "ScoreReport",
     "SedScores",
     "asc_accuracy",
     "average_crops",
+    "average_precision",
+    "confusion_matrix",
+    "event_based_metrics",
+    "f1_at_threshold",
     "lwlrap",
     "lwlrap_per_class",
     "macro_f1",
     "mean_average_precision",
+    "precision_recall_curve",
+    "psds_scores",
+    "read_annotations",
     "roll_to_events",
+    "score",
     "sed_scores",
     "segment_based_metrics",
 ]

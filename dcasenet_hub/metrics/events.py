@@ -35,6 +35,7 @@ class SedScores:
     precision: float
     recall: float
     protocol: str
+    class_f1: dict[str, float] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,17 +102,22 @@ def _segment_counts(ref: np.ndarray, est: np.ndarray) -> np.ndarray:
     return np.array([n_tp.sum(), n_ref.sum(), n_sys.sum(), s.sum(), d.sum(), i.sum()], dtype=np.int64)
 
 
-def _segment_scores(counts: np.ndarray) -> SedScores:
-    n_tp, n_ref, n_sys, s, d, i = (int(v) for v in counts)
-    # sed_eval: P/R are NaN when their denominator is 0, F = 0 when P = R = 0; rates use eps = spacing(1)
-    precision = float(n_tp / float(n_sys)) if n_sys else float("nan")
+def _f_measure(n_tp: float, n_ref: float, n_sys: float, *, zero_score: bool = False) -> tuple[float, float, float]:
+    """sed_eval's (F, P, R): P/R are NaN when their denominator is 0 (P = 0 with ``zero_score``), F = 0 when
+    P = R = 0."""
+    precision = float(n_tp / float(n_sys)) if n_sys else (0.0 if zero_score else float("nan"))
     recall = float(n_tp / float(n_ref)) if n_ref else float("nan")
     if precision == 0 and recall == 0:
-        f1 = 0.0
-    else:
-        f1 = float(2 * precision * recall / (precision + recall))
+        return 0.0, precision, recall
+    return float(2 * precision * recall / (precision + recall)), precision, recall
+
+
+def _segment_scores(counts: np.ndarray, class_f1: dict[str, float] | None = None) -> SedScores:
+    n_tp, n_ref, n_sys, s, d, i = (int(v) for v in counts)
+    # sed_eval: rates use eps = spacing(1)
+    f1, precision, recall = _f_measure(n_tp, n_ref, n_sys)
     er = float(s / (n_ref + _SED_EVAL_EPS)) + float(d / (n_ref + _SED_EVAL_EPS)) + float(i / (n_ref + _SED_EVAL_EPS))
-    return SedScores(er=float(er), f1=f1, precision=precision, recall=recall, protocol="segment")
+    return SedScores(er=float(er), f1=f1, precision=precision, recall=recall, protocol="segment", class_f1=class_f1)
 
 
 def _frames_per_segment(segment_length: float, frame_hop: float) -> int:
@@ -229,7 +235,8 @@ def segment_based_metrics(
         labels: the label set; default: every label seen. Events with other labels raise ``ValueError``.
 
     Returns:
-        :class:`SedScores` (``protocol="segment"``).
+        :class:`SedScores` (``protocol="segment"``); ``class_f1`` is sed_eval's class-wise F1 per label (NaN for a
+        label that is neither in the reference nor in the estimate).
 
     Example:
         >>> ref = [("a.wav", 0.5, 2.3, "dog")]
@@ -251,6 +258,7 @@ def segment_based_metrics(
     files = list(dict.fromkeys([e[0] for e in ref] + [e[0] for e in est]))
     res = float(time_resolution)
     counts = np.zeros(6, dtype=np.int64)
+    per_class = np.zeros((3, len(label_list)), dtype=np.int64)  # Ntp, Nref, Nsys of each label
 
     def roll(events: list[tuple], n: int) -> np.ndarray:
         r = np.zeros((n, len(label_list)), dtype=np.int64)
@@ -271,8 +279,117 @@ def segment_based_metrics(
             length = float(evaluated_length)
         n_seg = math.ceil(length * 1 / res)
         n_roll = max([n_seg] + [math.ceil(float(e[2]) * 1 / res) for e in ref_f + est_f])
-        counts += _segment_counts(roll(ref_f, n_roll)[:n_seg], roll(est_f, n_roll)[:n_seg])
-    return _segment_scores(counts)
+        ref_roll, est_roll = roll(ref_f, n_roll)[:n_seg], roll(est_f, n_roll)[:n_seg]
+        counts += _segment_counts(ref_roll, est_roll)
+        per_class += np.stack([(ref_roll + est_roll > 1).sum(axis=0), ref_roll.sum(axis=0), est_roll.sum(axis=0)])
+    class_f1 = {label: _f_measure(*per_class[:, c])[0] for c, label in enumerate(label_list)}
+    return _segment_scores(counts, class_f1)
+
+
+@dataclass(frozen=True)
+class EventBasedScores:
+    """Event-based F1 of a sound event detection evaluation (sed_eval's ``EventBasedMetrics``).
+
+    Attributes:
+        f1: micro F1 over all events: ``2 TP / (N_ref + N_sys)``.
+        precision: ``TP / N_sys``.
+        recall: ``TP / N_ref``.
+        macro_f1: mean of the class-wise F1 over the labels that have reference events (DCASE's event-based F1).
+        class_f1: F1 per label (NaN for a label without reference events).
+        t_collar: onset (and minimum offset) tolerance in seconds.
+        percentage_of_length: offset tolerance as a share of the reference event's length.
+    """
+
+    f1: float
+    precision: float
+    recall: float
+    macro_f1: float
+    class_f1: dict[str, float]
+    t_collar: float
+    percentage_of_length: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _max_matching(hits: list[list[int]], n_right: int) -> int:
+    """Size of a maximum matching of a bipartite graph given as the right neighbours of each left vertex.
+
+    The size of a maximum matching is unique, so it equals sed_eval's Hopcroft-Karp result (augmenting paths).
+    """
+    match_right = [-1] * n_right
+
+    def augment(u: int, seen: list[bool]) -> bool:
+        for v in hits[u]:
+            if not seen[v]:
+                seen[v] = True
+                if match_right[v] < 0 or augment(match_right[v], seen):
+                    match_right[v] = u
+                    return True
+        return False
+
+    return sum(augment(u, [False] * n_right) for u in range(len(hits)))
+
+
+def event_based_metrics(
+    reference_events: Iterable[Sequence[Any]],
+    estimated_events: Iterable[Sequence[Any]],
+    *,
+    t_collar: float = 0.2,
+    percentage_of_length: float = 0.2,
+    labels: Sequence[str] | None = None,
+) -> EventBasedScores:
+    """Event-based F1 with onset and offset conditions, as the DCASE challenge computes it with sed_eval.
+
+    An estimated event matches a reference event of the same label and file when its onset is within ``t_collar``
+    seconds of the reference onset and its offset within ``max(t_collar, percentage_of_length * reference length)``
+    of the reference offset; each event matches at most once and the number of matches is the largest possible
+    (sed_eval's ``event_matching_type="optimal"``). DCASE's sound event detection tasks use a 200 ms collar and
+    ``percentage_of_length=0.2``, with ``empty_system_output_handling="zero_score"`` (a label that has reference
+    events but no estimate scores F1 0), as here.
+
+    Args:
+        reference_events: iterable of ``(filename, onset_s, offset_s, label)``.
+        estimated_events: iterable of ``(filename, onset_s, offset_s, label)``; files that are only here count as
+            insertions.
+        t_collar: onset tolerance in seconds.
+        percentage_of_length: offset tolerance as a share of the reference event's length.
+        labels: the label set; default: every label seen. Events with other labels raise ``ValueError``.
+
+    Example:
+        >>> ref = [("a.wav", 1.0, 2.0, "dog"), ("a.wav", 5.0, 6.0, "cat")]
+        >>> est = [("a.wav", 1.1, 2.1, "dog"), ("a.wav", 5.5, 6.0, "cat")]
+        >>> s = event_based_metrics(ref, est)
+        >>> s.f1, s.class_f1
+        (0.5, {'cat': 0.0, 'dog': 1.0})
+    """
+    ref = [tuple(e) for e in reference_events]
+    est = [tuple(e) for e in estimated_events]
+    for e in ref + est:
+        if len(e) != 4:
+            raise ValueError(f"events must be (filename, onset, offset, label); got {e!r}")
+    label_list = list(labels) if labels is not None else sorted({e[3] for e in ref + est})
+    unknown = sorted({e[3] for e in ref + est} - set(label_list))
+    if unknown:
+        raise ValueError(f"events with labels not in `labels`: {unknown}")
+    counts = {label: np.zeros(3, dtype=np.int64) for label in label_list}  # Ntp, Nref, Nsys
+    collar = float(t_collar)
+    for name in dict.fromkeys([e[0] for e in ref] + [e[0] for e in est]):
+        for label in label_list:
+            r = [(float(e[1]), float(e[2])) for e in ref if e[0] == name and e[3] == label]
+            s = [(float(e[1]), float(e[2])) for e in est if e[0] == name and e[3] == label]
+            hits = [[i for i, (s_on, s_off) in enumerate(s)
+                     if math.fabs(r_on - s_on) <= collar
+                     and math.fabs(r_off - s_off) <= max(collar, percentage_of_length * (r_off - r_on))]
+                    for r_on, r_off in r]
+            counts[label] += (_max_matching(hits, len(s)), len(r), len(s))
+    total = sum(counts.values(), np.zeros(3, dtype=np.int64))
+    f1, precision, recall = _f_measure(*total, zero_score=True)
+    class_f1 = {label: _f_measure(*c, zero_score=True)[0] for label, c in counts.items()}
+    defined = [v for v in class_f1.values() if not math.isnan(v)]
+    macro = float(np.mean(defined)) if defined else float("nan")
+    return EventBasedScores(f1=f1, precision=precision, recall=recall, macro_f1=macro, class_f1=class_f1,
+                            t_collar=collar, percentage_of_length=float(percentage_of_length))
 
 
 def roll_to_events(

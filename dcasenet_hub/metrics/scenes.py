@@ -96,3 +96,19 @@ def macro_f1(predictions: Any, labels: Any, *, n_classes: int | None = None) -> 
         denom = 2 * tp + fp + fn
         scores.append(2 * tp / denom if denom else 0.0)
     return float(np.mean(scores)) if scores else float("nan")
+
+
+def confusion_matrix(predictions: Any, labels: Any, *, n_classes: int) -> np.ndarray:
+    """Counts ``C[i, j]`` of files of true class ``i`` predicted as class ``j`` (``sklearn.metrics.confusion_matrix``).
+
+    Example:
+        >>> confusion_matrix([0, 1, 1], [0, 1, 0], n_classes=2).tolist()
+        [[1, 1], [0, 1]]
+    """
+    pred = np.asarray(predictions).astype(np.int64).reshape(-1)
+    true = np.asarray(labels).astype(np.int64).reshape(-1)
+    if pred.shape != true.shape:
+        raise ValueError(f"{pred.shape[0]} predictions but {true.shape[0]} labels")
+    out = np.zeros((n_classes, n_classes), dtype=np.int64)
+    np.add.at(out, (true, pred), 1)
+    return out

@@ -116,3 +116,70 @@ def mean_average_precision(truth: Any, scores: Any) -> float:
     positive = (truth > 0).astype(np.float64)
     aps = [_average_precision(positive[:, c], scores[:, c]) for c in range(truth.shape[1]) if positive[:, c].any()]
     return float(np.mean(aps)) if aps else float("nan")
+
+
+def average_precision(truth: Any, scores: Any) -> np.ndarray:
+    """Average precision of each class (``sklearn.metrics.average_precision_score(..., average=None)``).
+
+    Args:
+        truth: (samples, classes) ground truth; positive where ``truth > 0``.
+        scores: (samples, classes) scores.
+
+    Returns:
+        ``(classes,)`` float64; NaN for a class without a positive sample (its AP is undefined).
+
+    Example:
+        >>> average_precision([[1, 0], [0, 1], [1, 0]], [[0.9, 0.1], [0.8, 0.7], [0.3, 0.2]]).round(4).tolist()
+        [0.8333, 1.0]
+    """
+    truth, scores = _as_2d_pair(truth, scores)
+    positive = (truth > 0).astype(np.float64)
+    return np.array([_average_precision(positive[:, c], scores[:, c]) if positive[:, c].any() else float("nan")
+                     for c in range(truth.shape[1])], dtype=np.float64)
+
+
+def precision_recall_curve(truth: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall of one class at each distinct score threshold, highest threshold first.
+
+    Tied scores are one threshold (as ``sklearn.metrics.precision_recall_curve``, without its final (1, 0) point).
+
+    Returns:
+        ``(precision, recall, thresholds)``, each ``(thresholds,)`` float64.
+    """
+    t = (np.asarray(truth).reshape(-1) > 0).astype(np.float64)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if t.shape != s.shape:
+        raise ValueError(f"truth has {t.size} values but scores has {s.size}")
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    ends = np.r_[np.flatnonzero(np.diff(s)), s.size - 1] if s.size else np.zeros(0, dtype=np.int64)
+    tp = np.cumsum(t)[ends]
+    n_pos = t.sum()
+    recall = tp / n_pos if n_pos else np.full(tp.shape, np.nan)
+    return tp / (ends + 1), recall, s[ends]
+
+
+def f1_at_threshold(truth: Any, scores: Any, threshold: float | Any) -> tuple[float, float, np.ndarray]:
+    """Micro F1, macro F1 and per-class F1 of ``scores > threshold`` (scikit-learn's ``f1_score``, zero_division=0).
+
+    Args:
+        truth: (samples, classes) ground truth; positive where ``truth > 0``.
+        scores: (samples, classes) scores.
+        threshold: one threshold, or one per class (``(classes,)``).
+
+    Example:
+        >>> micro, macro, per_class = f1_at_threshold([[1, 0], [0, 1]], [[0.9, 0.4], [0.2, 0.1]], 0.3)
+        >>> round(micro, 4), round(macro, 4), per_class.tolist()
+        (0.5, 0.5, [1.0, 0.0])
+    """
+    truth, scores = _as_2d_pair(truth, scores)
+    positive = truth > 0
+    decided = scores > np.asarray(threshold, dtype=np.float64)
+    tp = (positive & decided).sum(axis=0).astype(np.float64)
+    fp = (~positive & decided).sum(axis=0).astype(np.float64)
+    fn = (positive & ~decided).sum(axis=0).astype(np.float64)
+    denom = 2 * tp + fp + fn
+    per_class = np.divide(2 * tp, denom, out=np.zeros_like(tp), where=denom > 0)
+    micro_denom = 2 * tp.sum() + fp.sum() + fn.sum()
+    micro = float(2 * tp.sum() / micro_denom) if micro_denom else 0.0
+    return micro, float(per_class.mean()) if per_class.size else float("nan"), per_class

@@ -5,10 +5,10 @@ Nothing here reads audio or files: the class users hold, :class:`dcasenet_hub.Dc
 """
 
 from dcasenet_hub.models.blocks import ConvBlock, SEBasicBlock, SELayer, strided_conv
-from dcasenet_hub.models.dcasenet import DcaseNetModule, DcaseNetOutput, build_network
+from dcasenet_hub.models.dcasenet import DcaseNetModule, DcaseNetOutput, InferenceCopies, Runtime, build_network
 from dcasenet_hub.models.fast import (
     FastOptions,
-    OptimizedDcaseNet,
+    FastRuntime,
     is_optimized,
     optimize_for_inference,
 )
@@ -18,7 +18,9 @@ __all__ = [
     "DcaseNetModule",
     "DcaseNetOutput",
     "FastOptions",
-    "OptimizedDcaseNet",
+    "FastRuntime",
+    "InferenceCopies",
+    "Runtime",
     "SEBasicBlock",
     "SELayer",
     "build_network",

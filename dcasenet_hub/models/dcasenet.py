@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -96,6 +97,76 @@ def normalise_tasks(tasks: Iterable[str] | str | None) -> frozenset[str]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+class Runtime:
+    """How an inference-only copy of the network runs ``forward`` (base class of the fast and onnxruntime paths).
+
+    :func:`~dcasenet_hub.models.fast.optimize_for_inference` and
+    :func:`~dcasenet_hub.export.runtime.onnxruntime_model` return a copy of the model, of the same class, whose
+    ``runtime`` is one of these; such a copy refuses to train or load weights (they are folded or exported).
+    """
+
+    def forward(self, network: DcaseNetModule, mel: torch.Tensor, tasks: Sequence[str] | str | None, *,
+                conv_embeddings: bool) -> DcaseNetOutput:
+        raise NotImplementedError
+
+    def cannot_train(self) -> str:
+        """The error message when the copy is asked to train."""
+        return "This model is an inference-only copy and cannot be trained; train the original model."
+
+    def cannot_load(self, source: str) -> str:
+        """The error message when weights are loaded into the copy."""
+        return f"Cannot load {source} into an inference-only copy; load it into the original model."
+
+    def cannot_save(self) -> str | None:
+        """Why the copy's tensors must not be saved as its weights, or None when they may be."""
+        return None
+
+
+class InferenceCopies:
+    """Inference-only copies of one model (see :func:`dcasenet_hub.inference.inference_runner`), kept on the model.
+
+    Emptied when the model may have new weights: it enters training mode, loads a state dict, or a backward pass
+    accumulates a gradient into one of its parameters (any training loop, in any mode). After editing weights in
+    place by hand (``with torch.no_grad(): ...``), call ``model.inference_copies.clear()``. A deep copy or pickle of
+    the model starts with none.
+    """
+
+    def __init__(self) -> None:
+        self._copies: dict[Any, Any] = {}
+        self._watched: dict[int, Any] = {}  # id(parameter) -> its gradient hook's handle
+
+    def get(self, key: Any) -> Any:
+        """The copy stored under ``key``, or None."""
+        return self._copies.get(key)
+
+    def put(self, model: nn.Module, key: Any, value: Any) -> None:
+        """Keep ``value`` (the only copy kept) until ``model``'s weights may change."""
+        self._copies = {key: value}
+        for p in model.parameters():
+            if p.requires_grad and id(p) not in self._watched:
+                self._watched[id(p)] = p.register_post_accumulate_grad_hook(self._drop)
+
+    def clear(self) -> None:
+        """Drop every copy (they are rebuilt from the weights on the next use)."""
+        self._copies = {}
+
+    def _drop(self, _param: torch.Tensor) -> None:
+        self._copies = {}
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> InferenceCopies:
+        return InferenceCopies()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (InferenceCopies, ())
+
+
+def _drop_inference_copies(module: nn.Module, _incompatible: Any) -> None:
+    module.inference_copies.clear()
+
+
 class DcaseNetModule(nn.Module):
     """The network: DcaseNet v1, v2 or v3 with scene, tag and event heads (no loading, no audio).
 
@@ -106,9 +177,15 @@ class DcaseNetModule(nn.Module):
         config: Architecture, label names and front-end settings; head sizes follow the label lists.
     """
 
+    #: How ``forward`` runs: ``None`` = this module's layers in PyTorch; the inference-only copies made by
+    #: ``optimize_for_inference`` and ``onnxruntime_model`` hold their :class:`Runtime` here.
+    runtime: Runtime | None = None
+
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
+        self.inference_copies = InferenceCopies()
+        self.register_load_state_dict_post_hook(_drop_inference_copies)
         arch = self.config.arch
         n_scenes, n_tags, n_events = (len(self.config.scene_labels), len(self.config.tag_labels),
                                       len(self.config.event_labels))
@@ -183,6 +260,13 @@ class DcaseNetModule(nn.Module):
 
     # -- forward ----------------------------------------------------------------------------------------------
 
+    def train(self, mode: bool = True) -> DcaseNetModule:
+        if mode and self.runtime is not None:
+            raise RuntimeError(self.runtime.cannot_train())
+        if mode:
+            self.inference_copies.clear()
+        return super().train(mode)
+
     def forward(self, mel: torch.Tensor, tasks: Sequence[str] | str | None = None, *,
                 conv_embeddings: bool = False) -> DcaseNetOutput:
         """Run the heads named in ``tasks`` (default: all) in one pass.
@@ -200,6 +284,13 @@ class DcaseNetModule(nn.Module):
             InputTooShortError: fewer than 40 frames (tile the input, as :mod:`dcasenet_hub.inference.pipeline` does).
             ValueError: wrong input shape or unknown task.
         """
+        if self.runtime is not None:
+            return self.runtime.forward(self, mel, tasks, conv_embeddings=conv_embeddings)
+        return self.forward_layers(mel, tasks, conv_embeddings=conv_embeddings)
+
+    def forward_layers(self, mel: torch.Tensor, tasks: Sequence[str] | str | None = None, *,
+                       conv_embeddings: bool = False) -> DcaseNetOutput:
+        """:meth:`forward` through this module's layers in PyTorch, whatever its ``runtime``."""
         wanted = normalise_tasks(tasks)
         if mel.dim() != 4 or mel.shape[1] != 1:
             raise ValueError(f"Expected mel of shape (batch, 1, n_mels, frames), got {tuple(mel.shape)}")
@@ -273,6 +364,8 @@ class DcaseNetModule(nn.Module):
         Raises:
             dcasenet_hub.CheckpointMismatchError: the keys or shapes do not match this architecture.
         """
+        if self.runtime is not None:
+            raise RuntimeError(self.runtime.cannot_load(source))
         own = self.state_dict()
         missing = sorted(set(own) - set(state_dict))
         unexpected = sorted(set(state_dict) - set(own))

@@ -4,16 +4,16 @@
 
 * **batch-norm folded into the convolutions** (eval-mode statistics become a per-channel scale of the kernel and a
   bias; the folding is done in float64), and the ReLUs applied in place;
-* **channels-last memory layout** (oneDNN runs channels-last convolutions without reordering every call; on the
-  benchmark machine it is the largest single gain after computing every head in one pass);
+* **channels-last memory layout** (oneDNN runs channels-last convolutions without reordering every call);
 * **inference mode** (no autograd bookkeeping);
 * optional **bf16 on CPU / float16 or bf16 AMP on CUDA** (``dtype=...``): faster where the hardware has native
   support, approximate (looser tolerance, see docs/performance.md);
-* not ``torch.compile``: measured 1.12x faster at best after 129 s of compiling each input length (docs/performance.md).
+* not ``torch.compile``: little faster, after minutes of compiling each input length (docs/performance.md).
 
-The copy is an instance of the original's class too (``isinstance`` holds, ``config``/``embed``/``predict`` work) whose ``forward`` has the
-same signature and returns the same :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields as the original, always as
-float32 tensors on the model's device. It is inference only: ``train()`` and loading weights are refused.
+The copy is a plain copy of the model, of the same class (``config``/``embed``/``predict`` work), with folded
+layers and a :class:`FastRuntime` as its ``runtime``: ``forward`` has the same signature and returns the same
+:class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields, always as float32 tensors on the model's device. It is
+inference only: ``train()`` and loading weights are refused.
 
 Exactness (fp32 defaults): outputs match the unoptimised model within ``FP32_TOLERANCE`` (absolute, on logits,
 probabilities and embeddings); the only change is the rounding of the folded kernels. bf16/fp16 stay within
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import functools
 import logging
 from dataclasses import dataclass, fields
 from typing import Any
@@ -47,16 +46,15 @@ from torch import nn
 
 from dcasenet_hub.devices import resolve_dtype
 from dcasenet_hub.models.blocks import ConvBlock, SEBasicBlock, strided_conv
-from dcasenet_hub.models.dcasenet import DcaseNetModule, DcaseNetOutput
+from dcasenet_hub.models.dcasenet import DcaseNetModule, DcaseNetOutput, Runtime
 
 logger = logging.getLogger(__name__)
 
 #: Max absolute difference to the unoptimised fp32 model allowed for the exact (fp32) fast path, relative to the
-#: output's own scale (``max(1, max|ref|)``); measured <= 1e-6 (the folded kernels' rounding).
+#: output's own scale (``max(1, max|ref|)``); the folded kernels' rounding stays well below it.
 FP32_TOLERANCE = 1e-5
 #: Max absolute difference allowed for bf16 / fp16 paths, relative to the output's own scale
-#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``); measured <= 0.019 for bf16 with weights
-#: whose outputs spread (tests/conftest.py ``responsive_model``), while swapping two inputs differs by >= 0.5.
+#: (``max|fast - ref| <= LOW_PRECISION_TOLERANCE * max(1, max|ref|)``); measured margins in docs/performance.md.
 LOW_PRECISION_TOLERANCE = 0.04
 
 
@@ -70,9 +68,9 @@ def _fold(conv: nn.Conv1d | nn.Conv2d, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> n
     """``conv`` changed in place to compute ``bn(conv(x))`` with eval-mode batch-norm statistics.
 
     Only called on the deep copy :func:`optimize_for_inference` makes, so the original model is untouched. In place,
-    because building (and randomly initialising) 17 new convolutions took 0.1 s of the first v3 optimisation. The
-    per-channel scale and the bias are computed in float64; the weights are scaled in their own dtype (one rounding
-    more than float64 maths, ~1e-7 relative; 6-11 ms instead of 25-96 ms for v3's 11 M weights).
+    so that no new convolutions are built (and randomly initialised). The per-channel scale and the bias are computed
+    in float64; float32 weights are scaled in their own dtype (one rounding more than float64 maths, ~1e-7 relative,
+    and several times faster).
     """
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError("Cannot fold a batch-norm without running statistics (track_running_stats=False).")
@@ -153,7 +151,7 @@ def _fold_tree(module: nn.Module) -> None:
 
 @dataclass(frozen=True)
 class FastOptions:
-    """How an :class:`OptimizedDcaseNet` runs (see :func:`optimize_for_inference`)."""
+    """How an optimised copy runs (see :func:`optimize_for_inference`)."""
 
     dtype: torch.dtype = torch.float32
     channels_last: bool = True
@@ -168,26 +166,22 @@ class FastOptions:
         return self.dtype == torch.float32 and not self.tf32
 
 
-class OptimizedDcaseNet(DcaseNetModule):
-    """An inference-only copy made by :func:`optimize_for_inference` (do not build it directly).
+class FastRuntime(Runtime):
+    """How a copy made by :func:`optimize_for_inference` runs ``forward``: under ``torch.inference_mode``, in
+    ``options.dtype`` (autocast for bf16/fp16), channels-last when asked, TF32 only when asked; the outputs are always
+    float32 on the model's device. The copy's own layers are the folded ones."""
 
-    The copy's class derives from this one and from the original's class (:func:`optimized_class`), so the
-    original's methods (``embed``, ``predict``, ``save_pretrained`` of :class:`dcasenet_hub.DcaseNet`) still work.
+    def __init__(self, options: FastOptions) -> None:
+        self.options = options
 
-    ``forward(mel, tasks=None)`` takes the same input (any float dtype, any device: it is moved to the model's) and
-    returns the same fields as :meth:`DcaseNet.forward`, as float32 tensors computed under ``torch.inference_mode``.
-    """
-
-    fast_options: FastOptions
-
-    def forward(self, mel: torch.Tensor, tasks: Any = None, *, conv_embeddings: bool = False) -> DcaseNetOutput:
-        opts = self.fast_options
-        weight = self.conv_block1.conv1.weight
+    def forward(self, network: DcaseNetModule, mel: torch.Tensor, tasks: Any, *,
+                conv_embeddings: bool) -> DcaseNetOutput:
+        weight = network.conv_block1.conv1.weight
         with torch.inference_mode(), self._autocast(weight.device), self._tf32(weight.device):
             x = mel.to(device=weight.device, dtype=weight.dtype)
-            if opts.channels_last:
+            if self.options.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            out = DcaseNetModule.forward(self, x, tasks, conv_embeddings=conv_embeddings)
+            out = network.forward_layers(x, tasks, conv_embeddings=conv_embeddings)
         for f in fields(out):
             value = getattr(out, f.name)
             if value is not None and value.is_floating_point() and value.dtype != torch.float32:
@@ -195,34 +189,27 @@ class OptimizedDcaseNet(DcaseNetModule):
         return out
 
     def _tf32(self, device: torch.device) -> contextlib.AbstractContextManager:
-        # torch lets cuDNN use TF32 for fp32 convolutions by default (torch.backends.cudnn.allow_tf32 = True):
-        # 2.2e-5 from the authors' outputs on an H200; the exact default turns it off for our forward only
+        # torch lets cuDNN use TF32 for fp32 convolutions by default (torch.backends.cudnn.allow_tf32 = True), which
+        # is not exact; the exact default turns it off for this forward only
         if device.type != "cuda":
             return contextlib.nullcontext()
         return torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled,
                                           benchmark=torch.backends.cudnn.benchmark,
                                           deterministic=torch.backends.cudnn.deterministic,
-                                          allow_tf32=self.fast_options.tf32)
+                                          allow_tf32=self.options.tf32)
 
     def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
-        dtype = self.fast_options.dtype
-        if dtype == torch.float32:
+        if self.options.dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=dtype)
+        return torch.autocast(device_type=device.type, dtype=self.options.dtype)
 
-    def train(self, mode: bool = True) -> OptimizedDcaseNet:
-        if mode:
-            raise RuntimeError(
-                "This model was optimised for inference (batch-norm folded into the convolutions) and cannot be "
-                "trained. Train the original model and call optimize_for_inference() again."
-            )
-        return super().train(False)
+    def cannot_train(self) -> str:
+        return ("This model was optimised for inference (batch-norm folded into the convolutions) and cannot be "
+                "trained. Train the original model and call optimize_for_inference() again.")
 
-    def load_state_dict_strict(self, state_dict: dict[str, torch.Tensor], *, source: str = "checkpoint") -> None:
-        raise RuntimeError(
-            f"Cannot load {source} into an inference-optimised model (its batch-norms are folded). Load it into "
-            "the original DcaseNet and call optimize_for_inference() again."
-        )
+    def cannot_load(self, source: str) -> str:
+        return (f"Cannot load {source} into an inference-optimised model (its batch-norms are folded). Load it into "
+                "the original DcaseNet and call optimize_for_inference() again.")
 
 
 def optimize_for_inference(
@@ -234,9 +221,9 @@ def optimize_for_inference(
     device: torch.device | str | None = None,
     tf32: bool = False,
 ) -> DcaseNetModule:
-    """A faster inference-only copy of ``model`` with the same ``forward`` signature and outputs.
+    """A faster inference-only copy of ``model``: same class, same ``forward`` signature and outputs.
 
-    The original model is not modified. Already optimised models are returned as they are when the options agree.
+    The original model is not modified. An already optimised model is returned as it is when the options agree.
 
     Args:
         model: A :class:`DcaseNet` (its weights and batch-norm statistics are used as they are now).
@@ -251,13 +238,13 @@ def optimize_for_inference(
             1e-3 relative). Default off: fp32 is exact on every device.
 
     Returns:
-        An :class:`OptimizedDcaseNet` in eval mode. (onnxruntime instead of torch:
+        A copy in eval mode whose ``runtime`` is a :class:`FastRuntime`. (onnxruntime instead of torch:
         :func:`dcasenet_hub.export.onnxruntime_model`, or ``backend="onnxruntime"`` in ``embed``/``predict``.)
 
     Example:
         >>> from dcasenet_hub import build_model
         >>> fast = optimize_for_inference(build_model("v2").eval())
-        >>> fast.fast_options.exact, fast.arch
+        >>> fast.runtime.options.exact, fast.arch
         (True, 'v2')
     """
     if not isinstance(model, DcaseNetModule):
@@ -270,16 +257,18 @@ def optimize_for_inference(
         folded=bool(fold_batchnorm),
         tf32=bool(tf32),
     )
-    if isinstance(model, OptimizedDcaseNet):
-        if model.fast_options == options and next(model.parameters()).device == target:
+    current = model.runtime
+    if current is not None and not isinstance(current, FastRuntime):
+        raise ValueError("This model already runs through another backend; optimise the original model instead.")
+    if isinstance(current, FastRuntime):
+        if current.options == options and next(model.parameters()).device == target:
             return model
-        if model.fast_options.folded and not options.folded:
+        if current.options.folded and not options.folded:
             raise ValueError("This model's batch-norms are already folded; optimise the original model instead.")
     if model.training:
         logger.debug("optimize_for_inference: the copy is put in eval mode (the original is left as it is)")
     fast = copy.deepcopy(model)
-    fast.__class__ = optimized_class(type(model))
-    DcaseNetModule.train(fast, False)
+    fast.eval()
     if options.folded:
         _fold_tree(fast)
     for p in fast.parameters():
@@ -287,21 +276,10 @@ def optimize_for_inference(
     fast.to(target)
     if options.channels_last:
         fast.to(memory_format=torch.channels_last)
-    fast.fast_options = options
+    fast.runtime = FastRuntime(options)
     return fast
-
-
-@functools.cache
-def optimized_class(base: type) -> type:
-    """The class of optimised copies of ``base`` models: :class:`OptimizedDcaseNet` first, then ``base``.
-
-    An already optimised class is returned as it is.
-    """
-    if issubclass(base, OptimizedDcaseNet):
-        return base
-    return type(f"Optimized{base.__name__}", (OptimizedDcaseNet, base), {"__module__": __name__})
 
 
 def is_optimized(model: nn.Module) -> bool:
     """True when ``model`` came from :func:`optimize_for_inference`."""
-    return isinstance(model, OptimizedDcaseNet)
+    return isinstance(getattr(model, "runtime", None), FastRuntime)

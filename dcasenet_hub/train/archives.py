@@ -190,6 +190,56 @@ def _check_member(info: zipfile.ZipInfo, dest: Path, archive: Path) -> Path:
     return target
 
 
+def _check_layout(infos: Sequence[zipfile.ZipInfo], targets: Sequence[Path], dest: Path, archive: Path,
+                  reserved: Sequence[Path]) -> None:
+    """Refuse, before anything is written, members that cannot all be written as they are named.
+
+    A file member that names ``dest`` itself (``.``), two members with the same path, a file where another member
+    needs a folder (``a`` and ``a/b``) or where a folder already is, a folder where a file already is, and
+    members under a ``reserved`` folder (a downloader's own state) are refused.
+    """
+    files: dict[Path, str] = {}
+    dirs: dict[Path, str] = {}
+    for info, target in zip(infos, targets):
+        name = info.filename
+        if any(target == r or r in target.parents for r in reserved):
+            raise UnsafeArchiveError(f"{archive}: member {name!r} would be written into {target.parent}, which holds "
+                                     "the download's own state; refusing to extract")
+        if info.is_dir():
+            if target in files:
+                raise UnsafeArchiveError(f"{archive}: member {name!r} is a folder of the same path as the file "
+                                         f"member {files[target]!r}; refusing to extract")
+            dirs.setdefault(target, name)
+            continue
+        if target == dest:
+            raise UnsafeArchiveError(f"{archive}: member {name!r} names the destination folder {dest} itself, not a "
+                                     "file in it; refusing to extract")
+        if target in files:
+            raise UnsafeArchiveError(f"{archive}: members {files[target]!r} and {name!r} have the same path; refusing "
+                                     "to extract (one would overwrite the other)")
+        if target in dirs:
+            raise UnsafeArchiveError(f"{archive}: member {name!r} is a file of the same path as the folder member "
+                                     f"{dirs[target]!r}; refusing to extract")
+        files[target] = name
+    for target, name in files.items():
+        if target.is_dir():
+            raise UnsafeArchiveError(f"{archive}: member {name!r} is a file but {target} is a folder; refusing to "
+                                     "extract (move that folder away or extract elsewhere)")
+        for parent in target.parents:
+            if parent == dest:
+                break
+            if parent in files:
+                raise UnsafeArchiveError(f"{archive}: member {name!r} needs a folder {files[parent]!r}, which is also "
+                                         "a file member; refusing to extract")
+            if parent.exists() and not parent.is_dir():
+                raise UnsafeArchiveError(f"{archive}: member {name!r} needs a folder {parent}, which is a file here; "
+                                         "refusing to extract (move that file away or extract elsewhere)")
+    for target, name in dirs.items():
+        if target.exists() and not target.is_dir():
+            raise UnsafeArchiveError(f"{archive}: member {name!r} is a folder but {target} is a file here; refusing "
+                                     "to extract (move that file away or extract elsewhere)")
+
+
 #: Extraction bound (zip bombs): the members' total uncompressed size may be at most this many times the archive's
 #: size, or ``MIN_EXTRACT_BOUND`` bytes if that is larger. The development datasets are mostly audio, which zip
 #: barely compresses (their archives expand by less than 1.2x; metadata zips by about 10x).
@@ -208,27 +258,29 @@ def extract_bound(archive_size: int) -> int:
 
 
 def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True,
-                 max_bytes: int | None = None) -> list[Path]:
+                 max_bytes: int | None = None, reserved: Sequence[str | Path] = ()) -> list[Path]:
     """Extract a zip archive into ``dest`` after checking that no member escapes it and that it is no zip bomb.
 
     Every member is checked before anything is written: absolute paths, drive letters, ``..`` components,
-    symbolic links and paths resolving outside ``dest`` (e.g. through an existing symlink) are refused, and so is
-    an archive whose members declare more than ``max_bytes`` uncompressed bytes in total (default
-    :func:`extract_bound` of the archive's size). While writing, a member that yields more bytes than it declared is
-    refused too. Files are written atomically; their CRC is checked by :mod:`zipfile` while reading.
+    symbolic links and paths resolving outside ``dest`` (e.g. through an existing symlink) are refused, and so are a
+    file member named ``.``, duplicate paths, a file where another member (or the destination) has a folder or the
+    reverse, members under a ``reserved`` folder, and an archive whose members declare more than ``max_bytes``
+    uncompressed bytes in total (default :func:`extract_bound` of the archive's size). While writing, a member that
+    yields more bytes than it declared is refused too. Files are written atomically; their CRC is checked by :mod:`zipfile` while reading.
 
     Args:
         archive: the zip file.
         dest: destination folder (created).
         progress: show a tqdm bar over the uncompressed bytes.
         max_bytes: bound on the total uncompressed size (default ``extract_bound(archive size)``).
+        reserved: folders under ``dest`` no member may be written into (e.g. the downloader's state folder).
 
     Returns:
         The extracted file paths.
 
     Raises:
-        UnsafeArchiveError: a member would escape ``dest``, or the archive expands past ``max_bytes`` (nothing
-            extracted in either case).
+        UnsafeArchiveError: a member would escape ``dest`` or cannot be written as named (see above), or the
+            archive expands past ``max_bytes`` (nothing extracted in any case).
         DiskSpaceError: ``dest`` has less free space than the members still to extract (nothing extracted).
         zipfile.BadZipFile: corrupt archive.
 
@@ -246,6 +298,8 @@ def safe_extract(archive: str | Path, dest: str | Path, *, progress: bool = True
     with zipfile.ZipFile(archive) as zf:
         infos = zf.infolist()
         targets = [_check_member(info, dest, archive) for info in infos]
+        _check_layout(infos, targets, dest, archive,
+                      [Path(r).expanduser().resolve() for r in reserved])
         total = sum(i.file_size for i in infos)
         if total > bound:
             raise UnsafeArchiveError(

@@ -2,7 +2,8 @@
 
 ``download_dataset("tau2020-asc" | "fsdkaggle2019" | "tau-nigens2020", dest)`` fetches the archives of the requested
 parts (streamed, with a tqdm bar, resuming a partial ``.part`` file with an HTTP Range request), checks each file's
-MD5 where one is published (docs/facts.md §3; a mismatch deletes the file and raises), joins split archives
+MD5 where one is published (docs/facts.md §3; a mismatch deletes the file and raises); the download loop is the
+weights' one (:func:`dcasenet_hub.hub.fetch.download`), joins split archives
 (``x.z01``, ``x.z02``, ..., ``x.zip``) into one zip in pure Python, and extracts with a safety check that refuses any
 member that would land outside ``dest`` (absolute paths, ``..``, symbolic links); both live in
 :mod:`dcasenet_hub.train.archives`.
@@ -20,24 +21,21 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcasenet_hub import _env
 from dcasenet_hub._io import atomic_write_text, check_free_space
-from dcasenet_hub.errors import DownloadError, UnsafeArchiveError
-from dcasenet_hub.hub.fetch import (
-    NETWORK_ERRORS,
-    DownloadTooLargeError,
-    Transfer,
-    fetch_into,
+from dcasenet_hub.errors import (
+    ChecksumMismatchError,
+    DownloadError,
+    OfflineError,
+    UnsafeArchiveError,
 )
+from dcasenet_hub.hub.fetch import check_file, download
 from dcasenet_hub.train.archives import (
     join_split_zip,
     safe_extract,
@@ -47,8 +45,10 @@ __all__ = [
     "DATASETS",
     "MIRROR_ENV",
     "Archive",
+    "ChecksumMismatchError",
     "DatasetSpec",
     "DownloadError",
+    "OfflineError",
     "RemoteFile",
     "UnsafeArchiveError",
     "download_dataset",
@@ -62,8 +62,6 @@ logger = logging.getLogger(__name__)
 #: Environment variable with a mirror base URL: files are fetched from ``{mirror}/{record}/{name}``.
 MIRROR_ENV = "DCASENET_HUB_DATA_MIRROR"
 _ZENODO_URL = "https://zenodo.org/record/{record}/files/{name}?download=1"
-_CHUNK = 1 << 20
-_RETRY_DELAY_S = 2.0  # first back-off between retries (doubles, at most 30 s)
 _USER_AGENT = "dcasenet-hub data download"
 #: Lock file in ``dest/downloads/``: one :func:`download_dataset` run per destination at a time.
 LOCK_NAME = ".download.lock"
@@ -98,11 +96,13 @@ class DatasetSpec:
     note: str = ""
 
 
-def _zip(name: str, md5: str | None = None, size: int | None = None) -> Archive:
+def zip_archive(name: str, md5: str | None = None, size: int | None = None) -> Archive:
+    """A one-file zip archive of a dataset record."""
     return Archive(name.removesuffix(".zip"), (RemoteFile(name, md5, size),))
 
 
-def _split(stem: str, md5s: Sequence[str | None], n_parts: int) -> Archive:
+def split_archive(stem: str, md5s: Sequence[str | None], n_parts: int) -> Archive:
+    """A zip archive split in ``n_parts`` files (``stem.z01`` ... ``stem.zip``)."""
     names = [f"{stem}.z{k:02d}" for k in range(1, n_parts)] + [f"{stem}.zip"]
     return Archive(stem, tuple(RemoteFile(n, m) for n, m in zip(names, md5s)))
 
@@ -126,9 +126,10 @@ DATASETS: dict[str, DatasetSpec] = {
         title="TAU Urban Acoustic Scenes 2020 Mobile, development (27.4 GB of zips)",
         record="3819968",
         parts={
-            "doc": (_zip(f"{_ASC}.doc.zip", "175f40dc3fec144347abad4d2962b7ae", 18066),),
-            "meta": (_zip(f"{_ASC}.meta.zip", "6eae9db553ce48e4ea246e34e50a3cf5", 214159),),
-            "audio": tuple(_zip(f"{_ASC}.audio.{k}.zip", md5, size) for k, (size, md5) in enumerate(_ASC_AUDIO, 1)),
+            "doc": (zip_archive(f"{_ASC}.doc.zip", "175f40dc3fec144347abad4d2962b7ae", 18066),),
+            "meta": (zip_archive(f"{_ASC}.meta.zip", "6eae9db553ce48e4ea246e34e50a3cf5", 214159),),
+            "audio": tuple(zip_archive(f"{_ASC}.audio.{k}.zip", md5, size)
+                           for k, (size, md5) in enumerate(_ASC_AUDIO, 1)),
         },
         default_parts=("doc", "meta", "audio"),
     ),
@@ -137,11 +138,11 @@ DATASETS: dict[str, DatasetSpec] = {
         title="FSDKaggle2019 (Zenodo layout; the authors used the curated subset)",
         record="3612637",
         parts={
-            "meta": (_zip("FSDKaggle2019.meta.zip"),),
-            "doc": (_zip("FSDKaggle2019.doc.zip"),),
-            "audio_train_curated": (_zip("FSDKaggle2019.audio_train_curated.zip"),),
-            "audio_test": (_zip("FSDKaggle2019.audio_test.zip"),),
-            "audio_train_noisy": (_split("FSDKaggle2019.audio_train_noisy", [None] * 7, 7),),
+            "meta": (zip_archive("FSDKaggle2019.meta.zip"),),
+            "doc": (zip_archive("FSDKaggle2019.doc.zip"),),
+            "audio_train_curated": (zip_archive("FSDKaggle2019.audio_train_curated.zip"),),
+            "audio_test": (zip_archive("FSDKaggle2019.audio_test.zip"),),
+            "audio_train_noisy": (split_archive("FSDKaggle2019.audio_train_noisy", [None] * 7, 7),),
         },
         default_parts=("meta", "doc", "audio_train_curated"),
         note="no MD5 or size is published for these files in any source we could check: integrity is not verified",
@@ -151,14 +152,16 @@ DATASETS: dict[str, DatasetSpec] = {
         title="TAU-NIGENS Spatial Sound Events 2020 (DCASE2020 Task 3)",
         record="4064792",
         parts={
-            "mic_dev": (_split("mic_dev", ["3a2b0986d2a302498cd874d584d17689", "92f715cb74406d5556bce0fdf27f54e4",
-                                           "9174daca52f393425120308ab5c14477"], 3),),
-            "foa_dev": (_split("foa_dev", ["86acab46854a57f5ba3e5b80a19c01b5", "363c8c159be003271c05a71a57b2ced4",
-                                           "6aad48e7346884b3929245e7553fd97d"], 3),),
-            "metadata_dev": (_zip("metadata_dev.zip", "979f5551e987ed247404b80a2f1c3db1"),),
-            "mic_eval": (_zip("mic_eval.zip", "bca79b5f71b46e4cb191c54a611348a4"),),
-            "foa_eval": (_zip("foa_eval.zip", "24c6ce2441df242d4e3b61e9bb27d0d7"),),
-            "metadata_eval": (_zip("metadata_eval.zip", "f3584166d9a63b43c1e301b6fb722293"),),
+            "mic_dev": (split_archive("mic_dev",
+                                     ["3a2b0986d2a302498cd874d584d17689", "92f715cb74406d5556bce0fdf27f54e4",
+                                      "9174daca52f393425120308ab5c14477"], 3),),
+            "foa_dev": (split_archive("foa_dev",
+                                     ["86acab46854a57f5ba3e5b80a19c01b5", "363c8c159be003271c05a71a57b2ced4",
+                                      "6aad48e7346884b3929245e7553fd97d"], 3),),
+            "metadata_dev": (zip_archive("metadata_dev.zip", "979f5551e987ed247404b80a2f1c3db1"),),
+            "mic_eval": (zip_archive("mic_eval.zip", "bca79b5f71b46e4cb191c54a611348a4"),),
+            "foa_eval": (zip_archive("foa_eval.zip", "24c6ce2441df242d4e3b61e9bb27d0d7"),),
+            "metadata_eval": (zip_archive("metadata_eval.zip", "f3584166d9a63b43c1e301b6fb722293"),),
         },
         default_parts=("mic_dev", "metadata_dev"),
         note="MD5s from soundata (record 4064792); file sizes are not published",
@@ -167,47 +170,17 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Single-file download with resume and MD5
+# Single files: the package's one download loop (dcasenet_hub.hub.fetch.download), with MD5 and size
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def _md5(path: Path, progress: bool) -> str:
-    from tqdm.auto import tqdm
-
-    h = hashlib.md5()
-    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
-                                     desc=f"md5 {path.name}", disable=not progress, leave=False) as bar:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-            bar.update(len(block))
-    return h.hexdigest()
-
-
-def _verify(path: Path, remote: RemoteFile, progress: bool) -> None:
-    """Raise DownloadError (and delete ``path``) if its size or MD5 differs from the published value."""
-    size = path.stat().st_size
-    if remote.size is not None and size != remote.size:
-        path.unlink()
-        raise DownloadError(f"{remote.name}: size mismatch: expected {remote.size} bytes, got {size}; the file was "
-                            "deleted, run the command again to download it anew")
-    if remote.md5 is None:
-        logger.warning("%s: no published MD5 is known; integrity not checked", remote.name)
-        return
-    got = _md5(path, progress)
-    if got != remote.md5:
-        path.unlink()
-        raise DownloadError(f"{remote.name}: MD5 mismatch: expected {remote.md5}, got {got}; the file was deleted, "
-                            "run the command again to download it anew")
 
 
 def download_file(url: str, path: str | Path, *, md5: str | None = None, size: int | None = None,
                   progress: bool = True, retries: int = 5, timeout: float = 60.0) -> Path:
     """Download ``url`` to ``path`` (streamed, resumable) and check its size and MD5 when given.
 
-    Data goes to ``path + ".part"`` first; an existing ``.part`` is resumed with ``Range: bytes=N-`` (a server that
-    answers 200 instead of 206 makes the download restart from 0). A dropped connection is retried ``retries``
-    times, each resuming where it stopped. The finished file is renamed to ``path`` only after the checks pass.
-    An existing ``path`` that passes the checks is kept without downloading.
+    Data goes to ``path + ".part"`` first and is renamed to ``path`` only after the checks pass; the download itself
+    is :func:`dcasenet_hub.hub.fetch.download` (the weights' loop: resume, retries, fail fast without network). An
+    existing ``path`` that passes the checks is kept without downloading.
 
     Args:
         url: http(s) URL.
@@ -215,15 +188,17 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
         md5: expected hex MD5, or None (no check; a warning is logged).
         size: expected size in bytes, or None.
         progress: show a tqdm bar.
-        retries: attempts after a failed one.
+        retries: attempts after one that broke off.
         timeout: socket timeout in seconds.
 
     Returns:
         ``path``.
 
     Raises:
-        DownloadError: HTTP error, too many failed attempts (the ``.part`` file is kept for a later resume), or a
-            size/MD5 mismatch (the file is deleted).
+        OfflineError: the host cannot be reached or sent nothing (within seconds, not after retries).
+        DownloadError: an HTTP error, or every attempt broke off (the message says whether a ``.part`` file is
+            kept for a later resume).
+        ChecksumMismatchError: a size or MD5 mismatch (the file is deleted).
         DiskSpaceError: the published size does not fit on the disk of ``path`` (checked before downloading).
 
     Example:
@@ -231,53 +206,23 @@ def download_file(url: str, path: str | Path, *, md5: str | None = None, size: i
         ...               md5="979f5551e987ed247404b80a2f1c3db1")  # doctest: +SKIP
     """
     path = Path(path)
-    remote = RemoteFile(path.name, md5, size)
     if path.is_file():
-        try:
-            _verify(path, remote, progress)
+        problem = check_file(path, digest=md5, algorithm="md5", size=size, progress=progress)
+        if problem is None:
             logger.info("%s: already downloaded", path.name)
             return path
-        except DownloadError as exc:
-            logger.warning("%s", exc)
+        logger.warning("%s: %s; downloading it again", path.name, problem)
+        path.unlink()
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_name(path.name + ".part")
     if size is not None:  # fail before the first byte, not hours later on a full disk
         done = part.stat().st_size if part.is_file() else 0
         check_free_space(path.parent, max(0, size - done), what=f"downloading {path.name}")
-    attempt = 0
-    while True:
-        offset = part.stat().st_size if part.is_file() else 0
-        if size is not None and offset == size:
-            break
-        try:
-            fetch_into(url, part, transfer=Transfer(), timeout=timeout, desc=path.name, progress=progress,
-                       user_agent=_USER_AGENT, max_bytes=size)
-            break
-        except DownloadTooLargeError as exc:  # an endless or oversized body stops at the published size
-            part.unlink(missing_ok=True)
-            raise DownloadError(f"{exc}; the partial file was deleted. The server or mirror serves a different "
-                                f"file; check {MIRROR_ENV}, then run the command again") from None
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # nothing left to send: the .part file is complete (checked below)
-                break
-            if exc.code in (400, 401, 403, 404, 410) or attempt >= retries:
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
-            failure: Exception = exc
-        except NETWORK_ERRORS as exc:
-            failure = exc
-        if attempt >= retries:
-            raise DownloadError(
-                f"{url}: download failed after {attempt + 1} attempts ({failure}); the partial file {part} is kept, "
-                "run the command again to resume"
-            ) from None
-        delay = min(30.0, _RETRY_DELAY_S * 2**attempt)
-        attempt += 1
-        logger.warning("%s: %s; retrying in %.0f s (%d/%d)", path.name, failure, delay, attempt, retries)
-        time.sleep(delay)
-    _verify(part, RemoteFile(path.name, md5, size), progress)
+    download(url, part, digest=md5, algorithm="md5", size=size, attempts=retries + 1, timeout=timeout,
+             desc=path.name, progress=progress, user_agent=_USER_AGENT,
+             fix=f"The server or mirror serves a different file; check {MIRROR_ENV}, then run the command again.")
     os.replace(part, path)
     return path
-
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -324,7 +269,8 @@ def download_dataset(
 
     Raises:
         ValueError: unknown dataset or part.
-        DownloadError: a download failed or a checksum did not match.
+        OfflineError: no network (within seconds).
+        DownloadError: a download failed, or a checksum did not match (:class:`ChecksumMismatchError`).
         UnsafeArchiveError: an archive member would escape ``dest``.
 
     Example:
@@ -338,7 +284,7 @@ def download_dataset(
     unknown = [p for p in chosen if p not in spec.parts]
     if unknown:
         raise ValueError(f"{name}: unknown part(s) {unknown}; available: {', '.join(spec.parts)}")
-    mirror = mirror or os.environ.get(MIRROR_ENV) or None
+    mirror = mirror or _env.data_mirror() or None
     dest = Path(dest).expanduser()
     downloads = dest / "downloads"
     downloads.mkdir(parents=True, exist_ok=True)
@@ -380,7 +326,7 @@ def _download_parts(spec: DatasetSpec, chosen: Sequence[str], dest: Path, downlo
                 zip_path = join_split_zip(local, downloads / f"{archive.name}.joined.zip", progress=progress)
             else:
                 zip_path = local[0]
-            safe_extract(zip_path, dest, progress=progress)
+            safe_extract(zip_path, dest, progress=progress, reserved=(downloads,))  # no member touches our state
             atomic_write_text(marker, "\n".join(f.name for f in archive.files) + "\n")
             if not keep_archives:
                 for p in {*local, zip_path}:

@@ -112,7 +112,7 @@ def find_asc_root(root: str | Path) -> Path:
     raise DatasetLayoutError(
         f"No TAU Urban Acoustic Scenes 2020 Mobile development set at {root}: neither {root / 'meta.csv'} nor "
         f"{root / ASC_FOLDER / 'meta.csv'} exists. Expected layout (pass the folder or its parent):\n{_ASC_LAYOUT}\n"
-        "Download it with `dcasenet-hub data download tau2020-asc --dest DIR`."
+        "Download it with `dcasenet-hub data download tau2020-asc -o DIR`."
     )
 
 
@@ -220,7 +220,7 @@ def tag_layout(root: str | Path) -> tuple[str, Path, Path]:
         return "zenodo", *zenodo
     raise DatasetLayoutError(
         f"No FSDKaggle2019 curated metadata under {root}: neither {kaggle[0]} nor {zenodo[0]} exists. Expected:\n"
-        f"{_TAG_LAYOUT}\nDownload it with `dcasenet-hub data download fsdkaggle2019 --dest DIR`."
+        f"{_TAG_LAYOUT}\nDownload it with `dcasenet-hub data download fsdkaggle2019 -o DIR`."
     )
 
 
@@ -389,7 +389,7 @@ def sed_items(root: str | Path, split: str, *, fmt: str = "mic", n_frames: int =
         if not d.is_dir():
             raise DatasetLayoutError(
                 f"Missing folder {d}. Expected under {base}:\n{_SED_LAYOUT}\n"
-                "Download it with `dcasenet-hub data download tau-nigens2020 --dest DIR`."
+                "Download it with `dcasenet-hub data download tau-nigens2020 -o DIR`."
             )
     folds = {"train": SED_TRAIN_FOLDS, "evaluate": SED_EVAL_FOLDS, "validation": SED_VALIDATION_FOLDS}[split]
     wavs = sorted(p for p in audio_dir.glob("fold*.wav") if _fold_of(p.stem) in folds)

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import os
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,13 +26,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcasenet_hub import _env
+from dcasenet_hub.devices import resolve_device
+
 STATE_FORMAT = "dcasenet-hub-train-state/1"
 #: Training precisions, spelt as embed/predict/finetune spell them (fp16 trains with gradient scaling, CUDA only).
 DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
-class _Dist:
+class Ranks:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -48,24 +50,21 @@ class _Dist:
             torch.distributed.barrier()
 
 
-def _init_distributed(device: str | None) -> _Dist:
+def init_distributed(device: str | None) -> Ranks:
     import torch.distributed as dist
 
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    process = _env.torchrun()
+    if process is None:
+        return Ranks()
     if dist.is_initialized():
-        return _Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local)
+        return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=process.local_rank)
     use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
     dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(hours=2))
-    return _Dist(rank=rank, world=world, local_rank=local, owns_group=True)
+    return Ranks(rank=process.rank, world=process.world, local_rank=process.local_rank, owns_group=True)
 
 
-def _resolve_device(device: str | None, dist: _Dist) -> torch.device:
+def training_device(device: str | None, dist: Ranks) -> torch.device:
     """The training device: ``None``/``"auto"`` = CUDA when available; a bare ``"cuda"`` = the local rank's GPU."""
-    from dcasenet_hub.devices import resolve_device
-
     dev = resolve_device("auto" if device is None else device)  # raises ValueError naming the fix
     if dev.type == "cuda":
         if dev.index is None:
@@ -74,7 +73,7 @@ def _resolve_device(device: str | None, dist: _Dist) -> torch.device:
     return dev
 
 
-def _average_batchnorm_statistics(model: nn.Module, world: int) -> None:
+def average_batchnorm_statistics(model: nn.Module, world: int) -> None:
     """Average every batch-norm's running mean and variance over the processes (at the end of each epoch).
 
     DDP keeps parameters identical but leaves each process's running statistics updated by its own half-batches,
@@ -132,7 +131,7 @@ def deprecated_precision(dtype: str, precision: str | None, caller: str) -> str:
     return precision
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
+def rng_state(device: torch.device) -> dict[str, Any]:
     st = {"torch": torch.get_rng_state(), "python": random.getstate()}
     np_state = np.random.get_state()
     st["numpy"] = (np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:])
@@ -141,7 +140,7 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
     return st
 
 
-def _set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
+def set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
     torch.set_rng_state(st["torch"])
     random.setstate(st["python"])
     name, keys, *rest = st["numpy"]
@@ -150,13 +149,13 @@ def _set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(st["cuda"], device)
 
 
-def _save_state(path: Path, state: dict[str, Any]) -> None:
+def save_state(path: Path, state: dict[str, Any]) -> None:
     from dcasenet_hub._io import atomic_write
 
     atomic_write(path, lambda p: torch.save(state, p))
 
 
-def _load_state(path: Path) -> dict[str, Any]:
+def load_state(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, EOFError) as exc:

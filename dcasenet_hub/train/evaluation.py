@@ -24,13 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import ModelConfig
-from dcasenet_hub.train.distributed import (
-    _Dist,
-    _resolve_device,
-    autocast_args,
-    deprecated_precision,
-)
+from dcasenet_hub.train.distributed import Ranks, autocast_args, deprecated_precision, training_device
 from dcasenet_hub.train.tasks import task_key
 from dcasenet_hub.train.torch_data import EvalClips, FeatureStore
 
@@ -43,7 +39,7 @@ TRAIN_SPLIT, EVAL_SPLIT = "train", "eval"
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _roots_for(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> dict[str, Path]:
+def checked_roots(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> dict[str, Path]:
     missing = [t for t in tasks if not roots.get(t)]
     if missing:
         hint = {"asc": "--asc-root (TAU Urban Acoustic Scenes 2020 Mobile development folder)",
@@ -54,7 +50,7 @@ def _roots_for(tasks: Sequence[str], roots: Mapping[str, str | Path | None]) -> 
     return {t: Path(roots[t]) for t in tasks}  # type: ignore[arg-type]
 
 
-def _prepared_stores(roots: Mapping[str, Path], splits: Sequence[str], *, cache_dir: str | Path | None,
+def prepared_stores(roots: Mapping[str, Path], splits: Sequence[str], *, cache_dir: str | Path | None,
                      workers: int, progress: bool, memory: bool) -> tuple[dict[str, FeatureStore], dict[str, dict]]:
     """Item lists of ``splits`` per task and their (prepared) feature stores."""
     from dcasenet_hub.train.prepare import default_cache_root, prepare_splits
@@ -75,7 +71,7 @@ def _task_labels(task: str, config: ModelConfig) -> tuple[str, ...]:
     return {"asc": config.scene_labels, "tag": config.tag_labels, "sed": config.event_labels}[task_key(task)]
 
 
-def _eval_set(task: str, items: Sequence[Any], store: FeatureStore, *, config: ModelConfig,
+def eval_set(task: str, items: Sequence[Any], store: FeatureStore, *, config: ModelConfig,
               scene_window_s: float | None = None) -> EvalClips:
     """The evaluation set of ``task``; scene crops of ``scene_window_s`` at half that hop (default: the model's
     ``windows``, as ``predict``)."""
@@ -104,12 +100,6 @@ def _groups(ds: EvalClips, batch: int) -> Iterator[list[Any]]:
         yield group
 
 
-def _bar(progress: bool, total: int, task: str) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=f"evaluate {task}", leave=False, disable=not progress)
-
-
 @torch.no_grad()
 def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device | str = "cpu",
                         dtype: str = "fp32", batch_size: int = 8,
@@ -126,7 +116,7 @@ def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device
     device = torch.device(device)
     ac = autocast_args(dtype, device)
     probs, labels, names = [], [], []
-    bar = _bar(progress, len(ds), "asc")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate asc")
     crops = int(ds[0][0].shape[0])  # crops per file (clips of one dataset share a length; groups keep shapes equal)
     for g in _groups(ds, max(1, batch_size // crops)):
         x = torch.cat([ex[0] for ex in g]).to(device)
@@ -147,7 +137,7 @@ def _tag_scores(model: nn.Module, ds: EvalClips, *, device: torch.device, ac: di
     from dcasenet_hub import metrics
 
     scores, truth = [], []
-    bar = _bar(progress, len(ds), "tag")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate tag")
     for g in _groups(ds, batch_size):
         x = torch.cat([ex[0] for ex in g]).to(device)
         with torch.autocast(**ac):
@@ -165,7 +155,7 @@ def _event_scores(model: nn.Module, ds: EvalClips, *, device: torch.device, ac: 
 
     probs: dict[str, list[np.ndarray]] = {}
     truths: dict[str, np.ndarray] = {}
-    bar = _bar(progress, len(ds), "sed")
+    bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate sed")
     for g in _groups(ds, batch_size):
         x = torch.cat([ex[0] for ex in g]).to(device)
         with torch.autocast(**ac):
@@ -250,11 +240,11 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
     roots = {t: Path(r) for t, r in (("asc", asc_root), ("tag", tag_root), ("sed", sed_root)) if r}
     if not roots:
         raise ValueError("Give at least one of --asc-root, --tag-root, --sed-root")
-    dev = _resolve_device(device, _Dist())
-    stores, items = _prepared_stores(roots, [EVAL_SPLIT], cache_dir=cache_dir, workers=workers, progress=progress,
+    dev = training_device(device, Ranks())
+    stores, items = prepared_stores(roots, [EVAL_SPLIT], cache_dir=cache_dir, workers=workers, progress=progress,
                                      memory=False)
     config: ModelConfig = getattr(model, "config", ModelConfig())
-    eval_sets = {t: _eval_set(t, items[t][EVAL_SPLIT], stores[t], config=config) for t in roots}
+    eval_sets = {t: eval_set(t, items[t][EVAL_SPLIT], stores[t], config=config) for t in roots}
     model = model.to(dev)
     threshold = config.event_threshold if sed_threshold is None else sed_threshold
     return evaluate_sets(model, eval_sets, device=dev, dtype=dtype, sed_threshold=threshold,
@@ -266,11 +256,12 @@ def format_row(metrics_: Mapping[str, float]) -> str:
 
     Example:
         >>> print(format_row({"asc_acc": 70.25}))
-         ASC Acc TAG lwlrap  SED F1  SED ER
-           70.25          -       -       -
+         ASC Acc TAG lwlrap   SED F1   SED ER
+           70.25          -        -        -
     """
-    def f(k: str, fmt: str) -> str:
-        return format(metrics_[k], fmt) if k in metrics_ and metrics_[k] is not None else "-"
-
-    return (f"{'ASC Acc':>8} {'TAG lwlrap':>10} {'SED F1':>7} {'SED ER':>7}\n"
-            f"{f('asc_acc', '8.2f')} {f('tag_lwlrap', '10.2f')} {f('sed_f1', '7.2f')} {f('sed_er', '7.4f')}")
+    columns = (("ASC Acc", "asc_acc", ".2f"), ("TAG lwlrap", "tag_lwlrap", ".2f"), ("SED F1", "sed_f1", ".2f"),
+               ("SED ER", "sed_er", ".4f"))
+    widths = [max(len(title), 8) for title, _, _ in columns]
+    cells = [format(metrics_[k], fmt) if metrics_.get(k) is not None else "-" for _, k, fmt in columns]
+    return (" ".join(title.rjust(w) for (title, _, _), w in zip(columns, widths)) + "\n"
+            + " ".join(c.rjust(w) for c, w in zip(cells, widths)))

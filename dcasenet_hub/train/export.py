@@ -10,15 +10,13 @@ Example:
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from dcasenet_hub.hub.checkpoint import save_pretrained
 from dcasenet_hub.train.recipes import Recipe
 from dcasenet_hub.train.tasks import MODEL_TASK
 
@@ -30,18 +28,6 @@ _DATA = {
     "sed": ("events", "TAU-NIGENS Spatial Sound Events 2020, development (DCASE 2020 Task 3)",
             "folds 3-6, each channel an example; best checkpoint chosen on fold 1 (4 channels averaged)"),
 }
-
-
-
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final`` (the old one is removed only after the swap)."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, stage: str, tasks: Sequence[str],
@@ -78,7 +64,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
         "stage": stage,
         "epoch": epoch + 1,
         "selected_for": selected_for,
-        "best_metrics": _finite({k: float(v) for k, v in metrics_.items()}),
+        "best_metrics": json_safe({k: float(v) for k, v in metrics_.items()}),
         "trained_on": [{"task": sources[t][0], "dataset": sources[t][1], "split": sources[t][2],
                         "folder": Path(data_roots[t]).name} for t in tasks if t in data_roots],
         "metrics": {"values": values, "reported_in": f"this training run ({stage}, epoch {epoch + 1})",
@@ -94,26 +80,20 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     old_config = raw.config
     raw.config = old_config.replace(trained_tasks=tuple(MODEL_TASK[t] for t in tasks), provenance=provenance,
                                     model_id=None, extra=extra)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        raw.save_pretrained(tmp)
-        _replace_dir(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        save_pretrained(raw, directory)  # one unit: a kill leaves the previous best model or the new one
     finally:
         raw.config = old_config
     return directory
 
 
-def _finite(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """``x`` with NaN/inf floats replaced by None (valid JSON)."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, list):
-        return [_finite(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 

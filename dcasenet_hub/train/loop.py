@@ -32,8 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,32 +40,34 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.errors import TrainingDivergedError
+from dcasenet_hub.hub.folder import copy_folder
+from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 from dcasenet_hub.train.distributed import (
     STATE_FORMAT,
-    _average_batchnorm_statistics,
-    _Dist,
-    _init_distributed,
-    _load_state,
-    _resolve_device,
-    _rng_state,
-    _save_state,
-    _set_rng_state,
+    average_batchnorm_statistics,
+    Ranks,
+    init_distributed,
+    load_state,
+    training_device,
+    rng_state,
+    save_state,
+    set_rng_state,
     autocast_args,
     deprecated_precision,
 )
 from dcasenet_hub.train.evaluation import (
     EVAL_SPLIT,
     TRAIN_SPLIT,
-    _eval_set,
-    _prepared_stores,
-    _roots_for,
+    eval_set,
+    prepared_stores,
+    checked_roots,
     evaluate_sets,
 )
-from dcasenet_hub.train.export import _finite, _replace_dir, export_model
+from dcasenet_hub.train.export import export_model, json_safe
 from dcasenet_hub.train.recipes import Recipe, load_recipe
 from dcasenet_hub.train.tasks import METRICS, MODEL_TASK, TASK_LABELS, TASK_ORDER, TASKS
 from dcasenet_hub.train.torch_data import (
@@ -75,7 +75,7 @@ from dcasenet_hub.train.torch_data import (
     FeatureStore,
     StreamSampler,
     TrainCrops,
-    _seed_of,
+    seed_of,
     crop_frames,
 )
 
@@ -87,17 +87,7 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _task_loss(task: str, out: Any, y: torch.Tensor) -> torch.Tensor:
-    if task == "asc":
-        return F.cross_entropy(out.scene_logits.float(), y)
-    if task == "tag":
-        return F.binary_cross_entropy_with_logits(out.tag_logits.float(), y)
-    probs = out.event_probs.float()
-    n = min(probs.shape[1], y.shape[1])  # 296 outputs for 300 labels of a 30 s crop
-    return F.binary_cross_entropy(probs[:, :n], y[:, :n])
-
-
-class _JointStep(nn.Module):
+class JointStep(nn.Module):
     """All task forwards and losses of one iteration in one ``forward`` (one DDP forward, one backward)."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -113,15 +103,11 @@ class _JointStep(nn.Module):
             x, y = batches[task]
             mix = mixes.get(task)
             if mix is not None:
-                lam, perm = mix
-                x = lam * x + (1.0 - lam) * x[perm]
+                x = mix_inputs(x, mix)
             with torch.autocast(**autocast):
                 out = self.model(x, tasks=(MODEL_TASK[task],))
             with torch.autocast(device_type=autocast["device_type"], enabled=False):
-                if mix is None:
-                    losses[task] = _task_loss(task, out, y)
-                else:
-                    losses[task] = lam * _task_loss(task, out, y) + (1.0 - lam) * _task_loss(task, out, y[perm])
+                losses[task] = mixed_loss(MODEL_TASK[task], out, y, mix)
         return losses
 
 
@@ -199,10 +185,10 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
     rec = base.replace(**dict(overrides or {})) if overrides else base  # per-task keys: scene/tags/events or asc/...
     rec = Recipe.from_dict(rec.to_dict())  # validate the overridden recipe
     out = Path(out_dir)
-    roots = _roots_for(rec.tasks, {"asc": asc_root, "tag": tag_root, "sed": sed_root})
-    dist = _init_distributed(device)
+    roots = checked_roots(rec.tasks, {"asc": asc_root, "tag": tag_root, "sed": sed_root})
+    dist = init_distributed(device)
     try:
-        dev = _resolve_device(device, dist)
+        dev = training_device(device, dist)
         autocast_args(dtype, dev)  # refuse a bad dtype before any work
         for t in rec.tasks:
             if rec.batch_size[t] % dist.world:
@@ -226,11 +212,11 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
             atomic_write_text(run_file, json.dumps(rec.to_dict(), indent=2) + "\n")
         dist.barrier()
         if dist.main:
-            stores, items = _prepared_stores(roots, [TRAIN_SPLIT, EVAL_SPLIT], cache_dir=cache_dir, workers=workers,
+            stores, items = prepared_stores(roots, [TRAIN_SPLIT, EVAL_SPLIT], cache_dir=cache_dir, workers=workers,
                                              progress=progress, memory=in_memory)
         dist.barrier()
         if not dist.main:
-            stores, items = _prepared_stores(roots, [TRAIN_SPLIT, EVAL_SPLIT], cache_dir=cache_dir, workers=0,
+            stores, items = prepared_stores(roots, [TRAIN_SPLIT, EVAL_SPLIT], cache_dir=cache_dir, workers=0,
                                              progress=False, memory=in_memory)
         result = TrainResult(run_dir=out)
         wanted = list(stages) if stages else [s[0] for s in rec.stages()]
@@ -262,10 +248,7 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
         src = out / stage / f"best-{t}"
         if not src.exists():
             continue
-        tmp = Path(tempfile.mkdtemp(prefix=f".best-{t}.", dir=out))
-        shutil.rmtree(tmp)
-        shutil.copytree(src, tmp)
-        _replace_dir(tmp, out / f"best-{t}")
+        copy_folder(src, out / f"best-{t}")  # one unit: a kill leaves the previous copy or the new one
         result.best[t] = out / f"best-{t}"
         cfg = json.loads((src / "config.json").read_text())
         result.best_metrics[t] = (cfg.get("extra") or {}).get("best_metrics", {})
@@ -273,9 +256,8 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
 
 def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str | None, *, out: Path,
                roots: Mapping[str, Path], stores: Mapping[str, FeatureStore], items: Mapping[str, Any],
-               dev: torch.device, dist: _Dist, workers: int, dtype: str, resume: bool, seed: int, progress: bool,
+               dev: torch.device, dist: Ranks, workers: int, dtype: str, resume: bool, seed: int, progress: bool,
                eval_batch_size: int, on_epoch_end: Callable[..., None] | None) -> list[dict[str, Any]]:
-    from tqdm.auto import tqdm
 
     from dcasenet_hub._io import atomic_write_text
     from dcasenet_hub.inference.model import build_model
@@ -285,7 +267,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
     done_path = sdir / "done.json"
     if done_path.exists() and resume:
         logger.info("stage %s already finished; skipping", stage)
-        return _load_state(state_path)["history"] if state_path.exists() else []
+        return load_state(state_path)["history"] if state_path.exists() else []
     if state_path.exists() and not resume:
         raise ValueError(f"{sdir} holds a training state; pass --resume to continue or choose another folder")
 
@@ -301,7 +283,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                              "stage first")
         model.load_state_dict_strict(load_file(str(src)), source=str(src))
     model.to(dev)
-    step = _JointStep(model)
+    step = JointStep(model)
     if dist.world > 1:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -315,9 +297,9 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
     scaler = torch.amp.GradScaler("cuda", enabled=ac.get("dtype") == torch.float16)
 
     start_epoch, history, best = 0, [], {t: {} for t in tasks}
-    torch.manual_seed(_seed_of(seed, stage, "torch", dist.rank))
+    torch.manual_seed(seed_of(seed, stage, "torch", dist.rank))
     if state_path.exists():
-        st = _load_state(state_path)
+        st = load_state(state_path)
         if st["stage"] != stage:
             raise ValueError(f"{state_path} belongs to stage {st['stage']}, not {stage}")
         model.load_state_dict(st["model"])
@@ -327,7 +309,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
             scaler.load_state_dict(st["scaler"])
         start_epoch, history, best = st["epoch"], st["history"], st["best"]
         rngs = st["rng"]
-        _set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0], dev)
+        set_rng_state(rngs[dist.rank] if dist.rank < len(rngs) else rngs[0], dev)
         logger.info("resuming %s at epoch %d", stage, start_epoch + 1)
     if start_epoch >= rec.epochs:
         return history
@@ -342,9 +324,9 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
         sampler = StreamSampler(stream, start=start_epoch * iters, rank=dist.rank, world=dist.world)
         loaders[t] = iter(torch.utils.data.DataLoader(
             ds, batch_sampler=sampler, num_workers=workers, pin_memory=dev.type == "cuda",
-            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(_seed_of(seed, stage, t))))
+            persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed_of(seed, stage, t))))
     # scene crops as long as the training crops, half of that apart: the authors' three 5 s crops of a 10 s clip
-    eval_sets = {t: _eval_set(t, items[t][EVAL_SPLIT], stores[t], config=model.config,
+    eval_sets = {t: eval_set(t, items[t][EVAL_SPLIT], stores[t], config=model.config,
                               scene_window_s=rec.crop_seconds.get("asc", 5.0)) for t in tasks}
     local_bs = {t: int(rec.batch_size[t]) // dist.world for t in tasks}
 
@@ -353,10 +335,10 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
         t0 = time.time()
         model.train()
         mixup = rec.mixup_alpha is not None and rec.mixup_alpha > 0 and epoch >= rec.mixup_from_epoch
-        mix_rng = np.random.default_rng(_seed_of(seed, stage, "mixup", epoch))
+        mix_rng = np.random.default_rng(seed_of(seed, stage, "mixup", epoch))
         sums = {t: 0.0 for t in tasks}
-        bar = tqdm(total=iters, desc=f"{rec.name} {stage} {epoch + 1}/{rec.epochs}", leave=False,
-                   disable=not (progress and dist.main), dynamic_ncols=True)
+        bar = progress_bar(enabled=progress and dist.main, total=iters,
+                           desc=f"{rec.name} {stage} {epoch + 1}/{rec.epochs}", dynamic_ncols=True)
         for it in range(iters):
             batches, mixes = {}, {}
             for t in TASK_ORDER:
@@ -365,9 +347,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                 x, y = next(loaders[t])
                 batches[t] = (x.to(dev, non_blocking=True), y.to(dev, non_blocking=True))
                 if mixup:
-                    lam = float(mix_rng.beta(rec.mixup_alpha, rec.mixup_alpha))
-                    perm = torch.from_numpy(mix_rng.permutation(local_bs[t])).to(dev)
-                    mixes[t] = (lam, perm)
+                    mixes[t] = draw_mixup(mix_rng, rec.mixup_alpha, local_bs[t], dev)
             losses = step(batches, mixes, ac)
             total = sum(float(rec.loss_weights[t]) * losses[t] for t in tasks)
             values = torch.stack([losses[t].detach().float() for t in tasks])
@@ -395,7 +375,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
             bar.set_postfix({t: f"{sums[t] / (it + 1):.3f}" for t in tasks}, refresh=False)
         bar.close()
         if dist.world > 1:
-            _average_batchnorm_statistics(model, dist.world)
+            average_batchnorm_statistics(model, dist.world)
         train_time = time.time() - t0
 
         record: dict[str, Any] = {"stage": stage, "epoch": epoch + 1, "iterations": (epoch + 1) * iters,
@@ -424,18 +404,18 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
             logger.info("%s epoch %d: %s", stage, epoch + 1,
                         ", ".join(f"{k} {record[k]:.4g}" for k in METRICS if k in record))
         history.append(record)
-        rngs = [_rng_state(dev)]
+        rngs = [rng_state(dev)]
         if dist.world > 1:
             gathered: list[Any] = [None] * dist.world
             torch.distributed.all_gather_object(gathered, rngs[0])
             rngs = gathered
         if dist.main:
-            _save_state(state_path, {
+            save_state(state_path, {
                 "format": STATE_FORMAT, "recipe": rec.to_dict(), "stage": stage, "epoch": epoch + 1, "seed": seed,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler.is_enabled() else None,
                 "rng": rngs, "best": best, "history": history})
-            atomic_write_text(sdir / "metrics.jsonl", "".join(json.dumps(_finite(r)) + "\n" for r in history))
+            atomic_write_text(sdir / "metrics.jsonl", "".join(json.dumps(json_safe(r)) + "\n" for r in history))
         dist.barrier()
         if on_epoch_end is not None:
             on_epoch_end(stage, epoch, record)

@@ -39,13 +39,14 @@ import numpy as np
 
 from dcasenet_hub import labels as _labels
 from dcasenet_hub._io import atomic_write, atomic_write_text
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.train.datasets import ASC_FOLDER
 
 __all__ = ["MiniDatasets", "class_sound", "make_mini_datasets", "mini_dataset_marker"]
 
 logger = logging.getLogger(__name__)
 
-_MARKER = ".dcasenet-mini.json"
+MARKER = ".dcasenet-mini.json"
 _CITIES = ("barcelona", "helsinki", "lisbon", "london", "lyon", "milan", "paris", "prague", "stockholm", "vienna")
 _DEVICES = ("a", "a", "a", "b", "c", "s1", "s2", "s3")
 _RHYTHMS_HZ = (2.0, 3.0, 5.0, 8.0)
@@ -67,7 +68,8 @@ class MiniDatasets:
     sed: Path | None
 
 
-def _class_frequency(index: int, n_classes: int) -> float:
+def class_frequency(index: int, n_classes: int) -> float:
+    """The centre frequency of class ``index``'s sound (log-spaced bands, so classes differ in spectrum)."""
     if n_classes == 1:
         return 1000.0
     return float(_F_LOW * (_F_HIGH / _F_LOW) ** (index / (n_classes - 1)))
@@ -91,7 +93,7 @@ def class_sound(index: int, n_classes: int, n_samples: int, sample_rate: int,
         (4410,)
     """
     t = np.arange(n_samples, dtype=np.float64) / sample_rate
-    f = _class_frequency(index, n_classes) * (1.0 + rng.uniform(-0.02, 0.02))
+    f = class_frequency(index, n_classes) * (1.0 + rng.uniform(-0.02, 0.02))
     kind = index % 3
     if kind == 0:
         x = np.sin(2 * np.pi * f * t + rng.uniform(0, 2 * np.pi))
@@ -136,7 +138,7 @@ def _csv_text(rows: Sequence[Sequence[object]], *, delimiter: str = ",") -> str:
 
 def _prepare_folder(folder: Path, params: dict) -> bool:
     """True if ``folder`` already holds a complete mini dataset made with ``params`` (then nothing is written)."""
-    marker = folder / _MARKER
+    marker = folder / MARKER
     if marker.is_file():
         try:
             if json.loads(marker.read_text()) == params:
@@ -146,16 +148,11 @@ def _prepare_folder(folder: Path, params: dict) -> bool:
         shutil.rmtree(folder)  # our own earlier output with other parameters
     elif folder.exists() and any(folder.iterdir()):
         raise FileExistsError(
-            f"{folder} exists and was not made by make_mini_datasets (no {_MARKER}); choose an empty --dest"
+            f"{folder} exists and was not made by make_mini_datasets (no {MARKER}); choose an empty output "
+            "folder (-o)"
         )
     folder.mkdir(parents=True, exist_ok=True)
     return False
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="file", disable=not enabled, leave=False)
 
 
 def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval_per_scene: int,
@@ -168,7 +165,8 @@ def _make_asc(folder: Path, rng: np.random.Generator, train_per_scene: int, eval
     train = [("filename", "scene_label")]
     evaluate = [("filename", "scene_label")]
     test = [("filename",)]
-    with _progress(n_scenes * (train_per_scene + eval_per_scene), "mini ASC", progress) as bar:
+    with progress_bar(enabled=progress, total=n_scenes * (train_per_scene + eval_per_scene), desc="mini ASC",
+                      unit="file") as bar:
         for s, scene in enumerate(_labels.SCENES):
             for k in range(train_per_scene + eval_per_scene):
                 is_train = k < train_per_scene
@@ -208,7 +206,7 @@ def _make_tag(folder: Path, rng: np.random.Generator, n_clips: int, n_labels: in
     used = _spread(n_labels, len(_labels.TAGS))
     rows = [("fname", "labels")]
     names: set[str] = set()
-    with _progress(n_clips, "mini TAG", progress) as bar:
+    with progress_bar(enabled=progress, total=n_clips, desc="mini TAG", unit="file") as bar:
         for i in range(n_clips):
             while True:
                 name = f"{int(rng.integers(0, 2**32)):08x}.wav"
@@ -262,7 +260,7 @@ def _make_sed(folder: Path, rng: np.random.Generator, folds: Sequence[int], file
     n = n_frames * hop  # exactly n_frames label frames of 100 ms (60 s -> 600)
     n_classes = len(_labels.EVENTS)
     used = _spread(n_used, n_classes)
-    with _progress(len(folds) * files_per_fold, "mini SED", progress) as bar:
+    with progress_bar(enabled=progress, total=len(folds) * files_per_fold, desc="mini SED", unit="file") as bar:
         for fold in folds:
             for k in range(files_per_fold):
                 overlap = 1 + k % 2
@@ -299,7 +297,7 @@ def mini_dataset_marker(root: str | Path) -> dict[str, Any] | None:
     """
     root = Path(root).expanduser()
     for folder in (root, root.parent):
-        marker = folder / _MARKER
+        marker = folder / MARKER
         if marker.is_file():
             try:
                 params = json.loads(marker.read_text(encoding="utf-8"))
@@ -396,7 +394,7 @@ def make_mini_datasets(
         if not _prepare_folder(folder, params):
             _make_asc(folder, np.random.default_rng(seeds[0]), asc_train_per_scene, asc_eval_per_scene,
                       asc_duration, progress)
-            atomic_write_text(folder / _MARKER, json.dumps(params))
+            atomic_write_text(folder / MARKER, json.dumps(params))
         roots["asc"] = folder / ASC_FOLDER
     if "tag" in tasks:
         params = {"seed": seed, "clips": tag_clips, "labels": tag_labels, "duration": list(tag_duration),
@@ -405,7 +403,7 @@ def make_mini_datasets(
         if not _prepare_folder(folder, params):
             _make_tag(folder, np.random.default_rng(seeds[1]), tag_clips, tag_labels, tuple(tag_duration),
                       tag_multi_label_fraction, progress)
-            atomic_write_text(folder / _MARKER, json.dumps(params))
+            atomic_write_text(folder / MARKER, json.dumps(params))
         roots["tag"] = folder
     if "sed" in tasks:
         params = {"seed": seed, "folds": list(sed_folds), "files": sed_files_per_fold, "formats": list(sed_formats),
@@ -416,7 +414,7 @@ def make_mini_datasets(
         if not _prepare_folder(folder, params):
             _make_sed(folder, np.random.default_rng(seeds[2]), list(sed_folds), sed_files_per_fold,
                       list(sed_formats), sed_duration, sed_classes, progress)
-            atomic_write_text(folder / _MARKER, json.dumps(params))
+            atomic_write_text(folder / MARKER, json.dumps(params))
         roots["sed"] = folder
     logger.info("mini datasets under %s", dest)
     return MiniDatasets(**roots)

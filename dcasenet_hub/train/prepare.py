@@ -22,8 +22,8 @@ after the WAV in the same conversion, vouches for the WAV. ``keep_audio=True`` a
 other files.
 
 Sizes for the real data (float32 log-mel: 25.6 kB per second and channel): ASC 3.6 GB of features (13 965 training
-clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; they no longer get the 0.76 GB
-of log-mels nothing read), TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
+clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; no log-mels: evaluation reads
+the waveforms), TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
 
 Example:
     >>> from dcasenet_hub.train.prepare import prepare
@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub import _env
+from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
@@ -61,8 +63,7 @@ _TASK_DATA = {
 
 def default_cache_root() -> Path:
     """``$DCASENET_HUB_FEATURES`` or ``~/.cache/dcasenet_hub/features``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "dcasenet_hub" / "features"
+    return _env.feature_cache() or Path.home() / ".cache" / "dcasenet_hub" / "features"
 
 
 def feature_dir(cache_root: str | Path, task: str, root: str | Path) -> Path:
@@ -257,8 +258,6 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
         >>> report = prepare_items("asc", "data/asc", ["data/asc/audio/a.wav"], cache_dir="features",
         ...                        keep_audio=True, features=False)                       # doctest: +SKIP
     """
-    from tqdm.auto import tqdm
-
     if not features and not keep_audio:
         raise ValueError("features=False keeps nothing but the 24 kHz audio; pass keep_audio=True with it")
     config = config or FrontendConfig()
@@ -278,7 +277,8 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
     done = 0
     args = [(task, str(root), p, str(task_dir), keep_audio, config.to_dict(), features) for p in todo]
-    bar = tqdm(total=len(todo), desc=f"prepare {task}", unit="file", disable=not progress or not todo)
+    bar = progress_bar(enabled=progress and bool(todo), total=len(todo), desc=f"prepare {task}", unit="file",
+                       leave=True)
     try:
         if workers and workers > 0 and len(todo) > 1:
             import multiprocessing as mp

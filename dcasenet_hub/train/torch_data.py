@@ -305,7 +305,7 @@ class TrainCrops(Dataset):
         return xc.unsqueeze(0), yc
 
 
-def _seed_of(*parts: int | str) -> int:
+def seed_of(*parts: int | str) -> int:
     digest = hashlib.blake2b("/".join(str(p) for p in parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
@@ -342,7 +342,7 @@ class BatchStream:
         if p not in self._perm_cache:
             if len(self._perm_cache) > 4:
                 self._perm_cache.clear()
-            rng = np.random.default_rng(_seed_of(self.seed, self.stage, self.task, "pass", p))
+            rng = np.random.default_rng(seed_of(self.seed, self.stage, self.task, "pass", p))
             self._perm_cache[p] = rng.permutation(self.n_items)
         return self._perm_cache[p]
 
@@ -355,7 +355,7 @@ class BatchStream:
         for j in range(rank * local, (rank + 1) * local):
             pos = b * self.batch_size + j
             p, k = divmod(pos, self.n_items)
-            out.append((int(self._perm(p)[k]), _seed_of(self.seed, self.stage, self.task, "crop", b, j)))
+            out.append((int(self._perm(p)[k]), seed_of(self.seed, self.stage, self.task, "crop", b, j)))
         return out
 
 

@@ -1,0 +1,57 @@
+"""Messages that name the right thing: the option the command really has, what an input is read as, and a bad
+output format said before any work."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dcasenet_hub.cli import main
+
+
+def _wav(path: Path, seconds: float = 1.0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t = np.arange(int(seconds * 24000)) / 24000
+    sf.write(path, (0.2 * np.sin(2 * np.pi * 440 * t)).astype("float32"), 24000)
+    return path
+
+
+def test_finetune_offline_names_its_own_option_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for kind in ("a", "b"):
+        for i in range(3):
+            _wav(tmp_path / "data" / kind / f"{i}.wav")
+    code = main(["finetune", str(tmp_path / "data"), "--task", "classification", "-o", str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "--base PATH" in err, err
+
+
+def test_a_text_input_is_said_to_be_read_as_a_list_of_paths(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from dcasenet_hub.batch.discovery import discover
+
+    a, b = _wav(tmp_path / "a.wav", 0.2), _wav(tmp_path / "b.wav", 0.2)
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{a.name}\n# a comment\n{b}\n")
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"):
+        items = discover([listing])
+    assert [i.path.name for i in items] == ["a.wav", "b.wav"]
+    said = [r.getMessage() for r in caplog.records]
+    assert any(str(listing) in m and "list of 2 audio paths" in m for m in said), said
+
+
+def test_plot_refuses_an_unknown_image_format_before_loading_the_model(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    wav = _wav(tmp_path / "clip.wav")
+    # an unknown model id: had the format check come after loading, the exit code would be 3
+    code = main(["plot", str(wav), "-o", str(tmp_path / "p.xyz"), "--model", "no-such-model"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.count("\n") == 1 and ".xyz" in err and ".png" in err, err
+    assert not (tmp_path / "p.xyz").exists()
