@@ -22,8 +22,9 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py -s 2>&1 |
 # 2. precisions on the GPU (model-only and end to end)
 timeout 90 python3 -m benchmarks.dtypes --device cuda --files 64 --out "$OUT/dtypes_gpu.json" 2>&1 | tee "$OUT/dtypes_gpu.log"
 # 3. the harness's GPU sections: model-only and end-to-end embed of 256 10-s files (24 take ~0.03 s of network at the
-#    goal's 8,000 audio s/s), the command's default workers; then 8 workers with the features on the GPU (the default
-#    with the model there), on the CPU (the front-end's cost), and with batches of 64 windows instead of 8
+#    goal's 8,000 audio s/s), the command's default workers; then 8 workers with the features on the GPU (the opt-in
+#    GPU front-end, which the harness measures unless told otherwise), on the CPU (the command's default), and with
+#    batches of 64 windows instead of 8
 timeout 150 python3 -m benchmarks.run --device cuda --sections model e2e --archs v3 --e2e-files 256 --e2e-pairs 3 \
     --work-dir /tmp/bench --out "$OUT/bench_gpu.json" > "$OUT/bench_gpu.log" 2>&1; tail -40 "$OUT/bench_gpu.log"
 for v in "--e2e-workers 8" "--e2e-workers 8 --e2e-cpu-features" "--e2e-workers 8 --e2e-batch-size 64"; do

@@ -340,7 +340,8 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
         argv += ["--workers", str(workers)]
     if batch_size is not None:
         argv += ["--batch-size", str(batch_size)]
-    # with the network on a GPU, resampling and features run there unless this measures the CPU front-end instead
+    # with the network on a GPU: the GPU front-end (opt-in), unless this measures the default CPU front-end instead
+    default_features = pipeline.FEATURES_ON_MODEL_DEVICE
     pipeline.FEATURES_ON_MODEL_DEVICE = not cpu_features
     _log(f"e2e: dcasenet-hub {' '.join(argv)}")
 
@@ -403,7 +404,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     busy = sum(stage_s.values())
     net_audio = sum(shape[0] for shape, _ in shapes)
     # every batch holds windows of whole files here (10 s files: one window each), so audio = files' duration
-    pipeline.FEATURES_ON_MODEL_DEVICE = True
+    pipeline.FEATURES_ON_MODEL_DEVICE = default_features
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
         "workers": workers, "batch_size": batch_size,
@@ -633,7 +634,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--e2e-batch-size", type=int, default=None, metavar="N",
                         help="--batch-size of the e2e command (default: the command's own)")
     parser.add_argument("--e2e-cpu-features", action="store_true",
-                        help="with --device cuda: resample and compute features on the CPU, not the GPU")
+                        help="with --device cuda: resample and compute features on the CPU (the command's default) "
+                             "instead of the GPU front-end this harness measures otherwise")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--work-dir", type=Path, default=None, help="folder for test audio (default: a temp dir)")
     args = parser.parse_args(argv)

@@ -102,3 +102,44 @@ def resolve_dtype(dtype: str | torch.dtype | None = None, *, device: str | torch
 def short_dtype_name(dtype: str | torch.dtype | None) -> str:
     """``"fp32"``, ``"bf16"`` or ``"fp16"`` for any accepted spelling (as outputs' metadata records it)."""
     return SHORT_DTYPE_NAMES[str(resolve_dtype(dtype)).removeprefix("torch.")]
+
+
+#: CPU flags that decide which precisions run natively (``/proc/cpuinfo`` spelling).
+CPU_SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model name, logical core count and which of :data:`CPU_SPEED_FLAGS` it has.
+
+    Read from ``/proc/cpuinfo`` where there is one (Linux); elsewhere the flags are unknown (``None``), so callers
+    can tell "lacks bf16" from "cannot tell".
+
+    Example:
+        >>> sorted(cpu_info())
+        ['cores', 'flags', 'model']
+    """
+    import os
+    import platform
+    from pathlib import Path
+
+    model = platform.processor() or platform.machine()
+    flags: list[str] | None = None
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            model = value.strip()
+        elif key.strip() == "flags" and flags is None:
+            present = set(value.split())
+            flags = [f for f in CPU_SPEED_FLAGS if f in present]
+    return {"model": model, "cores": os.cpu_count() or 1, "flags": flags}
+
+
+def native_cpu_bf16() -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16); elsewhere bf16 is emulated and slow."""
+    flags = cpu_info()["flags"] or []
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+

@@ -57,6 +57,8 @@ ALLOWED = {
     "--format": "format", "--opset": "opset", "--no-check": "no_check", "--event-format": "event_formats",
     "--truth": "truth", "--map": "map", "--segment-length": "segment_length", "--collar": "collar",
     "--no-psds": "no_psds", "--no-plot": "no_plot",
+    "--quick": "quick", "--devices": "devices", "--dtypes": "dtypes", "--backends": "backends",
+    "--batch-sizes": "batch_sizes", "--clip-seconds": "clip_seconds",
 }
 #: One meaning, stored under another name by one command: the format of the file written (export: onnx; embed: the
 #: embedding file's format).

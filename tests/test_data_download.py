@@ -318,7 +318,7 @@ def test_an_archive_cannot_touch_the_download_state(server, tmp_path, monkeypatc
     evil = _zip_members(tmp_path / "meta.zip", [("meta/ok.csv", "1\n"), ("downloads/audio.extracted", "audio.zip\n")])
     _serve(server, f"{record}/meta.zip", evil.read_bytes())
     spec = dd.DatasetSpec(key="evil", title="evil", record=record,
-                          parts={"meta": (dd._zip("meta.zip"),), "audio": (dd._zip("audio.zip"),)},
+                          parts={"meta": (dd.zip_archive("meta.zip"),), "audio": (dd.zip_archive("audio.zip"),)},
                           default_parts=("meta",))
     monkeypatch.setitem(dd.DATASETS, "evil", spec)
     monkeypatch.setenv(dd.MIRROR_ENV, server.url)

@@ -61,6 +61,27 @@ def test_a_non_regular_model_is_refused_at_once_with_exit_3(kind: str, fifo: Pat
 
 
 @pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_non_regular_model_is_refused_by_the_library_folder_job(kind: str, fifo: Path, wav: Path,
+                                                                   tmp_path: Path) -> None:
+    """Before: batch.prepare/run read the model's bytes to fingerprint them for resume before any check, and hung."""
+    from dcasenet_hub.batch import prepare
+    from dcasenet_hub.errors import ModelFileError
+
+    model = str(fifo) if kind == "fifo" else kind
+
+    def call() -> BaseException | None:
+        try:
+            prepare(model, [wav], tmp_path / "out")
+        except ModelFileError as exc:
+            return exc
+        return None
+
+    exc = _in_time(call)
+    assert exc is not None and "not a model file" in str(exc)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
 def test_a_non_regular_manifest_is_refused_with_one_line(kind: str, fifo: Path, monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture[str]) -> None:
     """Before: DCASENET_HUB_MANIFEST=/dev/zero ended in a MemoryError traceback; a FIFO blocked."""

@@ -16,6 +16,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dcasenet_hub.hub.checkpoint import check_model_path
 from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import read_meta
 
@@ -136,6 +137,7 @@ def model_identity(name: str | Path) -> dict[str, Any]:
         >>> model_identity("dcasenet-v3")["model"]                                   # doctest: +SKIP
         'dcasenet-v3'
     """
+    check_model_path(name)  # a FIFO or device is refused before it is read to fingerprint it
     p = Path(name).expanduser()
     if p.exists():
         files = _folder_files(p) if p.is_dir() else [p]

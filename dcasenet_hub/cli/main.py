@@ -1,5 +1,5 @@
 """The ``dcasenet-hub`` command line. Each sub-command group is a module of this package (``infer``, ``score``, ``hub``,
-``finetune``, ``train``, ``data``, ``export``) that parses, makes one library call and prints.
+``finetune``, ``train``, ``data``, ``export``, ``bench``) that parses, makes one library call and prints.
 
 Exit codes (one per area of :mod:`dcasenet_hub.errors`, :func:`dcasenet_hub.cli.common.exit_code`): 0 success,
 1 some inputs failed (the others' results are written), 2 usage error, 3 the model could not be fetched or loaded
@@ -14,19 +14,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from dcasenet_hub.cli import data, export, finetune, hub, infer, score, train
+from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
 from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code
 from dcasenet_hub.cli.vocabulary import NOTES
 from dcasenet_hub.errors import ModelError, ModelLoadError
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
-_COMMAND_MODULES = (infer, score, hub, finetune, train, data, export)
+_COMMAND_MODULES = (infer, score, hub, finetune, train, data, export, bench)
 
 EPILOG = """examples:
   dcasenet-hub embed examples/audio -o embeddings/
   dcasenet-hub predict street.wav -o predictions/
   dcasenet-hub score predictions/ --truth annotations.tsv
   dcasenet-hub list
+  dcasenet-hub bench --quick
   dcasenet-hub <command> --help
 
 -v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log

@@ -1,0 +1,169 @@
+"""Embeddings and predictions on Ray Data: a callable class for ``ray.data.Dataset.map_batches``.
+
+For corpora that outgrow one machine: Ray spreads the batches over CPU or GPU actors, balances the load, retries a
+batch whose worker died, and reads from object storage (``ray.data.read_binary_files("s3://...")``). Each actor
+loads the model once. ``--shard`` and torchrun stay for SLURM-style arrays. Needs the ``ray`` extra
+(``pip install "dcasenet-hub[ray]"``); this module itself never imports ray.
+
+Rows in: a ``path`` column (files the workers can read), a ``bytes`` column (the files' contents, e.g. from
+``read_binary_files(..., include_paths=True)``; the ``path`` column, when present, names the row and gives the
+format's extension), or an ``audio`` column of waveforms with ``sample_rate`` (a column, or the constructor's).
+Rows out: the input's ``path`` (when given), every other column of the input (an ``id``, labels ...) except the
+audio itself, ``ok`` and ``error`` (one line; a bad file fails its row only), and
+
+* ``task="embed"``: ``clip_embedding`` (D floats; empty for a failed row) and, with ``frames=True``,
+  ``frame_embeddings`` (T x D, flattened) and ``frame_times``;
+* ``task="predict"``: ``top_scene``, ``scene_probs``, ``tag_probs`` and ``events`` (JSON: onset, offset, label).
+
+By default each row is computed on its own (``batch_rows=False``): a row's numbers then do not depend on which rows
+Ray put in its batch, so retries and any cluster shape give identical results. ``batch_rows=True`` runs a batch's
+rows through shared forward passes (faster for short clips, on GPUs above all); results then differ by float
+rounding (~1e-8) between batch compositions.
+
+Example:
+    >>> import ray                                                            # doctest: +SKIP
+    >>> from dcasenet_hub.integrations.ray import DcaseNetBatch               # doctest: +SKIP
+    >>> ds = ray.data.read_binary_files("s3://bucket/audio/", include_paths=True)   # doctest: +SKIP
+    >>> ds.map_batches(DcaseNetBatch, fn_constructor_kwargs={"model": "dcasenet-v3"}, batch_size=32,
+    ...                concurrency=4).write_parquet("s3://bucket/embeddings/")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+#: What a :class:`DcaseNetBatch` computes per row.
+TASKS = ("embed", "predict")
+
+
+class DcaseNetBatch:
+    """Callable class for ``Dataset.map_batches``: a batch of audio rows in, one result row per input out.
+
+    Args:
+        model: A manifest id, local folder or checkpoint (what ``from_pretrained`` takes; every worker must be able
+            to load it), or a loaded :class:`~dcasenet_hub.DcaseNet` (Ray pickles it to each actor).
+        task: ``"embed"`` or ``"predict"``.
+        device: ``"auto"`` (CUDA when the actor has a GPU, ``num_gpus=1`` in ``map_batches``), ``"cpu"``, ``"cuda"``.
+        dtype: Compute dtype as in :func:`~dcasenet_hub.inference.embed` (``None``: exact fp32).
+        sample_rate: Rate of ``audio`` rows when the batch has no ``sample_rate`` column.
+        frames: Also return the frame embeddings and their times (embed).
+        batch_rows: Run a batch's rows through shared forward passes (see the module's note on exactness).
+        batch_size: 5 s windows per forward pass.
+        options: Further keyword arguments of :func:`~dcasenet_hub.inference.iterate` (``hop``, ``layer``,
+            ``pooling``, ``threshold``, ``median_filter``, ``min_duration``, ``pad_tail``, ``backend``).
+
+    Raises:
+        ValueError: an unknown task, or an option :func:`~dcasenet_hub.inference.iterate` does not take.
+    """
+
+    def __init__(self, model: Any = "dcasenet-v3", *, task: str = "embed", device: str = "auto",
+                 dtype: str | None = None, sample_rate: int | None = None, frames: bool = False,
+                 batch_rows: bool = False, batch_size: int = 8, options: Mapping[str, Any] | None = None) -> None:
+        from dcasenet_hub.inference.model import from_pretrained
+
+        if task not in TASKS:
+            raise ValueError(f"task={task!r} is not one of {', '.join(repr(t) for t in TASKS)}")
+        allowed = {"hop", "layer", "pooling", "threshold", "median_filter", "min_duration", "pad_tail", "backend"}
+        unknown = sorted(set(options or {}) - allowed)
+        if unknown:
+            raise ValueError(f"Unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+        self.model = from_pretrained(model) if isinstance(model, (str, os.PathLike)) else model
+        self.model.eval()
+        self.task = task
+        self.frames = bool(frames)
+        self.batch_rows = bool(batch_rows)
+        self.sample_rate = sample_rate
+        self.kwargs = {"device": device, "dtype": dtype, "batch_size": int(batch_size), "workers": 0,
+                       "embeddings": task == "embed", "predictions": task == "predict", **dict(options or {})}
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """One output row per input row, in the input's order (``map_batches`` with ``batch_format="numpy"``)."""
+        from dcasenet_hub.inference.pipeline import iterate
+
+        names, inputs, rates, temp = self._inputs(batch)
+        try:
+            results: list[Any] = [None] * len(inputs)
+            groups = [list(range(len(inputs)))] if self.batch_rows and len(set(rates)) <= 1 else [
+                [i] for i in range(len(inputs))]
+            for group in groups:
+                for r in iterate(self.model, [inputs[i] for i in group], sample_rate=rates[group[0]],
+                                 **self.kwargs):
+                    results[group[r.index]] = r
+        finally:
+            for path in temp:
+                path.unlink(missing_ok=True)
+        out = self._rows(names, results, temp_names={str(t): n for t, n in zip(temp, names)})
+        for key in batch:  # the row's other columns (ids, labels) travel with it; the audio itself does not
+            if key not in ("bytes", "audio", "path", "sample_rate") and key not in out:
+                out[key] = np.asarray(batch[key])
+        return out
+
+    def _inputs(self, batch: Mapping[str, Any]) -> tuple[list[str], list[Any], list[int | None], list[Path]]:
+        """Row names, inputs for ``iterate`` (paths or waveforms), their rates, and temporary files to delete."""
+        temp: list[Path] = []
+        if "bytes" in batch:
+            data = list(batch["bytes"])
+            names = [str(p) for p in batch["path"]] if "path" in batch else [f"<row {i}>" for i in range(len(data))]
+            inputs: list[Any] = []
+            for name, blob in zip(names, data):
+                # the one decoder reads files: each row's bytes become a private temporary file with its extension
+                fd, tmp = tempfile.mkstemp(prefix="dcasenet-ray-", suffix=Path(name).suffix.lower())
+                with os.fdopen(fd, "wb") as f:
+                    f.write(bytes(blob))
+                temp.append(Path(tmp))
+                inputs.append(tmp)
+            return names, inputs, [None] * len(inputs), temp
+        if "path" in batch:
+            names = [str(p) for p in batch["path"]]
+            return names, list(names), [None] * len(names), temp
+        if "audio" in batch:
+            audio = list(batch["audio"])
+            if "sample_rate" in batch:
+                rates = [int(r) for r in batch["sample_rate"]]
+            elif self.sample_rate is not None:
+                rates = [int(self.sample_rate)] * len(audio)
+            else:
+                raise ValueError("audio rows need a sample_rate column or DcaseNetBatch(sample_rate=...)")
+            return [f"<row {i}>" for i in range(len(audio))], [np.asarray(a) for a in audio], rates, temp
+        raise ValueError(f"A batch needs a 'path', 'bytes' or 'audio' column; got {', '.join(sorted(batch))}")
+
+    def _rows(self, names: list[str], results: list[Any], *, temp_names: dict[str, str]) -> dict[str, np.ndarray]:
+        ok = [r.error is None for r in results]
+        errors = []
+        for r in results:
+            text = "" if r.error is None else " ".join(str(r.error).split())
+            for tmp, name in temp_names.items():
+                text = text.replace(tmp, name)
+            errors.append(text)
+        out: dict[str, np.ndarray] = {"path": np.array(names, dtype=object), "ok": np.array(ok),
+                                      "error": np.array(errors, dtype=object)}
+        empty = np.zeros(0, dtype=np.float32)
+        if self.task == "embed":
+            out["clip_embedding"] = _ragged([r.embeddings.clip if r.ok else empty for r in results])
+            if self.frames:
+                out["frame_embeddings"] = _ragged([r.embeddings.frame.reshape(-1) if r.ok else empty
+                                                   for r in results])
+                out["frame_times"] = _ragged([r.embeddings.frame_times if r.ok else empty for r in results])
+        else:
+            preds = [r.prediction if r.ok else None for r in results]
+            out["top_scene"] = np.array([p.top_scene if p else "" for p in preds], dtype=object)
+            out["scene_probs"] = _ragged([p.scene_probs if p else empty for p in preds])
+            out["tag_probs"] = _ragged([p.tag_probs if p else empty for p in preds])
+            out["events"] = np.array([json.dumps([[float(on), float(off), str(label)] for on, off, label in p.events])
+                                      if p else "[]" for p in preds], dtype=object)
+        return out
+
+
+def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """An object array of float32 vectors (lengths may differ: failed rows are empty), which Ray stores as lists."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = np.asarray(a, dtype=np.float32)
+    return out
