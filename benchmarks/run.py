@@ -322,7 +322,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
 
     from benchmarks._stages import STAGES, StageTimer, instrument
     from dcasenet_hub import cli
-    from dcasenet_hub.hub.api import from_pretrained
+    from dcasenet_hub import from_pretrained
     from dcasenet_hub.models.fast import optimize_for_inference
 
     audio_dir = work / "e2e_audio"

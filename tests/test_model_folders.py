@@ -158,7 +158,8 @@ def test_sigkill_at_every_rename_of_convert_leaves_the_old_or_the_new_model(
     new = _identity(dcasenet_hub.from_pretrained(fresh))
     assert old != new
     out.mkdir()
-    renames = _kill_at_every_rename(["convert", str(other), "--arch", "v3", "-o", str(out), "-q"], out, pristine,
+    renames = _kill_at_every_rename(["convert", str(other), "--arch", "v3", "-o", str(out), "-q", "--overwrite"],
+                                    out, pristine,
                                     old, new, modes=("before", "after"))
     assert renames >= 4  # the commit and one move per file: each was a kill point
 
