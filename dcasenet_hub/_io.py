@@ -63,7 +63,8 @@ def file_mode() -> int:
     return _file_mode
 
 
-def _fsync(path: Path, *, directory: bool = False) -> None:
+def fsync_path(path: Path, *, directory: bool = False) -> None:
+    """fsync a file, or a folder where the platform can open one (so a rename in it is durable)."""
     flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
     try:
         fd = os.open(path, flags)
@@ -94,7 +95,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     try:
         writer(tmp_path)
         os.chmod(tmp_path, file_mode())  # mkstemp makes 0600 files; give the usual permissions
-        _fsync(tmp_path)
+        fsync_path(tmp_path)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -104,7 +105,7 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
-    _fsync(path.parent, directory=True)
+    fsync_path(path.parent, directory=True)
 
 
 def pid_alive(pid: int) -> bool:

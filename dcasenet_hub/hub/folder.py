@@ -32,6 +32,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from dcasenet_hub._io import fsync_path
+
 #: The commit folder inside a model folder (present only between the commit and the end of the moves).
 COMMIT_DIR = ".dcasenet-hub-commit"
 #: Prefix of a writer's staging folder inside a model folder.
@@ -44,22 +46,6 @@ _COMMIT_WAIT_S = 30.0
 
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname())[:24] or "host"
-
-
-def _fsync(path: Path, *, directory: bool = False) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0))
-    except OSError:
-        if directory:  # some platforms cannot open folders
-            return
-        raise
-    try:
-        os.fsync(fd)
-    except OSError:
-        if not directory:
-            raise
-    finally:
-        os.close(fd)
 
 
 def current_file(folder: Path, name: str) -> Path:
@@ -107,7 +93,7 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
                 fh.flush()
                 os.fsync(fh.fileno())
         os.chmod(staging, 0o755)
-        _fsync(staging, directory=True)
+        fsync_path(staging, directory=True)
         _commit(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -140,7 +126,7 @@ def _commit(staging: Path, folder: Path) -> None:
         if time.monotonic() > deadline:  # its writer is gone or stuck: apply its commit, then ours
             _apply(folder)
         time.sleep(0.01)
-    _fsync(folder, directory=True)
+    fsync_path(folder, directory=True)
 
 
 def _apply(folder: Path) -> None:
@@ -155,7 +141,7 @@ def _apply(folder: Path) -> None:
             os.replace(commit / name, folder / name)
         except FileNotFoundError:  # another reader or the writer moved it first
             continue
-    _fsync(folder, directory=True)
+    fsync_path(folder, directory=True)
     try:
         os.rmdir(commit)
     except FileNotFoundError:
