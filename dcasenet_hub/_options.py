@@ -22,7 +22,8 @@ def merge_options(cls: type[T], options: T | None, overrides: Mapping[str, Any],
     """``options`` (default: ``cls()``) with ``overrides`` (option names as keywords) applied over it.
 
     Args:
-        cls: The options dataclass (frozen; its ``__post_init__`` checks values).
+        cls: The options dataclass (frozen; it checks values when built; its ``field_names()``, if it has one,
+            lists the names it takes).
         options: An instance of ``cls``, or ``None``.
         overrides: Option names and values; they win over ``options``.
         caller: The function named in a ``TypeError`` (e.g. ``"finetune"``).
@@ -43,7 +44,7 @@ def merge_options(cls: type[T], options: T | None, overrides: Mapping[str, Any],
     if options is not None and not isinstance(options, cls):
         raise TypeError(f"{caller}(): options must be a {name}, got {type(options).__name__}; pass options as "
                         f"keywords or as {name}(...)")
-    known = option_names(cls)
+    known = cls.field_names() if hasattr(cls, "field_names") else option_names(cls)
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         raise TypeError(f"{caller}() got unknown option(s) {', '.join(map(repr, unknown))}. Known: {', '.join(known)}")

@@ -48,7 +48,7 @@ def test_api_onnxruntime_backend_equals_torch(responsive_v3):
         assert np.abs(getattr(p_ort, k) - getattr(p_ref, k)).max() <= 1e-5, k
     other = embed(responsive_v3, _clip(7.0, 4), sample_rate=24000)  # the check can fail: other audio is far off
     assert np.abs(other.frame - ref.frame).max() > 1e-2
-    with pytest.raises(ValueError, match="backend='tensorrt' is not one of"):
+    with pytest.raises(ValueError, match="backend='tensorrt': must be one of 'torch', 'onnxruntime'"):
         embed(responsive_v3, wav, sample_rate=24000, backend="tensorrt")
     with pytest.raises(ValueError, match="not in the exported ONNX graph"):
         embed(responsive_v3, wav, sample_rate=24000, backend="onnxruntime", layer="conv")

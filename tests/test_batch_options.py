@@ -15,12 +15,14 @@ import soundfile as sf
 from dcasenet_hub import batch
 from dcasenet_hub.batch import BatchOptions
 from dcasenet_hub.batch.options import merge_batch_options
+from dcasenet_hub.inference import InferenceOptions
 
-# the keywords of run()/prepare() before BatchOptions, with their defaults: every old call must mean the same
+# the keywords of run()/prepare(), with their defaults: every keyword call must mean the same (progress None is
+# "bars when stderr is a terminal", device None "the model's device; a model loaded by name goes to CUDA if any")
 OLD_KEYWORDS = {
     "task": "embed", "level": "both", "hop": None, "layer": "gru", "pooling": "mean", "threshold": None,
     "median_filter": None, "min_duration": None, "pad_tail": False, "device": None, "dtype": None, "backend": "torch",
-    "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": False,
+    "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": None,
     "event_formats": ("dcase",), "embedding_format": "npz",  # added later; their defaults write what old calls wrote
 }
 # a non-default value for every option (valid together)
@@ -45,15 +47,17 @@ def _folder(tmp_path: Path, n: int = 6, seconds: float = 1.0) -> Path:
 
 def _plan_view(plan: batch.Plan) -> dict:
     return {"items": [(i.rel.as_posix(), i.output) for i in plan.items], "index": plan.index_path,
-            "meta": plan.meta, "options": plan.options, "iterate": plan.iterate_options,
+            "meta": plan.meta, "options": plan.options,
             "task": plan.task, "level": plan.level, "overwrite": plan.overwrite, "device": plan.device}
 
 
 def test_fields_and_defaults_are_the_old_keywords():
-    """Catches a renamed option or a changed default (an old keyword call would fail or silently mean another job)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(BatchOptions)}
-    assert defaults == OLD_KEYWORDS
-    assert BatchOptions.field_names() == tuple(OLD_KEYWORDS)
+    """Catches a renamed option or a changed default (an old keyword call would fail or silently mean another job),
+    and an inference option whose default differs between the folder jobs and embed/predict."""
+    defaults = BatchOptions()
+    assert {name: getattr(defaults, name) for name in OLD_KEYWORDS} == OLD_KEYWORDS
+    assert set(BatchOptions.field_names()) == set(OLD_KEYWORDS) | {"inference"}
+    assert defaults.inference == InferenceOptions()
     assert set(CHANGED) == set(OLD_KEYWORDS)
 
 
@@ -71,10 +75,9 @@ def test_options_and_keywords_give_the_same_plan(tmp_path):
     assert by_options.meta == {"task": "predict", "model": "test-model", "threshold": 0.4, "median_filter": 0.5,
                                "min_duration": 0.3, "hop": 0.4, "pad_tail": True, "dtype": "bf16",
                                "backend": "torch"}
-    assert by_options.iterate_options == {
-        "dtype": "bf16", "backend": "torch", "hop": 0.4, "layer": "conv", "pooling": "mean+max", "threshold": 0.4,
-        "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "batch_size": 3, "workers": 0,
-        "progress": True}
+    assert by_options.options.inference == InferenceOptions(
+        dtype="bf16", backend="torch", hop=0.4, layer="conv", pooling="mean+max", threshold=0.4, median_filter=0.5,
+        min_duration=0.3, pad_tail=True, device="cpu", batch_size=3, workers=0, progress=True)
     assert (by_options.task, by_options.level, by_options.overwrite, by_options.device) == (
         "predict", "clip", True, "cpu")
     # no options and no keywords: the old defaults
@@ -102,7 +105,7 @@ def test_unknown_option_names_raise_type_error_listing_the_known_ones(tmp_path, 
     root = _folder(tmp_path, n=1)
     with pytest.raises(TypeError, match=rf"^{call}\(\) got unknown option\(s\) 'tresh'\. Known: ") as info:
         getattr(batch, call)(MODEL, [root], tmp_path / "out", BatchOptions(), tresh=0.5)
-    assert str(info.value).endswith("Known: " + ", ".join(OLD_KEYWORDS))
+    assert str(info.value).endswith("Known: " + ", ".join(BatchOptions.field_names()))
     with pytest.raises(TypeError, match="options must be a BatchOptions, got dict"):
         getattr(batch, call)(MODEL, [root], tmp_path / "out", {"task": "predict"})
     assert not (tmp_path / "out").exists()
@@ -137,20 +140,23 @@ def test_shard_is_stored_as_a_tuple():
         BatchOptions().shard = (1, 2)  # type: ignore[misc]
 
 
-def test_iterate_kwargs_are_parameters_of_iterate():
-    """Catches a key iterate() does not take (a TypeError only once some input needs computing) and fp32 passed as a
-    dtype instead of None (which would leave the exact fp32 path)."""
-    from dcasenet_hub.inference import iterate
+def test_every_inference_option_is_a_visible_keyword_of_embed_predict_and_iterate():
+    """Catches an option that iterate() (or a DcaseNet method) hides behind **kwargs or lacks, and a keyword that
+    is no option (it would reach InferenceOptions as an unknown name)."""
+    from dcasenet_hub import DcaseNet
+    from dcasenet_hub.inference import embed, iterate, predict
 
-    params = inspect.signature(iterate).parameters
-    kwargs = BatchOptions(**CHANGED).iterate_kwargs()
-    assert set(kwargs) <= set(params) and "device" not in kwargs
-    # every iterate option that is also a job option is passed on
-    assert {k for k in params if k in OLD_KEYWORDS and k != "device"} == set(kwargs)
+    names = set(InferenceOptions.field_names())
+    own = {"model", "x", "inputs", "sample_rate", "options", "embeddings", "predictions"}
+    embed_only, predict_only = {"layer", "pooling"}, {"threshold", "median_filter", "min_duration"}
+    for fn, expected in ((iterate, names), (embed, names - predict_only), (predict, names - embed_only),
+                         (DcaseNet.embed, names - predict_only), (DcaseNet.predict, names - embed_only)):
+        params = inspect.signature(fn).parameters
+        assert not any(p.kind is p.VAR_KEYWORD for p in params.values()), fn
+        assert set(params) - own == expected, fn.__qualname__
     for fp32 in (None, "fp32", "float32"):
-        assert BatchOptions(dtype=fp32).iterate_kwargs()["dtype"] is None
-        assert BatchOptions(dtype=fp32).settings_meta({"model": "m"})["dtype"] == "fp32"
-    assert BatchOptions(dtype="bfloat16").iterate_kwargs()["dtype"] == "bf16"
+        assert batch.settings_meta("embed", {"model": "m"}, InferenceOptions(dtype=fp32))["dtype"] == "fp32"
+    assert InferenceOptions(dtype="bfloat16").dtype == "bf16"
 
 
 def test_cli_builds_one_batch_options_from_its_flags(tmp_path, monkeypatch):
@@ -171,12 +177,15 @@ def test_cli_builds_one_batch_options_from_its_flags(tmp_path, monkeypatch):
     assert code == 2  # the test's FileNotFoundError is reported as a usage error
     assert seen == [("m", [str(root)], tmp_path / "out", BatchOptions(
         task="predict", threshold=0.4, median_filter=0.5, min_duration=0.3, hop=0.4, pad_tail=True, device="cpu",
-        dtype="fp32", batch_size=3, workers=0, shard=(1, 2), overwrite=True, progress=False), {})]
+        batch_size=3, workers=0, shard=(1, 2), overwrite=True, progress=False), {})]
     seen.clear()
     assert main(["embed", str(root), "-o", str(tmp_path / "out"), "--model", "m", "--level", "clip", "--layer",
-                 "scene", "--pooling", "max"]) == 2
-    assert seen[0][3] == BatchOptions(task="embed", level="clip", layer="scene", pooling="max", device="auto",
-                                      dtype="fp32", progress=True)
+                 "scene", "--pooling", "max", "--dtype", "bf16"]) == 2
+    assert seen[0][3] == BatchOptions(task="embed", level="clip", layer="scene", pooling="max", dtype="bf16")
+    seen.clear()
+    # no flags: the options' own defaults, the same as the Python API's
+    assert main(["embed", str(root), "-o", str(tmp_path / "out"), "--model", "m"]) == 2
+    assert seen[0][3] == BatchOptions(task="embed")
 
 
 def test_an_options_run_resumes_a_keyword_run_and_overrides_reach_the_files(tmp_path, v3_model):

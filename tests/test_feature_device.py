@@ -1,7 +1,7 @@
 """Features on the model's device: the choice of device, and the device path's numbers (run here on the CPU).
 
 With the network on a CUDA GPU the decode workers resample (in float64) and compute the log-mel there
-(``_Settings.feature_device``). Which device is chosen is tested as a function; the path itself is run on the CPU
+(``CallSettings.feature_device``). Which device is chosen is tested as a function; the path itself is run on the CPU
 by forcing ``feature_device="cpu"``, so every step that takes the device (resampling in whole and in chunks, each
 window's features, the finer hop's look-ahead passes, the padded tail) runs its device branch and must give the
 CPU pipeline's outputs. tests/test_gpu.py runs the same comparison on a real GPU.

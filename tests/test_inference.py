@@ -369,17 +369,17 @@ def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_thread
     team that competes with the network's), or a process-wide set_num_threads(1) (the network loses its threads)."""
     import threading
 
-    # _Job.prepare: the thread count inside the decode workers is not visible in any output
-    from dcasenet_hub.inference.jobs import _Job
+    # Job.prepare: the thread count inside the decode workers is not visible in any output
+    from dcasenet_hub.inference.jobs import Job
 
     seen: dict[str, int] = {}
-    original = _Job.prepare
+    original = Job.prepare
 
     def recording(self):
         seen[threading.current_thread().name] = torch.get_num_threads()
         return original(self)
 
-    monkeypatch.setattr(_Job, "prepare", recording)
+    monkeypatch.setattr(Job, "prepare", recording)
     before = torch.get_num_threads()
     embed(v3_model, [_noise(1.0, seed=s) for s in range(3)], sample_rate=SR, workers=2)
     workers = {name: n for name, n in seen.items() if name.startswith("dcasenet-decode")}

@@ -226,17 +226,17 @@ def test_unusable_device_is_a_one_line_usage_error_before_any_work(tmp_path, aut
                "--device", device])
     assert rc == 2
     line = _one_error_line(capsys.readouterr().err)
-    assert "--device" in line and ("--device cpu" in line or "use auto, cpu" in line)
+    assert f"--device {device}: " in line and ("use cpu" in line or "use auto, cpu" in line)
     assert not out.exists()  # no index with pending rows
 
 
 @pytest.mark.parametrize("option,value,expected", [
-    ("--threshold", "2", "--threshold must be a probability between 0 and 1"),
-    ("--threshold", "nan", "--threshold must be a probability between 0 and 1"),
-    ("--threshold", "-1", "--threshold must be a probability between 0 and 1"),
-    ("--median-filter", "-1", "--median-filter must be a number of seconds >= 0"),
-    ("--median-filter", "inf", "--median-filter must be a number of seconds >= 0"),
-    ("--min-duration", "-5", "--min-duration must be a number of seconds >= 0"),
+    ("--threshold", "2", "--threshold 2.0: must be a probability between 0 and 1"),
+    ("--threshold", "nan", "--threshold nan: must be a probability between 0 and 1"),
+    ("--threshold", "-1", "--threshold -1.0: must be a probability between 0 and 1"),
+    ("--median-filter", "-1", "--median-filter -1.0: must be a number of seconds >= 0"),
+    ("--median-filter", "inf", "--median-filter inf: must be a number of seconds >= 0"),
+    ("--min-duration", "-5", "--min-duration -5.0: must be a number of seconds >= 0"),
 ])
 @pytest.mark.parametrize("command", ["predict", "plot"])
 def test_out_of_range_event_options_are_usage_errors(tmp_path, authors_checkpoint, capsys, option, value,

@@ -49,7 +49,7 @@ def test_pad_tail_is_a_no_op_on_whole_steps_and_refused_for_the_scene_layer(resp
     b = embed(responsive_v3, x, sample_rate=24000, pad_tail=True)
     assert a.frame.shape == b.frame.shape == (12, 512)
     np.testing.assert_array_equal(a.frame, b.frame)
-    with pytest.raises(ValueError, match="pad_tail does not apply to layer='scene'"):
+    with pytest.raises(ValueError, match="pad_tail=True: does not apply to layer='scene'"):
         embed(responsive_v3, x, sample_rate=24000, layer="scene", pad_tail=True)
 
 

@@ -116,18 +116,20 @@ def test_recipe_accepts_canonical_task_names():
         Recipe(name="x", arch="v3", tasks=("speech",))
 
 
-@pytest.mark.parametrize(("argv", "expected"), [
-    (["--dtype", "bf16"], "bf16"), (["--dtype", "fp16"], "amp"), (["--precision", "amp"], "amp"), ([], "fp32")])
+@pytest.mark.parametrize(("argv", "expected", "deprecated"), [
+    (["--dtype", "bf16"], "bf16", False), (["--dtype", "fp16"], "fp16", False), ([], "fp32", False),
+    (["--precision", "amp"], "fp16", True), (["--precision", "bf16"], "bf16", True)])
 @pytest.mark.parametrize("command", ["train", "evaluate"])
-def test_cli_dtype_is_the_precision_option(monkeypatch, tmp_path, command, argv, expected):
-    """``--dtype`` (as embed, predict and finetune spell it) sets the trainer's precision; fp16 means amp."""
+def test_cli_dtype_and_the_deprecated_precision(monkeypatch, tmp_path, capsys, command, argv, expected, deprecated):
+    """``--dtype`` (as embed, predict and finetune spell it) is the trainer's precision; ``--precision`` still works
+    (amp is fp16) and says once that it is deprecated."""
     import dcasenet_hub.train
     from dcasenet_hub.cli import main
 
     got = {}
 
-    def fake(*args, **kwargs):  # stop before any work: only the precision matters here
-        got["precision"] = kwargs["precision"]
+    def fake(*args, **kwargs):  # stop before any work: only the dtype matters here
+        got["dtype"] = kwargs["dtype"]
         raise ValueError("stopped by the test")
 
     monkeypatch.setattr(dcasenet_hub.train, "train" if command == "train" else "evaluate", fake)
@@ -137,4 +139,21 @@ def test_cli_dtype_is_the_precision_option(monkeypatch, tmp_path, command, argv,
     else:
         args = ["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path)]
     assert main(args + argv) == 2
-    assert got["precision"] == expected
+    assert got["dtype"] == expected
+    assert capsys.readouterr().err.count("--precision is deprecated; use --dtype") == int(deprecated)
+
+
+def test_train_and_evaluate_take_dtype_and_warn_on_precision():
+    """Catches the Python ``precision=`` keyword dropped (old calls would fail) or accepted silently."""
+    import torch
+
+    from dcasenet_hub.train import evaluate
+    from dcasenet_hub.train.distributed import autocast_args
+
+    with pytest.warns(DeprecationWarning, match=r"evaluate\(precision=\.\.\.\) is deprecated; use dtype="):
+        with pytest.raises(ValueError, match="Give at least one of"):
+            evaluate(None, precision="bf16")
+    assert autocast_args("amp", torch.device("cuda")) == autocast_args("fp16", torch.device("cuda"))
+    assert autocast_args("bf16", torch.device("cpu"))["dtype"] is torch.bfloat16
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        autocast_args("fp16", torch.device("cpu"))

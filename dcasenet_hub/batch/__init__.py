@@ -246,12 +246,6 @@ class Plan:
         """The device asked for (before torchrun and the backend have their say)."""
         return self.options.device
 
-    @property
-    def iterate_options(self) -> dict[str, Any]:
-        """What is passed on to :func:`~dcasenet_hub.inference.iterate` besides the device
-        (:meth:`BatchOptions.iterate_kwargs`)."""
-        return self.options.iterate_kwargs()
-
     def _record(self, item: Item) -> dict[str, Any]:
         """The journal record of an item's state (an input already complete is ``ok``: its outputs are)."""
         status = "ok" if item.status == "skipped" else item.status or "pending"
@@ -317,13 +311,16 @@ class Plan:
                 if load is None:
                     from dcasenet_hub.inference.model import from_pretrained as load
                 model = load(str(model))
-            device = self.options.device
-            if self.options.backend == "onnxruntime":
+            inference = self.options.inference
+            device = inference.device
+            if device is None and isinstance(self.model, (str, Path)):
+                device = "auto"  # a model this job loads has no place of its own yet
+            if inference.backend == "onnxruntime":
                 device = "cpu"
             elif launched is not None:
                 device = local_device(device)
             results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
-                              predictions=task == "predict", device=device, **self.options.iterate_kwargs())
+                              predictions=task == "predict", options=inference.replace(device=device))
             try:
                 for r in results:
                     item = todo[r.index]
@@ -396,7 +393,8 @@ def prepare(
     identity = model_identity(model) if named else loaded_identity(model)
     return Plan(
         model=model, items=_select(items, out_dir, opts.task, shard_, opts.event_formats), output_dir=out_dir,
-        index_path=out_dir / "index.csv", meta=opts.settings_meta(identity), launched=launched, options=opts,
+        index_path=out_dir / "index.csv", meta=settings_meta(opts.task, identity, opts.inference, level=opts.level),
+        launched=launched, options=opts,
     )
 
 

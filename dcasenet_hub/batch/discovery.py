@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from dcasenet_hub.audio.io import AUDIO_EXTENSIONS
+from dcasenet_hub.inference.options import options_error
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     """``"I/N"`` as ``(I, N)`` (``None`` stays ``None``).
 
     Raises:
-        ValueError: not ``I/N`` with ``1 <= I <= N``.
+        OptionsError: not ``I/N`` with ``1 <= I <= N`` (a ``ValueError``).
 
     Example:
         >>> parse_shard("2/8")
@@ -160,12 +161,13 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     """
     if text is None:
         return None
+    error = options_error("shard", text, "must look like I/N with 1 <= I <= N, e.g. 2/8")
     try:
         i, n = (int(v) for v in text.split("/"))
     except ValueError:
-        raise ValueError(f"shard must look like I/N (e.g. 2/8), got {text!r}") from None
+        raise error from None
     if not (n >= 1 and 1 <= i <= n):
-        raise ValueError(f"shard I/N needs 1 <= I <= N, got {text!r}")
+        raise error
     return i, n
 
 

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dcasenet_hub.hub.checkpoint import check_model_path
+from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import read_meta
 
 #: Files of a model folder whose content identifies the weights (other files, e.g. the README card, do not count).
@@ -184,34 +185,28 @@ def source_identity(path: str | Path) -> dict[str, Any]:
         return {}
 
 
-def settings_meta(task: str, model: dict[str, Any], *, level: str = "both", hop: float | None = None,
-                  layer: str = "gru", pooling: str = "mean", threshold: float | None = None,
-                  median_filter: float | None = None, min_duration: float | None = None, pad_tail: bool = False,
-                  dtype: str = "fp32", backend: str = "torch") -> dict[str, Any]:
-    """The settings an output records for resuming (outputs are reused only when all of them match).
+def settings_meta(task: str, model: dict[str, Any], options: InferenceOptions | None = None, *,
+                  level: str = "both") -> dict[str, Any]:
+    """The settings an output records for resuming (outputs are reused only when all of them match): the task, the
+    weights, ``level`` (embed) and the options that change the task's results (:meth:`InferenceOptions.recorded`).
 
-    The 0.8 s default hop and ``pad_tail=False`` are recorded as ``None``, as files written before those options
-    hold them.
+    The 0.8 s default hop and ``pad_tail=False`` are recorded as ``None``, the value files without them hold.
 
     Args:
         task: ``"embed"`` or ``"predict"``.
         model: :func:`model_identity` of the weights.
-        dtype: Short dtype name (``"fp32"``, ``"bf16"``, ``"fp16"``).
-        level, hop, layer, pooling, threshold, median_filter, min_duration, pad_tail, backend: As given to
-            :func:`run`.
+        options: The job's :class:`~dcasenet_hub.inference.InferenceOptions` (default: all defaults).
+        level: Which embeddings an embed job saves.
 
     Example:
         >>> settings_meta("embed", {"model": "dcasenet-v3"})["hop"] is None
         True
     """
-    hop_meta = None if hop is None or abs(hop - 0.8) < 1e-9 else hop
-    common = {"task": task, **model}
-    if task == "embed":
-        common.update(level=level, hop=hop_meta, layer=layer, pooling=pooling)
-    else:
-        common.update(threshold=threshold, median_filter=median_filter, min_duration=min_duration, hop=hop_meta)
-    common.update(pad_tail=True if pad_tail else None, dtype=dtype, backend=backend)
-    return common
+    recorded = (options or InferenceOptions()).recorded(task)
+    if recorded["hop"] is not None and abs(recorded["hop"] - 0.8) < 1e-9:
+        recorded["hop"] = None
+    recorded["pad_tail"] = True if recorded["pad_tail"] else None
+    return {"task": task, **model, **({"level": level} if task == "embed" else {}), **recorded}
 
 
 def is_complete(item: Any, meta: dict[str, Any]) -> bool:

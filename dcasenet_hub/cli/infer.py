@@ -1,14 +1,15 @@
 """``dcasenet-hub embed``, ``predict`` and ``plot``: arguments in, one library call, a summary out.
 
 The work (discovery, shards, resume, index, torchrun) is :func:`dcasenet_hub.batch.run`, open to Python
-users; this module checks the arguments (usage errors: exit code 2, one line), turns them into one
-:class:`~dcasenet_hub.batch.BatchOptions` and prints the summary.
+users; this module turns the arguments into one :class:`~dcasenet_hub.batch.BatchOptions` (which checks them:
+a bad value is a usage error, exit code 2, one line naming the flag) and prints the summary. Flags left out are
+not passed, so the defaults are the options' own (:class:`~dcasenet_hub.inference.InferenceOptions`).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -96,46 +97,34 @@ class _UsageError(Exception):
     """Bad command-line input (exit code 2)."""
 
 
-def _check_device(text: str) -> None:
-    """Usage error for a device this torch cannot use, before any work (no traceback, no ``pending`` rows)."""
-    from dcasenet_hub.devices import resolve_device
-
-    try:
-        resolve_device(text)
-    except ValueError as exc:
-        reason = str(exc).removeprefix(f"device {text}: ").replace("use cpu", "use --device cpu")
-        raise _UsageError(f"--device {text}: {reason}") from None
+#: Options whose flag is not the option's name with dashes.
+FLAG_NAMES = {"embedding_format": "--format", "event_formats": "--event-format"}
+#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`).
+_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>.*?): (?P<problem>.*)", re.S)
 
 
-def _dtype(name: str) -> str | None:
-    """``None`` for fp32 (the exact default path), else the short name; a usage error for other names."""
-    from dcasenet_hub.devices import short_dtype_name
+def _usage_message(exc: Exception, args: argparse.Namespace) -> str:
+    """One line for a rejected option value, naming the flag as typed (``--threshold 1.5: must be ...``)."""
+    from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.errors import OptionsError
 
-    try:
-        short = short_dtype_name(name)
-    except ValueError as exc:
-        raise _UsageError(f"--dtype {name}: {exc}") from None
-    return None if short == "fp32" else short
-
-
-def _check_event_options(args: argparse.Namespace) -> None:
-    """Range checks of --threshold, --median-filter and --min-duration (usage errors)."""
-    t = getattr(args, "threshold", None)
-    if t is not None and not (math.isfinite(t) and 0.0 <= t <= 1.0):
-        raise _UsageError(f"--threshold must be a probability between 0 and 1, got {t:g}")
-    for flag, attr in (("--median-filter", "median_filter"), ("--min-duration", "min_duration")):
-        v = getattr(args, attr, None)
-        if v is not None and not (math.isfinite(v) and v >= 0.0):
-            raise _UsageError(f"{flag} must be a number of seconds >= 0, got {v:g}")
+    match = _OPTION_MESSAGE.fullmatch(str(exc)) if isinstance(exc, OptionsError) else None
+    if match is None:
+        return one_line(exc)
+    name = match["name"]
+    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
+    typed = getattr(args, name, None)
+    return one_line(f"{flag} {match['value'] if typed is None else typed}: {match['problem']}")
 
 
-def _check_common(args: argparse.Namespace) -> None:
-    """Checks shared by embed, predict and plot: options in range and a usable device."""
-    if args.batch_size < 1:
-        raise _UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    _check_event_options(args)
-    _check_device(args.device)
-    _dtype(args.dtype)
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    """The options among ``names`` that were given on the command line (flags left out default to None)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+#: Flags that map one to one onto :class:`~dcasenet_hub.inference.InferenceOptions` fields.
+INFERENCE_FLAGS = ("hop", "layer", "pooling", "threshold", "median_filter", "min_duration", "device", "dtype",
+                   "backend", "batch_size", "workers")
 
 
 def _load_model(name: str) -> Any:
@@ -160,7 +149,7 @@ def register(subparsers: Any) -> None:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help="audio file, folder or list file")
         add_output(p, required=True, type=Path, metavar="OUTDIR", help="output folder", old=("--output-dir",))
         _common(p)
-        p.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+        p.add_argument("--hop", type=float, metavar="SECONDS",
                        help="time between frame embeddings / event scores: 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4 "
                             "or 0.8 (default 0.8, the network's step); a hop of 0.8/P runs P exact shifted passes "
                             "and costs P times as much")
@@ -171,15 +160,15 @@ def register(subparsers: Any) -> None:
         if name == "embed":
             p.add_argument("--level", choices=("frame", "clip", "both"), default="both",
                            help="which embeddings to save (default: both)")
-            p.add_argument("--layer", choices=("gru", "conv", "scene"), default="gru",
+            p.add_argument("--layer", choices=("gru", "conv", "scene"),
                            help="gru: recurrent output, 512-d (default); conv: convolutional trunk averaged over "
                                 "frequency, 512-d; scene: scene branch code, 128-d, one per 5 s crop")
-            p.add_argument("--format", choices=("npz", "parquet"), default="npz", dest="embedding_format",
+            p.add_argument("--format", choices=("npz", "parquet"), dest="embedding_format",
                            help="npz: one .npz per input (default); parquet: also the folder's clip and frame "
                                 "embeddings as sharded Parquet files in OUTDIR/parquet/ (needs pyarrow), "
                                 "for pandas, polars, DuckDB, datasets; dcasenet_hub.read_embeddings(OUTDIR) loads "
                                 "either")
-            p.add_argument("--pooling", choices=("mean", "max", "mean+max"), default="mean",
+            p.add_argument("--pooling", choices=("mean", "max", "mean+max"),
                            help="clip embedding from the 0.8 s-step frames (default mean; mean+max doubles "
                                 "the size)")
         else:
@@ -189,10 +178,10 @@ def register(subparsers: Any) -> None:
                            help="event files per input and merged (repeat for several; default dcase): dcase "
                                 "(.events.csv, events.csv), raven (Raven selection tables .Table.1.selections.txt, "
                                 "events.selections.txt), audacity (Audacity label tracks .labels.txt)")
-        p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+        p.add_argument("--backend", choices=("torch", "onnxruntime"),
                        help="torch (default) or onnxruntime (CPU, fp32, --layer gru; needs the onnx extra; outputs "
                             "within 1e-5 of torch's)")
-        p.add_argument("--workers", type=int, default=2, metavar="N",
+        p.add_argument("--workers", type=int, metavar="N",
                        help="threads decoding and resampling audio ahead of the network (default 2; 0 = none)")
         p.add_argument("--shard", default=None, metavar="I/N",
                        help="process only shard I of N (1 <= I <= N), chosen by a hash of each output path, "
@@ -214,51 +203,27 @@ def register(subparsers: Any) -> None:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="dcasenet-v3",
                    help="manifest id, local folder, .safetensors or authors' .pt file (default: dcasenet-v3)")
-    p.add_argument("--batch-size", type=int, default=8, metavar="N",
+    p.add_argument("--batch-size", type=int, metavar="N",
                    help="5 s windows per forward pass; a 60 s window counts as 12 (default 8)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps ... (default: cuda if available)")
-    p.add_argument("--dtype", default="fp32", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
                    help="compute precision: fp32 (exact, default); bf16 (about 2x faster on CPUs with AMX / "
                         "AVX512-BF16 and on GPUs, slower elsewhere); fp16 (GPUs). Outputs stay float32")
 
 
 def _prediction_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=float, default=None,
+    p.add_argument("--threshold", type=float,
                    help="event threshold (default: the model's, 0.3 as the authors)")
-    p.add_argument("--median-filter", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--median-filter", type=float, metavar="SECONDS",
                    help="median filter over the binary event activity (default: none)")
-    p.add_argument("--min-duration", type=float, default=None, metavar="SECONDS",
+    p.add_argument("--min-duration", type=float, metavar="SECONDS",
                    help="drop events shorter than this (default: keep all)")
 
 
-def _check_embedding_options(args: argparse.Namespace) -> None:
-    from dcasenet_hub.inference.settings import _hop_frames
-
-    try:
-        _hop_frames(args.hop, None)
-    except ValueError as exc:
-        raise _UsageError(str(exc).replace("hop=", "--hop ", 1)) from None
-    if getattr(args, "layer", "gru") == "scene" and args.hop is not None and abs(args.hop - 0.8) > 1e-9:
-        raise _UsageError("--hop does not apply to --layer scene (one code per 5 s scene crop); drop --hop or use "
-                          "--layer gru or conv")
-    if getattr(args, "layer", "gru") == "scene" and args.pad_tail:
-        raise _UsageError("--pad-tail does not apply to --layer scene (one code per 5 s scene crop, which always "
-                          "covers the end); drop --pad-tail or use --layer gru or conv")
+def _check_model_backend(args: argparse.Namespace) -> None:
+    """An exported ONNX graph runs only on onnxruntime (the options cannot know what the model file is)."""
     if str(args.model).lower().endswith(".onnx") and args.backend != "onnxruntime":
         raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
-    if args.backend == "onnxruntime":
-        if args.dtype != "fp32":
-            raise _UsageError(f"--backend onnxruntime runs fp32; drop --dtype {args.dtype} or use --backend torch")
-        if args.device not in ("auto", "cpu"):
-            raise _UsageError(f"--backend onnxruntime runs on the CPU; drop --device {args.device} or use --backend "
-                              "torch")
-        if getattr(args, "layer", "gru") != "gru":
-            raise _UsageError(f"--layer {args.layer} is not in the exported ONNX graph; use --layer gru or "
-                              "--backend torch")
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            raise _UsageError('--backend onnxruntime needs the onnx extra: pip install "dcasenet-hub[onnx]"') from None
 
 
 def _limit_heap_retention() -> None:
@@ -295,24 +260,17 @@ def _run_predict(args: argparse.Namespace) -> int:
 
 
 def _batch_options(args: argparse.Namespace, task: str) -> Any:
-    """The :class:`~dcasenet_hub.batch.BatchOptions` of parsed ``embed`` / ``predict`` arguments.
-
-    Options one command lacks (``--level`` of predict, ``--threshold`` of embed) take the defaults.
+    """The :class:`~dcasenet_hub.batch.BatchOptions` of parsed ``embed`` / ``predict`` arguments (flags left out
+    take the options' defaults).
 
     Raises:
-        ValueError: an invalid value (the flags are checked first, so this names the option, not the flag).
+        OptionsError: an invalid value (a ``ValueError`` naming the option).
     """
     from dcasenet_hub.batch.options import BatchOptions
 
-    return BatchOptions(
-        task=task, level=getattr(args, "level", "both"), hop=args.hop, layer=getattr(args, "layer", "gru"),
-        pooling=getattr(args, "pooling", "mean"), threshold=getattr(args, "threshold", None),
-        median_filter=getattr(args, "median_filter", None), min_duration=getattr(args, "min_duration", None),
-        pad_tail=args.pad_tail, device=args.device, dtype=args.dtype, backend=args.backend,
-        batch_size=args.batch_size, workers=args.workers, shard=args.shard, overwrite=args.overwrite,
-        progress=not args.quiet, event_formats=tuple(getattr(args, "event_formats", None) or ("dcase",)),
-        embedding_format=getattr(args, "embedding_format", "npz"),
-    )
+    return BatchOptions(task=task, **_given(args, ("level", "shard", "event_formats", "embedding_format",
+                                                   *INFERENCE_FLAGS)),
+                        pad_tail=args.pad_tail, overwrite=args.overwrite, progress=False if args.quiet else None)
 
 
 def _run(args: argparse.Namespace, task: str) -> int:
@@ -325,23 +283,19 @@ def _run(args: argparse.Namespace, task: str) -> int:
         if args.shard is not None and batch.torchrun_shard() is not None:
             raise _UsageError("--shard and torchrun both split the inputs; drop --shard under torchrun (each "
                               "process takes the shard of its rank)")
-        try:  # checked here too, so the message names the flag
-            batch.parse_shard(args.shard)
+        _check_model_backend(args)
+        try:
+            options = _batch_options(args, task)
         except ValueError as exc:
-            raise _UsageError(f"--{exc}") from None
-        if args.workers < 0:
-            raise _UsageError(f"--workers must be >= 0, got {args.workers}")
-        _check_common(args)
-        _check_embedding_options(args)
+            raise _UsageError(_usage_message(exc, args)) from None
         single = _single_output(args, task)
         if single is None and args.output.exists() and not args.output.is_dir():
             raise _UsageError(f"-o {args.output} is an existing file; OUTDIR must be a folder "
                               "(it is created if missing)")
         try:
-            options = _batch_options(args, task)
             plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
-            raise _UsageError(batch.one_line(exc)) from None
+            raise _UsageError(_usage_message(exc, args)) from None
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
@@ -393,10 +347,12 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
     from dcasenet_hub.inference.pipeline import iterate
 
     model = _load_model(args.model)
-    device = "cpu" if options.backend == "onnxruntime" else options.device
+    inference = options.inference
+    # a model loaded by name has no place of its own yet (as in batch.run); onnxruntime runs on the CPU
+    device = "cpu" if inference.backend == "onnxruntime" else inference.device or "auto"
     source = Path(args.inputs[0])
     results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
-                      device=device, **options.iterate_kwargs())
+                      options=inference.replace(device=device))
     try:
         result = next(iter(results))
     finally:
@@ -457,9 +413,14 @@ def _run_plot(args: argparse.Namespace) -> int:
             raise _UsageError(f"input not found: {args.file}")
         if output.is_dir():
             raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
-        _check_common(args)
+        from dcasenet_hub.inference.options import InferenceOptions
+
+        opts = InferenceOptions(**_given(args, INFERENCE_FLAGS))
     except _UsageError as exc:
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"dcasenet-hub plot: error: {_usage_message(exc, args)}", file=sys.stderr)
         return 2
     try:
         from matplotlib.backend_bases import FigureCanvasBase
@@ -473,9 +434,9 @@ def _run_plot(args: argparse.Namespace) -> int:
         return 2
     model = _load_model(args.model)
     try:
-        plot(model, args.file, output=output, threshold=args.threshold, median_filter=args.median_filter,
-             min_duration=args.min_duration, device=args.device, dtype=_dtype(args.dtype),
-             batch_size=args.batch_size)
+        plot(model, args.file, output=output, threshold=opts.threshold, median_filter=opts.median_filter,
+             min_duration=opts.min_duration, device="auto" if opts.device is None else opts.device,
+             dtype=opts.dtype, batch_size=opts.batch_size)
     except InputError as exc:  # the file cannot be used (other errors: main() maps them to their exit codes)
         from dcasenet_hub.batch.index import one_line
 

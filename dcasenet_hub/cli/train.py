@@ -34,13 +34,13 @@ EVAL_EPILOG = """examples:
 """
 
 
-#: --precision / --dtype values: the trainer's names, and fp16 as embed/predict/finetune spell it (= amp)
+#: --dtype values (embed, predict and finetune spell them fp32, bf16, fp16; amp is fp16, the old name)
 PRECISIONS = ("fp32", "bf16", "amp", "fp16")
 
 
-def _precision(value: str) -> str:
-    """The trainer's precision name for a --precision / --dtype value (fp16 is amp: float16 with loss scaling)."""
-    return "amp" if value == "fp16" else value
+def _dtype(value: str) -> str:
+    """The trainer's dtype for a --dtype / --precision value (amp is fp16: float16 with gradient scaling)."""
+    return "fp16" if value == "amp" else value
 
 
 def task_values(values: list[str] | None, option: str, cast: Any) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def _train(args: argparse.Namespace) -> int:
         overrides["finetune"] = False
     result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, cache_dir=args.feature_cache, device=args.device, workers=args.workers,
-                   precision=_precision(args.dtype), resume=args.resume, seed=args.seed,
+                   dtype=_dtype(args.dtype), resume=args.resume, seed=args.seed,
                    progress=not args.quiet,
                    overrides=overrides, stages=args.stage, in_memory=args.in_memory)
     for task, path in result.best.items():
@@ -169,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                       cache_dir=args.feature_cache, device=args.device, precision=_precision(args.dtype),
+                       cache_dir=args.feature_cache, device=args.device, dtype=_dtype(args.dtype),
                        sed_threshold=args.threshold, workers=args.workers)
     if args.json:
         print(json.dumps(metrics, indent=2))

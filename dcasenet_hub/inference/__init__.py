@@ -2,7 +2,8 @@
 
 =======================  ==========================================================================================
 :mod:`.pipeline`         iterate/embed/predict: windows from :mod:`dcasenet_hub.audio`, batched forward passes
-:mod:`.settings`         options (layers, poolings, hops), the per-call settings and :class:`Result`
+:mod:`.options`          :class:`InferenceOptions`: every option of embed/predict/iterate, declared and checked once
+:mod:`.settings`         what one call fixed (:class:`CallSettings`), embedding sizes and :class:`Result`
 :mod:`.jobs`             one input's windows, shifted passes of a finer hop and merged outputs
 :mod:`.batching`         decoding ahead in threads; windows of equal length grouped into forward passes
 :mod:`.outputs`          :class:`Embeddings`, :class:`Prediction`, event lists and output files
@@ -12,6 +13,7 @@
 """
 
 from dcasenet_hub.inference.model import DcaseNet, build_model, from_pretrained
+from dcasenet_hub.inference.options import BACKENDS, InferenceOptions
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.pipeline import (
     LAYERS,
@@ -24,7 +26,7 @@ from dcasenet_hub.inference.pipeline import (
     iterate,
     predict,
 )
-from dcasenet_hub.inference.runner import BACKENDS, inference_runner
+from dcasenet_hub.inference.runner import inference_runner
 
 __all__ = [
     "BACKENDS",
@@ -33,6 +35,7 @@ __all__ = [
     "DcaseNet",
     "EmbeddingSize",
     "Embeddings",
+    "InferenceOptions",
     "Prediction",
     "Result",
     "allowed_hops",

@@ -1,6 +1,6 @@
 """One input on its way through the pipeline: its reader, window plan, shifted passes of a finer hop and outputs.
 
-:class:`_Job` opens an input (file or waveform), cuts its windows (:mod:`dcasenet_hub.audio`), receives each
+:class:`Job` opens an input (file or waveform), cuts its windows (:mod:`dcasenet_hub.audio`), receives each
 window's network outputs from the batcher and assembles the :class:`~dcasenet_hub.inference.settings.Result`:
 event windows concatenated, the shifted passes of a finer hop merged in time order, tags weighted by duration.
 """
@@ -20,20 +20,20 @@ import torch
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
-from dcasenet_hub.inference.settings import INPUT_ERRORS, Result, _Settings
+from dcasenet_hub.inference.settings import INPUT_ERRORS, CallSettings, Result
 
 # the pipeline's logger: users who configure (or, as HEAR does, filter) "dcasenet_hub.inference.pipeline" see these too
 logger = logging.getLogger("dcasenet_hub.inference.pipeline")
 
 
-class _Job:
+class Job:
     """One input: its reader, window plan and the outputs gathered so far."""
 
-    def __init__(self, index: int, source: Any, settings: _Settings) -> None:
+    def __init__(self, index: int, source: Any, settings: CallSettings) -> None:
         self.index = index
         self.settings = settings
         self.error: Exception | None = None
-        self.reader: W._Reader | None = None
+        self.reader: W.Reader | None = None
         self.duration_s: float | None = None
         #: every sample was decoded: only then is ``duration_s`` more than a header's claim (a failed row records it)
         self.decoded = False
@@ -92,11 +92,11 @@ class _Job:
                                f"{getattr(r, 'shape_hint', '')}")
         self.n_samples = n
         # a padded tail must not reach the scene head: scene crops and event windows stay separate windows then
-        self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.pad_tail)
+        self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.options.pad_tail)
         self.remaining = len(self.plan)
         self.streamed = self.duration_s > s.stream_threshold_s
 
-    def prepare(self) -> _Job:
+    def prepare(self) -> Job:
         """Open, and for inputs up to ``stream_threshold_s`` compute every window's features now."""
         try:
             self.open()
@@ -118,7 +118,7 @@ class _Job:
             try:
                 window.mel, window.frames = W.features(samples, frontend=s.frontend,
                                                        min_frames=s.windows.min_frames, device=s.feature_device)
-                if s.pad_tail and window.kinds == {W.EVENT}:
+                if s.options.pad_tail and window.kinds == {W.EVENT}:
                     window.mel, window.frames = _pad_tail(window.mel, window.frames, s.windows.min_frames,
                                                           samples=window.stop - window.start,
                                                           hop_length=s.frontend.hop_length)
@@ -143,7 +143,7 @@ class _Job:
     def _wants_passes(self, window: W.Window) -> bool:
         s = self.settings
         return (s.passes > 1 and W.EVENT in window.kinds and window.frames >= s.windows.min_frames
-                and (s.predictions or s.layer != "scene"))
+                and (s.predictions or s.options.layer != "scene"))
 
     def _shifted_passes(self, window: W.Window, samples: np.ndarray, *,
                         lookahead: np.ndarray | None = None) -> list[W.Window]:
@@ -283,7 +283,7 @@ class _Job:
         events = [self.event[i] for i in sorted(self.event)]
         scenes = [self.scene[i] for i in sorted(self.scene)]
         if s.embeddings:
-            if s.layer == "scene":
+            if s.options.layer == "scene":
                 steps = np.stack([c["code"] for c in scenes]).astype(np.float32)
                 frame = steps
                 times = np.array([(c["start"] + c["stop"]) / 2 / sr for c in scenes], dtype=np.float32)
@@ -303,9 +303,9 @@ class _Job:
             res.embeddings = Embeddings(
                 frame=frame,
                 frame_times=times,
-                clip=_pool(steps, s.pooling),
-                model_id=s.model_id, layer=s.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
-                source=self.source, sample_rate=input_sr, pooling=s.pooling, provenance=s.provenance,
+                clip=_pool(steps, s.options.pooling),
+                model_id=s.model_id, layer=s.options.layer, hop_s=hop_s, duration_s=float(self.duration_s or 0.0),
+                source=self.source, sample_rate=input_sr, pooling=s.options.pooling, provenance=s.provenance,
                 trained_tasks=s.trained_tasks,
             )
         if s.predictions:
@@ -315,10 +315,10 @@ class _Job:
             tags = (window_tags * weights[:, None]).sum(0) / weights.sum()
             ev = np.concatenate([self._event_grid(i) for i in sorted(self.event)]).astype(np.float32)
             duration = float(self.duration_s or 0.0)
-            if s.pad_tail:  # the padded step's grid frames past the end of the input
+            if s.options.pad_tail:  # the padded step's grid frames past the end of the input
                 ev = ev[:max(1, math.ceil(duration / s.event_hop_s - 1e-9))]
             events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
-                                        median_filter=s.median_filter, min_duration=s.min_duration,
+                                        median_filter=s.options.median_filter, min_duration=s.options.min_duration,
                                         duration_s=duration)
             res.prediction = Prediction(
                 scene_probs=crop_probs.mean(axis=0).astype(np.float32),
@@ -332,7 +332,7 @@ class _Job:
                 scene_window_s=float(s.windows.scene_window_s),
                 tag_window_probs=window_tags,
                 tag_window_starts=np.array([e["start"] / sr for e in events], dtype=np.float32),
-                threshold=s.threshold, median_filter=s.median_filter, min_duration=s.min_duration,
+                threshold=s.threshold, median_filter=s.options.median_filter, min_duration=s.options.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
                 heads=dict(s.heads), finetuned_task=s.finetuned_task,

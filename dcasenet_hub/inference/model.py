@@ -17,6 +17,7 @@ from typing import Any
 
 from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.hub.mixin import HubMixin
+from dcasenet_hub.inference import pipeline
 from dcasenet_hub.models.dcasenet import DcaseNetModule, build_network
 
 
@@ -30,17 +31,10 @@ class DcaseNet(HubMixin, DcaseNetModule):
         config: Architecture, label names and front-end settings; head sizes follow the label lists.
     """
 
-    def embed(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
-        """Frame and clip embeddings of audio: see :func:`dcasenet_hub.inference.embed`."""
-        from dcasenet_hub.inference.pipeline import embed
-
-        return embed(self, x, sample_rate=sample_rate, **kwargs)
-
-    def predict(self, x: Any, *, sample_rate: int | None = None, **kwargs: Any) -> Any:
-        """Scene, tag and event predictions with label names: see :func:`dcasenet_hub.inference.predict`."""
-        from dcasenet_hub.inference.pipeline import predict
-
-        return predict(self, x, sample_rate=sample_rate, **kwargs)
+    # the pipeline's functions are the methods: ``model.embed(x, ...)`` is ``embed(model, x, ...)``, with the same
+    # signature and documentation in IDEs and help()
+    embed = pipeline.embed
+    predict = pipeline.predict
 
     def embedding_size(self, *, layer: str = "gru", pooling: str = "mean") -> Any:
         """Frame and clip embedding sizes for a layer and pooling: see :func:`dcasenet_hub.inference.embedding_size`.
@@ -49,9 +43,7 @@ class DcaseNet(HubMixin, DcaseNetModule):
             >>> build_model("v3").embedding_size(layer="conv", pooling="mean+max")
             EmbeddingSize(frame=512, clip=1024)
         """
-        from dcasenet_hub.inference.pipeline import embedding_size
-
-        return embedding_size(self, layer=layer, pooling=pooling)
+        return pipeline.embedding_size(self, layer=layer, pooling=pooling)
 
 
 def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: int | None = None) -> DcaseNet:

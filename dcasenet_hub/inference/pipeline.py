@@ -33,8 +33,8 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import sys
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -47,24 +47,24 @@ from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
-from dcasenet_hub.inference.batching import _Batcher, _PreparedJobs
-from dcasenet_hub.inference.jobs import _nearest, _pad_tail, _pool  # noqa: F401  (re-exported for tests and tools)
+from dcasenet_hub.inference.batching import Batcher, PreparedJobs
+from dcasenet_hub.inference.options import (
+    LAYERS,
+    POOLINGS,
+    UNSET,
+    InferenceOptions,
+    allowed_hops,
+    given,
+)
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
-from dcasenet_hub.inference.runner import BACKENDS, inference_runner
+from dcasenet_hub.inference.runner import inference_runner
 from dcasenet_hub.inference.settings import (
     DEFAULT_BATCH_SIZE,
     INPUT_ERRORS,
-    LAYERS,
-    POOLINGS,
     UNTRAINED_RECORD,
+    CallSettings,
     EmbeddingSize,
     Result,
-    _check_choice,
-    _check_event_options,
-    _frame_rate,  # noqa: F401
-    _hop_frames,
-    _Settings,
-    allowed_hops,
     embedding_size,
     untrained_embeddings_warning,
     head_roles,
@@ -92,6 +92,7 @@ __all__ = [
     "AudioLoadError",
     "EmbeddingSize",
     "Embeddings",
+    "InferenceOptions",
     "Prediction",
     "Result",
     "allowed_hops",
@@ -115,16 +116,17 @@ def embed(
     x: Any,
     *,
     sample_rate: int | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
-    workers: int = 1,
-    hop: float | None = None,
-    layer: str = "gru",
-    pooling: str = "mean",
-    backend: str = "torch",
-    pad_tail: bool = False,
+    options: InferenceOptions | None = None,
+    hop: float | None = UNSET,
+    layer: str = UNSET,
+    pooling: str = UNSET,
+    pad_tail: bool = UNSET,
+    dtype: torch.dtype | str | None = UNSET,
+    backend: str = UNSET,
+    device: str | torch.device | None = UNSET,
+    batch_size: int = UNSET,
+    workers: int = UNSET,
+    progress: bool | None = UNSET,
 ) -> Embeddings | list[Embeddings]:
     """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
@@ -134,37 +136,18 @@ def embed(
             ``(frames, channels)`` as ``soundfile.read`` gives, with up to 64 channels on the last axis; channels are
             averaged) or a list of these (returns a list, in the same order).
         sample_rate: Rate of waveform inputs in Hz (required for them; files use their own rate).
-        device: Run on this device (the model is moved there); default: the model's device.
-        dtype: Compute dtype (``torch.float16`` / ``torch.bfloat16`` use autocast); outputs are float32.
-        batch_size: 5 s crops per forward pass (default 8; a 60 s window counts as 12).
-        progress: Show tqdm progress bars (over inputs, and over the windows of long inputs).
-        workers: Threads decoding and resampling inputs ahead of the network (0: none).
-        backend: ``"torch"`` (default) or ``"onnxruntime"`` (CPU, fp32; needs the ``onnx`` extra; outputs within
-            1e-5 of torch's; the ``gru`` layer only).
-        hop: Time between frame embeddings in seconds (default 0.8, the network's step): one of
-            :func:`allowed_hops` (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8). A hop of ``0.8 / P`` runs ``P`` exact
-            forward passes on the features shifted by whole 20 ms frames and merges their frames in time order, so
-            it costs ``P`` times as much. Frame ``i`` is centred at ``0.39 + i * hop`` s (one regular grid, across
-            the 60 s windows too); every ``P``-th frame is the default output, bit for bit. Not for
-            ``layer="scene"``.
-        layer: ``"gru"`` (default: the recurrent output, 512-d), ``"conv"`` (the convolutional trunk's output
-            averaged over frequency, 512-d, the GRUs' input) or ``"scene"`` (the scene branch's 128-d code, one per
-            5 s scene crop as :func:`predict` uses, timestamps at the crop centres).
-        pooling: Clip embedding from the 0.8 s-step frames (whatever ``hop``): ``"mean"`` (default), ``"max"`` or
-            ``"mean+max"`` (the two concatenated, twice the size). :func:`embedding_size` gives the sizes.
-        pad_tail: Frames end at the last full 0.8 s step, as the authors' network does (a 10 s clip's last frame
-            ends at 9.6 s) unless this is True: then the last event window's normalised log-mel is padded with zeros
-            (each band's mean) up to a whole number of steps, so the frames (and events) reach the end of the file.
-            The padded step, and the clip embedding that averages it, see partly padding. Works with any ``hop``.
-            Default False: outputs bit-identical to the network's.
+        options: An :class:`InferenceOptions` (default: all defaults); it declares every option below, with its
+            default and what it allows.
+        hop, layer, pooling, pad_tail, dtype, backend, device, batch_size, workers, progress: The option of that
+            name, over ``options``.
 
     Returns:
         :class:`Embeddings` (or a list of them).
 
     Raises:
         AudioLoadError: a file is missing, unreadable, empty, not audio or contains NaN/inf.
-        ValueError: a waveform is invalid or shorter than 0.1 s, ``sample_rate`` is missing, or ``hop``, ``layer``
-            or ``pooling`` is not one of the allowed values (the message lists them).
+        OptionsError: an option's value is not allowed (a ``ValueError``; the message names it and what is allowed).
+        ValueError: a waveform is invalid or shorter than 0.1 s, or ``sample_rate`` is missing.
 
     Example:
         >>> emb = model.embed("street.wav")                  # doctest: +SKIP
@@ -174,10 +157,9 @@ def embed(
         >>> fine.frame.shape, fine.frame_times[:3], fine.clip.shape         # doctest: +SKIP
         ((93, 512), array([0.39, 0.49, 0.59], dtype=float32), (1024,))
     """
+    opts = InferenceOptions.merge(options, given(locals()), caller="embed")  # the keywords given (not UNSET) win
     single, inputs = _as_list(x)
-    out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False,
-                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop, layer=layer, pooling=pooling, backend=backend, pad_tail=pad_tail),
+    out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False, options=opts),
                    len(inputs), "embeddings")
     return out[0] if single else out
 
@@ -187,35 +169,32 @@ def predict(
     x: Any,
     *,
     sample_rate: int | None = None,
-    threshold: float | None = None,
-    median_filter: float | None = None,
-    min_duration: float | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
-    workers: int = 1,
-    hop: float | None = None,
-    backend: str = "torch",
-    pad_tail: bool = False,
+    options: InferenceOptions | None = None,
+    threshold: float | None = UNSET,
+    median_filter: float | None = UNSET,
+    min_duration: float | None = UNSET,
+    hop: float | None = UNSET,
+    pad_tail: bool = UNSET,
+    dtype: torch.dtype | str | None = UNSET,
+    backend: str = UNSET,
+    device: str | torch.device | None = UNSET,
+    batch_size: int = UNSET,
+    workers: int = UNSET,
+    progress: bool | None = UNSET,
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
+
+    ``hop`` changes the network's event scores (event probabilities stay on a 100 ms grid, on a ``hop`` grid for
+    hops under 0.1 s; each grid frame takes the score of the step whose centre is nearest); scenes and tags do not
+    change with it. ``pad_tail`` lets event probabilities and events reach the end of the file.
 
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet`.
         x: A file path, a waveform or a list of these (see :func:`embed`).
         sample_rate: Rate of waveform inputs in Hz.
-        threshold: Event decision threshold (default: ``model.config.event_threshold``, the authors' 0.3).
-        median_filter: Median filter over the binary event activity, in seconds (``None``: none).
-        min_duration: Drop events shorter than this many seconds.
-        device, dtype, batch_size, progress, workers, backend: As in :func:`embed`.
-        hop: Time between the network's event scores in seconds (default 0.8), computed by shifted passes as in
-            :func:`embed`. Event probabilities stay on a 100 ms grid (on a ``hop`` grid for hops under 0.1 s); each
-            grid frame takes the score of the 0.8 s step whose centre is nearest to its own (at the default this is
-            the authors' 8-fold repetition). Scenes and tags do not change with ``hop``.
-        pad_tail: Event probabilities and events end at the last full 0.8 s step (9.6 s for a 10 s clip) unless
-            True: then they reach the end of the file (see :func:`embed`; the tags of the last window see the
-            padded step too; scenes do not change).
+        options: An :class:`InferenceOptions` (default: all defaults).
+        threshold, median_filter, min_duration, hop, pad_tail, dtype, backend, device, batch_size, workers,
+            progress: The option of that name, over ``options``.
 
     Returns:
         :class:`Prediction` (or a list of them).
@@ -225,11 +204,9 @@ def predict(
         >>> pred.top_scene, pred.events[:2]                          # doctest: +SKIP
         ('street_traffic', [(0.0, 3.2, 'engine'), (4.1, 4.9, 'dog')])
     """
+    opts = InferenceOptions.merge(options, given(locals()), caller="predict")  # the keywords given (not UNSET) win
     single, inputs = _as_list(x)
-    out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True,
-                           threshold=threshold, median_filter=median_filter, min_duration=min_duration,
-                           device=device, dtype=dtype, batch_size=batch_size, progress=progress, workers=workers,
-                           hop=hop, backend=backend, pad_tail=pad_tail),
+    out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True, options=opts),
                    len(inputs), "prediction")
     return out[0] if single else out
 
@@ -241,24 +218,25 @@ def iterate(
     sample_rate: int | None = None,
     embeddings: bool = True,
     predictions: bool = False,
-    threshold: float | None = None,
-    median_filter: float | None = None,
-    min_duration: float | None = None,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | str | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
-    workers: int = 1,
-    hop: float | None = None,
-    layer: str = "gru",
-    pooling: str = "mean",
-    backend: str = "torch",
-    pad_tail: bool = False,
+    options: InferenceOptions | None = None,
+    hop: float | None = UNSET,
+    layer: str = UNSET,
+    pooling: str = UNSET,
+    pad_tail: bool = UNSET,
+    threshold: float | None = UNSET,
+    median_filter: float | None = UNSET,
+    min_duration: float | None = UNSET,
+    dtype: torch.dtype | str | None = UNSET,
+    backend: str = UNSET,
+    device: str | torch.device | None = UNSET,
+    batch_size: int = UNSET,
+    workers: int = UNSET,
+    progress: bool | None = UNSET,
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
     A bad input (unreadable, empty, NaN, too short...) yields a result with ``error`` set and never stops the
-    others. This is what the command line uses; :func:`embed` and :func:`predict` are built on it.
+    others. The folder jobs and the command line use it; :func:`embed` and :func:`predict` are built on it.
 
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet`.
@@ -266,61 +244,37 @@ def iterate(
         sample_rate: Rate of waveform inputs in Hz.
         embeddings: Compute :class:`Embeddings`.
         predictions: Compute :class:`Prediction`.
-        threshold: Event threshold (default: the model's, 0.3).
-        median_filter: Median filter over the binary event activity, in seconds.
-        min_duration: Minimum event duration in seconds.
-        device: Run on this device (the model is moved there); ``"auto"``: CUDA if available.
-        dtype: Compute dtype (autocast for float16 / bfloat16).
-        batch_size: 5 s crops per forward pass (a 60 s window counts as 12).
-        progress: tqdm bars over inputs and over the windows of inputs longer than 120 s.
-        workers: Threads decoding inputs ahead of the network (0: decode in the calling thread).
-        hop: Timestamp hop of frame embeddings and event scores (see :func:`embed` and :func:`predict`).
-        layer: Embedding layer (see :func:`embed`).
-        pooling: Clip pooling (see :func:`embed`).
-        backend: ``"torch"`` or ``"onnxruntime"`` (see :func:`embed`).
-        pad_tail: Let frames and events reach the end of each input (see :func:`embed`); default False.
+        options: An :class:`InferenceOptions` (default: all defaults).
+        hop, layer, pooling, pad_tail, threshold, median_filter, min_duration, dtype, backend, device, batch_size,
+            workers, progress: The option of that name, over ``options``.
 
     Raises:
-        ValueError: invalid options, e.g. a threshold outside [0, 1] or a negative median filter or minimum duration
-            (raised when iteration starts).
+        OptionsError: an option's value is not allowed, or does not apply to what is computed (raised when the
+            iteration starts).
         TypeError: an input is neither a path nor a numpy array / torch tensor.
 
     Example:
         >>> for r in iterate(model, ["a.wav", "b.wav"], predictions=True):   # doctest: +SKIP
         ...     print(r.source, r.prediction.top_scene if r.ok else r.error)
     """
+    opts = InferenceOptions.merge(options, given(locals()), caller="iterate")  # the keywords given (not UNSET) win
     if not (embeddings or predictions):
         raise ValueError("Ask for embeddings=True and/or predictions=True")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if int(workers) < 0:
-        raise ValueError(f"workers must be >= 0, got {workers}")
-    _check_event_options(threshold, median_filter, min_duration)
-    hop_frames = _hop_frames(hop, model)
-    _check_choice("layer", layer, LAYERS)
-    _check_choice("pooling", pooling, POOLINGS)
-    _check_choice("backend", backend, BACKENDS)
-    if backend == "onnxruntime" and embeddings and layer != "gru":
-        raise ValueError(f"layer={layer!r} is not in the exported ONNX graph; use layer='gru' or backend='torch'")
-    if embeddings and layer == "scene" and hop_frames != TIME_REDUCTION:
-        raise ValueError(f"hop={hop!r} does not apply to layer='scene' (one code per 5 s scene crop); "
-                         "leave hop at its default or use layer='gru' or 'conv'")
-    if pad_tail and embeddings and layer == "scene" and not predictions:
-        raise ValueError("pad_tail does not apply to layer='scene' (one code per 5 s scene crop, which always "
-                         "covers the end); drop pad_tail or use layer='gru' or 'conv'")
+    opts.check_outputs(embeddings=embeddings, predictions=predictions)
+    hop_frames = opts.hop_frames(model)
     kinds: set[str] = {W.SCENE, W.EVENT} if predictions else set()
     if embeddings:
-        kinds.add(W.SCENE if layer == "scene" else W.EVENT)
+        kinds.add(W.SCENE if opts.layer == "scene" else W.EVENT)
     cfg = model.config
-    settings = _Settings(
+    dev = _resolve_device(model, opts.device)
+    settings = CallSettings(
+        options=opts,
         frontend=cfg.frontend,
         windows=cfg.windows,
         kinds=frozenset(kinds),
         embeddings=embeddings,
         predictions=predictions,
-        threshold=cfg.event_threshold if threshold is None else float(threshold),
-        median_filter=median_filter,
-        min_duration=min_duration,
+        threshold=cfg.event_threshold if opts.threshold is None else opts.threshold,
         model_id=cfg.model_id,
         labels=(tuple(cfg.scene_labels), tuple(cfg.tag_labels), tuple(cfg.event_labels)),
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
@@ -332,38 +286,37 @@ def iterate(
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
         hop_frames=hop_frames,
-        pad_tail=bool(pad_tail),
         stream_threshold_s=float(STREAM_THRESHOLD_S),  # read at each call, so it can be changed (tests force it)
-        layer=layer,
-        pooling=pooling,
+        feature_device=_feature_device(dev, opts.backend),
     )
     if settings.untrained:
         warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
         warn_once(logger, model, untrained_embeddings_warning(cfg))
-    dev = _resolve_device(model, device)
-    settings = dataclasses.replace(settings, feature_device=_feature_device(dev, backend))
     was_training = model.training
+    workers = opts.workers
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
-    network_on_cpu = dev.type == "cpu" or backend == "onnxruntime"
-    pool = (ThreadPoolExecutor(max_workers=int(workers), thread_name_prefix="dcasenet-decode",
+    network_on_cpu = dev.type == "cpu" or opts.backend == "onnxruntime"
+    pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcasenet-decode",
                                initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
+    show = _show_progress(opts.progress)
     bar = None
     try:
         # the first inputs start decoding now, while the runner is built
-        jobs = _PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * int(workers)))
+        jobs = PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * workers))
         # the fastest exact path (batch-norm folded, channels-last; cached per model), or autocast for bf16/fp16
-        runner = inference_runner(model, dtype=dtype, device=dev, backend=backend)
+        runner = inference_runner(model, dtype=opts.dtype, device=dev, backend=opts.backend)
         crop_frames = cfg.frontend.num_frames(round(cfg.windows.scene_window_s * cfg.frontend.sample_rate) + 1)
-        batcher = _Batcher(runner, dev, budget=int(batch_size) * crop_frames, settings=settings)
-        bar = progress_bar(enabled=progress, total=len(inputs), desc="inputs", unit="file", leave=True)
+        batcher = Batcher(runner, dev, budget=opts.batch_size * crop_frames, settings=settings)
+        bar = progress_bar(enabled=show and (len(inputs) > 1 or opts.progress is True), total=len(inputs),
+                           desc="inputs", unit="file", leave=True)
         model.eval()
         for job in jobs:
             if job.error is not None:
                 yield job.result()
                 bar.update(1)
                 continue
-            window_bar = progress_bar(enabled=progress and job.streamed, total=len(job.plan),
+            window_bar = progress_bar(enabled=show and job.streamed, total=len(job.plan),
                                       desc=Path(job.source).name, unit="window")
             try:
                 for window in job.iter_windows():
@@ -388,6 +341,12 @@ def iterate(
             pool.shutdown(wait=True, cancel_futures=True)
         model.train(was_training)
 
+
+def _show_progress(progress: bool | None) -> bool:
+    """``progress``; for ``None``, whether stderr is a terminal (bars in a log file are noise)."""
+    if progress is not None:
+        return progress
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _single_threaded_torch() -> None:

@@ -8,11 +8,9 @@ import torch
 
 from dcasenet_hub.devices import resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
+from dcasenet_hub.inference.options import BACKENDS
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
-
-#: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32, the ``onnx`` extra).
-BACKENDS = ("torch", "onnxruntime")
 
 
 def _tensors(model: DcaseNetModule) -> tuple[Any, ...]:

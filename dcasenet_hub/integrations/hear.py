@@ -55,9 +55,9 @@ class HearModel(nn.Module):
 
     def __init__(self, model: nn.Module, *, hop: float = TIMESTAMP_HOP_S) -> None:
         super().__init__()
-        from dcasenet_hub.inference.pipeline import _hop_frames
+        from dcasenet_hub.inference.options import hop_frames
 
-        _hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
+        hop_frames(hop, model)  # a clear ValueError now rather than at the first batch
         self.model = model.eval()
         self.hop_s = float(hop)
         self.scene_embedding_size = int(model.embedding_dim)
@@ -74,7 +74,7 @@ def load_model(model_file_path: str = "", *, hop: float = TIMESTAMP_HOP_S, **kwa
         model_file_path: A manifest id, local folder, ``.safetensors`` or authors' ``.pt`` file; ``""`` loads the
             published ``dcasenet-v3``.
         hop: Time between timestamp embeddings in seconds: one of
-            :func:`dcasenet_hub.inference.pipeline.allowed_hops` (default 0.04; 0.8 is the network's own step, 20 times
+            :func:`dcasenet_hub.inference.allowed_hops` (default 0.04; 0.8 is the network's own step, 20 times
             cheaper).
         kwargs: Passed to :func:`dcasenet_hub.from_pretrained`.
 

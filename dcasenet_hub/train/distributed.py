@@ -30,7 +30,8 @@ from dcasenet_hub import _env
 from dcasenet_hub.devices import resolve_device
 
 STATE_FORMAT = "dcasenet-hub-train-state/1"
-PRECISIONS = ("fp32", "amp", "bf16")
+#: Training precisions, spelt as embed/predict/finetune spell them (fp16 trains with gradient scaling, CUDA only).
+DTYPES = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -87,21 +88,47 @@ def average_batchnorm_statistics(model: nn.Module, world: int) -> None:
                 buf.div_(world)
 
 
-def autocast_args(precision: str, device: torch.device) -> dict[str, Any]:
-    """``torch.autocast`` keyword arguments of ``precision`` on ``device``.
+def training_dtype(dtype: str | torch.dtype | None) -> str:
+    """``"fp32"``, ``"bf16"`` or ``"fp16"`` for any accepted spelling (``"amp"``, the trainer's former name, is fp16).
 
     Raises:
-        ValueError: unknown precision, or ``"amp"`` off CUDA.
+        ValueError: another dtype (the message lists the accepted ones).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"Unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    if precision == "amp" and device.type != "cuda":
-        raise ValueError("precision 'amp' (float16 autocast) needs a CUDA device; use fp32 or bf16 on CPU")
-    if precision == "fp32":
+    from dcasenet_hub.devices import short_dtype_name
+
+    if dtype == "amp":
+        return "fp16"
+    try:
+        return short_dtype_name(dtype)
+    except ValueError:
+        raise ValueError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+def autocast_args(dtype: str | torch.dtype | None, device: torch.device) -> dict[str, Any]:
+    """``torch.autocast`` keyword arguments of ``dtype`` (:func:`training_dtype`) on ``device``.
+
+    Raises:
+        ValueError: unknown dtype, or fp16 off CUDA.
+    """
+    name = training_dtype(dtype)
+    if name == "fp16" and device.type != "cuda":
+        raise ValueError("dtype fp16 (float16 autocast with gradient scaling) needs a CUDA device; use fp32 or bf16 "
+                         "on CPU")
+    if name == "fp32":
         return {"device_type": device.type, "enabled": False}
-    return {"device_type": device.type, "dtype": torch.float16 if precision == "amp" else torch.bfloat16,
+    return {"device_type": device.type, "dtype": torch.float16 if name == "fp16" else torch.bfloat16,
             "enabled": True}
 
+
+def deprecated_precision(dtype: str, precision: str | None, caller: str) -> str:
+    """``dtype``, or the deprecated ``precision`` keyword when given (with a ``DeprecationWarning``)."""
+    if precision is None:
+        return dtype
+    import warnings
+
+    warnings.warn(f"{caller}(precision=...) is deprecated; use dtype= (fp32, bf16 or fp16; 'amp' is fp16)",
+                  DeprecationWarning, stacklevel=3)
+    return precision
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from torch import nn
 
 from dcasenet_hub._progress import progress_bar
 from dcasenet_hub.config import ModelConfig
-from dcasenet_hub.train.distributed import Ranks, training_device, autocast_args
+from dcasenet_hub.train.distributed import Ranks, autocast_args, deprecated_precision, training_device
 from dcasenet_hub.train.tasks import task_key
 from dcasenet_hub.train.torch_data import EvalClips, FeatureStore
 
@@ -102,7 +102,7 @@ def _groups(ds: EvalClips, batch: int) -> Iterator[list[Any]]:
 
 @torch.no_grad()
 def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device | str = "cpu",
-                        precision: str = "fp32", batch_size: int = 8,
+                        dtype: str = "fp32", batch_size: int = 8,
                         progress: bool = False) -> tuple[np.ndarray, list[int], list[str]]:
     """Per-file scene probabilities (mean of the crops' softmax), labels and file names of a scene evaluation set.
 
@@ -114,7 +114,7 @@ def scene_probabilities(model: nn.Module, ds: EvalClips, *, device: torch.device
     from dcasenet_hub import metrics
 
     device = torch.device(device)
-    ac = autocast_args(precision, device)
+    ac = autocast_args(dtype, device)
     probs, labels, names = [], [], []
     bar = progress_bar(enabled=progress, total=len(ds), desc="evaluate asc")
     crops = int(ds[0][0].shape[0])  # crops per file (clips of one dataset share a length; groups keep shapes equal)
@@ -175,7 +175,7 @@ def _event_scores(model: nn.Module, ds: EvalClips, *, device: torch.device, ac: 
 
 
 def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, device: torch.device | str = "cpu",
-                  precision: str = "fp32", sed_threshold: float = 0.3, batch_size: int = 8,
+                  dtype: str = "fp32", sed_threshold: float = 0.3, batch_size: int = 8,
                   progress: bool = False) -> dict[str, float]:
     """The authors' evaluation of ``model`` on prepared evaluation sets (Table 2 units).
 
@@ -185,7 +185,7 @@ def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, devic
         ``eval_sets``.
     """
     device = torch.device(device)
-    ac = autocast_args(precision, device)
+    ac = autocast_args(dtype, device)
     was_training = model.training
     model.eval()
     res: dict[str, float] = {}
@@ -193,7 +193,7 @@ def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, devic
         for task, ds in eval_sets.items():
             task = task_key(task)
             if task == "asc":
-                probs, labels, _ = scene_probabilities(model, ds, device=device, precision=precision,
+                probs, labels, _ = scene_probabilities(model, ds, device=device, dtype=dtype,
                                                        batch_size=batch_size, progress=progress)
                 res["asc_acc"] = float(100.0 * np.mean(probs.argmax(axis=1) == np.asarray(labels)))
             elif task == "tag":
@@ -209,8 +209,8 @@ def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, devic
 
 def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: str | Path | None = None,
              sed_root: str | Path | None = None, cache_dir: str | Path | None = None, device: str | None = "auto",
-             precision: str = "fp32", sed_threshold: float | None = None, workers: int = 0,
-             progress: bool = True) -> dict[str, float]:
+             dtype: str = "fp32", sed_threshold: float | None = None, workers: int = 0,
+             progress: bool = True, precision: str | None = None) -> dict[str, float]:
     """Evaluate ``model`` on the authors' evaluation splits of the given datasets (a Table 2 row).
 
     The evaluation files are prepared (cached) first if needed. Scene crops are the model's ``windows`` (5 s every
@@ -221,10 +221,11 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
         asc_root, tag_root, sed_root: Dataset folders; tasks without a root are skipped.
         cache_dir: Feature cache folder.
         device: ``"auto"`` (CUDA when available; also ``None``), ``"cpu"``, ``"cuda"``, ...
-        precision: ``"fp32"``, ``"amp"`` or ``"bf16"``.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
         sed_threshold: Event threshold (default: the model's ``event_threshold``, 0.3).
         workers: Processes for preparing features.
         progress: Show progress bars.
+        precision: Deprecated spelling of ``dtype`` (``"amp"`` is fp16); warns.
 
     Returns:
         ``{"asc_acc": %, "tag_lwlrap": %, "sed_f1": %, "sed_er": ...}`` for the given tasks.
@@ -235,6 +236,7 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
         >>> evaluate(DcaseNet.from_pretrained("dcasenet-v3"), asc_root="data/asc")     # doctest: +SKIP
         {'asc_acc': 70.3}
     """
+    dtype = deprecated_precision(dtype, precision, "evaluate")
     roots = {t: Path(r) for t, r in (("asc", asc_root), ("tag", tag_root), ("sed", sed_root)) if r}
     if not roots:
         raise ValueError("Give at least one of --asc-root, --tag-root, --sed-root")
@@ -245,7 +247,7 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
     eval_sets = {t: eval_set(t, items[t][EVAL_SPLIT], stores[t], config=config) for t in roots}
     model = model.to(dev)
     threshold = config.event_threshold if sed_threshold is None else sed_threshold
-    return evaluate_sets(model, eval_sets, device=dev, precision=precision, sed_threshold=threshold,
+    return evaluate_sets(model, eval_sets, device=dev, dtype=dtype, sed_threshold=threshold,
                          progress=progress)
 
 

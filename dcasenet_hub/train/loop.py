@@ -57,6 +57,7 @@ from dcasenet_hub.train.distributed import (
     save_state,
     set_rng_state,
     autocast_args,
+    deprecated_precision,
 )
 from dcasenet_hub.train.evaluation import (
     EVAL_SPLIT,
@@ -144,10 +145,11 @@ def _improved(task: str, m: Mapping[str, float], best: Mapping[str, float]) -> b
 def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | Path | None = None,
           tag_root: str | Path | None = None, sed_root: str | Path | None = None,
           cache_dir: str | Path | None = None, device: str | None = "auto", workers: int = 0,
-          precision: str = "fp32", resume: bool = False, seed: int = 0, progress: bool = True,
+          dtype: str = "fp32", resume: bool = False, seed: int = 0, progress: bool = True,
           overrides: Mapping[str, Any] | None = None, stages: Sequence[str] | None = None,
           eval_batch_size: int = 8, in_memory: bool = False,
-          on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None) -> TrainResult:
+          on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
+          precision: str | None = None) -> TrainResult:
     """Train a recipe end to end (joint or single stage, then the fine-tuning stages).
 
     Args:
@@ -158,7 +160,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
         device: ``"auto"`` (default; also ``None``: CUDA when available), ``"cuda"``, ``"cpu"``, ``"cuda:1"`` ...
             (a bare ``"cuda"`` under torchrun is the process's local rank).
         workers: DataLoader workers per task (and processes for preparing features).
-        precision: ``"fp32"``, ``"amp"`` (float16 autocast + gradient scaling, CUDA) or ``"bf16"``.
+        dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (float16 autocast + gradient scaling, CUDA).
         resume: Continue the run in ``out_dir`` from its last completed epoch (exactly: same losses as without the
             interruption on the same seed).
         seed: Seed of initialisation, data order, crops, mixup and dropout.
@@ -169,6 +171,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
         eval_batch_size: Examples per evaluation batch.
         in_memory: Keep the cached features in memory (small data).
         on_epoch_end: Called as ``on_epoch_end(stage, epoch, record)`` after each epoch's checkpoint is written.
+        precision: Deprecated spelling of ``dtype`` (``"amp"`` is fp16); warns.
 
     Returns:
         A :class:`TrainResult`.
@@ -177,6 +180,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
         TrainingDivergedError: a loss became NaN/inf (the message names the epoch, iteration and last checkpoint).
         ValueError: bad recipe/override, missing dataset root, or ``out_dir`` holds another run.
     """
+    dtype = deprecated_precision(dtype, precision, "train")
     base = load_recipe(recipe)
     rec = base.replace(**dict(overrides or {})) if overrides else base  # per-task keys: scene/tags/events or asc/...
     rec = Recipe.from_dict(rec.to_dict())  # validate the overridden recipe
@@ -185,7 +189,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
     dist = init_distributed(device)
     try:
         dev = training_device(device, dist)
-        autocast_args(precision, dev)  # refuse a bad precision before any work
+        autocast_args(dtype, dev)  # refuse a bad dtype before any work
         for t in rec.tasks:
             if rec.batch_size[t] % dist.world:
                 raise ValueError(f"The {t} batch size {rec.batch_size[t]} is global and must be divisible by the "
@@ -224,7 +228,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
                 continue
             result.history[stage] = _run_stage(
                 rec, stage, tasks, init_task, out=out, roots=roots, stores=stores, items=items, dev=dev, dist=dist,
-                workers=workers, precision=precision, resume=resume, seed=seed, progress=progress,
+                workers=workers, dtype=dtype, resume=resume, seed=seed, progress=progress,
                 eval_batch_size=eval_batch_size, on_epoch_end=on_epoch_end)
         if dist.main:
             _collect_final(rec, out, result)
@@ -252,7 +256,7 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
 
 def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str | None, *, out: Path,
                roots: Mapping[str, Path], stores: Mapping[str, FeatureStore], items: Mapping[str, Any],
-               dev: torch.device, dist: Ranks, workers: int, precision: str, resume: bool, seed: int, progress: bool,
+               dev: torch.device, dist: Ranks, workers: int, dtype: str, resume: bool, seed: int, progress: bool,
                eval_batch_size: int, on_epoch_end: Callable[..., None] | None) -> list[dict[str, Any]]:
 
     from dcasenet_hub._io import atomic_write_text
@@ -289,8 +293,8 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
     iters = rec.iterations_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=rec.t0_epochs * iters,
                                                                      eta_min=rec.eta_min)
-    scaler = torch.amp.GradScaler("cuda", enabled=(precision == "amp"))
-    ac = autocast_args(precision, dev)
+    ac = autocast_args(dtype, dev)
+    scaler = torch.amp.GradScaler("cuda", enabled=ac.get("dtype") == torch.float16)
 
     start_epoch, history, best = 0, [], {t: {} for t in tasks}
     torch.manual_seed(seed_of(seed, stage, "torch", dist.rank))
@@ -380,7 +384,7 @@ def _run_stage(rec: Recipe, stage: str, tasks: tuple[str, ...], init_task: str |
                                   "loss_total": sum(float(rec.loss_weights[t]) * sums[t] / iters for t in tasks),
                                   "train_s": round(train_time, 3)}
         if dist.main:
-            m = evaluate_sets(model, eval_sets, device=dev, precision=precision, sed_threshold=rec.sed_threshold,
+            m = evaluate_sets(model, eval_sets, device=dev, dtype=dtype, sed_threshold=rec.sed_threshold,
                               batch_size=eval_batch_size)
             record.update(m)
             record["improved"] = []

@@ -1,0 +1,304 @@
+"""Every option of :func:`~dcasenet_hub.inference.embed`, ``predict`` and ``iterate``, declared once.
+
+:class:`InferenceOptions` holds each option with its default, what it allows and one line of doc (the field's
+``metadata``), and checks itself when built, so a bad value fails before any audio is read with an
+:class:`~dcasenet_hub.errors.OptionsError` naming the option, the value and what is allowed. The functions take
+``options=`` plus the same names as keywords, which win over it; the folder jobs' ``BatchOptions`` holds one; the
+command line maps its flags onto it.
+
+Example:
+    >>> opts = InferenceOptions(hop=0.1, layer="conv")
+    >>> opts.replace(pooling="max").pooling, opts.hop_frames()
+    ('max', 5)
+    >>> InferenceOptions(threshold=1.5)
+    Traceback (most recent call last):
+    ...
+    dcasenet_hub.errors.OptionsError: threshold=1.5: must be a probability between 0 and 1, or None
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import numbers
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from dcasenet_hub._options import merge_options, option_names
+from dcasenet_hub.config import TIME_REDUCTION
+from dcasenet_hub.devices import resolve_device, short_dtype_name
+from dcasenet_hub.errors import OptionsError
+
+#: Layers :func:`embed` can return: the recurrent output (default), the convolutional trunk's output averaged over
+#: frequency (the GRUs' input), and the scene branch's 128-d code (one per 5 s scene crop).
+LAYERS = ("gru", "conv", "scene")
+#: Poolings of frame embeddings into the clip embedding.
+POOLINGS = ("mean", "max", "mean+max")
+#: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32, the ``onnx`` extra).
+BACKENDS = ("torch", "onnxruntime")
+#: Which result files record an option for resuming (the options that change what they hold).
+EMBED, PREDICT = "embed", "predict"
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+#: Default of the keyword overrides of ``embed`` / ``predict`` / ``iterate``: "take the value from ``options``".
+UNSET: Any = _Unset()
+
+
+def _option(default: Any, doc: str, allowed: str = "", records: tuple[str, ...] = ()) -> Any:
+    return field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
+
+
+@dataclass(frozen=True)
+class InferenceOptions:
+    """How :func:`~dcasenet_hub.inference.embed`, ``predict`` and ``iterate`` compute: each field is declared here
+    once, with its default, what it allows and one line of doc (its ``metadata``; :meth:`describe` lists them, and
+    they end this docstring). A hop of ``0.8 / P`` runs ``P`` exact passes on features shifted by whole 20 ms frames
+    (``P`` times the cost), frame ``i`` centred at ``0.39 + i * hop`` s. ``pad_tail`` pads the last window's
+    normalised log-mel with zeros up to a whole 0.8 s step, so frames and events reach the end of the file (else they
+    end at the last full step, as the authors' network does: 9.6 s for a 10 s clip).
+
+    Raises:
+        OptionsError: a value the option does not allow (a ``ValueError``; the message names option, value and
+            what is allowed).
+    """
+
+    hop: float | None = _option(
+        None, "seconds between frame embeddings / event scores (None: the network's 0.8 s step)",
+        "one of allowed_hops(): 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8", (EMBED, PREDICT))
+    layer: str = _option(
+        "gru", "embedding layer: gru (recurrent output, 512-d), conv (trunk, 512-d), scene (128-d per 5 s crop)",
+        f"one of {', '.join(map(repr, LAYERS))}", (EMBED,))
+    pooling: str = _option(
+        "mean", "clip embedding from the 0.8 s-step frames (mean+max: both, twice the size)",
+        f"one of {', '.join(map(repr, POOLINGS))}", (EMBED,))
+    pad_tail: bool = _option(
+        False, "let frames and events reach the end of the input (see above)", "True or False", (EMBED, PREDICT))
+    threshold: float | None = _option(
+        None, "event threshold (None: the model's, 0.3)", "a probability between 0 and 1, or None", (PREDICT,))
+    median_filter: float | None = _option(
+        None, "median filter over the binary event activity, seconds", "a number of seconds >= 0, or None",
+        (PREDICT,))
+    min_duration: float | None = _option(
+        None, "drop events shorter than this, seconds", "a number of seconds >= 0, or None", (PREDICT,))
+    dtype: str | None = _option(
+        None, "compute precision, autocast below fp32 (None: fp32; an optimised model keeps its own); outputs are "
+        "float32", "None, fp32, bf16, fp16 or a torch.dtype", (EMBED, PREDICT))
+    backend: str = _option(
+        "torch", "what runs the network (onnxruntime: CPU, fp32, layer gru, the onnx extra)",
+        f"one of {', '.join(map(repr, BACKENDS))}", (EMBED, PREDICT))
+    device: Any = _option(
+        None, "where to compute (None: the model's device; a model loaded by name goes to CUDA when available)",
+        "None, auto, cpu, cuda, cuda:N, mps or a torch.device")
+    batch_size: int = _option(8, "5 s crops per forward pass (a 60 s window counts as 12)", "a whole number >= 1")
+    workers: int = _option(
+        2, "threads decoding and resampling inputs ahead of the network (0: in the calling thread)",
+        "a whole number >= 0")
+    progress: bool | None = _option(
+        None, "tqdm bars (None: when stderr is a terminal, for several inputs or a long one)", "True, False or None")
+
+    def __post_init__(self) -> None:
+        def fail(name: str, problem: str | None = None) -> OptionsError:
+            return options_error(name, getattr(self, name), problem or f"must be {_allowed(name)}")
+
+        if self.layer not in LAYERS:
+            raise fail("layer")
+        if self.pooling not in POOLINGS:
+            raise fail("pooling")
+        if self.backend not in BACKENDS:
+            raise fail("backend")
+        hop_frames(self.hop)
+        if not isinstance(self.pad_tail, bool):
+            raise fail("pad_tail")
+        if self.threshold is not None and not (_real(self.threshold) and 0.0 <= self.threshold <= 1.0):
+            raise fail("threshold")
+        for name in ("median_filter", "min_duration"):
+            value = getattr(self, name)
+            if value is not None and not (_real(value) and value >= 0.0):
+                raise fail(name)
+        try:
+            dtype = None if self.dtype is None else short_dtype_name(self.dtype)
+        except ValueError:
+            raise fail("dtype") from None
+        if self.device is not None:
+            try:
+                resolve_device(self.device)
+            except ValueError as exc:
+                raise fail("device", str(exc).removeprefix(f"device {self.device}: ")) from None
+        for name, low in (("batch_size", 1), ("workers", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+                raise fail(name)
+        if self.progress not in (None, True, False):
+            raise fail("progress")
+        if self.backend == "onnxruntime":
+            if dtype not in (None, "fp32"):
+                raise fail("dtype", "the onnxruntime backend runs fp32; leave dtype unset or use backend='torch'")
+            if self.device is not None and str(self.device) not in ("auto", "cpu"):
+                raise fail("device", "the onnxruntime backend runs on the CPU; leave device unset or use "
+                                     "backend='torch'")
+            if self.layer != "gru":
+                raise fail("layer", "is not in the exported ONNX graph; use layer='gru' or backend='torch'")
+            if importlib.util.find_spec("onnxruntime") is None:
+                raise fail("backend", 'needs the onnx extra: pip install "dcasenet-hub[onnx]"')
+        # one form per value, so equal options compare (and are recorded) equal
+        for name in ("hop", "threshold", "median_filter", "min_duration"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        object.__setattr__(self, "workers", int(self.workers))
+
+    def check_outputs(self, *, embeddings: bool, predictions: bool) -> None:
+        """The checks that depend on what is computed (a scene code has no finer hop and always covers the end).
+
+        Raises:
+            OptionsError: ``hop`` or ``pad_tail`` with ``layer="scene"`` embeddings.
+        """
+        if not (embeddings and self.layer == "scene"):
+            return
+        if self.hop is not None and hop_frames(self.hop) != TIME_REDUCTION:
+            raise options_error("hop", self.hop, "does not apply to layer='scene' (one code per 5 s scene crop); "
+                                                "leave hop at its default or use layer='gru' or 'conv'")
+        if self.pad_tail and not predictions:
+            raise options_error("pad_tail", True, "does not apply to layer='scene' (one code per 5 s scene crop, "
+                                                 "which always covers the end); drop pad_tail or use layer='gru' "
+                                                 "or 'conv'")
+
+    def hop_frames(self, model: Any | None = None) -> int:
+        """The hop in mel frames for ``model`` 's front-end (default: the standard 20 ms frames); see
+        :func:`hop_frames`."""
+        return hop_frames(self.hop, model)
+
+    def replace(self, **changes: Any) -> InferenceOptions:
+        """A copy with ``changes`` applied (checked again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every option as plain JSON values (``device`` as text)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["device"] = None if self.device is None else str(self.device)
+        return out
+
+    def recorded(self, task: str) -> dict[str, Any]:
+        """The options that change ``task`` 's results (``"embed"`` or ``"predict"``), as its output files record
+        them for resuming (``dtype`` by its short name, ``"fp32"`` for ``None``).
+
+        Example:
+            >>> InferenceOptions(median_filter=0.5).recorded("embed")
+            {'hop': None, 'layer': 'gru', 'pooling': 'mean', 'pad_tail': False, 'dtype': 'fp32', 'backend': 'torch'}
+        """
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if task in f.metadata["records"]}
+        out["dtype"] = short_dtype_name(self.dtype)
+        return out
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return option_names(cls)
+
+    @classmethod
+    def describe(cls) -> dict[str, tuple[Any, str, str]]:
+        """``{name: (default, doc, allowed)}`` of every option, in declaration order."""
+        return {f.name: (f.default, f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def merge(cls, options: InferenceOptions | None, overrides: Mapping[str, Any], *,
+              caller: str) -> InferenceOptions:
+        """``options`` (default: all defaults) with ``overrides`` (option names as keywords) applied over it.
+
+        Raises:
+            TypeError: ``options`` is not an :class:`InferenceOptions`, or an override is not an option name.
+            OptionsError: an invalid value.
+        """
+        return merge_options(cls, options, overrides, caller=caller)
+
+
+InferenceOptions.__doc__ = (InferenceOptions.__doc__ or "") + "\n    Attributes:\n" + "".join(
+    f"        {name}: {doc}; {allowed}. Default {default!r}.\n"
+    for name, (default, doc, allowed) in InferenceOptions.describe().items())
+
+
+def options_error(option: str, value: object, allowed: str) -> OptionsError:
+    """The one form of a rejected option value: ``threshold=1.5: must be a probability between 0 and 1``.
+
+    Every options check (these, :class:`~dcasenet_hub.batch.BatchOptions`, ``--shard``) words its error this way, so
+    the command line can show the same line with the flag (``--threshold 1.5: must be ...``).
+
+    Example:
+        >>> str(options_error("threshold", 1.5, "must be a probability between 0 and 1"))
+        'threshold=1.5: must be a probability between 0 and 1'
+    """
+    return OptionsError(f"{option}={value!r}: {allowed}")
+
+
+def given(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The option names among ``arguments`` (a call's ``locals()``) whose value is not :data:`UNSET`.
+
+    Example:
+        >>> given({"x": "a.wav", "hop": 0.1, "layer": UNSET})
+        {'hop': 0.1}
+    """
+    names = set(option_names(InferenceOptions))
+    return {k: v for k, v in arguments.items() if k in names and v is not UNSET}
+
+
+def _allowed(name: str) -> str:
+    return next(f.metadata["allowed"] for f in dataclasses.fields(InferenceOptions) if f.name == name)
+
+
+def _real(value: Any) -> bool:
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool)) and math.isfinite(float(value))
+
+
+def frame_rate(model: Any | None = None) -> float:
+    """Mel frames per second of ``model`` 's front-end (default: the standard front-end's 50)."""
+    if model is None:
+        from dcasenet_hub.config import FrontendConfig
+
+        return float(FrontendConfig().frame_rate)
+    return float(model.config.frontend.frame_rate)
+
+
+def allowed_hops(model: Any | None = None) -> tuple[float, ...]:
+    """Timestamp hops (seconds) that :func:`embed` and :func:`predict` accept, finest first.
+
+    A hop is a whole number of 20 ms mel frames that divides the network's 0.8 s step (40 frames); the frames at a
+    hop of ``k`` mel frames come from ``40 / k`` forward passes on the features shifted by ``0, k, 2k ...`` frames.
+
+    Example:
+        >>> allowed_hops()
+        (0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8)
+    """
+    rate = frame_rate(model)
+    return tuple(round(k / rate, 6) for k in range(1, TIME_REDUCTION + 1) if TIME_REDUCTION % k == 0)
+
+
+def hop_frames(hop: float | None, model: Any | None = None) -> int:
+    """``hop`` (seconds) in mel frames of ``model`` 's front-end (a divisor of 40); ``None`` is the 0.8 s step.
+
+    Raises:
+        OptionsError: ``hop`` is not one of :func:`allowed_hops` (the message lists them).
+    """
+    if hop is None:
+        return TIME_REDUCTION
+    rate = frame_rate(model)
+    allowed = ", ".join(f"{h:g}" for h in allowed_hops(model))
+    error = options_error("hop", hop, f"must be a multiple of the {1 / rate:g} s mel hop that divides the network's "
+                                     f"{TIME_REDUCTION / rate:g} s step: one of {allowed} (seconds)")
+    if not _real(hop):
+        raise error
+    k = float(hop) * rate
+    if round(k) < 1 or abs(k - round(k)) > 1e-6 or TIME_REDUCTION % round(k):
+        raise error
+    return round(k)
+
+
+__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "InferenceOptions", "allowed_hops", "frame_rate", "given",
+           "hop_frames", "options_error"]
