@@ -14,6 +14,12 @@ import torch
 import torch.nn.functional as F
 
 from dcasenet_hub import build_model
+from dcasenet_hub.devices import native_cpu_bf16
+
+# The faulty kernel exists only where the CPU computes bf16 natively, and there it failed one run in four: repeat.
+# Elsewhere oneDNN emulates bf16 (much slower) with a kernel that reads only what it is given, so one pass
+# checks that the guarded path is finite and numerically right.
+REPEATS = 20 if native_cpu_bf16() else 1
 
 
 def _fill_free_memory_with_nan() -> None:
@@ -45,7 +51,7 @@ def test_bf16_forward_short_inputs_finite_after_nan_memory(arch, frames):
     with torch.no_grad():
         ref = model(x).to_dict()
     _nan_memory_before_strided_blocks(model)
-    for _ in range(5):
+    for _ in range(max(1, REPEATS // 4)):
         _fill_free_memory_with_nan()
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(x)
@@ -62,7 +68,7 @@ def test_bf16_training_step_gradients_finite_after_nan_memory(arch):
     model = build_model(arch, seed=0).train()
     _nan_memory_before_strided_blocks(model)
     x = torch.randn(2, 1, 128, 50, generator=torch.Generator().manual_seed(1))
-    for _ in range(3):
+    for _ in range(max(1, REPEATS // 6)):
         model.zero_grad()
         _fill_free_memory_with_nan()
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -87,7 +93,7 @@ def test_bf16_after_fast_path_then_joint_step_order():
     with torch.no_grad():
         ref = JointStep(model)(batches, {}, _autocast_args("fp32", torch.device("cpu")))
     _nan_memory_before_strided_blocks(model)
-    for _ in range(20):
+    for _ in range(REPEATS):
         fast(torch.randn(2, 1, 128, 163, generator=gen))
         _fill_free_memory_with_nan()
         with torch.no_grad():

@@ -564,7 +564,7 @@ def test_bf16_finetuning_trains_in_bf16_and_saves_float32(v3_model: DcaseNet, tm
     hook = torch.nn.modules.module.register_module_forward_hook(
         lambda m, _i, o: seen.add(o.dtype) if isinstance(m, torch.nn.Conv2d) and torch.is_grad_enabled() else None)
     try:
-        model = finetune(base, data, task="classification", freeze="conv_block3", epochs=2, batch_size=8,
+        model = finetune(base, data, task="classification", freeze="conv_block3", epochs=1, batch_size=8,
                          crop_s=1.0, dtype="bf16", output_dir=out, progress=False)
     finally:
         hook.remove()
