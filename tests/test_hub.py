@@ -226,6 +226,32 @@ def test_hf_repo_without_network_fails_fast(tmp_path: Path, monkeypatch: pytest.
     assert time.perf_counter() - t < 10
 
 
+def test_hf_repo_with_an_unwritable_cache_fails_with_the_folder_and_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A repo id downloads into the Hugging Face cache: when it cannot be written, the same one-line refusal (exit 3)
+    as the package cache's, not an OSError from inside huggingface_hub (the broken variant: no check before
+    ``hf_hub_download``, which fails with "Not a directory" and no fix)."""
+    import numpy as np
+    import soundfile as sf
+    from helpers import LoopbackServer
+
+    from dcasenet_hub.cli import main
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache's parent should be")
+    monkeypatch.setenv("HF_HUB_CACHE", str(blocker / "hub"))
+    with LoopbackServer({}) as srv:  # the endpoint answers, so the download would start
+        monkeypatch.setenv("HF_ENDPOINT", srv.url)
+        with pytest.raises(dcasenet_hub.errors.CacheNotWritableError, match="HF_HUB_CACHE") as err:
+            dcasenet_hub.from_pretrained("some-org/some-model")
+        assert str(blocker / "hub") in str(err.value) and srv.gets() == []
+        wav = tmp_path / "a.wav"
+        sf.write(wav, np.zeros(24000, np.float32), 24000)
+        assert main(["embed", str(wav), "-o", str(tmp_path / "out"), "--model", "some-org/some-model", "-q"]) == 3
+    err_lines = capsys.readouterr().err.strip().splitlines()
+    assert len(err_lines) == 1 and "cannot be written" in err_lines[0] and "HF_HUB_CACHE" in err_lines[0]
+
+
 def test_manifest_hf_source_checks_sha256(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets

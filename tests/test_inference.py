@@ -346,14 +346,14 @@ def test_prediction_repr_is_one_short_line_with_top_labels():
 
 
 def test_result_reprs_show_shapes_never_arrays(v3_model):
-    wav = _noise(70.0, seed=4)  # two event windows: long arrays that a dataclass repr would print
+    wav = _noise(12.0, seed=4)  # (15, 512) frames and (120, 14) event scores: arrays a dataclass repr would print
     emb = embed(v3_model, wav, sample_rate=SR)
     pred = predict(v3_model, wav, sample_rate=SR)
     trained = "" if v3_model.config.trained_tasks else ", untrained weights?"
-    assert repr(emb) == (f"Embeddings(<array 0>, 70.0 s, layer=gru, frame={emb.frame.shape} every 0.8 s, "
+    assert repr(emb) == (f"Embeddings(<array 0>, 12.0 s, layer=gru, frame={emb.frame.shape} every 0.8 s, "
                          f"clip=(512,) mean{trained})")
     text = repr(pred)
-    assert text.startswith(f"Prediction(<array 0>, 70.0 s, scene={pred.top_scene} ")
+    assert text.startswith(f"Prediction(<array 0>, 12.0 s, scene={pred.top_scene} ")
     assert f"{pred.top_tags(1)[0][0]} {pred.top_tags(1)[0][1]:.2f}" in text
     n = len(pred.events)
     tail = f"{n} event{'' if n == 1 else 's'}"

@@ -163,9 +163,7 @@ def download(
             damaged = legacy_damage or damaged
     errors: list[Exception] = []
     for src in entry["sources"]:
-        if src["type"] == "huggingface":
-            check_writable(hf_cache, env_var="HF_HUB_CACHE")
-        else:
+        if src["type"] != "huggingface":  # fetch_hf checks the Hugging Face cache itself
             check_writable(cache)
         try:
             if src["type"] == "huggingface":

@@ -25,6 +25,7 @@ from dcasenet_hub.errors import (
 )
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.cache import (
+    check_writable,
     complete,
     hf_repo_folder,
     lock_path,
@@ -170,6 +171,8 @@ def fetch_hf(repo_id: str, *, revision: str | None, cache: Path, local_files_onl
         except OfflineError as exc:  # bounded wait; huggingface_hub's own retries take ~23 s
             reason = f"no network ({exc})"
             offline = True
+    if not offline:  # one message naming the folder and the fix, before huggingface_hub writes anything
+        check_writable(cache, env_var="HF_HUB_CACHE")
     paths = []
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         try:
