@@ -94,13 +94,14 @@ def register(subparsers: Any) -> None:
     g.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning stages")
     r = p.add_argument_group("run")
     r.add_argument("--stage", action="append", help="run only this stage (joint, single, finetune-asc, ...), repeatable")
-    r.add_argument("--device", default="auto", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
-    r.add_argument("--workers", type=int, default=4, help="data loader workers per task (default 4)")
-    r.add_argument("--dtype", choices=PRECISIONS, default="fp32",
+    r.add_argument("--device", help="auto (default: CUDA if available), cpu, cuda, cuda:1")
+    r.add_argument("--workers", type=int,
+                   help="data loader workers per task (default 0: in the training process; 2-4 help with many cores)")
+    r.add_argument("--dtype", choices=PRECISIONS,
                    help="fp32 (default), bf16, or fp16 = amp (float16 autocast with gradient scaling, CUDA)")
     add_old_spelling(r, "--precision", dest="dtype", new="--dtype", choices=PRECISIONS)
     r.add_argument("--resume", action="store_true", help="continue the run in -o RUN from its last epoch")
-    r.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, crops, mixup (default 0)")
+    r.add_argument("--seed", type=int, help="seed of initialisation, data order, crops, mixup (default 0)")
     r.add_argument("--in-memory", action="store_true", help="keep cached features in memory (small data)")
     add_no_progress(r)
     p.set_defaults(func=_train)
@@ -148,11 +149,15 @@ def _train(args: argparse.Namespace) -> int:
         overrides["mixup_alpha"] = None
     if args.no_finetune:
         overrides["finetune"] = False
+    from dcasenet_hub.train import TrainOptions
+
+    # flags left out keep TrainOptions' defaults (declared there once); a bad value is its OptionsError (exit 2)
+    given = {"device": args.device, "workers": args.workers, "dtype": args.dtype and _dtype(args.dtype),
+             "seed": args.seed, "stages": args.stage, "cache_dir": args.feature_cache}
+    options = TrainOptions(**{k: v for k, v in given.items() if v is not None}, resume=args.resume,
+                           in_memory=args.in_memory, progress=not args.quiet)
     result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
-                   sed_root=args.sed_root, cache_dir=args.feature_cache, device=args.device, workers=args.workers,
-                   dtype=_dtype(args.dtype), resume=args.resume, seed=args.seed,
-                   progress=not args.quiet,
-                   overrides=overrides, stages=args.stage, in_memory=args.in_memory)
+                   sed_root=args.sed_root, overrides=overrides, options=options)
     for task, path in result.best.items():
         m = result.best_metrics.get(task, {})
         shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None)

@@ -10,7 +10,7 @@ itself is cheap (no torch): the names below load their module on first use.
 * :mod:`.prepare` - ``prepare``: 24 kHz 16-bit audio and cached log-mel features.
 * :mod:`.recipes` - ``Recipe``, ``load_recipe``, ``list_recipes``: the Table 2 recipes (``recipes/*.json``).
 * :mod:`.loop` - ``train``, ``TrainResult``: the paper's joint trainer; :mod:`.distributed` its processes, devices
-  and saved state.
+  and saved state; :mod:`.options` - ``TrainOptions``: how one run goes (device, dtype, seed, resume ...).
 * :mod:`.evaluation` - ``evaluate``, ``format_row``: the authors' metrics on the evaluation splits.
 * :mod:`.export` - ``export_model``: a trained model in the hub format.
 * :mod:`.torch_data` - the datasets of the loop (``TrainCrops``, ``EvalClips``, ``BatchStream``).
@@ -34,7 +34,7 @@ from typing import Any
 
 _LAZY = {
     "Recipe": "recipes", "load_recipe": "recipes", "list_recipes": "recipes", "RECIPE_DIR": "recipes",
-    "train": "loop", "TrainResult": "loop",
+    "train": "loop", "TrainResult": "loop", "TrainOptions": "options",
     "evaluate": "evaluation", "evaluate_sets": "evaluation", "format_row": "evaluation",
     "scene_probabilities": "evaluation",
     "export_model": "export",

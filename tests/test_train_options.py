@@ -1,0 +1,86 @@
+"""TrainOptions: how a training run goes, declared once, checked once, taken by train() and the train command."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dcasenet_hub.errors import OptionsError
+from dcasenet_hub.train import TrainOptions
+
+
+@pytest.mark.parametrize("name, value", [("dtype", "int8"), ("workers", -1), ("workers", 1.5), ("seed", True),
+                                         ("eval_batch_size", 0), ("resume", "yes"), ("stages", []),
+                                         ("stages", [""]), ("cache_dir", 3)])
+def test_bad_values_fail_naming_the_option_and_what_it_allows(name, value):
+    """Broken variant caught: a field without its check (the value would reach the trainer, failing there or not
+    at all)."""
+    with pytest.raises(OptionsError, match=rf"^{name}=.*: must be "):
+        TrainOptions(**{name: value})
+
+
+def test_one_form_per_value_so_equal_options_compare_equal(tmp_path):
+    assert TrainOptions(dtype="amp") == TrainOptions(dtype="fp16") == TrainOptions(dtype="float16")
+    assert TrainOptions(stages=["joint"]).stages == ("joint",) and TrainOptions(stages="joint").stages == ("joint",)
+    assert TrainOptions(cache_dir=tmp_path).cache_dir == str(tmp_path)
+    described = TrainOptions.describe()
+    assert tuple(described) == TrainOptions.field_names()
+    assert all(doc and allowed for _default, doc, allowed in described.values())
+    assert "workers: DataLoader workers per task" in TrainOptions.__doc__
+
+
+def test_train_takes_options_and_keyword_overrides_and_refuses_before_any_work(monkeypatch, tmp_path):
+    """train() merges options and keywords (keywords win) and checks them before touching data or the output
+    folder. Broken variants caught: keywords ignored when options are given; precision= not mapped onto dtype."""
+    from dcasenet_hub.train import loop
+
+    seen: dict[str, TrainOptions] = {}
+
+    def stop(roots, opts, dist):  # the first step that reads data: only the merged options matter here
+        seen["opts"] = opts
+        raise RuntimeError("stopped")
+
+    monkeypatch.setattr(loop, "_prepared_data", stop)
+    roots = {"asc_root": tmp_path}
+    with pytest.raises(RuntimeError, match="stopped"):
+        loop.train("v3-asc", out_dir=tmp_path / "a", options=TrainOptions(seed=3, workers=1), workers=0,
+                   device="cpu", **roots)
+    assert seen["opts"] == TrainOptions(seed=3, workers=0, device="cpu")
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="stopped"):
+        warnings.simplefilter("always")
+        loop.train("v3-asc", out_dir=tmp_path / "b", precision="bf16", device="cpu", **roots)
+    assert seen["opts"].dtype == "bf16"
+    assert any(issubclass(w.category, DeprecationWarning) and "dtype=" in str(w.message) for w in caught)
+    # fp16 off CUDA is refused before the output folder is made
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        loop.train("v3-asc", out_dir=tmp_path / "c", dtype="fp16", device="cpu", **roots)
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(OptionsError, match="^dtype='int8'"):
+        loop.train("v3-asc", out_dir=tmp_path / "d", dtype="int8", **roots)
+    with pytest.raises(ValueError, match=r"Unknown stage\(s\) \['nope'\]"):
+        loop.train("v3-asc", out_dir=tmp_path / "f", stages=["nope"], **roots)
+
+
+def test_cli_flags_map_onto_train_options_and_bad_values_exit_2(monkeypatch, tmp_path, capsys):
+    """Flags left out keep TrainOptions' defaults (the same as train()'s); a bad value is one line, exit 2."""
+    import dcasenet_hub.train
+    from dcasenet_hub.cli import main
+
+    got: dict[str, object] = {}
+
+    def fake(recipe, *, out_dir, options, **kw):
+        got["options"] = options
+        return dcasenet_hub.train.TrainResult(run_dir=Path(out_dir))
+
+    monkeypatch.setattr(dcasenet_hub.train, "train", fake)
+    assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path), "--no-progress"]) == 0
+    assert got["options"] == TrainOptions(progress=False)
+    assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path), "--precision", "amp",
+                 "--workers", "2", "--seed", "7", "--stage", "joint", "--resume"]) == 0
+    assert got["options"] == TrainOptions(dtype="fp16", workers=2, seed=7, stages=("joint",), resume=True)
+    capsys.readouterr()
+    assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path), "--workers", "-2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "workers" in err[0] and "a whole number >= 0" in err[0]
