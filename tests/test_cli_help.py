@@ -46,7 +46,7 @@ ALLOWED = {
     "--create-pr": "create_pr", "--task": "task", "--freeze": "freeze", "--head": "head", "--epochs": "epochs",
     "--lr": "lr", "--body-lr-scale": "body_lr_scale", "--weight-decay": "weight_decay", "--crop": "crop",
     "--mixup": "mixup", "--warm-start": "warm_start", "--batch-norm": "batch_norm", "--patience": "patience",
-    "--labels": "labels", "--validation-fraction": "validation_fraction", "--delimiter": "delimiter",
+    "--labels": "labels", "--exclude-labels": "exclude_labels", "--validation-fraction": "validation_fraction", "--delimiter": "delimiter",
     "--label-delimiter": "label_delimiter", "--audio-dir": "audio_dir", "--check": "check",
     "--list-recipes": "list_recipes", "--asc-root": "asc_root", "--tag-root": "tag_root", "--sed-root": "sed_root",
     "--iterations-per-epoch": "iterations_per_epoch", "--t0-epochs": "t0_epochs",
