@@ -395,5 +395,5 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
     return round(k)
 
 
-__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops", "frame_rate", "given",
-           "hop_frames", "options_error"]
+__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops",
+           "frame_rate", "given", "hop_frames", "options_error"]
