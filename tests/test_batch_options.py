@@ -24,6 +24,7 @@ OLD_KEYWORDS = {
     "median_filter": None, "min_duration": None, "pad_tail": False, "device": None, "dtype": None, "backend": "torch",
     "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": None,
     "event_formats": ("dcase",), "embedding_format": "npz",  # added later; their defaults write what old calls wrote
+    "labels": None, "exclude_labels": None, "class_thresholds": None,  # added later: None keeps every class
 }
 # a non-default value for every option (valid together)
 CHANGED = {
@@ -31,6 +32,7 @@ CHANGED = {
     "median_filter": 0.5, "min_duration": 0.3, "pad_tail": True, "device": "cpu", "dtype": "bf16",
     "backend": "torch", "batch_size": 3, "workers": 0, "shard": "1/2", "overwrite": True, "progress": True,
     "event_formats": ("dcase", "raven"), "embedding_format": "parquet",
+    "labels": ("dog", "engine"), "exclude_labels": ("park",), "class_thresholds": {"dog": 0.6},
 }
 # a model object prepare() accepts without loading weights: it only reads config.model_id
 MODEL = SimpleNamespace(config=SimpleNamespace(model_id="test-model"))
@@ -74,10 +76,12 @@ def test_options_and_keywords_give_the_same_plan(tmp_path):
     assert 0 < len(by_options.items) < 6  # shard 1 of 2 of six files
     assert by_options.meta == {"task": "predict", "model": "test-model", "threshold": 0.4, "median_filter": 0.5,
                                "min_duration": 0.3, "hop": 0.4, "pad_tail": True, "dtype": "bf16",
-                               "backend": "torch"}
+                               "backend": "torch", "labels": ["dog", "engine"], "exclude_labels": ["park"],
+                               "class_thresholds": {"dog": 0.6}}
     assert by_options.options.inference == InferenceOptions(
         dtype="bf16", backend="torch", hop=0.4, layer="conv", pooling="mean+max", threshold=0.4, median_filter=0.5,
-        min_duration=0.3, pad_tail=True, device="cpu", batch_size=3, workers=0, progress=True)
+        min_duration=0.3, pad_tail=True, device="cpu", batch_size=3, workers=0, progress=True,
+        labels=("dog", "engine"), exclude_labels=("park",), class_thresholds={"dog": 0.6})
     assert (by_options.task, by_options.level, by_options.overwrite, by_options.device) == (
         "predict", "clip", True, "cpu")
     # no options and no keywords: the old defaults
@@ -148,7 +152,8 @@ def test_every_inference_option_is_a_visible_keyword_of_embed_predict_and_iterat
 
     names = set(InferenceOptions.field_names())
     own = {"model", "x", "inputs", "sample_rate", "options", "embeddings", "predictions"}
-    embed_only, predict_only = {"layer", "pooling"}, {"threshold", "median_filter", "min_duration"}
+    embed_only = {"layer", "pooling"}
+    predict_only = {"threshold", "class_thresholds", "labels", "exclude_labels", "median_filter", "min_duration"}
     for fn, expected in ((iterate, names), (embed, names - predict_only), (predict, names - embed_only),
                          (DcaseNet.embed, names - predict_only), (DcaseNet.predict, names - embed_only)):
         params = inspect.signature(fn).parameters

@@ -20,6 +20,8 @@ BAD = [
     ("threshold", 1.5), ("threshold", float("nan")), ("threshold", -0.1), ("median_filter", -1.0),
     ("min_duration", float("inf")), ("dtype", "fp64"), ("backend", "tensorrt"), ("device", "tpu:0"),
     ("batch_size", 0), ("batch_size", 2.5), ("workers", -1), ("progress", "yes"),
+    ("labels", ()), ("labels", ("dog", "")), ("labels", (3,)), ("labels", {"dog": 1}), ("exclude_labels", 7),
+    ("class_thresholds", {"dog": 1.5}), ("class_thresholds", {"dog": "0.5"}), ("class_thresholds", [0.5]),
 ]
 
 
@@ -86,7 +88,9 @@ def test_the_resume_record_of_default_options_is_the_one_files_already_hold():
         "pad_tail": None, "dtype": "fp32", "backend": "torch"}
     assert batch.settings_meta("predict", {"model": "m"}, InferenceOptions(hop=0.8, median_filter=0.5)) == {
         "task": "predict", "model": "m", "hop": None, "pad_tail": None, "threshold": None, "median_filter": 0.5,
-        "min_duration": None, "dtype": "fp32", "backend": "torch"}
+        "min_duration": None, "dtype": "fp32", "backend": "torch",
+        # recorded as None when not given: files without these keys read as None (no selection), so they match
+        "class_thresholds": None, "labels": None, "exclude_labels": None}
     # options that do not change a task's files are not recorded (changing them recomputes nothing)
     assert batch.settings_meta("embed", {"model": "m"}, InferenceOptions(threshold=0.2, workers=0, batch_size=3)) \
         == batch.settings_meta("embed", {"model": "m"})

@@ -49,8 +49,8 @@ class BatchOptions:
             embeddings as sharded Parquet files in ``OUTDIR/parquet/``, rebuilt from the ``.npz`` files at the end of
             each unsharded run (:func:`~dcasenet_hub.batch.tables.write_parquet`; needs pyarrow).
         inference: How inputs are computed (:class:`~dcasenet_hub.inference.InferenceOptions`: hop, layer,
-            pooling, threshold, median_filter, min_duration, pad_tail, dtype, backend, device, batch_size, workers,
-            progress). Its fields are also keywords of the constructor (over ``inference``) and attributes.
+            pooling, threshold, class_thresholds, labels, exclude_labels, median_filter, min_duration, pad_tail,
+            dtype, backend, device, batch_size, workers, progress). Its fields are also keywords of the constructor (over ``inference``) and attributes.
 
     Example:
         >>> BatchOptions(threshold=1.5)

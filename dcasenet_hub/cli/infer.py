@@ -81,6 +81,7 @@ examples:
   dcasenet-hub predict recordings/ -o pred/ --median-filter 0.5 --min-duration 0.3
   dcasenet-hub predict recordings/ -o pred/ --hop 0.1
   dcasenet-hub predict recordings/ -o pred/ --event-format raven --event-format audacity
+  dcasenet-hub predict recordings/ -o pred/ --labels dog Bark --threshold 0.4 --threshold dog=0.6
 
 """ + EXIT_CODES
 
@@ -98,9 +99,13 @@ class _UsageError(Exception):
 
 
 #: Options whose flag is not the option's name with dashes.
-FLAG_NAMES = {"embedding_format": "--format", "event_formats": "--event-format"}
-#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`).
-_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>.*?): (?P<problem>.*)", re.S)
+FLAG_NAMES = {"embedding_format": "--format", "event_formats": "--event-format", "class_thresholds": "--threshold"}
+#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`); a
+#: mapping's value is its repr, whose ": " is not the end of the value.
+_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>\{.*?\}|.*?): (?P<problem>.*)", re.S)
+#: Attribute of the parsed arguments: which ``--threshold`` value set each class's threshold (``"*"``: every
+#: class's), so a rejected value is shown as it was typed.
+_THRESHOLD_TYPED = "threshold_typed"
 
 
 def _usage_message(exc: Exception, args: argparse.Namespace) -> str:
@@ -113,8 +118,87 @@ def _usage_message(exc: Exception, args: argparse.Namespace) -> str:
         return one_line(exc)
     name = match["name"]
     flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-    typed = getattr(args, name, None)
+    if name in ("threshold", "class_thresholds"):
+        typed = _typed_threshold(args, name, match["value"])
+    else:
+        typed = getattr(args, name, None)
+        if isinstance(typed, list):  # a flag that takes several values (--labels A B)
+            typed = " ".join(map(str, typed))
     return one_line(f"{flag} {match['value'] if typed is None else typed}: {match['problem']}")
+
+
+def _typed_threshold(args: argparse.Namespace, name: str, value: str) -> str | None:
+    """The ``--threshold`` value(s) as typed that set the rejected ``threshold`` or ``class_thresholds`` entry."""
+    import ast
+
+    typed: dict[str, str] = getattr(args, _THRESHOLD_TYPED, None) or {}
+    if name == "threshold":
+        return typed.get("*")
+    try:
+        entries = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        entries = None
+    if isinstance(entries, dict) and len(entries) == 1 and next(iter(entries)) in typed:
+        return typed[next(iter(entries))]
+    given = list(dict.fromkeys(typed.values()))
+    return " ".join(given) if given else None
+
+
+def _threshold_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``threshold`` and ``class_thresholds`` from the ``--threshold`` values (repeatable, later ones win).
+
+    ``P`` is every class's threshold, ``LABEL=P`` one class's (split at the last ``=``), and a ``.json`` file an
+    object ``{"LABEL": P, ...}`` whose ``"*"`` is every class's. Values are only parsed here: a number that is not
+    one, or a probability out of range, is passed on for :class:`~dcasenet_hub.inference.InferenceOptions` to reject.
+
+    Raises:
+        _UsageError: a ``.json`` file that cannot be read or does not hold a JSON object.
+    """
+    out: dict[str, Any] = {}
+    per_class: dict[str, Any] = {}
+    typed: dict[str, str] = {}
+    for text in getattr(args, "threshold", None) or ():
+        if "=" not in text and text.lower().endswith(".json"):
+            for label, value in _threshold_file(text).items():
+                if label == "*":
+                    out["threshold"] = value
+                else:
+                    per_class[label] = value
+                typed[label] = text
+        elif "=" in text:
+            label, _, value = text.rpartition("=")
+            per_class[label] = _number(value)
+            typed[label] = text
+        else:
+            out["threshold"] = _number(text)
+            typed["*"] = text
+    if per_class:
+        out["class_thresholds"] = per_class
+    setattr(args, _THRESHOLD_TYPED, typed)
+    return out
+
+
+def _number(text: str) -> float | str:
+    """``text`` as a float, or as it is (the options reject it with their own message)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _threshold_file(path: str) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        from dcasenet_hub.batch.index import one_line
+
+        raise _UsageError(f"--threshold {path}: cannot read it as JSON: {one_line(exc)}") from None
+    if not isinstance(data, dict):
+        raise _UsageError(f'--threshold {path}: must hold a JSON object {{"LABEL": P, ...}} ("*": every class), '
+                          f"not a {type(data).__name__}")
+    return data
 
 
 def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
@@ -122,9 +206,10 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-#: Flags that map one to one onto :class:`~dcasenet_hub.inference.InferenceOptions` fields.
-INFERENCE_FLAGS = ("hop", "layer", "pooling", "threshold", "median_filter", "min_duration", "device", "dtype",
-                   "backend", "batch_size", "workers")
+#: Flags that map one to one onto :class:`~dcasenet_hub.inference.InferenceOptions` fields (``--threshold`` maps
+#: onto two: :func:`_threshold_options`).
+INFERENCE_FLAGS = ("hop", "layer", "pooling", "labels", "exclude_labels", "median_filter", "min_duration", "device",
+                   "dtype", "backend", "batch_size", "workers")
 
 
 def _load_model(name: str) -> Any:
@@ -212,8 +297,14 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _prediction_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threshold", type=float,
-                   help="event threshold (default: the model's, 0.3 as the authors)")
+    p.add_argument("--threshold", action="append", metavar="P|LABEL=P|FILE.json",
+                   help="event threshold: P for every class (default: the model's, 0.3 as the authors), LABEL=P "
+                        "for one class (tag or event; tags: the F1 of `score`), FILE.json an object "
+                        '{"LABEL": P, ...} ("*": every class); repeatable, a later value wins')
+    p.add_argument("--labels", nargs="+", metavar="NAME",
+                   help="keep only these classes (scene, tag or event names, any case when unique); a vocabulary "
+                        "none of them names keeps all its classes; probabilities are not renormalised")
+    p.add_argument("--exclude-labels", nargs="+", metavar="NAME", help="drop these classes from the outputs")
     p.add_argument("--median-filter", type=float, metavar="SECONDS",
                    help="median filter over the binary event activity (default: none)")
     p.add_argument("--min-duration", type=float, metavar="SECONDS",
@@ -269,7 +360,7 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
     from dcasenet_hub.batch.options import BatchOptions
 
     return BatchOptions(task=task, **_given(args, ("level", "shard", "event_formats", "embedding_format",
-                                                   *INFERENCE_FLAGS)),
+                                                   *INFERENCE_FLAGS)), **_threshold_options(args),
                         pad_tail=args.pad_tail, overwrite=args.overwrite, progress=False if args.quiet else None)
 
 
@@ -299,9 +390,15 @@ def _run(args: argparse.Namespace, task: str) -> int:
     except _UsageError as exc:
         print(f"dcasenet-hub {task}: error: {exc}", file=sys.stderr)
         return 2
-    if plan is None:
-        return _run_one(args, task, options, single)
-    report = plan.execute(load=_load_model)
+    from dcasenet_hub.errors import OptionsError
+
+    try:
+        if plan is None:
+            return _run_one(args, task, options, single)
+        report = plan.execute(load=_load_model)
+    except OptionsError as exc:  # a class name the loaded model does not have
+        print(f"dcasenet-hub {task}: error: {_usage_message(exc, args)}", file=sys.stderr)
+        return 2
     code = _summary(report)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
@@ -415,7 +512,7 @@ def _run_plot(args: argparse.Namespace) -> int:
             raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
         from dcasenet_hub.inference.options import InferenceOptions
 
-        opts = InferenceOptions(**_given(args, INFERENCE_FLAGS))
+        opts = InferenceOptions(**_given(args, INFERENCE_FLAGS), **_threshold_options(args))
     except _UsageError as exc:
         print(f"dcasenet-hub plot: error: {exc}", file=sys.stderr)
         return 2
@@ -433,10 +530,16 @@ def _run_plot(args: argparse.Namespace) -> int:
               f"{', '.join('.' + f for f in sorted(formats))}", file=sys.stderr)
         return 2
     model = _load_model(args.model)
+    from dcasenet_hub.errors import OptionsError
+
     try:
-        plot(model, args.file, output=output, threshold=opts.threshold, median_filter=opts.median_filter,
+        plot(model, args.file, output=output, threshold=opts.threshold, class_thresholds=opts.class_thresholds,
+             labels=opts.labels, exclude_labels=opts.exclude_labels, median_filter=opts.median_filter,
              min_duration=opts.min_duration, device="auto" if opts.device is None else opts.device,
              dtype=opts.dtype, batch_size=opts.batch_size)
+    except OptionsError as exc:  # a class name the model does not have
+        print(f"dcasenet-hub plot: error: {_usage_message(exc, args)}", file=sys.stderr)
+        return 2
     except InputError as exc:  # the file cannot be used (other errors: main() maps them to their exit codes)
         from dcasenet_hub.batch.index import one_line
 

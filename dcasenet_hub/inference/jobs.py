@@ -317,9 +317,14 @@ class Job:
             duration = float(self.duration_s or 0.0)
             if s.options.pad_tail:  # the padded step's grid frames past the end of the input
                 ev = ev[:max(1, math.ceil(duration / s.event_hop_s - 1e-9))]
+            if s.keep is not None:  # the kept classes' columns, as computed (no renormalisation)
+                scene_cols, tag_cols, event_cols = (np.asarray(k, dtype=np.int64) for k in s.keep)
+                crop_probs, window_tags = crop_probs[:, scene_cols], window_tags[:, tag_cols]
+                tags, ev = tags[tag_cols], ev[:, event_cols]
+            class_thresholds = dict(s.class_thresholds)
             events_list = detect_events(ev, s.labels[2], hop_s=s.event_hop_s, threshold=s.threshold,
-                                        median_filter=s.options.median_filter, min_duration=s.options.min_duration,
-                                        duration_s=duration)
+                                        class_thresholds=class_thresholds, median_filter=s.options.median_filter,
+                                        min_duration=s.options.min_duration, duration_s=duration)
             res.prediction = Prediction(
                 scene_probs=crop_probs.mean(axis=0).astype(np.float32),
                 tag_probs=tags.astype(np.float32),
@@ -335,7 +340,8 @@ class Job:
                 threshold=s.threshold, median_filter=s.options.median_filter, min_duration=s.options.min_duration,
                 event_hop_s=s.event_hop_s, duration_s=duration, model_id=s.model_id,
                 untrained_tasks=s.untrained, source=self.source, sample_rate=input_sr,
-                heads=dict(s.heads), finetuned_task=s.finetuned_task,
+                heads=dict(s.heads), finetuned_task=s.finetuned_task, class_thresholds=class_thresholds,
+                keep_labels=s.options.labels, exclude_labels=s.options.exclude_labels,
             )
         return res
 

@@ -22,7 +22,7 @@ import dataclasses
 import importlib.util
 import math
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,35 @@ def _option(default: Any, doc: str, allowed: str = "", records: tuple[str, ...] 
     return field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
 
 
+class ClassThresholds(Mapping[str, float]):
+    """A read-only ``{class name: threshold}`` in name order: the form :attr:`InferenceOptions.class_thresholds`
+    keeps, so equal mappings compare equal and the frozen options stay hashable.
+
+    Example:
+        >>> t = ClassThresholds({"dog": 0.6, "alarm": 0.2})
+        >>> t, t == {"alarm": 0.2, "dog": 0.6}, hash(t) == hash(ClassThresholds({"alarm": 0.2, "dog": 0.6}))
+        ({'alarm': 0.2, 'dog': 0.6}, True, True)
+    """
+
+    def __init__(self, thresholds: Mapping[str, float]) -> None:
+        self._items = dict(sorted(thresholds.items()))
+
+    def __getitem__(self, name: str) -> float:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._items.items()))
+
+    def __repr__(self) -> str:
+        return repr(self._items)
+
+
 @dataclass(frozen=True)
 class InferenceOptions:
     """How :func:`~dcasenet_hub.inference.embed`, ``predict`` and ``iterate`` compute: each field is declared here
@@ -81,7 +110,19 @@ class InferenceOptions:
     pad_tail: bool = _option(
         False, "let frames and events reach the end of the input (see above)", "True or False", (EMBED, PREDICT))
     threshold: float | None = _option(
-        None, "event threshold (None: the model's, 0.3)", "a probability between 0 and 1, or None", (PREDICT,))
+        None, "event threshold of every class (None: the model's, 0.3)", "a probability between 0 and 1, or None",
+        (PREDICT,))
+    class_thresholds: Mapping[str, float] | None = _option(
+        None, "per-class thresholds over threshold: events use them, score's tag F1 too (tag or event names, "
+        "matched as labels are)", "None or a mapping {class name: probability between 0 and 1}", (PREDICT,))
+    labels: tuple[str, ...] | None = _option(
+        None, "keep only these classes in the predictions: scene, tag or event names (one in several vocabularies "
+        "applies to each); a vocabulary none of them names keeps all its classes; probabilities are not "
+        "renormalised", "None or one or more class names of the model (exact, else case-insensitive when unique)",
+        (PREDICT,))
+    exclude_labels: tuple[str, ...] | None = _option(
+        None, "drop these classes from the predictions (after labels)",
+        "None or class names of the model, none of them also in labels, leaving each vocabulary a class", (PREDICT,))
     median_filter: float | None = _option(
         None, "median filter over the binary event activity, seconds", "a number of seconds >= 0, or None",
         (PREDICT,))
@@ -118,6 +159,13 @@ class InferenceOptions:
             raise fail("pad_tail")
         if self.threshold is not None and not (_real(self.threshold) and 0.0 <= self.threshold <= 1.0):
             raise fail("threshold")
+        object.__setattr__(self, "class_thresholds", _class_thresholds(self.class_thresholds))
+        for name in ("labels", "exclude_labels"):
+            object.__setattr__(self, name, _class_names(name, getattr(self, name)))
+        both = sorted(set(self.labels or ()) & set(self.exclude_labels or ()))
+        if both:
+            raise fail("exclude_labels", f"names {', '.join(map(repr, both))}, which labels keeps; a class is either "
+                                         "kept or dropped: remove it from one of them")
         for name in ("median_filter", "min_duration"):
             value = getattr(self, name)
             if value is not None and not (_real(value) and value >= 0.0):
@@ -181,8 +229,8 @@ class InferenceOptions:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every option as plain JSON values (``device`` as text)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Every option as plain JSON values (``device`` as text, class names as lists, thresholds as a dict)."""
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         out["device"] = None if self.device is None else str(self.device)
         return out
 
@@ -194,7 +242,9 @@ class InferenceOptions:
             >>> InferenceOptions(median_filter=0.5).recorded("embed")
             {'hop': None, 'layer': 'gru', 'pooling': 'mean', 'pad_tail': False, 'dtype': 'fp32', 'backend': 'torch'}
         """
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if task in f.metadata["records"]}
+        # plain JSON values: a record read back from a file compares equal to the options that wrote it
+        out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
+               if task in f.metadata["records"]}
         out["dtype"] = short_dtype_name(self.dtype)
         return out
 
@@ -253,6 +303,51 @@ def _allowed(name: str) -> str:
     return next(f.metadata["allowed"] for f in dataclasses.fields(InferenceOptions) if f.name == name)
 
 
+def _plain(value: Any) -> Any:
+    """An option's value as JSON holds it: tuples as lists, :class:`ClassThresholds` as a dict."""
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, ClassThresholds):
+        return dict(value)
+    return value
+
+
+def _class_names(option: str, value: Any) -> tuple[str, ...] | None:
+    """``labels`` / ``exclude_labels`` in one form: a sorted tuple of distinct names (a string is one name), so equal
+    selections compare equal whatever their order or container; ``None`` for none (an empty ``exclude_labels``)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = (value,)
+    if isinstance(value, Mapping) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise options_error(option, value, "must be a list of class names (strings), or None")
+    bad = [v for v in value if not isinstance(v, str) or not v.strip()]
+    if bad:
+        raise options_error(option, value, f"holds {bad[0]!r}; class names are non-empty strings")
+    if not value:
+        if option == "labels":
+            raise options_error(option, value, "keeps no class; name at least one, or pass None to keep all")
+        return None
+    return tuple(sorted(set(value)))
+
+
+def _class_thresholds(value: Any) -> ClassThresholds | None:
+    """``class_thresholds`` in one form (:class:`ClassThresholds` of floats); ``None`` for an empty mapping."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise options_error("class_thresholds", value, "must be a mapping {class name: probability}, or None")
+    for name, p in value.items():
+        if not isinstance(name, str) or not name.strip():
+            raise options_error("class_thresholds", value, f"has the key {name!r}; class names are non-empty "
+                                                           "strings")
+        if not (_real(p) and 0.0 <= p <= 1.0):
+            # the one entry, so a message about a long mapping (a file of them) says which class is wrong
+            raise options_error("class_thresholds", {name: p}, f"the threshold of {name!r} must be a probability "
+                                                               "between 0 and 1")
+    return ClassThresholds({name: float(p) for name, p in value.items()}) if value else None
+
+
 def _real(value: Any) -> bool:
     return (isinstance(value, numbers.Real) and not isinstance(value, bool)) and math.isfinite(float(value))
 
@@ -300,5 +395,5 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
     return round(k)
 
 
-__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "InferenceOptions", "allowed_hops", "frame_rate", "given",
-           "hop_frames", "options_error"]
+__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops",
+           "frame_rate", "given", "hop_frames", "options_error"]

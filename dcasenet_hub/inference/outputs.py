@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,10 @@ def _short_source(source: str | None) -> str:
     return source if source.startswith("<") else Path(source).name
 
 
+def _names(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
+
+
 def _shape(a: Any) -> str:
     return str(tuple(np.shape(a)))
 
@@ -47,14 +52,16 @@ def detect_events(
     labels: tuple[str, ...] | list[str],
     *,
     hop_s: float,
-    threshold: float = 0.3,
+    threshold: float | Sequence[float] | np.ndarray = 0.3,
+    class_thresholds: Mapping[str, float] | None = None,
     median_filter: float | None = None,
     min_duration: float | None = None,
     duration_s: float | None = None,
 ) -> list[tuple[float, float, str]]:
     """Turn frame probabilities into an event list ``[(onset_s, offset_s, label), ...]`` sorted by onset.
 
-    A frame is active where ``prob > threshold`` (the authors' rule); optionally the binary activity is median
+    A frame is active where ``prob > threshold`` (the authors' rule), with each class's own threshold where
+    ``class_thresholds`` (or a per-class ``threshold``) gives one; optionally the binary activity is median
     filtered over ``median_filter`` seconds (an odd number of frames, i.e. a majority vote), then runs of active
     frames become events and events shorter than ``min_duration`` seconds are dropped.
 
@@ -62,21 +69,29 @@ def detect_events(
         probs: ``(T, C)`` probabilities on a grid of ``hop_s`` seconds (frame ``t`` covers ``[t*hop, (t+1)*hop)``).
         labels: ``C`` class names.
         hop_s: Frame hop in seconds.
-        threshold: Decision threshold.
+        threshold: Decision threshold of every class, or one per class (``C`` values).
+        class_thresholds: ``{label: threshold}`` over ``threshold`` for those classes; names that are not in
+            ``labels`` do not apply (e.g. tag classes of a :class:`Prediction` 's thresholds).
         median_filter: Median filter length in seconds (``None`` or ``0``: none).
         min_duration: Minimum event length in seconds.
         duration_s: Clip offsets to this duration.
 
     Example:
         >>> import numpy as np
-        >>> p = np.zeros((10, 2)); p[2:5, 1] = 0.9
+        >>> p = np.zeros((10, 2)); p[2:5, 1] = 0.9; p[6, 0] = 0.5
         >>> detect_events(p, ["a", "b"], hop_s=0.1)
+        [(0.2, 0.5, 'b'), (0.6, 0.7, 'a')]
+        >>> detect_events(p, ["a", "b"], hop_s=0.1, class_thresholds={"a": 0.6})
         [(0.2, 0.5, 'b')]
     """
     probs = np.asarray(probs, dtype=np.float32)
     if probs.ndim != 2 or probs.shape[1] != len(labels):
         raise ValueError(f"probs must be (T, {len(labels)}), got {probs.shape}")
-    active = probs > threshold
+    per_class = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(labels),)).copy()
+    for c, label in enumerate(labels):
+        if class_thresholds and label in class_thresholds:
+            per_class[c] = float(class_thresholds[label])
+    active = probs > per_class.astype(np.float32)
     if median_filter:
         k = max(1, round(median_filter / hop_s))
         k += 1 - k % 2  # odd
@@ -264,7 +279,8 @@ class Prediction:
     """Scene, tag and event predictions of one input, with label names.
 
     Attributes:
-        scene_probs: ``(10,)`` mean over the 5 s crops of the softmax scene probabilities.
+        scene_probs: ``(10,)`` mean over the 5 s crops of the softmax scene probabilities (fewer with
+            ``labels`` / ``exclude_labels``: the kept classes', not renormalised).
         tag_probs: ``(80,)`` sigmoid tag probabilities (60 s windows; duration-weighted mean for longer audio).
         event_probs: ``(T, 14)`` event probabilities on the 100 ms grid.
         event_times: ``(T,)`` start of each 100 ms frame in seconds.
@@ -276,6 +292,10 @@ class Prediction:
         tag_window_probs: ``(V, 80)`` tag probabilities of each 60 s window (one row for inputs up to 60 s).
         tag_window_starts: ``(V,)`` start of each 60 s window in seconds.
         threshold, median_filter, min_duration: Settings used for ``events``.
+        class_thresholds: ``{class: threshold}`` of kept tag and event classes given their own threshold (over
+            ``threshold`` for ``events``; for tags, what ``score`` decides their F1 at).
+        keep_labels, exclude_labels: The ``labels`` / ``exclude_labels`` options the prediction was made with
+            (``None``: every class kept); the arrays and label lists hold the kept classes only.
         event_hop_s: 0.1.
         duration_s: Duration of the input in seconds.
         model_id: Which weights produced it.
@@ -317,6 +337,9 @@ class Prediction:
     sample_rate: int | None = None
     heads: dict[str, str] = field(default_factory=dict)
     finetuned_task: str | None = None
+    class_thresholds: dict[str, float] = field(default_factory=dict)
+    keep_labels: tuple[str, ...] | None = None
+    exclude_labels: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         """One line: source, duration, top scene, top 3 tags and the number of events; never the arrays.
@@ -356,11 +379,21 @@ class Prediction:
         order = np.argsort(-np.asarray(self.tag_probs), kind="stable")[:k]
         return [(self.tag_labels[i], float(self.tag_probs[i])) for i in order]
 
-    def detect(self, *, threshold: float | None = None, median_filter: float | None = None,
+    def detect(self, *, threshold: float | None = None, class_thresholds: Mapping[str, float] | None = None,
+               median_filter: float | None = None,
                min_duration: float | None = None) -> list[tuple[float, float, str]]:
-        """Event list with other settings (see :func:`detect_events`); ``self.events`` is left unchanged."""
+        """Event list with other settings (see :func:`detect_events`); ``self.events`` is left unchanged.
+
+        ``threshold`` replaces the every-class threshold; the per-class ones (``self.class_thresholds``) still apply
+        over it unless ``class_thresholds`` replaces them (``{}``: none).
+
+        Example:
+            >>> pred.detect(threshold=0.5, class_thresholds={"dog": 0.7})   # doctest: +SKIP
+            [(1.2, 2.0, 'dog')]
+        """
         return detect_events(self.event_probs, self.event_labels, hop_s=self.event_hop_s,
                              threshold=self.threshold if threshold is None else threshold,
+                             class_thresholds=self.class_thresholds if class_thresholds is None else class_thresholds,
                              median_filter=median_filter, min_duration=min_duration, duration_s=self.duration_s)
 
     def to_dict(self) -> dict[str, Any]:
@@ -381,7 +414,9 @@ class Prediction:
                     for s, row in zip(self.scene_window_starts, self.scene_window_probs)
                 ],
             },
+            "label_filter": {"labels": _names(self.keep_labels), "exclude_labels": _names(self.exclude_labels)},
             "tags": {
+                "class_thresholds": {k: v for k, v in self.class_thresholds.items() if k in self.tag_labels},
                 "top": [[k, _round(v)] for k, v in self.top_tags(5)],
                 "probs": {k: _round(v) for k, v in self.tags.items()},
                 "windows": [
@@ -391,6 +426,7 @@ class Prediction:
             },
             "events": {
                 "threshold": self.threshold,
+                "class_thresholds": {k: v for k, v in self.class_thresholds.items() if k in self.event_labels},
                 "median_filter": self.median_filter,
                 "min_duration": self.min_duration,
                 "hop_s": self.event_hop_s,

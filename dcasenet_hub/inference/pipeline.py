@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,7 @@ from dcasenet_hub.inference.settings import (
     untrained_embeddings_warning,
     head_roles,
     untrained_heads_warning,
+    select_labels,
     warn_once,
 )
 
@@ -171,6 +172,9 @@ def predict(
     sample_rate: int | None = None,
     options: InferenceOptions | None = None,
     threshold: float | None = UNSET,
+    class_thresholds: Mapping[str, float] | None = UNSET,
+    labels: Sequence[str] | None = UNSET,
+    exclude_labels: Sequence[str] | None = UNSET,
     median_filter: float | None = UNSET,
     min_duration: float | None = UNSET,
     hop: float | None = UNSET,
@@ -188,21 +192,33 @@ def predict(
     hops under 0.1 s; each grid frame takes the score of the step whose centre is nearest); scenes and tags do not
     change with it. ``pad_tail`` lets event probabilities and events reach the end of the file.
 
+    ``labels`` keeps only the named classes of each vocabulary it names (a vocabulary it does not name stays whole)
+    and ``exclude_labels`` drops classes: every array, label list and event list of the result holds the kept
+    classes only, with their probabilities as computed (not renormalised; ``top_scene`` is the best kept scene).
+    ``class_thresholds`` gives classes their own event threshold over ``threshold``.
+
     Args:
         model: A :class:`~dcasenet_hub.DcaseNet`.
         x: A file path, a waveform or a list of these (see :func:`embed`).
         sample_rate: Rate of waveform inputs in Hz.
         options: An :class:`InferenceOptions` (default: all defaults).
-        threshold, median_filter, min_duration, hop, pad_tail, dtype, backend, device, batch_size, workers,
-            progress: The option of that name, over ``options``.
+        threshold, class_thresholds, labels, exclude_labels, median_filter, min_duration, hop, pad_tail, dtype,
+            backend, device, batch_size, workers, progress: The option of that name, over ``options``.
 
     Returns:
         :class:`Prediction` (or a list of them).
+
+    Raises:
+        OptionsError: an option's value is not allowed, or a class name the model does not have (the message
+            gives close matches).
 
     Example:
         >>> pred = model.predict("street.wav", median_filter=0.5)   # doctest: +SKIP
         >>> pred.top_scene, pred.events[:2]                          # doctest: +SKIP
         ('street_traffic', [(0.0, 3.2, 'engine'), (4.1, 4.9, 'dog')])
+        >>> dogs = model.predict("street.wav", labels=["dog", "Bark"], class_thresholds={"dog": 0.6})  # doctest: +SKIP
+        >>> dogs.event_labels, dogs.tag_labels, dogs.class_thresholds                                  # doctest: +SKIP
+        (('dog',), ('Bark',), {'dog': 0.6})
     """
     opts = InferenceOptions.merge(options, given(locals()), caller="predict")  # the keywords given (not UNSET) win
     single, inputs = _as_list(x)
@@ -224,6 +240,9 @@ def iterate(
     pooling: str = UNSET,
     pad_tail: bool = UNSET,
     threshold: float | None = UNSET,
+    class_thresholds: Mapping[str, float] | None = UNSET,
+    labels: Sequence[str] | None = UNSET,
+    exclude_labels: Sequence[str] | None = UNSET,
     median_filter: float | None = UNSET,
     min_duration: float | None = UNSET,
     dtype: torch.dtype | str | None = UNSET,
@@ -245,12 +264,13 @@ def iterate(
         embeddings: Compute :class:`Embeddings`.
         predictions: Compute :class:`Prediction`.
         options: An :class:`InferenceOptions` (default: all defaults).
-        hop, layer, pooling, pad_tail, threshold, median_filter, min_duration, dtype, backend, device, batch_size,
-            workers, progress: The option of that name, over ``options``.
+        hop, layer, pooling, pad_tail, threshold, class_thresholds, labels, exclude_labels, median_filter,
+            min_duration, dtype, backend, device, batch_size, workers, progress: The option of that name, over
+            ``options`` (the label options change predictions only, see :func:`predict`).
 
     Raises:
-        OptionsError: an option's value is not allowed, or does not apply to what is computed (raised when the
-            iteration starts).
+        OptionsError: an option's value is not allowed, does not apply to what is computed, or names a class the
+            model does not have (raised when the iteration starts).
         TypeError: an input is neither a path nor a numpy array / torch tensor.
 
     Example:
@@ -266,6 +286,8 @@ def iterate(
     if embeddings:
         kinds.add(W.SCENE if opts.layer == "scene" else W.EVENT)
     cfg = model.config
+    # before the device or any worker: a misspelt class name fails at once
+    selection = select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), opts)
     dev = _resolve_device(model, opts.device)
     settings = CallSettings(
         options=opts,
@@ -276,7 +298,9 @@ def iterate(
         predictions=predictions,
         threshold=cfg.event_threshold if opts.threshold is None else opts.threshold,
         model_id=cfg.model_id,
-        labels=(tuple(cfg.scene_labels), tuple(cfg.tag_labels), tuple(cfg.event_labels)),
+        labels=selection.labels,
+        keep=selection.keep,
+        class_thresholds=tuple(sorted(selection.class_thresholds.items())),
         untrained=tuple(t for t in ("scene", "tags", "events") if t not in cfg.trained_tasks) if predictions else (),
         provenance=cfg.provenance,
         trained_tasks=tuple(cfg.trained_tasks),

@@ -8,16 +8,17 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import logging
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from dcasenet_hub import audio as W
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.errors import InputError
-from dcasenet_hub.inference.options import InferenceOptions
+from dcasenet_hub.inference.options import InferenceOptions, options_error
 from dcasenet_hub.inference.outputs import Embeddings, Prediction
 
 #: Default number of 5 s crops per forward pass (longer windows count proportionally).
@@ -67,6 +68,105 @@ def embedding_size(model: Any, *, layer: str = "gru", pooling: str = "mean") -> 
     else:
         size = int(model.code_ASC.out_features)
     return EmbeddingSize(size, 2 * size if pooling == "mean+max" else size)
+
+
+#: The three vocabularies in the order of :attr:`CallSettings.labels`, as messages name them.
+VOCABULARIES = ("scene", "tag", "event")
+
+
+class LabelSelection(NamedTuple):
+    """What the label options resolve to for one model (:func:`select_labels`).
+
+    Attributes:
+        keep: Per vocabulary (scene, tag, event), the indices of the kept classes in the network's outputs.
+        labels: Per vocabulary, the kept class names (the model's spelling), in the network's order.
+        class_thresholds: ``{class name: threshold}`` of the kept tag and event classes that have one (the
+            model's spelling).
+    """
+
+    keep: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    labels: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+    class_thresholds: dict[str, float]
+
+
+def select_labels(vocabularies: Sequence[Sequence[str]], options: InferenceOptions) -> LabelSelection:
+    """Resolve ``labels``, ``exclude_labels`` and ``class_thresholds`` against a model's (scene, tag, event) names.
+
+    A name matches a class exactly, else case-insensitively when exactly one class of a vocabulary matches (it is
+    then read as the model's spelling); a name of several vocabularies applies to each. ``labels`` keeps the named
+    classes of each vocabulary it names and leaves a vocabulary it names no class of whole; ``exclude_labels`` then
+    drops its classes. Thresholds of classes that are not kept do not apply.
+
+    Raises:
+        OptionsError: a name that is no class of the model (the message gives close matches, or every class), a
+            case-insensitive name that matches several classes, a threshold for a scene (scenes are decided by the
+            highest probability), or a selection that leaves a vocabulary no class.
+
+    Example:
+        >>> vocab = (("park", "bus"), ("Bark", "Knock"), ("dog", "knock"))
+        >>> sel = select_labels(vocab, InferenceOptions(labels=["DOG", "Knock"], class_thresholds={"dog": 0.6}))
+        >>> sel.labels, sel.class_thresholds
+        ((('park', 'bus'), ('Knock',), ('dog',)), {'dog': 0.6})
+    """
+    vocab = tuple(tuple(v) for v in vocabularies)
+    keep = [set(range(len(v))) for v in vocab]
+    if options.labels is not None:
+        named = [set() for _ in vocab]
+        for name in options.labels:
+            for v, i in _match(name, vocab, "labels", options.labels):
+                named[v].add(i)
+        keep = [n if n else k for n, k in zip(named, keep)]
+    for name in options.exclude_labels or ():
+        for v, i in _match(name, vocab, "exclude_labels", options.exclude_labels):
+            keep[v].discard(i)
+    for v, kept in enumerate(keep):
+        if not kept:
+            option = "exclude_labels" if options.exclude_labels else "labels"
+            raise options_error(option, getattr(options, option),
+                                f"leaves no {VOCABULARIES[v]} class; keep at least one of {len(vocab[v])}")
+    thresholds: dict[str, float] = {}
+    for name, p in (options.class_thresholds or {}).items():
+        matches = _match(name, vocab, "class_thresholds", {name: p})
+        if all(v == 0 for v, _ in matches):
+            raise options_error("class_thresholds", {name: p}, f"{name!r} is a scene: the scene is the most "
+                                "probable one, not decided by a threshold; give tag or event names")
+        for v, i in matches:
+            if v and i in keep[v]:
+                thresholds[vocab[v][i]] = p
+    order = tuple(tuple(sorted(k)) for k in keep)
+    return LabelSelection(order, tuple(tuple(vocab[v][i] for i in k) for v, k in enumerate(order)),  # type: ignore
+                          thresholds)
+
+
+def _match(name: str, vocab: tuple[tuple[str, ...], ...], option: str, value: object) -> list[tuple[int, int]]:
+    """``(vocabulary, class index)`` of each class ``name`` stands for (see :func:`select_labels`)."""
+    exact = [(v, names.index(name)) for v, names in enumerate(vocab) if name in names]
+    if exact:
+        return exact
+    folded = name.casefold()
+    found = []
+    for v, names in enumerate(vocab):
+        hits = [i for i, x in enumerate(names) if x.casefold() == folded]
+        if len(hits) > 1:
+            raise options_error(option, value, f"{name!r} matches the {VOCABULARIES[v]} classes "
+                                f"{', '.join(names[i] for i in hits)} by case only; write one of them exactly")
+        found += [(v, hits[0])] if hits else []
+    if found:
+        return found
+    every = [x for names in vocab for x in names]
+    close = difflib.get_close_matches(name, every, n=5, cutoff=0.6) or difflib.get_close_matches(
+        folded, [x.casefold() for x in every], n=5, cutoff=0.6)
+    if close:
+        hint = f"did you mean {_either(close)}?"
+    else:
+        hint = "its classes: " + "; ".join(f"{VOCABULARIES[v]}s {', '.join(names)}" for v, names in enumerate(vocab))
+    raise options_error(option, value, f"{name!r} is not a class of this model ({hint}); use the model's names "
+                                       "(model.labels lists them)")
+
+
+def _either(names: Iterable[str]) -> str:
+    names = [repr(n) for n in names]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 #: ``extra`` key set on the untrained-weights warnings (HEAR logs its own once per :func:`~dcasenet_hub.hear.load_model`
@@ -175,6 +275,7 @@ class CallSettings:
     #: the event threshold: the option's, else the model's
     threshold: float
     model_id: str | None
+    #: the kept class names per vocabulary (scene, tag, event): :func:`select_labels`
     labels: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
     untrained: tuple[str, ...]
     frame_hop_s: float
@@ -189,6 +290,10 @@ class CallSettings:
     stream_threshold_s: float = 120.0
     #: resample and compute features on this device (the model's GPU); None: on the CPU
     feature_device: str | None = None
+    #: indices of the kept classes in the network's outputs per vocabulary (None: all)
+    keep: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]] | None = None
+    #: per-class thresholds of the kept tag and event classes, as ``(name, threshold)`` pairs in name order
+    class_thresholds: tuple[tuple[str, float], ...] = ()
 
     @property
     def passes(self) -> int:

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,9 @@ def plot(
     output: str | Path | None = None,
     prediction: Any = None,
     threshold: float | None = None,
+    class_thresholds: Mapping[str, float] | None = None,
+    labels: Sequence[str] | None = None,
+    exclude_labels: Sequence[str] | None = None,
     median_filter: float | None = None,
     min_duration: float | None = None,
     top_k: int = 3,
@@ -49,7 +53,9 @@ def plot(
         sample_rate: Rate of a waveform input.
         output: Save the figure here (format from the extension, e.g. ``.png``, ``.pdf``).
         prediction: A :class:`~dcasenet_hub.inference.pipeline.Prediction` of this audio (computed when ``None``).
-        threshold, median_filter, min_duration: Event list settings (see :func:`dcasenet_hub.inference.pipeline.predict`).
+        threshold, class_thresholds, median_filter, min_duration: Event list settings (see
+            :func:`dcasenet_hub.inference.pipeline.predict`).
+        labels, exclude_labels: The classes drawn (see :func:`~dcasenet_hub.inference.pipeline.predict`).
         top_k: Number of scenes drawn over time and tags in the title.
         device, dtype, batch_size: Passed to :func:`~dcasenet_hub.inference.pipeline.predict`.
         dpi: Resolution of the saved image.
@@ -89,6 +95,7 @@ def plot(
         wav = np.concatenate([np.zeros(0, np.float32), *W.resampled_blocks(reader, fe.sample_rate)])
     if prediction is None:
         prediction = predict(model, wav, sample_rate=fe.sample_rate, threshold=threshold,
+                             class_thresholds=class_thresholds, labels=labels, exclude_labels=exclude_labels,
                              median_filter=median_filter, min_duration=min_duration, device=device,
                              dtype=dtype, batch_size=batch_size)
         if isinstance(audio, (str, Path)):
@@ -114,7 +121,8 @@ def plot(
         row = labels.index(label)
         ax.add_patch(Rectangle((onset, row - 0.45), offset - onset, 0.9, fill=False, edgecolor="crimson", lw=1.2))
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.set_title(f"event probabilities (100 ms) and detected events (threshold {prediction.threshold:g}, red)",
+    own = f", {len(prediction.class_thresholds)} classes their own" if prediction.class_thresholds else ""
+    ax.set_title(f"event probabilities (100 ms) and detected events (threshold {prediction.threshold:g}{own}, red)",
                  loc="left", fontsize=9)
     fig.colorbar(im, ax=ax, pad=0.01, fraction=0.02)
 

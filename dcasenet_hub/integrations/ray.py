@@ -57,7 +57,8 @@ class DcaseNetBatch:
         batch_rows: Run a batch's rows through shared forward passes (see the module's note on exactness).
         batch_size: 5 s windows per forward pass.
         options: Further keyword arguments of :func:`~dcasenet_hub.inference.iterate` (``hop``, ``layer``,
-            ``pooling``, ``threshold``, ``median_filter``, ``min_duration``, ``pad_tail``, ``backend``).
+            ``pooling``, ``threshold``, ``class_thresholds``, ``labels``, ``exclude_labels``, ``median_filter``,
+            ``min_duration``, ``pad_tail``, ``backend``).
 
     Raises:
         ValueError: an unknown task, or an option :func:`~dcasenet_hub.inference.iterate` does not take.
@@ -70,7 +71,8 @@ class DcaseNetBatch:
 
         if task not in TASKS:
             raise ValueError(f"task={task!r} is not one of {', '.join(repr(t) for t in TASKS)}")
-        allowed = {"hop", "layer", "pooling", "threshold", "median_filter", "min_duration", "pad_tail", "backend"}
+        allowed = {"hop", "layer", "pooling", "threshold", "class_thresholds", "labels", "exclude_labels",
+                   "median_filter", "min_duration", "pad_tail", "backend"}
         unknown = sorted(set(options or {}) - allowed)
         if unknown:
             raise ValueError(f"Unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")

@@ -53,6 +53,10 @@ class _Predicted:
     threshold: float | None
     timestamps: np.ndarray | None = None  # (T + 1,) frame boundaries of event_probs
     event_probs: np.ndarray | None = None  # (T, C)
+    #: per-class thresholds of tag classes (``predict --threshold LABEL=P``)
+    tag_thresholds: dict[str, float] = field(default_factory=dict)
+    #: predict kept only some classes (``labels`` / ``exclude_labels``)
+    filtered: bool = False
 
 
 def read_scores_tsv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -83,7 +87,9 @@ def _from_json(path: Path, key: str) -> _Predicted:
         tag_labels=list(d["tags"]["probs"]), tag_probs=np.array(list(d["tags"]["probs"].values()), float),
         event_labels=list(ev["labels"]),
         events=[(float(e["onset"]), float(e["offset"]), str(e["event_label"])) for e in ev["list"]],
-        threshold=ev.get("threshold"), timestamps=timestamps, event_probs=probs)
+        threshold=ev.get("threshold"), timestamps=timestamps, event_probs=probs,
+        tag_thresholds={str(k): float(v) for k, v in (d["tags"].get("class_thresholds") or {}).items()},
+        filtered=any(v is not None for v in (d.get("label_filter") or {}).values()))
 
 
 def _read_folder(folder: Path) -> list[_Predicted]:
@@ -118,7 +124,10 @@ def _from_object(p: Any) -> _Predicted:
         event_labels=list(p.event_labels), events=[(float(a), float(b), str(c)) for a, b, c in p.events],
         threshold=getattr(p, "threshold", None),
         timestamps=np.r_[times, offsets[-1:]] if times.size else None,
-        event_probs=np.asarray(p.event_probs, dtype=np.float64) if times.size else None)
+        event_probs=np.asarray(p.event_probs, dtype=np.float64) if times.size else None,
+        tag_thresholds={k: float(v) for k, v in (getattr(p, "class_thresholds", None) or {}).items()
+                        if k in p.tag_labels},
+        filtered=getattr(p, "keep_labels", None) is not None or getattr(p, "exclude_labels", None) is not None)
 
 
 def _match(pred_keys: Sequence[str], truth_keys: Sequence[str]) -> dict[str, str]:
@@ -162,7 +171,8 @@ class ScoreReport:
         task: ``"scenes"``, ``"tags"`` or ``"events"``.
         metrics: The numbers (the ``metrics`` of ``report.json``; keys in docs/evaluation.md).
         files: ``{"scored": n, "no_prediction": [...], "no_annotation": [...]}``: annotated files without a
-            prediction and predicted files without an annotation (listed, not scored).
+            prediction and predicted files without an annotation (listed, not scored); ``"scene_not_predicted"``:
+            files whose annotated scene the predictions do not hold (predict's ``labels`` / ``exclude_labels``).
         labels: The labels evaluated, in the model's order.
         label_map: The mapping applied to the annotations' labels.
         curves: Arrays for plots (not in the JSON): scenes ``confusion`` (+ ``confusion_labels``); tags
@@ -203,7 +213,8 @@ class ScoreReport:
             lines.append(f"  accuracy {num(m['accuracy'])}   macro F1 {num(m['macro_f1'])}")
             per_class = [("recall", m["recall"])]
         elif self.task == "tags":
-            lines.append(f"  mAP {num(m['map'])}   lwlrap {num(m['lwlrap'])}   F1 at {m['threshold']:g}: "
+            own = (f" ({len(m['class_thresholds'])} label(s) at their own)" if m.get("class_thresholds") else "")
+            lines.append(f"  mAP {num(m['map'])}   lwlrap {num(m['lwlrap'])}   F1 at {m['threshold']:g}{own}: "
                          f"micro {num(m['f1_micro'])}, macro {num(m['f1_macro'])}")
             per_class = [("AP", m["ap"]), ("F1", m["f1"])]
         else:
@@ -222,8 +233,13 @@ class ScoreReport:
         for label in self.labels:
             lines.append("  " + label.ljust(width) + "".join(f"  {num(values.get(label)):>8}"
                                                              for _, values in per_class))
+        absent = m.get("not_predicted_labels") or []
+        if absent:
+            lines.append(f"  labels not scored (annotated, not in the predictions: predict kept only some classes): "
+                         f"{', '.join(absent)}")
         for what, names in (("annotated, no prediction", self.files["no_prediction"]),
-                            ("predicted, not annotated", self.files["no_annotation"])):
+                            ("predicted, not annotated", self.files["no_annotation"]),
+                            ("annotated scene not in the predictions", self.files.get("scene_not_predicted", []))):
             if names:
                 shown = ", ".join(names[:10]) + (f", ... ({len(names)} in all)" if len(names) > 10 else "")
                 lines.append(f"  not scored ({what}): {shown}")
@@ -293,11 +309,13 @@ def _tags(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Sequenc
     truth = np.array([[x in ann.labels[k] for x in chosen] for k, _ in pairs], dtype=np.int64)
     probs = np.stack([p.tag_probs[cols] for _, p in pairs])
     thr = _threshold(pairs, threshold)
+    own = {} if threshold is not None else _class_thresholds(pairs, chosen)
     ap = average_precision(truth, probs)
-    micro, macro, per_class = f1_at_threshold(truth, probs, thr)
+    micro, macro, per_class = f1_at_threshold(truth, probs, np.array([own.get(x, thr) for x in chosen], float))
     defined = ap[~np.isnan(ap)]
     metrics = {"map": float(defined.mean()) if defined.size else float("nan"), "lwlrap": lwlrap(truth, probs),
-               "ap": dict(zip(chosen, ap.tolist())), "threshold": thr, "f1_micro": micro, "f1_macro": macro,
+               "ap": dict(zip(chosen, ap.tolist())), "threshold": thr, "class_thresholds": own,
+               "f1_micro": micro, "f1_macro": macro,
                "f1": dict(zip(chosen, per_class.tolist())),
                "positives": dict(zip(chosen, truth.sum(axis=0).tolist()))}
     pr = {x: precision_recall_curve(truth[:, i], probs[:, i])[:2] for i, x in enumerate(chosen) if truth[:, i].any()}
@@ -312,6 +330,21 @@ def _threshold(pairs: list[tuple[str, _Predicted]], threshold: float | None) -> 
         raise ValueError(f"the predictions were made with different thresholds ({sorted(used)}); pass threshold= "
                          "(--threshold) to score them at one")
     return float(used.pop()) if used else 0.3
+
+
+def _class_thresholds(pairs: list[tuple[str, _Predicted]], chosen: Sequence[str]) -> dict[str, float]:
+    """The per-class thresholds the predictions were made with (``predict --threshold LABEL=P``), of ``chosen``."""
+    out = {}
+    for label in chosen:
+        used = {p.tag_thresholds.get(label) for _, p in pairs}
+        if len(used) > 1:
+            shown = sorted(used, key=lambda v: -1.0 if v is None else v)
+            raise ValueError(f"the predictions were made with different thresholds for {label} ({shown}; None: "
+                             "the all-class one); pass threshold= (--threshold) to score them at one")
+        value = used.pop()
+        if value is not None:
+            out[label] = value
+    return out
 
 
 def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Sequence[str] | None, *,
@@ -397,8 +430,12 @@ def score(
             scene label per file, else tags.
         label_map: ``{annotation label: model label}``; ``None`` as the value leaves that label out.
         labels: The model labels to evaluate (tags, events); default: those the annotations use. Predictions of
-            other labels are ignored (listed under ``ignored_predicted_labels`` for events).
-        threshold: Tags' decision threshold (default: the one the predictions were made with).
+            other labels are ignored (listed under ``ignored_predicted_labels`` for events). Predictions made with
+            ``labels`` / ``exclude_labels`` hold only the kept classes: annotated labels they do not hold are left
+            out of the scores and listed under ``metrics["not_predicted_labels"]`` (scenes: files of such a scene
+            under ``files["scene_not_predicted"]``).
+        threshold: Tags' decision threshold of every class (default: the one the predictions were made with, and
+            each class's own where the predictions record one: ``metrics["class_thresholds"]``).
         annotation_format: Format of ``truth`` (``"auto"``, ``"dcase"``, ``"raven"``, ``"audacity"``, ``"labels"``).
         segment_length, t_collar, percentage_of_length: The event metrics' parameters.
         psds: Compute PSDS (events).
@@ -430,8 +467,26 @@ def score(
     ann = truth if isinstance(truth, Annotations) else read_annotations(truth, format=annotation_format)
     ann = _map_labels(ann, dict(label_map or {}))
     chosen_task = _choose_task(ann, task, predicted[0])
-    known = {"scenes": predicted[0].scene_labels, "tags": predicted[0].tag_labels,
-             "events": predicted[0].event_labels}[chosen_task]
+    vocabulary = {"scenes": "scene_labels", "tags": "tag_labels", "events": "event_labels"}[chosen_task]
+    known = getattr(predicted[0], vocabulary)
+    differ = [p.name for p in predicted if getattr(p, vocabulary) != known]
+    if differ:
+        raise AnnotationError(f"the predictions hold different {chosen_task} classes ({predicted[0].name} and "
+                              f"{differ[0]}: predict was run with other --labels / --exclude-labels); score them "
+                              "separately, or rerun predict with --overwrite")
+    absent: list[str] = []
+    if any(p.filtered for p in predicted):
+        # classes predict left out are not the annotations' fault: they are listed and left out of the scores
+        absent = sorted(set(ann.label_set()) - set(known))
+        ann = _map_labels(ann, dict.fromkeys(absent))
+        if labels is not None and set(labels) - set(known):
+            raise AnnotationError(f"labels= names {', '.join(sorted(set(labels) - set(known)))}, which the "
+                                  f"predictions do not hold (predict kept only {', '.join(known)}); rerun predict "
+                                  "without --labels / --exclude-labels to score them")
+        if not (set(ann.label_set()) & set(known)) and labels is None:
+            raise AnnotationError(f"{ann.source}: none of the annotated labels ({', '.join(absent)}) is in the "
+                                  f"predictions (predict kept only {', '.join(known)}); rerun predict with those "
+                                  "classes")
     _check_labels(ann, known, chosen_task)
     if labels is not None:
         _check_labels(Annotations(kind="labels", labels={"": list(labels)}, source="labels="), known, chosen_task)
@@ -442,9 +497,12 @@ def score(
             f"no annotated file has a prediction: the annotations name e.g. {ann.files[:3]}, the predictions "
             f"{keys[:3]}; names are matched without their extension (a.wav = a.json)")
     pairs = [(t, by_key[matched[t]]) for t in ann.files if t in matched]
-    files = {"scored": len(pairs),
-             "no_prediction": [ann.names.get(t, t) for t in ann.files if t not in matched],
-             "no_annotation": sorted(by_key[k].name for k in set(keys) - set(matched.values()))}
+    files: dict[str, Any] = {"no_prediction": [ann.names.get(t, t) for t in ann.files if t not in matched],
+                             "no_annotation": sorted(by_key[k].name for k in set(keys) - set(matched.values()))}
+    if chosen_task == "scenes" and absent:  # a file whose scene predict left out cannot be scored
+        files["scene_not_predicted"] = [ann.names.get(t, t) for t, _ in pairs if not ann.labels[t]]
+        pairs = [(t, p) for t, p in pairs if ann.labels[t]]
+    files = {"scored": len(pairs), **files}
     if chosen_task == "scenes":
         metrics, evaluated, curves = _scenes(pairs, ann)
     elif chosen_task == "tags":
@@ -453,6 +511,8 @@ def score(
         metrics, evaluated, curves = _events(pairs, ann, labels, segment_length=float(segment_length),
                                              t_collar=float(t_collar), percentage_of_length=float(percentage_of_length),
                                              with_psds=psds)
+    if absent:
+        metrics["not_predicted_labels"] = absent
     return ScoreReport(task=chosen_task, metrics=metrics, files=files, labels=evaluated,
                        label_map=dict(label_map or {}), curves=curves, predictions=pred_source,
                        truth=str(ann.source))
