@@ -318,8 +318,6 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
               ) -> dict[str, Any]:
     import torch
 
-    from dcasenet_hub.inference import pipeline
-
     from benchmarks._stages import STAGES, StageTimer, instrument
     from dcasenet_hub import cli
     from dcasenet_hub import from_pretrained
@@ -341,8 +339,7 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     if batch_size is not None:
         argv += ["--batch-size", str(batch_size)]
     # with the network on a GPU: the GPU front-end (opt-in), unless this measures the default CPU front-end instead
-    default_features = pipeline.FEATURES_ON_MODEL_DEVICE
-    pipeline.FEATURES_ON_MODEL_DEVICE = not cpu_features
+    argv += ["--feature-device", "cpu" if cpu_features else "model"]
     _log(f"e2e: dcasenet-hub {' '.join(argv)}")
 
     def run_cli() -> tuple[float, StageTimer]:
@@ -404,7 +401,6 @@ def bench_e2e(device: Any, work: Path, *, n_files: int, seconds: float, sr: int,
     busy = sum(stage_s.values())
     net_audio = sum(shape[0] for shape, _ in shapes)
     # every batch holds windows of whole files here (10 s files: one window each), so audio = files' duration
-    pipeline.FEATURES_ON_MODEL_DEVICE = default_features
     return {
         "files": n_files, "file_seconds": seconds, "file_sample_rate": sr, "outputs_written": n_out,
         "workers": workers, "batch_size": batch_size,

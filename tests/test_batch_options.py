@@ -25,6 +25,7 @@ OLD_KEYWORDS = {
     "batch_size": 8, "workers": 2, "shard": None, "overwrite": False, "progress": None,
     "event_formats": ("dcase",), "embedding_format": "npz",  # added later; their defaults write what old calls wrote
     "labels": None, "exclude_labels": None, "class_thresholds": None,  # added later: None keeps every class
+    "feature_device": "cpu", "stream_threshold_s": 120.0,  # added later: the values of the old module switches
 }
 # a non-default value for every option (valid together)
 CHANGED = {
@@ -33,6 +34,7 @@ CHANGED = {
     "backend": "torch", "batch_size": 3, "workers": 0, "shard": "1/2", "overwrite": True, "progress": True,
     "event_formats": ("dcase", "raven"), "embedding_format": "parquet",
     "labels": ("dog", "engine"), "exclude_labels": ("park",), "class_thresholds": {"dog": 0.6},
+    "feature_device": "model", "stream_threshold_s": 60.0,
 }
 # a model object prepare() accepts without loading weights: it only reads config.model_id
 MODEL = SimpleNamespace(config=SimpleNamespace(model_id="test-model"))
@@ -81,7 +83,8 @@ def test_options_and_keywords_give_the_same_plan(tmp_path):
     assert by_options.options.inference == InferenceOptions(
         dtype="bf16", backend="torch", hop=0.4, layer="conv", pooling="mean+max", threshold=0.4, median_filter=0.5,
         min_duration=0.3, pad_tail=True, device="cpu", batch_size=3, workers=0, progress=True,
-        labels=("dog", "engine"), exclude_labels=("park",), class_thresholds={"dog": 0.6})
+        labels=("dog", "engine"), exclude_labels=("park",), class_thresholds={"dog": 0.6}, feature_device="model",
+        stream_threshold_s=60.0)
     assert (by_options.task, by_options.level, by_options.overwrite, by_options.device) == (
         "predict", "clip", True, "cpu")
     # no options and no keywords: the old defaults

@@ -133,19 +133,17 @@ def test_hop_across_event_windows_runs_on_without_a_gap(v3_model):
     assert np.array_equal(fine.frame[41], _passes(model, last, 10, tasks=("embeddings",)).frame_embeddings[0, 0])
 
 
-def test_hop_streamed_and_batched_inputs(v3_model, monkeypatch):
+def test_hop_streamed_and_batched_inputs(v3_model):
     """Long inputs are decoded window by window (forced here from 1 s); equal-length inputs share batches: the
     shifted passes must still land in their own input and window."""
-    from dcasenet_hub.inference import pipeline as inference
-
     model = copy.copy(v3_model)
     model.config = v3_model.config.replace(windows=WindowConfig(event_window_s=4.0))
     a, b = _noise(7.5, seed=11), _noise(7.5, seed=12)
     alone = [embed(model, x, sample_rate=SR, hop=0.4, workers=0) for x in (a, b)]
     together = embed(model, [a, b], sample_rate=SR, hop=0.4, batch_size=64)
-    monkeypatch.setattr(inference, "STREAM_THRESHOLD_S", 1.0)
     # batch_size=1: every window runs as soon as it is cut, so a job must know its shifted passes beforehand
-    streamed = [embed(model, x, sample_rate=SR, hop=0.4, workers=0, batch_size=1) for x in (a, b)]
+    streamed = [embed(model, x, sample_rate=SR, hop=0.4, workers=0, batch_size=1, stream_threshold_s=1.0)
+                for x in (a, b)]
     for ref, x, y in zip(alone, together, streamed):
         assert ref.frame.shape == x.frame.shape == y.frame.shape == (10 + 7, 512)  # 201 mel frames: 5 steps x 2 passes; the last 175: (F - 40) // 20 + 1
         np.testing.assert_allclose(x.frame, ref.frame, atol=1e-6, rtol=0)  # other batch composition: rounding only

@@ -83,7 +83,6 @@ def test_cuda_features_on_the_gpu_equal_the_cpu_pipeline(responsive_v3, monkeypa
 
     from dcasenet_hub import audio as W
     from dcasenet_hub.config import WindowConfig
-    from dcasenet_hub.inference import pipeline
     from dcasenet_hub.inference.pipeline import embed, predict
 
     model = copy.deepcopy(responsive_v3)
@@ -97,9 +96,10 @@ def test_cuda_features_on_the_gpu_equal_the_cpu_pipeline(responsive_v3, monkeypa
     real = W.features
     monkeypatch.setattr(W, "features", lambda x, **kw: (seen.add(str(kw.get("device"))), real(x, **kw))[1])
     for on_gpu in (True, False):
-        monkeypatch.setattr(pipeline, "FEATURES_ON_MODEL_DEVICE", on_gpu)
         seen.clear()
-        gpu_e, gpu_p = embed(model, wav, device="cuda", **opts), predict(model, wav, device="cuda", **opts)
+        where = "model" if on_gpu else "cpu"
+        gpu_e = embed(model, wav, device="cuda", feature_device=where, **opts)
+        gpu_p = predict(model, wav, device="cuda", feature_device=where, **opts)
         assert seen == ({"cuda"} if on_gpu else {"None"})
         errs = {"frame": np.abs(cpu_e.frame - gpu_e.frame).max(),
                 "scene": np.abs(cpu_p.scene_probs - gpu_p.scene_probs).max(),

@@ -274,9 +274,8 @@ def test_streamed_file_equals_in_memory_result(v3_model, tmp_path, monkeypatch):
     path = tmp_path / "long.wav"
     sf.write(path, wav44, 44100, subtype="FLOAT")
     ref = predict(v3_model, path)
-    monkeypatch.setattr(inference, "STREAM_THRESHOLD_S", 1.0)
     monkeypatch.setattr(resample_module, "RESAMPLE_CHUNK_S", 0.9)
-    streamed = predict(v3_model, path, progress=True)
+    streamed = predict(v3_model, path, progress=True, stream_threshold_s=1.0)
     np.testing.assert_allclose(streamed.scene_probs, ref.scene_probs, atol=1e-5)
     np.testing.assert_allclose(streamed.event_probs, ref.event_probs, atol=1e-5)
     np.testing.assert_allclose(streamed.tag_probs, ref.tag_probs, atol=1e-5)

@@ -109,7 +109,8 @@ def test_a_commit_left_by_a_killed_writer_is_finished_on_load(v3_model: DcaseNet
     (commit / "config.json").write_bytes(files["config.json"])
     assert _identity(dcasenet_hub.from_pretrained(out)) == _identity(other)
     assert not commit.exists()
-    # a staging folder of a writer that is gone is invisible to readers and removed by the next writer
+    # a staging folder of a writer that is gone is invisible to readers and removed by the next writer (its name
+    # is built with the folder module's private _host(), as a crashed writer on this machine would have named it)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     staging = out / f"{F.STAGING_PREFIX}{F._host()}-{dead.stdout.strip()}-x"
     staging.mkdir()

@@ -209,7 +209,7 @@ def _given(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
 #: Flags that map one to one onto :class:`~dcasenet_hub.inference.InferenceOptions` fields (``--threshold`` maps
 #: onto two: :func:`_threshold_options`).
 INFERENCE_FLAGS = ("hop", "layer", "pooling", "labels", "exclude_labels", "median_filter", "min_duration", "device",
-                   "dtype", "backend", "batch_size", "workers")
+                   "dtype", "backend", "batch_size", "workers", "feature_device")
 
 
 def _load_model(name: str) -> Any:
@@ -266,6 +266,9 @@ def register(subparsers: Any) -> None:
         p.add_argument("--backend", choices=("torch", "onnxruntime"),
                        help="torch (default) or onnxruntime (CPU, fp32, --layer gru; needs the onnx extra; outputs "
                             "within 1e-5 of torch's)")
+        p.add_argument("--feature-device", choices=("cpu", "model"),
+                       help="where resampling and log-mel run: cpu (default; the front-end verified on GPUs) or "
+                            "model (the model's CUDA GPU: the GPU front-end, not yet measured on a GPU)")
         p.add_argument("--workers", type=int, metavar="N",
                        help="threads decoding and resampling audio ahead of the network (default 2; 0 = none)")
         p.add_argument("--shard", default=None, metavar="I/N",

@@ -94,7 +94,7 @@ class Job:
         # a padded tail must not reach the scene head: scene crops and event windows stay separate windows then
         self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.options.pad_tail)
         self.remaining = len(self.plan)
-        self.streamed = self.duration_s > s.stream_threshold_s
+        self.streamed = self.duration_s > s.options.stream_threshold_s
 
     def prepare(self) -> Job:
         """Open, and for inputs up to ``stream_threshold_s`` compute every window's features now."""

@@ -38,6 +38,8 @@ LAYERS = ("gru", "conv", "scene")
 POOLINGS = ("mean", "max", "mean+max")
 #: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32, the ``onnx`` extra).
 BACKENDS = ("torch", "onnxruntime")
+#: Where the decode workers compute features: the CPU, or the model's CUDA device (the GPU front-end).
+FEATURE_DEVICES = ("cpu", "model")
 #: Which result files record an option for resuming (the options that change what they hold).
 EMBED, PREDICT = "embed", "predict"
 
@@ -143,6 +145,12 @@ class InferenceOptions:
         "a whole number >= 0")
     progress: bool | None = _option(
         None, "tqdm bars (None: when stderr is a terminal, for several inputs or a long one)", "True, False or None")
+    feature_device: str = _option(
+        "cpu", "where decode workers resample and compute features: cpu (verified on GPUs), or model (the model's "
+        "CUDA device: the GPU front-end, not yet run on a GPU; docs/performance.md)", "one of 'cpu', 'model'")
+    stream_threshold_s: float = _option(
+        120.0, "inputs longer than this are decoded window by window (memory bounded by one window); shorter ones "
+        "are decoded whole, ahead of the network", "a number of seconds > 0")
 
     def __post_init__(self) -> None:
         def fail(name: str, problem: str | None = None) -> OptionsError:
@@ -185,6 +193,11 @@ class InferenceOptions:
                 raise fail(name)
         if self.progress not in (None, True, False):
             raise fail("progress")
+        if self.feature_device not in FEATURE_DEVICES:
+            raise fail("feature_device")
+        if not (_real(self.stream_threshold_s) and self.stream_threshold_s > 0):
+            raise fail("stream_threshold_s")
+        object.__setattr__(self, "stream_threshold_s", float(self.stream_threshold_s))
         if self.backend == "onnxruntime":
             if dtype not in (None, "fp32"):
                 raise fail("dtype", "the onnxruntime backend runs fp32; leave dtype unset or use backend='torch'")
@@ -395,5 +408,5 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
     return round(k)
 
 
-__all__ = ["BACKENDS", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops",
+__all__ = ["BACKENDS", "FEATURE_DEVICES", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops",
            "frame_rate", "given", "hop_frames", "options_error"]

@@ -75,13 +75,6 @@ from dcasenet_hub.inference.settings import (
 
 logger = logging.getLogger(__name__)
 
-#: Inputs longer than this (seconds) are decoded lazily, window by window, instead of ahead in a worker thread.
-STREAM_THRESHOLD_S = 120.0
-#: With the network on a CUDA GPU, resample and compute the features there too (in the decode workers), so the CPU
-#: only decodes: the GPU front-end. Off by default until a GPU run has measured it and passed its equality test
-#: there (tests/test_gpu.py); the default on CUDA is the front-end verified on a GPU (CPU decoding and features).
-#: Set it True to opt in; read at each call (docs/performance.md, "The GPU front-end").
-FEATURES_ON_MODEL_DEVICE = False
 
 
 __all__ = [
@@ -128,6 +121,8 @@ def embed(
     batch_size: int = UNSET,
     workers: int = UNSET,
     progress: bool | None = UNSET,
+    feature_device: str = UNSET,
+    stream_threshold_s: float = UNSET,
 ) -> Embeddings | list[Embeddings]:
     """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
@@ -139,8 +134,8 @@ def embed(
         sample_rate: Rate of waveform inputs in Hz (required for them; files use their own rate).
         options: An :class:`InferenceOptions` (default: all defaults); it declares every option below, with its
             default and what it allows.
-        hop, layer, pooling, pad_tail, dtype, backend, device, batch_size, workers, progress: The option of that
-            name, over ``options``.
+        hop, layer, pooling, pad_tail, dtype, backend, device, batch_size, workers, progress, feature_device,
+            stream_threshold_s: The option of that name, over ``options``.
 
     Returns:
         :class:`Embeddings` (or a list of them).
@@ -185,6 +180,8 @@ def predict(
     batch_size: int = UNSET,
     workers: int = UNSET,
     progress: bool | None = UNSET,
+    feature_device: str = UNSET,
+    stream_threshold_s: float = UNSET,
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
 
@@ -203,7 +200,8 @@ def predict(
         sample_rate: Rate of waveform inputs in Hz.
         options: An :class:`InferenceOptions` (default: all defaults).
         threshold, class_thresholds, labels, exclude_labels, median_filter, min_duration, hop, pad_tail, dtype,
-            backend, device, batch_size, workers, progress: The option of that name, over ``options``.
+            backend, device, batch_size, workers, progress, feature_device, stream_threshold_s: The option of that
+            name, over ``options``.
 
     Returns:
         :class:`Prediction` (or a list of them).
@@ -251,6 +249,8 @@ def iterate(
     batch_size: int = UNSET,
     workers: int = UNSET,
     progress: bool | None = UNSET,
+    feature_device: str = UNSET,
+    stream_threshold_s: float = UNSET,
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
@@ -265,8 +265,9 @@ def iterate(
         predictions: Compute :class:`Prediction`.
         options: An :class:`InferenceOptions` (default: all defaults).
         hop, layer, pooling, pad_tail, threshold, class_thresholds, labels, exclude_labels, median_filter,
-            min_duration, dtype, backend, device, batch_size, workers, progress: The option of that name, over
-            ``options`` (the label options change predictions only, see :func:`predict`).
+            min_duration, dtype, backend, device, batch_size, workers, progress, feature_device, stream_threshold_s:
+            The option of that name, over ``options`` (the label options change predictions only, see
+            :func:`predict`).
 
     Raises:
         OptionsError: an option's value is not allowed, does not apply to what is computed, or names a class the
@@ -310,8 +311,7 @@ def iterate(
         event_hop_s=min(hop_frames, TIME_REDUCTION // EVENT_REPEAT) / cfg.frontend.frame_rate,
         sample_rate=sample_rate,
         hop_frames=hop_frames,
-        stream_threshold_s=float(STREAM_THRESHOLD_S),  # read at each call, so it can be changed (tests force it)
-        feature_device=_feature_device(dev, opts.backend),
+        feature_device=_feature_device(dev, opts),
     )
     if settings.untrained:
         warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
@@ -408,12 +408,15 @@ def _resolve_device(model: Any, device: str | torch.device | None) -> torch.devi
     return dev
 
 
-def _feature_device(dev: torch.device, backend: str) -> str | None:
-    """Where the decode workers resample and compute features: the model's CUDA device, else the CPU (None).
+def _feature_device(dev: torch.device, opts: InferenceOptions) -> str | None:
+    """Where the decode workers resample and compute features: the model's CUDA device when
+    ``feature_device="model"`` asks for it, else the CPU (None).
 
-    Only CUDA: other accelerators (MPS) lack the float64 the exact resampling there needs. onnxruntime runs on the
-    CPU, so its features stay there too.
+    The CPU is the default on CUDA too: it is the front-end verified on a GPU; the GPU front-end stays one option
+    away until a GPU run has measured it and passed its equality test there (tests/test_gpu.py). Only CUDA: other
+    accelerators (MPS) lack the float64 the exact resampling there needs. onnxruntime runs on the CPU, so its
+    features stay there too.
     """
-    if dev.type == "cuda" and backend == "torch" and FEATURES_ON_MODEL_DEVICE:
+    if dev.type == "cuda" and opts.backend == "torch" and opts.feature_device == "model":
         return str(dev)
     return None

@@ -286,8 +286,6 @@ class CallSettings:
     trained_tasks: tuple[str, ...] = ()
     heads: tuple[tuple[str, str], ...] = ()
     finetuned_task: str | None = None
-    #: inputs longer than this (seconds) are decoded window by window (the pipeline's STREAM_THRESHOLD_S at the call)
-    stream_threshold_s: float = 120.0
     #: resample and compute features on this device (the model's GPU); None: on the CPU
     feature_device: str | None = None
     #: indices of the kept classes in the network's outputs per vocabulary (None: all)
