@@ -233,6 +233,7 @@ def measure_setting(model: Any, setting: Setting, clips: list[np.ndarray], sampl
     import torch
 
     from dcasenet_hub.inference.pipeline import iterate
+    from dcasenet_hub.inference.settings import silence_untrained_warnings
 
     s = setting
     dtype = None if s.dtype == "fp32" else s.dtype
@@ -240,11 +241,12 @@ def measure_setting(model: Any, setting: Setting, clips: list[np.ndarray], sampl
               "batch_size": s.batch_size, "workers": 0, "embeddings": s.task == "embed",
               "predictions": s.task == "predict"}
 
+    silence_untrained_warnings(model)  # random weights are fine for timing
+
     def call(inputs: list[np.ndarray]) -> None:
-        with _quiet_untrained_warnings():
-            for r in iterate(model, inputs, **kwargs):
-                if r.error is not None:
-                    raise r.error  # a setting that fails is an error of the run, not a slow measurement
+        for r in iterate(model, inputs, **kwargs):
+            if r.error is not None:
+                raise r.error  # a setting that fails is an error of the run, not a slow measurement
 
     cuda = torch.device(s.device).type == "cuda"
     call(clips if warmup else clips[:1])  # builds the runner (optimised copy, ONNX session) and kernels
@@ -347,24 +349,6 @@ def format_table(report: BenchReport) -> str:
                     f"RTF {best.rtf:.4f}{mem})")
     head += [f"Not measured: {line}" for line in report.skipped]
     return "\n".join(head)
-
-
-class _quiet_untrained_warnings:
-    """Drops the pipeline's untrained-weights warnings while timing (random weights are fine for speed), as a
-    logging filter for the duration of a ``with`` block."""
-
-    def __enter__(self) -> _quiet_untrained_warnings:
-        import logging
-
-        from dcasenet_hub.inference.settings import UNTRAINED_RECORD
-
-        self.logger = logging.getLogger("dcasenet_hub.inference.pipeline")
-        self.filter = lambda record: not getattr(record, UNTRAINED_RECORD, False)
-        self.logger.addFilter(self.filter)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.logger.removeFilter(self.filter)
 
 
 def _reset_peak_rss() -> None:

@@ -222,6 +222,17 @@ def _name(config: Any) -> str:
 _WARNED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
 
 
+class _Everything(set):
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+def silence_untrained_warnings(model: Any) -> None:
+    """Count every untrained-weights warning about ``model`` as said already (for a tool that runs random weights
+    on purpose, such as the benchmark: their speed is the point, not their outputs)."""
+    _WARNED[model] = _Everything()
+
+
 def warn_once(log: logging.Logger, model: Any, message: str) -> None:
     """Log ``message`` as a warning the first time it concerns ``model`` (per model object, not per call)."""
     try:
