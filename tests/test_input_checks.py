@@ -231,9 +231,9 @@ def test_unusable_device_is_a_one_line_usage_error_before_any_work(tmp_path, aut
 
 
 @pytest.mark.parametrize("option,value,expected", [
-    ("--threshold", "2", "--threshold 2.0: must be a probability between 0 and 1"),
+    ("--threshold", "2", "--threshold 2: must be a probability between 0 and 1"),
     ("--threshold", "nan", "--threshold nan: must be a probability between 0 and 1"),
-    ("--threshold", "-1", "--threshold -1.0: must be a probability between 0 and 1"),
+    ("--threshold", "-1", "--threshold -1: must be a probability between 0 and 1"),
     ("--median-filter", "-1", "--median-filter -1.0: must be a number of seconds >= 0"),
     ("--median-filter", "inf", "--median-filter inf: must be a number of seconds >= 0"),
     ("--min-duration", "-5", "--min-duration -5.0: must be a number of seconds >= 0"),

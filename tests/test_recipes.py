@@ -129,7 +129,7 @@ def test_cli_dtype_and_the_deprecated_precision(monkeypatch, tmp_path, capsys, c
     got = {}
 
     def fake(*args, **kwargs):  # stop before any work: only the dtype matters here
-        got["dtype"] = kwargs["dtype"]
+        got["dtype"] = kwargs["options"].dtype if command == "train" else kwargs["dtype"]
         raise ValueError("stopped by the test")
 
     monkeypatch.setattr(dcasenet_hub.train, "train" if command == "train" else "evaluate", fake)
