@@ -554,7 +554,7 @@ def test_bf16_head_inputs_are_within_the_low_precision_tolerance(responsive_v3: 
 
 
 def test_bf16_finetuning_trains_in_bf16_and_saves_float32(v3_model: DcaseNet, tmp_path: Path) -> None:
-    data = _class_folder(tmp_path / "d", n=4, seed=7)
+    data = _class_folder(tmp_path / "d", n=2, seed=7)
     seen: set[torch.dtype] = set()
     out = tmp_path / "bf16-model"
     base = DcaseNet(v3_model.config)
