@@ -14,6 +14,20 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 
+def show_progress(progress: bool | None) -> bool:
+    """``progress``; for ``None`` (the default everywhere), whether stderr is a terminal (bars in a log are noise).
+
+    Example:
+        >>> show_progress(False), show_progress(True)
+        (False, True)
+    """
+    if progress is not None:
+        return bool(progress)
+    import sys
+
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
 def progress_bar(iterable: Iterable[Any] | None = None, *, enabled: bool, leave: bool = False, **kwargs: Any) -> Any:
     """A ``tqdm.auto`` bar over ``iterable`` (or updated by hand), or a silent stand-in when not ``enabled``.
 

@@ -47,7 +47,7 @@ def test_train_takes_options_and_keyword_overrides_and_refuses_before_any_work(m
     with pytest.raises(RuntimeError, match="stopped"):
         loop.train("v3-asc", out_dir=tmp_path / "a", options=TrainOptions(seed=3, workers=1), workers=0,
                    device="cpu", **roots)
-    assert seen["opts"] == TrainOptions(seed=3, workers=0, device="cpu")
+    assert seen["opts"] == TrainOptions(seed=3, workers=0, device="cpu", progress=False)  # None: no terminal here
     with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="stopped"):
         warnings.simplefilter("always")
         loop.train("v3-asc", out_dir=tmp_path / "b", precision="bf16", device="cpu", **roots)
@@ -84,3 +84,17 @@ def test_cli_flags_map_onto_train_options_and_bad_values_exit_2(monkeypatch, tmp
     assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path), "--workers", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "workers" in err[0] and "a whole number >= 0" in err[0]
+
+
+def test_defaults_agree_across_inference_fine_tuning_and_training():
+    """One meaning per default: progress None (bars when stderr is a terminal), device None (the model's device, or
+    CUDA when available for a model not yet built), dtype fp32 (None or "fp32"). Broken variant caught: a default
+    drifting in one options class (progress True in training, "auto" in one place and None in another)."""
+    from dcasenet_hub import FinetuneOptions
+    from dcasenet_hub._progress import show_progress
+    from dcasenet_hub.inference import InferenceOptions
+
+    defaults = [InferenceOptions(), FinetuneOptions(), TrainOptions()]
+    assert {o.progress for o in defaults} == {None} and {o.device for o in defaults} == {None}
+    assert {o.dtype or "fp32" for o in defaults} == {"fp32"}
+    assert show_progress(None) is False  # pytest's stderr is not a terminal

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay, crop_s=args.crop, mixup=args.mixup,
         warm_start=args.warm_start, batch_norm=args.batch_norm, patience=args.patience or None,
         output_dir=args.output, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
-        progress=not args.quiet,
+        progress=False if args.quiet else None,
         **data_options,
     )
     model = finetune(args.base, args.data, task=args.task, options=options)

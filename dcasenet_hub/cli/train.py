@@ -155,7 +155,7 @@ def _train(args: argparse.Namespace) -> int:
     given = {"device": args.device, "workers": args.workers, "dtype": args.dtype and _dtype(args.dtype),
              "seed": args.seed, "stages": args.stage, "cache_dir": args.feature_cache}
     options = TrainOptions(**{k: v for k, v in given.items() if v is not None}, resume=args.resume,
-                           in_memory=args.in_memory, progress=not args.quiet)
+                           in_memory=args.in_memory, progress=False if args.quiet else None)
     result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, overrides=overrides, options=options)
     for task, path in result.best.items():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, resolve_dtype, short_dtype_name
 from dcasenet_hub.errors import DataError
@@ -133,6 +134,7 @@ def finetune(
     logger.info("Fine-tuning DcaseNet-%s on %s: %s (%s)", base.config.arch, dataset.summary(),
                 "linear probe" if opts.probe else f"fine-tuning after {opts.freeze}", dev)
 
+    opts = dataclasses.replace(opts, progress=show_progress(opts.progress))  # None: bars when stderr is a terminal
     new = H.new_model(base, task, dataset.labels, opts.head, opts.seed).to(dev)
     frontend = new.config.frontend
     train_audio = F.load_clips(dataset.train, dataset, frontend, progress=opts.progress, what="training")

@@ -88,7 +88,7 @@ class FinetuneOptions:
         device: ``None`` = where the model is, ``"auto"`` = CUDA if available, or a device name.
         dtype: Precision of the forward passes: ``None``/``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPUs; loss
             scaling); weights, optimiser and the saved model stay float32.
-        progress: Show progress bars.
+        progress: Show progress bars (``None``: when stderr is a terminal).
 
     Raises:
         ValueError: an invalid value or combination (the message names the fix).
@@ -122,7 +122,7 @@ class FinetuneOptions:
     overwrite: bool = False
     device: str | torch.device | None = None
     dtype: str | None = None
-    progress: bool = True
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
         if self.head not in HEADS:

@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -43,7 +42,7 @@ from typing import Any
 import torch
 
 from dcasenet_hub import audio as W
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import EVENT_REPEAT, TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device
 from dcasenet_hub.errors import AudioLoadError
@@ -323,7 +322,7 @@ def iterate(
     network_on_cpu = dev.type == "cpu" or opts.backend == "onnxruntime"
     pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcasenet-decode",
                                initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
-    show = _show_progress(opts.progress)
+    show = show_progress(opts.progress)
     bar = None
     try:
         # the first inputs start decoding now, while the runner is built
@@ -364,13 +363,6 @@ def iterate(
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         model.train(was_training)
-
-
-def _show_progress(progress: bool | None) -> bool:
-    """``progress``; for ``None``, whether stderr is a terminal (bars in a log file are noise)."""
-    if progress is not None:
-        return progress
-    return bool(getattr(sys.stderr, "isatty", lambda: False)())
 
 
 def _single_threaded_torch() -> None:

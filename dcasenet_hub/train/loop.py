@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from dcasenet_hub._io import atomic_write_text
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.errors import TrainingDivergedError
 from dcasenet_hub.hub.folder import copy_folder
 from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
@@ -183,6 +183,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
     if precision is not None:
         given["dtype"] = deprecated_precision(given.get("dtype", "fp32"), precision, "train")
     opts = TrainOptions.merge(options, given, caller="train")
+    opts = opts.replace(progress=show_progress(opts.progress))  # None: bars when stderr is a terminal
     base = load_recipe(recipe)
     rec = base.replace(**dict(overrides or {})) if overrides else base  # per-task keys: scene/tags/events or asc/...
     rec = Recipe.from_dict(rec.to_dict())  # validate the overridden recipe

@@ -44,8 +44,8 @@ class TrainOptions:
     """
 
     device: str | None = _option(
-        "auto", "where to train (auto or None: CUDA when available; under torchrun a bare cuda is the local rank)",
-        "auto, None, cpu, cuda, cuda:N")
+        None, "where to train (None or auto: CUDA when available; under torchrun a bare cuda is the local rank)",
+        "None, auto, cpu, cuda, cuda:N")
     dtype: str = _option("fp32", "compute precision (fp16: float16 autocast with gradient scaling, CUDA only)",
                          f"one of {', '.join(map(repr, DTYPES))} ('amp' is fp16)")
     workers: int = _option(0, "DataLoader workers per task, and processes preparing the features",
@@ -59,7 +59,7 @@ class TrainOptions:
                                     "None or a folder")
     in_memory: bool = _option(False, "keep the cached features in memory (small data)", "True or False")
     eval_batch_size: int = _option(8, "examples per evaluation batch", "a whole number >= 1")
-    progress: bool = _option(True, "tqdm bars", "True or False")
+    progress: bool | None = _option(None, "tqdm bars (None: when stderr is a terminal)", "True, False or None")
 
     def __post_init__(self) -> None:
         def fail(name: str) -> Exception:
@@ -77,9 +77,11 @@ class TrainOptions:
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise fail(name)
             object.__setattr__(self, name, int(value))
-        for name in ("resume", "in_memory", "progress"):
+        for name in ("resume", "in_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise fail(name)
+        if self.progress not in (None, True, False):
+            raise fail("progress")
         if self.stages is not None:
             stages = (self.stages,) if isinstance(self.stages, str) else self.stages
             if not isinstance(stages, Sequence) or not stages or not all(isinstance(s, str) and s for s in stages):
