@@ -126,7 +126,8 @@ class TrainResult:
 
     Attributes:
         run_dir: The run folder.
-        best: Final exported model folder per task (``RUN/best-asc`` ...).
+        best: Final exported model folder per task, keyed ``"scene"``, ``"tags"``, ``"events"`` (the folders are
+            ``RUN/best-asc``, ``best-tag``, ``best-sed``: file names keep the trainer's keys).
         best_metrics: Metrics of those models at their selection epoch.
         history: Per stage, the per-epoch records of the metrics log.
     """
@@ -259,9 +260,9 @@ def _collect_final(rec: Recipe, out: Path, result: TrainResult) -> None:
         if not src.exists():
             continue
         copy_folder(src, out / f"best-{t}")  # one unit: a kill leaves the previous copy or the new one
-        result.best[t] = out / f"best-{t}"
+        result.best[MODEL_TASK[t]] = out / f"best-{t}"  # the API's task names; the folders keep the file keys
         cfg = json.loads((src / "config.json").read_text())
-        result.best_metrics[t] = (cfg.get("extra") or {}).get("best_metrics", {})
+        result.best_metrics[MODEL_TASK[t]] = (cfg.get("extra") or {}).get("best_metrics", {})
 
 
 @dataclass
