@@ -50,3 +50,48 @@ def merge_options(cls: type[T], options: T | None, overrides: Mapping[str, Any],
         raise TypeError(f"{caller}() got unknown option(s) {', '.join(map(repr, unknown))}. Known: {', '.join(known)}")
     base = options if options is not None else cls()
     return dataclasses.replace(base, **overrides) if overrides else base  # type: ignore[type-var]
+
+
+def option(default: Any, doc: str, allowed: str, records: tuple[str, ...] = ()) -> Any:
+    """A dataclass field declaring one option: its default, one line of doc, what it allows (shown by
+    :meth:`DeclaredOptions.describe` and appended to the class docstring by :func:`document`) and which result
+    files record it (inference options)."""
+    return dataclasses.field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
+
+
+class DeclaredOptions:
+    """Methods every options dataclass whose fields are declared with :func:`option` shares."""
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with ``changes`` applied (checked again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The option names, in declaration order."""
+        return option_names(cls)
+
+    @classmethod
+    def describe(cls) -> dict[str, tuple[Any, str, str]]:
+        """``{name: (default, doc, allowed)}`` of every option, in declaration order."""
+        return {f.name: (f.default, f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def merge(cls: type[T], options: T | None, overrides: Mapping[str, Any], *, caller: str) -> T:
+        """``options`` (default: all defaults) with ``overrides`` (option names as keywords) applied over it
+        (:func:`merge_options`)."""
+        return merge_options(cls, options, overrides, caller=caller)
+
+    @classmethod
+    def allowed(cls, name: str) -> str:
+        """What option ``name`` allows, as its declaration words it."""
+        return next(f.metadata["allowed"] for f in dataclasses.fields(cls) if f.name == name)
+
+
+def document(cls: type[T]) -> type[T]:
+    """Append an ``Attributes:`` section listing every declared option to ``cls``'s docstring (a class decorator,
+    applied above ``@dataclass``)."""
+    cls.__doc__ = (cls.__doc__ or "") + "\n    Attributes:\n" + "".join(
+        f"        {name}: {doc}; {allowed}. Default {default!r}.\n"
+        for name, (default, doc, allowed) in cls.describe().items())  # type: ignore[attr-defined]
+    return cls

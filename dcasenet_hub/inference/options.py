@@ -23,10 +23,10 @@ import importlib.util
 import math
 import numbers
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from dcasenet_hub._options import merge_options, option_names
+from dcasenet_hub._options import DeclaredOptions, document, option, option_names
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, short_dtype_name
 from dcasenet_hub.errors import OptionsError
@@ -51,10 +51,6 @@ class _Unset:
 
 #: Default of the keyword overrides of ``embed`` / ``predict`` / ``iterate``: "take the value from ``options``".
 UNSET: Any = _Unset()
-
-
-def _option(default: Any, doc: str, allowed: str = "", records: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
 
 
 class ClassThresholds(Mapping[str, float]):
@@ -86,8 +82,9 @@ class ClassThresholds(Mapping[str, float]):
         return repr(self._items)
 
 
+@document
 @dataclass(frozen=True)
-class InferenceOptions:
+class InferenceOptions(DeclaredOptions):
     """How :func:`~dcasenet_hub.inference.embed`, ``predict`` and ``iterate`` compute: each field is declared here
     once, with its default, what it allows and one line of doc (its ``metadata``; :meth:`describe` lists them, and
     they end this docstring). A hop of ``0.8 / P`` runs ``P`` exact passes on features shifted by whole 20 ms frames
@@ -100,61 +97,61 @@ class InferenceOptions:
             what is allowed).
     """
 
-    hop: float | None = _option(
+    hop: float | None = option(
         None, "seconds between frame embeddings / event scores (None: the network's 0.8 s step)",
         "one of allowed_hops(): 0.02, 0.04, 0.08, 0.1, 0.16, 0.2, 0.4, 0.8", (EMBED, PREDICT))
-    layer: str = _option(
+    layer: str = option(
         "gru", "embedding layer: gru (recurrent output, 512-d), conv (trunk, 512-d), scene (128-d per 5 s crop)",
         f"one of {', '.join(map(repr, LAYERS))}", (EMBED,))
-    pooling: str = _option(
+    pooling: str = option(
         "mean", "clip embedding from the 0.8 s-step frames (mean+max: both, twice the size)",
         f"one of {', '.join(map(repr, POOLINGS))}", (EMBED,))
-    pad_tail: bool = _option(
+    pad_tail: bool = option(
         False, "let frames and events reach the end of the input (see above)", "True or False", (EMBED, PREDICT))
-    threshold: float | None = _option(
+    threshold: float | None = option(
         None, "event threshold of every class (None: the model's, 0.3)", "a probability between 0 and 1, or None",
         (PREDICT,))
-    class_thresholds: Mapping[str, float] | None = _option(
+    class_thresholds: Mapping[str, float] | None = option(
         None, "per-class thresholds over threshold: events use them, score's tag F1 too (tag or event names, "
         "matched as labels are)", "None or a mapping {class name: probability between 0 and 1}", (PREDICT,))
-    labels: tuple[str, ...] | None = _option(
+    labels: tuple[str, ...] | None = option(
         None, "keep only these classes in the predictions: scene, tag or event names (one in several vocabularies "
         "applies to each); a vocabulary none of them names keeps all its classes; probabilities are not "
         "renormalised", "None or one or more class names of the model (exact, else case-insensitive when unique)",
         (PREDICT,))
-    exclude_labels: tuple[str, ...] | None = _option(
+    exclude_labels: tuple[str, ...] | None = option(
         None, "drop these classes from the predictions (after labels)",
         "None or class names of the model, none of them also in labels, leaving each vocabulary a class", (PREDICT,))
-    median_filter: float | None = _option(
+    median_filter: float | None = option(
         None, "median filter over the binary event activity, seconds", "a number of seconds >= 0, or None",
         (PREDICT,))
-    min_duration: float | None = _option(
+    min_duration: float | None = option(
         None, "drop events shorter than this, seconds", "a number of seconds >= 0, or None", (PREDICT,))
-    dtype: str | None = _option(
+    dtype: str | None = option(
         None, "compute precision, autocast below fp32 (None: fp32; an optimised model keeps its own); outputs are "
         "float32", "None, fp32, bf16, fp16 or a torch.dtype", (EMBED, PREDICT))
-    backend: str = _option(
+    backend: str = option(
         "torch", "what runs the network (onnxruntime: CPU, fp32, layer gru, the onnx extra)",
         f"one of {', '.join(map(repr, BACKENDS))}", (EMBED, PREDICT))
-    device: Any = _option(
+    device: Any = option(
         None, "where to compute (None: the model's device; a model loaded by name goes to CUDA when available)",
         "None, auto, cpu, cuda, cuda:N, mps or a torch.device")
-    batch_size: int = _option(8, "5 s crops per forward pass (a 60 s window counts as 12)", "a whole number >= 1")
-    workers: int = _option(
+    batch_size: int = option(8, "5 s crops per forward pass (a 60 s window counts as 12)", "a whole number >= 1")
+    workers: int = option(
         2, "threads decoding and resampling inputs ahead of the network (0: in the calling thread)",
         "a whole number >= 0")
-    progress: bool | None = _option(
+    progress: bool | None = option(
         None, "tqdm bars (None: when stderr is a terminal, for several inputs or a long one)", "True, False or None")
-    feature_device: str = _option(
+    feature_device: str = option(
         "cpu", "where decode workers resample and compute features: cpu (verified on GPUs), or model (the model's "
         "CUDA device: the GPU front-end, not yet run on a GPU; docs/performance.md)", "one of 'cpu', 'model'")
-    stream_threshold_s: float = _option(
+    stream_threshold_s: float = option(
         120.0, "inputs longer than this are decoded window by window (memory bounded by one window); shorter ones "
         "are decoded whole, ahead of the network", "a number of seconds > 0")
 
     def __post_init__(self) -> None:
         def fail(name: str, problem: str | None = None) -> OptionsError:
-            return options_error(name, getattr(self, name), problem or f"must be {_allowed(name)}")
+            return options_error(name, getattr(self, name), problem or f"must be {self.allowed(name)}")
 
         if self.layer not in LAYERS:
             raise fail("layer")
@@ -237,10 +234,6 @@ class InferenceOptions:
         :func:`hop_frames`."""
         return hop_frames(self.hop, model)
 
-    def replace(self, **changes: Any) -> InferenceOptions:
-        """A copy with ``changes`` applied (checked again)."""
-        return dataclasses.replace(self, **changes)
-
     def to_dict(self) -> dict[str, Any]:
         """Every option as plain JSON values (``device`` as text, class names as lists, thresholds as a dict)."""
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -260,32 +253,6 @@ class InferenceOptions:
                if task in f.metadata["records"]}
         out["dtype"] = short_dtype_name(self.dtype)
         return out
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The option names, in declaration order."""
-        return option_names(cls)
-
-    @classmethod
-    def describe(cls) -> dict[str, tuple[Any, str, str]]:
-        """``{name: (default, doc, allowed)}`` of every option, in declaration order."""
-        return {f.name: (f.default, f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def merge(cls, options: InferenceOptions | None, overrides: Mapping[str, Any], *,
-              caller: str) -> InferenceOptions:
-        """``options`` (default: all defaults) with ``overrides`` (option names as keywords) applied over it.
-
-        Raises:
-            TypeError: ``options`` is not an :class:`InferenceOptions`, or an override is not an option name.
-            OptionsError: an invalid value.
-        """
-        return merge_options(cls, options, overrides, caller=caller)
-
-
-InferenceOptions.__doc__ = (InferenceOptions.__doc__ or "") + "\n    Attributes:\n" + "".join(
-    f"        {name}: {doc}; {allowed}. Default {default!r}.\n"
-    for name, (default, doc, allowed) in InferenceOptions.describe().items())
 
 
 def options_error(option: str, value: object, allowed: str) -> OptionsError:
@@ -310,10 +277,6 @@ def given(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """
     names = set(option_names(InferenceOptions))
     return {k: v for k, v in arguments.items() if k in names and v is not UNSET}
-
-
-def _allowed(name: str) -> str:
-    return next(f.metadata["allowed"] for f in dataclasses.fields(InferenceOptions) if f.name == name)
 
 
 def _plain(value: Any) -> Any:

@@ -16,25 +16,20 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import numbers
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from dcasenet_hub._options import merge_options, option_names
+from dcasenet_hub._options import DeclaredOptions, document, option
 from dcasenet_hub.inference.options import options_error
 from dcasenet_hub.train.distributed import DTYPES, training_dtype
 
 
-def _option(default: Any, doc: str, allowed: str) -> Any:
-    return field(default=default, metadata={"doc": doc, "allowed": allowed})
-
-
+@document
 @dataclass(frozen=True)
-class TrainOptions:
+class TrainOptions(DeclaredOptions):
     """How one :func:`~dcasenet_hub.train.train` run goes; each field declared here once with its default, what it
     allows and one line of doc (:meth:`describe`), checked when built.
 
@@ -43,28 +38,27 @@ class TrainOptions:
             allowed).
     """
 
-    device: str | None = _option(
+    device: str | None = option(
         None, "where to train (None or auto: CUDA when available; under torchrun a bare cuda is the local rank)",
         "None, auto, cpu, cuda, cuda:N")
-    dtype: str = _option("fp32", "compute precision (fp16: float16 autocast with gradient scaling, CUDA only)",
+    dtype: str = option("fp32", "compute precision (fp16: float16 autocast with gradient scaling, CUDA only)",
                          f"one of {', '.join(map(repr, DTYPES))} ('amp' is fp16)")
-    workers: int = _option(0, "DataLoader workers per task, and processes preparing the features",
+    workers: int = option(0, "DataLoader workers per task, and processes preparing the features",
                            "a whole number >= 0")
-    seed: int = _option(0, "seed of initialisation, data order, crops, mixup and dropout", "a whole number >= 0")
-    resume: bool = _option(False, "continue the run in the output folder from its last completed epoch (exactly)",
+    seed: int = option(0, "seed of initialisation, data order, crops, mixup and dropout", "a whole number >= 0")
+    resume: bool = option(False, "continue the run in the output folder from its last completed epoch (exactly)",
                            "True or False")
-    stages: tuple[str, ...] | None = _option(None, "run only these stages of the recipe (None: all)",
+    stages: tuple[str, ...] | None = option(None, "run only these stages of the recipe (None: all)",
                                              "None or stage names such as 'joint', 'finetune-asc'")
-    cache_dir: str | None = _option(None, "feature cache (None: ~/.cache/dcasenet_hub/features)",
+    cache_dir: str | None = option(None, "feature cache (None: ~/.cache/dcasenet_hub/features)",
                                     "None or a folder")
-    in_memory: bool = _option(False, "keep the cached features in memory (small data)", "True or False")
-    eval_batch_size: int = _option(8, "examples per evaluation batch", "a whole number >= 1")
-    progress: bool | None = _option(None, "tqdm bars (None: when stderr is a terminal)", "True, False or None")
+    in_memory: bool = option(False, "keep the cached features in memory (small data)", "True or False")
+    eval_batch_size: int = option(8, "examples per evaluation batch", "a whole number >= 1")
+    progress: bool | None = option(None, "tqdm bars (None: when stderr is a terminal)", "True, False or None")
 
     def __post_init__(self) -> None:
         def fail(name: str) -> Exception:
-            allowed = next(f.metadata["allowed"] for f in dataclasses.fields(self) if f.name == name)
-            return options_error(name, getattr(self, name), f"must be {allowed}")
+            return options_error(name, getattr(self, name), f"must be {self.allowed(name)}")
 
         try:
             object.__setattr__(self, "dtype", training_dtype(self.dtype))
@@ -91,30 +85,6 @@ class TrainOptions:
             if not isinstance(self.cache_dir, (str, os.PathLike)):
                 raise fail("cache_dir")
             object.__setattr__(self, "cache_dir", str(Path(self.cache_dir).expanduser()))
-
-    def replace(self, **changes: Any) -> TrainOptions:
-        """A copy with ``changes`` applied (checked again)."""
-        return dataclasses.replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The option names, in declaration order."""
-        return option_names(cls)
-
-    @classmethod
-    def describe(cls) -> dict[str, tuple[Any, str, str]]:
-        """``{name: (default, doc, allowed)}`` of every option, in declaration order."""
-        return {f.name: (f.default, f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
-
-    @classmethod
-    def merge(cls, options: TrainOptions | None, overrides: Mapping[str, Any], *, caller: str) -> TrainOptions:
-        """``options`` (default: all defaults) with ``overrides`` (option names as keywords) applied over it."""
-        return merge_options(cls, options, overrides, caller=caller)
-
-
-TrainOptions.__doc__ = (TrainOptions.__doc__ or "") + "\n    Attributes:\n" + "".join(
-    f"        {name}: {doc}; {allowed}. Default {default!r}.\n"
-    for name, (default, doc, allowed) in TrainOptions.describe().items())
 
 
 __all__ = ["TrainOptions"]
