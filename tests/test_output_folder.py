@@ -267,7 +267,7 @@ def test_an_unwritable_cache_exits_3_naming_the_path_and_the_fix(tmp_path, monke
 
 
 def test_input_names_near_the_limit_are_processed_with_shortened_output_names(tmp_path, authors_checkpoint):
-    NAME_MAX, SHORT_HASH_CHARS = 255, 16  # docs/outputs.md: "Long names"
+    NAME_MAX, SHORT_HASH_CHARS = 255, 16  # docs/outputs-reference.md: "Long names"
 
     src = tmp_path / "in"
     long225 = "a" * 221 + ".wav"  # its .npz fits; a temporary name that adds ~30 characters did not

@@ -1,6 +1,6 @@
 """Four writers at once on one output folder (two shards, each started twice, from two working directories), killed
 with SIGKILL at random instants, 20 rounds; then one more run leaves the folder a clean single run leaves, byte for
-byte (index.csv, events.csv and every output file). docs/outputs.md, "Many writers"."""
+byte (index.csv, events.csv and every output file). docs/outputs-reference.md, "Many writers"."""
 
 from __future__ import annotations
 
