@@ -21,7 +21,7 @@ EPILOG = """Runs `embed` and `predict` on synthetic 10 s clips (seeded noise, to
 rate) for each device, dtype, backend and batch size this machine offers: one warm-up call per setting, then timed
 calls. Prints seconds of audio per second, the real-time factor (RTF: seconds of computing per second of audio) and the
 memory used (peak RSS on the CPU, CUDA max allocated on a GPU), names the fastest setting of each command and writes
-all of it as JSON. The default run takes about a minute; --quick about 15 s (one device, fp32, torch, 2 batch sizes).
+all of it as JSON. The default run takes about a minute; --quick a few seconds (one device, fp32, torch, 2 batch sizes).
 
 Speed does not depend on the weights' values: without --model, when dcasenet-v3 cannot be loaded (offline, first
 run without network), the same architecture with random weights is timed and the output says so.
