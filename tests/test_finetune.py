@@ -485,9 +485,9 @@ def test_options_object_and_keyword_overrides(v3_model: DcaseNet, folder: Path) 
         finetune(v3_model, folder, task="classification", epoch=3)
     with pytest.raises(TypeError, match="FinetuneOptions"):
         finetune(v3_model, folder, task="classification", options={"epochs": 3})
-    with pytest.raises(ValueError, match="batch_norm='sometimes'; choose one of train, frozen"):
+    with pytest.raises(ValueError, match="batch_norm='sometimes': must be one of 'train', 'frozen'"):
         finetune(v3_model, folder, task="classification", options=opts, batch_norm="sometimes")
-    with pytest.raises(ValueError, match="epochs must be a positive integer, got 0"):
+    with pytest.raises(ValueError, match="epochs=0: must be a whole number >= 1, or None"):
         FinetuneOptions(epochs=0)
     with pytest.raises(ValueError, match="mixup mixes training crops"):  # a probe (freeze='all') with mixup
         finetune(v3_model, folder, task="scene", options=opts, freeze="all", mixup=0.1)

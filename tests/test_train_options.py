@@ -83,7 +83,12 @@ def test_cli_flags_map_onto_train_options_and_bad_values_exit_2(monkeypatch, tmp
     capsys.readouterr()
     assert main(["train", "v3-asc", "-o", str(tmp_path / "r"), "--asc-root", str(tmp_path), "--workers", "-2"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "workers" in err[0] and "a whole number >= 0" in err[0]
+    # the flag as typed, not the Python name (the broken variant: "workers=-2: ...")
+    assert err == ["dcasenet-hub train: error: --workers -2: must be a whole number >= 0"]
+    assert main(["finetune", str(tmp_path), "--task", "classification", "-o", str(tmp_path / "m"), "--epochs", "0",
+                 "-q"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "dcasenet-hub finetune: error: --epochs 0: must be a whole number >= 1, or None"]
 
 
 def test_defaults_agree_across_inference_fine_tuning_and_training():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub.errors import (
@@ -16,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.inference.model import DcaseNet
 
 __all__ = ["EXIT_FAILED_INPUTS", "EXIT_INTERNAL", "EXIT_MODEL", "EXIT_USAGE", "ModelLoadError", "check_model_name",
-           "exit_code", "load_model"]
+           "exit_code", "flag_message", "load_model"]
 
 #: Some inputs failed (the others' results are written), or the one input of a command could not be used.
 EXIT_FAILED_INPUTS = 1
@@ -75,3 +77,41 @@ def check_model_name(name: str) -> None:
         check_model_path(name)
     except ModelFileError as exc:
         raise ModelLoadError(name, exc) from None
+
+
+#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`); a
+#: mapping's value is its repr, whose ": " is not the end of the value.
+_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>\{.*?\}|.*?): (?P<problem>.*)", re.S)
+
+
+def flag_message(exc: BaseException, args: Any, *, flag_names: Mapping[str, str] | None = None,
+                 typed: Callable[[str, str], str | None] | None = None) -> str:
+    """One line for an error; a rejected option value (``epochs=0: must be ...``) names the flag and the value as
+    typed (``--epochs 0: must be ...``), so the message speaks the command line's language.
+
+    Args:
+        exc: The error.
+        args: The parsed arguments (the typed value is the attribute of the option's name).
+        flag_names: Options whose flag is not ``--`` plus the name with dashes.
+        typed: ``typed(name, value)``: the value as typed, for options parsed from several flags.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> from dcasenet_hub.errors import OptionsError
+        >>> flag_message(OptionsError("epochs=0: must be >= 1"), SimpleNamespace(epochs=0))
+        '--epochs 0: must be >= 1'
+    """
+    from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.errors import OptionsError
+
+    match = _OPTION_MESSAGE.fullmatch(str(exc)) if isinstance(exc, OptionsError) else None
+    if match is None:
+        return one_line(exc)
+    name = match["name"]
+    flag = (flag_names or {}).get(name, "--" + name.replace("_", "-"))
+    value = typed(name, match["value"]) if typed is not None else None
+    if value is None:
+        value = getattr(args, name, None)
+        if isinstance(value, list):  # a flag that takes several values (--labels A B)
+            value = " ".join(map(str, value))
+    return one_line(f"{flag} {match['value'] if value is None else value}: {match['problem']}")

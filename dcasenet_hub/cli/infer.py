@@ -9,7 +9,6 @@ not passed, so the defaults are the options' own (:class:`~dcasenet_hub.inferenc
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -100,9 +99,6 @@ class _UsageError(Exception):
 
 #: Options whose flag is not the option's name with dashes.
 FLAG_NAMES = {"embedding_format": "--format", "event_formats": "--event-format", "class_thresholds": "--threshold"}
-#: How every options check words a rejected value (:func:`~dcasenet_hub.inference.options.options_error`); a
-#: mapping's value is its repr, whose ": " is not the end of the value.
-_OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>\{.*?\}|.*?): (?P<problem>.*)", re.S)
 #: Attribute of the parsed arguments: which ``--threshold`` value set each class's threshold (``"*"``: every
 #: class's), so a rejected value is shown as it was typed.
 _THRESHOLD_TYPED = "threshold_typed"
@@ -110,21 +106,12 @@ _THRESHOLD_TYPED = "threshold_typed"
 
 def _usage_message(exc: Exception, args: argparse.Namespace) -> str:
     """One line for a rejected option value, naming the flag as typed (``--threshold 1.5: must be ...``)."""
-    from dcasenet_hub.batch.index import one_line
-    from dcasenet_hub.errors import OptionsError
+    from dcasenet_hub.cli.common import flag_message
 
-    match = _OPTION_MESSAGE.fullmatch(str(exc)) if isinstance(exc, OptionsError) else None
-    if match is None:
-        return one_line(exc)
-    name = match["name"]
-    flag = FLAG_NAMES.get(name, "--" + name.replace("_", "-"))
-    if name in ("threshold", "class_thresholds"):
-        typed = _typed_threshold(args, name, match["value"])
-    else:
-        typed = getattr(args, name, None)
-        if isinstance(typed, list):  # a flag that takes several values (--labels A B)
-            typed = " ".join(map(str, typed))
-    return one_line(f"{flag} {match['value'] if typed is None else typed}: {match['problem']}")
+    def typed(name: str, value: str) -> str | None:
+        return _typed_threshold(args, name, value) if name in ("threshold", "class_thresholds") else None
+
+    return flag_message(exc, args, flag_names=FLAG_NAMES, typed=typed)
 
 
 def _typed_threshold(args: argparse.Namespace, name: str, value: str) -> str | None:

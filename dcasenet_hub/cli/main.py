@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
-from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code
+from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code, flag_message
 from dcasenet_hub.cli.vocabulary import NOTES
-from dcasenet_hub.errors import ModelError, ModelLoadError
+from dcasenet_hub.errors import ModelError, ModelLoadError, OptionsError
 
 # sub-command modules; each defines ``register(subparsers)`` which adds its commands with ``func=`` defaults
 _COMMAND_MODULES = (infer, score, hub, finetune, train, data, export, bench)
@@ -153,7 +153,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.verbose:
             raise
         code = exit_code(exc)
-        text = str(exc)
+        text = flag_message(exc, args) if isinstance(exc, OptionsError) else str(exc)
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
         elif code == EXIT_INTERNAL:

@@ -17,15 +17,18 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub._options import DeclaredOptions, document, option
 from dcasenet_hub._options import merge_options as _merge
-from dcasenet_hub._options import option_names
 from dcasenet_hub.config import canonical_task
 from dcasenet_hub.devices import resolve_dtype
+from dcasenet_hub.errors import OptionsError
+from dcasenet_hub.inference.options import options_error
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -58,95 +61,88 @@ def finetune_task(task: str) -> str:
                          f"{', '.join(TASK_WORDS)})") from None
 
 
+@document
 @dataclass(frozen=True)
-class FinetuneOptions:
-    """Everything :func:`~dcasenet_hub.finetune` can be told besides the model, the data and the task.
-
-    Attributes:
-        head: ``"new"`` head, or ``"reuse"`` the base model's rows for labels it already knows.
-        freeze: ``"all"`` = linear probe; a block name (:func:`~dcasenet_hub.finetuning.freeze_choices`) = freeze
-            it and the blocks before it; ``"none"`` = fine-tune everything.
-        epochs: Maximum epochs (default 100 for a probe, 15 for fine-tuning).
-        batch_size: Clips (probe: windows or steps) per step.
-        lr: Head learning rate, Adam, cosine-annealed to 1 % (default 3e-3 probe, 1e-3 fine-tuning).
-        body_lr_scale: Unfrozen pretrained blocks learn at ``lr * body_lr_scale``.
-        weight_decay: Adam weight decay.
-        crop_s: Fine-tuning crop in seconds (default 5, detection 30; cut to the shortest clip, a multiple of 0.8).
-        mixup: Mixup ``alpha`` for fine-tuning (the authors': 0.1); ``None`` = off.
-        warm_start: Fine-tuning only: a linear probe first, then fine-tuning from it (LP-FT).
-        batch_norm: Fine-tuning only: ``"train"`` (batch statistics, re-estimated after each epoch) or ``"frozen"``
-            (the base model's statistics; scale and shift still learn).
-        patience: Stop after this many epochs without a better validation score (``None``: never).
-        labels: Label names in output order (default: those found, sorted).
-        validation_fraction: Share of clips drawn (stratified) for validation when the data names no split.
-        seed: Seed of the split, the head's initialisation, crops, mixup and shuffling.
-        delimiter: Column separator of a table (default: guessed).
-        label_delimiter: Separator of several labels in one cell (tagging).
-        audio_dir: Folder the table's paths are relative to (default: the table's folder).
-        output_dir: Write the model folder (config, weights, model card, ``metrics.jsonl``) here.
-        overwrite: Replace a model already in ``output_dir``.
-        device: ``None`` = where the model is, ``"auto"`` = CUDA if available, or a device name.
-        dtype: Precision of the forward passes: ``None``/``"fp32"``, ``"bf16"`` or ``"fp16"`` (GPUs; loss
-            scaling); weights, optimiser and the saved model stay float32.
-        progress: Show progress bars (``None``: when stderr is a terminal).
+class FinetuneOptions(DeclaredOptions):
+    """Everything :func:`~dcasenet_hub.finetune` can be told besides the model, the data and the task; each option
+    declared here once with its default, what it allows and one line of doc (:meth:`describe`; listed at the end of
+    this docstring), checked when built.
 
     Raises:
-        ValueError: an invalid value or combination (the message names the fix).
+        OptionsError: an invalid value or combination (a ``ValueError``; the message names the option and the fix).
 
     Example:
         >>> FinetuneOptions(epochs=0)
         Traceback (most recent call last):
         ...
-        ValueError: epochs must be a positive integer, got 0
+        dcasenet_hub.errors.OptionsError: epochs=0: must be a whole number >= 1, or None
     """
 
-    head: str = "new"
-    freeze: str = "all"
-    epochs: int | None = None
-    batch_size: int = 32
-    lr: float | None = None
-    body_lr_scale: float = 0.1
-    weight_decay: float = 0.0
-    crop_s: float | None = None
-    mixup: float | None = None
-    warm_start: bool = False
-    batch_norm: str = "train"
-    patience: int | None = 10
-    labels: Sequence[str] | None = None
-    validation_fraction: float = 0.2
-    seed: int = 0
-    delimiter: str | None = None
-    label_delimiter: str = ","
-    audio_dir: str | Path | None = None
-    output_dir: str | Path | None = None
-    overwrite: bool = False
-    device: str | torch.device | None = None
-    dtype: str | None = None
-    progress: bool | None = None
+    head: str = option("new", "a new head, or reuse the base model's rows for labels it already knows",
+                       f"one of {', '.join(map(repr, HEADS))}")
+    freeze: str = option("all", "all = linear probe; a block name (freeze_choices()) = freeze it and the blocks "
+                         "before it; none = fine-tune everything", "all, none or a block name")
+    epochs: int | None = option(None, "maximum epochs (None: 100 for a probe, 15 for fine-tuning)",
+                                "a whole number >= 1, or None")
+    batch_size: int = option(32, "clips (probe: windows or steps) per step", "a whole number >= 1")
+    lr: float | None = option(None, "head learning rate, Adam, cosine-annealed to 1 % (None: 3e-3 for a probe, "
+                              "1e-3 for fine-tuning)", "a number > 0, or None")
+    body_lr_scale: float = option(0.1, "unfrozen pretrained blocks learn at lr * body_lr_scale", "a number >= 0")
+    weight_decay: float = option(0.0, "Adam weight decay", "a number >= 0")
+    crop_s: float | None = option(None, "fine-tuning crop in seconds (None: 5, detection 30; cut to the shortest "
+                                  "clip, a multiple of 0.8)", "a number of seconds > 0, or None")
+    mixup: float | None = option(None, "mixup alpha for fine-tuning (the authors': 0.1; None: off)",
+                                 "a number > 0, or None")
+    warm_start: bool = option(False, "fine-tuning only: a linear probe first, then fine-tuning from it (LP-FT)",
+                              "True or False")
+    batch_norm: str = option("train", "fine-tuning only: train (batch statistics, re-estimated after each epoch) "
+                             "or frozen (the base model's statistics; scale and shift still learn)",
+                             f"one of {', '.join(map(repr, BATCH_NORMS))}")
+    patience: int | None = option(10, "stop after this many epochs without a better validation score (None: never)",
+                                  "a whole number >= 1, or None")
+    labels: Sequence[str] | None = option(None, "label names in output order (None: those found, sorted)",
+                                          "None or label names")
+    validation_fraction: float = option(0.2, "share of clips drawn (stratified) for validation when the data names "
+                                        "no split", "a fraction between 0 and 1")
+    seed: int = option(0, "seed of the split, the head's initialisation, crops, mixup and shuffling",
+                       "a whole number")
+    delimiter: str | None = option(None, "column separator of a table (None: guessed)", "None or a character")
+    label_delimiter: str = option(",", "separator of several labels in one cell (tagging)", "a string")
+    audio_dir: str | Path | None = option(None, "folder the table's paths are relative to (None: the table's "
+                                          "folder)", "None or a folder")
+    output_dir: str | Path | None = option(None, "write the model folder (config, weights, model card, "
+                                           "metrics.jsonl) here", "None or a folder")
+    overwrite: bool = option(False, "replace a model already in output_dir", "True or False")
+    device: str | torch.device | None = option(None, "None = where the model is, auto = CUDA if available, or a "
+                                               "device name", "None, auto, cpu, cuda, cuda:N, mps")
+    dtype: str | None = option(None, "precision of the forward passes (fp16: GPUs, with loss scaling); weights, "
+                               "optimiser and the saved model stay float32", "None, fp32, bf16 or fp16")
+    progress: bool | None = option(None, "progress bars (None: when stderr is a terminal)", "True, False or None")
 
     def __post_init__(self) -> None:
-        if self.head not in HEADS:
-            raise ValueError(f"head={self.head!r}; choose one of {', '.join(HEADS)}")
-        if self.batch_norm not in BATCH_NORMS:
-            raise ValueError(f"batch_norm={self.batch_norm!r}; choose one of {', '.join(BATCH_NORMS)}")
-        for name in ("epochs", "batch_size"):
+        def fail(name: str) -> OptionsError:
+            return options_error(name, getattr(self, name), f"must be {self.allowed(name)}")
+
+        for name, choices in (("head", HEADS), ("batch_norm", BATCH_NORMS)):
+            if getattr(self, name) not in choices:
+                raise fail(name)
+        for name in ("epochs", "batch_size", "patience"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if self.lr is not None and not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not self.body_lr_scale >= 0 or not self.weight_decay >= 0:
-            raise ValueError(f"body_lr_scale ({self.body_lr_scale}) and weight_decay ({self.weight_decay}) must be "
-                             ">= 0")
-        if self.mixup is not None and not self.mixup > 0:
-            raise ValueError(f"mixup alpha must be positive (the authors used 0.1), got {self.mixup}")
+            if value is None and name != "batch_size":
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or int(value) != value or value < 1:
+                raise fail(name)
+        for name, positive in (("lr", True), ("crop_s", True), ("mixup", True), ("body_lr_scale", False),
+                               ("weight_decay", False)):
+            value = getattr(self, name)
+            if value is None and name in ("lr", "crop_s", "mixup"):
+                continue
+            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
+                    value > 0 if positive else value >= 0):
+                raise fail(name)
         if self.mixup is not None and self.probe:
-            raise ValueError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block "
-                             "name (see freeze_choices(model, task)), or drop mixup for a linear probe")
-        if self.patience is not None and (int(self.patience) != self.patience or self.patience < 1):
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
-        if self.crop_s is not None and not self.crop_s > 0:
-            raise ValueError(f"crop_s must be a positive number of seconds, got {self.crop_s}")
+            raise OptionsError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block "
+                               "name (see freeze_choices(model, task)), or drop mixup for a linear probe")
         resolve_dtype(self.dtype)  # a known precision name (the message lists them)
 
     @property
@@ -166,11 +162,6 @@ class FinetuneOptions:
         """The keyword arguments of :func:`~dcasenet_hub.finetuning.data.read_dataset` among these options."""
         return {"labels": self.labels, "delimiter": self.delimiter, "label_delimiter": self.label_delimiter,
                 "audio_dir": self.audio_dir, "validation_fraction": self.validation_fraction, "seed": self.seed}
-
-    @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        """The option names, in declaration order."""
-        return option_names(cls)
 
 
 def merge_options(options: FinetuneOptions | None, overrides: Mapping[str, Any]) -> FinetuneOptions:
