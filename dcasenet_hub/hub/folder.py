@@ -32,7 +32,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from dcasenet_hub._io import fsync_path
+from dcasenet_hub._io import fsync_path, pid_alive
 
 #: The commit folder inside a model folder (present only between the commit and the end of the moves).
 COMMIT_DIR = ".dcasenet-hub-commit"
@@ -158,17 +158,5 @@ def _remove_dead_staging(folder: Path) -> None:
         if not entry.name.startswith(prefix):
             continue
         pid = entry.name[len(prefix):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # someone else's process, or cannot tell: keep its files
-        return True
-    return True
