@@ -67,19 +67,24 @@ def test_new_config_beside_old_weights_is_refused(v3_model: DcaseNet, tmp_path: 
     assert dcasenet_hub.from_pretrained(new).config.scene_labels[0] == "s0"
 
 
-def test_a_commit_left_by_a_killed_writer_is_read_from_the_commit_where_it_cannot_be_finished(
-        v3_model: DcaseNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """After the commit rename the folder is the new model: a loader that cannot write (here: the moves fail with
-    PermissionError, as in a read-only copy) reads the committed files from the commit folder."""
+def _folder_with_a_commit_of_other_weights(v3_model: DcaseNet, tmp_path: Path) -> tuple[Path, DcaseNet, Path, dict]:
+    """A saved model folder holding an empty commit folder, and the other model whose files a writer was committing."""
+    from dcasenet_hub.hub.checkpoint import serialize
+
     out = tmp_path / "m"
     v3_model.save_pretrained(out)
     other = DcaseNet(v3_model.config.replace(provenance="other"))
     other.load_state_dict({k: v * 2 if v.is_floating_point() else v for k, v in v3_model.state_dict().items()})
-    from dcasenet_hub.hub.checkpoint import serialize
-
     commit = out / F.COMMIT_DIR
     commit.mkdir()
-    files = serialize(other)
+    return out, other, commit, serialize(other)
+
+
+def test_a_commit_left_by_a_killed_writer_is_read_from_the_commit_where_it_cannot_be_finished(
+        v3_model: DcaseNet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the commit rename the folder is the new model: a loader that cannot write (here: the moves fail with
+    PermissionError, as in a read-only copy) reads the committed files from the commit folder."""
+    out, other, commit, files = _folder_with_a_commit_of_other_weights(v3_model, tmp_path)
     (commit / "model.safetensors").write_bytes(files["model.safetensors"])
     (commit / "config.json").write_bytes(files["config.json"])
 
@@ -95,15 +100,7 @@ def test_a_commit_left_by_a_killed_writer_is_read_from_the_commit_where_it_canno
 
 
 def test_a_commit_left_by_a_killed_writer_is_finished_on_load(v3_model: DcaseNet, tmp_path: Path) -> None:
-    out = tmp_path / "m"
-    v3_model.save_pretrained(out)
-    other = DcaseNet(v3_model.config.replace(provenance="other"))
-    other.load_state_dict({k: v * 2 if v.is_floating_point() else v for k, v in v3_model.state_dict().items()})
-    from dcasenet_hub.hub.checkpoint import serialize
-
-    commit = out / F.COMMIT_DIR
-    commit.mkdir()
-    files = serialize(other)
+    out, other, commit, files = _folder_with_a_commit_of_other_weights(v3_model, tmp_path)
     (commit / "model.safetensors").write_bytes(files["model.safetensors"])
     os.replace(commit / "model.safetensors", out / "model.safetensors")  # killed after the first move
     (commit / "config.json").write_bytes(files["config.json"])
