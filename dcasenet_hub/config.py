@@ -244,14 +244,20 @@ class FrontendConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FrontendConfig:
-        if not isinstance(data, dict):
-            raise ModelConfigError("frontend", data, "an object of front-end settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelConfigError(f"frontend.{unknown[0]}", data[unknown[0]],
-                                   f"no such setting; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return _section(cls, "frontend", data, "an object of front-end settings")
+
+
+def _section(cls: type[Any], section: str, data: Any, what: str) -> Any:
+    """``cls(**data)`` for one section of ``config.json``; a non-object or an unknown key is a
+    :class:`~dcasenet_hub.errors.ModelConfigError` naming ``section.key``."""
+    if not isinstance(data, dict):
+        raise ModelConfigError(section, data, what)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ModelConfigError(f"{section}.{unknown[0]}", data[unknown[0]],
+                               f"no such setting; known: {', '.join(sorted(known))}")
+    return cls(**data)
 
 
 @dataclass(frozen=True)
@@ -285,14 +291,7 @@ class WindowConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WindowConfig:
-        if not isinstance(data, dict):
-            raise ModelConfigError("windows", data, "an object of window settings")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ModelConfigError(f"windows.{unknown[0]}", data[unknown[0]],
-                                   f"no such setting; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        return _section(cls, "windows", data, "an object of window settings")
 
 
 @dataclass(frozen=True)
