@@ -83,7 +83,8 @@ def test_cli_backend_and_dtype_outputs_and_resume(folder, tmp_path):
 @pytest.mark.parametrize("extra, message", [
     (["--backend", "onnxruntime", "--dtype", "bf16"], "runs fp32"),
     (["--backend", "onnxruntime", "--layer", "conv"], "not in the exported ONNX graph"),
-    (["--dtype", "int8"], "invalid choice"),
+    (["--dtype", "int8", "--layer", "conv"], "--layer conv: is not in the exported ONNX graph that dtype='int8' runs"),
+    (["--dtype", "int4"], "invalid choice"),
 ])
 def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message):
     with pytest.raises(SystemExit) if "invalid choice" in message else contextlib.nullcontext():

@@ -83,6 +83,13 @@ def test_available_settings_quick_and_explicit():
                                                backends=["torch", "onnxruntime"], batch_sizes=[2], tasks=["embed"])
     assert [(s.dtype, s.backend) for s in chosen] == [("fp32", "torch"), ("fp32", "onnxruntime"), ("bf16", "torch")]
     assert skipped == ["cpu bf16 onnxruntime: the onnxruntime backend runs fp32 on the CPU"]
+    # int8 is one setting, the quantized graph on onnxruntime, in the CPU's default list when onnxruntime is there
+    int8, _ = bench.available_settings(devices=["cpu"], dtypes=["int8"], batch_sizes=[2], tasks=["embed"])
+    assert [(s.dtype, s.backend) for s in int8] == [("int8", "onnxruntime")]
+    default, _ = bench.available_settings(devices=["cpu"], batch_sizes=[2], tasks=["embed"])
+    assert ("int8", "onnxruntime") in {(s.dtype, s.backend) for s in default}
+    torch_only, _ = bench.available_settings(devices=["cpu"], backends=["torch"], batch_sizes=[2], tasks=["embed"])
+    assert "int8" not in {s.dtype for s in torch_only}
 
 
 def test_clips_fill_the_batch():

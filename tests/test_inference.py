@@ -315,7 +315,7 @@ def test_dtype_autocast_and_device_options(v3_model, responsive_v3):
     assert _cos(other.clip, ref.clip) < 0.9995 and np.abs(other.frame - ref.frame).max() > 0.02
     assert not np.array_equal(low.frame, ref.frame)  # bf16 ran
     with pytest.raises(ValueError, match="dtype"):
-        embed(v3_model, wav, sample_rate=SR, dtype="int8")
+        embed(v3_model, wav, sample_rate=SR, dtype="int4")
     with pytest.raises(ValueError, match="batch_size"):
         embed(v3_model, wav, sample_rate=SR, batch_size=0)
 

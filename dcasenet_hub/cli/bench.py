@@ -44,8 +44,9 @@ def register(subparsers: Any) -> None:
                    help="about 15 s: the first device only, fp32, torch, batch sizes 1 and 4, one timed call each")
     p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                    help="devices to measure (default: cpu and every GPU device torch sees)")
-    p.add_argument("--dtypes", nargs="+", default=None, choices=("fp32", "bf16", "fp16"), metavar="DTYPE",
-                   help="fp32, bf16, fp16 (default: those that run natively on each device)")
+    p.add_argument("--dtypes", nargs="+", default=None, choices=("fp32", "bf16", "fp16", "int8"), metavar="DTYPE",
+                   help="fp32, bf16, fp16, int8 (default: those that run natively on each device; int8 on the CPU "
+                        "when the onnx extra is installed)")
     p.add_argument("--backends", nargs="+", default=None, choices=("torch", "onnxruntime"), metavar="BACKEND",
                    help="torch, onnxruntime (default: both on the CPU when onnxruntime is installed)")
     p.add_argument("--batch-sizes", nargs="+", type=int, default=None, metavar="N",

@@ -281,9 +281,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="5 s windows per forward pass; a 60 s window counts as 12 (default 8)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1, mps ... (default: cuda if available)")
-    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"),
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "int8"),
                    help="compute precision: fp32 (exact, default); bf16 (about 2x faster on CPUs with AMX / "
-                        "AVX512-BF16 and on GPUs, slower elsewhere); fp16 (GPUs). Outputs stay float32")
+                        "AVX512-BF16 and on GPUs, slower elsewhere); fp16 (GPUs); int8 (CPU, onnxruntime with "
+                        "quantized convolutions, the onnx extra: faster on CPUs with VNNI, slower without). "
+                        "Outputs stay float32")
 
 
 def _prediction_options(p: argparse.ArgumentParser) -> None:
@@ -302,9 +304,13 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
 
 
 def _check_model_backend(args: argparse.Namespace) -> None:
-    """An exported ONNX graph runs only on onnxruntime (the options cannot know what the model file is)."""
-    if str(args.model).lower().endswith(".onnx") and args.backend != "onnxruntime":
-        raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
+    """An exported ONNX graph runs only on onnxruntime, as it is (the options cannot know what the model file is)."""
+    if str(args.model).lower().endswith(".onnx"):
+        if args.dtype == "int8":
+            raise _UsageError(f"--model {args.model} is an exported ONNX graph; --dtype int8 quantizes a "
+                              "checkpoint: pass the model's .safetensors, folder or id instead")
+        if args.backend != "onnxruntime":
+            raise _UsageError(f"--model {args.model} is an exported ONNX graph; run it with --backend onnxruntime")
 
 
 def _limit_heap_retention() -> None:

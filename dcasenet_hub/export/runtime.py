@@ -1,7 +1,9 @@
-"""onnxruntime as an inference backend: a model copy whose forward runs the exported ONNX graph (CPU, fp32).
+"""onnxruntime as an inference backend: a model copy whose forward runs the exported ONNX graph (CPU, fp32), or
+its int8 version (:mod:`dcasenet_hub.export.quantize`).
 
-``embed``/``predict`` take ``backend="onnxruntime"`` (and the CLI ``--backend onnxruntime``) through
-:func:`dcasenet_hub.inference.runner.inference_runner`, which calls :func:`onnxruntime_model` here.
+``embed``/``predict`` take ``backend="onnxruntime"`` or ``dtype="int8"`` (the CLI's ``--backend onnxruntime`` and
+``--dtype int8``) through :func:`dcasenet_hub.inference.runner.inference_runner`, which calls
+:func:`onnxruntime_model` here.
 """
 
 from __future__ import annotations
@@ -151,26 +153,42 @@ def export_key(model: DcaseNetModule, *, opset: int = DEFAULT_OPSET) -> str:
     return h.hexdigest()
 
 
-def _cached_export(model: DcaseNetModule) -> Path | None:
-    """The cached graph of ``model`` (exported and checked now if missing), or None if the cache is not writable."""
+def _write_graph(model: DcaseNetModule, path: Path, *, int8: bool) -> Path:
+    """Export ``model``'s graph to ``path`` (checked against PyTorch), or its int8 version."""
+    from dcasenet_hub.export.quantize import quantize_int8
+
+    return quantize_int8(model, path) if int8 else export_onnx(model, path, check=True)
+
+
+def _cached_export(model: DcaseNetModule, *, int8: bool = False) -> Path | None:
+    """The cached graph of ``model`` (exported and checked now if missing; with ``int8``, its quantized version,
+    made from the cached fp32 graph), or None if the cache is not writable."""
+    from dcasenet_hub.export.quantize import quantize_int8
     from dcasenet_hub.hub.cache import cache_dir_location
 
-    path = cache_dir_location() / "onnx" / f"{export_key(model)}.onnx"
+    path = cache_dir_location() / "onnx" / f"{export_key(model)}{'-int8' if int8 else ''}.onnx"
     if path.is_file():
         logger.debug("onnxruntime backend: cached graph %s", path)
         return path
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path, check=True)  # written atomically: a concurrent export leaves one whole file
+        if int8:
+            fp32 = _cached_export(model)
+            if fp32 is None:
+                return None
+            quantize_int8(model, path, fp32_path=fp32)  # written atomically, like the export
+        else:
+            export_onnx(model, path, check=True)  # written atomically: a concurrent export leaves one whole file
     except OSError as exc:  # a read-only cache: fall back to a temporary file
         logger.debug("onnxruntime backend: cannot cache the export (%s)", exc)
         return None
-    logger.info("onnxruntime backend: exported and checked the graph once, cached in %s", path)
+    logger.info("onnxruntime backend: %s once, cached in %s",
+                "quantized the graph to int8" if int8 else "exported and checked the graph", path)
     return path
 
 
-def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
-                      threads: int | None = None) -> DcaseNetModule:
+def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None, threads: int | None = None,
+                      int8: bool = False) -> DcaseNetModule:
     """A copy of ``model`` whose forward runs an exported graph with onnxruntime (CPU, fp32, optional backend).
 
     Same class, same ``forward(mel, tasks=None)`` signature and
@@ -178,13 +196,16 @@ def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
     weights stay for ``config`` and device queries). Exporting and checking takes seconds, so the graph is kept in the
     package cache (``<cache>/onnx/<key>.onnx``), keyed by the content of the weights and config, the opset and the
     package version: the next run (any process) of the same weights loads it without exporting. Outputs match
-    PyTorch within :data:`ONNX_TOLERANCE` (checked at export).
+    PyTorch within :data:`ONNX_TOLERANCE` (checked at export). With ``int8``, the graph is
+    :func:`~dcasenet_hub.export.quantize.quantize_int8`'s (deterministic calibration, cached the same way under
+    ``<key>-int8.onnx``); its outputs are approximate (docs/performance.md, "int8 on the CPU").
 
     Args:
         model: The model to run (not modified).
         path: Where to write the graph (default: the package cache; a temporary file, deleted when the backend is
             garbage collected, if the cache cannot be written).
         threads: onnxruntime intra-op threads (default: onnxruntime's, one per physical core).
+        int8: Run the int8 graph (needs the ``onnx`` package besides onnxruntime).
 
     Example:
         >>> fast = onnxruntime_model(model)                   # doctest: +SKIP
@@ -193,13 +214,12 @@ def onnxruntime_model(model: DcaseNetModule, *, path: str | Path | None = None,
     folder = None
     cpu = model if next(model.parameters()).device.type == "cpu" else copy.deepcopy(model).to("cpu")
     if path is not None:
-        export_onnx(cpu, path, check=True)
+        _write_graph(cpu, Path(path), int8=int8)
     else:
-        path = _cached_export(cpu)
-        if path is None:
+        path = _cached_export(cpu, int8=int8)
+        if path is None:  # the cache cannot be written: a temporary folder that lives as long as the backend
             folder = tempfile.mkdtemp(prefix="dcasenet-onnx-")
-            path = Path(folder) / "model.onnx"
-            export_onnx(cpu, path, check=True)
+            path = _write_graph(cpu, Path(folder) / "model.onnx", int8=int8)
     wrapped = copy.deepcopy(cpu)
     wrapped.eval()
     for p in wrapped.parameters():

@@ -152,8 +152,8 @@ def available_settings(
     """The settings worth measuring here, and a line for each left out and why.
 
     Default: every device this torch can use (CPU, CUDA, MPS); on the CPU fp32, bf16 only where the CPU has native
-    bf16 (elsewhere it is emulated at a fifth of fp32's speed), onnxruntime when it is installed; on CUDA fp32, bf16
-    and fp16 with torch. ``quick``: the first device only (CUDA if there is one), its default dtype and torch, two
+    bf16 (elsewhere it is emulated at a fifth of fp32's speed), onnxruntime and int8 (which runs on onnxruntime) when
+    the onnx extra is installed; on CUDA fp32, bf16 and fp16 with torch. ``quick``: the first device only (CUDA if there is one), its default dtype and torch, two
     batch sizes. Explicit ``devices``/``dtypes``/``backends``/``batch_sizes`` narrow or widen the choice.
     """
     import torch
@@ -194,7 +194,15 @@ def available_settings(
             bks = ["torch", "onnxruntime"] if have_ort else ["torch"]
             if not have_ort:
                 skipped.append('onnxruntime: not installed (pip install "dcasenet-hub[onnx]")')
+        if dtypes is None and "onnxruntime" in bks and kind == "cpu" and have_ort:
+            dts.append("int8")
         for dtype in dts:
+            if dtype == "int8":  # one setting: int8 is the quantized onnxruntime graph, on the CPU
+                if kind != "cpu" or not have_ort:
+                    skipped.append(f"{device} int8: runs on the CPU with the onnx extra installed")
+                else:
+                    out += [Setting(task, device, dtype, "onnxruntime", int(b)) for task in tasks for b in sizes]
+                continue
             for backend in bks:
                 if backend == "onnxruntime" and (kind != "cpu" or dtype != "fp32"):
                     skipped.append(f"{device} {dtype} onnxruntime: the onnxruntime backend runs fp32 on the CPU")

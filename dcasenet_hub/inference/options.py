@@ -36,8 +36,10 @@ from dcasenet_hub.errors import OptionsError
 LAYERS = ("gru", "conv", "scene")
 #: Poolings of frame embeddings into the clip embedding.
 POOLINGS = ("mean", "max", "mean+max")
-#: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32, the ``onnx`` extra).
+#: Inference backends: PyTorch (optimised copy) or onnxruntime (CPU, fp32 or int8, the ``onnx`` extra).
 BACKENDS = ("torch", "onnxruntime")
+#: The dtype that runs the onnxruntime graph with its trunk convolutions quantized (:mod:`dcasenet_hub.export.quantize`).
+INT8 = "int8"
 #: Where the decode workers compute features: the CPU, or the model's CUDA device (the GPU front-end).
 FEATURE_DEVICES = ("cpu", "model")
 #: Which result files record an option for resuming (the options that change what they hold).
@@ -128,10 +130,11 @@ class InferenceOptions(DeclaredOptions):
     min_duration: float | None = option(
         None, "drop events shorter than this, seconds", "a number of seconds >= 0, or None", (PREDICT,))
     dtype: str | None = option(
-        None, "compute precision, autocast below fp32 (None: fp32; an optimised model keeps its own); outputs are "
-        "float32", "None, fp32, bf16, fp16 or a torch.dtype", (EMBED, PREDICT))
+        None, "compute precision, autocast below fp32 (None: fp32; an optimised model keeps its own); int8: the "
+        "onnxruntime graph with quantized trunk convolutions (CPU, sets backend onnxruntime); outputs are float32",
+        "None, fp32, bf16, fp16, int8 or a torch.dtype", (EMBED, PREDICT))
     backend: str = option(
-        "torch", "what runs the network (onnxruntime: CPU, fp32, layer gru, the onnx extra)",
+        "torch", "what runs the network (onnxruntime: CPU, fp32 or int8, layer gru, the onnx extra)",
         f"one of {', '.join(map(repr, BACKENDS))}", (EMBED, PREDICT))
     device: Any = option(
         None, "where to compute (None: the model's device; a model loaded by name goes to CUDA when available)",
@@ -176,9 +179,11 @@ class InferenceOptions(DeclaredOptions):
             if value is not None and not (_real(value) and value >= 0.0):
                 raise fail(name)
         try:
-            dtype = None if self.dtype is None else short_dtype_name(self.dtype)
+            dtype = None if self.dtype is None else _dtype_name(self.dtype)
         except ValueError:
             raise fail("dtype") from None
+        if dtype == INT8:  # int8 exists only as the quantized onnxruntime graph
+            object.__setattr__(self, "backend", "onnxruntime")
         if self.device is not None:
             try:
                 resolve_device(self.device)
@@ -196,15 +201,22 @@ class InferenceOptions(DeclaredOptions):
             raise fail("stream_threshold_s")
         object.__setattr__(self, "stream_threshold_s", float(self.stream_threshold_s))
         if self.backend == "onnxruntime":
-            if dtype not in (None, "fp32"):
-                raise fail("dtype", "the onnxruntime backend runs fp32; leave dtype unset or use backend='torch'")
+            runs = "dtype='int8'" if dtype == INT8 else "the onnxruntime backend"
+            if dtype not in (None, "fp32", INT8):
+                raise fail("dtype", "the onnxruntime backend runs fp32 or int8; leave dtype unset or use "
+                                    "backend='torch'")
             if self.device is not None and str(self.device) not in ("auto", "cpu"):
-                raise fail("device", "the onnxruntime backend runs on the CPU; leave device unset or use "
-                                     "backend='torch'")
+                raise fail("device", f"{runs} runs on the CPU; leave device unset or use "
+                                     + ("another dtype" if dtype == INT8 else "backend='torch'"))
             if self.layer != "gru":
-                raise fail("layer", "is not in the exported ONNX graph; use layer='gru' or backend='torch'")
-            if importlib.util.find_spec("onnxruntime") is None:
-                raise fail("backend", 'needs the onnx extra: pip install "dcasenet-hub[onnx]"')
+                raise fail("layer", f"is not in the exported ONNX graph that {runs} runs; use layer='gru' or "
+                                    + ("another dtype" if dtype == INT8 else "backend='torch'"))
+            # int8 quantizes the exported graph, which needs onnx; running a graph needs only onnxruntime
+            missing = [m for m in ("onnxruntime", "onnx")[:2 if dtype == INT8 else 1]
+                       if importlib.util.find_spec(m) is None]
+            if missing:
+                name = "dtype" if dtype == INT8 else "backend"
+                raise fail(name, 'needs the onnx extra: pip install "dcasenet-hub[onnx]"')
         # one form per value, so equal options compare (and are recorded) equal
         for name in ("hop", "threshold", "median_filter", "min_duration"):
             if getattr(self, name) is not None:
@@ -251,8 +263,15 @@ class InferenceOptions(DeclaredOptions):
         # plain JSON values: a record read back from a file compares equal to the options that wrote it
         out = {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)
                if task in f.metadata["records"]}
-        out["dtype"] = short_dtype_name(self.dtype)
+        out["dtype"] = _dtype_name(self.dtype)
         return out
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` for any accepted spelling (``None`` is fp32)."""
+    if isinstance(dtype, str) and dtype.strip().lower() == INT8:
+        return INT8
+    return short_dtype_name(dtype)
 
 
 def options_error(option: str, value: object, allowed: str) -> OptionsError:

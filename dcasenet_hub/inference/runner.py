@@ -8,7 +8,7 @@ import torch
 
 from dcasenet_hub.devices import resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
-from dcasenet_hub.inference.options import BACKENDS
+from dcasenet_hub.inference.options import BACKENDS, INT8
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
 
@@ -35,9 +35,10 @@ def inference_runner(
 
     Args:
         model: The model to run.
-        dtype: ``None`` (exact fp32, the default), or ``"bf16"`` / ``"fp16"`` (autocast, approximate).
+        dtype: ``None`` (exact fp32, the default), ``"bf16"`` / ``"fp16"`` (autocast, approximate), or ``"int8"``
+            (the onnxruntime graph with quantized trunk convolutions, CPU; approximate).
         device: Device to run on (default: the model's).
-        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32; needs the ``onnx`` extra).
+        backend: ``"torch"`` or ``"onnxruntime"`` (CPU, fp32 or int8; needs the ``onnx`` extra).
 
     Example:
         >>> from dcasenet_hub import build_model
@@ -48,19 +49,24 @@ def inference_runner(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     target = resolve_device(device, model=model)
+    int8 = isinstance(dtype, str) and dtype.strip().lower() == INT8
+    if isinstance(model.runtime, (OnnxRuntime, FastRuntime)) and int8:
+        raise ValueError("dtype='int8' quantizes the model's weights; pass the DcaseNet loaded from its checkpoint, "
+                         "not an ONNX graph or an optimize_for_inference copy")
     if isinstance(model.runtime, OnnxRuntime):
         return model
     if isinstance(model.runtime, FastRuntime) and (dtype is None or resolve_dtype(dtype, device=target) ==
                                                    model.runtime.options.dtype):
         return model if next(model.parameters()).device == target else optimize_for_inference(model, device=target)
-    key = (resolve_dtype(dtype, device=target), target, backend, _tensors(model))
+    key = (INT8 if int8 else resolve_dtype(dtype, device=target), target, backend, _tensors(model))
     cached = model.inference_copies.get(key)
     if cached is not None:
         return cached
-    if backend == "onnxruntime":
-        if key[0] != torch.float32 or target.type != "cpu":
-            raise ValueError("The onnxruntime backend runs fp32 on CPU; use backend='torch' for other dtypes/devices")
-        fast = onnxruntime_model(model)
+    if backend == "onnxruntime" or int8:
+        if key[0] not in (torch.float32, INT8) or target.type != "cpu":
+            raise ValueError("The onnxruntime backend runs fp32 or int8 on CPU; use backend='torch' for other "
+                             "dtypes/devices")
+        fast = onnxruntime_model(model, int8=int8)
     else:
         fast = optimize_for_inference(model, dtype=key[0], device=target)
     model.inference_copies.put(model, key, fast)
