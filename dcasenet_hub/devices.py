@@ -143,3 +143,10 @@ def native_cpu_bf16() -> bool:
     flags = cpu_info()["flags"] or []
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
+
+def cpu_int8_dot_products() -> bool | None:
+    """True when the CPU has int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8), without which int8
+    runs slower than fp32 here; None when the flags cannot be read."""
+    flags = cpu_info()["flags"]
+    return None if flags is None else bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 
-from dcasenet_hub.devices import resolve_device, resolve_dtype
+from dcasenet_hub.devices import cpu_int8_dot_products, resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
 from dcasenet_hub.inference.options import BACKENDS, INT8
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
+
+logger = logging.getLogger(__name__)
 
 
 def _tensors(model: DcaseNetModule) -> tuple[Any, ...]:
@@ -66,6 +69,9 @@ def inference_runner(
         if key[0] not in (torch.float32, INT8) or target.type != "cpu":
             raise ValueError("The onnxruntime backend runs fp32 or int8 on CPU; use backend='torch' for other "
                              "dtypes/devices")
+        if int8 and cpu_int8_dot_products() is False:
+            logger.warning("dtype='int8' on a CPU without VNNI or AMX-INT8 is usually slower than fp32 "
+                           "(docs/performance.md, 'int8 on the CPU'); `dcasenet-hub bench` measures both here")
         fast = onnxruntime_model(model, int8=int8)
     else:
         fast = optimize_for_inference(model, dtype=key[0], device=target)
