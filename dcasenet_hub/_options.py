@@ -74,7 +74,8 @@ class DeclaredOptions:
     @classmethod
     def describe(cls) -> dict[str, tuple[Any, str, str]]:
         """``{name: (default, doc, allowed)}`` of every option, in declaration order."""
-        return {f.name: (f.default, f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
+        return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default,  # type: ignore[misc]
+                         f.metadata["doc"], f.metadata["allowed"]) for f in dataclasses.fields(cls)}
 
     @classmethod
     def merge(cls: type[T], options: T | None, overrides: Mapping[str, Any], *, caller: str) -> T:
@@ -92,6 +93,13 @@ def document(cls: type[T]) -> type[T]:
     """Append an ``Attributes:`` section listing every declared option to ``cls``'s docstring (a class decorator,
     applied above ``@dataclass``)."""
     cls.__doc__ = (cls.__doc__ or "") + "\n    Attributes:\n" + "".join(
-        f"        {name}: {doc}; {allowed}. Default {default!r}.\n"
+        f"        {name}: {doc}; {allowed}. Default {_shown(default)}.\n"
         for name, (default, doc, allowed) in cls.describe().items())  # type: ignore[attr-defined]
     return cls
+
+
+def _shown(default: Any) -> str:
+    """A default as the docstring shows it: an options object left at its defaults as ``Name()``."""
+    if dataclasses.is_dataclass(default) and not isinstance(default, type) and default == type(default)():
+        return f"{type(default).__name__}()"
+    return repr(default)

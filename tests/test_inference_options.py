@@ -37,12 +37,23 @@ def test_a_bad_value_names_the_option_the_value_and_what_is_allowed(name, value)
         InferenceOptions().replace(**{name: value})  # overrides are checked too
 
 
-def test_every_option_has_a_default_a_doc_and_what_it_allows():
-    described = InferenceOptions.describe()
-    assert tuple(described) == InferenceOptions.field_names()
+@pytest.mark.parametrize("cls", [InferenceOptions, BatchOptions])
+def test_every_option_has_a_default_a_doc_and_what_it_allows(cls):
+    """Catches an option declared without its doc or allowed values, or a default the docs would misstate."""
+    described = cls.describe()
+    assert tuple(described) == tuple(f.name for f in dataclasses.fields(cls))
     for name, (default, doc, allowed) in described.items():
         assert doc and allowed, name
-        assert getattr(InferenceOptions(), name) == default
+        assert getattr(cls(), name) == default
+        assert f"        {name}: {doc}; {allowed}." in cls.__doc__, name
+
+
+@pytest.mark.parametrize("name, value", [("task", "train"), ("level", "frames"), ("event_formats", "csv"),
+                                         ("embedding_format", "hdf5"), ("shard", "3/2")])
+def test_a_bad_folder_job_value_names_the_option_the_value_and_what_is_allowed(name, value):
+    """Catches a folder-job option check lost, or worded apart from the inference options'."""
+    with pytest.raises(OptionsError, match=rf"^{name}={value!r}: "):
+        BatchOptions(**{name: value})
 
 
 def test_values_are_stored_in_one_form():

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dcasenet_hub._options import merge_options, option_names
+from dcasenet_hub._options import DeclaredOptions, document, merge_options, option, option_names
 from dcasenet_hub.batch.discovery import parse_shard
 from dcasenet_hub.batch.tables import EMBEDDING_FORMATS
 from dcasenet_hub.inference.options import InferenceOptions, options_error
@@ -29,28 +29,14 @@ TASKS = ("embed", "predict")
 LEVELS = ("frame", "clip", "both")
 
 
+@document
 @dataclass(frozen=True, init=False)
-class BatchOptions:
+class BatchOptions(DeclaredOptions):
     """Everything a folder job (:func:`~dcasenet_hub.batch.run`) can be told besides the model, the inputs and the
     output folder. Invalid values raise :class:`~dcasenet_hub.errors.OptionsError` (a ``ValueError``) here, so a job
-    never starts writing with them.
-
-    Attributes:
-        task: ``"embed"`` (one ``.npz`` per input) or ``"predict"`` (``.json``, ``.events.csv``, ``.scores.tsv``).
-        level: Which embeddings to save: ``"frame"``, ``"clip"`` or ``"both"`` (embed only).
-        shard: ``(I, N)`` or ``"I/N"`` with ``1 <= I <= N``: only the inputs of that shard; stored as ``(I, N)``.
-        overwrite: Recompute inputs whose outputs are complete.
-        event_formats: Event files ``predict`` writes per input and merged (one or more of
-            :data:`~dcasenet_hub.inference.outputs.EVENT_FORMATS`; a string may list them with commas):
-            ``"dcase"`` (``.events.csv``, ``events.csv``), ``"raven"`` (``.Table.1.selections.txt``,
-            ``events.selections.txt``), ``"audacity"`` (``.labels.txt``; per input only: a label track belongs to one
-            audio file).
-        embedding_format: ``"npz"`` (one ``.npz`` per input) or ``"parquet"``: also the folder's clip and frame
-            embeddings as sharded Parquet files in ``OUTDIR/parquet/``, rebuilt from the ``.npz`` files at the end of
-            each unsharded run (:func:`~dcasenet_hub.batch.tables.write_parquet`; needs pyarrow).
-        inference: How inputs are computed (:class:`~dcasenet_hub.inference.InferenceOptions`: hop, layer,
-            pooling, threshold, class_thresholds, labels, exclude_labels, median_filter, min_duration, pad_tail,
-            dtype, backend, device, batch_size, workers, progress). Its fields are also keywords of the constructor (over ``inference``) and attributes.
+    never starts writing with them. The fields of its :class:`~dcasenet_hub.inference.InferenceOptions` (hop, layer,
+    pooling, threshold, ..., dtype, backend, device, batch_size, workers, progress) are also keywords of the
+    constructor (over ``inference``) and attributes.
 
     Example:
         >>> BatchOptions(threshold=1.5)
@@ -59,25 +45,32 @@ class BatchOptions:
         dcasenet_hub.errors.OptionsError: threshold=1.5: must be a probability between 0 and 1, or None
     """
 
-    task: str = "embed"
-    level: str = "both"
-    shard: tuple[int, int] | None = None
-    overwrite: bool = False
-    event_formats: tuple[str, ...] = ("dcase",)
-    embedding_format: str = "npz"
-    inference: InferenceOptions = field(default_factory=InferenceOptions)
+    task: str = option("embed", "what the job computes: one .npz per input, or .json + .events.csv + .scores.tsv",
+                       f"one of {', '.join(map(repr, TASKS))}")
+    level: str = option("both", "which embeddings an embed job saves", f"one of {', '.join(map(repr, LEVELS))}")
+    shard: tuple[int, int] | None = option(
+        None, "only the inputs of shard I of N; stored as (I, N)", "None, (I, N) or 'I/N' with 1 <= I <= N")
+    overwrite: bool = option(False, "recompute inputs whose outputs are complete", "True or False")
+    event_formats: tuple[str, ...] = option(
+        ("dcase",), "event files predict writes per input and merged: dcase (.events.csv, events.csv), raven "
+        "(.Table.1.selections.txt, events.selections.txt), audacity (.labels.txt, per input only: a label track "
+        "belongs to one audio file)", f"one or more of {', '.join(map(repr, EVENT_FORMATS))} (a string may list "
+        "them with commas)")
+    embedding_format: str = option(
+        "npz", "npz (one .npz per input) or parquet: also the folder's clip and frame embeddings as sharded Parquet "
+        "files in OUTDIR/parquet/, rebuilt from the .npz files at the end of each unsharded run (needs pyarrow)",
+        f"one of {', '.join(map(repr, EMBEDDING_FORMATS))}")
+    inference: InferenceOptions = field(default_factory=InferenceOptions, metadata={
+        "doc": "how inputs are computed (InferenceOptions)", "allowed": "an InferenceOptions", "records": ()})
 
     def __init__(self, task: str = "embed", level: str = "both", shard: tuple[int, int] | str | None = None,
                  overwrite: bool = False, event_formats: tuple[str, ...] | str = ("dcase",),
                  embedding_format: str = "npz", inference: InferenceOptions | None = None,
                  **inference_options: Any) -> None:
-        if task not in TASKS:
-            raise options_error("task", task, f"must be one of {', '.join(map(repr, TASKS))}")
-        if level not in LEVELS:
-            raise options_error("level", level, f"must be one of {', '.join(map(repr, LEVELS))}")
-        if embedding_format not in EMBEDDING_FORMATS:
-            raise options_error("embedding_format", embedding_format,
-                                f"must be one of {', '.join(map(repr, EMBEDDING_FORMATS))}")
+        for name, value, allowed in (("task", task, TASKS), ("level", level, LEVELS),
+                                     ("embedding_format", embedding_format, EMBEDDING_FORMATS)):
+            if value not in allowed:
+                raise options_error(name, value, f"must be {self.allowed(name)}")
         if embedding_format == "parquet":
             try:
                 import pyarrow  # noqa: F401  (checked before any work; used at the end of the run)
@@ -88,8 +81,7 @@ class BatchOptions:
         formats = tuple(dict.fromkeys(str(f).strip() for f in formats))
         for f in formats or ("",):
             if f not in EVENT_FORMATS:
-                raise options_error("event_formats", event_formats,
-                                    f"must name at least one of {', '.join(map(repr, EVENT_FORMATS))}")
+                raise options_error("event_formats", event_formats, f"must be {self.allowed('event_formats')}")
         inf = InferenceOptions.merge(inference, inference_options, caller="BatchOptions")
         inf.check_outputs(embeddings=task == "embed", predictions=task == "predict")
         if shard is not None:
