@@ -199,7 +199,7 @@ def _prefill_hf_cache(cache: Path, repo_id: str, folder: Path, commit: str = COM
 
 def test_hf_repo_id_from_prefilled_cache_offline(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache the repository conftest.py sets
     _prefill_hf_cache(cache, "some-org/dcasenet-test", saved_dir)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = dcasenet_hub.from_pretrained("some-org/dcasenet-test")
@@ -254,7 +254,7 @@ def test_hf_repo_with_an_unwritable_cache_fails_with_the_folder_and_the_fix(
 
 def test_manifest_hf_source_checks_sha256(saved_dir: Path, v3_model: DcaseNet, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache tests/conftest.py sets
+    cache = Path(os.environ["HF_HUB_CACHE"])  # the isolated cache the repository conftest.py sets
     sha256 = _prefill_hf_cache(cache, "dcasenet-hub/test-v3", saved_dir)
     entry = {
         "description": "test", "arch": "v3", "trained_tasks": ["scene"], "trained_on": [],

@@ -1,12 +1,11 @@
-"""Correctness of the optimised inference paths against the fp32 reference, ONNX export, and the benchmark harness.
+"""Correctness of the optimised inference paths against the fp32 reference and ONNX export (the benchmark harness's
+own tests are beside it, in benchmarks/test_harness.py).
 
 No timings are asserted here (CI machines are shared and noisy); docs/performance.md holds the measurements.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -272,73 +271,3 @@ def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):
     with pytest.raises(ex.OnnxUnavailableError, match=r"dcasenet-hub\[onnx\]"):
         ex.export_onnx(build_model("v1", seed=0).eval(), tmp_path / "m.onnx")
     assert not (tmp_path / "m.onnx").exists()
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Benchmark harness
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def test_stage_timer_charges_exclusive_time_and_restores_functions(monkeypatch):
-    sys.path.insert(0, str(ROOT))
-    try:
-        from benchmarks import _stages
-        from benchmarks._stages import StageTimer, instrument
-    finally:
-        sys.path.remove(str(ROOT))
-    import dcasenet_hub.audio as fe
-
-    clock = [100.0]  # a fake clock: exact, whatever the machine's load
-    monkeypatch.setattr(_stages.time, "perf_counter", lambda: clock[0])
-
-    def work(seconds: float) -> None:
-        clock[0] += seconds
-
-    timer = StageTimer()
-
-    def inner() -> None:
-        work(0.25)
-
-    def outer() -> None:
-        work(0.5)
-        timed_inner()
-        work(0.125)
-
-    timed_inner = timer.wrap(inner, "features")
-    timer.wrap(outer, "decode")()
-    # the outer stage is charged only its own time, not the nested stage's
-    assert timer.seconds["decode"] == 0.625 and timer.seconds["features"] == 0.25
-    assert timer.calls["decode"] == 1 and timer.calls["features"] == 1
-    monkeypatch.undo()
-
-    original = fe.resample
-    with instrument(StageTimer()):
-        assert fe.resample is not original
-    assert fe.resample is original
-
-
-@pytest.mark.integration
-def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
-    out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.run", "--smoke", "--out", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(out.read_text())
-    assert "Model-only throughput" in proc.stdout and str(out) in proc.stdout
-    variants = {r["variant"]: r for r in res["model"]}
-    assert {"naive", "one pass", "fast"} <= set(variants)
-    assert variants["fast"]["max_abs_diff_vs_naive"] <= FP32_TOLERANCE
-    assert variants["fast"]["flops_batch1"] > 1e9  # v3, 2 s: about 4.8 GFLOP
-    assert 2 * variants["fast"]["flops_batch1"] < variants["naive"]["flops_batch1"]  # three passes vs one
-    assert res["e2e"]["outputs_written"] == res["e2e"]["files"] == 2
-    assert set(res["e2e"]["stage_seconds"]) == {"load", "decode", "resample", "features", "network", "writes"}
-    assert res["e2e"]["stage_seconds"]["network"] > 0 and res["e2e"]["stage_seconds"]["decode"] > 0
-    # the end-to-end ratio is taken pair by pair (each run with the model-only run right after it)
-    (pair,) = res["e2e"]["pairs"]
-    assert res["e2e"]["e2e_over_model_only_fast"] == pair["ratio"] == pair["e2e"] / pair["fast"]
-    assert res["startup"]["import dcasenet_hub"]["peak_rss_mib"] < 200  # torch not imported
-    assert res["long"][0]["peak_rss_mib"] > res["startup"]["import dcasenet_hub"]["peak_rss_mib"]
-    # the long-file memory is recorded per dtype and backend (the goal: < 1 GB in every one of them)
-    assert {(r["dtype"], r["backend"]) for r in res["long"]} >= {("fp32", "torch"), ("bf16", "torch")}
-    assert all(r["peak_rss_mib"] > 0 and isinstance(r["under_rss_goal"], bool) for r in res["long"])
-    assert "| bf16 | torch |" in proc.stdout

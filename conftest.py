@@ -1,0 +1,36 @@
+"""What every test of the repository runs in (``tests/`` and the benchmark harness's own test in ``benchmarks/``):
+one torch thread count per pytest-xdist worker and an isolated environment."""
+
+from __future__ import annotations
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Under pytest-xdist (-n N) each worker gets an equal share of the cores, so N workers with torch's default
+    # thread count do not oversubscribe the machine (OpenMP barriers then spin and everything slows down).
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
+#: Variables of the machine that would change what a test sees: mirrors, endpoints, offline mode, a torchrun job.
+_MACHINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "DCASENET_HUB_MIRROR", "DCASENET_HUB_DATA_MIRROR",
+                      "DCASENET_HUB_MANIFEST", "WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs in the same environment, whatever the machine: its own empty caches (weights already
+    downloaded there would change what the offline and download tests see) and none of the machine's mirrors,
+    endpoints, offline mode or torchrun variables. Tests that need one of these set it themselves."""
+    root = tmp_path_factory.mktemp("caches")
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(root / "dcasenet_hub"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
+    monkeypatch.setenv("DCASENET_HUB_FEATURES", str(root / "features"))
+    for name in _MACHINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
