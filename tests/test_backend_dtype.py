@@ -93,3 +93,13 @@ def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message
         assert code == 2
     assert message in capsys.readouterr().err
 
+
+
+def test_int8_needs_the_model_it_quantizes(responsive_v3):
+    """int8 quantizes a checkpoint's weights: an optimised copy (batch-norm folded) would be quantized as another
+    model, so it is refused with the fix instead of silently running that graph or fp32."""
+    from dcasenet_hub import optimize_for_inference
+    from dcasenet_hub.errors import OptionsError
+
+    with pytest.raises(OptionsError, match="dtype='int8': quantizes a model's weights; pass the DcaseNet loaded"):
+        embed(optimize_for_inference(responsive_v3), _clip(2.0, 1), sample_rate=24000, dtype="int8")

@@ -9,7 +9,7 @@ import torch
 
 from dcasenet_hub.devices import cpu_int8_dot_products, resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
-from dcasenet_hub.inference.options import BACKENDS, INT8
+from dcasenet_hub.inference.options import BACKENDS, INT8, options_error
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
 
@@ -54,8 +54,8 @@ def inference_runner(
     target = resolve_device(device, model=model)
     int8 = isinstance(dtype, str) and dtype.strip().lower() == INT8
     if isinstance(model.runtime, (OnnxRuntime, FastRuntime)) and int8:
-        raise ValueError("dtype='int8' quantizes the model's weights; pass the DcaseNet loaded from its checkpoint, "
-                         "not an ONNX graph or an optimize_for_inference copy")
+        raise options_error("dtype", dtype, "quantizes a model's weights; pass the DcaseNet loaded from its "
+                                            "checkpoint, not an ONNX graph or an optimize_for_inference copy")
     if isinstance(model.runtime, OnnxRuntime):
         return model
     if isinstance(model.runtime, FastRuntime) and (dtype is None or resolve_dtype(dtype, device=target) ==
