@@ -13,6 +13,7 @@ from helpers import (
     LoopbackServer,
     fixture_entry,
     git_blob_sha1,
+    serve_in_background,
     write_manifest,
     write_old_layout_entry,
 )
@@ -140,7 +141,6 @@ class _WhoamiServer:
 
     def __init__(self, status: int) -> None:
         import http.server
-        import threading
 
         self.auth: list[str | None] = []
         server = self
@@ -161,7 +161,7 @@ class _WhoamiServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        serve_in_background(self.httpd)
 
     def __enter__(self) -> _WhoamiServer:
         return self

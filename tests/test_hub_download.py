@@ -27,6 +27,7 @@ from helpers import (
     LoopbackServer,
     fixture_entry,
     git_blob_sha1,
+    serve_in_background,
     write_manifest,
     write_old_layout_entry,
 )
@@ -348,7 +349,7 @@ def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, mon
                                                              fixture_bytes: bytes, fixture_sha1: str) -> None:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    serve_in_background(httpd)
     try:
         entry = fixture_entry(fixture_sha1)
         entry["sources"][0]["size"] = len(fixture_bytes)
