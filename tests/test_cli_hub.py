@@ -13,6 +13,7 @@ from helpers import (
     LoopbackServer,
     fixture_entry,
     git_blob_sha1,
+    serve_in_background,
     write_manifest,
     write_old_layout_entry,
 )
@@ -140,7 +141,6 @@ class _WhoamiServer:
 
     def __init__(self, status: int) -> None:
         import http.server
-        import threading
 
         self.auth: list[str | None] = []
         server = self
@@ -161,7 +161,7 @@ class _WhoamiServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        serve_in_background(self.httpd)
 
     def __enter__(self) -> _WhoamiServer:
         return self
@@ -179,13 +179,20 @@ def _closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def converted_folder(authors_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture checkpoint converted once for the push failures: a push that fails only reads the folder."""
+    folder = tmp_path_factory.mktemp("push") / "model"
+    assert main(["convert", str(authors_checkpoint), "-o", str(folder)]) == 0
+    return folder
+
+
 @pytest.mark.parametrize("case", ["no token", "no network", "token rejected"])
-def test_push_without_token_or_network_fails_with_one_line(case: str, authors_checkpoint: Path,
+def test_push_without_token_or_network_fails_with_one_line(case: str, converted_folder: Path,
                                                            tmp_path: Path) -> None:
     import os
 
-    folder = tmp_path / "model"
-    assert main(["convert", str(authors_checkpoint), "-o", str(folder)]) == 0
+    folder = converted_folder
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",  # no saved login there
                HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import serve_in_background
 
 from dcasenet_hub import cli
 from dcasenet_hub.train import data_download as dd
@@ -73,10 +74,9 @@ class _Server:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def __enter__(self):
-        self.thread.start()
+        serve_in_background(self.httpd)
         return self
 
     def __exit__(self, *exc):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import logging
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from helpers import (
     LoopbackServer,
     fixture_entry,
     git_blob_sha1,
+    serve_in_background,
     write_manifest,
     write_old_layout_entry,
 )
@@ -348,7 +348,7 @@ def test_endless_weights_response_stops_at_the_manifest_size(tmp_path: Path, mon
                                                              fixture_bytes: bytes, fixture_sha1: str) -> None:
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessHandler)
     httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    serve_in_background(httpd)
     try:
         entry = fixture_entry(fixture_sha1)
         entry["sources"][0]["size"] = len(fixture_bytes)
@@ -379,12 +379,24 @@ def test_weights_bound_without_manifest_size_comes_from_the_architecture(fixture
 # -- caches written by dcasenet-hub 0.1.0: official conversions inside the Hugging Face cache -----------------------
 
 
-def _old_entry(tmp_path: Path, fixture_sha1: str) -> Path:
+@pytest.fixture(scope="module")
+def converted_files(tmp_path_factory: pytest.TempPathFactory, fixture_bytes: bytes,
+                    fixture_sha1: str) -> dict[str, bytes]:
+    """The files of a converted fixture-v3, from one real download (the same bytes every time: the conversion is
+    deterministic), shared by the old-layout tests so that each does not download and convert again."""
+    scratch = tmp_path_factory.mktemp("converted")
+    manifest = write_manifest(scratch / "manifest.json", {"fixture-v3": fixture_entry(fixture_sha1)})
+    with LoopbackServer({URL_PATH: fixture_bytes}) as srv, pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DCASENET_HUB_MIRROR", srv.url)
+        mp.setenv("DCASENET_HUB_MANIFEST", str(manifest))
+        mp.setenv("HF_HUB_CACHE", str(scratch / "hf-cache"))
+        mp.delenv("HF_HUB_OFFLINE", raising=False)
+        folder = hub.download("fixture-v3", cache_dir=scratch / "cache", progress=False)
+        return {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors", "README.md")}
+
+
+def _old_entry(tmp_path: Path, fixture_sha1: str, files: dict[str, bytes]) -> Path:
     """A converted fixture-v3 laid out as release 0.1.0 left it in the HF cache (bytes from a real download)."""
-    scratch = tmp_path / "scratch"
-    folder = hub.download("fixture-v3", cache_dir=scratch, progress=False)
-    files = {n: (folder / n).read_bytes() for n in ("config.json", "model.safetensors", "README.md")}
-    shutil.rmtree(scratch)
     return write_old_layout_entry(tmp_path / "hf-cache", "fixture-v3", fixture_sha1, files)
 
 
@@ -393,12 +405,12 @@ def _migrations(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_old_layout_entry_is_used_offline_and_migrated_once(
-        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str, v3_model: torch.nn.Module,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str, converted_files: dict[str, bytes],
+        v3_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """(b) If the lookup ignored the old location, the offline load raises OfflineError; if the entry were copied
     but not moved, or migrated again on every call, the folder-gone or the second-call-logs-nothing checks fail;
     if the log line did not name both paths, the first check fails."""
-    old = _old_entry(tmp_path, fixture_sha1)
+    old = _old_entry(tmp_path, fixture_sha1, converted_files)
     gets = len(server.gets(URL_PATH))
     server.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -441,11 +453,12 @@ def _damage(path: Path) -> None:
 @pytest.mark.parametrize("damaged", ["model.safetensors", "config.json"])
 def test_damaged_old_layout_entry_is_not_migrated_as_good(
         damaged: str, env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str,
-        v3_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        converted_files: dict[str, bytes], v3_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """(c) If the migration skipped hash verification, or trusted the old .verified record (size + mtime_ns, both
     kept here), or checked the weights only, the damaged entry would be moved and loaded (or fail to parse)
     instead of raising ChecksumMismatchError; the fresh download afterwards must then not be skipped."""
-    old = _old_entry(tmp_path, fixture_sha1)
+    old = _old_entry(tmp_path, fixture_sha1, converted_files)
     _damage((old / damaged).resolve())
     gets = len(server.gets(URL_PATH))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -465,11 +478,11 @@ def test_damaged_old_layout_entry_is_not_migrated_as_good(
 
 
 def test_old_layout_entry_is_read_in_place_when_the_package_cache_cannot_be_written(
-        tmp_path: Path, server: LoopbackServer, fixture_sha1: str, env: Path, v3_model: torch.nn.Module,
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, server: LoopbackServer, fixture_sha1: str, converted_files: dict[str, bytes], env: Path,
+        v3_model: torch.nn.Module, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     """(d) If an unwritable package cache made the old entry unusable (OfflineError, or an OSError from creating
     the lock), the offline load fails; if it were removed without a copy, the old folder would be gone."""
-    old = _old_entry(tmp_path, fixture_sha1)
+    old = _old_entry(tmp_path, fixture_sha1, converted_files)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the package cache's parent should be")
     monkeypatch.setenv("DCASENET_HUB_CACHE", str(blocker / "cache"))  # mkdir fails, as on a read-only disk
@@ -486,9 +499,10 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_verify_cache_covers_old_layout_entries_not_yet_migrated(
-        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str) -> None:
+        env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str,
+        converted_files: dict[str, bytes]) -> None:
     """If verify_cache looked at the package cache only, the damaged old blob would not be reported."""
-    old = _old_entry(tmp_path, fixture_sha1)
+    old = _old_entry(tmp_path, fixture_sha1, converted_files)
     hub.download("fixture-v3", cache_dir=tmp_path / "elsewhere", progress=False)  # not the default caches
     assert [c.ok for c in hub.verify_cache()] == [True] * 3
     blob = (old / "model.safetensors").resolve()

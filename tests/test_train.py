@@ -423,7 +423,7 @@ def scene_clips(tmp_path_factory):
     return {"asc_root": roots.asc, "cache_dir": base / "cache"}
 
 
-def test_evaluate_scene_accuracy_equals_predict(scene_clips):
+def test_evaluate_scene_accuracy_equals_predict(scene_clips, responsive_v3):
     """The trainer's ``evaluate`` scene accuracy equals the accuracy of ``DcaseNet.predict``'s top scene on the same
     files, and its per-file scene probabilities are predict's: within 1e-5 on the prepared 24 kHz 16-bit audio
     (the same samples; float rounding of the batched, batch-norm-folded inference path), within 5e-3 on the original
@@ -433,15 +433,13 @@ def test_evaluate_scene_accuracy_equals_predict(scene_clips):
     (the third at sample 119520 instead of 119999, edge frames from the whole clip): its probabilities differ from
     predict's by up to 0.05 on these 4 files, 10 times the tolerance (checked below).
     """
-    from helpers import responsive_model
-
     from dcasenet_hub import metrics
     from dcasenet_hub.audio import log_mel, normalize
     from dcasenet_hub.train import evaluate, scene_probabilities
     from dcasenet_hub.train.evaluation import EVAL_SPLIT, eval_set, prepared_stores
     from dcasenet_hub.train.prepare import audio_file
 
-    model = responsive_model("v3")
+    model = responsive_v3  # evaluate and predict leave it as it was (eval mode, same weights)
     acc = evaluate(model, asc_root=scene_clips["asc_root"], cache_dir=scene_clips["cache_dir"], device="cpu",
                    progress=False)["asc_acc"]
     stores, items = prepared_stores({"asc": scene_clips["asc_root"]}, [EVAL_SPLIT],
