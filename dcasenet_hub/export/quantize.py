@@ -5,6 +5,7 @@ of the convolutional trunk (``conv_block1.conv2`` to ``conv_block4*``: > 95 % of
 (one input channel, little work), the scene branch, the GRUs and the heads stay fp32: quantizing them as well
 changed scene decisions more for little speed (docs/performance.md, "int8"). Calibration audio is derived
 deterministically here (:func:`calibration_signals`), so the same weights always give the same int8 graph.
+``embed``/``predict`` run it with ``dtype="int8"`` (cached per weights by :mod:`dcasenet_hub.export.runtime`).
 
 Example:
     >>> from dcasenet_hub.export.quantize import quantize_int8          # doctest: +SKIP
