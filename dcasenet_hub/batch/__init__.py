@@ -1,22 +1,16 @@
 """Folders of audio in, a folder of result files out: what ``dcasenet-hub embed`` and ``predict`` run, for Python.
 
-* :func:`discover` expands files, folders (recursively, :data:`AUDIO_EXTENSIONS`) and list files into
-  :class:`Item` s with the path their outputs take under the output folder.
-* :func:`shard` / :func:`in_shard` split them between machines by a hash of the output path.
-* :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip: their
-  outputs exist, come from one run, and were made with the same settings, weights and input file.
-* :class:`~dcasenet_hub.batch.journal.Journal` records what each writer did; :func:`rebuild` makes ``index.csv``
-  and the merged ``events.csv`` from every writer's records (any number of processes may write one folder);
-  :func:`read_index` reads the index; :func:`write_merged` writes the merged event files and ``durations.tsv``
-  (sed_scores_eval's durations file, beside the ``.scores.tsv`` files).
-* :func:`run` does all of it around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
-  (:func:`prepare` checks everything and writes nothing; :meth:`Plan.execute` does the work); their options are
-  one :class:`BatchOptions` (or the same names as keywords, which win over it);
-  :func:`torchrun_shard` / :func:`gather` are the torchrun shard and merge.
+* :func:`run` does it all around :func:`~dcasenet_hub.inference.iterate` and returns a :class:`Report`
+  (:func:`prepare` checks everything and writes nothing, :meth:`Plan.execute` works); options: :class:`BatchOptions`.
+* :func:`discover` expands files, folders and list files into :class:`Item` s; :func:`shard` / :func:`in_shard`,
+  :func:`torchrun_shard` / :func:`gather` split and merge work between machines or torchrun processes.
+* :func:`outputs_for`, :func:`is_complete` and :func:`settings_meta` tell which inputs a rerun can skip.
+* Any number of processes may write one folder: each records into a :class:`~dcasenet_hub.batch.journal.Journal`,
+  :func:`rebuild` makes ``index.csv`` and the merged event files from all records (:func:`read_index`,
+  :func:`write_merged`).
 
-The pieces live in :mod:`.options`, :mod:`.discovery`, :mod:`.resume`, :mod:`.journal` and :mod:`.distributed`;
-this module is the one place to import them from. The layer sits above :mod:`dcasenet_hub.inference` and uses it the
-way the command line does.
+This module is the one place to import the pieces from; the layer uses :mod:`dcasenet_hub.inference` the way the
+command line does.
 
 Example:
     >>> from dcasenet_hub import batch
@@ -422,10 +416,8 @@ def run(
             ``model_id``).
         inputs: Audio files, folders and list files (see :func:`discover`).
         output_dir: Output folder (created if missing).
-        options: A :class:`BatchOptions` (default: all defaults): ``task`` (``"embed"`` or ``"predict"``),
-            ``level``, ``hop``, ``layer``, ``pooling``, ``threshold``, ``median_filter``, ``min_duration``,
-            ``pad_tail``, ``device``, ``dtype``, ``backend``, ``batch_size``, ``workers``, ``shard``,
-            ``overwrite``, ``progress``; see its fields.
+        options: A :class:`BatchOptions` (default: all defaults; ``task`` is ``"embed"`` or ``"predict"``); see its
+            fields.
         load: How to load a named ``model`` (default: :func:`~dcasenet_hub.from_pretrained`).
         **overrides: Any :class:`BatchOptions` field by name (``task="predict"``, ``shard=(2, 8)``, ...), applied
             over ``options``.

@@ -1,21 +1,12 @@
 """The output folder's shared state: one append-only journal per writer; ``index.csv`` and ``events.csv`` rebuilt.
 
-Any number of processes (shards, a command started twice, torchrun ranks, runs from other working directories) may
-write one output folder at once and be killed at any instant. None of them rewrites what another wrote:
-
-* each writer appends its records (one JSON line per input state: ``pending``, ``ok``, ``failed``) to its own
-  file ``OUTDIR/.dcasenet-hub/journal/<host>-<pid>-<random>.jsonl``, every append one ``write`` of whole lines,
-  fsync'd; a kill can cut at most the last line of a dead writer's file, which readers skip;
-* :func:`rebuild` takes the folder's lock (``filelock``), folds the journals into ``state.jsonl`` (one record per
-  input, written atomically; journals of writers that are gone are then removed) and writes ``index.csv`` and
-  ``events.csv`` from it, atomically. Every writer rebuilds when it starts and when it ends; the last one to end
-  leaves files that hold every input once.
-
-An input is the file it names: its resolved absolute path (symlinks followed, :func:`input_key`), so the same file
-given as ``a.wav``, ``./x/../a.wav`` or through a symlink, from any working directory, is one row; the row shows the
-absolute path it was found under (``input`` of the record). Which record of an
-input counts: the latest finished one (``ok`` / ``failed``; a rerun's "already complete" confirms ``ok``); a
-``pending`` record only while none exists.
+Any number of processes may write one output folder at once and be killed at any instant; none rewrites what
+another wrote. Each writer appends fsync'd whole JSON lines (``pending``, ``ok``, ``failed``) to its own
+:class:`Journal` file (a kill cuts at most a dead writer's last line, which readers skip). :func:`rebuild`, under the
+folder's lock, folds the journals into ``state.jsonl`` and writes ``index.csv`` and ``events.csv`` atomically from
+it; every writer rebuilds when it starts and ends. An input is its resolved absolute path (:func:`input_key`), and
+its latest finished record counts (``pending`` only while there is none). The full rules: docs/outputs-reference.md,
+"Many writers, one folder".
 
 Example:
     >>> from dcasenet_hub.batch.journal import Journal, rebuild

@@ -1,21 +1,12 @@
 """ONNX export of DcaseNet, with a check that onnxruntime gives the PyTorch outputs.
 
-The exported graph takes ``mel`` ``(batch, 1, 128, frames)`` (both axes dynamic, ``frames >= 40``) and returns, in
-this order, ``scene_logits (B, 10)``, ``tag_logits (B, 80)``, ``event_probs (B, 8 * (frames // 40), 14)``,
-``frame_embeddings (B, frames // 40, 512)``, ``clip_embeddings (B, 512)`` and ``scene_embeddings (B, 128)``: the fields
-of :class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` (``frame_times`` is ``(arange(T') * 40 + 19.5) / 50`` seconds and is
-not exported). Batch-norm is folded into the convolutions before export. The graph does not contain the
-front-end: compute features with :func:`dcasenet_hub.log_mel` as for the PyTorch model, or in numpy from the
-graph's metadata (``examples/onnx_numpy.py``).
-
-Every axis of every input and output is named (:data:`AXES`): dynamic axes by their ``dim_param``, fixed ones by
-their ``denotation``. The model's ``metadata_props`` carry, as JSON strings (docs/outputs.md, "ONNX metadata"):
-``dcasenet_hub.labels`` (label names per output), ``dcasenet_hub.sample_rate``, ``dcasenet_hub.audio`` (every
-front-end setting), ``dcasenet_hub.normalisation`` (the per-band normalisation of the input), ``dcasenet_hub.axes``,
-``dcasenet_hub.outputs`` (what each output is and how to turn it into probabilities and times) and
-``dcasenet_hub.model`` (the model config: id, provenance, trained tasks).
-
-Needs the ``onnx`` extra (``pip install "dcasenet-hub[onnx]"``: onnx and onnxruntime).
+:func:`export_onnx` writes the network, batch-norm folded, without the front-end: input ``mel`` ``(batch, 1, 128,
+frames)`` (dynamic batch and length, ``frames >= 40``), outputs :data:`OUTPUT_NAMES`, the fields of
+:class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` except ``frame_times``. Every axis is named (:data:`AXES`), and
+the model's ``metadata_props`` (:func:`onnx_metadata`) carry the labels, front-end settings, normalisation and output
+meanings as JSON, so the graph can be used without this package (``examples/onnx_numpy.py``). Shapes and metadata
+keys: docs/outputs.md, "ONNX export and its metadata". Needs the ``onnx`` extra (``pip install
+"dcasenet-hub[onnx]"``: onnx and onnxruntime).
 
 Example:
     >>> from dcasenet_hub import build_model

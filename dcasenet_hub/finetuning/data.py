@@ -1,22 +1,12 @@
 """Labelled data for :func:`dcasenet_hub.finetune`, read from the forms people keep it in.
 
-Three forms are understood:
-
-* **A folder with one sub-folder per class** (single-label classification)::
-
-      data/dog/001.wav  data/dog/002.flac  data/rain/001.wav ...
-
-  With ``data/train/<class>/...`` and ``data/validation/<class>/...`` (also ``val``/``valid``) the split is given.
-* **A CSV/TSV table** ``path,label`` (classification) or ``path,labels`` with several labels in one cell separated by
-  ``label_delimiter`` (tagging, FSDKaggle2019 style); a file may also appear on several rows, one label each.
-* **Strong labels** ``filename,onset,offset,event_label`` (DCASE / sed_eval format, with or without a header, comma or
-  tab separated) for event detection; a row with only a file name lists a clip without events.
-
-Tables may carry a ``split`` column (``train`` / ``validation``); otherwise the clips are split with a stratified draw
-of ``validation_fraction`` with a fixed ``seed``. Paths are relative to the table's folder (or ``audio_dir``).
-
-Every problem (missing or unreadable file, unknown label, empty class, bad onset/offset, ...) is collected and raised
-together in one :class:`DataError` before anything is trained.
+:func:`read_dataset` reads a folder with one sub-folder per class (``data/<class>/...``; ``data/train/<class>/...`` and
+``data/validation/<class>/...`` give the split), a CSV/TSV table ``path,label`` or ``path,labels`` (tagging: several
+labels in one cell or one row per label) or strong labels ``filename,onset,offset,event_label`` (detection; a row with
+only a file name is a clip without events). Without a ``split`` column or split folders the clips are split by a
+stratified draw of ``validation_fraction`` with a fixed ``seed``. Every problem (missing file, unknown label, bad
+onset/offset ...) is collected and raised together in one :class:`DataError` before anything is trained. Details and
+examples: docs/finetuning.md, "Data forms".
 
 Example:
     >>> from dcasenet_hub.finetuning.data import read_dataset

@@ -1,22 +1,14 @@
 """Audio -> windows -> head inputs and scores for fine-tuning, through the same functions as inference.
 
-Every step is the shared one, so validation sees exactly what :func:`~dcasenet_hub.DcaseNet.predict` sees:
+Every step is the shared one, so validation sees exactly what :func:`~dcasenet_hub.DcaseNet.predict` sees: decoding
+and resampling (:func:`dcasenet_hub.audio.load_audio`), pre-emphasis over the whole clip, the scene crops and 60 s
+event windows (:func:`~dcasenet_hub.audio.scene_starts`, :func:`~dcasenet_hub.audio.event_windows`), per-window
+features (:func:`~dcasenet_hub.audio.features`), the forward pass
+(:func:`~dcasenet_hub.inference.runner.inference_runner`) and the clip scores.
 
-* decoding and resampling: :func:`dcasenet_hub.audio.load_audio` (the :class:`~dcasenet_hub.audio.FileReader`
-  decoder), then :func:`~dcasenet_hub.audio.preemphasis` over the whole clip;
-* windows: :func:`~dcasenet_hub.audio.scene_starts` (5 s crops every 2.5 s, the last aligned to the end) for the
-  scene head, :func:`~dcasenet_hub.audio.event_windows` (60 s windows) for the tag and event heads;
-* features: :func:`~dcasenet_hub.audio.features` per window (log-mel, tiled to 40 frames when shorter, normalised);
-* the forward pass: :func:`~dcasenet_hub.inference.runner.inference_runner` (the exact fast path ``predict`` uses);
-* clip scores: the mean softmax over scene crops, the length-weighted mean of window tag probabilities, event
-  probabilities on the 100 ms grid cut as ``predict`` cuts them.
-
-**Short clips, one rule with inference:** clips shorter than :data:`~dcasenet_hub.audio.MIN_DURATION_S` (0.1 s) are
-data problems (inference rejects them too); clips from 0.1 s to 0.8 s (under 40 feature frames) are tiled on the
-log-mel by doubling before normalisation (:func:`~dcasenet_hub.audio.tile_frames`), as inference does. Training
-crops follow the same rule: a clip shorter than the crop is not tiled as a waveform; its log-mel is doubled up to
-the crop's frames and a random run of them is the crop. Detection crops of clips shorter than the crop are padded
-with silence (no events), so labels stay on their timestamps.
+Short clips follow inference's rule: under :data:`~dcasenet_hub.audio.MIN_DURATION_S` they are data problems, under
+40 frames their log-mel is tiled by doubling. Training crops of short clips are tiled the same way, except detection
+crops, which are padded with silence so labels keep their timestamps (docs/finetuning.md, "The three tasks").
 
 Example:
     >>> window_bounds("scene", 239999, FrontendConfig(), WindowConfig())   # a 10 s clip: the authors' 3 crops

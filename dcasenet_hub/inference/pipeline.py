@@ -1,21 +1,11 @@
 """Embeddings and predictions from audio of any length: files, waveforms or lists of either.
 
-Windowing (docs/outputs.md, "Windowing", gives the reasons):
-
-* **Scenes**: 5 s crops every 2.5 s of the pre-emphasised 24 kHz signal, the last crop aligned to the end; each crop
-  is normalised on its own; scene probabilities are the mean of the crops' softmax. For a 10 s clip these are
-  exactly the authors' three test-time crops ``[0:120000]``, ``[60000:180000]``, ``[-120000:]``. Inputs of 5 s or less
-  are one crop of their whole length.
-* **Events, tags and embeddings**: non-overlapping 60 s windows (the authors evaluated events on whole 60 s
-  recordings and tags on whole clips, normalised as a whole), each normalised on its own; 60 s is 75 steps of
-  0.8 s, so the output grid stays aligned when the windows are concatenated. Tag probabilities of longer audio are
-  the duration-weighted mean over windows.
-* **Short inputs**: fewer than 40 feature frames (0.8 s) are tiled in time by doubling the log-mel before
-  normalisation, as the authors' tagging evaluation; outputs are cut back to the input's duration. Inputs shorter
-  than 0.1 s are rejected.
-* **Streaming**: files are read in blocks and resampled in aligned chunks with context, so memory stays bounded
-  whatever the duration; every window's heads run in one forward pass, and windows of equal length from different
-  inputs share batches.
+:func:`embed`, :func:`predict` and :func:`iterate` cut each input into windows matching how the network was trained
+and evaluated: 5 s scene crops every 2.5 s, the last aligned to the end (a 10 s clip gets exactly the authors' three
+test-time crops), and non-overlapping 60 s windows for events, tags and embeddings (75 steps of 0.8 s, so outputs
+concatenate on one grid), each normalised on its own. Inputs under 40 frames are tiled by doubling, under 0.1 s
+refused. Files are read and resampled in blocks, so memory stays bounded whatever the duration; windows of equal
+length from different inputs share batches. The steps and their reasons: docs/outputs.md, "Windowing".
 
 Example:
     >>> import numpy as np

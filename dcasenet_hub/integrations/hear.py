@@ -1,19 +1,12 @@
 """The HEAR 2021 benchmark API, so DcaseNet can be scored by the HEAR suite as is.
 
 ``hear-validator dcasenet_hub.hear`` / ``heareval`` call :func:`load_model`, then :func:`get_scene_embeddings` and
-:func:`get_timestamp_embeddings` with batches of equal-length audio at ``model.sample_rate``.
-
-* ``sample_rate`` is 48000 (HEAR accepts 16000, 22050, 44100 or 48000; the network runs at 24 kHz and 48 kHz is an
-  exact 2:1 resampling).
-* Timestamp embeddings are the 512-d frame embeddings of :func:`dcasenet_hub.inference.pipeline.embed` every
-  :data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each is the 0.8 s network step centred there,
-  computed exactly by 20 shifted passes, so they cost 20 times the 0.8 s default; docs/outputs.md gives the
-  measured cost and the reasons), timestamps at the frame centres in milliseconds (``390, 430, 470 ...``).
-  ``load_model(..., hop=0.8)`` gives the network's own 0.8 s grid. The timestamps are regular at any length, as
-  HEAR requires (the validator fails a deviation above 1 ms): across the 60 s windows the shifted passes continue
-  into the next window's first samples.
-* Scene embeddings are the mean of the 0.8 s-step frame embeddings (the clip embedding, the tag head's input),
-  512-d; they do not depend on the hop and cost one pass.
+:func:`get_timestamp_embeddings` with batches of equal-length audio at ``model.sample_rate`` (48000: an exact 2:1
+resampling to the network's 24 kHz). Timestamp embeddings are the 512-d frame embeddings every
+:data:`TIMESTAMP_HOP_S` (40 ms, within the <= 50 ms HEAR suggests; each computed exactly by shifted passes), regular
+at any length as HEAR requires; ``load_model(..., hop=0.8)`` gives the network's own grid. Scene embeddings are the
+clip embedding (one pass, independent of the hop). Why 40 ms and what it costs: docs/outputs.md, "HEAR and
+torch.hub".
 
 Example:
     >>> import torch

@@ -1,24 +1,9 @@
 """Embeddings and predictions on Ray Data: a callable class for ``ray.data.Dataset.map_batches``.
 
 For corpora that outgrow one machine: Ray spreads the batches over CPU or GPU actors, balances the load, retries a
-batch whose worker died, and reads from object storage (``ray.data.read_binary_files("s3://...")``). Each actor
-loads the model once. ``--shard`` and torchrun stay for SLURM-style arrays. Needs the ``ray`` extra
-(``pip install "dcasenet-hub[ray]"``); this module itself never imports ray.
-
-Rows in: a ``path`` column (files the workers can read), a ``bytes`` column (the files' contents, e.g. from
-``read_binary_files(..., include_paths=True)``; the ``path`` column, when present, names the row and gives the
-format's extension), or an ``audio`` column of waveforms with ``sample_rate`` (a column, or the constructor's).
-Rows out: the input's ``path`` (when given), every other column of the input (an ``id``, labels ...) except the
-audio itself, ``ok`` and ``error`` (one line; a bad file fails its row only), and
-
-* ``task="embed"``: ``clip_embedding`` (D floats; empty for a failed row) and, with ``frames=True``,
-  ``frame_embeddings`` (T x D, flattened) and ``frame_times``;
-* ``task="predict"``: ``top_scene``, ``scene_probs``, ``tag_probs`` and ``events`` (JSON: onset, offset, label).
-
-By default each row is computed on its own (``batch_rows=False``): a row's numbers then do not depend on which rows
-Ray put in its batch, so retries and any cluster shape give identical results. ``batch_rows=True`` runs a batch's
-rows through shared forward passes (faster for short clips, on GPUs above all); results then differ by float
-rounding (~1e-8) between batch compositions.
+batch whose worker died and reads object storage; :class:`DcaseNetBatch` loads the model once per actor (``--shard``
+and torchrun stay for SLURM-style arrays). Needs the ``ray`` extra (``pip install "dcasenet-hub[ray]"``); this module
+itself never imports ray. A cluster example: docs/outputs-reference.md, "Ray Data".
 
 Example:
     >>> import ray                                                            # doctest: +SKIP
@@ -46,6 +31,13 @@ TASKS = ("embed", "predict")
 class DcaseNetBatch:
     """Callable class for ``Dataset.map_batches``: a batch of audio rows in, one result row per input out.
 
+    Rows in: a ``path`` column (files the workers can read), a ``bytes`` column (the files' contents; ``path``, when
+    present, names the row and gives the format's extension) or an ``audio`` column of waveforms with ``sample_rate``.
+    Rows out: ``path`` (when given), the input's other columns except the audio, ``ok``, ``error`` (a bad file fails
+    its row only), then ``clip_embedding`` (empty for a failed row; ``frames=True`` adds ``frame_embeddings``, T x D
+    flattened, and ``frame_times``) or, for ``task="predict"``, ``top_scene``, ``scene_probs``, ``tag_probs`` and
+    ``events`` (JSON: onset, offset, label).
+
     Args:
         model: A manifest id, local folder or checkpoint (what ``from_pretrained`` takes; every worker must be able
             to load it), or a loaded :class:`~dcasenet_hub.DcaseNet` (Ray pickles it to each actor).
@@ -54,7 +46,9 @@ class DcaseNetBatch:
         dtype: Compute dtype as in :func:`~dcasenet_hub.inference.embed` (``None``: exact fp32).
         sample_rate: Rate of ``audio`` rows when the batch has no ``sample_rate`` column.
         frames: Also return the frame embeddings and their times (embed).
-        batch_rows: Run a batch's rows through shared forward passes (see the module's note on exactness).
+        batch_rows: Run a batch's rows through shared forward passes: faster for short clips, but results then differ
+            by float rounding between batch compositions. Off, each row is computed on its own, so retries and any
+            cluster shape give identical results.
         batch_size: 5 s windows per forward pass.
         options: Further keyword arguments of :func:`~dcasenet_hub.inference.iterate` (``hop``, ``layer``,
             ``pooling``, ``threshold``, ``class_thresholds``, ``labels``, ``exclude_labels``, ``median_filter``,

@@ -1,24 +1,14 @@
 """Evaluation metrics of the three DcaseNet tasks (numpy only).
 
-* Audio tagging: :func:`lwlrap` (label-weighted label-ranking average precision, the DCASE2019 Task 2 metric) and
-  :func:`mean_average_precision` (macro mAP).
-* Sound event detection: :func:`sed_scores` with two protocols,
-
-  - ``"paper"``: the authors' computation, reproduced exactly so numbers are comparable with the paper's Table 2:
-    all files concatenated along time, blocks of ``block_frames`` rows (50 rows = **5 s** at the 100 ms label rate,
-    not 1 s), each block's activity is the max over its first ``block_frames - 1`` rows only (the off-by-one of the
-    DCASE2019 baseline), the error rate uses ``floor(N / block)`` blocks and the F1 ``ceil(N / block)`` blocks, F1 adds
-    1e-8 to its denominators and the error rate adds nothing;
-  - ``"segment"``: the standard segment-based metric, equal to ``sed_eval.sound_event.SegmentBasedMetrics``
-    overall error rate and F1 (1 s segments by default, per file, every frame of a segment counted).
-
-  :func:`segment_based_metrics` gives the same standard metric on event lists ``(filename, onset, offset, label)``.
-  :func:`event_based_metrics` gives sed_eval's event-based F1 (DCASE: 200 ms collar); :func:`psds_scores` the
-  threshold-free PSDS of frame scores through sed_scores_eval (optional extra ``score``).
-* Acoustic scene classification: :func:`asc_accuracy` (mean of the per-crop softmax over the 3 test-time crops, then
-  argmax; percent), :func:`macro_f1` and :func:`confusion_matrix`.
-* Scoring predictions on your own annotations: :func:`score` (a ``predict`` folder or ``Prediction`` objects against
-  DCASE/DESED, Raven, Audacity or ``filename,label`` files read by :func:`read_annotations`) -> :class:`ScoreReport`.
+* Audio tagging: :func:`lwlrap` (the DCASE2019 Task 2 metric) and :func:`mean_average_precision` (macro mAP).
+* Sound event detection: :func:`sed_scores` with ``protocol="paper"`` (the authors' computation, quirks included, so
+  numbers compare with the paper's Table 2: 5 s blocks, not 1 s) or ``"segment"`` (sed_eval's segment-based error
+  rate and F1); :func:`segment_based_metrics` and :func:`event_based_metrics` on event lists; :func:`psds_scores`
+  (optional extra ``score``). The protocols differ in detail: docs/facts.md §4.1.
+* Acoustic scene classification: :func:`asc_accuracy` (the authors' 3-crop test-time averaging), :func:`macro_f1`,
+  :func:`confusion_matrix`.
+* Scoring predictions against your own annotations (DCASE/DESED, Raven, Audacity, ``filename,label``): :func:`score`
+  -> :class:`ScoreReport`, :func:`read_annotations`.
 
 Example:
     >>> import numpy as np

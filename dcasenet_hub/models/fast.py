@@ -1,23 +1,11 @@
 """Inference-only fast path for :class:`~dcasenet_hub.DcaseNet` (public: ``dcasenet_hub.optimize_for_inference``).
 
-:func:`optimize_for_inference` returns a copy of a model that computes the same outputs faster:
-
-* **batch-norm folded into the convolutions** (eval-mode statistics become a per-channel scale of the kernel and a
-  bias; the folding is done in float64), and the ReLUs applied in place;
-* **channels-last memory layout** (oneDNN runs channels-last convolutions without reordering every call);
-* **inference mode** (no autograd bookkeeping);
-* optional **bf16 on CPU / float16 or bf16 AMP on CUDA** (``dtype=...``): faster where the hardware has native
-  support, approximate (looser tolerance, see docs/performance.md);
-* not ``torch.compile``: little faster, after minutes of compiling each input length (docs/performance.md).
-
-The copy is a plain copy of the model, of the same class (``config``/``embed``/``predict`` work), with folded
-layers and a :class:`FastRuntime` as its ``runtime``: ``forward`` has the same signature and returns the same
-:class:`~dcasenet_hub.models.dcasenet.DcaseNetOutput` fields, always as float32 tensors on the model's device. It is
-inference only: ``train()`` and loading weights are refused.
-
-Exactness (fp32 defaults): outputs match the unoptimised model within ``FP32_TOLERANCE`` (absolute, on logits,
-probabilities and embeddings); the only change is the rounding of the folded kernels. bf16/fp16 stay within
-``LOW_PRECISION_TOLERANCE``. tests/test_perf_smoke.py checks both.
+:func:`optimize_for_inference` returns a copy of the model, of the same class, with batch-norm folded into the
+convolutions (in float64), in-place ReLUs, channels-last layout, inference mode and optionally bf16 / fp16
+(``dtype=``, approximate). Its :class:`FastRuntime` keeps ``forward``'s signature and returns float32 outputs on the
+model's device; ``train()`` and loading weights are refused. fp32 outputs match the original within
+:data:`FP32_TOLERANCE`, low precision within :data:`LOW_PRECISION_TOLERANCE` (tests/test_perf_smoke.py checks both).
+Why each step, and why not ``torch.compile``: docs/performance.md.
 
 Example:
     >>> import torch

@@ -3,19 +3,16 @@
 An optional part of the package: ``import dcasenet_hub`` never imports it, and importing ``dcasenet_hub.train``
 itself is cheap (no torch): the names below load their module on first use.
 
-* :mod:`.datasets` - readers of the official layouts with the authors' splits (``asc_items``, ``tag_items``,
-  ``sed_items``).
-* :mod:`.minidata` - ``make_mini_datasets``: tiny synthetic datasets in the same layouts.
-* :mod:`.data_download` - ``download_dataset``: Zenodo downloads with md5 checks and resume.
-* :mod:`.prepare` - ``prepare``: 24 kHz 16-bit audio and cached log-mel features.
-* :mod:`.recipes` - ``Recipe``, ``load_recipe``, ``list_recipes``: the Table 2 recipes (``recipes/*.json``).
-* :mod:`.loop` - ``train``, ``TrainResult``: the paper's joint trainer; :mod:`.distributed` its processes, devices
-  and saved state; :mod:`.options` - ``TrainOptions``: how one run goes (device, dtype, seed, resume ...).
-* :mod:`.evaluation` - ``evaluate``, ``format_row``: the authors' metrics on the evaluation splits.
-* :mod:`.export` - ``export_model``: a trained model in the hub format.
-* :mod:`.torch_data` - the datasets of the loop (``TrainCrops``, ``EvalClips``, ``BatchStream``).
-* :mod:`.tasks` - task keys; ``scene``/``tags``/``events`` and ``asc``/``tag``/``sed`` are both accepted.
-* Metrics live in :mod:`dcasenet_hub.metrics`.
+* Data: :mod:`.datasets` (``asc_items``, ``tag_items``, ``sed_items``: the official layouts with the authors'
+  splits), :mod:`.minidata` (``make_mini_datasets``: tiny synthetic datasets in the same layouts),
+  :mod:`.data_download` (``download_dataset``: Zenodo, md5 checks, resume), :mod:`.prepare` (``prepare``: 24 kHz
+  16-bit audio and cached log-mel features).
+* Training: :mod:`.recipes` (``Recipe``, ``load_recipe``, ``list_recipes``: the Table 2 recipes), :mod:`.loop`
+  (``train``, ``TrainResult``), :mod:`.options` (``TrainOptions``), :mod:`.distributed` (processes, devices, saved
+  state), :mod:`.torch_data` (``TrainCrops``, ``EvalClips``, ``BatchStream``).
+* Results: :mod:`.evaluation` (``evaluate``, ``format_row``: the authors' metrics on the evaluation splits),
+  :mod:`.export` (``export_model``: the hub format); metrics live in :mod:`dcasenet_hub.metrics`.
+* :mod:`.tasks`: ``scene``/``tags``/``events`` and ``asc``/``tag``/``sed`` are both accepted.
 
 Example:
     >>> from dcasenet_hub.train import datasets, minidata

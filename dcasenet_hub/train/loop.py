@@ -1,25 +1,11 @@
 """The paper's joint trainer (docs/facts.md §5.2 and §6): :func:`train` runs every stage of a recipe.
 
-One iteration takes one batch of every active task (ASC 32, SED 24, TAG 32 as in the authors' ``train.sh``), runs a
-forward pass per task with only that task's head, sums the losses (cross-entropy, BCE with logits, BCE on the event
-probabilities truncated to the shorter of output and label length) and steps Adam once (lr 1e-3, no weight decay)
-and the cosine schedule with warm restarts every 80 epochs (eta_min 1e-6, stepped per iteration). Mixup (alpha 0.1,
-one lambda and one permutation per batch and task) starts at epoch index 6 (the authors' ``epoch > 5``). An epoch is
-500 iterations; after every epoch the model is evaluated with the authors' metrics and the best checkpoint of each
-metric is exported (ASC accuracy, TAG lwlrap, SED when the error rate or the F1 improves). Recipes with several tasks
-then fine-tune each task alone from its best joint checkpoint, with the same hyper-parameters.
-
-Run folder::
-
-    RUN/recipe.json            the effective recipe (with overrides)
-    RUN/joint/                 (``single/`` for one task) last.pt (full state), metrics.jsonl, best-asc/, ...
-    RUN/finetune-asc/          fine-tuning stages, same layout
-    RUN/best-asc/ ...          the final model of each task (fine-tuned if the recipe fine-tunes), loadable with
-                               ``DcaseNet.from_pretrained("RUN/best-asc")``
-
-Several processes (``torchrun``): the recipe's batch sizes are **global**; each of the N processes loads
-``batch / N`` examples of every batch, gradients are averaged by DistributedDataParallel, batch-norm statistics are
-per process and averaged at the end of every epoch. Evaluation and checkpoints happen on rank 0.
+One iteration takes one batch of every active task, runs each through the network with only that task's head (so
+batch-norm statistics are per task batch, as in the authors' code), sums the losses and makes one optimiser step.
+After every epoch the model is evaluated with the authors' metrics and the best checkpoint of each metric exported;
+recipes with several tasks then fine-tune each task alone from its best joint checkpoint. Under torchrun the recipe's
+batch sizes are global (each of N processes loads ``batch / N``) and rank 0 evaluates and writes the checkpoints.
+Hyper-parameters, run folder layout and resume: docs/training.md, "What one iteration does" and "Running a training".
 
 Example:
     >>> from dcasenet_hub.train import train

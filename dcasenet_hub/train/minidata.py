@@ -1,20 +1,11 @@
 """Miniature synthetic datasets in the three official layouts, for tests and for trying the trainer without the data.
 
-Every class has its own synthetic sound: a carrier at a class-specific frequency (log-spaced from 300 Hz to 9 kHz),
-a class-specific timbre (pure tone, tone with 2nd harmonic, or a narrow noise band) and a class-specific on/off
-rhythm (2, 3, 5 or 8 Hz), over a weak noise floor. The rhythm survives the per-band mean/std normalisation of the
-front-end, so a network can learn the classes in a few hundred iterations. Everything is deterministic from ``seed``.
-
-Layouts written under ``dest`` (the real datasets' file formats, see docs/facts.md §2):
-
-* ``asc/TAU-urban-acoustic-scenes-2020-mobile-development/``: ``audio/<scene>-<city>-<loc>-<segment>-<device>.wav``
-  (10 s, 44.1 kHz, mono, 16-bit), ``meta.csv`` and ``evaluation_setup/fold1_{train,evaluate,test}.csv`` (TAB separated,
-  official headers); train and evaluation clips come from different locations, as in the official setup.
-* ``fsdkaggle2019/``: Kaggle layout, ``train_curated.csv`` (``fname,labels``; multi-label rows quoted),
-  ``train_curated/<8 hex>.wav`` (44.1 kHz mono 16-bit, 1.5-4 s) and ``sample_submission.csv`` (header only).
-* ``tau-nigens2020/``: ``mic_dev/fold<k>_room<r>_mix<nnn>_ov<o>.wav`` (4 channels, 24 kHz, 16-bit, exactly 60 s, as the
-  authors' 600-frame alignment needs) and ``metadata_dev/<same>.csv`` rows ``frame,class,track,azimuth,elevation`` at
-  100 ms (optionally ``foa_dev/`` too).
+:func:`make_mini_datasets` writes ``asc/TAU-urban-acoustic-scenes-2020-mobile-development/``, ``fsdkaggle2019/`` and
+``tau-nigens2020/`` under ``dest``, with the real datasets' file names, metadata and audio formats (docs/facts.md §2);
+ASC train and evaluation clips come from different locations, SED recordings are 60 s as the authors' 600-frame
+alignment needs. Every class has its own sound: a carrier at a class-specific frequency (log-spaced 300 Hz to 9 kHz),
+timbre and on/off rhythm over a weak noise floor; the rhythm survives the front-end's per-band normalisation, so a
+network learns the classes in a few hundred iterations. Everything is deterministic from ``seed``.
 
 Example:
     >>> from dcasenet_hub.train.minidata import make_mini_datasets

@@ -1,29 +1,18 @@
 """Data preparation for training: convert every clip to 24 kHz 16-bit and cache what training and evaluation read.
 
-The paper converted all audio to 24 kHz, 16-bit (section 4.1). :func:`prepare` does this once per file (the
-front-end's resampler, then rounding to 16-bit PCM) and stores, per file, what its split is read for:
+:func:`prepare` (also :func:`prepare_splits`, :func:`prepare_items`) converts each file once, as the paper did
+(section 4.1: the front-end's resampler, then rounding to 16-bit PCM), and stores what its split is read for:
 
-* **Training files, and the tag and event evaluation files**: the **un-normalised** log-mel of the whole file,
-  ``(channels, 128, frames)`` float32, as ``.npy`` (:func:`cache_file`), so training epochs never decode or resample
-  audio: the datasets in :mod:`dcasenet_hub.train.torch_data` crop and normalise the cached features as the authors
-  did, and the tag / event evaluation reads whole clips / channels of them.
-* **Scene evaluation files** (:data:`KEEP_AUDIO_SPLITS`): only the 16-bit 24 kHz WAV (:func:`audio_file`), because
-  the scene evaluation cuts its crops from the waveform exactly as inference does
-  (:class:`dcasenet_hub.train.torch_data.EvalClips`); nothing reads a log-mel of these files, so none is computed.
+* training files and the tag and event evaluation files: the **un-normalised** log-mel of the whole file as ``.npy``
+  (:func:`cache_file`), which :mod:`dcasenet_hub.train.torch_data` crops and normalises, so epochs never decode audio;
+* scene evaluation files (:data:`KEEP_AUDIO_SPLITS`): only the 24 kHz 16-bit WAV (:func:`audio_file`), because the
+  scene evaluation cuts its crops from the waveform as inference does.
 
-Cache layout: ``CACHE/<task>-<hash of the dataset root>/<path relative to the root>.npy``, the kept WAV files under
-``.../audio24k/``, plus ``manifest.json`` (front-end settings; a cache made with other settings is refused). Beside
-each ``.npy`` and each kept ``.wav`` a ``.source`` record holds the size and mtime_ns its audio file had when it was
-converted; a file is skipped only when what its split needs exists and its record matches the audio file now
-(:func:`is_current`, :func:`audio_is_current`), so an interrupted preparation continues where it stopped and edited
-or replaced audio is converted again. Caches prepared before the scene evaluation files went without features (their
-WAV files have no record of their own, and those files have a ``.npy`` too) stay valid: the features' record, written
-after the WAV in the same conversion, vouches for the WAV. ``keep_audio=True`` also keeps the WAV files of the
-other files.
-
-Sizes for the real data (float32 log-mel: 25.6 kB per second and channel): ASC 3.6 GB of features (13 965 training
-clips of 10 s, 256 kB each) and 1.4 GB of WAV (2 970 evaluation clips, 480 kB each; no log-mels: evaluation reads
-the waveforms), TAG about 1 GB, SED 3.1 GB (500 recordings x 4 channels x 60 s).
+Each cache folder (:func:`feature_dir`) has a ``manifest.json`` of the front-end settings; a cache made with other
+settings is refused. A ``.source`` record beside each cached file holds its audio's size and mtime_ns, and a file is
+skipped only while the record matches (:func:`is_current`, :func:`audio_is_current`), so an interrupted preparation
+continues and edited audio is converted again. ``keep_audio=True`` also keeps the WAV of the other files. Layout and
+sizes on the real data: docs/training.md, "Data preparation".
 
 Example:
     >>> from dcasenet_hub.train.prepare import prepare

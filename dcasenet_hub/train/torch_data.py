@@ -1,32 +1,12 @@
 """Torch datasets of the joint trainer: the authors' crops (docs/facts.md §5.2) on cached log-mel features.
 
-Every example is read from the feature cache written by :func:`dcasenet_hub.train.prepare.prepare` (the un-normalised
-log-mel of the whole clip, one ``.npy`` file per audio file, all channels), so an epoch never decodes audio.
-
-Training crops (one random crop per example and draw):
-
-* **ASC**: ``crop_frames`` (251 = 5 s) consecutive frames at a uniformly random start, then per-crop mean/std
-  normalisation (the authors cropped 120 000 samples of the waveform and computed the features of the crop: the
-  interior frames are identical, only the first and last frame see real neighbours instead of reflect padding).
-* **TAG**: the clip is tiled in time by doubling until it has ``crop_frames`` frames, then cropped and normalised
-  like ASC.
-* **SED**: the whole channel is normalised first (the authors normalised each 60 s channel before cropping), then
-  ``stt`` is drawn among the label frames (0 ... 299 for 600 labels and a 300-label crop) and the crop is feature
-  frames ``[5 stt, 5 stt + crop_frames)`` with labels ``[stt, stt + crop_labels)``.
-
-Clips shorter than the crop (only in miniature or foreign data) are tiled by doubling for every task
-(:func:`dcasenet_hub.audio.tile_frames`); normalisation is :func:`dcasenet_hub.audio.normalize`.
-
-Evaluation (:class:`EvalClips`): the scene crops are cut from the 24 kHz 16-bit waveform that ``prepare`` keeps
-for the evaluation files, at :func:`dcasenet_hub.audio.windows.scene_starts` (for a 10 s clip and 5 s crops the
-samples ``[0, 60000, 119999]`` of the pre-emphasised signal, the authors' three crops), and their features are
-:func:`dcasenet_hub.audio.features`: exactly the inputs :meth:`dcasenet_hub.DcaseNet.predict` builds. The cached
-whole-clip features cannot give them: the last crop starts between two feature frames (sample 119999, frame
-249.998), and a crop's edge frames see reflect padding instead of their neighbours. Tags and events are evaluated
-on whole clips / channels, where the cached features are the pipeline's own.
-
-Each training example is addressed by ``(index, crop_seed)`` so the crop is a pure function of the batch stream
-(:class:`BatchStream`): runs are reproducible with any number of loader workers and resume exactly.
+* :class:`TrainCrops`: random training crops read from the feature cache of :func:`dcasenet_hub.train.prepare.prepare`
+  (the whole clip's un-normalised log-mel), so an epoch never decodes audio.
+* :class:`EvalClips`: evaluation inputs. Scene crops are cut from the prepared 24 kHz waveform exactly as
+  :meth:`dcasenet_hub.DcaseNet.predict` cuts them, because crops of the cached features differ at the edges
+  (docs/training.md, "Deliberate differences from the authors' code").
+* :class:`BatchStream`: each example is addressed by ``(index, crop_seed)``, so a crop is a pure function of the batch
+  stream and runs are reproducible with any number of loader workers and resume exactly.
 
 Example:
     >>> from dcasenet_hub.train.torch_data import BatchStream
@@ -247,6 +227,10 @@ def scene_crops(waveform: np.ndarray, *, length: int, hop: int, frontend: Fronte
 
 class TrainCrops(Dataset):
     """Random training crops of one task; ``dataset[(index, crop_seed)] -> (features (1, 128, F), target)``.
+
+    ASC and TAG: a random crop of ``crop_frames`` frames, normalised per crop. SED: the whole channel is normalised
+    first (as the authors did), then the crop starts on the label grid. Clips shorter than the crop are tiled by
+    doubling (:func:`dcasenet_hub.audio.tile_frames`).
 
     Args:
         task: ``"asc"``, ``"tag"`` or ``"sed"``.
