@@ -267,11 +267,14 @@ class InferenceOptions(DeclaredOptions):
         return out
 
 
+def is_int8(dtype: Any) -> bool:
+    """Whether ``dtype`` asks for the int8 graph (any case, surrounding spaces ignored)."""
+    return isinstance(dtype, str) and dtype.strip().lower() == INT8
+
+
 def _dtype_name(dtype: Any) -> str:
     """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` for any accepted spelling (``None`` is fp32)."""
-    if isinstance(dtype, str) and dtype.strip().lower() == INT8:
-        return INT8
-    return short_dtype_name(dtype)
+    return INT8 if is_int8(dtype) else short_dtype_name(dtype)
 
 
 def options_error(option: str, value: object, allowed: str) -> OptionsError:
@@ -390,5 +393,5 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
     return round(k)
 
 
-__all__ = ["BACKENDS", "FEATURE_DEVICES", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions", "allowed_hops",
-           "frame_rate", "given", "hop_frames", "options_error"]
+__all__ = ["BACKENDS", "FEATURE_DEVICES", "INT8", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions",
+           "allowed_hops", "frame_rate", "given", "hop_frames", "is_int8", "options_error"]

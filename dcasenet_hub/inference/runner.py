@@ -9,7 +9,7 @@ import torch
 
 from dcasenet_hub.devices import cpu_int8_dot_products, resolve_device, resolve_dtype
 from dcasenet_hub.export.runtime import OnnxRuntime, onnxruntime_model
-from dcasenet_hub.inference.options import BACKENDS, INT8, options_error
+from dcasenet_hub.inference.options import BACKENDS, INT8, is_int8, options_error
 from dcasenet_hub.models.dcasenet import DcaseNetModule
 from dcasenet_hub.models.fast import FastRuntime, optimize_for_inference
 
@@ -52,7 +52,7 @@ def inference_runner(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(BACKENDS)}")
     target = resolve_device(device, model=model)
-    int8 = isinstance(dtype, str) and dtype.strip().lower() == INT8
+    int8 = is_int8(dtype)
     if isinstance(model.runtime, (OnnxRuntime, FastRuntime)) and int8:
         raise options_error("dtype", dtype, "quantizes a model's weights; pass the DcaseNet loaded from its "
                                             "checkpoint, not an ONNX graph or an optimize_for_inference copy")
