@@ -8,7 +8,7 @@
   batch 16), audio seconds per second per precision, with the clip-embedding cosine and scene top-1 agreement
   against fp32.
 
-Weights: the responsive test weights of ``tests/conftest.py`` (batch-norm statistics of real-ish signals, heads
+Weights: the responsive test weights of ``tests/helpers.py`` (batch-norm statistics of real-ish signals, heads
 scaled), so that agreement numbers mean something; speed does not depend on the values.
 """
 
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import responsive_model
+    from helpers import responsive_model
 
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if a.device == "auto" else a.device))

@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import torch
 
 torch.set_num_threads(1)
-from test_hub_server import URL_PATH, LoopbackServer, fixture_entry, write_manifest
+from helpers import URL_PATH, LoopbackServer, fixture_entry, write_manifest
 
 tmp = Path(tempfile.mkdtemp())
 data = lzma.open(ROOT / "tests" / "fixtures" / "v3_authors_format.pt.xz").read()

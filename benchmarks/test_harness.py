@@ -74,3 +74,47 @@ def test_benchmark_smoke_runs_and_checks_outputs(tmp_path):
     assert {(r["dtype"], r["backend"]) for r in res["long"]} >= {("fp32", "torch"), ("bf16", "torch")}
     assert all(r["peak_rss_mib"] > 0 and isinstance(r["under_rss_goal"], bool) for r in res["long"])
     assert "| bf16 | torch |" in proc.stdout
+
+
+def _top_level_names(path: Path) -> set[str]:
+    """Names a module file defines or imports at its top level (read, not imported: test modules have fixtures)."""
+    import ast
+
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names |= {t.id for t in targets if isinstance(t, ast.Name)}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def test_every_benchmark_imports_names_that_exist():
+    """The benchmark scripts run by hand, not in CI, and import from the package and from the test modules inside
+    their functions: a renamed or moved name breaks them silently (``from conftest import responsive_model`` after
+    the helpers moved to tests/helpers.py). Every ``from M import name`` of the package, the benchmarks or a module of
+    tests/, at any depth, must name something M has."""
+    import ast
+    import importlib
+
+    test_modules = {p.stem: p for p in (ROOT / "tests").glob("*.py")}
+    checked = 0
+    for script in sorted((ROOT / "benchmarks").glob("*.py")):
+        for node in ast.walk(ast.parse(script.read_text(), filename=str(script))):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0):
+                continue
+            if node.module in test_modules:
+                have = _top_level_names(test_modules[node.module])
+                missing = [a.name for a in node.names if a.name not in have]
+            elif node.module.split(".")[0] in ("dcasenet_hub", "benchmarks"):
+                module = importlib.import_module(node.module)
+                missing = [a.name for a in node.names if not hasattr(module, a.name)
+                           and importlib.util.find_spec(f"{node.module}.{a.name}") is None]
+            else:
+                continue
+            assert not missing, f"{script.name}:{node.lineno}: {node.module} has no {', '.join(missing)}"
+            checked += len(node.names)
+    assert checked > 20  # the scripts do import from the package: the check is not vacuous
