@@ -482,5 +482,5 @@ def test_event_formats_are_checked_when_the_options_are_built():
     assert BatchOptions(task="predict", event_formats="raven, dcase").event_formats == ("raven", "dcase")
     with pytest.raises(ValueError, match="event_formats"):
         BatchOptions(task="predict", event_formats=("dcase", "xml"))
-    with pytest.raises(ValueError, match="event_formats=\(\): must be one or more of"):
+    with pytest.raises(ValueError, match=r"event_formats=\(\): must be one or more of"):
         BatchOptions(task="predict", event_formats=())
