@@ -152,19 +152,6 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def replace_dir(tmp: Path, final: Path) -> None:
-    """Move the finished folder ``tmp`` onto ``final``; an existing ``final`` is removed only after the swap."""
-    import shutil
-
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(tmp, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda p: p.write_bytes(data))
 
