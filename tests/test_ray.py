@@ -98,7 +98,7 @@ def test_ray_equals_single_process_for_paths_and_bytes(ray_local, corpus):
     broken = next(p for p in paths if p.endswith("broken.wav"))
     assert not ref_rows[broken]["ok"] and "broken.wav" in ref_rows[broken]["error"]
     kwargs = {"fn_constructor_kwargs": {"model": str(model_dir), "device": "cpu"}, "batch_size": 2,
-              "concurrency": 2, "num_cpus": 1}
+              "compute": ray.data.ActorPoolStrategy(size=2), "num_cpus": 1}
     got = _by_path(ray.data.from_items([{"path": p} for p in paths]).map_batches(DcaseNetBatch, **kwargs).take_all())
     assert sorted(got) == paths
     for p in paths:
@@ -123,7 +123,7 @@ def test_ray_predictions_from_arrays_equal_single_process(ray_local, corpus):
                  "sample_rate": np.array([SR] * len(items))})
     got = ray.data.from_items(items).map_batches(
         DcaseNetBatch, fn_constructor_kwargs={"model": str(model_dir), "task": "predict", "device": "cpu"},
-        batch_size=3, concurrency=2, num_cpus=1).take_all()
+        batch_size=3, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1).take_all()
     # rows come back in any order: the id column travels with each row
     assert sorted(int(row["id"]) for row in got) == list(range(len(items)))
     for row in got:
@@ -142,7 +142,7 @@ def test_killed_worker_batch_is_retried_nothing_lost_or_duplicated(ray_local, co
     ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(
         KillOnce, fn_constructor_kwargs={"model": str(model_dir), "device": "cpu", "flag": str(flag),
                                          "victim": "clip5.wav"},
-        batch_size=2, concurrency=2, num_cpus=1, max_restarts=-1, max_task_retries=-1)
+        batch_size=2, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1)  # Ray Data's default: restart, retry
     got = _by_path(ds.take_all())
     assert flag.exists(), "no worker was killed: the test did not test a retry"
     assert sorted(got) == paths

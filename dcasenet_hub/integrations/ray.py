@@ -9,8 +9,9 @@ Example:
     >>> import ray                                                            # doctest: +SKIP
     >>> from dcasenet_hub.integrations.ray import DcaseNetBatch               # doctest: +SKIP
     >>> ds = ray.data.read_binary_files("s3://bucket/audio/", include_paths=True)   # doctest: +SKIP
-    >>> ds.map_batches(DcaseNetBatch, fn_constructor_kwargs={"model": "dcasenet-v3"}, batch_size=32,
-    ...                concurrency=4).write_parquet("s3://bucket/embeddings/")    # doctest: +SKIP
+    >>> emb = ds.map_batches(DcaseNetBatch, fn_constructor_kwargs={"model": "dcasenet-v3"}, batch_size=32,
+    ...                      compute=ray.data.ActorPoolStrategy(size=4))          # doctest: +SKIP
+    >>> emb.write_parquet("s3://bucket/embeddings/")                          # doctest: +SKIP
 """
 
 from __future__ import annotations
