@@ -13,7 +13,8 @@ A block that cannot run here carries an HTML comment on the line before it::
     <!-- docs-test: skip needs the Hugging Face Hub -->
     <!-- docs-test: slow fine-tunes the network for 15 epochs -->
 
-``skip`` blocks are reported as skipped with the reason; ``slow`` ones run under the ``slow`` marker.
+``skip`` blocks are reported as skipped with the reason; ``slow`` ones run under the ``slow`` marker; every other
+block is an ``integration`` test (each is a process that loads the network: .ci/run runs them after the default suite).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _params() -> list:
             if b.doc in OWN_TEST:
                 b = Block(b.doc, b.line, b.lang, b.code, "skip", OWN_TEST[b.doc])
             marks = ([pytest.mark.skip(reason=f"{b.doc}:{b.line}: {b.reason}")] if b.mark == "skip" else
-                     [pytest.mark.slow] if b.mark == "slow" else [])
+                     [pytest.mark.slow] if b.mark == "slow" else [pytest.mark.integration])
             params.append(pytest.param(b, id=f"{b.doc}:{b.line}", marks=marks))
     return params
 

@@ -1,5 +1,6 @@
 """Trainer tests on miniature data: a joint step per architecture, resume = uninterrupted, fine-tuning, NaN stop,
-2-process DDP (gloo), export + from_pretrained, CLI. Sizes are tiny so the default run stays quick on 2 CPU cores."""
+2-process DDP (gloo), export + from_pretrained, CLI. Sizes are tiny; the whole runs of the trainer (several stages,
+evaluation, export) carry the ``integration`` marker, so the default suite keeps the single steps and checks."""
 
 from __future__ import annotations
 
@@ -140,6 +141,7 @@ def test_losses_match_the_authors_definitions(tiny_batches):
     assert torch.allclose(mixed["tag"], ref)
 
 
+@pytest.mark.integration
 def test_resume_equals_uninterrupted_run(tiny, tmp_path):
     """Stop after epoch 1 (checkpoint written), resume: same losses, metrics, LR schedule and weights."""
     import math
@@ -179,6 +181,7 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
     assert sa["history"][0]["loss"] != sa["history"][1]["loss"]
 
 
+@pytest.mark.integration
 def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsys):
     """CLI train with fine-tuning at lr 0: each fine-tuned model keeps its joint best parameters; exports load."""
     from safetensors.torch import load_file
@@ -423,6 +426,7 @@ def scene_clips(tmp_path_factory):
     return {"asc_root": roots.asc, "cache_dir": base / "cache"}
 
 
+@pytest.mark.integration
 def test_evaluate_scene_accuracy_equals_predict(scene_clips, responsive_v3):
     """The trainer's ``evaluate`` scene accuracy equals the accuracy of ``DcaseNet.predict``'s top scene on the same
     files, and its per-file scene probabilities are predict's: within 1e-5 on the prepared 24 kHz 16-bit audio
