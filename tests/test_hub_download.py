@@ -110,8 +110,8 @@ def test_download_verify_convert_and_cache_layout(env: Path, server: LoopbackSer
 
 def test_official_download_lands_in_the_package_cache_not_the_hf_cache(
         env: Path, tmp_path: Path, server: LoopbackServer, fixture_sha1: str) -> None:
-    """(a) If official downloads still went to the Hugging Face cache (as up to 0.1.0, under a made-up repo id), the
-    HF cache would not stay absent and scan-cache would list 'dcasenet-hub/fixture-v3'."""
+    """Broken variant caught: official downloads stored in the Hugging Face cache (under a made-up repo id) would
+    leave files there and scan-cache would list 'dcasenet-hub/fixture-v3'."""
     from huggingface_hub import scan_cache_dir
 
     hf_cache = tmp_path / "hf-cache"
@@ -124,6 +124,27 @@ def test_official_download_lands_in_the_package_cache_not_the_hf_cache(
     # cache_dir= still overrides the environment
     other = tmp_path / "other"
     assert hub.download("fixture-v3", cache_dir=other, progress=False).is_relative_to(other / "models")
+
+
+@pytest.mark.parametrize("source", ["official download", "authors' .pt file", "converted folder"])
+def test_loading_weights_leaves_the_callers_random_stream_alone(source: str, env: Path, authors_checkpoint: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load builds the network on the meta device and takes the stored tensors: no random initialisation runs, so
+    the caller's seeded random stream gives the same numbers after a load as without it.
+
+    Broken variant caught: building ``cls(config)`` on the CPU before loading (any of the three ways in) draws the
+    initial weights from that stream, and the next ``torch.rand`` differs.
+    """
+    name = {"official download": "fixture-v3", "authors' .pt file": str(authors_checkpoint),
+            "converted folder": None}[source]
+    if name is None:
+        name = str(hub.download("fixture-v3", progress=False))  # downloaded before the stream is seeded
+    torch.manual_seed(1234)
+    expected = torch.rand(4)
+    torch.manual_seed(1234)
+    model = dcasenet_hub.from_pretrained(name)
+    assert torch.equal(torch.rand(4), expected)
+    assert not any(t.is_meta for t in model.state_dict().values())
 
 
 def test_second_load_uses_cache_with_server_stopped(env: Path, server: LoopbackServer,

@@ -240,15 +240,30 @@ def convert_checkpoint(
 
         config = dataclasses.replace(config, provenance=config.provenance.replace(
             "converted to safetensors by dcasenet-hub", "read by dcasenet-hub (not converted)"))
-    model = model_class(cls)(config)
-    model.load_state_dict_strict(state, source=str(path))
+    model = build_loaded(cls, config, state, source=str(path))
     model.eval()
     if output_dir is not None:
         save_pretrained(model, output_dir)
     return model
 
 
-def model_class(cls: type[DcaseNetModule] | None) -> type[DcaseNetModule]:
+def build_loaded(cls: type[DcaseNetModule] | None, config: ModelConfig, state: dict[str, Any], *,
+                 source: str) -> DcaseNetModule:
+    """``cls(config)`` (default: the bare network) holding exactly the tensors of ``state``.
+
+    The model is built on the ``meta`` device, so no random initialisation runs for the loaded weights to overwrite
+    (most of the time of a load otherwise); ``load_state_dict_strict`` then takes the tensors and refuses any missing,
+    unexpected or mis-shaped key.
+    """
+    import torch
+
+    with torch.device("meta"):
+        model = _model_class(cls)(config)
+    model.load_state_dict_strict(state, source=source, assign=True)
+    return model
+
+
+def _model_class(cls: type[DcaseNetModule] | None) -> type[DcaseNetModule]:
     """The class to build: the caller's (``DcaseNet.from_pretrained`` passes its own), else the bare network."""
     if cls is not None:
         return cls
@@ -281,13 +296,7 @@ def load_safetensors(path: Path, config: ModelConfig | None, cls: type[DcaseNetM
         arch = infer_arch(set(state), {k: tuple(v.shape) for k, v in state.items()})
         config = ModelConfig(arch=arch, model_id=str(path),
                              provenance=f"{path} (no config: architecture inferred from its keys)")
-    import torch
-
-    # built on the meta device: no random initialisation for the loaded weights to overwrite (0.12 s of v3's load)
-    with torch.device("meta"):
-        model = model_class(cls)(config)
-    model.load_state_dict_strict(state, source=str(path), assign=True)
-    return model
+    return build_loaded(cls, config, state, source=str(path))
 
 
 def safetensors_metadata(data: bytes) -> dict[str, str]:

@@ -34,7 +34,7 @@ from dcasenet_hub.hub.cache import (
     write_snapshot,
 )
 from dcasenet_hub.hub.checkpoint import (
-    model_class,
+    build_loaded,
     official_config,
     read_authors_checkpoint,
     serialize,
@@ -128,8 +128,8 @@ def fetch_official(model_id: str, entry: dict[str, Any], source: dict[str, Any],
             prune(repo, cache)
             raise
         try:
-            model = model_class(None)(official_config(model_id, entry, source))
-            model.load_state_dict_strict(read_authors_checkpoint(partial), source=f"{url} ({model_id})")
+            model = build_loaded(None, official_config(model_id, entry, source), read_authors_checkpoint(partial),
+                                 source=f"{url} ({model_id})")
             snap = write_snapshot(repo, sha1, serialize(model))
         except BaseException:
             partial.unlink(missing_ok=True)
