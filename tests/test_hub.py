@@ -53,8 +53,8 @@ def test_save_pretrained_round_trip(saved_dir: Path, v3_model: DcaseNet) -> None
 def test_loading_builds_no_random_weights_and_takes_the_files_as_float32(saved_dir: Path, v3_model: DcaseNet,
                                                                         tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A saved model is built on the meta device and takes the file's tensors: no random initialisation runs (it
-    cost 0.12 s of v3's load), nothing is left without storage, and a float16 file still loads as float32."""
+    """A saved model is built on the meta device and takes the file's tensors: no random initialisation runs,
+    nothing is left without storage, and a float16 file still loads as float32."""
     real_init: list[bool] = []  # one entry per initialised tensor that has storage (not on the meta device)
     real = torch.nn.init.kaiming_uniform_
 
