@@ -38,6 +38,41 @@ def _rows(path: Path) -> list[dict[str, str]]:
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def test_weights_replaced_between_planning_and_loading_are_refused(tmp_path, v3_model, responsive_v3):
+    """A job fingerprints a named model when it is planned and loads it only when some input needs computing; weights
+    copied over the folder in between stop the job (a model error, nothing computed) instead of being recorded under
+    the first weights' fingerprint.
+
+    Broken variant caught: without the check after loading, the job raises nothing and writes outputs computed with
+    the new weights under the old fingerprint, which a later run with the old weights would skip as complete (the
+    last lines check that such a run computes its output instead).
+    """
+    import dcasenet_hub
+    from dcasenet_hub.batch import run
+    from dcasenet_hub.errors import ModelError
+    from dcasenet_hub.hub.api import save_pretrained
+
+    audio = _folder(tmp_path / "in", 1, seconds=2.0)
+    model, old, new = tmp_path / "model", tmp_path / "old", tmp_path / "new"
+    save_pretrained(v3_model, model)
+    save_pretrained(v3_model, old)
+    save_pretrained(responsive_v3, new)
+
+    def copy_then_load(name: str):
+        for f in ("config.json", "model.safetensors"):
+            shutil.copyfile(new / f, model / f)
+        return dcasenet_hub.from_pretrained(name)
+
+    out = tmp_path / "out"
+    with pytest.raises(ModelError, match="changed while the job started"):
+        run(str(model), [audio], out, progress=False, load=copy_then_load)
+    assert not list(out.glob("*.npz"))
+    for f in ("config.json", "model.safetensors"):  # the first weights back: nothing of theirs was recorded
+        shutil.copyfile(old / f, model / f)
+    report = run(str(model), [audio], out, progress=False)
+    assert [i.status for i in report.items] == ["ok"]
+
+
 def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_path, v3_model, responsive_v3):
     from dcasenet_hub.hub.api import save_pretrained
     from dcasenet_hub.inference.pipeline import embed
