@@ -126,8 +126,8 @@ def test_official_download_lands_in_the_package_cache_not_the_hf_cache(
 
 
 @pytest.mark.parametrize("source", ["official download", "authors' .pt file", "converted folder"])
-def test_loading_weights_leaves_the_callers_random_stream_alone(source: str, env: Path, authors_checkpoint: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_loading_weights_leaves_the_callers_random_stream_alone(source: str, env: Path,
+                                                                 authors_checkpoint: Path) -> None:
     """A load builds the network on the meta device and takes the stored tensors: no random initialisation runs, so
     the caller's seeded random stream gives the same numbers after a load as without it.
 
