@@ -41,6 +41,15 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+
+def test_parquet_is_built_into_a_relative_output_folder(folder, tmp_path, authors_checkpoint, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # -o as a newcomer types it: relative to the working directory
+    assert main(["embed", str(folder), "-o", "emb/", "--model", str(authors_checkpoint), "-q", "--format",
+                 "parquet"]) == 0, capsys.readouterr().err
+    table = read_embeddings(tmp_path / "emb")
+    assert sorted(Path(n).with_suffix("").as_posix() for n in table.clip_files) == sorted(_npz(tmp_path / "emb"))
+    assert len(table.clip_files) == 3 and len(table.frame_files) > 3
+
 def test_parquet_equals_npz_bit_for_bit_and_is_built_after_shards(folder, tmp_path, authors_checkpoint, caplog):
     out = tmp_path / "emb"
     base = ["embed", str(folder), "-o", str(out), "--model", str(authors_checkpoint), "-q", "--format", "parquet"]

@@ -187,7 +187,7 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None,
         if parquet:
             from dcasenet_hub.batch.tables import write_parquet
 
-            write_parquet(out_dir, located)
+            write_parquet(out_dir, [{**r, "output": r["_output"]} for r in rows])  # outputs relative to OUTDIR
     return located
 
 

@@ -48,7 +48,6 @@ def _pyarrow() -> Any:
 def _rel_name(row: dict[str, str], out_dir: Path, suffix: str) -> str:
     from dcasenet_hub.batch.index import display
 
-    # index.csv names outputs relative to OUTDIR; rows handed over by the rebuild carry full paths (both work)
     output = os.path.relpath(Path(out_dir) / row["output"][: -len(suffix)], out_dir)
     return display(Path(output).as_posix() + Path(row["input"]).suffix)
 
@@ -104,7 +103,8 @@ class _ShardWriter:
 
 def write_parquet(out_dir: str | Path, rows: Sequence[dict[str, str]], *,
                   rows_per_shard: int = ROWS_PER_SHARD) -> list[Path]:
-    """(Re)build ``OUTDIR/parquet/`` from the ``.npz`` files of every complete input of index ``rows``.
+    """(Re)build ``OUTDIR/parquet/`` from the ``.npz`` files of every complete input of index ``rows`` (outputs
+    named relative to ``out_dir``, as in ``index.csv``).
 
     Shards left from an earlier, larger run (higher numbers) are removed, so the folder holds this index only.
 
