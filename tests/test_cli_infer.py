@@ -175,6 +175,19 @@ def test_usage_errors_exit_2(tmp_path, authors_checkpoint, capsys):
     assert "1 <= I <= N" in capsys.readouterr().err
 
 
+def test_a_missing_input_among_others_fails_alone(tmp_path, authors_checkpoint, monkeypatch, capsys):
+    """Named relative to the working directory, as typed; index.csv names every input by its absolute path."""
+    monkeypatch.chdir(tmp_path)
+    sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
+    (tmp_path / "link.wav").symlink_to("nowhere.wav")
+    rc = main(["embed", "typo.wav", "link.wav", "x.wav", "-o", "out", "--model", str(authors_checkpoint), "-q"])
+    assert rc == 1 and "typo.wav: input not found; check the path" in capsys.readouterr().err
+    rows = list(csv.DictReader((tmp_path / "out" / "index.csv").open()))
+    assert [(r["input"], r["status"]) for r in rows] == [(str(tmp_path / "link.wav"), "failed"),
+                                                         (str(tmp_path / "typo.wav"), "failed"),
+                                                         (str(tmp_path / "x.wav"), "ok")]
+
+
 def test_output_collision_is_reported_not_overwritten(tmp_path, authors_checkpoint):
     sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
     sf.write(tmp_path / "x.flac", _tone(0.3, 24000, 2), 24000)

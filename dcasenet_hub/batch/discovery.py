@@ -95,8 +95,9 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
 
     Folders are searched recursively for :data:`AUDIO_EXTENSIONS` (hidden files and folders skipped); a folder's
     files keep their path relative to it, other files their path relative to their common parent folder. A file
-    named more than once (directly, in a folder or a list) comes once. A symlink that loops or points nowhere comes
-    back as an item with ``status="failed"`` and the reason, without stopping the others.
+    named more than once (directly, in a folder or a list) comes once. A symlink that loops or points nowhere, and a
+    path that does not exist, come back as an item with ``status="failed"`` and the reason, without stopping the
+    others.
 
     Args:
         inputs: Files, folders and list files (``.txt .lst .list .scp``).
@@ -105,7 +106,7 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         The items, folders' files in sorted order.
 
     Raises:
-        FileNotFoundError: an input does not exist.
+        FileNotFoundError: none of the inputs exists (a mistyped path; nothing to do).
         ValueError: a list file cannot be read.
 
     Example:
@@ -115,10 +116,11 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
     rooted: list[tuple[Path, PurePosixPath]] = []
     loose: list[Path] = []
     broken: list[Item] = []
+    missing: list[Path] = []
     for arg in inputs:
         p = Path(arg).expanduser()
         if p.is_symlink() and _real(p) is None:
-            broken.append(Item(path=p, rel=PurePosixPath(p.name), status="failed",
+            broken.append(Item(path=Path(os.path.abspath(p)), rel=PurePosixPath(p.name), status="failed",
                                error=f"{p} is a symlink loop or a broken symlink (points to {os.readlink(p)}); "
                                      "fix or remove the link"))
             continue
@@ -134,7 +136,11 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         elif p.exists():
             loose.append(p)
         else:
-            raise FileNotFoundError(f"input not found: {arg}")
+            missing.append(p)
+    if missing and not (rooted or loose or broken):  # a mistyped path, not one bad input among others
+        raise FileNotFoundError(f"input not found: {', '.join(map(str, missing))}")
+    broken += [Item(path=Path(os.path.abspath(p)), rel=PurePosixPath(p.name), status="failed",
+                    error=f"{p}: input not found; check the path") for p in missing]
     if loose:
         root = Path(os.path.commonpath([str(f.resolve().parent) for f in loose]))
         rooted += [(f, PurePosixPath(f.resolve().relative_to(root).as_posix())) for f in loose]
