@@ -175,6 +175,18 @@ def test_usage_errors_exit_2(tmp_path, authors_checkpoint, capsys):
     assert "1 <= I <= N" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("args", ["embed x.wav -o o --layer foo", "embed x.wav", "predict",
+                                  "embed x.wav -o o --hop 0.1abc", "data make-mini"])
+def test_argument_errors_are_one_line_naming_help(args, capsys):
+    argv = args.split()
+    command = "dcasenet-hub " + " ".join(argv[:2] if argv[0] == "data" else argv[:1])
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1, err  # no usage block before it
+    assert err.startswith(f"{command}: error: ") and err.rstrip().endswith(f"(see `{command} --help`)"), err
+
+
 def test_a_missing_input_among_others_fails_alone(tmp_path, authors_checkpoint, monkeypatch, capsys):
     """Named relative to the working directory, as typed; index.csv names every input by its absolute path."""
     monkeypatch.chdir(tmp_path)

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
 from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code, flag_message
@@ -59,6 +59,13 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _HANDLER: logging.Handler | None = None
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a usage error on one line naming the fix (``--help``), not the whole usage block first."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     """Level and handler of the package's logger only; the root logger (and matplotlib's, torch's ...) is untouched."""
     global _HANDLER
@@ -91,7 +98,7 @@ def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from dcasenet_hub import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="dcasenet-hub",
         description="DcaseNet: acoustic scenes, audio tags and sound events from one pretrained network.",
         epilog=EPILOG,
