@@ -103,3 +103,14 @@ def test_int8_needs_the_model_it_quantizes(responsive_v3):
 
     with pytest.raises(OptionsError, match="dtype='int8': quantizes a model's weights; pass the DcaseNet loaded"):
         embed(optimize_for_inference(responsive_v3), _clip(2.0, 1), sample_rate=24000, dtype="int8")
+
+
+def test_fp16_on_the_cpu_is_advised_against_once_per_model(caplog):
+    from dcasenet_hub import build_model
+
+    model = build_model("v3", seed=0).eval()  # its own: no fp16 copy made by an earlier test
+    with caplog.at_level("WARNING", logger="dcasenet_hub"):
+        embed(model, _clip(2.0, 0), sample_rate=24000, dtype="fp16")
+        embed(model, _clip(2.0, 1), sample_rate=24000, dtype="fp16")
+    advice = [r for r in caplog.records if "float16 autocast on CPU" in r.getMessage()]
+    assert len(advice) == 1, [r.getMessage() for r in advice]

@@ -58,10 +58,11 @@ def inference_runner(
                                             "checkpoint, not an ONNX graph or an optimize_for_inference copy")
     if isinstance(model.runtime, OnnxRuntime):
         return model
-    if isinstance(model.runtime, FastRuntime) and (dtype is None or resolve_dtype(dtype, device=target) ==
+    # resolved without the device: optimize_for_inference, which makes the copy, gives the fp16-on-CPU advice once
+    if isinstance(model.runtime, FastRuntime) and (dtype is None or resolve_dtype(dtype) ==
                                                    model.runtime.options.dtype):
         return model if next(model.parameters()).device == target else optimize_for_inference(model, device=target)
-    key = (INT8 if int8 else resolve_dtype(dtype, device=target), target, backend, _tensors(model))
+    key = (INT8 if int8 else resolve_dtype(dtype), target, backend, _tensors(model))
     cached = model.inference_copies.get(key)
     if cached is not None:
         return cached
