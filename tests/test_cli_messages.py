@@ -55,3 +55,38 @@ def test_plot_refuses_an_unknown_image_format_before_loading_the_model(tmp_path:
     assert code == 2, err
     assert err.count("\n") == 1 and ".xyz" in err and ".png" in err, err
     assert not (tmp_path / "p.xyz").exists()
+
+
+@pytest.mark.parametrize("case", ["offline and not cached", "damaged checkpoint", "unknown label threshold"])
+def test_a_job_that_cannot_start_writes_nothing(case: str, tmp_path: Path, authors_checkpoint: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))  # empty
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(authors_checkpoint.read_bytes()[:100_000])
+    model, extra, expected = {
+        "offline and not cached": ("dcasenet-v3", [], 3),
+        "damaged checkpoint": (str(damaged), [], 3),
+        "unknown label threshold": (str(authors_checkpoint), ["--threshold", "cat=0.5"], 2)}[case]
+    out = tmp_path / "out"
+    code = main(["predict", str(_wav(tmp_path / "a.wav")), "-o", str(out), "--model", model, "-q", *extra])
+    err = capsys.readouterr().err
+    assert code == expected, err
+    assert not out.exists()  # no folder of "pending" rows for a job that never ran
+
+
+def test_a_model_that_cannot_be_fetched_is_tried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: the download fails at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="dcasenet_hub"):
+        code = main(["embed", str(_wav(tmp_path / "a.wav")), "-o", str(out), "--model", "dcasenet-v3"])
+    tries = [r for r in caplog.records if r.getMessage().startswith("Downloading dcasenet-v3")]
+    assert code == 3 and len(tries) == 1 and not out.exists(), [r.getMessage() for r in caplog.records]

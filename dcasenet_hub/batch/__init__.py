@@ -259,6 +259,7 @@ class Plan:
         from dcasenet_hub._io import clean_stale_temp_files
         from dcasenet_hub.batch.distributed import local_device
         from dcasenet_hub.inference.pipeline import iterate
+        from dcasenet_hub.inference.settings import select_labels
 
         model, out_dir, launched, task = self.model, self.output_dir, self.launched, self.task
         report = Report(task, self.items, self.index_path, processes=launched[1] if launched else None)
@@ -282,12 +283,6 @@ class Plan:
                 report.problems.append(f"cannot update {display(str(self.index_path))}: {_write_error(exc)}")
                 return None
 
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs are kept
-                logger.info("removed a stale temporary file of a killed run: %s", display(str(p)))
-        except OSError as exc:
-            report.problems.append(f"cannot write the output folder {display(str(out_dir))}: {_write_error(exc)}")
         todo: list[Item] = []
         metas: dict[int, dict[str, Any]] = {}
         for item in report.items:
@@ -299,14 +294,23 @@ class Plan:
                 item.status = "skipped"
                 continue
             todo.append(item)
-        note(report.items)
-        index(done=False)
-        if todo:
+        if todo:  # a model that cannot be loaded, or label options it does not have, stop the job before it writes
             if isinstance(model, (str, Path)):
                 if load is None:
                     from dcasenet_hub.inference.model import from_pretrained as load
                 model = load(str(model))
                 self._check_loaded_weights()
+            cfg = model.config
+            select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), self.options.inference)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs are kept
+                logger.info("removed a stale temporary file of a killed run: %s", display(str(p)))
+        except OSError as exc:
+            report.problems.append(f"cannot write the output folder {display(str(out_dir))}: {_write_error(exc)}")
+        note(report.items)
+        index(done=False)
+        if todo:
             inference = self.options.inference
             device = inference.device
             if device is None and isinstance(self.model, (str, Path)):

@@ -129,9 +129,12 @@ def model_identity(name: str | Path) -> dict[str, Any]:
     ``model_sha256`` is a SHA-256 of the bytes that loading reads: a local folder's ``config.json`` and
     ``model.safetensors`` (in that order), a local file's bytes, or, for a manifest id or a Hugging Face repo id,
     the same two files of the cached folder it loads from (fetched first if needed). So weights copied over the old
-    ones, or an id re-pointed to other weights (``DCASENET_HUB_MANIFEST``), are seen. When a name cannot be resolved
-    (offline and not cached, unknown), ``model_sha256`` is ``None``: no earlier output matches, and loading the model
-    reports why it cannot be had.
+    ones, or an id re-pointed to other weights (``DCASENET_HUB_MANIFEST``), are seen. Another name (no file, no
+    known id) gives ``model_sha256`` ``None``: no earlier output matches, and loading the model says what is wrong.
+
+    Raises:
+        ModelError, DownloadError: a manifest or Hugging Face id that cannot be fetched (offline and not cached, a
+            failed download or checksum), as loading it would.
 
     Example:
         >>> model_identity("dcasenet-v3")["model"]                                   # doctest: +SKIP
@@ -142,10 +145,7 @@ def model_identity(name: str | Path) -> dict[str, Any]:
     if p.exists():
         files = _folder_files(p) if p.is_dir() else [p]
         return {"model": str(p.resolve()), "model_sha256": _files_sha256(files)}
-    try:
-        folder = _named_folder(str(name))
-    except (OSError, ValueError, RuntimeError, KeyError):  # loading says why, with its exit code
-        folder = None
+    folder = _named_folder(str(name))
     if folder is None:
         return {"model": str(name), "model_sha256": None}
     return {"model": str(name), "model_sha256": _files_sha256(_folder_files(Path(folder)))}

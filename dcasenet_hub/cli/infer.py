@@ -363,6 +363,7 @@ def _batch_options(args: argparse.Namespace, task: str) -> Any:
 def _run(args: argparse.Namespace, task: str) -> int:
     from dcasenet_hub import batch
     from dcasenet_hub.cli.common import check_model_name
+    from dcasenet_hub.errors import DownloadError, ModelError, ModelLoadError
 
     _limit_heap_retention()
     check_model_name(args.model)  # before anything reads it (a FIFO or /dev/zero would block or never end)
@@ -381,6 +382,8 @@ def _run(args: argparse.Namespace, task: str) -> int:
                               "(it is created if missing)")
         try:
             plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
+        except (ModelError, DownloadError) as exc:  # the named model cannot be fetched: as loading says it
+            raise ModelLoadError(str(args.model), exc) from None
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
             raise _UsageError(_usage_message(exc, args)) from None
     except _UsageError as exc:
