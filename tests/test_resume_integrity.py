@@ -132,6 +132,28 @@ def test_predict_resume_recomputes_when_csv_and_json_come_from_different_runs(tm
     assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"] and (out / "f0.scores.tsv").is_file()
 
 
+@pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])
+def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
+    task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")
+    audio, out = _folder(tmp_path / "in", 3), tmp_path / "out"
+    cmd = [task, str(audio), "-o", str(out), "--model", str(authors_checkpoint), "-q"]
+    assert main(cmd) == 0
+    damaged = out / f"f1{suffix}"
+    if suffix == ".npz":
+        with open(damaged, "r+b") as fh:
+            fh.truncate(int(damage.split()[3]))
+    else:
+        damaged.write_text(json.dumps({**json.loads(damaged.read_text()), "meta": [1]}))
+    capsys.readouterr()
+    assert main(cmd) == 0, capsys.readouterr().err
+    assert "3 inputs: 1 done, 2 already complete (skipped), 0 failed" in capsys.readouterr().err
+    if suffix == ".npz":
+        with np.load(damaged) as z:
+            assert z["clip"].shape == (512,)
+    else:
+        assert json.loads(damaged.read_text())["meta"]["task"] == "predict"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 8. a kill loses at most the files in flight: stale temporary files, appended index rows, SIGKILL of a real run
 # ----------------------------------------------------------------------------------------------------------------

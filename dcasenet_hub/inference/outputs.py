@@ -258,15 +258,21 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any] | None:
-    """The ``meta`` dict of an output file (``.npz`` or ``.json``), or ``None`` if missing or unreadable."""
+    """The ``meta`` dict of an output file (``.npz`` or ``.json``), or ``None`` if missing, damaged or unreadable."""
+    import zipfile
+    import zlib
+
     path = Path(path)
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
-                return json.loads(str(z["meta"]))
-        return json.loads(path.read_text(encoding="utf-8")).get("meta")
-    except (OSError, ValueError, KeyError, AttributeError):
+                meta = json.loads(str(z["meta"]))
+        else:
+            meta = json.loads(path.read_text(encoding="utf-8")).get("meta")
+    # what a cut or overwritten file raises on the way (a cut .npz: EOFError or BadZipFile)
+    except (OSError, ValueError, KeyError, AttributeError, EOFError, zipfile.BadZipFile, zlib.error):
         return None
+    return meta if isinstance(meta, dict) else None
 
 
 # ----------------------------------------------------------------------------------------------------------------
