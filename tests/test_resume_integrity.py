@@ -132,6 +132,21 @@ def test_predict_resume_recomputes_when_csv_and_json_come_from_different_runs(tm
     assert [r["status"] for r in _rows(out / "index.csv")] == ["ok"] and (out / "f0.scores.tsv").is_file()
 
 
+def test_events_csv_lists_what_the_json_vouches_for_not_a_killed_runs_events_file(tmp_path, authors_checkpoint):
+    """A run killed between writing an input's .events.csv and its .json leaves the earlier run's .json (which the
+    index describes) beside a newer events file; another writer's rebuild of events.csv must not take the latter."""
+    audio, out = _folder(tmp_path / "in", 2, seconds=2.0), tmp_path / "out"
+    model = ["--model", str(authors_checkpoint), "-q"]
+    assert main(["predict", str(audio / "f0.wav"), "-o", str(out), "--threshold", "0.2", *model]) == 0
+    vouched = json.loads((out / "f0.json").read_text())["events"]["list"]
+    assert vouched  # something to lose
+    (out / "f0.events.csv").write_text("filename,onset,offset,event_label\nf0.wav,0.000,0.100,Speech\n")
+    assert main(["predict", str(audio / "f1.wav"), "-o", str(out), *model]) == 0  # another input, same folder
+    listed = [r for r in _rows(out / "events.csv") if r["filename"] == "f0.wav"]
+    assert [(float(r["onset"]), float(r["offset"]), r["event_label"]) for r in listed] == [
+        (round(e["onset"], 3), round(e["offset"], 3), e["event_label"]) for e in vouched]
+
+
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])
 def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
     task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")

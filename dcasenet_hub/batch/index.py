@@ -82,9 +82,14 @@ def write_index(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
 def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
     """Concatenate the event lists of every complete input of index ``rows`` (this run's and earlier runs').
 
+    Each input's ``.events.csv`` counts only when its ``.json`` vouches for it (the digest it records): one left by
+    a run killed before its ``.json`` is replaced by the ``.json`` 's own event list, which the index describes.
+
     Example:
         >>> write_all_events("pred/events.csv", read_index("pred/index.csv"))   # doctest: +SKIP
     """
+    from dcasenet_hub.hub.fetch import sha256_file
+
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(EVENTS_COLUMNS)
@@ -95,12 +100,25 @@ def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
         events = Path(output[: -len(".json")] + ".events.csv")
         try:
             with open(events, encoding="utf-8", newline="") as fh:
-                records = list(csv.reader(fh))
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                records = [r for r in list(csv.reader(fh))[1:] if r]
+            vouched = json.loads(Path(output).read_text(encoding="utf-8"))
+            digest = ((vouched.get("meta") or {}).get("digests") or {}).get("events")  # older outputs have none
+            if digest is not None and digest != sha256_file(events):
+                logger.warning("events.csv: %s is not the one %s vouches for (a killed run's); its events are "
+                               "taken from the .json", events, output)
+                name = _event_file_name(Path(path).parent, output, row["input"])
+                records = [[name, f"{float(e['onset']):.3f}", f"{float(e['offset']):.3f}", str(e["event_label"])]
+                           for e in vouched["events"]["list"]]
+        except (OSError, UnicodeDecodeError, csv.Error, ValueError, KeyError, TypeError, AttributeError) as exc:
             logger.warning("events.csv: skipping %s (%s)", events, one_line(exc))
             continue
-        w.writerows(r for r in records[1:] if r)
+        w.writerows(records)
     atomic_write_text(Path(path), buf.getvalue())
+
+
+def _event_file_name(out_dir: Path, output: str, source: str) -> str:
+    """The input's name in event and duration lists: its output's path under ``out_dir`` with the input's suffix."""
+    return display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(source).suffix)
 
 
 def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[str, str]]) -> None:
@@ -118,8 +136,7 @@ def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[s
         output = row.get("output", "")
         if row.get("status") not in ("ok", "skipped") or not output.endswith(".json") or not row.get("duration_s"):
             continue
-        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
-        lines.append(f"{rel}\t{row['duration_s']}")
+        lines.append(f"{_event_file_name(Path(out_dir), output, row['input'])}\t{row['duration_s']}")
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 
@@ -146,7 +163,7 @@ def write_all_selections(path: str | Path, out_dir: str | Path, rows: Sequence[d
         except (OSError, ValueError, KeyError, TypeError) as exc:
             logger.warning("events.selections.txt: skipping %s (%s)", output, one_line(exc))
             continue
-        rel = display(Path(os.path.relpath(output[: -len(".json")], out_dir)).as_posix() + Path(row["input"]).suffix)
+        rel = _event_file_name(Path(out_dir), output, row["input"])
         events += [(on, off, label, high) for on, off, label in listed]
         files += [(rel, start)] * len(listed)
         start += duration
