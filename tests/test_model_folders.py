@@ -117,6 +117,26 @@ def test_a_commit_left_by_a_killed_writer_is_finished_on_load(v3_model: DcaseNet
     assert not staging.exists()
 
 
+@pytest.mark.parametrize("moved", [(), ("model.safetensors",)])
+def test_resume_fingerprints_a_folder_with_a_pending_commit_as_the_committed_model(
+        v3_model: DcaseNet, tmp_path: Path, moved: tuple[str, ...]) -> None:
+    """From the commit rename on the folder is the new model: a job's fingerprint (taken before anything loads and
+    finishes the moves) must be the new model's, or outputs of the old weights would be skipped as complete."""
+    from dcasenet_hub.batch.resume import model_identity
+
+    out, other, commit, files = _folder_with_a_commit_of_other_weights(v3_model, tmp_path)
+    old = model_identity(out)["model_sha256"]
+    for name, data in files.items():
+        (commit / name).write_bytes(data)
+    for name in moved:  # killed after these moves
+        os.replace(commit / name, out / name)
+    new = model_identity(out)["model_sha256"]
+    other.save_pretrained(tmp_path / "other")
+    assert new != old and new == model_identity(tmp_path / "other")["model_sha256"]
+    dcasenet_hub.from_pretrained(out)  # finishes the moves: the same files, the same fingerprint
+    assert not commit.exists() and model_identity(out)["model_sha256"] == new
+
+
 def _run_killed(args: list[str], nth: int, when: str) -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent.parent), os.environ.get(
         "PYTHONPATH", "")])}

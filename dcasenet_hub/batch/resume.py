@@ -107,7 +107,10 @@ def _files_sha256(files: list[Path]) -> str:
 
 
 def _folder_files(folder: Path) -> list[Path]:
-    return [folder / f for f in _MODEL_FILES if (folder / f).is_file()]
+    """The model files as loading will read them: those of a commit a killed writer left are already the folder's."""
+    from dcasenet_hub.hub.folder import current_file
+
+    return [path for path in (current_file(folder, f) for f in _MODEL_FILES) if path.is_file()]
 
 
 def _named_folder(name: str) -> Path | None:
