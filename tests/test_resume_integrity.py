@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -145,6 +146,31 @@ def test_events_csv_lists_what_the_json_vouches_for_not_a_killed_runs_events_fil
     listed = [r for r in _rows(out / "events.csv") if r["filename"] == "f0.wav"]
     assert [(float(r["onset"]), float(r["offset"]), r["event_label"]) for r in listed] == [
         (round(e["onset"], 3), round(e["offset"], 3), e["event_label"]) for e in vouched]
+
+
+def test_another_runs_input_with_the_same_output_name_fails_instead_of_taking_or_overwriting_it(
+        tmp_path, authors_checkpoint, capsys):
+    """in1/x.wav today, in2/x.wav tomorrow, into one folder: same size and date, other audio. The second is neither
+    skipped on the first's output nor written over it while the first still exists."""
+    a, b = tmp_path / "in1" / "x.wav", tmp_path / "in2" / "x.wav"
+    for path, seed in ((a, 1), (b, 2)):
+        path.parent.mkdir()
+        sf.write(path, _tone(2.0, 16000, seed), 16000)
+        os.utime(path, ns=(1_700_000_000 * 10**9, 1_700_000_000 * 10**9))
+    out = tmp_path / "out"
+    model = ["--model", str(authors_checkpoint), "-q"]
+    assert main(["predict", str(a.parent), "-o", str(out), *model]) == 0
+    first = (out / "x.json").read_bytes()
+    capsys.readouterr()
+    assert main(["predict", str(b.parent), "-o", str(out), *model]) == 1
+    assert f"holds the result of {a}" in capsys.readouterr().err
+    assert (out / "x.json").read_bytes() == first
+    rows = {r["input"]: r for r in _rows(out / "index.csv")}
+    assert rows[str(a)]["status"] == "ok" and rows[str(b)]["status"] == "failed"
+    assert [r["filename"] for r in _rows(out / "events.csv")].count("x.wav") == len(json.loads(first)["events"]["list"])
+    a.unlink()  # the first input is gone: its output is the second's to write
+    assert main(["predict", str(b.parent), "-o", str(out), *model]) == 0
+    assert json.loads((out / "x.json").read_text())["source"] == str(b)
 
 
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])

@@ -72,6 +72,7 @@ from dcasenet_hub.batch.resume import (
     is_complete,
     loaded_identity,
     model_identity,
+    other_owner,
     outputs_for,
     settings_meta,
     sha256,
@@ -102,6 +103,7 @@ __all__ = [
     "loaded_identity",
     "model_identity",
     "one_line",
+    "other_owner",
     "outputs_for",
     "parse_shard",
     "prepare",
@@ -292,6 +294,12 @@ class Plan:
             metas[id(item)] = meta
             if not self.overwrite and is_complete(item, meta):
                 item.status = "skipped"
+                continue
+            owner = other_owner(item)
+            if owner is not None:  # as for two inputs of one run: the second fails instead of overwriting
+                item.status = "failed"
+                item.error = display(f"output {item.output} holds the result of {owner} (an earlier run's input "
+                                     "with the same output name); rename one of the files or use another -o")
                 continue
             todo.append(item)
         if todo:  # a model that cannot be loaded, or label options it does not have, stop the job before it writes

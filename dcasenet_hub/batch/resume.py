@@ -180,12 +180,30 @@ def loaded_identity(model: Any) -> dict[str, Any]:
 
 
 def source_identity(path: str | Path) -> dict[str, Any]:
-    """Size and modification time of an input file (resume recomputes outputs of a changed input)."""
+    """Which input file an output is of (its resolved path), and its size and modification time (resume recomputes
+    outputs of a changed input, and never takes another input's output for this one's)."""
+    from dcasenet_hub.batch.journal import input_key
+
     try:
         st = Path(path).stat()
-        return {"source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+        return {"source_key": input_key(path), "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
     except OSError:
         return {}
+
+
+def other_owner(item: Any) -> str | None:
+    """The other input whose output ``item`` 's main output file holds, while that input still exists; else None.
+
+    Two inputs of one run that would write one output are told apart when the run is planned; this tells them apart
+    across runs into one folder (``in1/x.wav`` today, ``in2/x.wav`` tomorrow), from what the output records.
+    """
+    from dcasenet_hub.batch.journal import input_key
+
+    found = read_meta(item.outputs["main"]) if item.outputs["main"].is_file() else None
+    owner = (found or {}).get("source_key")
+    if isinstance(owner, str) and owner != input_key(item.path) and Path(owner).is_file():
+        return owner
+    return None
 
 
 def settings_meta(task: str, model: dict[str, Any], options: InferenceOptions | None = None, *,
@@ -224,8 +242,10 @@ def is_complete(item: Any, meta: dict[str, Any]) -> bool:
     if "model_sha256" in meta and meta["model_sha256"] is None:  # weights that could not be identified
         return False
     found = read_meta(item.outputs["main"])
-    # the weights are compared by content: "model" (how they were named) is shown, not compared
-    compared = {k: v for k, v in meta.items() if k != "model" or "model_sha256" not in meta}
+    # the weights are compared by content: "model" (how they were named) is shown, not compared; outputs of older
+    # releases do not say which input they are of
+    compared = {k: v for k, v in meta.items()
+                if (k != "model" or "model_sha256" not in meta) and (k != "source_key" or k in (found or {}))}
     if not found or any(found.get(k, _META_DEFAULTS.get(k)) != v for k, v in compared.items()):
         return False
     digests = found.get("digests") or {}
