@@ -550,3 +550,65 @@ def test_wheel_check_script_builds_installs_and_runs_the_commands():
                    "dcasenet-hub train --list-recipes"):
         assert needle in text, needle
     assert "-e " not in text.replace("set -euo", "")  # never an editable install
+
+
+def _bad_input(kind: str, folder: Path) -> Path:
+    """One input that cannot be processed, of the kind named."""
+    path = folder / f"{kind.replace(' ', '_')}.{'flac' if kind == 'cut flac' else 'wav'}"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("not audio\n" * 10)
+    elif kind == "cut flac":
+        sf.write(path, _noise(2.0, 24000), 24000)
+        path.write_bytes(path.read_bytes()[:3000])
+    elif kind == "NaN samples":
+        x = _noise(1.0, 24000)
+        x[100] = np.nan
+        sf.write(path, x, 24000, subtype="FLOAT")
+    elif kind == "past float32":
+        sf.write(path, np.sin(np.arange(24000) / 5) * 1e300, 24000, subtype="DOUBLE")
+    elif kind == "peaks past float32 after resampling":  # finite samples; the 44.1 -> 24 kHz resampling overflows
+        noise = np.random.default_rng(0).standard_normal(44100) * 3e38
+        sf.write(path, noise.clip(-3.4e38, 3.4e38).astype(np.float32), 44100, subtype="FLOAT")
+    elif kind in ("too short", "unreadable"):
+        sf.write(path, _noise(0.05 if kind == "too short" else 1.0, 24000), 24000)
+    return path
+
+
+BAD_INPUTS = {  # the problem, then the fix
+    "empty": ("is empty (0 bytes)", "export it again"),
+    "text": ("not a readable audio file (Format not recognised.)", "convert it to WAV or FLAC"),
+    "cut flac": ("decoding failed at frame 0 (flac decoder lost sync.)", "repair or export it again"),
+    "NaN samples": ("contains NaN or infinite samples", "replace them"),
+    "past float32": ("beyond the float32 range (|x| up to 1e+300)", "scale the audio to [-1, 1]"),
+    "peaks past float32 after resampling": ("sample values too large", "scale the audio to [-1, 1]"),
+    "too short": ("too short (50.00 ms)", "pad it with silence"),
+    "unreadable": ("permission denied", "chmod a+r"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_INPUTS)
+def test_a_bad_input_is_one_line_naming_the_file_the_problem_and_the_fix(kind, tmp_path, authors_checkpoint,
+                                                                          monkeypatch, capsys, recwarn):
+    import builtins
+
+    import dcasenet_hub.audio.io as audio_io
+
+    bad, good = _bad_input(kind, tmp_path), tmp_path / "good.wav"
+    sf.write(good, _noise(1.0, 24000), 24000)
+    if kind == "unreadable":  # as a user without read permission sees it (these tests may run as root)
+        def no_read(file, *args, **kwargs):
+            if Path(file) == bad:
+                raise PermissionError(13, "Permission denied", str(file))
+            return builtins.open(file, *args, **kwargs)
+
+        monkeypatch.setattr(audio_io, "open", no_read, raising=False)
+    rc = main(["embed", str(bad), str(good), "-o", str(tmp_path / "out"), "--model", str(authors_checkpoint), "-q"])
+    err = capsys.readouterr().err
+    failed = [line for line in err.splitlines() if line.startswith("  failed:")]
+    assert rc == 1 and len(failed) == 1, err  # one line for the bad input; the good one was processed
+    problem, fix = BAD_INPUTS[kind]
+    assert str(bad) in failed[0] and problem in failed[0] and fix in failed[0], failed[0]
+    assert "Traceback" not in err and "b'" not in err, err
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]

@@ -209,7 +209,7 @@ def preemphasis(waveform: Any, coefficient: float) -> Any:
         [1.5, 2.0]
     """
     if isinstance(waveform, np.ndarray):
-        with np.errstate(over="ignore"):  # overflow (peaks near 3e38) is reported by features()
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow (peaks near 3e38) is reported by features()
             return (waveform[..., 1:] - np.float32(coefficient) * waveform[..., :-1]).astype(np.float32, copy=False)
     return waveform[..., 1:] - coefficient * waveform[..., :-1]
 

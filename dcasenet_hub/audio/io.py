@@ -57,7 +57,8 @@ def open_audio(path: str | Path) -> Any:
     try:
         f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioLoadError(path, f"not a readable audio file ({_short(exc)})") from None
+        raise AudioLoadError(path, f"not a readable audio file ({_short(exc)}); convert it to WAV or FLAC (e.g. "
+                                   "`ffmpeg -i FILE out.wav`) or leave it out") from None
     try:
         _check_header(path, f)
     except AudioLoadError:
@@ -118,7 +119,7 @@ def _check_file(path: Path) -> None:
     if path.is_symlink() and not path.exists():
         raise AudioLoadError(path, "is a symlink loop or a broken symlink; fix or remove the link")
     if not path.exists():
-        raise AudioLoadError(path, "file not found")
+        raise AudioLoadError(path, "file not found; check the path")
     if path.is_dir():
         raise AudioLoadError(path, "is a directory, not an audio file")
     mode = path.stat().st_mode
@@ -127,12 +128,27 @@ def _check_file(path: Path) -> None:
 
         raise AudioLoadError(path, f"is {file_kind(mode)}, not a regular file; give an audio file")
     if path.stat().st_size == 0:
-        raise AudioLoadError(path, "is empty (0 bytes)")
+        raise AudioLoadError(path, "is empty (0 bytes); export it again or leave it out")
+    try:  # libsndfile would say "System error" of a file it may not read
+        with open(path, "rb"):
+            pass
+    except PermissionError:
+        raise AudioLoadError(path, "permission denied; make the file readable (chmod a+r) or run as a user who may "
+                                   "read it") from None
 
 
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return text[-1] if text else type(exc).__name__
+    # libsndfile's "Error opening b'/the/path': Format not recognised." repeats the path (as bytes): keep the reason
+    return re.sub(r"^Error(?: opening .*?)? ?: ", "", text[-1]) if text else type(exc).__name__
+
+
+def _non_finite(values: np.ndarray) -> str:
+    """Why samples are not finite, and the fix: NaN or infinity in the source, or values past float32's range."""
+    if np.isfinite(values).all():
+        return (f"has samples beyond the float32 range (|x| up to {float(np.abs(values).max()):.3g}); scale the "
+                "audio to [-1, 1]")
+    return "contains NaN or infinite samples; replace them (e.g. with 0) or export the audio again"
 
 
 
@@ -198,9 +214,10 @@ class ArrayReader(Reader):
                 arr = arr.mean(axis=0)
         elif arr.ndim != 1:
             raise InputError(f"{name}: waveform must be (samples,) or (channels, samples), got shape {arr.shape}")
-        self._data = np.ascontiguousarray(arr, dtype=np.float32)
+        with np.errstate(over="ignore"):  # values past float32's range become inf: said below
+            self._data = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(self._data).all():
-            raise InputError(f"{name}: contains NaN or infinite samples")
+            raise InputError(f"{name}: {_non_finite(np.asarray(arr))}")
         if int(sample_rate) != sample_rate or sample_rate <= 0:
             raise InputError(f"{name}: sample_rate must be a positive integer, got {sample_rate!r}")
         self.name = name
@@ -242,7 +259,8 @@ class FileReader(Reader):
                 self._file.seek(start)
             data = self._file.read(stop - start, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-            raise AudioLoadError(self._path, f"decoding failed at frame {start} ({_short(exc)})") from None
+            raise AudioLoadError(self._path, f"decoding failed at frame {start} ({_short(exc)}): the file is "
+                                             "damaged; repair or export it again") from None
         self._pos = start + data.shape[0]
         if data.shape[0] != stop - start:
             raise AudioLoadError(self._path, f"truncated: expected {self.num_frames} frames, got {self._pos}")
@@ -251,7 +269,11 @@ class FileReader(Reader):
         else:
             out = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
         if not np.isfinite(out).all():
-            raise AudioLoadError(self._path, "contains NaN or infinite samples")
+            if str(self._file.subtype) == "DOUBLE":  # read again as stored: finite there means out of range
+                self._file.seek(start)
+                data = self._file.read(stop - start, dtype="float64", always_2d=True)
+                self._pos = start + data.shape[0]
+            raise AudioLoadError(self._path, _non_finite(data))
         return out
 
     def close(self) -> None:

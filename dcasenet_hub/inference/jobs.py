@@ -88,8 +88,8 @@ class Job:
             raise W.InputError(f"{self.source}: contains no audio samples (empty)")
         if self.duration_s < W.MIN_DURATION_S - 1e-9 or n <= s.frontend.n_fft // 2:
             raise W.InputError(f"{self.source}: too short ({_ms(self.duration_s)}); "
-                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed"
-                               f"{getattr(r, 'shape_hint', '')}")
+                               f"at least {W.MIN_DURATION_S * 1000:.0f} ms of audio is needed: leave it out or "
+                               f"pad it with silence{getattr(r, 'shape_hint', '')}")
         self.n_samples = n
         # a padded tail must not reach the scene head: scene crops and event windows stay separate windows then
         self.plan = W.plan(n, sample_rate=sr, windows=s.windows, kinds=s.kinds, share=not s.options.pad_tail)
