@@ -187,6 +187,24 @@ def test_argument_errors_are_one_line_naming_help(args, capsys):
     assert err.startswith(f"{command}: error: ") and err.rstrip().endswith(f"(see `{command} --help`)"), err
 
 
+def test_quiet_says_nothing_of_a_run_that_went_well_and_everything_of_one_that_did_not(tmp_path, authors_checkpoint,
+                                                                                        capsys):
+    sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)
+    model = ["--model", str(authors_checkpoint), "-q"]
+
+    def said() -> list[str]:  # what the command printed of its own (the untrained-weights warning is a warning)
+        captured = capsys.readouterr()
+        return [line for line in (captured.out + captured.err).splitlines() if not line.startswith("WARNING")]
+
+    assert main(["embed", str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), *model]) == 0 and said() == []
+    assert main(["predict", str(tmp_path / "x.wav"), "-o", str(tmp_path / "x.json"), *model]) == 0 and said() == []
+    assert main(["convert", str(authors_checkpoint), "-o", str(tmp_path / "m"), "-q"]) == 0 and said() == []
+    (tmp_path / "bad.wav").write_bytes(b"")
+    assert main(["embed", str(tmp_path / "bad.wav"), str(tmp_path / "x.wav"), "-o", str(tmp_path / "o"), *model]) == 1
+    lines = said()
+    assert lines[0].startswith("dcasenet-hub embed: 2 inputs: 0 done, 1 already complete (skipped), 1 failed")
+    assert "bad.wav: is empty" in lines[1]
+
 def test_a_missing_input_among_others_fails_alone(tmp_path, authors_checkpoint, monkeypatch, capsys):
     """Named relative to the working directory, as typed; index.csv names every input by its absolute path."""
     monkeypatch.chdir(tmp_path)

@@ -313,7 +313,7 @@ def test_cli_embed_and_predict_options(tmp_path, authors_checkpoint, v3_model, c
     api = embed(v3_model, src, hop=0.1, layer="conv", pooling="max")
     assert np.array_equal(frame, api.frame) and np.array_equal(clip, api.clip)
     # a rerun with other options is not "already complete"
-    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"])
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint)])
     assert rc == 0 and "1 done" in capsys.readouterr().err
     with np.load(out / "a.npz") as z:
         assert z["frame"].shape == api.frame[::8].shape
@@ -323,9 +323,9 @@ def test_cli_embed_and_predict_options(tmp_path, authors_checkpoint, v3_model, c
     old = {k: v for k, v in json.loads(str(arrays["meta"])).items() if k not in ("pooling", "hop", "frame_size",
                                                                                    "clip_size")}
     np.savez(out / "a.npz", **{**arrays, "meta": np.array(json.dumps(old, sort_keys=True))})
-    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"])
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint)])
     assert rc == 0 and "1 already complete" in capsys.readouterr().err
-    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--pooling", "max"])
+    rc = main(["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--pooling", "max"])
     assert rc == 0 and "1 done" in capsys.readouterr().err
     rc = main(["predict", str(src), "-o", str(out), "--model", str(authors_checkpoint), "--quiet", "--hop", "0.04"])
     assert rc == 0

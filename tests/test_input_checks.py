@@ -411,7 +411,7 @@ def test_same_file_given_twice_is_processed_once(tmp_path, authors_checkpoint, c
     listing.write_text("in/a.wav\n")
     out = tmp_path / "out"
     rc = main(["embed", str(src / "a.wav"), str(src / "a.wav"), str(listing), "-o", str(out), "--model",
-               str(authors_checkpoint), "--quiet"])
+               str(authors_checkpoint)])
     assert rc == 0
     with open(out / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))

@@ -135,7 +135,7 @@ def test_a_manifest_id_repointed_to_other_weights_is_recomputed(tmp_path, monkey
         monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
         monkeypatch.setenv("DCASENET_HUB_MIRROR", server.url)
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-        args = ["predict", str(audio), "-o", str(out), "--model", "fixture-v3", "--quiet", "--workers", "0"]
+        args = ["predict", str(audio), "-o", str(out), "--model", "fixture-v3", "--workers", "0"]
         monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(write_manifest(
             tmp_path / "m1.json", {"fixture-v3": fixture_entry(git_blob_sha1(old))})))
         assert main(args) == 0
@@ -293,7 +293,7 @@ def test_input_names_near_the_limit_are_processed_with_shortened_output_names(tm
     rows[near]["output"].encode("utf-8")  # cut at a character boundary
     assert {r[0] for r in _events(pred / "events.csv")} == {long225, long254, near}  # the full names
     again = subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", "predict", str(src), "-o", str(pred),
-                            "--model", str(authors_checkpoint), "--quiet", "--threshold", "0"],
+                            "--model", str(authors_checkpoint), "--threshold", "0"],
                            check=False, capture_output=True, text=True, timeout=300)
     assert "0 done, 3 already complete" in again.stderr  # the same shortened names again
 

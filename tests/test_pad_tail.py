@@ -73,7 +73,7 @@ def test_cli_pad_tail_option_is_recorded_and_resume_tells_it_apart(tmp_path, aut
     audio.mkdir()
     sf.write(audio / "a.wav", _noise(10.0), 24000)
     out = tmp_path / "out"
-    args = ["embed", str(audio), "-o", str(out), "--model", str(authors_checkpoint), "--quiet"]
+    args = ["embed", str(audio), "-o", str(out), "--model", str(authors_checkpoint)]
     assert main([*args, "--pad-tail"]) == 0
     with np.load(out / "a.npz") as z:
         assert z["frame"].shape[0] == 13 and json.loads(str(z["meta"]))["pad_tail"] is True

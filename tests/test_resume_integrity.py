@@ -177,7 +177,7 @@ def test_another_runs_input_with_the_same_output_name_fails_instead_of_taking_or
 def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
     task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")
     audio, out = _folder(tmp_path / "in", 3), tmp_path / "out"
-    cmd = [task, str(audio), "-o", str(out), "--model", str(authors_checkpoint), "-q"]
+    cmd = [task, str(audio), "-o", str(out), "--model", str(authors_checkpoint)]
     assert main(cmd) == 0
     damaged = out / f"f1{suffix}"
     if suffix == ".npz":

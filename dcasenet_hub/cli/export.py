@@ -44,9 +44,11 @@ def _export(args: argparse.Namespace) -> int:
         return 2
     model = load_model(args.model)
     path = ex.export_onnx(model, args.output, opset=args.opset or ex.DEFAULT_OPSET, check=False)
-    print(f"wrote {path}")
+    if not args.quiet:
+        print(f"wrote {path}")
     if not args.no_check:
         diffs = ex.check_onnx(model, path)
         worst = max(diffs.values())
-        print(f"onnxruntime matches PyTorch: max abs difference {worst:.2e} (tolerance {ex.ONNX_TOLERANCE:g})")
+        if not args.quiet:
+            print(f"onnxruntime matches PyTorch: max abs difference {worst:.2e} (tolerance {ex.ONNX_TOLERANCE:g})")
     return 0

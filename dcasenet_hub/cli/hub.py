@@ -162,8 +162,9 @@ def _convert(args: argparse.Namespace) -> int:
 
     model = convert_checkpoint(args.checkpoint, args.output, arch=args.arch, trained_tasks=args.tasks,
                                overwrite=args.overwrite)
-    print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
-          f"{model.config.provenance})")
+    if not args.quiet:
+        print(f"wrote {args.output} (DcaseNet-{model.config.arch}, {model.num_parameters():,} parameters; "
+              f"{model.config.provenance})")
     return 0
 
 

@@ -398,7 +398,7 @@ def _run(args: argparse.Namespace, task: str) -> int:
     except OptionsError as exc:  # a class name the loaded model does not have
         print(f"dcasenet-hub {task}: error: {_usage_message(exc, args)}", file=sys.stderr)
         return 2
-    code = _summary(report)
+    code = _summary(report, quiet=args.quiet)
     if report.merged is not None:
         print(f"dcasenet-hub {task}: {report.processes} processes (torchrun): merged index "
               f"{args.output / 'index.csv'} ({report.merged} inputs)", file=sys.stderr)
@@ -469,13 +469,17 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
         text = one_line(exc)
         print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
         return 1
-    print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
+    if not args.quiet:
+        print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
     return 0
 
 
-def _summary(report: Any) -> int:
-    """Print the run's counts and the first failures; the exit code (1 if any input failed)."""
+def _summary(report: Any, *, quiet: bool = False) -> int:
+    """Print the run's counts and the first failures (``quiet``: only when something failed); the exit code (1 if
+    any input failed)."""
     items, failed, index_path = report.items, report.failed, report.index_path
+    if quiet and not failed and not report.problems:
+        return 0
     print(f"dcasenet-hub {report.task}: {len(items)} inputs: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
     from dcasenet_hub.batch.journal import display
@@ -544,5 +548,6 @@ def _run_plot(args: argparse.Namespace) -> int:
 
         print(f"dcasenet-hub plot: error: {one_line(exc)}", file=sys.stderr)
         return 1
-    print(f"dcasenet-hub plot: wrote {output}", file=sys.stderr)
+    if not args.quiet:
+        print(f"dcasenet-hub plot: wrote {output}", file=sys.stderr)
     return 0
