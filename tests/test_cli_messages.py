@@ -90,3 +90,11 @@ def test_a_model_that_cannot_be_fetched_is_tried_once(tmp_path: Path, monkeypatc
         code = main(["embed", str(_wav(tmp_path / "a.wav")), "-o", str(out), "--model", "dcasenet-v3"])
     tries = [r for r in caplog.records if r.getMessage().startswith("Downloading dcasenet-v3")]
     assert code == 3 and len(tries) == 1 and not out.exists(), [r.getMessage() for r in caplog.records]
+
+
+def test_commands_draw_no_progress_bars_into_a_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """stderr here is not a terminal (a log file, a CI job): bars are noise there unless asked for."""
+    assert main(["data", "make-mini", "-o", str(tmp_path / "mini"), "--tasks", "sed", "--sed-duration", "1",
+                 "--sed-classes", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "mini SED" not in err and "%|" not in err, err

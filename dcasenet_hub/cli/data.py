@@ -103,7 +103,8 @@ def _prepare(args: argparse.Namespace) -> int:
         print("dcasenet-hub data prepare: give at least one of --asc-root, --tag-root, --sed-root", file=sys.stderr)
         return 2
     report = prepare(asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
-                     cache_dir=args.feature_cache, workers=args.workers, keep_audio=args.keep_audio)
+                     cache_dir=args.feature_cache, workers=args.workers, keep_audio=args.keep_audio,
+                     progress=False if args.quiet else None)
     for task, d in report.dirs.items():
         print(f"{task}: {report.prepared.get(task, 0)} files prepared, {report.skipped.get(task, 0)} already "
               f"cached -> {d}")
@@ -127,7 +128,7 @@ def _download(args: argparse.Namespace) -> int:
         return 0
     parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
     root = download_dataset(args.dataset, args.output, parts=parts, mirror=args.mirror,
-                            keep_archives=args.keep_archives, progress=not args.quiet)
+                            keep_archives=args.keep_archives, progress=False if args.quiet else None)
     print(f"{args.dataset}: ready in {root}")
     return 0
 
@@ -137,7 +138,7 @@ def _make_mini(args: argparse.Namespace) -> int:
 
     tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
     roots = make_mini_datasets(args.output, seed=args.seed, tasks=tasks, sed_duration=args.sed_duration,
-                               sed_classes=args.sed_classes, progress=not args.quiet)
+                               sed_classes=args.sed_classes, progress=False if args.quiet else None)
     for task, root in (("asc", roots.asc), ("tag", roots.tag), ("sed", roots.sed)):
         if root is not None:
             print(f"--{task}-root {root}")

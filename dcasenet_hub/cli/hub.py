@@ -113,7 +113,7 @@ def _download(args: argparse.Namespace) -> int:
     failed = 0
     for mid in args.ids:
         try:
-            folder = download(mid, cache_dir=args.cache_dir, progress=not args.quiet)
+            folder = download(mid, cache_dir=args.cache_dir, progress=False if args.quiet else None)
         except (ModelError, DownloadError) as exc:  # the others are still fetched
             print(f"{mid}: error: {exc}", file=sys.stderr)
             failed += 1

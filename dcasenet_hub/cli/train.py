@@ -175,7 +175,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     metrics = evaluate(model, asc_root=args.asc_root, tag_root=args.tag_root, sed_root=args.sed_root,
                        cache_dir=args.feature_cache, device=args.device, dtype=_dtype(args.dtype),
-                       sed_threshold=args.threshold, workers=args.workers)
+                       sed_threshold=args.threshold, workers=args.workers,
+                       progress=False if args.quiet else None)
     if args.json:
         print(json.dumps(metrics, indent=2))
         return 0

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub import _env
+from dcasenet_hub._progress import show_progress
 from dcasenet_hub.config import WEIGHTS_NAME
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
@@ -105,7 +106,7 @@ def download(
     *,
     cache_dir: str | Path | None = None,
     local_files_only: bool = False,
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> Path:
     """Make sure the weights of manifest id ``model_id`` are in a cache; return their folder.
 
@@ -120,7 +121,7 @@ def download(
         model_id: A manifest id (:func:`list_models`).
         cache_dir: One folder for both caches (default: their locations, see docs/weights.md).
         local_files_only: Never use the network (also the case when ``HF_HUB_OFFLINE=1`` at call time).
-        progress: Show a progress bar while downloading.
+        progress: Show a progress bar while downloading (``None``: when stderr is a terminal).
 
     Returns:
         A folder with ``config.json`` and ``model.safetensors`` (and a ``README.md`` card).
@@ -140,6 +141,7 @@ def download(
         >>> download("dcasenet-v3")   # doctest: +SKIP
         PosixPath('/root/.cache/dcasenet_hub/models/dcasenet-v3-joint-asc/snapshots/ae2c81...')
     """
+    progress = show_progress(progress)
     target, entry = resolve(model_id)
     if not entry["sources"]:
         raise WeightsNotPublishedError(f"No weights for '{model_id}'. {entry.get('unavailable', '')}".strip())

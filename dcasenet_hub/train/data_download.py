@@ -29,6 +29,7 @@ from pathlib import Path
 
 from dcasenet_hub import _env
 from dcasenet_hub._io import atomic_write_text, check_free_space
+from dcasenet_hub._progress import show_progress
 from dcasenet_hub.errors import (
     ChecksumMismatchError,
     DownloadError,
@@ -243,7 +244,7 @@ def download_dataset(
     parts: Sequence[str] | None = None,
     mirror: str | None = None,
     keep_archives: bool = False,
-    progress: bool = True,
+    progress: bool | None = True,
     retries: int = 5,
 ) -> Path:
     """Download, check and extract a development dataset into ``dest``.
@@ -260,7 +261,7 @@ def download_dataset(
             ASC doc/meta/audio; FSDKaggle2019 meta/doc/audio_train_curated; TAU-NIGENS mic_dev/metadata_dev).
         mirror: base URL replacing Zenodo (``{mirror}/{record}/{file}``); default ``$DCASENET_HUB_DATA_MIRROR``.
         keep_archives: keep the downloaded zips after extraction.
-        progress: show tqdm bars.
+        progress: show tqdm bars (``None``: when stderr is a terminal).
         retries: retries per file after a dropped connection.
 
     Returns:
@@ -277,6 +278,7 @@ def download_dataset(
         >>> download_dataset("fsdkaggle2019", "data/fsdkaggle2019")  # doctest: +SKIP
         PosixPath('data/fsdkaggle2019')
     """
+    progress = show_progress(progress)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     spec = DATASETS[name]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import ModelConfig
 from dcasenet_hub.train.distributed import Ranks, autocast_args, deprecated_precision, training_device
 from dcasenet_hub.train.tasks import task_key
@@ -210,7 +210,7 @@ def evaluate_sets(model: nn.Module, eval_sets: Mapping[str, EvalClips], *, devic
 def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: str | Path | None = None,
              sed_root: str | Path | None = None, cache_dir: str | Path | None = None, device: str | None = "auto",
              dtype: str = "fp32", sed_threshold: float | None = None, workers: int = 0,
-             progress: bool = True, precision: str | None = None) -> dict[str, float]:
+             progress: bool | None = True, precision: str | None = None) -> dict[str, float]:
     """Evaluate ``model`` on the authors' evaluation splits of the given datasets (a Table 2 row).
 
     The evaluation files are prepared (cached) first if needed. Scene crops are the model's ``windows`` (5 s every
@@ -224,7 +224,7 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
         dtype: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (CUDA).
         sed_threshold: Event threshold (default: the model's ``event_threshold``, 0.3).
         workers: Processes for preparing features.
-        progress: Show progress bars.
+        progress: Show progress bars (``None``: when stderr is a terminal).
         precision: Deprecated spelling of ``dtype`` (``"amp"`` is fp16); warns.
 
     Returns:
@@ -236,6 +236,7 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
         >>> evaluate(DcaseNet.from_pretrained("dcasenet-v3"), asc_root="data/asc")     # doctest: +SKIP
         {'asc_acc': 70.3}
     """
+    progress = show_progress(progress)
     dtype = deprecated_precision(dtype, precision, "evaluate")
     roots = {t: Path(r) for t, r in (("asc", asc_root), ("tag", tag_root), ("sed", sed_root)) if r}
     if not roots:

@@ -30,7 +30,7 @@ import numpy as np
 
 from dcasenet_hub import labels as _labels
 from dcasenet_hub._io import atomic_write, atomic_write_text
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.train.datasets import ASC_FOLDER
 
 __all__ = ["MiniDatasets", "class_sound", "make_mini_datasets", "mini_dataset_marker"]
@@ -315,7 +315,7 @@ def make_mini_datasets(
     sed_formats: Sequence[str] = ("mic",),
     sed_duration: float = 60.0,
     sed_classes: int = len(_labels.EVENTS),
-    progress: bool = True,
+    progress: bool | None = True,
 ) -> MiniDatasets:
     """Write miniature ASC / TAG / SED datasets in the official layouts under ``dest``.
 
@@ -345,7 +345,7 @@ def make_mini_datasets(
             still returns 600-frame targets (zero after the end of the audio).
         sed_classes: how many of the 14 event classes occur (evenly spread over the label list; the model still
             predicts all 14). Fewer classes give each class more events, which short learning checks need.
-        progress: show tqdm progress bars.
+        progress: show tqdm progress bars (``None``: when stderr is a terminal).
 
     Returns:
         :class:`MiniDatasets` with the three roots (None for tasks not requested).
@@ -357,6 +357,7 @@ def make_mini_datasets(
     Example:
         >>> roots = make_mini_datasets(tmp, tasks=("asc",), asc_train_per_scene=1, asc_eval_per_scene=1)  # doctest: +SKIP
     """
+    progress = show_progress(progress)
     from dcasenet_hub.train.tasks import task_keys
 
     tasks = task_keys(tasks)  # scene/tags/events or asc/tag/sed (raises ValueError naming the accepted names)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import _env
-from dcasenet_hub._progress import progress_bar
+from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import FrontendConfig
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
 def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None = None,
             sed_root: str | Path | None = None, cache_dir: str | Path | None = None,
             splits: Sequence[str] = ("train", "eval"), workers: int = 0, keep_audio: bool = False,
-            config: FrontendConfig | None = None, progress: bool = True) -> PrepareReport:
+            config: FrontendConfig | None = None, progress: bool | None = True) -> PrepareReport:
     """Convert the datasets to 24 kHz 16-bit and cache what training and evaluation read.
 
     Only the files of the authors' splits are prepared (ASC fold1 train/evaluate, TAG curated KFold fold 0, SED
@@ -313,7 +313,7 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
         workers: Worker processes (0: in this process).
         keep_audio: Also keep the converted 24 kHz 16-bit WAV files of the other files.
         config: Front-end settings (default: the authors').
-        progress: Show progress bars.
+        progress: Show progress bars (``None``: when stderr is a terminal).
 
     Returns:
         A :class:`PrepareReport`; files that failed are listed in ``failed`` (the others are cached).
@@ -321,6 +321,7 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
     Raises:
         ValueError: no root given, or the cache was made with other settings.
     """
+    progress = show_progress(progress)
     roots = {"asc": asc_root, "tag": tag_root, "sed": sed_root}
     if not any(roots.values()):
         raise ValueError("Give at least one of asc_root, tag_root, sed_root")
