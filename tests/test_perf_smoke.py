@@ -262,6 +262,9 @@ def test_cli_export_onnx(tmp_path, authors_checkpoint, capsys):
     text = capsys.readouterr().out
     assert out.is_file() and "onnxruntime matches PyTorch" in text
     assert not list(out.parent.glob(".*.tmp"))  # atomic write left no temporary file
+    graph = out.read_bytes()
+    assert main(["export", "--format", "onnx", str(authors_checkpoint), "-o", str(out), "--no-check"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err and out.read_bytes() == graph
 
 
 def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):

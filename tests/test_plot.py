@@ -41,7 +41,10 @@ def test_plot_command_writes_png(tmp_path, authors_checkpoint):
     wav = tmp_path / "clip.wav"
     sf.write(wav, _clip(3.0), 22050)
     png = tmp_path / "clip.png"
-    assert main(["plot", str(wav), "-o", str(png), "--model", str(authors_checkpoint)]) == 0
+    png.write_bytes(b"someone's picture")
+    args = ["plot", str(wav), "-o", str(png), "--model", str(authors_checkpoint)]
+    assert main(args) == 2 and png.read_bytes() == b"someone's picture"  # an existing file is kept...
+    assert main([*args, "--overwrite"]) == 0  # ...unless asked
     assert png.read_bytes()[:8] == PNG_MAGIC
 
 

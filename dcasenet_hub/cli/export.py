@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from dcasenet_hub.cli.vocabulary import add_output
@@ -25,6 +26,7 @@ def register(sub: Any) -> None:
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch comparison")
+    p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_export)
 
 
@@ -41,6 +43,9 @@ def _export(args: argparse.Namespace) -> int:
         print(f"dcasenet-hub export: error: {exc.name} is not installed. Install the ONNX extra: "
               "pip install \"dcasenet-hub[onnx]\" (or pass --no-check to export without onnxruntime)",
               file=sys.stderr)
+        return 2
+    if Path(args.output).exists() and not args.overwrite:
+        print(f"dcasenet-hub export: error: -o {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     model = load_model(args.model)
     path = ex.export_onnx(model, args.output, opset=args.opset or ex.DEFAULT_OPSET, check=False)

@@ -270,6 +270,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("file", type=Path, metavar="FILE", help="audio file")
     add_output(p, type=Path, metavar="PNG",
                help="image file (default: FILE with .png); any matplotlib format by extension")
+    p.add_argument("--overwrite", action="store_true", help="replace the image file if it exists")
     _common(p)
     _prediction_options(p)
     p.set_defaults(func=_run_plot)
@@ -513,6 +514,8 @@ def _run_plot(args: argparse.Namespace) -> int:
             raise _UsageError(f"input not found: {args.file}")
         if output.is_dir():
             raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
+        if output.exists() and not args.overwrite:
+            raise _UsageError(f"{output} exists; pass --overwrite to replace it")
         from dcasenet_hub.inference.options import InferenceOptions
 
         opts = InferenceOptions(**_given(args, INFERENCE_FLAGS), **_threshold_options(args))
