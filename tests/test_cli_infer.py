@@ -288,6 +288,7 @@ def test_batch_run_from_python_writes_the_cli_folder_and_resumes(mixed_folder, t
     report = batch.run(str(authors_checkpoint), [mixed_folder], out, task="embed", workers=0)
     assert (report.done, report.skipped, len(report.failed)) == (2, 0, 4)
     assert report.index_path == out / "index.csv"
+    assert repr(report) == f"Report(embed, 6 inputs: 2 done, 0 skipped, 4 failed; index {out / 'index.csv'})"
     rows = {Path(r["input"]).name: r["status"] for r in read_index(out / "index.csv")}
     assert rows == {"a.wav": "ok", "b.flac": "ok", "bad.wav": "failed", "empty.wav": "failed",
                     "nan.wav": "failed", "short.wav": "failed"}

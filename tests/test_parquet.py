@@ -49,6 +49,7 @@ def test_parquet_is_built_into_a_relative_output_folder(folder, tmp_path, author
     table = read_embeddings(tmp_path / "emb")
     assert sorted(Path(n).with_suffix("").as_posix() for n in table.clip_files) == sorted(_npz(tmp_path / "emb"))
     assert len(table.clip_files) == 3 and len(table.frame_files) > 3
+    assert repr(table) == f"EmbeddingTable(3 inputs, clip=(3, 512), frame={table.frame.shape})"  # never the arrays
 
 def test_parquet_equals_npz_bit_for_bit_and_is_built_after_shards(folder, tmp_path, authors_checkpoint, caplog):
     out = tmp_path / "emb"

@@ -165,6 +165,17 @@ class Report:
         """Inputs that failed (``error`` says why)."""
         return [i for i in self.items if i.status == "failed"]
 
+    def __repr__(self) -> str:
+        """One line: the counts and the index; never the items (``report.items``, ``report.failed``).
+
+        Example:
+            >>> report                                  # doctest: +SKIP
+            Report(embed, 250 inputs: 248 done, 0 skipped, 2 failed; index emb/index.csv)
+        """
+        problems = f", {len(self.problems)} folder problems" if self.problems else ""
+        return (f"Report({self.task}, {len(self.items)} inputs: {self.done} done, {self.skipped} skipped, "
+                f"{len(self.failed)} failed{problems}; index {self.index_path})")
+
 
 def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
             event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:

@@ -166,6 +166,16 @@ class EmbeddingTable:
         """The ``(T, D)`` frame embeddings of one input."""
         return self.frame[self.frame_files == file]
 
+    def __repr__(self) -> str:
+        """One line: how many inputs and frames, and the shapes; never the arrays.
+
+        Example:
+            >>> table                                   # doctest: +SKIP
+            EmbeddingTable(120 inputs, clip=(120, 512), frame=(1440, 512))
+        """
+        return (f"EmbeddingTable({len(self.clip_files)} inputs, clip={tuple(self.clip.shape)}, "
+                f"frame={tuple(self.frame.shape)})")
+
 
 def read_embeddings(out_dir: str | Path) -> EmbeddingTable:
     """Load the embeddings of an ``embed`` output folder: its Parquet shards if it has them, else its ``.npz`` files.
