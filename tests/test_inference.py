@@ -407,3 +407,21 @@ def test_untrained_weights_warning_is_said_once_per_model_and_short(authors_chec
                 predict(model, wav, sample_rate=SR)
         warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
         assert len(warnings) == 1 and "scene, tags, events" in warnings[0], warnings
+
+
+def test_input_mistakes_name_the_fix(v3_model, tmp_path):
+    import soundfile as sf
+
+    from dcasenet_hub.errors import OptionsError
+
+    good, empty = tmp_path / "good.wav", tmp_path / "empty.wav"
+    sf.write(good, _noise(1.0, seed=1), SR)
+    empty.write_bytes(b"")
+    with pytest.raises(OptionsError, match="an audio file is read at its own rate: leave sample_rate out"):
+        embed(v3_model, str(good), sample_rate=8000)  # would be ignored, silently
+    with pytest.raises(TypeError, match=r"^<input 0>: unsupported input type int"):
+        embed(v3_model, 123)
+    with pytest.raises(AudioLoadError, match="empty") as e:
+        embed(v3_model, [str(good), str(empty)])
+    if hasattr(e.value, "add_note"):  # Python 3.11+
+        assert "iterate() goes on" in " ".join(e.value.__notes__)

@@ -50,8 +50,10 @@ class Job:
             self.source = str(source)
         elif isinstance(source, Mapping) and source.get("path"):
             self.source = str(source["path"])  # a Hugging Face datasets Audio item names its file
-        else:
+        elif isinstance(source, (np.ndarray, torch.Tensor, Mapping)):
             self.source = f"<array {index}>"
+        else:
+            self.source = f"<input {index}>"
         self._input = source
 
     # -- preparation (may run in a worker thread) --------------------------------------------------------------

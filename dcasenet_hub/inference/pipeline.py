@@ -44,6 +44,7 @@ from dcasenet_hub.inference.options import (
     InferenceOptions,
     allowed_hops,
     given,
+    options_error,
 )
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
 from dcasenet_hub.inference.runner import inference_runner
@@ -275,6 +276,9 @@ def iterate(
     kinds: set[str] = {W.SCENE, W.EVENT} if predictions else set()
     if embeddings:
         kinds.add(W.SCENE if opts.layer == "scene" else W.EVENT)
+    if sample_rate is not None and inputs and all(isinstance(i, (str, Path)) for i in inputs):
+        raise options_error("sample_rate", sample_rate, "applies to waveform inputs; an audio file is read at its "
+                                                        "own rate: leave sample_rate out")
     cfg = model.config
     # before the device or any worker: a misspelt class name fails at once
     selection = select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), opts)
@@ -377,6 +381,9 @@ def _collect(results: Iterator[Result], n: int, attr: str) -> list[Any]:
     out: list[Any] = [None] * n
     for r in results:
         if r.error is not None:
+            if n > 1 and hasattr(r.error, "add_note"):  # Python 3.11+: shown under the error
+                r.error.add_note("embed() and predict() stop at the first input that fails; iterate() goes on and "
+                                 "gives each input's result or error")
             raise r.error
         out[r.index] = getattr(r, attr)
     return out
