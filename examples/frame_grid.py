@@ -3,17 +3,21 @@
 The log-mel of a generated 3.3 s clip with, below it, one row per hop: a dot at each frame centre and, for the
 frames of the first two passes, the 0.8 s span (40 mel frames) the network sees for that frame. Needs matplotlib.
 
-Usage: ``python examples/frame_grid.py [docs/frame_grid.png]``
+Usage: ``python examples/frame_grid.py [OUT.png]`` (default: the picture of docs/outputs.md, from any folder)
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 
+#: The picture docs/outputs.md shows, found from this file (not the working directory).
+DOCS_PICTURE = Path(__file__).resolve().parent.parent / "docs" / "frame_grid.png"
 
-def main(out: str = "docs/frame_grid.png") -> None:
+
+def main(out: str | Path = DOCS_PICTURE) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,6 +55,7 @@ def main(out: str = "docs/frame_grid.png") -> None:
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, 3.3)
     fig.tight_layout()
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=80)
 
 

@@ -65,3 +65,13 @@ def test_event_detection_writes_into_its_output_folder_not_the_working_directory
     assert list(cwd.iterdir()) == []
     written = {p.name for p in (tmp_path / "out").iterdir()}
     assert {"beeps.events.csv", "beeps.scores.tsv"} <= written, written
+
+
+@pytest.mark.integration  # a whole example (matplotlib, several passes of the network): with the docs' blocks
+def test_frame_grid_draws_the_docs_picture_from_any_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    monkeypatch.chdir(tmp_path)  # not the repository: a default relative to it would fail, or write elsewhere
+    grid = runpy.run_path(str(EXAMPLES / "frame_grid.py"))
+    assert grid["DOCS_PICTURE"] == REPO / "docs" / "frame_grid.png" and grid["DOCS_PICTURE"].is_file()
+    grid["main"](tmp_path / "new" / "grid.png")
+    assert (tmp_path / "new" / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
