@@ -98,3 +98,13 @@ def test_commands_draw_no_progress_bars_into_a_log(tmp_path: Path, capsys: pytes
                  "--sed-classes", "1"]) == 0
     err = capsys.readouterr().err
     assert "mini SED" not in err and "%|" not in err, err
+
+
+def test_an_output_folder_that_cannot_be_made_stops_the_job_in_one_line(tmp_path: Path, authors_checkpoint: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "file").write_text("a file, not a folder")
+    out = tmp_path / "file" / "out"
+    code = main(["embed", str(_wav(tmp_path / "a.wav")), "-o", str(out), "--model", str(authors_checkpoint), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err  # not one failed input per file and a line per folder problem
+    assert f"cannot create the output folder {out}" in err and "choose another output folder (-o)" in err, err

@@ -26,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -197,6 +198,21 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
     return selected
 
 
+def _make_folder(out_dir: Path) -> list[Path]:
+    """Create the output folder (and missing parents); the folders created, outermost first.
+
+    Raises:
+        OSError: it cannot be created (the message names it, why, and the fix).
+    """
+    missing = [d for d in (out_dir, *out_dir.parents) if not d.exists()][::-1]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(f"cannot create the output folder {display(str(out_dir))} ({_write_error(exc)}); choose "
+                      "another output folder (-o)") from None
+    return missing
+
+
 #: What a full disk (or quota) means for a run; added to the one-line errors it causes.
 _NO_SPACE_FIX = "free space on that disk (or choose another -o), then run the command again: finished inputs are kept"
 
@@ -313,16 +329,22 @@ class Plan:
                                      "with the same output name); rename one of the files or use another -o")
                 continue
             todo.append(item)
+        created = _make_folder(out_dir)  # first: a folder that cannot be made stops the job before the model loads
         if todo:  # a model that cannot be loaded, or label options it does not have, stop the job before it writes
-            if isinstance(model, (str, Path)):
-                if load is None:
-                    from dcasenet_hub.inference.model import from_pretrained as load
-                model = load(str(model))
-                self._check_loaded_weights()
-            cfg = model.config
-            select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), self.options.inference)
+            try:
+                if isinstance(model, (str, Path)):
+                    if load is None:
+                        from dcasenet_hub.inference.model import from_pretrained as load
+                    model = load(str(model))
+                    self._check_loaded_weights()
+                cfg = model.config
+                select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), self.options.inference)
+            except BaseException:
+                for folder in reversed(created):  # what this job made, while still empty (another writer's stays)
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+                raise
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
             for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs are kept
                 logger.info("removed a stale temporary file of a killed run: %s", display(str(p)))
         except OSError as exc:
