@@ -85,4 +85,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # the public names and the module's own dunders; not what the module imports for itself (Any, importlib ...)
+    return sorted(set(__all__) | {n for n in globals() if n.startswith("__") and n.endswith("__")})

@@ -354,3 +354,18 @@ def test_push_to_hub_without_network_raises_one_line_naming_the_fix(monkeypatch:
     msg = str(err.value)
     assert isinstance(err.value, (DownloadError, OSError)) and "\n" not in msg
     assert msg.startswith(f"Cannot reach the Hugging Face Hub at http://127.0.0.1:{port} (") and "HF_ENDPOINT" in msg
+
+
+def test_listing_models_counts_parameters_without_importing_torch() -> None:
+    import torch
+
+    from dcasenet_hub.hub.registry import PARAMETERS
+    from dcasenet_hub.models.dcasenet import build_network
+
+    for arch, count in PARAMETERS.items():
+        with torch.device("meta"):
+            assert build_network(arch).num_parameters() == count, arch
+    code = ("import sys; from dcasenet_hub.cli import main; main(['list']); "
+            "assert 'torch' not in sys.modules, 'list imported torch'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "13.88M" in out.stdout, out.stderr

@@ -416,7 +416,7 @@ def test_same_file_given_twice_is_processed_once(tmp_path, authors_checkpoint, c
     with open(out / "index.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert [(Path(r["input"]).name, r["status"]) for r in rows] == [("a.wav", "ok")]
-    assert "1 inputs: 1 done" in capsys.readouterr().err
+    assert "1 input: 1 done" in capsys.readouterr().err
 
 
 def test_symlink_loop_argument_is_one_failed_input(tmp_path, authors_checkpoint, capsys):

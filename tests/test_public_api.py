@@ -76,3 +76,11 @@ def test_loading_and_optimising_keep_the_public_class(tmp_path, arch):
     wav = np.random.default_rng(0).standard_normal(SR * 2).astype(np.float32) * 0.1
     np.testing.assert_allclose(fast.embed(wav, sample_rate=SR).clip, loaded.embed(wav, sample_rate=SR).clip,
                                atol=1e-5, rtol=0)
+
+
+def test_dir_shows_the_public_names_not_what_the_package_imports_for_itself():
+    import dcasenet_hub
+
+    names = dir(dcasenet_hub)
+    assert {"DcaseNet", "from_pretrained", "list_models", "embed", "__version__"} <= set(names)
+    assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names)

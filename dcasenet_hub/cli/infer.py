@@ -481,7 +481,8 @@ def _summary(report: Any, *, quiet: bool = False) -> int:
     items, failed, index_path = report.items, report.failed, report.index_path
     if quiet and not failed and not report.problems:
         return 0
-    print(f"dcasenet-hub {report.task}: {len(items)} inputs: {report.done} done, {report.skipped} already complete "
+    inputs = f"{len(items)} input{'' if len(items) == 1 else 's'}"
+    print(f"dcasenet-hub {report.task}: {inputs}: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
     from dcasenet_hub.batch.journal import display
 

@@ -68,9 +68,16 @@ class ModelInfo:
         return param_count(self.arch)
 
 
+#: Parameters of each architecture with the paper's heads, so that listing models needs no torch import;
+#: ``tests/test_hub.py`` checks them against the built networks.
+PARAMETERS = {"v1": 9_139_112, "v2": 9_320_936, "v3": 13_882_920}
+
+
 @functools.cache
 def param_count(arch: str) -> int:
-    """Parameters of architecture ``arch``, counted on the meta device (no memory, imports torch)."""
+    """Parameters of architecture ``arch`` (:data:`PARAMETERS`, else counted on the meta device, importing torch)."""
+    if arch in PARAMETERS:
+        return PARAMETERS[arch]
     import torch
 
     from dcasenet_hub.models.dcasenet import build_network

@@ -62,9 +62,13 @@ def merge_overlaps(events: Sequence[tuple[float, float, str]]) -> list[tuple[flo
 
 
 def _sed_scores_eval() -> Any:
+    import warnings
+
     try:
-        import sed_scores_eval
-        import sed_scores_eval.intersection_based
+        with warnings.catch_warnings():  # its dependency dcase_util imports pkg_resources, which warns on import
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+            import sed_scores_eval
+            import sed_scores_eval.intersection_based
     except ImportError as exc:
         raise SedScoresEvalUnavailableError(SedScoresEvalUnavailableError.MESSAGE) from exc
     return sed_scores_eval
