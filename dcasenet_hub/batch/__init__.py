@@ -345,6 +345,7 @@ class Plan:
                         folder.rmdir()
                 raise
         try:
+            out_dir.mkdir(parents=True, exist_ok=True)  # again: a writer that could not start may have removed it
             for p in clean_stale_temp_files(out_dir):  # left by a killed run; those of live runs are kept
                 logger.info("removed a stale temporary file of a killed run: %s", display(str(p)))
         except OSError as exc:
