@@ -168,9 +168,12 @@ def test_another_runs_input_with_the_same_output_name_fails_instead_of_taking_or
     rows = {r["input"]: r for r in _rows(out / "index.csv")}
     assert rows[str(a)]["status"] == "ok" and rows[str(b)]["status"] == "failed"
     assert [r["filename"] for r in _rows(out / "events.csv")].count("x.wav") == len(json.loads(first)["events"]["list"])
-    a.unlink()  # the first input is gone: its output is the second's to write
+    a.unlink()  # the first input is gone: its output is the second's to write, and no longer the first's
     assert main(["predict", str(b.parent), "-o", str(out), *model]) == 0
-    assert json.loads((out / "x.json").read_text())["source"] == str(b)
+    second = json.loads((out / "x.json").read_text())
+    assert second["source"] == str(b)
+    assert [(r["input"], r["status"], r["output"]) for r in _rows(out / "index.csv")] == [(str(b), "ok", "x.json")]
+    assert [r["filename"] for r in _rows(out / "events.csv")].count("x.wav") == len(second["events"]["list"])
 
 
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])

@@ -79,11 +79,12 @@ def write_index(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
     atomic_write_text(Path(path), buf.getvalue())
 
 
-def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
+def write_all_events(path: str | Path, rows: Sequence[dict[str, str]], *, log_repairs: bool = True) -> None:
     """Concatenate the event lists of every complete input of index ``rows`` (this run's and earlier runs').
 
     Each input's ``.events.csv`` counts only when its ``.json`` vouches for it (the digest it records): one left by
-    a run killed before its ``.json`` is replaced by the ``.json`` 's own event list, which the index describes.
+    a run killed before its ``.json`` is replaced by the ``.json`` 's own event list, which the index describes
+    (logged at INFO when ``log_repairs``).
 
     Example:
         >>> write_all_events("pred/events.csv", read_index("pred/index.csv"))   # doctest: +SKIP
@@ -104,8 +105,9 @@ def write_all_events(path: str | Path, rows: Sequence[dict[str, str]]) -> None:
             vouched = json.loads(Path(output).read_text(encoding="utf-8"))
             digest = ((vouched.get("meta") or {}).get("digests") or {}).get("events")  # older outputs have none
             if digest is not None and digest != sha256_file(events):
-                logger.warning("events.csv: %s is not the one %s vouches for (a killed run's); its events are "
-                               "taken from the .json", events, output)
+                if log_repairs:
+                    logger.info("events.csv: %s is not the one %s vouches for (a killed run's); its events are "
+                                "taken from the .json", events, output)
                 name = _event_file_name(Path(path).parent, output, row["input"])
                 records = [[name, f"{float(e['onset']):.3f}", f"{float(e['offset']):.3f}", str(e["event_label"])]
                            for e in vouched["events"]["list"]]
@@ -171,13 +173,13 @@ def write_all_selections(path: str | Path, out_dir: str | Path, rows: Sequence[d
 
 
 def write_merged(out_dir: str | Path, rows: Sequence[dict[str, str]], event_formats: Sequence[str], *,
-                 suffix: str = "") -> None:
+                 suffix: str = "", log_repairs: bool = True) -> None:
     """The folder-level files of a ``predict`` folder: ``durations.tsv`` and the merged event file of each format
     (``events.csv``, ``events.selections.txt``; Audacity tracks have none), ``-I-of-N`` before the extension for a
-    shard."""
+    shard. ``log_repairs``: say (INFO) when an input's events file is not the one its ``.json`` vouches for."""
     out_dir = Path(out_dir)
     write_durations(out_dir / f"durations{suffix}.tsv", out_dir, rows)
     if "dcase" in event_formats:
-        write_all_events(out_dir / f"events{suffix}.csv", rows)
+        write_all_events(out_dir / f"events{suffix}.csv", rows, log_repairs=log_repairs)
     if "raven" in event_formats:
         write_all_selections(out_dir / f"events{suffix}.selections.txt", out_dir, rows)

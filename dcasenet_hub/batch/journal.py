@@ -173,7 +173,7 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None,
                 old = best.get(rec["key"])
                 if old is None or _rank(rec) > _rank(old):
                     best[rec["key"]] = rec
-        records = sorted(best.values(), key=lambda r: (str(r.get("input") or r["key"]), r["key"]))
+        records = _owned(sorted(best.values(), key=lambda r: (str(r.get("input") or r["key"]), r["key"])))
         atomic_write_text(state / "state.jsonl",
                           "".join(json.dumps(r, ensure_ascii=True, sort_keys=True) + "\n" for r in records))
         for j in finished:  # folded into state.jsonl; their writers append no more
@@ -183,12 +183,27 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None,
         # the merged files read each output by its path
         located = [{**r, "output": str(out_dir / r["_output"]) if r["_output"] else ""} for r in rows]
         if events or any(r["status"] == "ok" and r["output"].endswith(".json") for r in rows):
-            write_merged(out_dir, located, tuple(event_formats))
+            write_merged(out_dir, located, tuple(event_formats), log_repairs=done is not None)
         if parquet:
             from dcasenet_hub.batch.tables import write_parquet
 
             write_parquet(out_dir, [{**r, "output": r["_output"]} for r in rows])  # outputs relative to OUTDIR
     return located
+
+
+def _owned(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``records`` less those whose output another input finished later.
+
+    An input's output is taken over only once that input is gone (:func:`~dcasenet_hub.batch.resume.other_owner`):
+    the old record would name a file that holds the other input's result, and list its events twice.
+    """
+    owner: dict[str, dict[str, Any]] = {}
+    for rec in records:
+        if rec.get("status") == "ok" and rec.get("output"):
+            held = owner.get(rec["output"])
+            if held is None or _rank(rec) > _rank(held):
+                owner[rec["output"]] = rec
+    return [r for r in records if not (r.get("status") == "ok" and r.get("output") and owner[r["output"]] is not r)]
 
 
 def _from_old_index(out_dir: Path) -> list[dict[str, Any]]:
