@@ -312,7 +312,7 @@ def test_cli_finetune_then_predict(authors_checkpoint: Path, held_out, tmp_path:
     small = _class_folder(tmp_path / "small", n=4, seed=7)
     out = tmp_path / "cli-model"
     args = ["finetune", str(small), "--task", "classification", "--base", str(authors_checkpoint), "-o", str(out),
-            "--epochs", "40", "-q"]
+            "--epochs", "40"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "linear probe" in printed and "validation accuracy" in printed and str(out) in printed

@@ -382,6 +382,10 @@ def test_cli_score_prints_a_table_and_writes_report_json(event_case, capsys):
     api = metrics.score(folder / "pred", folder / "truth.tsv").to_dict()
     assert saved["metrics"] == api["metrics"]
     assert out.with_suffix(".png").stat().st_size > 10_000  # the PSD-ROC curves (matplotlib is in the test extra)
+    quiet = folder / "quiet.json"
+    assert main(["score", str(folder / "pred"), "--truth", str(folder / "truth.tsv"), "-o", str(quiet), "--no-plot",
+                 "-q"]) == 0
+    assert capsys.readouterr().out == "" and json.loads(quiet.read_text())["metrics"] == saved["metrics"]
 
 
 def test_plot_report_draws_every_task(event_case, tmp_path):

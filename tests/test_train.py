@@ -193,7 +193,7 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
     args = ["train", "v1-nomixup-asc-sed", "-o", str(run), "--asc-root", str(tiny["asc_root"]),
             "--sed-root", str(tiny["sed_root"]), "--cache-dir", str(tiny["cache_dir"]), "--epochs", "1",
             "--iterations-per-epoch", "1", "--batch-size", "asc=2", "--batch-size", "sed=2", "--crop", "asc=1",
-            "--crop", "sed=1", "--lr", "0", "--workers", "0", "-q"]
+            "--crop", "sed=1", "--lr", "0", "--workers", "0"]
     assert main(args) == 0
     out = capsys.readouterr().out
     # the API's task names (TrainResult.best keys); the folders keep the trainer's file keys

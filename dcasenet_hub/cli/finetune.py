@@ -131,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         **data_options,
     )
     model = finetune(args.base, args.data, task=args.task, options=options)
+    if args.quiet:
+        return 0
     record = model.config.extra["finetune"]
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in record["validation"].items())
     print(f"{record['recipe']['mode']} of {record['base_model']} on {record['data']['n_train']} clips: "

@@ -50,11 +50,13 @@ def _run_score(args: argparse.Namespace) -> int:
     report = score(args.predictions, args.truth, task=args.task, label_map=_label_map(args.map or []),
                    labels=labels, threshold=args.threshold, annotation_format=args.format,
                    segment_length=args.segment_length, t_collar=args.collar, psds=not args.no_psds)
-    print(report.table())
+    if not args.quiet:  # the table summarises the report written below
+        print(report.table())
     folder = Path(args.predictions)
     output = Path(args.output) if args.output else folder / "report.json"
     report.save(output)
-    print(f"report: {output}")
+    if not args.quiet:
+        print(f"report: {output}")
     if not args.no_plot and (report.task != "events" or report.curves.get("psd_roc")):
         from dcasenet_hub.errors import MissingMatplotlibError
         from dcasenet_hub.integrations.plot import plot_report
@@ -65,7 +67,8 @@ def _run_score(args: argparse.Namespace) -> int:
             logging.getLogger("dcasenet_hub.cli").info("no plot: %s", exc)
         else:
             del picture
-            print(f"plot: {output.with_suffix('.png')}")
+            if not args.quiet:
+                print(f"plot: {output.with_suffix('.png')}")
     sys.stdout.flush()
     return 0
 

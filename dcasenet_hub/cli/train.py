@@ -158,7 +158,7 @@ def _train(args: argparse.Namespace) -> int:
                            in_memory=args.in_memory, progress=False if args.quiet else None)
     result = train(args.recipe, out_dir=args.output, asc_root=args.asc_root, tag_root=args.tag_root,
                    sed_root=args.sed_root, overrides=overrides, options=options)
-    for task, path in result.best.items():
+    for task, path in () if args.quiet else result.best.items():
         m = result.best_metrics.get(task, {})
         shown = ", ".join(f"{k} {v:.4g}" for k, v in m.items() if v is not None)
         print(f"best {task}: {path}  ({shown})")

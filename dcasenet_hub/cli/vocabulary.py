@@ -1,10 +1,10 @@
 """One spelling per meaning across every command, and the old spellings that are still accepted.
 
 Every command writes its result where ``-o/--output`` says, is quiet with ``-q/--quiet`` (warnings and errors only:
-no progress bars, no summary of a run that went well), reads weights from ``--cache-dir`` and training features from
-``--feature-cache``. Old spellings (``--output-dir``, ``--out``, ``--dest``, ``--no-progress``, ``--precision``,
-``--cache-dir`` of the feature cache) still work: they are hidden from ``--help`` and the command notes the new
-spelling once.
+no progress bars, no summary of a run that went well; results a command exists to print stay), reads weights from
+``--cache-dir`` and training features from ``--feature-cache``. Old spellings (``--output-dir``, ``--out``,
+``--dest``, ``--no-progress``, ``--precision``, ``--cache-dir`` of the feature cache) still work: they are hidden
+from ``--help`` and the command notes the new spelling once.
 """
 
 from __future__ import annotations
