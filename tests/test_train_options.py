@@ -48,6 +48,8 @@ def test_train_takes_options_and_keyword_overrides_and_refuses_before_any_work(m
         loop.train("v3-asc", out_dir=tmp_path / "a", options=TrainOptions(seed=3, workers=1), workers=0,
                    device="cpu", **roots)
     assert seen["opts"] == TrainOptions(seed=3, workers=0, device="cpu", progress=False)  # None: no terminal here
+    # a run that stopped before anything but recipe.json was written leaves no folder that refuses the rerun
+    assert not (tmp_path / "a").exists()
     with warnings.catch_warnings(record=True) as caught, pytest.raises(RuntimeError, match="stopped"):
         warnings.simplefilter("always")
         loop.train("v3-asc", out_dir=tmp_path / "b", precision="bf16", device="cpu", **roots)
@@ -61,6 +63,12 @@ def test_train_takes_options_and_keyword_overrides_and_refuses_before_any_work(m
         loop.train("v3-asc", out_dir=tmp_path / "d", dtype="int8", **roots)
     with pytest.raises(ValueError, match=r"Unknown stage\(s\) \['nope'\]"):
         loop.train("v3-asc", out_dir=tmp_path / "f", stages=["nope"], **roots)
+    # recipe values the optimiser or the crops would refuse only after the data is prepared
+    with pytest.raises(ValueError, match=r"lr \(--lr\) must be a finite number >= 0, got -1"):
+        loop.train("v3-asc", out_dir=tmp_path / "g", overrides={"lr": -1}, **roots)
+    with pytest.raises(ValueError, match=r"crop_seconds \(--crop TASK=S\) must be seconds > 0, got \{'asc': 0"):
+        loop.train("v3-asc", out_dir=tmp_path / "h", overrides={"crop_seconds": {"asc": 0}}, **roots)
+    assert not (tmp_path / "g").exists() and not (tmp_path / "h").exists()
 
 
 def test_cli_flags_map_onto_train_options_and_bad_values_exit_2(monkeypatch, tmp_path, capsys):

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -188,14 +189,19 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
             if rec.batch_size[t] % dist.world:
                 raise ValueError(f"The {t} batch size {rec.batch_size[t]} is global and must be divisible by the "
                                  f"{dist.world} processes; override it (--batch-size {t}=N)")
-        _claim_run_folder(out, rec, dist, resume=opts.resume)
-        stores, items = _prepared_data(roots, opts, dist)
-        run = _Run(rec=rec, out=out, roots=roots, stores=stores, items=items, dev=dev, dist=dist, options=opts,
-                   on_epoch_end=on_epoch_end)
-        result = TrainResult(run_dir=out)
-        for stage, tasks, init_task in rec.stages():
-            if opts.stages is None or stage in opts.stages:
-                result.history[stage] = _Stage(run, stage, tasks, init_task).run()
+        created = _claim_run_folder(out, rec, dist, resume=opts.resume)
+        try:
+            stores, items = _prepared_data(roots, opts, dist)
+            run = _Run(rec=rec, out=out, roots=roots, stores=stores, items=items, dev=dev, dist=dist,
+                       options=opts, on_epoch_end=on_epoch_end)
+            result = TrainResult(run_dir=out)
+            for stage, tasks, init_task in rec.stages():
+                if opts.stages is None or stage in opts.stages:
+                    result.history[stage] = _Stage(run, stage, tasks, init_task).run()
+        except BaseException:
+            if created and dist.main:
+                _release_run_folder(out)
+            raise
         if dist.main:
             _collect_final(rec, out, result)
         dist.barrier()
@@ -205,8 +211,12 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
             torch.distributed.destroy_process_group()
 
 
-def _claim_run_folder(out: Path, rec: Recipe, dist: Ranks, *, resume: bool) -> None:
-    """Write ``RUN/recipe.json`` for a new run; for an existing one, insist on ``resume`` and the same recipe."""
+def _claim_run_folder(out: Path, rec: Recipe, dist: Ranks, *, resume: bool) -> bool:
+    """Write ``RUN/recipe.json`` for a new run; for an existing one, insist on ``resume`` and the same recipe.
+
+    Returns:
+        Whether this call started the run (wrote ``recipe.json``).
+    """
     run_file = out / "recipe.json"
     existed = run_file.exists()
     dist.barrier()  # every process has looked before rank 0 writes the file (else rank 1 sees rank 0's run)
@@ -222,6 +232,16 @@ def _claim_run_folder(out: Path, rec: Recipe, dist: Ranks, *, resume: bool) -> N
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_file, json.dumps(rec.to_dict(), indent=2) + "\n")
     dist.barrier()
+    return not existed
+
+
+def _release_run_folder(out: Path) -> None:
+    """Undo :func:`_claim_run_folder` for a run that stopped before writing anything else (a missing dataset, a bad
+    value found late), so that the corrected command can start it again; a run with checkpoints is kept."""
+    with contextlib.suppress(OSError):
+        if {p.name for p in out.iterdir()} == {"recipe.json"}:
+            (out / "recipe.json").unlink()
+            out.rmdir()
 
 
 def _prepared_data(roots: Mapping[str, Path], opts: TrainOptions, dist: Ranks) -> tuple[Any, Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,11 @@ class Recipe:
             raise ValueError(f"Recipe {self.name!r}: epochs and iterations_per_epoch must be >= 1")
         if any(int(self.batch_size[t]) < 1 for t in self.tasks):
             raise ValueError(f"Recipe {self.name!r}: batch sizes must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr >= 0):
+            raise ValueError(f"Recipe {self.name!r}: lr (--lr) must be a finite number >= 0, got {self.lr}")
+        bad = {t: s for t, s in self.crop_seconds.items() if t in self.tasks and not (math.isfinite(s) and s > 0)}
+        if bad:
+            raise ValueError(f"Recipe {self.name!r}: crop_seconds (--crop TASK=S) must be seconds > 0, got {bad}")
 
     # -- serialisation ---------------------------------------------------------------------------------------
 
