@@ -395,7 +395,10 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
             str(tiny["cache_dir"]), "--epochs", "3", "--iterations-per-epoch", "3", "--batch-size", "asc=2",
             "--batch-size", "sed=2", "--crop", "asc=1", "--crop", "sed=1", "--mixup-from-epoch", "1",
             "--stage", "joint", "--seed", "5", "--workers", "0", "-q"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the killed process computes with this process's thread count (under pytest-xdist a share of the cores), as
+    # run "a" and the resume below do: float sums in another thread count differ in the last bits
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     state = tmp_path / "b" / "joint" / "last.pt"
     deadline = time.time() + 600
     while not state.exists() and proc.poll() is None and time.time() < deadline:
