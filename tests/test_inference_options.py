@@ -108,12 +108,12 @@ def test_the_resume_record_of_default_options_is_the_one_files_already_hold():
 
 
 @pytest.mark.parametrize("argv, line", [
-    (["--threshold", "1.5"], "--threshold 1.5: must be a probability between 0 and 1, or None"),
+    (["--threshold", "1.5"], "--threshold 1.5: must be a probability between 0 and 1"),
     (["--workers", "-1"], "--workers -1: must be a whole number >= 0"),
     (["--batch-size", "0"], "--batch-size 0: must be a whole number >= 1"),
     (["--hop", "0.3"], "--hop 0.3: must be a multiple of the 0.02 s mel hop"),
     (["--shard", "3/2"], "--shard 3/2: must look like I/N with 1 <= I <= N, e.g. 2/8"),
-    (["--median-filter", "-1"], "--median-filter -1.0: must be a number of seconds >= 0, or None"),
+    (["--median-filter", "-1"], "--median-filter -1.0: must be a number of seconds >= 0"),
 ])
 def test_the_command_line_reports_the_options_error_as_its_flag(tmp_path, capsys, argv, line):
     """Catches the command line checking values itself (its message would differ from the options') or letting

@@ -96,7 +96,7 @@ def test_cli_flags_map_onto_train_options_and_bad_values_exit_2(monkeypatch, tmp
     assert main(["finetune", str(tmp_path), "--task", "classification", "-o", str(tmp_path / "m"), "--epochs", "0",
                  "-q"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "dcasenet-hub finetune: error: --epochs 0: must be a whole number >= 1, or None"]
+        "dcasenet-hub finetune: error: --epochs 0: must be a whole number >= 1"]
 
 
 def test_defaults_agree_across_inference_fine_tuning_and_training():
@@ -111,3 +111,29 @@ def test_defaults_agree_across_inference_fine_tuning_and_training():
     assert {o.progress for o in defaults} == {None} and {o.device for o in defaults} == {None}
     assert {o.dtype or "fp32" for o in defaults} == {"fp32"}
     assert show_progress(None) is False  # pytest's stderr is not a terminal
+
+
+@pytest.mark.parametrize("flags, line", [
+    (["--crop", "0"], "--crop 0.0: must be a number of seconds > 0"),
+    (["--validation-fraction", "1.5"], "--validation-fraction 1.5: must be a number between 0 and 1 (exclusive)"),
+    (["--lr", "-1"], "--lr -1.0: must be a number > 0"),
+])
+def test_finetune_value_errors_name_the_flag_as_typed_before_any_work(tmp_path, capsys, flags, line):
+    """Broken variants caught: the Python name (--crop-s, validation_fraction), a value the command line cannot
+    type (", or None"), or a check that runs only after the data is read or the model trained."""
+    from dcasenet_hub.cli import main
+
+    assert main(["finetune", str(tmp_path / "nowhere"), "--task", "classification", "-o", str(tmp_path / "m"),
+                 *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"dcasenet-hub finetune: error: {line}"]
+
+
+def test_finetune_into_an_existing_file_is_refused_before_any_work(tmp_path, capsys):
+    from dcasenet_hub.cli import main
+
+    (tmp_path / "clip.wav").write_bytes(b"not a folder")
+    assert main(["finetune", str(tmp_path / "nowhere"), "--task", "classification", "-o",
+                 str(tmp_path / "clip.wav")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"dcasenet-hub finetune: error: --output {tmp_path / 'clip.wav'}: must be a folder (not an existing "
+                   "file)"]

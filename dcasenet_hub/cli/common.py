@@ -112,6 +112,10 @@ def flag_message(exc: BaseException, args: Any, *, flag_names: Mapping[str, str]
     value = typed(name, match["value"]) if typed is not None else None
     if value is None:
         value = getattr(args, name, None)
+        if value is None:  # an option whose flag has another name (crop_s: --crop)
+            value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if isinstance(value, list):  # a flag that takes several values (--labels A B)
             value = " ".join(map(str, value))
-    return one_line(f"{flag} {match['value'] if value is None else value}: {match['problem']}")
+    # None is Python's: a command line cannot type it
+    problem = re.sub(r",? or None$", "", re.sub(r"\bNone or ", "", match["problem"]))
+    return one_line(f"{flag} {match['value'] if value is None else value}: {problem}")

@@ -83,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "The saved model stays float32")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, flag_names={"crop_s": "--crop", "output_dir": "--output"})
 
 
 def _task(text: str) -> str:

@@ -162,7 +162,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.verbose:
             raise
         code = exit_code(exc)
-        text = flag_message(exc, args) if isinstance(exc, OptionsError) else str(exc)
+        text = (flag_message(exc, args, flag_names=getattr(args, "flag_names", None)) if isinstance(exc, OptionsError)
+                else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
         elif code == EXIT_INTERNAL:

@@ -103,7 +103,7 @@ class FinetuneOptions(DeclaredOptions):
     labels: Sequence[str] | None = option(None, "label names in output order (None: those found, sorted)",
                                           "None or label names")
     validation_fraction: float = option(0.2, "share of clips drawn (stratified) for validation when the data names "
-                                        "no split", "a fraction between 0 and 1")
+                                        "no split", "a number between 0 and 1 (exclusive)")
     seed: int = option(0, "seed of the split, the head's initialisation, crops, mixup and shuffling",
                        "a whole number")
     delimiter: str | None = option(None, "column separator of a table (None: guessed)", "None or a character")
@@ -111,7 +111,7 @@ class FinetuneOptions(DeclaredOptions):
     audio_dir: str | Path | None = option(None, "folder the table's paths are relative to (None: the table's "
                                           "folder)", "None or a folder")
     output_dir: str | Path | None = option(None, "write the model folder (config, weights, model card, "
-                                           "metrics.jsonl) here", "None or a folder")
+                                           "metrics.jsonl) here", "None or a folder (not an existing file)")
     overwrite: bool = option(False, "replace a model already in output_dir", "True or False")
     device: str | torch.device | None = option(None, "None = where the model is, auto = CUDA if available, or a "
                                                "device name", "None, auto, cpu, cuda, cuda:N, mps")
@@ -140,6 +140,11 @@ class FinetuneOptions(DeclaredOptions):
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
                     value > 0 if positive else value >= 0):
                 raise fail(name)
+        fraction = self.validation_fraction
+        if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0 < fraction < 1:
+            raise fail("validation_fraction")
+        if self.output_dir is not None and Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise fail("output_dir")  # refused before training, not when the model is saved
         if self.mixup is not None and self.probe:
             raise OptionsError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block "
                                "name (see freeze_choices(model, task)), or drop mixup for a linear probe")
