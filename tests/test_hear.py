@@ -144,3 +144,11 @@ def test_the_cost_of_timestamp_embeddings_is_stated():
     assert "20" in impl.__doc__
     readme = (REPO / "README.md").read_text()
     assert "hear" in readme.lower() and "20 passes" in readme
+
+
+def test_input_shapes_the_api_cannot_take_are_refused_naming_the_shape(hear_model):
+    for audio, said in ((torch.zeros(48000), r"\(n_sounds, n_samples\), got shape \(48000,\)"),
+                        (torch.zeros(0, 48000), r"no sounds \(shape \(0, 48000\)\); pass at least one")):
+        for call in (hear.get_scene_embeddings, hear.get_timestamp_embeddings):
+            with pytest.raises(ValueError, match=said):
+                call(audio, hear_model)

@@ -102,6 +102,8 @@ def _embed(audio: torch.Tensor, model: HearModel, *, hop: float | None = None) -
         raise TypeError(f"model must come from dcasenet_hub.hear.load_model(), got {type(model).__name__}")
     if audio.ndim != 2:
         raise ValueError(f"audio must be (n_sounds, n_samples), got shape {tuple(audio.shape)}")
+    if audio.shape[0] == 0:
+        raise ValueError(f"audio holds no sounds (shape {tuple(audio.shape)}); pass at least one (n_sounds >= 1)")
     device = next(model.model.parameters()).device
     # the untrained-weights warning is said once per model (load_model already said it)
     return embed(model.model, [a for a in audio.detach().float()], sample_rate=model.sample_rate, device=device,
