@@ -416,6 +416,10 @@ def test_cli_score_bad_map_and_unknown_labels_are_one_line(event_case, tmp_path,
                  "--no-psds"]) == 0
     assert main(["score", str(folder / "pred"), "--truth", str(tmp_path / "t.tsv"), "--map", "cow"]) == 2
     assert "--map" in capsys.readouterr().err
+    (tmp_path / "empty.tsv").write_text("")
+    assert main(["score", str(folder / "pred"), "--truth", str(tmp_path / "empty.tsv")]) == 2
+    assert capsys.readouterr().err.strip() == (f"dcasenet-hub score: error: {tmp_path / 'empty.tsv'}: is empty; give "
+                                               "the file with your annotations (docs/evaluation.md shows the formats)")
 
 
 # --- predict writes what sed_scores_eval reads ------------------------------------------------------------------

@@ -341,6 +341,9 @@ def read_annotations(path: str | Path, *, format: str = "auto", audio_name: str 
     out: Annotations | None = None
     for file in files:
         text = _read_text(file)
+        if not text.strip() and len(files) == 1:
+            raise AnnotationError(f"{file}: is empty; give the file with your annotations (docs/evaluation.md shows "
+                                  "the formats)")
         kind = format if format != "auto" else detect_format(file, text)
         if out is None:
             out = Annotations(kind="labels" if kind == "labels" else "events", format=kind, source=str(path))
