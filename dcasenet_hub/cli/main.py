@@ -31,8 +31,9 @@ EPILOG = """examples:
   dcasenet-hub <command> --help
 
 -v/--verbose and -q/--quiet work before or after the command; they set the level of dcasenet-hub's own log
-(debug / warnings and errors only: no progress bars, no summary of a run that went well), never that
-of other libraries; results a command exists to print (evaluate's metrics, list's table) stay. Every command writes to -o/--output.
+(debug / warnings and errors only: no progress bars, no summary of a run that went well), never that of other
+libraries; results a command exists to print (evaluate's metrics, list's table) stay. Every command writes to
+-o/--output.
 
 exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
 3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug)
