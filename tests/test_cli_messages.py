@@ -108,3 +108,21 @@ def test_an_output_folder_that_cannot_be_made_stops_the_job_in_one_line(tmp_path
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err  # not one failed input per file and a line per folder problem
     assert f"cannot create the output folder {out}" in err and "choose another output folder (-o)" in err, err
+
+
+def test_a_repo_id_the_hub_has_no_model_for_is_a_model_error_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The job fingerprints a named model before it starts: the Hub's "no such repo / not a dcasenet-hub model"
+    (a ValueError) is the model's error (exit 3), as loading it says, not a usage error (exit 2)."""
+    from dcasenet_hub.hub import sources
+
+    def no_such_repo(repo_id: str, **kw: object) -> Path:
+        raise ValueError(f"Hugging Face repo {repo_id!r} (revision main) not found or not accessible")
+
+    monkeypatch.setattr(sources, "fetch_hf", no_such_repo)
+    out = tmp_path / "out"
+    code = main(["embed", str(_wav(tmp_path / "a.wav")), "-o", str(out), "--model", "some-org/missing", "-q"])
+    err = capsys.readouterr().err
+    assert code == 3 and err.count("\n") == 1 and not out.exists(), err
+    assert err.startswith("dcasenet-hub embed: error: model could not be fetched or loaded (some-org/missing): "
+                          "Hugging Face repo 'some-org/missing' (revision main) not found"), err

@@ -16,6 +16,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dcasenet_hub.errors import DownloadError, ModelError, ModelLoadError
 from dcasenet_hub.hub.checkpoint import check_model_path
 from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import read_meta
@@ -137,7 +138,7 @@ def model_identity(name: str | Path) -> dict[str, Any]:
 
     Raises:
         ModelError, DownloadError: a manifest or Hugging Face id that cannot be fetched (offline and not cached, a
-            failed download or checksum), as loading it would.
+            failed download or checksum, a repo without the model files), as loading it would.
 
     Example:
         >>> model_identity("dcasenet-v3")["model"]                                   # doctest: +SKIP
@@ -148,7 +149,12 @@ def model_identity(name: str | Path) -> dict[str, Any]:
     if p.exists():
         files = _folder_files(p) if p.is_dir() else [p]
         return {"model": str(p.resolve()), "model_sha256": _files_sha256(files)}
-    folder = _named_folder(str(name))
+    try:
+        folder = _named_folder(str(name))
+    except (ModelError, DownloadError):
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:  # e.g. a repo id the Hub does not have
+        raise ModelLoadError(str(name), exc) from None
     if folder is None:
         return {"model": str(name), "model_sha256": None}
     return {"model": str(name), "model_sha256": _files_sha256(_folder_files(Path(folder)))}

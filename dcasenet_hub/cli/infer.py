@@ -383,6 +383,8 @@ def _run(args: argparse.Namespace, task: str) -> int:
                               "(it is created if missing)")
         try:
             plan = None if single is not None else batch.prepare(args.model, args.inputs, args.output, options)
+        except ModelLoadError:
+            raise
         except (ModelError, DownloadError) as exc:  # the named model cannot be fetched: as loading says it
             raise ModelLoadError(str(args.model), exc) from None
         except (FileNotFoundError, NotADirectoryError, ValueError) as exc:  # prepare() writes nothing
