@@ -85,15 +85,14 @@ def outputs_for(out_dir: str | Path, rel: PurePosixPath, task: str,
 
 
 def sha256(path: str | Path) -> str | None:
-    """Hex SHA-256 of a file's bytes (``None`` if unreadable)."""
-    h = hashlib.sha256()
+    """Hex SHA-256 of a file's bytes (``None`` if unreadable): :func:`~dcasenet_hub.hub.fetch.sha256_file`, which
+    ``events.csv`` checks these digests with."""
+    from dcasenet_hub.hub.fetch import sha256_file
+
     try:
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        return sha256_file(Path(path))
     except OSError:
         return None
-    return h.hexdigest()
 
 
 def _files_sha256(files: list[Path]) -> str:
