@@ -5,12 +5,14 @@
   bytes (once), or throttle, so that download, resume, hash-mismatch and concurrency paths run for real over HTTP.
   Its own checks are in tests/test_hub_server.py.
 * :func:`responsive_model`: test weights whose outputs differ clearly between inputs.
+* :func:`closed_port`: a loopback port nothing listens on (a host that refuses at once: "no network", fast).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +25,13 @@ URL_PATH = f"/Jungjee/DcaseNet/raw/{COMMIT}/{FIXTURE_PATH}"
 #: How often a served loop looks for ``shutdown()``: with the standard library's 0.5 s, stopping a server would wait
 #: up to half a second in every test that uses one.
 SHUTDOWN_POLL_S = 0.01
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on: connecting to it is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def serve_in_background(httpd) -> None:

@@ -11,6 +11,7 @@ import pytest
 from helpers import (
     URL_PATH,
     LoopbackServer,
+    closed_port,
     fixture_entry,
     git_blob_sha1,
     serve_in_background,
@@ -171,14 +172,6 @@ class _WhoamiServer:
         self.httpd.server_close()
 
 
-def _closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def converted_folder(authors_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The fixture checkpoint converted once for the push failures: a push that fails only reads the folder."""
@@ -195,7 +188,7 @@ def test_push_without_token_or_network_fails_with_one_line(case: str, converted_
     folder = converted_folder
     env = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")}
     env.update(HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1",  # no saved login there
-               HF_ENDPOINT=f"http://127.0.0.1:{_closed_port()}")
+               HF_ENDPOINT=f"http://127.0.0.1:{closed_port()}")
     if case != "no token":
         env["HF_TOKEN"] = "hf_test_token"
     srv = _WhoamiServer(401) if case == "token rejected" else None
@@ -244,7 +237,7 @@ def test_download_failures_exit_with_the_model_code_like_embed(case: str, env: P
     manifest = write_manifest(tmp_path / "m.json",
                               {"fixture-v3": fixture_entry(git_blob_sha1(authors_checkpoint.read_bytes()))})
     monkeypatch.setenv("DCASENET_HUB_MANIFEST", str(manifest))
-    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{closed_port()}")
     if case == "offline":
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     name = "nope" if case == "unknown id" else "fixture-v3"

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import closed_port
 
 from dcasenet_hub.cli import main
 
@@ -78,12 +79,7 @@ def test_a_job_that_cannot_start_writes_nothing(case: str, tmp_path: Path, autho
 
 def test_a_model_that_cannot_be_fetched_is_tried_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                        caplog: pytest.LogCaptureFixture) -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nothing listens on: the download fails at once
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{closed_port()}")  # the download fails at once
     monkeypatch.setenv("DCASENET_HUB_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "out"
     with caplog.at_level(logging.INFO, logger="dcasenet_hub"):

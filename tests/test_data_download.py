@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import serve_in_background
+from helpers import closed_port, serve_in_background
 
 from dcasenet_hub import cli
 from dcasenet_hub.train import data_download as dd
@@ -456,7 +456,6 @@ def test_cli_data_download_without_network_fails_fast_with_the_download_code(tmp
 def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
     """One loop: a wrong hash is ChecksumMismatchError (file deleted) and a host that refuses is OfflineError at once,
     for weights (git blob SHA-1) and datasets (MD5) alike."""
-    import socket
     import time
 
     from dcasenet_hub.errors import ChecksumMismatchError, OfflineError
@@ -471,12 +470,9 @@ def test_both_downloaders_fail_the_same_way(downloader, server, tmp_path):
     with pytest.raises(ChecksumMismatchError, match="mismatch: expected 0000"):
         get(url, tmp_path / "a.bin")
     assert list(tmp_path.glob("a.bin*")) == []
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
     t = time.perf_counter()
     with pytest.raises(OfflineError, match="nothing was written"):
-        get(f"http://127.0.0.1:{closed}/rec/a.bin", tmp_path / "b.bin")
+        get(f"http://127.0.0.1:{closed_port()}/rec/a.bin", tmp_path / "b.bin")
     assert time.perf_counter() - t < 5 and list(tmp_path.glob("b.bin*")) == []
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_manifest
+from helpers import closed_port, write_manifest
 from safetensors.torch import load_file, save_file
 
 import dcasenet_hub
@@ -214,12 +214,7 @@ def test_hf_repo_id_from_prefilled_cache_offline(saved_dir: Path, v3_model: Dcas
 
 def test_hf_repo_without_network_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Not offline mode, but the endpoint does not answer: no 23 s retry loop."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port()}")
     t = time.perf_counter()
     with pytest.raises(hub.OfflineError, match="no network"):
         dcasenet_hub.from_pretrained("some-org/not-cached")
@@ -339,13 +334,9 @@ def test_saved_weights_are_byte_identical_across_processes(tmp_path: Path) -> No
 def test_push_to_hub_without_network_raises_one_line_naming_the_fix(monkeypatch: pytest.MonkeyPatch,
                                                                     v3_model: DcaseNet) -> None:
     """Not the HTTP client's bare ConnectError: a package error (OSError, PermissionError) the CLI also prints."""
-    import socket
-
     from dcasenet_hub.errors import DownloadError, HubAccessError
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = closed_port()
     monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}/")  # read at call time, trailing slash parsed once
     t = time.perf_counter()
     with pytest.raises(HubAccessError) as err:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import http.server
 import logging
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -23,6 +22,7 @@ from helpers import (
     FIXTURE_PATH,
     URL_PATH,
     LoopbackServer,
+    closed_port,
     fixture_entry,
     git_blob_sha1,
     serve_in_background,
@@ -246,11 +246,6 @@ def test_two_processes_download_once_and_both_succeed(env: Path, server: Loopbac
     assert len(server.gets(URL_PATH)) == 1  # one download: the second process waited on the lock
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def test_offline_and_no_network_fail_fast_with_fixes(env: Path, server: LoopbackServer,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -268,7 +263,7 @@ def test_offline_and_no_network_fail_fast_with_fixes(env: Path, server: Loopback
         dcasenet_hub.from_pretrained("fixture-v3", local_files_only=True)
     assert server.requests == []
     # no network: the mirror (or the official host) does not answer
-    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("DCASENET_HUB_MIRROR", f"http://127.0.0.1:{closed_port()}")
     t = time.perf_counter()
     with pytest.raises(hub.OfflineError, match="no network") as err:
         dcasenet_hub.from_pretrained("fixture-v3")
