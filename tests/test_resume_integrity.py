@@ -103,6 +103,34 @@ def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_pa
     assert (out / "f0.npz").stat().st_mtime_ns == stamp  # skipped, not recomputed
 
 
+def test_an_input_is_identified_by_its_content_not_its_dates(tmp_path, v3_model):
+    """An input copied over with the same size and modification time (``cp -p``, ``rsync -t``) is recomputed; one
+    only touched (same bytes, new date) is skipped.
+
+    Broken variant caught: with inputs identified by size and modification time, the first rerun skips ``f0`` and
+    keeps embeddings of audio that is no longer there, and the ``touch`` rerun recomputes it for nothing.
+    """
+    from dcasenet_hub.batch import run
+    from dcasenet_hub.inference.pipeline import embed
+
+    audio = _folder(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert [i.status for i in run(v3_model, [audio], out, progress=False).items] == ["ok", "ok"]
+    f0 = audio / "f0.wav"
+    st = f0.stat()
+    sf.write(f0, _tone(1.0, 16000, 7), 16000)  # other audio, same length and format: same size
+    os.utime(f0, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (f0.stat().st_size, f0.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    report = run(v3_model, [audio], out, progress=False)
+    assert {i.path.name: i.status for i in report.items} == {"f0.wav": "ok", "f1.wav": "skipped"}
+    with np.load(out / "f0.npz") as z:
+        np.testing.assert_allclose(z["frame"], embed(v3_model, f0).frame, atol=1e-5)
+    stamp = (out / "f0.npz").stat().st_mtime_ns
+    os.utime(f0, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # touched: same bytes
+    assert [i.status for i in run(v3_model, [audio], out, progress=False).items] == ["skipped", "skipped"]
+    assert (out / "f0.npz").stat().st_mtime_ns == stamp
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 3. a predict output is complete only when its JSON vouches for the other files
 # ----------------------------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -185,15 +186,22 @@ def loaded_identity(model: Any) -> dict[str, Any]:
 
 
 def source_identity(path: str | Path) -> dict[str, Any]:
-    """Which input file an output is of (its resolved path), and its size and modification time (resume recomputes
-    outputs of a changed input, and never takes another input's output for this one's)."""
+    """Which input file an output is of (its resolved path), and its content: size and SHA-256.
+
+    Resume recomputes the outputs of an input whose bytes changed, whatever its dates say (a file copied over with
+    its modification time kept), keeps those of one only touched, and never takes another input's output for this
+    one's. The input is hashed before it is decoded, so a file that changes while it is processed is recomputed by
+    the next run. An unreadable input, or one that is not a regular file, gets ``source_sha256`` ``None``, which
+    matches no output.
+    """
     from dcasenet_hub.batch.journal import input_key
 
     try:
         st = Path(path).stat()
-        return {"source_key": input_key(path), "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
     except OSError:
         return {}
+    digest = sha256(path) if stat.S_ISREG(st.st_mode) else None  # a FIFO or device would block or never end
+    return {"source_key": input_key(path), "source_size": st.st_size, "source_sha256": digest}
 
 
 def other_owner(item: Any) -> str | None:
@@ -244,7 +252,7 @@ def is_complete(item: Any, meta: dict[str, Any]) -> bool:
     """
     if not all(p.is_file() for p in item.outputs.values()):
         return False
-    if "model_sha256" in meta and meta["model_sha256"] is None:  # weights that could not be identified
+    if any(k in meta and meta[k] is None for k in ("model_sha256", "source_sha256")):  # could not be identified
         return False
     found = read_meta(item.outputs["main"])
     # the weights are compared by content: "model" (how they were named) is shown, not compared; outputs of older
