@@ -204,6 +204,37 @@ def test_another_runs_input_with_the_same_output_name_fails_instead_of_taking_or
     assert [r["filename"] for r in _rows(out / "events.csv")].count("x.wav") == len(second["events"]["list"])
 
 
+def test_two_writers_planning_one_output_name_for_two_inputs_never_overwrite_each_other(tmp_path, v3_model):
+    """Two writers at once, in1/x.wav and in2/x.wav, into one folder: both plan x.npz before either wrote it. The
+    second to write fails its input (naming the first) instead of replacing the first's result.
+
+    Broken variant caught: with the owner checked only when the job is planned, the second writer replaces x.npz
+    and reports ok, and the first input's row leaves index.csv (its result is lost with exit 0).
+    """
+    import dcasenet_hub
+    from dcasenet_hub.batch import run
+    from dcasenet_hub.hub.api import save_pretrained
+
+    a, b = tmp_path / "in1" / "x.wav", tmp_path / "in2" / "x.wav"
+    for path, seed in ((a, 1), (b, 2)):
+        path.parent.mkdir()
+        sf.write(path, _tone(1.0, 16000, seed), 16000)
+    model = tmp_path / "model"
+    save_pretrained(v3_model, model)
+    out = tmp_path / "out"
+
+    def first_writer_finishes_meanwhile(name: str):  # the second writer has planned; the first writes now
+        assert [i.status for i in run(v3_model, [a], out, progress=False).items] == ["ok"]
+        return dcasenet_hub.from_pretrained(name)
+
+    report = run(str(model), [b], out, progress=False, load=first_writer_finishes_meanwhile)
+    assert [i.status for i in report.items] == ["failed"]
+    assert f"holds the result of {a}" in report.items[0].error
+    with np.load(out / "x.npz") as z:
+        assert json.loads(str(z["meta"]))["source_key"] == str(a)
+    assert {r["input"]: r["status"] for r in _rows(out / "index.csv")} == {str(a): "ok", str(b): "failed"}
+
+
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])
 def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
     task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")

@@ -56,6 +56,7 @@ from dcasenet_hub.batch.journal import (
     Journal,
     display,
     input_key,
+    output_lock,
     rebuild,
 )
 from dcasenet_hub.batch.options import (
@@ -226,6 +227,11 @@ def _write_error(exc: BaseException) -> str:
     return display(text)
 
 
+def _taken(item: Item, owner: str) -> str:
+    return display(f"output {item.output} holds the result of {owner} (another input with the same output name, "
+                   "of an earlier run or of another writer); rename one of the files or use another -o")
+
+
 @dataclass
 class Plan:
     """A checked folder job (from :func:`prepare`): this shard's inputs and the options; :meth:`execute` runs it.
@@ -324,9 +330,7 @@ class Plan:
                 continue
             owner = other_owner(item)
             if owner is not None:  # as for two inputs of one run: the second fails instead of overwriting
-                item.status = "failed"
-                item.error = display(f"output {item.output} holds the result of {owner} (an earlier run's input "
-                                     "with the same output name); rename one of the files or use another -o")
+                item.status, item.error = "failed", _taken(item, owner)
                 continue
             todo.append(item)
         created = _make_folder(out_dir)  # first: a folder that cannot be made stops the job before the model loads
@@ -372,8 +376,13 @@ class Plan:
                         item.status, item.error = "failed", display(one_line(r.error))
                     else:
                         try:
-                            write_outputs(item, r, task, metas[id(item)], level=self.level)
-                            item.status = "ok"
+                            with output_lock(out_dir):  # another writer may have taken the name since planning
+                                owner = other_owner(item)
+                                if owner is None:
+                                    write_outputs(item, r, task, metas[id(item)], level=self.level)
+                                    item.status = "ok"
+                                else:
+                                    item.status, item.error = "failed", _taken(item, owner)
                         except OSError as exc:  # e.g. disk full: this input is retried by the next run
                             item.status, item.error = "failed", f"writing outputs failed: {_write_error(exc)}"
                     note([item])

@@ -54,6 +54,24 @@ def _state(out_dir: str | Path) -> Path:
     return Path(out_dir) / STATE_DIR
 
 
+def output_lock(out_dir: str | Path) -> Any:
+    """The lock a writer holds while it checks that an output is not another input's and replaces it.
+
+    Two writers may plan one output name for two inputs before either has written it; the second to take the lock
+    finds the first's result there (:func:`~dcasenet_hub.batch.resume.other_owner`) and fails its input instead of
+    overwriting. It is not the folder's rebuild lock, so writing never waits for a rebuild.
+
+    Example:
+        >>> with output_lock("emb/"):                                            # doctest: +SKIP
+        ...     pass
+    """
+    from filelock import FileLock
+
+    state = _state(out_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(state / "outputs.lock"), timeout=LOCK_TIMEOUT_S)
+
+
 class Journal:
     """One writer's append-only record file in an output folder.
 
