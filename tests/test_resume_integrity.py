@@ -176,6 +176,45 @@ def test_events_csv_lists_what_the_json_vouches_for_not_a_killed_runs_events_fil
         (round(e["onset"], 3), round(e["offset"], 3), e["event_label"]) for e in vouched]
 
 
+def test_merged_event_files_follow_the_json_when_a_rerun_changes_the_event_formats_or_the_task(
+        tmp_path, authors_checkpoint):
+    """predict (events.csv), then predict --event-format raven with another threshold, then embed, into one folder:
+    events.csv always lists what the indexed .json files hold, and no per-input events file of other settings stays.
+
+    Broken variants caught: events.csv kept only when this run asks for "dcase" (the 0.3-threshold events stay after
+    the 0.9 run, and after a later dcase run too, which trusted the old .events.csv beside a .json that does not
+    vouch for it); an old a.events.csv left beside the new .json; events.csv and durations.tsv kept by an embed run
+    that turned every row into an .npz.
+    """
+    audio = _folder(tmp_path / "in", 2, seconds=3.0)
+    out = tmp_path / "out"
+    model = ["--model", str(authors_checkpoint), "-q"]
+
+    def per_file() -> dict[str, int]:
+        return {f"f{i}.wav": [r["filename"] for r in _rows(out / "events.csv")].count(f"f{i}.wav") for i in range(2)}
+
+    def listed() -> dict[str, int]:
+        return {f"f{i}.wav": len(json.loads((out / f"f{i}.json").read_text())["events"]["list"]) for i in range(2)}
+
+    assert main(["predict", str(audio), "-o", str(out), *model, "--threshold", "0.3"]) == 0
+    first = per_file()
+    assert first == listed() and sum(first.values()) > 0
+    assert main(["predict", str(audio), "-o", str(out), *model, "--threshold", "0.9", "--event-format", "raven"]) == 0
+    assert per_file() == listed() != first
+    assert not list(out.glob("f*.events.csv")) and len(list(out.glob("f*.Table.1.selections.txt"))) == 2
+    more = tmp_path / "more"
+    more.mkdir()
+    sf.write(more / "g.wav", _tone(3.0, 16000, 5), 16000)
+    assert main(["predict", str(more), "-o", str(out), *model, "--threshold", "0.9"]) == 0  # a dcase run
+    assert per_file() == listed()
+    assert main(["embed", str(audio), "-o", str(out), *model]) == 0
+    assert [r["filename"] for r in _rows(out / "events.csv")] == ["g.wav"] * len(
+        json.loads((out / "g.json").read_text())["events"]["list"])
+    assert (out / "durations.tsv").read_text().splitlines()[1:] == ["g.wav\t3.000"]
+    assert main(["embed", str(more), "-o", str(out), *model]) == 0  # no prediction is indexed any more
+    assert _rows(out / "events.csv") == [] and (out / "durations.tsv").read_text().splitlines()[1:] == []
+
+
 def test_another_runs_input_with_the_same_output_name_fails_instead_of_taking_or_overwriting_it(
         tmp_path, authors_checkpoint, capsys):
     """in1/x.wav today, in2/x.wav tomorrow, into one folder: same size and date, other audio. The second is neither

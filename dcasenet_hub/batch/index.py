@@ -100,13 +100,14 @@ def write_all_events(path: str | Path, rows: Sequence[dict[str, str]], *, log_re
             continue
         events = Path(output[: -len(".json")] + ".events.csv")
         try:
-            with open(events, encoding="utf-8", newline="") as fh:
-                records = [r for r in list(csv.reader(fh))[1:] if r]
             vouched = json.loads(Path(output).read_text(encoding="utf-8"))
-            digest = ((vouched.get("meta") or {}).get("digests") or {}).get("events")  # older outputs have none
-            if digest is not None and digest != sha256_file(events):
-                if log_repairs:
-                    logger.info("events.csv: %s is not the one %s vouches for (a killed run's); its events are "
+            digests = (vouched.get("meta") or {}).get("digests")  # outputs of older releases have none
+            if digests is None or (events.is_file() and digests.get("events") == sha256_file(events)):
+                with open(events, encoding="utf-8", newline="") as fh:
+                    records = [r for r in list(csv.reader(fh))[1:] if r]
+            else:  # a killed run's file, an earlier run's of other settings, or none (other --event-format)
+                if log_repairs and events.is_file():
+                    logger.info("events.csv: %s is not the one %s vouches for (another run's); its events are "
                                 "taken from the .json", events, output)
                 name = _event_file_name(Path(path).parent, output, row["input"])
                 records = [[name, f"{float(e['onset']):.3f}", f"{float(e['offset']):.3f}", str(e["event_label"])]
@@ -179,7 +180,9 @@ def write_merged(out_dir: str | Path, rows: Sequence[dict[str, str]], event_form
     shard. ``log_repairs``: say (INFO) when an input's events file is not the one its ``.json`` vouches for."""
     out_dir = Path(out_dir)
     write_durations(out_dir / f"durations{suffix}.tsv", out_dir, rows)
-    if "dcase" in event_formats:
-        write_all_events(out_dir / f"events{suffix}.csv", rows, log_repairs=log_repairs)
-    if "raven" in event_formats:
-        write_all_selections(out_dir / f"events{suffix}.selections.txt", out_dir, rows)
+    # a merged file an earlier run wrote is kept current too, whatever this run's formats
+    events, selections = out_dir / f"events{suffix}.csv", out_dir / f"events{suffix}.selections.txt"
+    if "dcase" in event_formats or events.exists():
+        write_all_events(events, rows, log_repairs=log_repairs)
+    if "raven" in event_formats or selections.exists():
+        write_all_selections(selections, out_dir, rows)

@@ -200,7 +200,8 @@ def rebuild(out_dir: str | Path, *, events: bool, done: Journal | None = None,
         write_index(out_dir / "index.csv", rows)
         # the merged files read each output by its path
         located = [{**r, "output": str(out_dir / r["_output"]) if r["_output"] else ""} for r in rows]
-        if events or any(r["status"] == "ok" and r["output"].endswith(".json") for r in rows):
+        if (events or any(r["status"] == "ok" and r["output"].endswith(".json") for r in rows)
+                or (out_dir / "durations.tsv").exists()):  # a predict folder, now perhaps without predictions
             write_merged(out_dir, located, tuple(event_formats), log_repairs=done is not None)
         if parquet:
             from dcasenet_hub.batch.tables import write_parquet

@@ -286,9 +286,12 @@ def write_outputs(item: Any, result: Any, task: str, meta: dict[str, Any], *, le
     pred = result.prediction
     from dcasenet_hub.batch.journal import display
 
-    for fmt, (role, _) in EVENT_FILES.items():
+    stem = item.outputs["main"].name[: -len(".json")]
+    for fmt, (role, ending) in EVENT_FILES.items():
         if role in item.outputs:
             pred.save_events(item.outputs[role], filename=display(item.rel.as_posix()), format=fmt)
+        else:  # an earlier run's file of another --event-format: events of other settings, which no .json vouches for
+            item.outputs["main"].with_name(stem + ending).unlink(missing_ok=True)
     pred.save_scores(item.outputs["scores"])
     # last: it records the settings and the digest of each other file, so resume can tell that all came from one run
     digests = {k: sha256(p) for k, p in item.outputs.items() if k != "main"}
