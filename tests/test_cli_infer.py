@@ -114,7 +114,7 @@ def test_interrupted_write_leaves_no_partial_file(mixed_folder, tmp_path, author
     assert main(args) == 1
     assert not (out / "a.npz").exists()
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == [  # no temporary file left behind
-        "index.csv", "lock", "state.jsonl"]
+        "index.csv", "lock", "outputs.lock", "state.jsonl"]
     row = _index(out / "index.csv")["a.wav"]
     assert row["status"] == "failed" and "disk full" in row["error"]
     monkeypatch.setattr(np, "savez", real)

@@ -86,6 +86,24 @@ def test_parquet_equals_npz_bit_for_bit_and_is_built_after_shards(folder, tmp_pa
                                                    "fixed_size_list<item: float>[512]")
 
 
+def test_a_rerun_without_format_parquet_rebuilds_the_tables_an_earlier_run_built(folder, tmp_path,
+                                                                                  authors_checkpoint):
+    """embed --format parquet, then embed --hop 0.4 (no --format): every .npz is recomputed, and the tables follow.
+
+    Broken variant caught: tables built only when this run asks for them, so read_embeddings returned the hop-0.8
+    frames from the old tables while every .npz held hop-0.4 frames.
+    """
+    out = tmp_path / "emb"
+    base = ["embed", str(folder), "-o", str(out), "--model", str(authors_checkpoint), "-q"]
+    assert main([*base, "--format", "parquet"]) == 0
+    assert main([*base, "--hop", "0.4"]) == 0
+    npz = _npz(out)
+    table = read_embeddings(out)
+    assert (out / "parquet").is_dir()
+    for file in table.clip_files:
+        assert _same_bits(table.frames_of(file), npz[Path(file).with_suffix("").as_posix()]["frame"]), file
+
+
 def test_parquet_loads_in_pandas_and_datasets(folder, tmp_path, authors_checkpoint):
     import datasets  # in the test extra
     import pandas as pd

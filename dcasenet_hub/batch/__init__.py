@@ -307,14 +307,15 @@ class Plan:
                 if not report.problems or report.problems[-1] != _write_error(exc):
                     report.problems.append(_write_error(exc))
 
-        parquet = (task == "embed" and self.options.embedding_format == "parquet" and launched is None
-                   and self.options.shard is None)
+        # tables an earlier run built are rebuilt too: they must hold the .npz values, whatever this run's format
+        tables = task == "embed" and (self.options.embedding_format == "parquet" or (out_dir / PARQUET_DIR).is_dir())
+        parquet = tables and launched is None and self.options.shard is None
 
         def index(*, done: bool) -> list[dict[str, str]] | None:
             try:
                 return rebuild(out_dir, events=task == "predict", done=journal if done else None,
                                event_formats=self.options.event_formats, parquet=parquet and done)
-            except (OSError, ValueError) as exc:  # filelock.Timeout is an OSError
+            except (OSError, ValueError, ImportError) as exc:  # filelock.Timeout is an OSError; no pyarrow
                 report.problems.append(f"cannot update {display(str(self.index_path))}: {_write_error(exc)}")
                 return None
 
@@ -389,13 +390,12 @@ class Plan:
             finally:
                 results.close()
         index(done=True)
-        if task == "embed" and self.options.embedding_format == "parquet" and launched is None and not parquet:
+        if tables and launched is None and not parquet:
             logger.warning("parquet: a shard does not build %s/%s/ (other shards may still be writing); after the "
                            "last shard, run the command again without --shard: every input is skipped and the "
                            "Parquet files are built", out_dir, PARQUET_DIR)
         if launched is not None:
-            report.merged = gather(out_dir, task, launched, self.options.event_formats,
-                                   parquet=self.options.embedding_format == "parquet")
+            report.merged = gather(out_dir, task, launched, self.options.event_formats, parquet=tables)
         return report
 
     def _check_loaded_weights(self) -> None:
