@@ -300,6 +300,41 @@ def test_detect_events_threshold_median_and_min_duration():
     assert detect_events(p, labels, hop_s=0.1, duration_s=1.93)[-1] == (1.5, 1.93, "b")
 
 
+def test_prediction_detect_keeps_the_settings_it_is_not_given_and_checks_the_ones_it_is():
+    """detect() gives the prediction's own events: its threshold, per-class thresholds, median filter and minimum
+    duration. Values predict refuses are refused here too, and so are class names the prediction does not have.
+
+    Broken variants caught: detect() dropping the median filter and minimum duration (it kept the one-frame blip
+    and split the event predict had joined); detect(threshold=2) or class_thresholds={"bb": 0.5} returning a list.
+    """
+    from dcasenet_hub.errors import OptionsError
+    from dcasenet_hub.inference.outputs import Prediction
+
+    p = np.zeros((20, 2), np.float32)
+    p[2:8, 0] = 0.9
+    p[5, 0] = 0.1
+    p[12:13, 1] = 0.8
+    labels = ("a", "b")
+    settings = {"median_filter": 0.3, "min_duration": 0.25}
+    events = detect_events(p, labels, hop_s=0.1, **settings)
+    assert events == [(0.2, 0.8, "a")]
+    pred = Prediction(np.ones(1, np.float32), np.ones(1, np.float32), p, np.arange(20) * 0.1, events, ("s",),
+                      ("t",), labels, duration_s=2.0, **settings)
+    assert pred.detect() == events
+    assert pred.detect(threshold=0.85) == [(0.2, 0.8, "a")]
+    assert pred.detect(median_filter=0, min_duration=0) == detect_events(p, labels, hop_s=0.1)
+    assert pred.detect(class_thresholds={"b": 0.85}, median_filter=0, min_duration=0) == [(0.2, 0.5, "a"),
+                                                                                           (0.6, 0.8, "a")]
+    with pytest.raises(OptionsError, match="threshold=2: must be"):
+        pred.detect(threshold=2)
+    with pytest.raises(OptionsError, match="median_filter"):
+        pred.detect(median_filter=-1)
+    with pytest.raises(OptionsError, match="'bb' is not a tag or event class of this prediction .did you mean 'b'"):
+        pred.detect(class_thresholds={"bb": 0.5})
+    with pytest.raises(ValueError, match="k must be a whole number"):
+        pred.top_tags(-1)
+
+
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 

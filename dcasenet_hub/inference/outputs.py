@@ -7,6 +7,7 @@ The public names (:class:`Embeddings`, :class:`Prediction`, :func:`detect_events
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 from collections.abc import Mapping, Sequence
@@ -381,7 +382,9 @@ class Prediction:
         return {k: float(v) for k, v in zip(self.tag_labels, self.tag_probs)}
 
     def top_tags(self, k: int = 5) -> list[tuple[str, float]]:
-        """The ``k`` most probable tags, best first."""
+        """The ``k`` most probable tags, best first (all of them when ``k`` is larger than their number)."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+            raise ValueError(f"top_tags(k={k!r}): k must be a whole number >= 0")
         order = np.argsort(-np.asarray(self.tag_probs), kind="stable")[:k]
         return [(self.tag_labels[i], float(self.tag_probs[i])) for i in order]
 
@@ -390,17 +393,37 @@ class Prediction:
                min_duration: float | None = None) -> list[tuple[float, float, str]]:
         """Event list with other settings (see :func:`detect_events`); ``self.events`` is left unchanged.
 
-        ``threshold`` replaces the every-class threshold; the per-class ones (``self.class_thresholds``) still apply
-        over it unless ``class_thresholds`` replaces them (``{}``: none).
+        A setting left out is the prediction's own, so ``detect()`` gives ``self.events``. ``threshold`` replaces
+        the every-class threshold; the per-class ones (``self.class_thresholds``) still apply over it unless
+        ``class_thresholds`` replaces them (``{}``: none); ``median_filter=0`` and ``min_duration=0`` turn those off.
+
+        Raises:
+            OptionsError: a value ``predict`` would refuse, or a class name that is no tag or event class here.
 
         Example:
             >>> pred.detect(threshold=0.5, class_thresholds={"dog": 0.7})   # doctest: +SKIP
             [(1.2, 2.0, 'dog')]
         """
+        from dcasenet_hub.inference.options import InferenceOptions, options_error
+
+        given = {"threshold": threshold, "class_thresholds": class_thresholds, "median_filter": median_filter,
+                 "min_duration": min_duration}
+        checked = InferenceOptions(**{k: v for k, v in given.items() if v is not None})  # the checks predict makes
+        known = (*self.event_labels, *self.tag_labels)
+        for name, p in (checked.class_thresholds or {}).items():
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else "the event classes are " + ", ".join(
+                    self.event_labels)
+                raise options_error("class_thresholds", {name: p}, f"{name!r} is not a tag or event class of this "
+                                    f"prediction ({hint})")
         return detect_events(self.event_probs, self.event_labels, hop_s=self.event_hop_s,
-                             threshold=self.threshold if threshold is None else threshold,
-                             class_thresholds=self.class_thresholds if class_thresholds is None else class_thresholds,
-                             median_filter=median_filter, min_duration=min_duration, duration_s=self.duration_s)
+                             threshold=self.threshold if threshold is None else checked.threshold,
+                             class_thresholds=self.class_thresholds if class_thresholds is None
+                             else dict(checked.class_thresholds or {}),
+                             median_filter=self.median_filter if median_filter is None else checked.median_filter,
+                             min_duration=self.min_duration if min_duration is None else checked.min_duration,
+                             duration_s=self.duration_s)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the per-file ``.json`` without the ``meta`` key)."""
