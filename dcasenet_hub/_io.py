@@ -9,12 +9,14 @@ tool's leftovers from anything else and remove only those whose process is gone 
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 #: Tag in the names of this tool's temporary files.
 TMP_TAG = "dcasenet-hub"
@@ -24,6 +26,25 @@ TMP_STEM_CHARS = 48
 _TMP_RE = re.compile(r"^\..*\." + re.escape(TMP_TAG) + r"-(\d+)-([A-Za-z0-9-]*)\.[A-Za-z0-9_]+\.tmp$", re.DOTALL)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 _file_mode: int | None = None
+
+
+def json_ready(x: Any) -> Any:
+    """``x`` as standard JSON takes it: NaN and infinities become ``None`` (JSON has neither), numpy arrays and
+    scalars become lists and Python numbers, mapping keys strings.
+
+    Example:
+        >>> json_ready({"er": float("nan"), "f1": [0.5, float("inf")]})
+        {'er': None, 'f1': [0.5, None]}
+    """
+    if isinstance(x, dict):
+        return {str(k): json_ready(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_ready(v) for v in x]
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):  # numpy arrays and scalars, without importing numpy
+        return json_ready(x.tolist())
+    return x
 
 
 def host_tag() -> str:

@@ -487,3 +487,29 @@ def test_training_device_is_resolved_by_the_package():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="use cpu"):
             training_device("cuda", Ranks())
+
+
+def test_evaluate_json_is_standard_json_when_a_metric_is_undefined(tmp_path, authors_checkpoint, capsys):
+    """2 s files: the paper's segment error rate (whole 5 s blocks) is undefined. ``--json`` prints it as null,
+    the table as n/a.
+
+    Broken variant caught: ``json.dumps`` of the metrics as they are printed ``"sed_er": NaN``, which standard JSON
+    readers refuse, and the table printed ``nan``.
+    """
+    from dcasenet_hub.cli import main
+
+    assert main(["data", "make-mini", "-o", str(tmp_path / "m"), "--tasks", "sed", "--sed-duration", "2",
+                 "--sed-classes", "2", "-q"]) == 0
+    args = ["evaluate", str(authors_checkpoint), "--sed-root", str(tmp_path / "m" / "tau-nigens2020"),
+            "--feature-cache", str(tmp_path / "fc"), "--device", "cpu", "-q"]
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 0
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not standard JSON: {token}")
+
+    got = json.loads(capsys.readouterr().out, parse_constant=refuse)
+    assert got["sed_er"] is None and 0 <= got["sed_f1"] <= 100
+    assert main(args) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[-1].split()[-1] == "n/a" and "nan" not in table

@@ -166,6 +166,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from dcasenet_hub._io import json_ready
     from dcasenet_hub.cli.common import load_model
     from dcasenet_hub.train import evaluate, format_row
 
@@ -178,7 +179,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        sed_threshold=args.threshold, workers=args.workers,
                        progress=False if args.quiet else None)
     if args.json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(json_ready(metrics), indent=2, allow_nan=False))  # an undefined metric is null
         return 0
     print(f"{args.model} (DcaseNet-{model.config.arch})")
     print(format_row(metrics))

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dcasenet_hub._io import atomic_write_text
+from dcasenet_hub._io import atomic_write_text, json_ready
 from dcasenet_hub.errors import (
     AnnotationError,
     SedScoresEvalUnavailableError,
@@ -148,21 +148,6 @@ def _match(pred_keys: Sequence[str], truth_keys: Sequence[str]) -> dict[str, str
     return out
 
 
-def _finite(x: Any) -> Any:
-    """JSON-safe: NaN and infinities become ``None`` (standard JSON has neither); numpy scalars become floats."""
-    if isinstance(x, dict):
-        return {str(k): _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _finite(x.tolist())
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    return x
-
-
 @dataclass
 class ScoreReport:
     """The result of :func:`score`.
@@ -191,7 +176,7 @@ class ScoreReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready report (NaN -> ``null``)."""
-        return _finite({"task": self.task, "predictions": self.predictions, "truth": self.truth,
+        return json_ready({"task": self.task, "predictions": self.predictions, "truth": self.truth,
                         "labels": self.labels, "label_map": self.label_map, "files": self.files,
                         "metrics": self.metrics})
 

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,8 @@ def evaluate(model: nn.Module, *, asc_root: str | Path | None = None, tag_root: 
 
 
 def format_row(metrics_: Mapping[str, float]) -> str:
-    """A Table 2 style row: ``ASC Acc | TAG lwlrap | SED F1 | SED ER`` (``-`` where not evaluated).
+    """A Table 2 style row: ``ASC Acc | TAG lwlrap | SED F1 | SED ER`` (``-`` where not evaluated, ``n/a`` where
+    undefined, e.g. the error rate of a file shorter than its 5 s block).
 
     Example:
         >>> print(format_row({"asc_acc": 70.25}))
@@ -263,6 +265,7 @@ def format_row(metrics_: Mapping[str, float]) -> str:
     columns = (("ASC Acc", "asc_acc", ".2f"), ("TAG lwlrap", "tag_lwlrap", ".2f"), ("SED F1", "sed_f1", ".2f"),
                ("SED ER", "sed_er", ".4f"))
     widths = [max(len(title), 8) for title, _, _ in columns]
-    cells = [format(metrics_[k], fmt) if metrics_.get(k) is not None else "-" for _, k, fmt in columns]
+    cells = ["-" if metrics_.get(k) is None else format(metrics_[k], fmt) if math.isfinite(metrics_[k]) else "n/a"
+             for _, k, fmt in columns]
     return (" ".join(title.rjust(w) for (title, _, _), w in zip(columns, widths)) + "\n"
             + " ".join(c.rjust(w) for c, w in zip(cells, widths)))

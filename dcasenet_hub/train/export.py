@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
+from dcasenet_hub._io import json_ready
 from dcasenet_hub.hub.checkpoint import save_pretrained
 from dcasenet_hub.train.recipes import Recipe
 from dcasenet_hub.train.tasks import MODEL_TASK
@@ -64,7 +64,7 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
         "stage": stage,
         "epoch": epoch + 1,
         "selected_for": selected_for,
-        "best_metrics": json_safe({k: float(v) for k, v in metrics_.items()}),
+        "best_metrics": json_ready({k: float(v) for k, v in metrics_.items()}),
         "trained_on": [{"task": sources[t][0], "dataset": sources[t][1], "split": sources[t][2],
                         "folder": Path(data_roots[t]).name} for t in tasks if t in data_roots],
         "metrics": {"values": values, "reported_in": f"this training run ({stage}, epoch {epoch + 1})",
@@ -85,15 +85,3 @@ def export_model(model: nn.Module, directory: str | Path, *, recipe: Recipe, sta
     finally:
         raw.config = old_config
     return directory
-
-
-def json_safe(x: Any) -> Any:
-    """``x`` with NaN/inf floats replaced by None (valid JSON)."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [json_safe(v) for v in x]
-    return x
-
