@@ -422,6 +422,47 @@ def test_cli_score_bad_map_and_unknown_labels_are_one_line(event_case, tmp_path,
                                                "the file with your annotations (docs/evaluation.md shows the formats)")
 
 
+def test_score_refuses_bad_values_and_late_events_in_one_line_and_scores_annotations_without_events(
+        event_case, tmp_path, capsys):
+    """Option values out of range are refused naming the flag (exit 2); an event that ends after its file (times in
+    ms, another recording's annotation) names the file and the event; annotations of files without any event (the
+    DESED form) are scored, with PSDS reported as not computable.
+
+    Broken variants caught: --segment-length 0 was a ZeroDivisionError (exit 4), --threshold 2 and --collar -1 were
+    scored; an offset of 1e12 s allocated terabytes (MemoryError, exit 4) and times in ms were scored; annotations
+    with no event made sed_scores_eval raise (exit 2 with its own message) unless --no-psds.
+    """
+    from dcasenet_hub.cli import main
+    from dcasenet_hub.metrics import score
+
+    folder, _, _ = event_case
+    pred, truth = str(folder / "pred"), str(folder / "truth.tsv")
+    for flags, message in ((["--segment-length", "0"], "--segment-length 0.0: must be a number of seconds > 0"),
+                           (["--threshold", "2"], "--threshold 2.0: must be a probability between 0 and 1"),
+                           (["--collar", "-1"], "--collar -1.0: must be a number of seconds >= 0"),
+                           (["--threshold", "nan"], "--threshold nan: must be a probability between 0 and 1")):
+        assert main(["score", pred, "--truth", truth, "--no-plot", *flags]) == 2, flags
+        assert capsys.readouterr().err.strip() == f"dcasenet-hub score: error: {message}"
+    with pytest.raises(ValueError, match="percentage_of_length=-0.1: must be a fraction >= 0"):
+        score(pred, truth, percentage_of_length=-0.1)
+    for times in ("0.5\t1e12", "500\t1500"):
+        late = tmp_path / "late.tsv"
+        late.write_text(f"filename\tonset\toffset\tevent_label\nrec2.wav\t{times}\tdog\n")
+        assert main(["score", pred, "--truth", str(late), "--no-plot"]) == 2
+        err = capsys.readouterr().err
+        assert f"{late}: rec2.wav: event 'dog' " in err and "ends after the file (10.000 s)" in err
+        assert len(err.strip().splitlines()) == 1
+    none = tmp_path / "none.tsv"
+    none.write_text("filename\tonset\toffset\tevent_label\nrec0.wav\t\t\t\nrec1.wav\t\t\t\n")
+    report = score(pred, none, labels=["dog"])
+    assert report.metrics["reference_events"] == {"dog": 0}
+    assert report.metrics["psds"]["error"].startswith("no annotated event of dog: PSDS needs")
+    report = score(pred, none)
+    assert report.labels == [] and "no event class to score" in report.metrics["psds"]["error"]
+    assert main(["score", pred, "--truth", str(none), "--no-plot", "--labels", "dog,baby"]) == 0
+    assert main(["score", pred, "--truth", str(none), "--no-plot", "--labels", "dog", "baby"]) == 0
+
+
 # --- predict writes what sed_scores_eval reads ------------------------------------------------------------------
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,14 @@ EXIT_USAGE = 2
 EXIT_MODEL = 3
 #: An unexpected error (a bug or a device fault), not caused by the arguments or the inputs.
 EXIT_INTERNAL = 4
+
+
+class Names(argparse.Action):
+    """Class names given as ``--labels dog Bark`` or ``--labels dog,Bark``: one spelling for every command."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, [n.strip() for v in values for n in v.split(",") if n.strip()])
 
 
 def exit_code(exc: BaseException) -> int:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.common import Names
 from dcasenet_hub.cli.vocabulary import add_output
 
 EXIT_CODES = """exit codes:
@@ -294,10 +295,12 @@ def _prediction_options(p: argparse.ArgumentParser) -> None:
                    help="event threshold: P for every class (default: the model's, 0.3 as the authors), LABEL=P "
                         "for one class (tag or event; tags: the F1 of `score`), FILE.json an object "
                         '{"LABEL": P, ...} ("*": every class); repeatable, a later value wins')
-    p.add_argument("--labels", nargs="+", metavar="NAME",
-                   help="keep only these classes (scene, tag or event names, any case when unique); a vocabulary "
-                        "none of them names keeps all its classes; probabilities are not renormalised")
-    p.add_argument("--exclude-labels", nargs="+", metavar="NAME", help="drop these classes from the outputs")
+    p.add_argument("--labels", nargs="+", action=Names, metavar="NAME",
+                   help="keep only these classes (scene, tag or event names, any case when unique; separated by "
+                        "spaces or commas); a vocabulary none of them names keeps all its classes; probabilities "
+                        "are not renormalised")
+    p.add_argument("--exclude-labels", nargs="+", action=Names, metavar="NAME",
+                   help="drop these classes from the outputs")
     p.add_argument("--median-filter", type=float, metavar="SECONDS",
                    help="median filter over the binary event activity (default: none)")
     p.add_argument("--min-duration", type=float, metavar="SECONDS",

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub.cli.common import Names
+
 SCORE_EPILOG = """annotations (--truth; a file, or a folder of per-recording files):
   DCASE/DESED event table   filename<TAB>onset<TAB>offset<TAB>event_label (header; a row with a name only = no events)
   Raven selection table     Begin Time (s), End Time (s), Annotation (file: Begin File, or the table's name)
@@ -46,9 +48,8 @@ def _label_map(items: list[str]) -> dict[str, str | None]:
 def _run_score(args: argparse.Namespace) -> int:
     from dcasenet_hub.metrics import score
 
-    labels = [x.strip() for x in args.labels.split(",") if x.strip()] if args.labels else None
     report = score(args.predictions, args.truth, task=args.task, label_map=_label_map(args.map or []),
-                   labels=labels, threshold=args.threshold, annotation_format=args.format,
+                   labels=args.labels or None, threshold=args.threshold, annotation_format=args.format,
                    segment_length=args.segment_length, t_collar=args.collar, psds=not args.no_psds)
     if not args.quiet:  # the table summarises the report written below
         print(report.table())
@@ -88,10 +89,11 @@ def register(subparsers: Any) -> None:
                    help="annotation format (default: recognised from the first line)")
     p.add_argument("--map", action="append", metavar="YOURS=MODEL",
                    help="rename an annotation label to a model label (repeatable); YOURS= leaves it out")
-    p.add_argument("--labels", metavar="A,B,...", help="model labels to evaluate (default: those annotated)")
+    p.add_argument("--labels", nargs="+", action=Names, metavar="NAME",
+                   help="model labels to evaluate, separated by spaces or commas (default: those annotated)")
     p.add_argument("--threshold", type=float, help="tags: decision threshold (default: the predictions')")
     p.add_argument("--segment-length", type=float, default=1.0, metavar="S", help="segment-based metric (s)")
     p.add_argument("--collar", type=float, default=0.2, metavar="S", help="event-based onset collar (s)")
     p.add_argument("--no-psds", action="store_true", help="skip PSDS")
     p.add_argument("--no-plot", action="store_true", help="do not draw report.png")
-    p.set_defaults(func=_run_score)
+    p.set_defaults(func=_run_score, flag_names={"t_collar": "--collar"})

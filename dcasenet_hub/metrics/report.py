@@ -20,6 +20,7 @@ import numpy as np
 from dcasenet_hub._io import atomic_write_text, json_ready
 from dcasenet_hub.errors import (
     AnnotationError,
+    OptionsError,
     SedScoresEvalUnavailableError,
     UnknownLabelError,
 )
@@ -335,6 +336,12 @@ def _class_thresholds(pairs: list[tuple[str, _Predicted]], chosen: Sequence[str]
 def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Sequence[str] | None, *,
             segment_length: float, t_collar: float, percentage_of_length: float,
             with_psds: bool) -> tuple[dict[str, Any], list[str], dict]:
+    for k, p in pairs:  # 1 s of slack for rounding; more is another file's annotation, or times not in seconds
+        late = [e for e in ann.events[k] if e[1] > p.duration + 1.0]
+        if late:
+            onset, offset, label = late[0]
+            raise AnnotationError(f"{ann.source}: {ann.names.get(k, k)}: event {label!r} {onset:g}-{offset:g} s ends "
+                                  f"after the file ({p.duration:.3f} s); give times in seconds, of this recording")
     model = pairs[0][1].event_labels
     used = set(ann.label_set())
     chosen = [x for x in model if x in (set(labels) if labels is not None else used)]
@@ -356,7 +363,14 @@ def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Seque
     curves: dict[str, Any] = {}
     if with_psds:
         no_scores = [p.name for _, p in pairs if p.event_probs is None]
-        if no_scores:
+        unannotated = [x for x in chosen if not metrics["reference_events"][x]]
+        if not chosen:
+            metrics["psds"] = {"error": "no event class to score (the annotations hold no event); name the classes "
+                                        "with labels= (--labels)"}
+        elif unannotated:  # sed_scores_eval needs a reference event of every class it scores
+            metrics["psds"] = {"error": f"no annotated event of {', '.join(unannotated)}: PSDS needs at least one of "
+                                        "each scored class; leave those out of labels= (--labels)"}
+        elif no_scores:
             metrics["psds"] = {"error": f"no frame scores (.scores.tsv) for {len(no_scores)} file(s), e.g. "
                                         f"{no_scores[0]}; rerun predict to write them"}
         else:
@@ -428,12 +442,23 @@ def score(
     Raises:
         UnknownLabelError: annotation labels the model does not know (the message lists the model's labels and
             how to map them).
-        AnnotationError: unreadable annotations, or no file in common.
+        AnnotationError: unreadable annotations, no file in common, or an event that ends after its file.
+        OptionsError: a value out of range (``threshold``, ``segment_length``, ``t_collar``,
+            ``percentage_of_length``).
 
     Example:
         >>> report = score("predictions/", "truth.tsv")     # doctest: +SKIP
         >>> print(report.table()); report.save("report.json")   # doctest: +SKIP
     """
+    for name, value, ok, allowed in (
+            ("threshold", threshold, lambda v: v is None or 0 <= v <= 1, "must be a probability between 0 and 1"),
+            ("segment_length", segment_length, lambda v: v > 0, "must be a number of seconds > 0"),
+            ("t_collar", t_collar, lambda v: v >= 0, "must be a number of seconds >= 0"),
+            ("percentage_of_length", percentage_of_length, lambda v: v >= 0, "must be a fraction >= 0")):
+        number = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                   and math.isfinite(value))
+        if not number or not ok(value):
+            raise OptionsError(f"{name}={value!r}: {allowed}")
     if isinstance(predictions, (str, Path)):
         if not Path(predictions).is_dir():
             raise AnnotationError(f"{predictions}: not a folder; give the output folder of `dcasenet-hub predict`")
