@@ -117,6 +117,14 @@ def test_an_exported_onnx_file_is_a_model_for_the_onnxruntime_backend(exported: 
     capsys.readouterr()
     assert main(["embed", str(tmp_path / "clip.wav"), "--model", str(exported), "-o", str(tmp_path / "e2.npz")]) == 2
     assert "--backend onnxruntime" in capsys.readouterr().err
+    # a damaged graph (cut short, or not ONNX at all) is a model error (exit 3, one line), not a bug (exit 4:
+    # onnxruntime's InvalidProtobuf is no OSError, RuntimeError or ValueError)
+    for name, data in (("cut.onnx", exported.read_bytes()[:1000]), ("text.onnx", b"not onnx\n")):
+        (tmp_path / name).write_bytes(data)
+        assert main(["embed", str(tmp_path / "clip.wav"), "--model", str(tmp_path / name), "--backend",
+                     "onnxruntime", "-o", str(tmp_path / f"{name}.npz")]) == 3, name
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name} is not a readable ONNX graph" in err and len(err.strip().splitlines()) == 1
 
 
 def test_the_onnxruntime_backend_exports_a_checkpoint_once(responsive_v3, monkeypatch: pytest.MonkeyPatch,

@@ -88,6 +88,17 @@ class OnnxRuntime(Runtime):
         return self  # the session and its graph file are read only: copies of the model share them
 
 
+def _ort_load_errors() -> tuple[type[BaseException], ...]:
+    """onnxruntime's errors for a file that is not a loadable graph (``InvalidProtobuf`` for a damaged or
+    truncated file, ...): they derive from ``Exception`` only."""
+    try:
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
+    except ImportError:  # onnx_session says what to install
+        return ()
+    names = ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf", "InvalidGraph", "NotImplemented")
+    return tuple(getattr(state, n) for n in names if isinstance(getattr(state, n, None), type))
+
+
 def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None = None) -> DcaseNetModule:
     """A model that runs an exported ``.onnx`` file with onnxruntime (CPU, fp32); no torch weights are read.
 
@@ -116,7 +127,7 @@ def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None 
     path = Path(path).expanduser()
     try:
         session = onnx_session(path, threads=threads)
-    except (OSError, RuntimeError, ValueError) as exc:  # onnxruntime's load errors are RuntimeErrors
+    except (OSError, RuntimeError, ValueError, *_ort_load_errors()) as exc:
         raise ModelFileError(f"{path} is not a readable ONNX graph ({' '.join(str(exc).split())[:200]})") from None
     meta = session.get_modelmeta().custom_metadata_map
     if META_PREFIX + "model" not in meta:
