@@ -145,6 +145,27 @@ def test_implausible_sample_rate_is_rejected_in_the_decoder(tmp_path, rate):
         assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
+@pytest.mark.parametrize("rate", [10, 800000, float("nan"), 16000.5, True, "24000", [24000, 16000]])
+def test_an_arrays_sample_rate_obeys_the_rule_of_file_headers(v3_model, rate):
+    """An array's sample_rate is a whole number of Hz in the range a file header may declare; anything else is one
+    InputError naming the input (a list of rates also says how to give each array its own).
+
+    Broken variants caught: 10 Hz made 3 s of samples into 2 hours of audio (9000 frames); NaN and a list of rates
+    were a bare ValueError / TypeError from int() that named neither the input nor the rule.
+    """
+    from dcasenet_hub.errors import InputError
+    from dcasenet_hub.inference.pipeline import embed
+
+    x = _noise(0.5, 24000)
+    with pytest.raises(InputError, match=r"^<array 0>: sample_rate must be a whole number of Hz from 1000 to 768000"
+                       ) as e:
+        embed(v3_model, x, sample_rate=rate)
+    assert ("sampling_rate" in str(e.value)) == isinstance(rate, list)
+    with pytest.raises(InputError, match="sample_rate must be a whole number"):
+        embed(v3_model, {"array": x, "sampling_rate": rate})
+    assert embed(v3_model, x, sample_rate=24000.0).duration_s == pytest.approx(0.5)
+
+
 def test_one_hz_header_fails_fast_in_embed_and_the_others_are_kept(tmp_path, authors_checkpoint):
     import time
 

@@ -8,6 +8,8 @@ to mono) and :func:`load_audio` is the whole-file call built on the same reader,
 from __future__ import annotations
 
 import logging
+import math
+import numbers
 import os
 import re
 import stat
@@ -218,8 +220,13 @@ class ArrayReader(Reader):
             self._data = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(self._data).all():
             raise InputError(f"{name}: {_non_finite(np.asarray(arr))}")
-        if int(sample_rate) != sample_rate or sample_rate <= 0:
-            raise InputError(f"{name}: sample_rate must be a positive integer, got {sample_rate!r}")
+        whole = isinstance(sample_rate, numbers.Real) and not isinstance(sample_rate, bool) and math.isfinite(
+            sample_rate) and int(sample_rate) == sample_rate
+        if not whole or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+            several = " (one rate for all arrays: give each its own as {'array': x, 'sampling_rate': sr})" if (
+                isinstance(sample_rate, (list, tuple))) else ""
+            raise InputError(f"{name}: sample_rate must be a whole number of Hz from {MIN_SAMPLE_RATE} to "
+                             f"{MAX_SAMPLE_RATE}, got {sample_rate!r}{several}")
         self.name = name
         self.sample_rate = int(sample_rate)
         self.num_frames = int(self._data.shape[0])

@@ -75,7 +75,7 @@ class Job:
             array = src["array"]
             if not isinstance(array, (np.ndarray, torch.Tensor)):
                 array = np.asarray(array, dtype=np.float32)  # datasets without a numpy format gives lists
-            self.reader = W.ArrayReader(array, int(src["sampling_rate"]), self.source)
+            self.reader = W.ArrayReader(array, src["sampling_rate"], self.source)
         else:
             raise TypeError(f"{self.source}: unsupported input type {type(src).__name__}; "
                              "pass a file path, a numpy array, a torch tensor or a dict with 'array' and "
