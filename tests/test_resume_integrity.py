@@ -274,6 +274,31 @@ def test_two_writers_planning_one_output_name_for_two_inputs_never_overwrite_eac
     assert {r["input"]: r["status"] for r in _rows(out / "index.csv")} == {str(a): "ok", str(b): "failed"}
 
 
+def test_a_symlink_repointed_to_new_content_is_one_input_recomputed(tmp_path, v3_model):
+    """lk/x.wav -> in/f0.wav, then (as git-annex records an edit) lk/x.wav -> in/f1.wav: the rerun recomputes x.npz
+    from the new content, and index.csv has one row for lk/x.wav.
+
+    Broken variant caught: inputs keyed by their fully resolved path made the re-pointed link another input, which
+    failed for good ("x.npz holds the result of in/f0.wav", a file the user never named) and gave two rows.
+    """
+    from dcasenet_hub.batch import run
+    from dcasenet_hub.inference.pipeline import embed
+
+    audio = _folder(tmp_path / "in", 2)
+    links = tmp_path / "lk"
+    links.mkdir()
+    (links / "x.wav").symlink_to("../in/f0.wav")
+    out = tmp_path / "out"
+    assert [i.status for i in run(v3_model, [links], out, progress=False).items] == ["ok"]
+    (links / "x.wav").unlink()
+    (links / "x.wav").symlink_to("../in/f1.wav")
+    assert [i.status for i in run(v3_model, [links], out, progress=False).items] == ["ok"]
+    with np.load(out / "x.npz") as z:
+        np.testing.assert_allclose(z["frame"], embed(v3_model, audio / "f1.wav").frame, atol=1e-5)
+    assert [(r["input"], r["status"]) for r in _rows(out / "index.csv")] == [(str(links / "x.wav"), "ok")]
+    assert [i.status for i in run(v3_model, [links], out, progress=False).items] == ["skipped"]
+
+
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])
 def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
     task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")

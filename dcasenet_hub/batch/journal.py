@@ -4,7 +4,7 @@ Any number of processes may write one output folder at once and be killed at any
 another wrote. Each writer appends fsync'd whole JSON lines (``pending``, ``ok``, ``failed``) to its own
 :class:`Journal` file (a kill cuts at most a dead writer's last line, which readers skip). :func:`rebuild`, under the
 folder's lock, folds the journals into ``state.jsonl`` and writes ``index.csv`` and ``events.csv`` atomically from
-it; every writer rebuilds when it starts and ends. An input is its resolved absolute path (:func:`input_key`), and
+it; every writer rebuilds when it starts and ends. An input is its absolute path (:func:`input_key`), and
 its latest finished record counts (``pending`` only while there is none). The full rules: docs/outputs-reference.md,
 "Many writers, one folder".
 
@@ -41,13 +41,16 @@ _JOURNAL_RE = re.compile(r"^(?P<host>[A-Za-z0-9-]*)-(?P<pid>\d+)-[0-9a-f]+\.json
 
 
 def input_key(path: str | os.PathLike[str]) -> str:
-    """What identifies an input: its resolved absolute path (symlinks and ``..`` resolved), whatever the cwd.
+    """What identifies an input: its absolute path with its folders resolved (``..`` and folder symlinks), whatever
+    the cwd. A symlink to a file is its own input, the name it is found under: a git-annex file re-pointed to new
+    content stays one input (recomputed, since its content changed), not a second input with the first's output.
 
     Example:
         >>> input_key("/data/./x/../a.wav")
         '/data/a.wav'
     """
-    return os.path.realpath(os.fspath(path))
+    head, name = os.path.split(os.path.abspath(os.fspath(path)))
+    return os.path.join(os.path.realpath(head), name)
 
 
 def _state(out_dir: str | Path) -> Path:

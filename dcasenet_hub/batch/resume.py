@@ -214,7 +214,8 @@ def other_owner(item: Any) -> str | None:
 
     found = read_meta(item.outputs["main"]) if item.outputs["main"].is_file() else None
     owner = (found or {}).get("source_key")
-    if isinstance(owner, str) and owner != input_key(item.path) and Path(owner).is_file():
+    if (isinstance(owner, str) and owner != input_key(item.path) and Path(owner).is_file()
+            and os.path.realpath(owner) != os.path.realpath(item.path)):  # another name of this file is not another
         return owner
     return None
 
