@@ -103,6 +103,31 @@ def test_weights_copied_over_the_model_folder_are_not_resumed_as_complete(tmp_pa
     assert (out / "f0.npz").stat().st_mtime_ns == stamp  # skipped, not recomputed
 
 
+def test_the_same_weights_under_another_name_are_the_same_model(tmp_path, authors_checkpoint, v3_model):
+    """One checkpoint converted into two folders (each records its own model_id, and the safetensors header embeds
+    the config), and a model object saved to a folder: resume skips the outputs of either under the other.
+
+    Broken variant caught: the weights fingerprinted by their files' bytes made cvB another model than cvA (every
+    input recomputed), and a model passed from Python another model than its saved folder.
+    """
+    from dcasenet_hub.batch import run
+    from dcasenet_hub.hub.api import save_pretrained
+
+    audio = _folder(tmp_path / "in", 2)
+    cv_a, cv_b = tmp_path / "cvA", tmp_path / "cvB"
+    for folder in (cv_a, cv_b):
+        assert main(["convert", str(authors_checkpoint), "-o", str(folder), "-q"]) == 0
+    assert (cv_a / "model.safetensors").read_bytes() != (cv_b / "model.safetensors").read_bytes()
+    out = tmp_path / "out"
+    assert [i.status for i in run(str(cv_a), [audio], out, progress=False).items] == ["ok", "ok"]
+    assert [i.status for i in run(str(cv_b), [audio], out, progress=False).items] == ["skipped", "skipped"]
+    saved = tmp_path / "saved"
+    save_pretrained(v3_model, saved)
+    out2 = tmp_path / "out2"
+    assert [i.status for i in run(v3_model, [audio], out2, progress=False).items] == ["ok", "ok"]
+    assert [i.status for i in run(str(saved), [audio], out2, progress=False).items] == ["skipped", "skipped"]
+
+
 def test_an_input_is_identified_by_its_content_not_its_dates(tmp_path, v3_model):
     """An input copied over with the same size and modification time (``cp -p``, ``rsync -t``) is recomputed; one
     only touched (same bytes, new date) is skipped.

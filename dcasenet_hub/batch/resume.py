@@ -107,6 +107,42 @@ def _files_sha256(files: list[Path]) -> str:
     return h.hexdigest()
 
 
+def _content_sha256(config: Any, tensors: Any) -> str:
+    """SHA-256 of what a model computes with: its config less ``model_id`` (a name) and every named tensor, in name
+    order. ``tensors``: ``(name, tensor)`` pairs."""
+    import json
+
+    import torch
+
+    h = hashlib.sha256()
+    if config is not None and hasattr(config, "to_dict"):
+        cfg = {k: v for k, v in config.to_dict().items() if k != "model_id"}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode("utf-8"))
+    for key, tensor in sorted(tensors, key=lambda kv: kv[0]):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"\0{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _folder_sha256(folder: Path) -> str:
+    """:func:`_content_sha256` of a model folder, read without building the network: the same folder converted or
+    saved under another name (its ``model_id``, the safetensors header that embeds the config) is the same model.
+    A folder that cannot be read so is fingerprinted by its files' bytes (loading it then says what is wrong)."""
+    from safetensors import SafetensorError, safe_open
+
+    from dcasenet_hub.config import ModelConfig
+    from dcasenet_hub.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
+    from dcasenet_hub.hub.folder import current_file
+
+    try:
+        config = ModelConfig.load(current_file(folder, CONFIG_NAME))
+        with safe_open(str(current_file(folder, WEIGHTS_NAME)), framework="pt") as f:
+            return _content_sha256(config, ((k, f.get_tensor(k)) for k in f.keys()))
+    except (OSError, ValueError, SafetensorError):
+        return _files_sha256(_folder_files(folder))
+
+
 def _folder_files(folder: Path) -> list[Path]:
     """The model files as loading will read them: those of a commit a killed writer left are already the folder's."""
     from dcasenet_hub.hub.folder import current_file
@@ -147,8 +183,7 @@ def model_identity(name: str | Path) -> dict[str, Any]:
     check_model_path(name)  # a FIFO or device is refused before it is read to fingerprint it
     p = Path(name).expanduser()
     if p.exists():
-        files = _folder_files(p) if p.is_dir() else [p]
-        return {"model": str(p.resolve()), "model_sha256": _files_sha256(files)}
+        return {"model": str(p.resolve()), "model_sha256": _folder_sha256(p) if p.is_dir() else _files_sha256([p])}
     try:
         folder = _named_folder(str(name))
     except (ModelError, DownloadError):
@@ -157,7 +192,7 @@ def model_identity(name: str | Path) -> dict[str, Any]:
         raise ModelLoadError(str(name), exc) from None
     if folder is None:
         return {"model": str(name), "model_sha256": None}
-    return {"model": str(name), "model_sha256": _files_sha256(_folder_files(Path(folder)))}
+    return {"model": str(name), "model_sha256": _folder_sha256(Path(folder))}
 
 
 def loaded_identity(model: Any) -> dict[str, Any]:
@@ -167,22 +202,11 @@ def loaded_identity(model: Any) -> dict[str, Any]:
         >>> loaded_identity(model)["model_sha256"][:8]                               # doctest: +SKIP
         '3f2a9c01'
     """
-    import json
-
-    import torch
-
     config = getattr(model, "config", None)
     if not hasattr(model, "state_dict"):  # not a network (a stand-in): its name is all there is
         return {"model": getattr(config, "model_id", None)}
-    h = hashlib.sha256()
-    if config is not None and hasattr(config, "to_dict"):
-        cfg = {k: v for k, v in config.to_dict().items() if k != "model_id"}
-        h.update(json.dumps(cfg, sort_keys=True, default=str).encode("utf-8"))
-    for key, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"\0{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return {"model": getattr(config, "model_id", None), "model_sha256": h.hexdigest()}
+    return {"model": getattr(config, "model_id", None),
+            "model_sha256": _content_sha256(config, model.state_dict().items())}
 
 
 def source_identity(path: str | Path) -> dict[str, Any]:
