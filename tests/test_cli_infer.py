@@ -187,6 +187,25 @@ def test_argument_errors_are_one_line_naming_help(args, capsys):
     assert err.startswith(f"{command}: error: ") and err.rstrip().endswith(f"(see `{command} --help`)"), err
 
 
+@pytest.mark.parametrize("args, said", [
+    ("embed x.wav -o o --hopp 0.4", "dcasenet-hub embed: error: unrecognized arguments: --hopp 0.4 (did you mean "
+                                    "--hop?) (see `dcasenet-hub embed --help`)"),
+    ("data make-mini -o m --sed-duraton 3", "dcasenet-hub data make-mini: error: unrecognized arguments: "
+                                            "--sed-duraton 3 (did you mean --sed-duration?)"),
+    ("embd x.wav", "dcasenet-hub: error: argument COMMAND: invalid choice: 'embd' (did you mean embed?)"),
+    ("embed x.wav -o o --layer grus", "dcasenet-hub embed: error: argument --layer: invalid choice: 'grus' (did you "
+                                      "mean gru?)"),
+    ("embed x.wav -o o --layer zzz", "dcasenet-hub embed: error: argument --layer: invalid choice: 'zzz' (choose "
+                                     "from 'gru', 'conv', 'scene')")])
+def test_a_mistyped_flag_or_choice_is_named_by_its_command_with_the_close_spelling(args, said, capsys):
+    """Broken variant caught: an unknown flag of a sub-command was reported by the top-level parser ("dcasenet-hub:
+    error: unrecognized arguments", pointing at `dcasenet-hub --help`), and no close spelling was offered."""
+    with pytest.raises(SystemExit) as e:
+        main(args.split())
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(said) and len(err.strip().splitlines()) == 1, err
+
+
 def test_quiet_says_nothing_of_a_run_that_went_well_and_everything_of_one_that_did_not(tmp_path, authors_checkpoint,
                                                                                         capsys):
     sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)

@@ -9,7 +9,9 @@ or a download, upload or the network failed, 4 unexpected error (a bug or a devi
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -62,11 +64,30 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 _HANDLER: logging.Handler | None = None
 
 
+_CHOICE = re.compile(r"invalid choice: '(?P<given>.*?)' \(choose from (?P<choices>.*)\)$", re.S)
+
+
+def _did_you_mean(given: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(given, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse with a usage error on one line naming the fix (``--help``), not the whole usage block first."""
+    """argparse with a usage error on one line naming the fix (``--help``, a close spelling), not the whole usage
+    block first."""
 
     def error(self, message: str) -> NoReturn:
+        m = _CHOICE.search(message)
+        hint = _did_you_mean(m["given"], [c.strip().strip("'") for c in m["choices"].split(",")]) if m else ""
+        if hint:  # the close spelling instead of the whole list
+            message = f"{message[:m.start()]}invalid choice: {m['given']!r}{hint}"
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+    def unknown(self, extras: Sequence[str]) -> NoReturn:
+        """Arguments this (sub-)command does not take: named by its own usage error, with a close flag."""
+        flags = [f for f in self._option_string_actions if f.startswith("--")]
+        hints = "".join(_did_you_mean(x.split("=", 1)[0], flags) for x in extras if x.startswith("-"))
+        self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
 
 
 def _configure_logging(*, verbose: bool, quiet: bool) -> None:
@@ -95,6 +116,7 @@ def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
             if quiet:
                 sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
                                  help=QUIET_HELP if len(quiet) == 2 else argparse.SUPPRESS)
+            sub.set_defaults(parser_=sub)  # the deepest sub-command's parser: the one that names its unknown flags
             _add_flags_to_subcommands(sub)
 
 
@@ -146,7 +168,9 @@ def _silence(stream: Any) -> None:
 
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        getattr(args, "parser_", parser).unknown(extras)
     args.quiet = bool(args.global_quiet or getattr(args, "quiet", False))
     _configure_logging(verbose=args.verbose, quiet=args.quiet)
     for note in getattr(args, NOTES, None) or ():  # old spellings still work; each is noted once
