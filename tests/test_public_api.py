@@ -84,3 +84,26 @@ def test_dir_shows_the_public_names_not_what_the_package_imports_for_itself():
     names = dir(dcasenet_hub)
     assert {"DcaseNet", "from_pretrained", "list_models", "embed", "__version__"} <= set(names)
     assert not {"Any", "TYPE_CHECKING", "annotations", "importlib"} & set(names)
+
+
+def test_from_pretrained_shows_its_options_and_names_itself_for_a_mistyped_one():
+    """``help()`` and IDEs see the loading options (they are load_pretrained's, with the same defaults), and a typo
+    is a TypeError of ``from_pretrained``.
+
+    Broken variant caught: ``from_pretrained(name, **kwargs)`` hid the options, and ``devcie="cpu"`` was reported as
+    an unexpected argument of the internal ``load_pretrained()``.
+    """
+    import inspect
+
+    import dcasenet_hub
+    from dcasenet_hub.hub.api import load_pretrained
+
+    wanted = {n: p.default for n, p in inspect.signature(load_pretrained).parameters.items()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    assert set(wanted) == {"revision", "cache_dir", "device", "dtype", "local_files_only"}
+    for fn in (dcasenet_hub.from_pretrained, dcasenet_hub.DcaseNet.from_pretrained):
+        got = {n: p.default for n, p in inspect.signature(fn).parameters.items()
+               if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert got == wanted, fn
+        with pytest.raises(TypeError, match=r"from_pretrained\(\) got an unexpected keyword argument 'devcie'"):
+            fn("dcasenet-v3", devcie="cpu")

@@ -21,18 +21,20 @@ class HubMixin:
     """Loading and saving for a model class whose instances have ``config`` and ``load_state_dict_strict``."""
 
     @classmethod
-    def from_pretrained(cls: type[_M], name_or_path: str | Path, **kwargs: Any) -> _M:
+    def from_pretrained(cls: type[_M], name_or_path: str | Path, *, revision: str | None = None,
+                        cache_dir: str | Path | None = None, device: str | Any | None = None,
+                        dtype: str | Any | None = None, local_files_only: bool = False) -> _M:
         """Load a model by manifest id, local folder/file or Hugging Face repo id, as an instance of this class.
 
-        See :func:`dcasenet_hub.hub.api.load_pretrained` for the options (``revision``, ``cache_dir``, ``device``,
-        ``dtype``, ``local_files_only``).
+        The options are those of :func:`dcasenet_hub.hub.api.load_pretrained`, which says what each does.
 
         Example:
             >>> model = DcaseNet.from_pretrained("dcasenet-v3")  # doctest: +SKIP
         """
         from dcasenet_hub.hub.api import load_pretrained
 
-        return load_pretrained(cls, name_or_path, **kwargs)
+        return load_pretrained(cls, name_or_path, revision=revision, cache_dir=cache_dir,  # type: ignore[return-value]
+                               device=device, dtype=dtype, local_files_only=local_files_only)
 
     def save_pretrained(self, save_directory: str | Path, *, repo_id: str | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` + a ``README.md`` model card (atomically).

@@ -61,8 +61,10 @@ def build_model(arch: str = "v3", *, config: ModelConfig | None = None, seed: in
     return build_network(arch, config=config, seed=seed, cls=DcaseNet)
 
 
-def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
-    """``DcaseNet.from_pretrained(name_or_path, **kwargs)``: see :func:`dcasenet_hub.hub.api.load_pretrained`.
+def from_pretrained(name_or_path: str | Path, *, revision: str | None = None, cache_dir: str | Path | None = None,
+                    device: str | Any | None = None, dtype: str | Any | None = None,
+                    local_files_only: bool = False) -> DcaseNet:
+    """``DcaseNet.from_pretrained``: the options are those of :func:`dcasenet_hub.hub.api.load_pretrained`.
 
     An exported ``.onnx`` file (``dcasenet-hub export``) loads as a model that runs it with onnxruntime
     (:func:`dcasenet_hub.export.runtime.load_onnx`; CPU, fp32, the ``onnx`` extra).
@@ -73,8 +75,9 @@ def from_pretrained(name_or_path: str | Path, **kwargs: Any) -> DcaseNet:
     if str(name_or_path).lower().endswith(".onnx") and Path(name_or_path).expanduser().is_file():
         from dcasenet_hub.export.runtime import load_onnx
 
-        unused = sorted(k for k in kwargs if k not in ("local_files_only", "cache_dir", "revision"))
+        unused = [k for k, v in (("device", device), ("dtype", dtype)) if v is not None]
         if unused:
             raise TypeError(f"An .onnx model takes no {', '.join(unused)} (it runs on the CPU in fp32)")
         return load_onnx(name_or_path, cls=DcaseNet)
-    return DcaseNet.from_pretrained(name_or_path, **kwargs)
+    return DcaseNet.from_pretrained(name_or_path, revision=revision, cache_dir=cache_dir, device=device, dtype=dtype,
+                                    local_files_only=local_files_only)
