@@ -59,8 +59,36 @@ def option(default: Any, doc: str, allowed: str, records: tuple[str, ...] = ()) 
     return dataclasses.field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
 
 
+class Unset:
+    """The default of a keyword override: "not given; the value comes from ``options``". Its repr is the option's
+    own default (:meth:`DeclaredOptions.unset`), so ``help()`` shows what a call without ``options`` gets."""
+
+    __slots__ = ("shown",)
+
+    def __init__(self, shown: str = "UNSET") -> None:
+        self.shown = shown
+
+    def __repr__(self) -> str:
+        return self.shown
+
+
+#: A keyword override not given (see :class:`Unset`).
+UNSET: Any = Unset()
+
+
 class DeclaredOptions:
     """Methods every options dataclass whose fields are declared with :func:`option` shares."""
+
+    @classmethod
+    def unset(cls, name: str) -> Any:
+        """The signature default of the keyword override ``name``: not given, shown as the option's default."""
+        return Unset(repr(cls.describe()[name][0]))
+
+    @classmethod
+    def given(cls, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """The option names among ``arguments`` (a call's ``locals()``) that the call gave (not :class:`Unset`)."""
+        names = set(option_names(cls))
+        return {k: v for k, v in arguments.items() if k in names and not isinstance(v, Unset)}
 
     def replace(self: T, **changes: Any) -> T:
         """A copy with ``changes`` applied (checked again)."""

@@ -13,7 +13,6 @@ from dcasenet_hub import batch, build_model
 from dcasenet_hub.batch import BatchOptions
 from dcasenet_hub.errors import OptionsError
 from dcasenet_hub.inference import InferenceOptions, embed, predict
-from dcasenet_hub.inference.options import UNSET, given
 
 BAD = [
     ("hop", 0.3), ("hop", True), ("hop", "0.1"), ("layer", "lstm"), ("pooling", "median"), ("pad_tail", "yes"),
@@ -70,7 +69,8 @@ def test_keywords_win_over_options_even_when_they_are_the_default():
     """Catches overrides applied only when they differ from the dataclass default (``layer="gru"`` over a conv
     options object would be ignored) and options that are changed in place."""
     base = InferenceOptions(layer="conv", hop=0.4)
-    merged = InferenceOptions.merge(base, given({"x": "a.wav", "layer": "gru", "pooling": UNSET}), caller="embed")
+    call = {"x": "a.wav", "layer": "gru", "pooling": InferenceOptions.unset("pooling")}  # a call's locals()
+    merged = InferenceOptions.merge(base, InferenceOptions.given(call), caller="embed")
     assert merged == InferenceOptions(layer="gru", hop=0.4) and base.layer == "conv"
     model = build_model("v3", seed=0).eval()
     wav = 0.1 * np.random.default_rng(0).standard_normal(24000 * 2).astype(np.float32)
@@ -157,3 +157,27 @@ def test_batch_options_hold_one_inference_options():
         opts.median_filtre  # noqa: B018
     with pytest.raises(TypeError, match="unknown option"):
         BatchOptions(tresh=0.5)
+
+
+def test_help_shows_each_keyword_overrides_default_from_the_one_declaration():
+    """``help(embed)`` / IDEs show ``layer: str = 'gru'``, the default InferenceOptions declares (and TrainOptions
+    for ``train``), while a keyword left out still takes its value from ``options``.
+
+    Broken variant caught: every keyword override showed ``= UNSET``, so the defaults were only in
+    ``InferenceOptions.describe()``.
+    """
+    import inspect
+
+    from dcasenet_hub.inference.pipeline import embed, iterate, predict
+    from dcasenet_hub.train import TrainOptions, train
+
+    for fn, cls in ((embed, InferenceOptions), (predict, InferenceOptions), (iterate, InferenceOptions),
+                    (train, TrainOptions)):
+        declared = cls.describe()
+        shown = {n: p.default for n, p in inspect.signature(fn).parameters.items() if n in declared}
+        assert len(shown) >= 10, fn
+        for name, default in shown.items():
+            assert repr(default) == repr(declared[name][0]), (fn.__name__, name)
+    model = build_model("v3", seed=0).eval()
+    wav = 0.1 * np.random.default_rng(0).standard_normal(24000 * 2).astype(np.float32)
+    assert embed(model, wav, sample_rate=24000, options=InferenceOptions(layer="conv")).layer == "conv"

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dcasenet_hub._options import DeclaredOptions, document, option, option_names
+from dcasenet_hub._options import DeclaredOptions, document, option
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, short_dtype_name
 from dcasenet_hub.errors import OptionsError
@@ -44,15 +44,6 @@ INT8 = "int8"
 FEATURE_DEVICES = ("cpu", "model")
 #: Which result files record an option for resuming (the options that change what they hold).
 EMBED, PREDICT = "embed", "predict"
-
-
-class _Unset:
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-#: Default of the keyword overrides of ``embed`` / ``predict`` / ``iterate``: "take the value from ``options``".
-UNSET: Any = _Unset()
 
 
 class ClassThresholds(Mapping[str, float]):
@@ -290,17 +281,6 @@ def options_error(option: str, value: object, allowed: str) -> OptionsError:
     return OptionsError(f"{option}={value!r}: {allowed}")
 
 
-def given(arguments: Mapping[str, Any]) -> dict[str, Any]:
-    """The option names among ``arguments`` (a call's ``locals()``) whose value is not :data:`UNSET`.
-
-    Example:
-        >>> given({"x": "a.wav", "hop": 0.1, "layer": UNSET})
-        {'hop': 0.1}
-    """
-    names = set(option_names(InferenceOptions))
-    return {k: v for k, v in arguments.items() if k in names and v is not UNSET}
-
-
 def _plain(value: Any) -> Any:
     """An option's value as JSON holds it: tuples as lists, :class:`ClassThresholds` as a dict."""
     if isinstance(value, tuple):
@@ -393,5 +373,5 @@ def hop_frames(hop: float | None, model: Any | None = None) -> int:
     return round(k)
 
 
-__all__ = ["BACKENDS", "FEATURE_DEVICES", "INT8", "LAYERS", "POOLINGS", "UNSET", "ClassThresholds", "InferenceOptions",
-           "allowed_hops", "frame_rate", "given", "hop_frames", "is_int8", "options_error"]
+__all__ = ["BACKENDS", "FEATURE_DEVICES", "INT8", "LAYERS", "POOLINGS", "ClassThresholds", "InferenceOptions",
+           "allowed_hops", "frame_rate", "hop_frames", "is_int8", "options_error"]

@@ -40,10 +40,8 @@ from dcasenet_hub.inference.batching import Batcher, PreparedJobs
 from dcasenet_hub.inference.options import (
     LAYERS,
     POOLINGS,
-    UNSET,
     InferenceOptions,
     allowed_hops,
-    given,
     options_error,
 )
 from dcasenet_hub.inference.outputs import Embeddings, Prediction, detect_events
@@ -101,18 +99,18 @@ def embed(
     *,
     sample_rate: int | None = None,
     options: InferenceOptions | None = None,
-    hop: float | None = UNSET,
-    layer: str = UNSET,
-    pooling: str = UNSET,
-    pad_tail: bool = UNSET,
-    dtype: torch.dtype | str | None = UNSET,
-    backend: str = UNSET,
-    device: str | torch.device | None = UNSET,
-    batch_size: int = UNSET,
-    workers: int = UNSET,
-    progress: bool | None = UNSET,
-    feature_device: str = UNSET,
-    stream_threshold_s: float = UNSET,
+    hop: float | None = InferenceOptions.unset("hop"),
+    layer: str = InferenceOptions.unset("layer"),
+    pooling: str = InferenceOptions.unset("pooling"),
+    pad_tail: bool = InferenceOptions.unset("pad_tail"),
+    dtype: torch.dtype | str | None = InferenceOptions.unset("dtype"),
+    backend: str = InferenceOptions.unset("backend"),
+    device: str | torch.device | None = InferenceOptions.unset("device"),
+    batch_size: int = InferenceOptions.unset("batch_size"),
+    workers: int = InferenceOptions.unset("workers"),
+    progress: bool | None = InferenceOptions.unset("progress"),
+    feature_device: str = InferenceOptions.unset("feature_device"),
+    stream_threshold_s: float = InferenceOptions.unset("stream_threshold_s"),
 ) -> Embeddings | list[Embeddings]:
     """Frame (every 0.8 s, or every ``hop``) and clip embeddings of audio of any length.
 
@@ -143,7 +141,7 @@ def embed(
         >>> fine.frame.shape, fine.frame_times[:3], fine.clip.shape         # doctest: +SKIP
         ((93, 512), array([0.39, 0.49, 0.59], dtype=float32), (1024,))
     """
-    opts = InferenceOptions.merge(options, given(locals()), caller="embed")  # the keywords given (not UNSET) win
+    opts = InferenceOptions.merge(options, InferenceOptions.given(locals()), caller="embed")  # the keywords given win
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=True, predictions=False, options=opts),
                    len(inputs), "embeddings")
@@ -156,22 +154,22 @@ def predict(
     *,
     sample_rate: int | None = None,
     options: InferenceOptions | None = None,
-    threshold: float | None = UNSET,
-    class_thresholds: Mapping[str, float] | None = UNSET,
-    labels: Sequence[str] | None = UNSET,
-    exclude_labels: Sequence[str] | None = UNSET,
-    median_filter: float | None = UNSET,
-    min_duration: float | None = UNSET,
-    hop: float | None = UNSET,
-    pad_tail: bool = UNSET,
-    dtype: torch.dtype | str | None = UNSET,
-    backend: str = UNSET,
-    device: str | torch.device | None = UNSET,
-    batch_size: int = UNSET,
-    workers: int = UNSET,
-    progress: bool | None = UNSET,
-    feature_device: str = UNSET,
-    stream_threshold_s: float = UNSET,
+    threshold: float | None = InferenceOptions.unset("threshold"),
+    class_thresholds: Mapping[str, float] | None = InferenceOptions.unset("class_thresholds"),
+    labels: Sequence[str] | None = InferenceOptions.unset("labels"),
+    exclude_labels: Sequence[str] | None = InferenceOptions.unset("exclude_labels"),
+    median_filter: float | None = InferenceOptions.unset("median_filter"),
+    min_duration: float | None = InferenceOptions.unset("min_duration"),
+    hop: float | None = InferenceOptions.unset("hop"),
+    pad_tail: bool = InferenceOptions.unset("pad_tail"),
+    dtype: torch.dtype | str | None = InferenceOptions.unset("dtype"),
+    backend: str = InferenceOptions.unset("backend"),
+    device: str | torch.device | None = InferenceOptions.unset("device"),
+    batch_size: int = InferenceOptions.unset("batch_size"),
+    workers: int = InferenceOptions.unset("workers"),
+    progress: bool | None = InferenceOptions.unset("progress"),
+    feature_device: str = InferenceOptions.unset("feature_device"),
+    stream_threshold_s: float = InferenceOptions.unset("stream_threshold_s"),
 ) -> Prediction | list[Prediction]:
     """Scene, tag and event predictions with label names and timestamps.
 
@@ -208,7 +206,7 @@ def predict(
         >>> dogs.event_labels, dogs.tag_labels, dogs.class_thresholds                                  # doctest: +SKIP
         (('dog',), ('Bark',), {'dog': 0.6})
     """
-    opts = InferenceOptions.merge(options, given(locals()), caller="predict")  # the keywords given (not UNSET) win
+    opts = InferenceOptions.merge(options, InferenceOptions.given(locals()), caller="predict")  # the keywords given win
     single, inputs = _as_list(x)
     out = _collect(iterate(model, inputs, sample_rate=sample_rate, embeddings=False, predictions=True, options=opts),
                    len(inputs), "prediction")
@@ -223,24 +221,24 @@ def iterate(
     embeddings: bool = True,
     predictions: bool = False,
     options: InferenceOptions | None = None,
-    hop: float | None = UNSET,
-    layer: str = UNSET,
-    pooling: str = UNSET,
-    pad_tail: bool = UNSET,
-    threshold: float | None = UNSET,
-    class_thresholds: Mapping[str, float] | None = UNSET,
-    labels: Sequence[str] | None = UNSET,
-    exclude_labels: Sequence[str] | None = UNSET,
-    median_filter: float | None = UNSET,
-    min_duration: float | None = UNSET,
-    dtype: torch.dtype | str | None = UNSET,
-    backend: str = UNSET,
-    device: str | torch.device | None = UNSET,
-    batch_size: int = UNSET,
-    workers: int = UNSET,
-    progress: bool | None = UNSET,
-    feature_device: str = UNSET,
-    stream_threshold_s: float = UNSET,
+    hop: float | None = InferenceOptions.unset("hop"),
+    layer: str = InferenceOptions.unset("layer"),
+    pooling: str = InferenceOptions.unset("pooling"),
+    pad_tail: bool = InferenceOptions.unset("pad_tail"),
+    threshold: float | None = InferenceOptions.unset("threshold"),
+    class_thresholds: Mapping[str, float] | None = InferenceOptions.unset("class_thresholds"),
+    labels: Sequence[str] | None = InferenceOptions.unset("labels"),
+    exclude_labels: Sequence[str] | None = InferenceOptions.unset("exclude_labels"),
+    median_filter: float | None = InferenceOptions.unset("median_filter"),
+    min_duration: float | None = InferenceOptions.unset("min_duration"),
+    dtype: torch.dtype | str | None = InferenceOptions.unset("dtype"),
+    backend: str = InferenceOptions.unset("backend"),
+    device: str | torch.device | None = InferenceOptions.unset("device"),
+    batch_size: int = InferenceOptions.unset("batch_size"),
+    workers: int = InferenceOptions.unset("workers"),
+    progress: bool | None = InferenceOptions.unset("progress"),
+    feature_device: str = InferenceOptions.unset("feature_device"),
+    stream_threshold_s: float = InferenceOptions.unset("stream_threshold_s"),
 ) -> Iterator[Result]:
     """Process many inputs, yielding one :class:`Result` per input as soon as it is done (completion order).
 
@@ -268,7 +266,7 @@ def iterate(
         >>> for r in iterate(model, ["a.wav", "b.wav"], predictions=True):   # doctest: +SKIP
         ...     print(r.source, r.prediction.top_scene if r.ok else r.error)
     """
-    opts = InferenceOptions.merge(options, given(locals()), caller="iterate")  # the keywords given (not UNSET) win
+    opts = InferenceOptions.merge(options, InferenceOptions.given(locals()), caller="iterate")  # the keywords given win
     if not (embeddings or predictions):
         raise ValueError("Ask for embeddings=True and/or predictions=True")
     opts.check_outputs(embeddings=embeddings, predictions=predictions)

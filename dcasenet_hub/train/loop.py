@@ -55,7 +55,6 @@ from dcasenet_hub.train.evaluation import (
     checked_roots,
     evaluate_sets,
 )
-from dcasenet_hub.inference.options import UNSET
 from dcasenet_hub.train.export import export_model
 from dcasenet_hub.train.options import TrainOptions
 from dcasenet_hub.train.recipes import Recipe, load_recipe
@@ -137,9 +136,12 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
           tag_root: str | Path | None = None, sed_root: str | Path | None = None,
           overrides: Mapping[str, Any] | None = None, options: TrainOptions | None = None,
           on_epoch_end: Callable[[str, int, dict[str, Any]], None] | None = None,
-          device: str | None = UNSET, dtype: str = UNSET, workers: int = UNSET, seed: int = UNSET,
-          resume: bool = UNSET, stages: Sequence[str] | None = UNSET, cache_dir: str | Path | None = UNSET,
-          in_memory: bool = UNSET, eval_batch_size: int = UNSET, progress: bool = UNSET,
+          device: str | None = TrainOptions.unset("device"), dtype: str = TrainOptions.unset("dtype"),
+          workers: int = TrainOptions.unset("workers"), seed: int = TrainOptions.unset("seed"),
+          resume: bool = TrainOptions.unset("resume"), stages: Sequence[str] | None = TrainOptions.unset("stages"),
+          cache_dir: str | Path | None = TrainOptions.unset("cache_dir"),
+          in_memory: bool = TrainOptions.unset("in_memory"),
+          eval_batch_size: int = TrainOptions.unset("eval_batch_size"), progress: bool = TrainOptions.unset("progress"),
           precision: str | None = None) -> TrainResult:
     """Train a recipe end to end (joint or single stage, then the fine-tuning stages).
 
@@ -167,7 +169,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
         >>> train("v3-asc", out_dir="runs/try", asc_root="mini/asc", seed=1,
         ...       overrides={"epochs": 1, "iterations_per_epoch": 5})  # doctest: +SKIP
     """
-    given = {k: v for k, v in locals().items() if k in TrainOptions.field_names() and v is not UNSET}
+    given = TrainOptions.given(locals())
     if precision is not None:
         given["dtype"] = deprecated_precision(given.get("dtype", "fp32"), precision, "train")
     opts = TrainOptions.merge(options, given, caller="train")
