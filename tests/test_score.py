@@ -363,8 +363,32 @@ def test_files_on_one_side_only_are_listed_not_scored(event_case, tmp_path):
 def test_no_common_file_says_how_names_are_matched(event_case, tmp_path):
     folder, _, _ = event_case
     (tmp_path / "t.tsv").write_text("filename\tonset\toffset\tevent_label\nother.wav\t1\t2\tdog\n")
-    with pytest.raises(AnnotationError, match="matched without their extension"):
+    with pytest.raises(AnnotationError, match="matched without their extension") as e:
         metrics.score(folder / "pred", tmp_path / "t.tsv")
+    assert str(e.value).startswith(f"{tmp_path / 't.tsv'}: no annotated file has a prediction in {folder / 'pred'}")
+
+
+@pytest.mark.parametrize("text, said", [
+    ("filename;onset;offset;event_label\nrec2.wav;0.5;1.5;dog\n", "columns separated by ';'; separate them with tabs"),
+    ("rec2.wav 0.5 1.5 dog\n", "columns separated by spaces; separate them with tabs"),
+    ("filename\tonset\toffset\tevent_label\n", "names no file (a header without rows?)")])
+def test_annotations_in_a_form_that_cannot_be_read_say_so_naming_the_file(event_case, tmp_path, text, said):
+    """Broken variants caught: a ';' or space separated table was read as a one-column label table ("no annotated
+    file has a prediction: the annotations name e.g. ['filename;onset;...']"), and a header without rows gave the
+    same message with an empty list, neither naming the annotation file or the fix."""
+    folder, _, _ = event_case
+    (tmp_path / "t.txt").write_text(text)
+    with pytest.raises(AnnotationError) as e:
+        metrics.score(folder / "pred", tmp_path / "t.txt")
+    assert str(e.value).startswith(f"{tmp_path / 't.txt'}: {said}") and "\n" not in str(e.value)
+
+
+def test_an_audacity_track_with_a_header_line_reads_as_a_track(tmp_path):
+    """Broken variant caught: 'start<TAB>end<TAB>label' as first line made the track a tag table (its words and
+    numbers "labels the model does not know")."""
+    (tmp_path / "a.labels.txt").write_text("start\tend\tlabel\n0.5\t1.5\talarm\n2\t3\tdog\n")
+    ann = metrics.read_annotations(tmp_path / "a.labels.txt")
+    assert ann.kind == "events" and ann.events == {"a": [(0.5, 1.5, "alarm"), (2.0, 3.0, "dog")]}
 
 
 # --- command line ---------------------------------------------------------------------------------------------

@@ -113,12 +113,21 @@ def detect_format(path: Path, text: str) -> str:
     first = lines[0]
     if "Begin Time (s)" in first:
         return "raven"
+    if "\t" not in first and "," not in first:  # a table with other separators would be read as one column
+        for sep, name in ((";", "';'"), ("|", "'|'"), (None, "spaces")):
+            cells = [c.strip().lower() for c in first.split(sep)]
+            numbers = sum(_number(c) is not None for c in cells[1:3])
+            if len(cells) >= 3 and ({"onset", "offset"} <= set(cells) or numbers == 2):
+                raise AnnotationError(f"{path}: columns separated by {name}; separate them with tabs or commas "
+                                      "(docs/evaluation.md shows the formats)")
     fields = [f.strip() for f in next(csv.reader([first], delimiter=_delimiter(first)))]
     lower = [f.lower() for f in fields]
     if "onset" in lower and "offset" in lower:
         return "dcase"
     if "\t" in first and len(fields) in (2, 3) and _number(fields[0]) is not None and _number(fields[1]) is not None:
         return "audacity"
+    if "\t" in first and lower[:2] == ["start", "end"] and len(lines) > 1:
+        return "audacity"  # a track with a header line a spreadsheet added (Audacity writes none)
     if len(fields) == 4 and _number(fields[1]) is not None and _number(fields[2]) is not None:
         return "dcase"
     return "labels"
@@ -269,6 +278,8 @@ def _read_audacity(path: Path, text: str, out: Annotations, *, name: str | None)
         if len(cells) < 2:
             problems.add(f"line {line}: an Audacity label is start<TAB>end<TAB>label; got {raw!r}")
             continue
+        if line == 1 and [c.strip().lower() for c in cells[:2]] == ["start", "end"]:
+            continue  # a header line
         event = _event(problems, f"line {line}", cells[0], cells[1], cells[2] if len(cells) > 2 else "")
         if event:
             events.append(event)

@@ -502,10 +502,13 @@ def score(
         _check_labels(Annotations(kind="labels", labels={"": list(labels)}, source="labels="), known, chosen_task)
     by_key = {p.key: p for p in predicted}
     matched = _match(keys, ann.files)
+    if not ann.files:
+        raise AnnotationError(f"{ann.source}: names no file (a header without rows?); give the annotations of the "
+                              "predicted files")
     if not matched:
         raise AnnotationError(
-            f"no annotated file has a prediction: the annotations name e.g. {ann.files[:3]}, the predictions "
-            f"{keys[:3]}; names are matched without their extension (a.wav = a.json)")
+            f"{ann.source}: no annotated file has a prediction in {pred_source}: the annotations name e.g. "
+            f"{ann.files[:3]}, the predictions {keys[:3]}; names are matched without their extension (a.wav = a.json)")
     pairs = [(t, by_key[matched[t]]) for t in ann.files if t in matched]
     files: dict[str, Any] = {"no_prediction": [ann.names.get(t, t) for t in ann.files if t not in matched],
                              "no_annotation": sorted(by_key[k].name for k in set(keys) - set(matched.values()))}
