@@ -206,6 +206,21 @@ def test_a_mistyped_flag_or_choice_is_named_by_its_command_with_the_close_spelli
     assert e.value.code == 2 and err.startswith(said) and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.parametrize("command, name", [("predict", "out.txt"), ("embed", "emb.wav"), ("embed", "emb.npy")])
+def test_an_output_name_with_a_file_extension_it_does_not_write_is_refused_not_made_a_folder(
+        tmp_path, authors_checkpoint, capsys, command, name):
+    """Broken variant caught: ``predict a.wav -o out.txt`` made a folder named out.txt (exit 0, nothing said with
+    -q), where the user expected a file."""
+    sf.write(tmp_path / "a.wav", _tone(0.3, 24000, 1), 24000)
+    out = tmp_path / name
+    assert main([command, str(tmp_path / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert f"-o {out}: {command} writes one " in err and f"give a name without {out.suffix}" in err
+    assert not out.exists()
+    out.mkdir()  # a folder that exists is a folder, whatever its name
+    assert main([command, str(tmp_path / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 0
+
+
 def test_quiet_says_nothing_of_a_run_that_went_well_and_everything_of_one_that_did_not(tmp_path, authors_checkpoint,
                                                                                         capsys):
     sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)

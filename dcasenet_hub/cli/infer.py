@@ -413,6 +413,9 @@ def _run(args: argparse.Namespace, task: str) -> int:
 
 #: -o naming one file (by its extension) for one audio input: the formats each command writes.
 FILE_OUTPUTS = {"embed": (".npz",), "predict": (".json", ".csv", ".tsv")}
+#: Extensions of files ``-o`` may be mistaken to write: refused rather than made into a folder of that name.
+_FILE_LIKE = {".txt", ".npy", ".parquet", ".pkl", ".pickle", ".h5", ".hdf5", ".pt", ".pth", ".onnx", ".png", ".pdf",
+              ".svg", ".jpg", ".jsonl", ".xlsx", ".zip"}
 
 
 def _single_output(args: argparse.Namespace, task: str) -> Path | None:
@@ -424,9 +427,14 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
     """
     from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
 
+    from dcasenet_hub.batch.discovery import AUDIO_EXTENSIONS
+
     out: Path = args.output
     suffix = out.suffix.lower()
     known = {s for formats in FILE_OUTPUTS.values() for s in formats}
+    if not out.exists() and (suffix in _FILE_LIKE or suffix in AUDIO_EXTENSIONS):
+        raise _UsageError(f"-o {out}: {task} writes one {' / '.join(FILE_OUTPUTS[task])} file or a folder, not "
+                          f"{suffix}; for a folder, give a name without {suffix}")
     if out.is_dir() or suffix not in known:
         return None
     if suffix not in FILE_OUTPUTS[task]:
