@@ -243,7 +243,8 @@ def test_download_failures_exit_with_the_model_code_like_embed(case: str, env: P
     name = "nope" if case == "unknown id" else "fixture-v3"
     assert main(["download", name, "--quiet"]) == 3
     err = capsys.readouterr().err
-    assert err.startswith(f"{name}: error: ") and "Traceback" not in err
+    # named by the command, as every other error, then the id it is about
+    assert err.startswith(f"dcasenet-hub download: error: {name}: ") and "Traceback" not in err
     import numpy as np
     import soundfile as sf
 

@@ -115,7 +115,7 @@ def _download(args: argparse.Namespace) -> int:
         try:
             folder = download(mid, cache_dir=args.cache_dir, progress=False if args.quiet else None)
         except (ModelError, DownloadError) as exc:  # the others are still fetched
-            print(f"{mid}: error: {exc}", file=sys.stderr)
+            print(f"dcasenet-hub download: error: {mid}: {exc}", file=sys.stderr)
             failed += 1
             continue
         print(f"{mid}\t{folder}")
