@@ -325,6 +325,11 @@ class ModelConfig:
     provenance: str = "random initialisation"
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
+    def __repr__(self) -> str:
+        """One line: what the model is and how many classes each head has (``to_dict()`` has everything)."""
+        return (f"ModelConfig(arch={self.arch!r}, model_id={self.model_id!r}, {len(self.scene_labels)} scenes, "
+                f"{len(self.tag_labels)} tags, {len(self.event_labels)} events, trained_tasks={self.trained_tasks!r})")
+
     def __post_init__(self) -> None:
         """Check every field (:class:`~dcasenet_hub.errors.ModelConfigError` names the first that is wrong)."""
         _choice("arch", self.arch, ARCHS)

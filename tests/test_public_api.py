@@ -107,3 +107,12 @@ def test_from_pretrained_shows_its_options_and_names_itself_for_a_mistyped_one()
         assert got == wanted, fn
         with pytest.raises(TypeError, match=r"from_pretrained\(\) got an unexpected keyword argument 'devcie'"):
             fn("dcasenet-v3", devcie="cpu")
+
+
+def test_a_models_config_prints_in_one_short_line():
+    """Broken variant caught: the dataclass repr listed all 104 labels and every front-end field (2363 characters)."""
+    from dcasenet_hub import build_model
+
+    config = build_model("v3", seed=0).config
+    assert repr(config) == ("ModelConfig(arch='v3', model_id=None, 10 scenes, 80 tags, 14 events, "
+                            "trained_tasks=())")

@@ -391,6 +391,15 @@ def test_an_audacity_track_with_a_header_line_reads_as_a_track(tmp_path):
     assert ann.kind == "events" and ann.events == {"a": [(0.5, 1.5, "alarm"), (2.0, 3.0, "dog")]}
 
 
+def test_a_report_prints_in_one_short_line(event_case):
+    """Broken variant caught: the dataclass repr printed every metric of every class (800-1500 characters)."""
+    folder, _, _ = event_case
+    report = metrics.score(folder / "pred", folder / "truth.tsv", psds=False)
+    text = repr(report)
+    assert text.startswith("ScoreReport(events: 6 file(s) scored, ") and "segment-based (1 s): F1 " in text
+    assert "\n" not in text and len(text) < 160, text
+
+
 # --- command line ---------------------------------------------------------------------------------------------
 
 

@@ -187,6 +187,10 @@ class ScoreReport:
         atomic_write_text(path, json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
         return path
 
+    def __repr__(self) -> str:
+        """One line: the task, what was scored and the headline numbers (:meth:`table` has the rest)."""
+        return f"ScoreReport({self.table().splitlines()[0]};{' '.join(self.table().splitlines()[1].split())})"
+
     def table(self) -> str:
         """A short text summary: the headline numbers, then per-class values, then the files left out."""
         m = self.metrics
