@@ -221,6 +221,34 @@ def test_an_output_name_with_a_file_extension_it_does_not_write_is_refused_not_m
     assert main([command, str(tmp_path / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 0
 
 
+def test_a_single_file_output_records_what_a_folder_runs_output_records(tmp_path, authors_checkpoint):
+    """``predict a.wav -o a.json`` and ``embed a.wav -o a.npz`` record the settings, the weights' and the input's
+    identity as a folder run's outputs of the same input do.
+
+    Broken variant caught: the single-file .json recorded only format_version and duration_s.
+    """
+    import json
+
+    sf.write(tmp_path / "a.wav", _tone(1.0, 24000, 1), 24000)
+    model = ["--model", str(authors_checkpoint), "-q"]
+    for command, name in (("predict", "a.json"), ("embed", "a.npz")):
+        assert main([command, str(tmp_path / "a.wav"), "-o", str(tmp_path / "one" / name), *model]) == 0
+        assert main([command, str(tmp_path / "a.wav"), "-o", str(tmp_path / f"folder-{command}"), *model]) == 0
+
+    def meta(path: Path) -> dict:
+        if path.suffix == ".json":
+            return json.loads(path.read_text())["meta"]
+        with np.load(path) as z:
+            return json.loads(str(z["meta"]))
+
+    for name in ("a.json", "a.npz"):
+        single = meta(tmp_path / "one" / name)
+        folder = meta(tmp_path / f"folder-{'predict' if name.endswith('json') else 'embed'}" / name)
+        folder.pop("digests", None)
+        assert single == folder, name
+        assert len(single["model_sha256"]) == len(single["source_sha256"]) == 64 and single["task"]
+
+
 def test_quiet_says_nothing_of_a_run_that_went_well_and_everything_of_one_that_did_not(tmp_path, authors_checkpoint,
                                                                                         capsys):
     sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)

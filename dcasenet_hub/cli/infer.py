@@ -454,6 +454,7 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
 def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
     """One input, one output file: the format by the extension of ``out`` (written atomically)."""
     from dcasenet_hub.batch.index import one_line
+    from dcasenet_hub.batch.resume import model_identity, settings_meta, source_identity
     from dcasenet_hub.inference.pipeline import iterate
 
     model = _load_model(args.model)
@@ -471,10 +472,13 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
         if result.error is not None:
             raise result.error
         out.parent.mkdir(parents=True, exist_ok=True)
+        # what a folder run's outputs record: the settings, the weights' and the input's identity
+        meta = {**settings_meta(task, model_identity(args.model), inference, level=options.level),
+                **source_identity(source)}
         if task == "embed":
-            result.embeddings.save(out, level=options.level)
+            result.embeddings.save(out, level=options.level, meta=meta)
         elif out.suffix.lower() == ".json":
-            result.prediction.save(out)
+            result.prediction.save(out, meta=meta)
         elif out.suffix.lower() == ".csv":
             result.prediction.save_events(out, filename=source.name)
         else:
