@@ -117,10 +117,12 @@ def test_defaults_agree_across_inference_fine_tuning_and_training():
     (["--crop", "0"], "--crop 0.0: must be a number of seconds > 0"),
     (["--validation-fraction", "1.5"], "--validation-fraction 1.5: must be a number between 0 and 1 (exclusive)"),
     (["--lr", "-1"], "--lr -1.0: must be a number > 0"),
+    (["--patience", "-1"], "--patience -1: must be a whole number >= 1, or 0 (never stop)"),
 ])
 def test_finetune_value_errors_name_the_flag_as_typed_before_any_work(tmp_path, capsys, flags, line):
     """Broken variants caught: the Python name (--crop-s, validation_fraction), a value the command line cannot
-    type (", or None"), or a check that runs only after the data is read or the model trained."""
+    type (", or None", or for --patience its spelling 0 left out), or a check that runs only after the data is read
+    or the model trained."""
     from dcasenet_hub.cli import main
 
     assert main(["finetune", str(tmp_path / "nowhere"), "--task", "classification", "-o", str(tmp_path / "m"),

@@ -94,7 +94,8 @@ _OPTION_MESSAGE = re.compile(r"(?P<name>[a-z_]+)=(?P<value>\{.*?\}|.*?): (?P<pro
 
 
 def flag_message(exc: BaseException, args: Any, *, flag_names: Mapping[str, str] | None = None,
-                 typed: Callable[[str, str], str | None] | None = None) -> str:
+                 typed: Callable[[str, str], str | None] | None = None,
+                 none_as: Mapping[str, str] | None = None) -> str:
     """One line for an error; a rejected option value (``epochs=0: must be ...``) names the flag and the value as
     typed (``--epochs 0: must be ...``), so the message speaks the command line's language.
 
@@ -103,6 +104,7 @@ def flag_message(exc: BaseException, args: Any, *, flag_names: Mapping[str, str]
         args: The parsed arguments (the typed value is the attribute of the option's name).
         flag_names: Options whose flag is not ``--`` plus the name with dashes.
         typed: ``typed(name, value)``: the value as typed, for options parsed from several flags.
+        none_as: Options whose ``None`` the command line spells otherwise (``{"patience": "0 (never stop)"}``).
 
     Example:
         >>> from types import SimpleNamespace
@@ -125,6 +127,10 @@ def flag_message(exc: BaseException, args: Any, *, flag_names: Mapping[str, str]
             value = getattr(args, flag.lstrip("-").replace("-", "_"), None)
         if isinstance(value, list):  # a flag that takes several values (--labels A B)
             value = " ".join(map(str, value))
-    # None is Python's: a command line cannot type it
-    problem = re.sub(r",? or None$", "", re.sub(r"\bNone or ", "", match["problem"]))
+    # None is Python's: a command line cannot type it, or types it otherwise
+    spelled = (none_as or {}).get(name)
+    problem = match["problem"]
+    if spelled is not None:
+        problem = re.sub(r"\bNone\b", spelled, problem)
+    problem = re.sub(r",? or None$", "", re.sub(r"\bNone or ", "", problem))
     return one_line(f"{flag} {match['value'] if value is None else value}: {problem}")

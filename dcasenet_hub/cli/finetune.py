@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from dcasenet_hub.cli.common import Names
 from dcasenet_hub.cli.vocabulary import add_output
 
 EPILOG = """examples:
@@ -68,8 +69,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--patience", type=int, default=10,
                    help="stop after this many epochs without a better validation score (default 10; 0 = never "
                         "stop, patience=None in Python)")
-    p.add_argument("--labels", default=None, metavar="A,B,...",
-                   help="label names in output order (labels outside it are reported as problems)")
+    p.add_argument("--labels", nargs="+", action=Names, default=None, metavar="NAME",
+                   help="label names in output order, separated by spaces or commas (labels outside it are reported "
+                        "as problems)")
     p.add_argument("--validation-fraction", type=float, default=0.2, metavar="F")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--delimiter", default=None, help="column separator of the table (default: guessed; 'tab' = \\t)")
@@ -83,7 +85,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "The saved model stays float32")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
-    p.set_defaults(func=run, flag_names={"crop_s": "--crop", "output_dir": "--output"})
+    p.set_defaults(func=run, flag_names={"crop_s": "--crop", "output_dir": "--output"},
+                   none_as={"patience": "0 (never stop)"})
 
 
 def _task(text: str) -> str:
@@ -105,7 +108,7 @@ def _delimiter(text: str | None) -> str | None:
 def run(args: argparse.Namespace) -> int:
     from dcasenet_hub.finetuning import FinetuneOptions, finetune, read_dataset
 
-    labels = [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None
+    labels = args.labels or None
     data_options = {"labels": labels, "delimiter": _delimiter(args.delimiter),
                     "label_delimiter": _delimiter(args.label_delimiter), "audio_dir": args.audio_dir,
                     "validation_fraction": args.validation_fraction, "seed": args.seed}

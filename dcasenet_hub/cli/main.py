@@ -187,8 +187,8 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.verbose:
             raise
         code = exit_code(exc)
-        text = (flag_message(exc, args, flag_names=getattr(args, "flag_names", None)) if isinstance(exc, OptionsError)
-                else str(exc))
+        text = (flag_message(exc, args, flag_names=getattr(args, "flag_names", None),
+                             none_as=getattr(args, "none_as", None)) if isinstance(exc, OptionsError) else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
         elif code == EXIT_INTERNAL:
