@@ -566,3 +566,30 @@ def test_event_formats_are_checked_when_the_options_are_built():
         BatchOptions(task="predict", event_formats=("dcase", "xml"))
     with pytest.raises(ValueError, match=r"event_formats=\(\): must be one or more of"):
         BatchOptions(task="predict", event_formats=())
+
+
+def test_a_file_name_with_a_tab_round_trips_through_the_tab_separated_files(tmp_path, authors_checkpoint):
+    """durations.tsv and the Raven tables quote a name holding a tab (csv style, which pandas and the csv module
+    undo), so sed_scores_eval and ``score --truth events.selections.txt`` find the file again.
+
+    Broken variant caught: the name was written as it is, its tab splitting the row: durations.tsv gave the id
+    ``x`` and ``score`` listed the file under both no_prediction and no_annotation.
+    """
+    import sed_scores_eval as sse
+    import soundfile as sf
+
+    from dcasenet_hub.cli import main
+
+    (tmp_path / "in").mkdir()
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "in" / "x\ty.wav", 0.1 * rng.standard_normal(3 * 16000), 16000)
+    sf.write(tmp_path / "in" / "z.wav", 0.1 * rng.standard_normal(3 * 16000), 16000)
+    out = tmp_path / "out"
+    assert main(["predict", str(tmp_path / "in"), "-o", str(out), "--model", str(authors_checkpoint), "-q",
+                 "--threshold", "0.2", "--event-format", "dcase", "--event-format", "raven"]) == 0
+    assert sorted(sse.io.read_audio_durations(out / "durations.tsv")) == ["x\ty", "z"]
+    listed = json.loads((out / "x\ty.json").read_text())["events"]["list"]
+    assert listed  # events of the tab-named file are in the merged table
+    report = metrics.score(out, out / "events.selections.txt", psds=False)
+    assert report.files == {"scored": 2, "no_prediction": [], "no_annotation": []}
+    assert report.metrics["event_based"]["f1"] == 1.0

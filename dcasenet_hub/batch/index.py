@@ -16,9 +16,9 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from dcasenet_hub._io import atomic_write_text
+from dcasenet_hub.inference.outputs import tsv_cell
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def write_durations(path: str | Path, out_dir: str | Path, rows: Sequence[dict[s
         output = row.get("output", "")
         if row.get("status") not in ("ok", "skipped") or not output.endswith(".json") or not row.get("duration_s"):
             continue
-        lines.append(f"{_event_file_name(Path(out_dir), output, row['input'])}\t{row['duration_s']}")
+        lines.append(f"{tsv_cell(_event_file_name(Path(out_dir), output, row['input']))}\t{row['duration_s']}")
     atomic_write_text(Path(path), "\n".join(lines) + "\n")
 
 

@@ -120,6 +120,14 @@ def detect_events(
 EVENT_FORMATS = ("dcase", "raven", "audacity")
 
 
+def tsv_cell(text: str) -> str:
+    """``text`` as one cell of a tab-separated file: quoted (csv style, which csv readers and pandas undo) only when
+    it holds a tab or a line break, so ordinary names stay as tools that split on tabs (Raven) read them."""
+    if any(c in text for c in "\t\n\r"):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
 def raven_table(rows: list[tuple[float, float, str, float]], *, files: list[tuple[str, float]] | None = None) -> str:
     """A Raven Pro selection table of ``(onset, offset, label, high_freq_hz)`` rows (tab-separated, header).
 
@@ -132,9 +140,9 @@ def raven_table(rows: list[tuple[float, float, str, float]], *, files: list[tupl
     for i, (onset, offset, label, high) in enumerate(rows):
         start = files[i][1] if files is not None else 0.0
         cells = [str(i + 1), "Spectrogram 1", "1", f"{start + onset:.6f}", f"{start + offset:.6f}", "0.0",
-                 f"{high:.1f}", label]
+                 f"{high:.1f}", tsv_cell(label)]
         if files is not None:
-            cells += [files[i][0], f"{onset:.6f}"]
+            cells += [tsv_cell(files[i][0]), f"{onset:.6f}"]
         lines.append("\t".join(cells))
     return "\n".join(lines) + "\n"
 
