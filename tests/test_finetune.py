@@ -266,8 +266,16 @@ def test_detection_probe(v3_model: DcaseNet, tmp_path: Path) -> None:
 
 
 def test_invalid_options_name_the_fix(v3_model: DcaseNet, folder: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="conv_block1, conv_block2, conv_block3, conv_block4, layer_ASC"):
+    from types import SimpleNamespace
+
+    from dcasenet_hub.cli.common import flag_message
+    from dcasenet_hub.errors import OptionsError
+
+    with pytest.raises(OptionsError, match="conv_block1, conv_block2, conv_block3, conv_block4, layer_ASC") as e:
         finetune(v3_model, folder, task="classification", freeze="conv_block9", progress=False)
+    # the command line names its flag (an options error of the usual form, not a ValueError of its own)
+    assert flag_message(e.value, SimpleNamespace(freeze="conv_block9")).startswith(
+        "--freeze conv_block9: is not a block of DcaseNet-v3")
     with pytest.raises(ValueError, match="mixup mixes training crops"):
         finetune(v3_model, folder, task="classification", mixup=0.1, progress=False)
     with pytest.raises(ValueError, match="Unknown task"):

@@ -114,7 +114,8 @@ def test_defaults_agree_across_inference_fine_tuning_and_training():
 
 
 @pytest.mark.parametrize("flags, line", [
-    (["--crop", "0"], "--crop 0.0: must be a number of seconds > 0"),
+    (["--crop", "0"], "--crop 0.0: must be a number of seconds >= 0.8 (one DcaseNet step)"),
+    (["--crop", "0.5"], "--crop 0.5: must be a number of seconds >= 0.8 (one DcaseNet step)"),
     (["--validation-fraction", "1.5"], "--validation-fraction 1.5: must be a number between 0 and 1 (exclusive)"),
     (["--lr", "-1"], "--lr -1.0: must be a number > 0"),
     (["--patience", "-1"], "--patience -1: must be a whole number >= 1, or 0 (never stop)"),

@@ -14,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub.finetuning.options import finetune_task
+from dcasenet_hub.inference.options import options_error
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -98,8 +99,8 @@ def trainable_stages(model: DcaseNet, task: str, freeze: str) -> list[tuple[str,
     if freeze == "none":
         return all_stages
     if freeze not in names:
-        raise ValueError(f"freeze={freeze!r} is not a block of DcaseNet-{model.config.arch} on the {task} path; "
-                         f"choose one of {', '.join(freeze_choices(model, task))}")
+        raise options_error("freeze", freeze, f"is not a block of DcaseNet-{model.config.arch} on the {task} path; "
+                            f"choose one of {', '.join(freeze_choices(model, task))}")
     return all_stages[names.index(freeze) + 1:]
 
 

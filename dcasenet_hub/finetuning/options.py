@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from dcasenet_hub._options import DeclaredOptions, document, option
 from dcasenet_hub._options import merge_options as _merge
-from dcasenet_hub.config import canonical_task
+from dcasenet_hub.config import TIME_REDUCTION, FrontendConfig, canonical_task
 from dcasenet_hub.devices import resolve_dtype
 from dcasenet_hub.errors import OptionsError
 from dcasenet_hub.inference.options import options_error
@@ -41,6 +41,8 @@ HEADS = ("new", "reuse")
 BATCH_NORMS = ("train", "frozen")
 #: Defaults that depend on the mode: (linear probe, fine-tuning).
 DEFAULT_EPOCHS = (100, 15)
+#: One step of the trunk in seconds (0.8 s with the authors' front-end): the shortest fine-tuning crop.
+STEP_S = TIME_REDUCTION / FrontendConfig().frame_rate
 DEFAULT_LR = (3e-3, 1e-3)
 
 
@@ -90,7 +92,7 @@ class FinetuneOptions(DeclaredOptions):
     body_lr_scale: float = option(0.1, "unfrozen pretrained blocks learn at lr * body_lr_scale", "a number >= 0")
     weight_decay: float = option(0.0, "Adam weight decay", "a number >= 0")
     crop_s: float | None = option(None, "fine-tuning crop in seconds (None: 5, detection 30; cut to the shortest "
-                                  "clip, a multiple of 0.8)", "a number of seconds > 0, or None")
+                                  "clip, a multiple of 0.8)", "a number of seconds >= 0.8 (one DcaseNet step), or None")
     mixup: float | None = option(None, "mixup alpha for fine-tuning (the authors': 0.1; None: off)",
                                  "a number > 0, or None")
     warm_start: bool = option(False, "fine-tuning only: a linear probe first, then fine-tuning from it (LP-FT)",
@@ -140,6 +142,8 @@ class FinetuneOptions(DeclaredOptions):
             if not isinstance(value, numbers.Real) or isinstance(value, bool) or not (
                     value > 0 if positive else value >= 0):
                 raise fail(name)
+        if self.crop_s is not None and self.crop_s < STEP_S - 1e-9:  # shorter than what the trunk sees at once
+            raise fail("crop_s")
         fraction = self.validation_fraction
         if not isinstance(fraction, numbers.Real) or isinstance(fraction, bool) or not 0 < fraction < 1:
             raise fail("validation_fraction")
