@@ -164,6 +164,12 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
     assert len(_records(tmp_path / "b", "joint")) == 1
     with pytest.raises(ValueError, match="--resume"):
         train("v2-asc-tag-sed", out_dir=tmp_path / "b", **kw)
+    # another seed would take the rest of the run off its draws: refused, naming the run's seed
+    from dcasenet_hub.errors import OptionsError
+
+    with pytest.raises(OptionsError, match="seed=4: the run in .* was started with seed 3.*resume with --seed 3"):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "b", resume=True, **{**kw, "seed": 4})
+    assert len(_records(tmp_path / "b", "joint")) == 1
     train("v2-asc-tag-sed", out_dir=tmp_path / "b", resume=True, **kw)
 
     ra, rb = _records(tmp_path / "a", "joint"), _records(tmp_path / "b", "joint")

@@ -33,6 +33,7 @@ from dcasenet_hub._io import atomic_write_text, json_ready
 from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.errors import TrainingDivergedError
 from dcasenet_hub.hub.folder import copy_folder
+from dcasenet_hub.inference.options import options_error
 from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 from dcasenet_hub.train.distributed import (
     STATE_FORMAT,
@@ -369,6 +370,10 @@ class _Stage:
         st = load_state(self.state_path)
         if st["stage"] != self.stage:
             raise ValueError(f"{self.state_path} belongs to stage {st['stage']}, not {self.stage}")
+        if st.get("seed", run.options.seed) != run.options.seed:  # the rest of the run would follow other draws
+            raise options_error("seed", run.options.seed, f"the run in {run.out} was started with seed "
+                                f"{st['seed']}, which its data order, crops and mixup follow: resume with --seed "
+                                f"{st['seed']}, or start a new run in another folder")
         self.model.load_state_dict(st["model"])
         self.optimizer.load_state_dict(st["optimizer"])
         self.scheduler.load_state_dict(st["scheduler"])
