@@ -99,6 +99,38 @@ def test_probe_learns_separable_classes(probed, v3_model: DcaseNet) -> None:
     assert "'sounds' (classification, 3 labels, 30 training / 6 validation clips)" in model.config.provenance
 
 
+def test_a_run_killed_before_it_saves_leaves_the_folders_model_and_log_as_they_were(
+        v3_model: DcaseNet, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """finetune --overwrite into a model folder, stopped before it saves: config, weights, card and metrics.jsonl
+    are the old model's; the stopped run's epochs are in metrics.partial.jsonl, which a finished run removes.
+
+    Broken variant caught: the running log was metrics.jsonl itself, rewritten every epoch, so the folder held the
+    old model beside the stopped run's log.
+    """
+    from dcasenet_hub.finetuning import record
+
+    out = tmp_path / "m"
+    finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    class Killed(Exception):
+        pass
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(record, "save", killed)
+    with pytest.raises(Killed):
+        finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, overwrite=True, progress=False)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.partial.jsonl"}
+    assert after == before
+    assert len((out / "metrics.partial.jsonl").read_text().splitlines()) == 3
+    monkeypatch.undo()
+    finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, overwrite=True, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.jsonl", "model.safetensors"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
 def test_probe_head_gives_the_same_scores_on_raw_inputs(probed, folder: Path) -> None:
     """The probe trains on standardised inputs; the saved head (standardisation folded in) must give the same
     validation accuracy when run through the whole network."""

@@ -22,6 +22,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Per-epoch log written next to the model.
 LOG_NAME = "metrics.jsonl"
+#: The log of a fine-tune still running (or killed) in a folder, until the model is saved.
+PARTIAL_LOG_NAME = "metrics.partial.jsonl"
 
 
 def _public_id(model_id: str | None) -> str | None:
@@ -72,11 +74,22 @@ def card_section(record: dict[str, Any], dataset: Dataset) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _lines(history: list[dict[str, Any]]) -> str:
+    from dcasenet_hub._io import json_ready
+
+    return "".join(json.dumps(json_ready(row), allow_nan=False) + "\n" for row in history)
+
+
 def write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """``metrics.jsonl``: one JSON line per epoch (rewritten atomically after every epoch)."""
+    """:data:`PARTIAL_LOG_NAME`: the running fine-tune's epochs so far (rewritten atomically after every epoch).
+
+    Not ``metrics.jsonl``, which belongs to the saved model: a run killed before it saves leaves the folder's model
+    and its log as they were, beside this file.
+    """
     from dcasenet_hub._io import atomic_write_text
 
-    atomic_write_text(out_dir / LOG_NAME, "".join(json.dumps(row) + "\n" for row in history))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / PARTIAL_LOG_NAME, _lines(history))
 
 
 def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
@@ -86,8 +99,8 @@ def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
 
     model.config = model.config.replace(model_id=out_dir.resolve().name)
     # the log goes with the model in one unit: a kill leaves the old model and log or the new ones
-    save_pretrained(model, out_dir,
-                    extra_files={LOG_NAME: "".join(json.dumps(row) + "\n" for row in history).encode()})
+    save_pretrained(model, out_dir, extra_files={LOG_NAME: _lines(history).encode()})
+    (out_dir / PARTIAL_LOG_NAME).unlink(missing_ok=True)
 
 
-__all__ = ["LOG_NAME", "base_id", "card_section", "save", "write_log"]
+__all__ = ["LOG_NAME", "PARTIAL_LOG_NAME", "base_id", "card_section", "save", "write_log"]
