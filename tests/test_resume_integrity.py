@@ -324,6 +324,28 @@ def test_a_symlink_repointed_to_new_content_is_one_input_recomputed(tmp_path, v3
     assert [i.status for i in run(v3_model, [links], out, progress=False).items] == ["skipped"]
 
 
+def test_a_new_input_with_an_existing_outputs_name_fails_alone(tmp_path, v3_model):
+    """in/x.wav is done; then in/x.aiff appears (found first, as it sorts first) and both are run into the folder:
+    x.wav keeps its complete output (skipped, ok) and only x.aiff fails, naming it.
+
+    Broken variant caught: the first found of the two took the name, so x.aiff failed on x.wav's output and x.wav
+    failed as "would overwrite that of x.aiff": both rows failed and x.wav's result left index.csv.
+    """
+    from dcasenet_hub.batch import run
+
+    audio = tmp_path / "in"
+    audio.mkdir()
+    sf.write(audio / "x.wav", _tone(1.0, 16000, 1), 16000)
+    out = tmp_path / "out"
+    assert [i.status for i in run(v3_model, [audio], out, progress=False).items] == ["ok"]
+    sf.write(audio / "x.aiff", _tone(1.0, 16000, 2), 16000)
+    report = run(v3_model, [audio], out, progress=False)
+    assert {i.path.name: i.status for i in report.items} == {"x.aiff": "failed", "x.wav": "skipped"}
+    assert f"would overwrite that of {audio / 'x.wav'}" in next(i.error for i in report.items if i.status == "failed")
+    assert {Path(r["input"]).name: r["status"] for r in _rows(out / "index.csv")} == {"x.aiff": "failed",
+                                                                                      "x.wav": "ok"}
+
+
 @pytest.mark.parametrize("damage", ["npz cut to 0 bytes", "npz cut to 1000 bytes", "json meta not an object"])
 def test_a_damaged_output_is_recomputed_and_the_others_skipped(tmp_path, authors_checkpoint, damage, capsys):
     task, suffix = ("predict", ".json") if damage.startswith("json") else ("embed", ".npz")

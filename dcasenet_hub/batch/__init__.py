@@ -182,7 +182,7 @@ class Report:
 def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int] | None,
             event_formats: tuple[str, ...] = ("dcase",)) -> list[Item]:
     """This shard's items with their outputs; a second input writing the same output fails (names the first)."""
-    owner: dict[Path, Item] = {}
+    by_output: dict[Path, list[Item]] = {}
     selected: list[Item] = []
     for item in items:
         if not in_shard(item.rel, shard_):
@@ -190,13 +190,28 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if not item.status:  # not failed before processing (a broken symlink argument)
             item.outputs = outputs_for(out_dir, item.rel, task, event_formats)
             item.output = str(item.outputs["main"])
-            first = owner.setdefault(item.outputs["main"], item)
-            if first is not item:
-                item.status = "failed"
-                item.error = (f"output {item.output} would overwrite that of {first.path}; "
-                              "rename one of the files or process them separately")
+            by_output.setdefault(item.outputs["main"], []).append(item)
         selected.append(item)
+    for main, group in by_output.items():
+        if len(group) < 2:
+            continue
+        # the input whose result the output already holds keeps it (an earlier run's); else the first found
+        keep = _holder(main, group) or group[0]
+        for item in group:
+            if item is not keep:
+                item.status = "failed"
+                item.error = (f"output {item.output} would overwrite that of {keep.path}; "
+                              "rename one of the files or process them separately")
     return selected
+
+
+def _holder(output: Path, group: list[Item]) -> Item | None:
+    """The item of ``group`` whose result ``output`` holds now (its recorded ``source_key``), if any."""
+    from dcasenet_hub.inference.outputs import read_meta
+
+    found = read_meta(output) if output.is_file() else None
+    key = (found or {}).get("source_key")
+    return next((i for i in group if input_key(i.path) == key), None)
 
 
 def _make_folder(out_dir: Path) -> list[Path]:
