@@ -470,7 +470,10 @@ def test_score_refuses_bad_values_and_late_events_in_one_line_and_scores_annotat
 
     folder, _, _ = event_case
     pred, truth = str(folder / "pred"), str(folder / "truth.tsv")
-    for flags, message in ((["--segment-length", "0"], "--segment-length 0.0: must be a number of seconds > 0"),
+    for flags, message in ((["--segment-length", "0"], "--segment-length 0.0: must be a number of seconds >= 0.1 "
+                                                       "(the 100 ms event grid)"),
+                           (["--segment-length", "1e-9"], "--segment-length 1e-09: must be a number of seconds >= "
+                                                          "0.1 (the 100 ms event grid)"),
                            (["--threshold", "2"], "--threshold 2.0: must be a probability between 0 and 1"),
                            (["--collar", "-1"], "--collar -1.0: must be a number of seconds >= 0"),
                            (["--threshold", "nan"], "--threshold nan: must be a probability between 0 and 1")):
@@ -485,6 +488,11 @@ def test_score_refuses_bad_values_and_late_events_in_one_line_and_scores_annotat
         err = capsys.readouterr().err
         assert f"{late}: rec2.wav: event 'dog' " in err and "ends after the file (10.000 s)" in err
         assert len(err.strip().splitlines()) == 1
+    # within the 1 s of slack: clipped to the file and scored, PSDS too (sed_scores_eval failed on such events)
+    slack = tmp_path / "slack.tsv"
+    slack.write_text("filename\tonset\toffset\tevent_label\nrec2.wav\t9.5\t10.6\tdog\nrec3.wav\t2\t3\tdog\n")
+    report = score(pred, slack)
+    assert report.metrics["reference_events"] == {"dog": 2} and "error" not in report.metrics["psds"]
     none = tmp_path / "none.tsv"
     none.write_text("filename\tonset\toffset\tevent_label\nrec0.wav\t\t\t\nrec1.wav\t\t\t\n")
     report = score(pred, none, labels=["dog"])

@@ -340,16 +340,19 @@ def _class_thresholds(pairs: list[tuple[str, _Predicted]], chosen: Sequence[str]
 def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Sequence[str] | None, *,
             segment_length: float, t_collar: float, percentage_of_length: float,
             with_psds: bool) -> tuple[dict[str, Any], list[str], dict]:
+    annotated: dict[str, list[tuple[float, float, str]]] = {}
     for k, p in pairs:  # 1 s of slack for rounding; more is another file's annotation, or times not in seconds
         late = [e for e in ann.events[k] if e[1] > p.duration + 1.0]
         if late:
             onset, offset, label = late[0]
             raise AnnotationError(f"{ann.source}: {ann.names.get(k, k)}: event {label!r} {onset:g}-{offset:g} s ends "
                                   f"after the file ({p.duration:.3f} s); give times in seconds, of this recording")
+        # within the slack: clipped to the file, as its predictions are (an event after its end cannot be detected)
+        annotated[k] = [(a, min(b, p.duration), c) for a, b, c in ann.events[k] if a < p.duration]
     model = pairs[0][1].event_labels
     used = set(ann.label_set())
     chosen = [x for x in model if x in (set(labels) if labels is not None else used)]
-    ref = [(k, a, b, c) for k, _ in pairs for a, b, c in ann.events[k] if c in chosen]
+    ref = [(k, a, b, c) for k, _ in pairs for a, b, c in annotated[k] if c in chosen]
     est = [(k, a, b, c) for k, p in pairs for a, b, c in p.events if c in chosen]
     ignored = sorted({c for _, p in pairs for _, _, c in p.events} - set(chosen))
     durations = {k: p.duration for k, p in pairs}
@@ -381,7 +384,7 @@ def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Seque
             cols = [model.index(x) for x in chosen]
             try:
                 result = psds_scores({k: (p.timestamps, p.event_probs[:, cols]) for k, p in pairs},
-                              {k: [e for e in ann.events[k] if e[2] in chosen] for k, _ in pairs},
+                              {k: [e for e in annotated[k] if e[2] in chosen] for k, _ in pairs},
                               durations, labels=chosen)
             except SedScoresEvalUnavailableError as exc:
                 metrics["psds"] = {"error": str(exc)}
@@ -391,7 +394,7 @@ def _events(pairs: list[tuple[str, _Predicted]], ann: Annotations, labels: Seque
                 curves["psd_roc"] = {name: {x: (roc[0], roc[1]) for x, roc in r.class_rocs.items()}
                                      for name, r in result.items()}
                 curves["psd_roc_system"] = {name: r.roc for name, r in result.items()}
-                merged = sum(len(evs) - len(merge_overlaps(evs)) for evs in ann.events.values())
+                merged = sum(len(evs) - len(merge_overlaps(evs)) for evs in annotated.values())
                 if merged:
                     metrics["psds_merged_overlaps"] = merged
     return metrics, chosen, curves
@@ -456,7 +459,8 @@ def score(
     """
     for name, value, ok, allowed in (
             ("threshold", threshold, lambda v: v is None or 0 <= v <= 1, "must be a probability between 0 and 1"),
-            ("segment_length", segment_length, lambda v: v > 0, "must be a number of seconds > 0"),
+            ("segment_length", segment_length, lambda v: v >= 0.1, "must be a number of seconds >= 0.1 (the "
+             "100 ms event grid)"),
             ("t_collar", t_collar, lambda v: v >= 0, "must be a number of seconds >= 0"),
             ("percentage_of_length", percentage_of_length, lambda v: v >= 0, "must be a fraction >= 0")):
         number = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
