@@ -249,6 +249,34 @@ def test_a_single_file_output_records_what_a_folder_runs_output_records(tmp_path
         assert len(single["model_sha256"]) == len(single["source_sha256"]) == 64 and single["task"]
 
 
+def test_a_single_file_output_records_the_input_as_it_was_processed(tmp_path, authors_checkpoint, monkeypatch):
+    """The input is hashed before it is decoded: a file replaced while it is processed is recorded as it was read.
+
+    Broken variant caught: the identity was taken after inference, so the output recorded the replacement's
+    size and SHA-256 beside results computed from the first content.
+    """
+    import hashlib
+    import json
+
+    from dcasenet_hub.inference import pipeline
+
+    source = tmp_path / "a.wav"
+    sf.write(source, _tone(1.0, 24000, 1), 24000)
+    first = hashlib.sha256(source.read_bytes()).hexdigest()
+    real = pipeline.iterate
+
+    def replaced_meanwhile(*args, **kwargs):
+        for result in real(*args, **kwargs):
+            sf.write(source, _tone(1.5, 24000, 2), 24000)  # decoded already; replaced before the result is written
+            yield result
+
+    monkeypatch.setattr(pipeline, "iterate", lambda *a, **k: replaced_meanwhile(*a, **k))
+    out = tmp_path / "a.json"
+    assert main(["predict", str(source), "-o", str(out), "--model", str(authors_checkpoint), "-q"]) == 0
+    meta = json.loads(out.read_text())["meta"]
+    assert meta["source_sha256"] == first and meta["duration_s"] == 1.0
+
+
 def test_quiet_says_nothing_of_a_run_that_went_well_and_everything_of_one_that_did_not(tmp_path, authors_checkpoint,
                                                                                         capsys):
     sf.write(tmp_path / "x.wav", _tone(0.3, 24000, 1), 24000)

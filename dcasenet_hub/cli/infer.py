@@ -457,11 +457,20 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
     from dcasenet_hub.batch.resume import model_identity, settings_meta, source_identity
     from dcasenet_hub.inference.pipeline import iterate
 
-    model = _load_model(args.model)
+    from dcasenet_hub.errors import ModelError
+
     inference = options.inference
+    source = Path(args.inputs[0])
+    # what a folder run's outputs record: the settings, the weights' and the input's identity, taken before the
+    # weights are loaded and the input decoded (a file replaced meanwhile is not recorded as what was processed)
+    weights = model_identity(args.model)
+    meta = {**settings_meta(task, weights, inference, level=options.level), **source_identity(source)}
+    model = _load_model(args.model)
+    if model_identity(args.model)["model_sha256"] != weights["model_sha256"]:
+        raise ModelError(f"the weights of {args.model} changed while they were loaded (their files were replaced); "
+                         "nothing was computed: run the command again")
     # a model loaded by name has no place of its own yet (as in batch.run); onnxruntime runs on the CPU
     device = "cpu" if inference.backend == "onnxruntime" else inference.device or "auto"
-    source = Path(args.inputs[0])
     results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
                       options=inference.replace(device=device))
     try:
@@ -472,9 +481,6 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
         if result.error is not None:
             raise result.error
         out.parent.mkdir(parents=True, exist_ok=True)
-        # what a folder run's outputs record: the settings, the weights' and the input's identity
-        meta = {**settings_meta(task, model_identity(args.model), inference, level=options.level),
-                **source_identity(source)}
         if task == "embed":
             result.embeddings.save(out, level=options.level, meta=meta)
         elif out.suffix.lower() == ".json":
