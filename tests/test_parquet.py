@@ -91,7 +91,8 @@ def test_a_rerun_without_format_parquet_rebuilds_the_tables_an_earlier_run_built
     """embed --format parquet, then embed --hop 0.4 (no --format): every .npz is recomputed, and the tables follow.
 
     Broken variant caught: tables built only when this run asks for them, so read_embeddings returned the hop-0.8
-    frames from the old tables while every .npz held hop-0.4 frames.
+    frames from the old tables while every .npz held hop-0.4 frames (and, after a predict run over the folder, rows
+    index.csv no longer lists).
     """
     out = tmp_path / "emb"
     base = ["embed", str(folder), "-o", str(out), "--model", str(authors_checkpoint), "-q"]
@@ -102,6 +103,9 @@ def test_a_rerun_without_format_parquet_rebuilds_the_tables_an_earlier_run_built
     assert (out / "parquet").is_dir()
     for file in table.clip_files:
         assert _same_bits(table.frames_of(file), npz[Path(file).with_suffix("").as_posix()]["frame"]), file
+    # a predict run over the folder: index.csv lists no .npz any more, nor do the tables
+    assert main(["predict", *base[1:]]) == 0
+    assert not list((out / "parquet").rglob("*.parquet"))
 
 
 def test_parquet_loads_in_pandas_and_datasets(folder, tmp_path, authors_checkpoint):

@@ -322,8 +322,10 @@ class Plan:
                 if not report.problems or report.problems[-1] != _write_error(exc):
                     report.problems.append(_write_error(exc))
 
-        # tables an earlier run built are rebuilt too: they must hold the .npz values, whatever this run's format
-        tables = task == "embed" and (self.options.embedding_format == "parquet" or (out_dir / PARQUET_DIR).is_dir())
+        # tables an earlier run built are rebuilt too: they hold the indexed .npz values, whatever this run's format
+        # or task (a predict run over an embed folder leaves them empty, as its index holds no .npz)
+        tables = ((task == "embed" and self.options.embedding_format == "parquet")
+                  or (out_dir / PARQUET_DIR).is_dir())
         parquet = tables and launched is None and self.options.shard is None
 
         def index(*, done: bool) -> list[dict[str, str]] | None:
