@@ -164,6 +164,8 @@ def test_an_arrays_sample_rate_obeys_the_rule_of_file_headers(v3_model, rate):
     with pytest.raises(InputError, match="sample_rate must be a whole number"):
         embed(v3_model, {"array": x, "sampling_rate": rate})
     assert embed(v3_model, x, sample_rate=24000.0).duration_s == pytest.approx(0.5)
+    for whole in (np.array(24000), torch.tensor(24000), np.int64(24000)):  # 0-d arrays and tensors are numbers
+        assert embed(v3_model, x, sample_rate=whole).duration_s == pytest.approx(0.5)
 
 
 def test_one_hz_header_fails_fast_in_embed_and_the_others_are_kept(tmp_path, authors_checkpoint):

@@ -502,6 +502,10 @@ def test_score_refuses_bad_values_and_late_events_in_one_line_and_scores_annotat
     assert report.labels == [] and "no event class to score" in report.metrics["psds"]["error"]
     assert main(["score", pred, "--truth", str(none), "--no-plot", "--labels", "dog,baby"]) == 0
     assert main(["score", pred, "--truth", str(none), "--no-plot", "--labels", "dog", "baby"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # names no class: not "every class"
+        main(["score", pred, "--truth", str(none), "--no-plot", "--labels", ","])
+    assert "--labels ,: give at least one class name" in capsys.readouterr().err
 
 
 # --- predict writes what sed_scores_eval reads ------------------------------------------------------------------

@@ -220,6 +220,8 @@ class ArrayReader(Reader):
             self._data = np.ascontiguousarray(arr, dtype=np.float32)
         if not np.isfinite(self._data).all():
             raise InputError(f"{name}: {_non_finite(np.asarray(arr))}")
+        if getattr(sample_rate, "ndim", None) == 0 and hasattr(sample_rate, "item"):  # a 0-d array or tensor
+            sample_rate = sample_rate.item()
         whole = isinstance(sample_rate, numbers.Real) and not isinstance(sample_rate, bool) and math.isfinite(
             sample_rate) and int(sample_rate) == sample_rate
         if not whole or not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:

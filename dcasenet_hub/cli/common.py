@@ -36,7 +36,10 @@ class Names(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, [n.strip() for v in values for n in v.split(",") if n.strip()])
+        names = [n.strip() for v in values for n in v.split(",") if n.strip()]
+        if not names:
+            parser.error(f"{option_string} {' '.join(values)}: give at least one class name")
+        setattr(namespace, self.dest, names)
 
 
 def exit_code(exc: BaseException) -> int:
