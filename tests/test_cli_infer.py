@@ -206,7 +206,8 @@ def test_a_mistyped_flag_or_choice_is_named_by_its_command_with_the_close_spelli
     assert e.value.code == 2 and err.startswith(said) and len(err.strip().splitlines()) == 1, err
 
 
-@pytest.mark.parametrize("command, name", [("predict", "out.txt"), ("embed", "emb.wav"), ("embed", "emb.npy")])
+@pytest.mark.parametrize("command, name", [("predict", "out.txt"), ("embed", "emb.wav"), ("embed", "emb.npy"),
+                                           ("predict", "p.json.gz"), ("embed", "e.mat")])
 def test_an_output_name_with_a_file_extension_it_does_not_write_is_refused_not_made_a_folder(
         tmp_path, authors_checkpoint, capsys, command, name):
     """Broken variant caught: ``predict a.wav -o out.txt`` made a folder named out.txt (exit 0, nothing said with

@@ -413,9 +413,20 @@ def _run(args: argparse.Namespace, task: str) -> int:
 
 #: -o naming one file (by its extension) for one audio input: the formats each command writes.
 FILE_OUTPUTS = {"embed": (".npz",), "predict": (".json", ".csv", ".tsv")}
-#: Extensions of files ``-o`` may be mistaken to write: refused rather than made into a folder of that name.
-_FILE_LIKE = {".txt", ".npy", ".parquet", ".pkl", ".pickle", ".h5", ".hdf5", ".pt", ".pth", ".onnx", ".png", ".pdf",
-              ".svg", ".jpg", ".jsonl", ".xlsx", ".zip"}
+#: Extensions of files ``-o`` may be mistaken to write that :mod:`mimetypes` does not know (it knows .txt, .zip,
+#: .tar, .png, .gz ...): refused rather than made into a folder of that name.
+_FILE_LIKE = {".npy", ".parquet", ".pkl", ".pickle", ".h5", ".hdf5", ".pt", ".pth", ".onnx", ".safetensors", ".jsonl",
+              ".mat", ".yaml", ".yml", ".feather", ".arrow", ".log", ".zst", ".7z"}
+
+
+def _file_like(path: Path) -> bool:
+    """Whether ``path`` is named like a file (a known file or compression extension), not a folder."""
+    import mimetypes
+
+    from dcasenet_hub.batch.discovery import AUDIO_EXTENSIONS
+
+    suffix = path.suffix.lower()
+    return suffix in _FILE_LIKE or suffix in AUDIO_EXTENSIONS or mimetypes.guess_type(path.name) != (None, None)
 
 
 def _single_output(args: argparse.Namespace, task: str) -> Path | None:
@@ -427,12 +438,10 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
     """
     from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
 
-    from dcasenet_hub.batch.discovery import AUDIO_EXTENSIONS
-
     out: Path = args.output
     suffix = out.suffix.lower()
     known = {s for formats in FILE_OUTPUTS.values() for s in formats}
-    if not out.exists() and (suffix in _FILE_LIKE or suffix in AUDIO_EXTENSIONS):
+    if not out.exists() and suffix not in known and _file_like(out):
         raise _UsageError(f"-o {out}: {task} writes one {' / '.join(FILE_OUTPUTS[task])} file or a folder, not "
                           f"{suffix}; for a folder, give a name without {suffix}")
     if out.is_dir() or suffix not in known:
