@@ -125,6 +125,18 @@ def test_an_exported_onnx_file_is_a_model_for_the_onnxruntime_backend(exported: 
                      "onnxruntime", "-o", str(tmp_path / f"{name}.npz")]) == 3, name
         err = capsys.readouterr().err
         assert f"{tmp_path / name} is not a readable ONNX graph" in err and len(err.strip().splitlines()) == 1
+    # dcasenet metadata on another graph: a model error when loaded, not a failure inside onnxruntime (exit 4)
+    import onnx
+    from onnx import TensorProto, helper
+
+    io_ = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 128]) for n in ("mel", "scene_logits")]
+    graph = helper.make_graph([helper.make_node("Identity", ["mel"], ["scene_logits"])], "other", io_[:1], io_[1:])
+    other = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    other.metadata_props.extend(onnx.load(exported).metadata_props)
+    onnx.save(other, tmp_path / "other.onnx")
+    assert main(["embed", str(tmp_path / "clip.wav"), "--model", str(tmp_path / "other.onnx"), "--backend",
+                 "onnxruntime", "-o", str(tmp_path / "other.npz")]) == 3
+    assert f"{tmp_path / 'other.onnx'} is not a DcaseNet graph" in capsys.readouterr().err
 
 
 def test_the_onnxruntime_backend_exports_a_checkpoint_once(responsive_v3, monkeypatch: pytest.MonkeyPatch,

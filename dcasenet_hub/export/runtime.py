@@ -122,7 +122,7 @@ def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None 
 
     from dcasenet_hub.config import ModelConfig
     from dcasenet_hub.errors import ModelFileError
-    from dcasenet_hub.export.onnx import META_PREFIX
+    from dcasenet_hub.export.onnx import META_PREFIX, OUTPUT_NAMES
 
     path = Path(path).expanduser()
     try:
@@ -133,7 +133,17 @@ def load_onnx(path: str | Path, *, cls: type | None = None, threads: int | None 
     if META_PREFIX + "model" not in meta:
         raise ModelFileError(f"{path} has no dcasenet_hub metadata; export it with `dcasenet-hub export --format "
                              "onnx MODEL -o FILE.onnx`")
-    config = ModelConfig.from_dict(json.loads(meta[META_PREFIX + "model"]))
+    try:
+        config = ModelConfig.from_dict(json.loads(meta[META_PREFIX + "model"]))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{path}: its {META_PREFIX}model metadata is not a model config "
+                             f"({' '.join(str(exc).split())[:200]}); export the model again") from None
+    inputs = [(i.name, len(i.shape)) for i in session.get_inputs()]
+    outputs = {o.name for o in session.get_outputs()}
+    if inputs != [("mel", 4)] or not set(OUTPUT_NAMES) <= outputs:  # dcasenet metadata on another graph
+        raise ModelFileError(f"{path} is not a DcaseNet graph (inputs {inputs}, outputs {sorted(outputs)}; "
+                             f"expected one 4-d 'mel' input and {', '.join(OUTPUT_NAMES)}); export it with "
+                             "`dcasenet-hub export --format onnx MODEL -o FILE.onnx`")
     with torch.device("meta"):  # shapes only: nothing is initialised, then zeros stand in for the weights
         shell = (cls or DcaseNetModule)(config)
     shell = shell.to_empty(device="cpu")
