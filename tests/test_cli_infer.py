@@ -196,7 +196,10 @@ def test_argument_errors_are_one_line_naming_help(args, capsys):
     ("embed x.wav -o o --layer grus", "dcasenet-hub embed: error: argument --layer: invalid choice: 'grus' (did you "
                                       "mean gru?)"),
     ("embed x.wav -o o --layer zzz", "dcasenet-hub embed: error: argument --layer: invalid choice: 'zzz' (choose "
-                                     "from 'gru', 'conv', 'scene')")])
+                                     "from 'gru', 'conv', 'scene')"),
+    # a required argument missing as well: both said (argparse reports the typo only once the rest is there)
+    ("score out --truht t.tsv", "dcasenet-hub score: error: the following arguments are required: --truth; "
+                                "unrecognized arguments: --truht (did you mean --truth?)")])
 def test_a_mistyped_flag_or_choice_is_named_by_its_command_with_the_close_spelling(args, said, capsys):
     """Broken variant caught: an unknown flag of a sub-command was reported by the top-level parser ("dcasenet-hub:
     error: unrecognized arguments", pointing at `dcasenet-hub --help`), and no close spelling was offered."""

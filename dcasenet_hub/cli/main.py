@@ -76,11 +76,22 @@ class _Parser(argparse.ArgumentParser):
     """argparse with a usage error on one line naming the fix (``--help``, a close spelling), not the whole usage
     block first."""
 
+    #: The command line being parsed (set on every parser by :func:`_main`): a missing argument's error also names
+    #: a mistyped flag, which argparse reports only once everything required is there.
+    given: Sequence[str] = ()
+
     def error(self, message: str) -> NoReturn:
         m = _CHOICE.search(message)
         hint = _did_you_mean(m["given"], [c.strip().strip("'") for c in m["choices"].split(",")]) if m else ""
         if hint:  # the close spelling instead of the whole list
             message = f"{message[:m.start()]}invalid choice: {m['given']!r}{hint}"
+        elif "required" in message:
+            unknown = [t for t in self.given if t.startswith("--") and t.split("=", 1)[0] not in
+                       self._option_string_actions and t not in ("--version", "--help")]
+            if unknown:
+                flags = [f for f in self._option_string_actions if f.startswith("--")]
+                message += (f"; unrecognized arguments: {' '.join(unknown)}"
+                            + "".join(_did_you_mean(u.split("=", 1)[0], flags) for u in unknown))
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
     def unknown(self, extras: Sequence[str]) -> NoReturn:
@@ -166,8 +177,19 @@ def _silence(stream: Any) -> None:
         pass
 
 
+def _remember(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Give every (sub-)parser the command line, for :meth:`_Parser.error`."""
+    if isinstance(parser, _Parser):
+        parser.given = argv
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in set(action.choices.values()):
+                _remember(sub, argv)
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
+    _remember(parser, list(sys.argv[1:] if argv is None else argv))
     args, extras = parser.parse_known_args(argv)
     if extras:
         getattr(args, "parser_", parser).unknown(extras)
