@@ -110,7 +110,7 @@ def test_a_run_killed_before_it_saves_leaves_the_folders_model_and_log_as_they_w
     from dcasenet_hub.finetuning import record
 
     out = tmp_path / "m"
-    finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, progress=False)
+    finetune(v3_model, folder, task="classification", epochs=1, output_dir=out, progress=False)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
 
     class Killed(Exception):
@@ -121,14 +121,14 @@ def test_a_run_killed_before_it_saves_leaves_the_folders_model_and_log_as_they_w
 
     monkeypatch.setattr(record, "save", killed)
     with pytest.raises(Killed):
-        finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, overwrite=True, progress=False)
+        finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, overwrite=True, progress=False)
     after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.partial.jsonl"}
     assert after == before
-    assert len((out / "metrics.partial.jsonl").read_text().splitlines()) == 3
+    assert len((out / "metrics.partial.jsonl").read_text().splitlines()) == 2
     monkeypatch.undo()
-    finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, overwrite=True, progress=False)
+    finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, overwrite=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.jsonl", "model.safetensors"]
-    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_probe_head_gives_the_same_scores_on_raw_inputs(probed, folder: Path) -> None:
