@@ -323,6 +323,28 @@ def test_convert_and_push_of_a_non_model_exit_3(tmp_path, capsys):
     assert "model could not be fetched or loaded" in line and "has no model.safetensors" in line
 
 
+def test_convert_refuses_what_is_not_an_authors_checkpoint_naming_the_fix(tmp_path, authors_checkpoint, capsys):
+    """A converted model (its folder, or its .safetensors, which torch.load also reads) loads as it is: convert
+    refuses it instead of writing a model with the default labels and a provenance of an authors' file; a missing
+    file and an -o that is an existing file are named with the fix.
+
+    Broken variants caught: convert of a .safetensors wrote default labels, no trained tasks and "authors'-format
+    checkpoint"; a folder was "No checkpoint file out1"; -o afile was "[Errno 17] File exists".
+    """
+    model = tmp_path / "model"
+    assert main(["convert", str(authors_checkpoint), "-o", str(model), "-q"]) == 0
+    for source, said in ((model / "model.safetensors", "is a safetensors file, already converted: load it as it is"),
+                         (model, "is a folder: load it as it is"),
+                         (tmp_path / "nowhere.pt", "no such file; convert reads an authors' .pt checkpoint")):
+        assert main(["convert", str(source), "-o", str(tmp_path / "again")]) == 3, source
+        assert f"{source}{'' if source.exists() else ':'} " in (line := _one_error_line(capsys.readouterr().err))
+        assert said in line
+    assert not (tmp_path / "again").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["convert", str(authors_checkpoint), "-o", str(tmp_path / "afile")]) == 2
+    assert "afile is an existing file; the output must be a folder" in _one_error_line(capsys.readouterr().err)
+
+
 def test_offline_model_exits_3_and_names_the_model_path_fix(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))

@@ -108,6 +108,13 @@ def infer_arch(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
     )
 
 
+def _is_safetensors(path: Path) -> bool:
+    """Whether ``path`` starts as a safetensors file does: an 8-byte header length, then its JSON header."""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < path.stat().st_size
+
+
 def read_authors_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Tensors of an authors'-format ``torch.save(state_dict)`` file, read with ``weights_only=True`` onto the CPU."""
     import torch
@@ -207,8 +214,18 @@ def convert_checkpoint(
     from dcasenet_hub.config import ModelConfig
 
     path = Path(checkpoint).expanduser()
+    loads_as_is = (f"load it as it is (from_pretrained('{path}'), --model {path}); convert reads an authors' .pt "
+                   "checkpoint (torch.save(state_dict))")
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a folder: {loads_as_is}")
     if not path.is_file():
-        raise ModelNotFoundError(f"No checkpoint file {path}")
+        raise ModelNotFoundError(f"{path}: no such file; convert reads an authors' .pt checkpoint "
+                                 "(torch.save(state_dict))")
+    if _is_safetensors(path):  # torch.load reads these too, but without the config the file carries
+        raise ModelFileError(f"{path} is a safetensors file, already converted: {loads_as_is}")
+    if output_dir is not None and Path(output_dir).expanduser().exists() and not Path(output_dir).expanduser().is_dir():
+        raise NotADirectoryError(f"{output_dir} is an existing file; the output must be a folder (it is created if "
+                                 "missing)")
     if output_dir is not None and not overwrite:
         existing = [n for n in ("config.json", "model.safetensors") if (Path(output_dir).expanduser() / n).exists()]
         if existing:
