@@ -77,6 +77,12 @@ def test_download_verify_and_damage(env: Path, authors_checkpoint: Path, tmp_pat
     out = capsys.readouterr().out
     assert f"DAMAGED {blob}: expected {blob.name}, got " in out and "2 of 3 cached files OK" in out
     assert f"OK in {env} and {tmp_path / 'hf-cache'}" in out  # both caches are covered
+    # a snapshot that lost a file loading reads is damaged too (it was "OK": only the files there were checked)
+    blob.write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 0x01]))
+    (Path(folder) / "model.safetensors").unlink()
+    assert main(["verify"]) == 1
+    assert f"DAMAGED {Path(folder) / 'model.safetensors'}: expected a snapshot file, got missing" in (
+        capsys.readouterr().out)
 
 
 def test_cache_lists_both_caches_and_old_layout_entries(env: Path, tmp_path: Path, authors_checkpoint: Path,

@@ -399,6 +399,10 @@ def _verify_repo(repo: Path, expected_hf: dict[Path, str]) -> list[CacheCheck]:
         else:
             continue
         results.append(CacheCheck(blob, got == blob.name, blob.name, got))
+    for snap in sorted(d for d in (repo / "snapshots").glob("*") if d.is_dir()):
+        for name in (CONFIG_NAME, WEIGHTS_NAME):  # what loading reads: a snapshot without one is not a model
+            if not (snap / name).is_symlink() and not (snap / name).exists():
+                results.append(CacheCheck(snap / name, False, "a snapshot file", "missing"))
     for f in sorted((repo / "snapshots").glob("*/*")):
         if f.is_symlink() and not f.exists():
             results.append(CacheCheck(f, False, "existing blob", "broken link"))
