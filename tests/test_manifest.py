@@ -151,3 +151,23 @@ def test_a_null_citation_is_accepted_as_the_docs_say(raw: dict) -> None:
     validate_manifest(entry, source="custom.json")
     weights_md = (ROOT / "docs" / "weights.md").read_text()
     assert '"citation": "BibTeX or null"' in weights_md and "`citation`: BibTeX,\n  or `null`" in weights_md
+
+
+def test_a_non_finite_metric_is_refused_and_a_saved_config_is_standard_json(raw: dict, tmp_path: Path) -> None:
+    """Broken variants caught: a manifest metric NaN passed validation and was written into the cached config.json
+    as the token NaN; a config whose free-form extra held NaN / inf was saved with NaN and Infinity tokens."""
+    bad = copy.deepcopy(raw)
+    bad["models"]["dcasenet-v3-joint-asc"]["metrics"]["values"]["scene_accuracy"] = float("nan")
+    with pytest.raises(ManifestError, match="metrics.values.scene_accuracy: must be a finite number"):
+        validate_manifest(bad)
+    model = dcasenet_hub.build_model("v3", seed=0)
+    model.config = model.config.replace(extra={"x": float("nan"), "y": [float("inf"), 1.0]})
+    model.save_pretrained(tmp_path / "m")
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"not standard JSON: {token}")
+
+    saved = json.loads((tmp_path / "m" / "config.json").read_text(), parse_constant=refuse)
+    assert saved["extra"] == {"x": None, "y": [None, 1.0]}
+    model.config.save(tmp_path / "config.json")
+    assert json.loads((tmp_path / "config.json").read_text(), parse_constant=refuse)["extra"]["x"] is None

@@ -8,6 +8,7 @@ time; its entries add to or replace the packaged ones). The schema is documented
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -77,8 +78,8 @@ def _check_entry(mid: str, e: Any, problems: list[str]) -> None:
             for k, v in values.items():
                 if k not in _METRICS:
                     problems.append(f"{where}.metrics.values: unknown metric {k!r} (known: {list(_METRICS)})")
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    problems.append(f"{where}.metrics.values.{k}: must be a number")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                    problems.append(f"{where}.metrics.values.{k}: must be a finite number")
     sources = e.get("sources")
     if isinstance(sources, list):
         if not sources and not isinstance(e.get("unavailable"), str):
