@@ -53,6 +53,7 @@ class LoopbackServer:
         self.delay_s = delay_s
         self.corrupt = False
         self.cut_after: int | None = None  # close the connection after this many body bytes, once
+        self.stall_s = 0.0  # with cut_after: wait this long (the client times out) before closing
         self.requests: list[dict[str, object]] = []
         self.bytes_sent = 0
         self._lock = threading.Lock()
@@ -135,6 +136,7 @@ class LoopbackServer:
         except (BrokenPipeError, ConnectionResetError):
             pass
         if cut is not None:
+            time.sleep(self.stall_s)
             h.close_connection = True
 
 

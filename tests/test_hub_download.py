@@ -192,6 +192,27 @@ def test_connection_cut_mid_file_resumes(env: Path, server: LoopbackServer, fixt
         assert torch.equal(a, b)
 
 
+def test_a_server_that_stalls_mid_file_keeps_what_it_sent_and_is_resumed(tmp_path: Path) -> None:
+    """300 KB of a 3 MB file, then the server stalls past the timeout: those bytes are kept and counted as received,
+    so the next attempt resumes from them and the file completes.
+
+    Broken variant caught: reading 1 MiB blocks waited for a whole block, so the stall lost the 300 KB and the
+    attempt counted as "sent nothing": "no network (... or it sent nothing)" and no retry.
+    """
+    import hashlib
+
+    from dcasenet_hub.hub import fetch
+
+    data = os.urandom(3_000_000)
+    with LoopbackServer({"/f.bin": data}) as srv:
+        srv.cut_after, srv.stall_s = 300_000, 2.5
+        part = tmp_path / "f.part"
+        fetch.download(srv.url + "/f.bin", part, digest=hashlib.sha256(data).hexdigest(), algorithm="sha256",
+                       size=len(data), timeout=1.0, progress=False)
+        assert part.read_bytes() == data
+        assert [r["range"] for r in srv.gets("/f.bin")] == [None, "bytes=300000-"]
+
+
 def test_partial_file_from_an_earlier_run_is_resumed(env: Path, server: LoopbackServer, fixture_bytes: bytes,
                                                      fixture_sha1: str) -> None:
     partial = env / "models" / "fixture-v3" / "blobs" / f"{fixture_sha1}.incomplete"

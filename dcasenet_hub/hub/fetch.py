@@ -180,7 +180,10 @@ def fetch_into(url: str, part: Path, *, transfer: Transfer, timeout: float, desc
         ) as bar:
             out.seek(start)
             out.truncate()
-            while block := resp.read(CHUNK):
+            # read1 returns what has arrived (up to CHUNK): a connection that stalls keeps every byte it sent and
+            # counts as having sent something (resumed), where read(CHUNK) waited for a whole chunk and lost it
+            read = getattr(resp, "read1", resp.read)
+            while block := read(CHUNK):
                 if max_bytes is not None and start + transfer.received + len(block) > max_bytes:
                     raise DownloadTooLargeError(f"{url} sent more than the {max_bytes} bytes the file can have; "
                                                 "stopped reading")
