@@ -265,6 +265,15 @@ def test_cli_export_onnx(tmp_path, authors_checkpoint, capsys):
     graph = out.read_bytes()
     assert main(["export", "--format", "onnx", str(authors_checkpoint), "-o", str(out), "--no-check"]) == 2
     assert "pass --overwrite" in capsys.readouterr().err and out.read_bytes() == graph
+    # refused before the model loads, naming the flag: an opset the network cannot be exported in (99 was a
+    # RuntimeError after tracing, exit 4; 0 silently became 17), and -o a folder (refused only at the final write)
+    for flags, said in ((["-o", str(out), "--opset", "99"], "--opset 99: must be a whole number from 13 to 20"),
+                        (["-o", str(out), "--opset", "0"], "--opset 0: must be a whole number from 13 to 20"),
+                        (["-o", str(tmp_path)], f"-o {tmp_path} is a folder; give the name of the .onnx file")):
+        assert main(["export", "--format", "onnx", "/nonexistent-model", *flags, "--overwrite"]) == 2, flags
+        assert said in capsys.readouterr().err
+    assert main(["bench", "--quick", "-o", str(tmp_path)]) == 2
+    assert f"-o {tmp_path} is a folder; give the name of the JSON file" in capsys.readouterr().err
 
 
 def test_export_without_onnx_names_the_extra(monkeypatch, tmp_path):

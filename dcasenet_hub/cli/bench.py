@@ -86,6 +86,8 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--clip-seconds must be between 1 and 600, got {args.clip_seconds:g}")
     if args.batch_sizes is not None and min(args.batch_sizes) < 1:
         raise ValueError(f"--batch-sizes must be >= 1, got {' '.join(map(str, args.batch_sizes))}")
+    if args.output.is_dir():  # said now, not after the measurements
+        raise ValueError(f"-o {args.output} is a folder; give the name of the JSON file to write")
     for device in args.devices or ():
         resolve_device(device)  # a device this torch cannot use: one line, exit 2, before anything runs
     if args.backends and "onnxruntime" in args.backends:

@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
     p.add_argument("model", metavar="MODEL", help="manifest id, model folder, .safetensors or authors' .pt file")
     add_output(p, required=True, metavar="FILE", help="output .onnx file")
     p.add_argument("--format", default="onnx", choices=("onnx",), help="export format (onnx)")
-    p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default 17)")
+    p.add_argument("--opset", type=int, default=None, help="ONNX opset version, 13 to 20 (default 17)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch comparison")
     p.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     p.set_defaults(func=_export)
@@ -44,11 +44,16 @@ def _export(args: argparse.Namespace) -> int:
               "pip install \"dcasenet-hub[onnx]\" (or pass --no-check to export without onnxruntime)",
               file=sys.stderr)
         return 2
+    opset = ex.check_opset(ex.DEFAULT_OPSET if args.opset is None else args.opset)  # before any work (exit 2)
+    if Path(args.output).is_dir():
+        print(f"dcasenet-hub export: error: -o {args.output} is a folder; give the name of the .onnx file to write",
+              file=sys.stderr)
+        return 2
     if Path(args.output).exists() and not args.overwrite:
         print(f"dcasenet-hub export: error: -o {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
     model = load_model(args.model)
-    path = ex.export_onnx(model, args.output, opset=args.opset or ex.DEFAULT_OPSET, check=False)
+    path = ex.export_onnx(model, args.output, opset=opset, check=False)
     if not args.quiet:
         print(f"wrote {path}")
     if not args.no_check:

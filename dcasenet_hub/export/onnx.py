@@ -50,6 +50,25 @@ DYNAMIC_AXES = ("batch", "frames", "event_steps", "steps")
 META_PREFIX = "dcasenet_hub."
 #: ONNX opset of the exported graph.
 DEFAULT_OPSET = 17
+#: Opsets this network exports in with torch's exporter (below 13 it fails; 20 is the exporter's newest).
+OPSETS = range(13, 21)
+
+
+def check_opset(opset: object) -> int:
+    """``opset`` when this network can be exported in it.
+
+    Raises:
+        OptionsError: not a whole number in :data:`OPSETS` (a ``ValueError``).
+
+    Example:
+        >>> check_opset(18)
+        18
+    """
+    from dcasenet_hub.inference.options import options_error
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
+        raise options_error("opset", opset, f"must be a whole number from {OPSETS.start} to {OPSETS.stop - 1}")
+    return opset
 #: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
 ONNX_TOLERANCE = 1e-4
 
@@ -109,6 +128,7 @@ def export_onnx(
 
     Raises:
         OnnxUnavailableError: onnx (or onnxruntime when ``check``) is not installed.
+        OptionsError: an opset outside :data:`OPSETS`.
         ValueError: the exported graph does not reproduce PyTorch's outputs.
 
     Example:
@@ -117,6 +137,7 @@ def export_onnx(
     """
     import torch
 
+    opset = check_opset(opset)
     onnx = _require("onnx")
     if check:
         _require("onnxruntime")
