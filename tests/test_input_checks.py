@@ -657,3 +657,25 @@ def test_a_bad_input_is_one_line_naming_the_file_the_problem_and_the_fix(kind, t
     assert str(bad) in failed[0] and problem in failed[0] and fix in failed[0], failed[0]
     assert "Traceback" not in err and "b'" not in err, err
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
+
+
+def test_ray_batch_checks_option_values_when_built_and_names_each_failed_row(authors_checkpoint):
+    """DcaseNetBatch (the Ray map_batches callable, called here without Ray) refuses an option value when it is
+    built, on the driver, and each waveform row's error names that row.
+
+    Broken variants caught: hop=0.05, batch_size=0 or an unknown class threshold built fine and failed at every
+    actor's first batch; rows 1 and 2 both said "<array 0>" (each row is computed alone).
+    """
+    from dcasenet_hub.errors import OptionsError
+    from dcasenet_hub.integrations.ray import DcaseNetBatch
+
+    for kwargs, said in ((dict(options={"hop": 0.05}), "hop=0.05"), (dict(batch_size=0), "batch_size=0"),
+                         (dict(task="predict", options={"class_thresholds": {"dgo": 0.5}}), "did you mean 'dog'")):
+        with pytest.raises(OptionsError, match=said):
+            DcaseNetBatch(str(authors_checkpoint), **kwargs)
+    batch = DcaseNetBatch(str(authors_checkpoint))
+    x = _noise(1.0, 24000)
+    out = batch({"audio": np.array([x, x[:100], np.full(24000, np.nan, np.float32)], dtype=object),
+                 "sample_rate": np.array([24000, 24000, 24000])})
+    assert list(out["ok"]) == [True, False, False]
+    assert out["error"][1].startswith("<row 1>: too short") and out["error"][2].startswith("<row 2>: contains NaN")

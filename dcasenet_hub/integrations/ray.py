@@ -77,8 +77,15 @@ class DcaseNetBatch:
         self.frames = bool(frames)
         self.batch_rows = bool(batch_rows)
         self.sample_rate = sample_rate
-        self.kwargs = {"device": device, "dtype": dtype, "batch_size": int(batch_size), "workers": 0,
+        self.kwargs = {"device": device, "dtype": dtype, "batch_size": batch_size, "workers": 0,
                        "embeddings": task == "embed", "predictions": task == "predict", **dict(options or {})}
+        # every value checked now, on the driver, not at each actor's first batch
+        from dcasenet_hub.inference.options import InferenceOptions
+        from dcasenet_hub.inference.settings import select_labels
+
+        checked = InferenceOptions(**{k: v for k, v in self.kwargs.items() if k in InferenceOptions.field_names()})
+        cfg = self.model.config
+        select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), checked)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """One output row per input row, in the input's order (``map_batches`` with ``batch_format="numpy"``)."""
@@ -89,14 +96,20 @@ class DcaseNetBatch:
             results: list[Any] = [None] * len(inputs)
             groups = [list(range(len(inputs)))] if self.batch_rows and len(set(rates)) <= 1 else [
                 [i] for i in range(len(inputs))]
+            # what a row's error calls it -> the row's name: a temporary file's path, or a waveform's place in its
+            # group (<array 0> for a row computed alone)
+            said: list[dict[str, str]] = [{} for _ in inputs]
             for group in groups:
                 for r in iterate(self.model, [inputs[i] for i in group], sample_rate=rates[group[0]],
                                  **self.kwargs):
-                    results[group[r.index]] = r
+                    row = group[r.index]
+                    results[row] = r
+                    said[row] = {str(inputs[row]): names[row]} if isinstance(inputs[row], str) else {
+                        f"<array {r.index}>": names[row]}
         finally:
             for path in temp:
                 path.unlink(missing_ok=True)
-        out = self._rows(names, results, temp_names={str(t): n for t, n in zip(temp, names)})
+        out = self._rows(names, results, said=said)
         for key in batch:  # the row's other columns (ids, labels) travel with it; the audio itself does not
             if key not in ("bytes", "audio", "path", "sample_rate") and key not in out:
                 out[key] = np.asarray(batch[key])
@@ -131,13 +144,13 @@ class DcaseNetBatch:
             return [f"<row {i}>" for i in range(len(audio))], [np.asarray(a) for a in audio], rates, temp
         raise ValueError(f"A batch needs a 'path', 'bytes' or 'audio' column; got {', '.join(sorted(batch))}")
 
-    def _rows(self, names: list[str], results: list[Any], *, temp_names: dict[str, str]) -> dict[str, np.ndarray]:
+    def _rows(self, names: list[str], results: list[Any], *, said: list[dict[str, str]]) -> dict[str, np.ndarray]:
         ok = [r.error is None for r in results]
         errors = []
-        for r in results:
+        for r, names_of_row in zip(results, said):
             text = "" if r.error is None else " ".join(str(r.error).split())
-            for tmp, name in temp_names.items():
-                text = text.replace(tmp, name)
+            for called, name in names_of_row.items():
+                text = text.replace(called, name)
             errors.append(text)
         out: dict[str, np.ndarray] = {"path": np.array(names, dtype=object), "ok": np.array(ok),
                                       "error": np.array(errors, dtype=object)}
