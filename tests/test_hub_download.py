@@ -205,10 +205,10 @@ def test_a_server_that_stalls_mid_file_keeps_what_it_sent_and_is_resumed(tmp_pat
 
     data = os.urandom(3_000_000)
     with LoopbackServer({"/f.bin": data}) as srv:
-        srv.cut_after, srv.stall_s = 300_000, 2.5
+        srv.cut_after, srv.stall_s = 300_000, 1.5
         part = tmp_path / "f.part"
         fetch.download(srv.url + "/f.bin", part, digest=hashlib.sha256(data).hexdigest(), algorithm="sha256",
-                       size=len(data), timeout=1.0, progress=False)
+                       size=len(data), timeout=0.5, progress=False)
         assert part.read_bytes() == data
         assert [r["range"] for r in srv.gets("/f.bin")] == [None, "bytes=300000-"]
 
