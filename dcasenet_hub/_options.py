@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+from dcasenet_hub.errors import OptionsError
+
 T = TypeVar("T")
 
 
@@ -57,6 +59,20 @@ def option(default: Any, doc: str, allowed: str, records: tuple[str, ...] = ()) 
     :meth:`DeclaredOptions.describe` and appended to the class docstring by :func:`document`) and which result
     files record it (inference options)."""
     return dataclasses.field(default=default, metadata={"doc": doc, "allowed": allowed, "records": records})
+
+
+def options_error(option: str, value: object, allowed: str) -> OptionsError:
+    """The one form of a rejected option value: ``threshold=1.5: must be a probability between 0 and 1``.
+
+    Every options check (:class:`~dcasenet_hub.inference.InferenceOptions`, ``BatchOptions``, ``score``, ``--opset``,
+    ``--shard``) words its error this way, so
+    the command line can show the same line with the flag (``--threshold 1.5: must be ...``).
+
+    Example:
+        >>> str(options_error("threshold", 1.5, "must be a probability between 0 and 1"))
+        'threshold=1.5: must be a probability between 0 and 1'
+    """
+    return OptionsError(f"{option}={value!r}: {allowed}")
 
 
 class Unset:

@@ -64,11 +64,10 @@ def check_opset(opset: object) -> int:
         >>> check_opset(18)
         18
     """
-    from dcasenet_hub.errors import OptionsError
+    from dcasenet_hub._options import options_error
 
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
-        # the one form of an options error (inference.options_error, a layer above this one)
-        raise OptionsError(f"opset={opset!r}: must be a whole number from {OPSETS.start} to {OPSETS.stop - 1}")
+        raise options_error("opset", opset, f"must be a whole number from {OPSETS.start} to {OPSETS.stop - 1}")
     return opset
 #: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
 ONNX_TOLERANCE = 1e-4

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from dcasenet_hub._options import DeclaredOptions, document, option
+from dcasenet_hub._options import DeclaredOptions, document, option, options_error
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, short_dtype_name
 from dcasenet_hub.errors import OptionsError
@@ -266,19 +266,6 @@ def is_int8(dtype: Any) -> bool:
 def _dtype_name(dtype: Any) -> str:
     """``"fp32"``, ``"bf16"``, ``"fp16"`` or ``"int8"`` for any accepted spelling (``None`` is fp32)."""
     return INT8 if is_int8(dtype) else short_dtype_name(dtype)
-
-
-def options_error(option: str, value: object, allowed: str) -> OptionsError:
-    """The one form of a rejected option value: ``threshold=1.5: must be a probability between 0 and 1``.
-
-    Every options check (these, :class:`~dcasenet_hub.batch.BatchOptions`, ``--shard``) words its error this way, so
-    the command line can show the same line with the flag (``--threshold 1.5: must be ...``).
-
-    Example:
-        >>> str(options_error("threshold", 1.5, "must be a probability between 0 and 1"))
-        'threshold=1.5: must be a probability between 0 and 1'
-    """
-    return OptionsError(f"{option}={value!r}: {allowed}")
 
 
 def _plain(value: Any) -> Any:

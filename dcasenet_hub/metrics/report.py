@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from dcasenet_hub._io import atomic_write_text, json_ready
+from dcasenet_hub._options import options_error
 from dcasenet_hub.errors import (
     AnnotationError,
-    OptionsError,
     SedScoresEvalUnavailableError,
     UnknownLabelError,
 )
@@ -466,7 +466,7 @@ def score(
         number = value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
                                    and math.isfinite(value))
         if not number or not ok(value):
-            raise OptionsError(f"{name}={value!r}: {allowed}")
+            raise options_error(name, value, allowed)
     if isinstance(predictions, (str, Path)):
         if not Path(predictions).is_dir():
             raise AnnotationError(f"{predictions}: not a folder; give the output folder of `dcasenet-hub predict`")
