@@ -71,6 +71,7 @@ from dcasenet_hub.batch.tables import (
     write_parquet,
 )
 from dcasenet_hub.batch.resume import (
+    holder,
     is_complete,
     loaded_identity,
     model_identity,
@@ -196,22 +197,14 @@ def _select(items: list[Item], out_dir: Path, task: str, shard_: tuple[int, int]
         if len(group) < 2:
             continue
         # the input whose result the output already holds keeps it (an earlier run's); else the first found
-        keep = _holder(main, group) or group[0]
+        held = holder(main)
+        keep = next((i for i in group if input_key(i.path) == held), group[0])
         for item in group:
             if item is not keep:
                 item.status = "failed"
                 item.error = (f"output {item.output} would overwrite that of {keep.path}; "
                               "rename one of the files or process them separately")
     return selected
-
-
-def _holder(output: Path, group: list[Item]) -> Item | None:
-    """The item of ``group`` whose result ``output`` holds now (its recorded ``source_key``), if any."""
-    from dcasenet_hub.inference.outputs import read_meta
-
-    found = read_meta(output) if output.is_file() else None
-    key = (found or {}).get("source_key")
-    return next((i for i in group if input_key(i.path) == key), None)
 
 
 def _make_folder(out_dir: Path) -> list[Path]:

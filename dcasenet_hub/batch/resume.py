@@ -228,6 +228,14 @@ def source_identity(path: str | Path) -> dict[str, Any]:
     return {"source_key": input_key(path), "source_size": st.st_size, "source_sha256": digest}
 
 
+def holder(output: Path) -> str | None:
+    """The input (its :func:`~dcasenet_hub.batch.journal.input_key`) whose result the main output file ``output``
+    holds, as the output records it; ``None`` for no output, a damaged one, or one of an older release."""
+    found = read_meta(output) if output.is_file() else None
+    owner = (found or {}).get("source_key")
+    return owner if isinstance(owner, str) else None
+
+
 def other_owner(item: Any) -> str | None:
     """The other input whose output ``item`` 's main output file holds, while that input still exists; else None.
 
@@ -236,9 +244,8 @@ def other_owner(item: Any) -> str | None:
     """
     from dcasenet_hub.batch.journal import input_key
 
-    found = read_meta(item.outputs["main"]) if item.outputs["main"].is_file() else None
-    owner = (found or {}).get("source_key")
-    if (isinstance(owner, str) and owner != input_key(item.path) and Path(owner).is_file()
+    owner = holder(item.outputs["main"])
+    if (owner is not None and owner != input_key(item.path) and Path(owner).is_file()
             and os.path.realpath(owner) != os.path.realpath(item.path)):  # another name of this file is not another
         return owner
     return None
