@@ -71,6 +71,7 @@ from dcasenet_hub.batch.tables import (
     write_parquet,
 )
 from dcasenet_hub.batch.resume import (
+    check_unchanged,
     holder,
     is_complete,
     loaded_identity,
@@ -82,7 +83,6 @@ from dcasenet_hub.batch.resume import (
     source_identity,
     write_outputs,
 )
-from dcasenet_hub.errors import ModelError
 
 logger = logging.getLogger(__name__)
 
@@ -351,7 +351,9 @@ class Plan:
                     if load is None:
                         from dcasenet_hub.inference.model import from_pretrained as load
                     model = load(str(model))
-                    self._check_loaded_weights()
+                    # fingerprinted when planned, loaded only now (a resumed job with nothing to compute loads
+                    # nothing): weights replaced in between are refused
+                    check_unchanged(self.model, self.meta.get("model_sha256"))
                 cfg = model.config
                 select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), self.options.inference)
             except BaseException:
@@ -407,23 +409,6 @@ class Plan:
         if launched is not None:
             report.merged = gather(out_dir, task, launched, self.options.event_formats, parquet=tables)
         return report
-
-    def _check_loaded_weights(self) -> None:
-        """Refuse to record outputs under a fingerprint of other weights than those loaded.
-
-        The named model was fingerprinted by content when the job was planned and loaded only now (a resumed job
-        with nothing to compute loads nothing): weights copied over it in between would otherwise be recorded as the
-        old ones, and a later run with the old weights would skip their outputs as complete.
-
-        Raises:
-            ModelError: the model's files changed between planning and loading.
-        """
-        planned = self.meta.get("model_sha256")
-        if planned is None:  # unresolved when planned: these outputs match no later run anyway
-            return
-        if model_identity(self.model)["model_sha256"] != planned:
-            raise ModelError(f"the weights of {self.model} changed while the job started (its files were replaced "
-                             "between fingerprinting and loading); nothing was computed: run the command again")
 
 
 def prepare(

@@ -195,6 +195,24 @@ def model_identity(name: str | Path) -> dict[str, Any]:
     return {"model": str(name), "model_sha256": _folder_sha256(Path(folder))}
 
 
+def check_unchanged(name: str | Path, planned: str | None) -> None:
+    """Refuse to record outputs under a fingerprint of other weights than those loaded.
+
+    A named model is fingerprinted (:func:`model_identity`) before it is loaded: weights copied over it in between
+    would otherwise be recorded as the old ones, and a later run with the old weights would skip their outputs.
+
+    Args:
+        name: The model as it was named.
+        planned: Its ``model_sha256`` before loading (``None``: unresolved then, so no later run matches anyway).
+
+    Raises:
+        ModelError: the model's files changed between fingerprinting and loading.
+    """
+    if planned is not None and model_identity(name)["model_sha256"] != planned:
+        raise ModelError(f"the weights of {name} changed while the job started (its files were replaced between "
+                         "fingerprinting and loading); nothing was computed: run the command again")
+
+
 def loaded_identity(model: Any) -> dict[str, Any]:
     """:func:`model_identity` of a loaded model: a SHA-256 of its config (less ``model_id``) and every tensor.
 

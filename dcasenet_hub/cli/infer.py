@@ -463,10 +463,8 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
 def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
     """One input, one output file: the format by the extension of ``out`` (written atomically)."""
     from dcasenet_hub.batch.index import one_line
-    from dcasenet_hub.batch.resume import model_identity, settings_meta, source_identity
+    from dcasenet_hub.batch.resume import check_unchanged, model_identity, settings_meta, source_identity
     from dcasenet_hub.inference.pipeline import iterate
-
-    from dcasenet_hub.errors import ModelError
 
     inference = options.inference
     source = Path(args.inputs[0])
@@ -475,9 +473,7 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
     weights = model_identity(args.model)
     meta = {**settings_meta(task, weights, inference, level=options.level), **source_identity(source)}
     model = _load_model(args.model)
-    if model_identity(args.model)["model_sha256"] != weights["model_sha256"]:
-        raise ModelError(f"the weights of {args.model} changed while they were loaded (their files were replaced); "
-                         "nothing was computed: run the command again")
+    check_unchanged(args.model, weights["model_sha256"])
     # a model loaded by name has no place of its own yet (as in batch.run); onnxruntime runs on the CPU
     device = "cpu" if inference.backend == "onnxruntime" else inference.device or "auto"
     results = iterate(model, [str(source)], embeddings=task == "embed", predictions=task == "predict",
