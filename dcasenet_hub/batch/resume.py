@@ -17,13 +17,14 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.errors import DownloadError, ModelError, ModelLoadError
 from dcasenet_hub.hub.checkpoint import check_model_path
 from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import read_meta
 
 #: Files of a model folder whose content identifies the weights (other files, e.g. the README card, do not count).
-_MODEL_FILES = ("config.json", "model.safetensors")
+_MODEL_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 #: Longest file name (bytes) this package writes: the limit of common file systems (ext4, XFS, APFS, NTFS).
 NAME_MAX = 255
 #: Hex digits of the name's SHA-256 that end a shortened output name.
@@ -132,7 +133,6 @@ def _folder_sha256(folder: Path) -> str:
     from safetensors import SafetensorError, safe_open
 
     from dcasenet_hub.config import ModelConfig
-    from dcasenet_hub.hub.checkpoint import CONFIG_NAME, WEIGHTS_NAME
     from dcasenet_hub.hub.folder import current_file
 
     try:
