@@ -89,16 +89,17 @@ class _Parser(argparse.ArgumentParser):
             unknown = [t for t in self.given if t.startswith("--") and t.split("=", 1)[0] not in
                        self._option_string_actions and t not in ("--version", "--help")]
             if unknown:
-                flags = [f for f in self._option_string_actions if f.startswith("--")]
-                message += (f"; unrecognized arguments: {' '.join(unknown)}"
-                            + "".join(_did_you_mean(u.split("=", 1)[0], flags) for u in unknown))
+                message += f"; {self._unrecognized(unknown)}"
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
     def unknown(self, extras: Sequence[str]) -> NoReturn:
         """Arguments this (sub-)command does not take: named by its own usage error, with a close flag."""
+        self.error(self._unrecognized(extras))
+
+    def _unrecognized(self, tokens: Sequence[str]) -> str:
         flags = [f for f in self._option_string_actions if f.startswith("--")]
-        hints = "".join(_did_you_mean(x.split("=", 1)[0], flags) for x in extras if x.startswith("-"))
-        self.error(f"unrecognized arguments: {' '.join(extras)}{hints}")
+        hints = "".join(_did_you_mean(t.split("=", 1)[0], flags) for t in tokens if t.startswith("-"))
+        return f"unrecognized arguments: {' '.join(tokens)}{hints}"
 
 
 def _configure_logging(*, verbose: bool, quiet: bool) -> None:
@@ -113,22 +114,25 @@ def _configure_logging(*, verbose: bool, quiet: bool) -> None:
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of ``parser`` 's own sub-commands (one each, aliases aside)."""
+    return [sub for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for sub in dict.fromkeys(action.choices.values())]
+
+
 def _add_flags_to_subcommands(parser: argparse.ArgumentParser) -> None:
     """Accept -v/--verbose and -q/--quiet after any (nested) sub-command too."""
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        for sub in set(action.choices.values()):
-            known = sub._option_string_actions
-            if "-v" not in known and "--verbose" not in known:
-                sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                 help="debug logging")
-            quiet = [f for f in ("-q", "--quiet") if f not in known]
-            if quiet:
-                sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
-                                 help=QUIET_HELP if len(quiet) == 2 else argparse.SUPPRESS)
-            sub.set_defaults(parser_=sub)  # the deepest sub-command's parser: the one that names its unknown flags
-            _add_flags_to_subcommands(sub)
+    for sub in _subcommands(parser):
+        known = sub._option_string_actions
+        if "-v" not in known and "--verbose" not in known:
+            sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                             help="debug logging")
+        quiet = [f for f in ("-q", "--quiet") if f not in known]
+        if quiet:
+            sub.add_argument(*quiet, dest="quiet", action="store_true", default=argparse.SUPPRESS,
+                             help=QUIET_HELP if len(quiet) == 2 else argparse.SUPPRESS)
+        sub.set_defaults(parser_=sub)  # the deepest sub-command's parser: the one that names its unknown flags
+        _add_flags_to_subcommands(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,10 +185,8 @@ def _remember(parser: argparse.ArgumentParser, argv: list[str]) -> None:
     """Give every (sub-)parser the command line, for :meth:`_Parser.error`."""
     if isinstance(parser, _Parser):
         parser.given = argv
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in set(action.choices.values()):
-                _remember(sub, argv)
+    for sub in _subcommands(parser):
+        _remember(sub, argv)
 
 
 def _main(argv: Sequence[str] | None) -> int:
