@@ -81,15 +81,11 @@ class Unset:
 
     __slots__ = ("shown",)
 
-    def __init__(self, shown: str = "UNSET") -> None:
+    def __init__(self, shown: str) -> None:
         self.shown = shown
 
     def __repr__(self) -> str:
         return self.shown
-
-
-#: A keyword override not given (see :class:`Unset`).
-UNSET: Any = Unset()
 
 
 class DeclaredOptions:
