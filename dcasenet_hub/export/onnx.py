@@ -53,6 +53,9 @@ DEFAULT_OPSET = 17
 #: Opsets this network exports in with torch's exporter (below 13 it fails; 20 is the exporter's newest).
 OPSETS = range(13, 21)
 
+#: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
+ONNX_TOLERANCE = 1e-4
+
 
 def check_opset(opset: object) -> int:
     """``opset`` when this network can be exported in it.
@@ -69,8 +72,6 @@ def check_opset(opset: object) -> int:
     if isinstance(opset, bool) or not isinstance(opset, int) or opset not in OPSETS:
         raise options_error("opset", opset, f"must be a whole number from {OPSETS.start} to {OPSETS.stop - 1}")
     return opset
-#: Max absolute difference between onnxruntime and PyTorch accepted by :func:`check_onnx` (both fp32).
-ONNX_TOLERANCE = 1e-4
 
 
 def _require(module: str) -> Any:
