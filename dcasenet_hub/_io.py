@@ -47,6 +47,19 @@ def json_ready(x: Any) -> Any:
     return x
 
 
+def json_text(x: Any, *, indent: int | None = None) -> str:
+    """``x`` as standard JSON text (:func:`json_ready`: NaN and infinities as ``null``): what every JSON file and
+    JSON line the package writes holds.
+
+    Example:
+        >>> json_text({"er": float("nan")})
+        '{"er": null}'
+    """
+    import json
+
+    return json.dumps(json_ready(x), indent=indent, allow_nan=False)
+
+
 def host_tag() -> str:
     """This machine's name as it appears in temporary and journal file names (``A-Z a-z 0-9 -``, 40 at most)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:40]

@@ -398,9 +398,9 @@ class ModelConfig:
         """Write as JSON (atomically)."""
         from dcasenet_hub._io import atomic_write_text
 
-        from dcasenet_hub._io import json_ready
+        from dcasenet_hub._io import json_text
 
-        atomic_write_text(Path(path), json.dumps(json_ready(self.to_dict()), indent=2, allow_nan=False) + "\n")
+        atomic_write_text(Path(path), json_text(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:

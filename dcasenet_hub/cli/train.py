@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -166,7 +165,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from dcasenet_hub._io import json_ready
+    from dcasenet_hub._io import json_text
     from dcasenet_hub.cli.common import load_model
     from dcasenet_hub.train import evaluate, format_row
 
@@ -179,7 +178,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        sed_threshold=args.threshold, workers=args.workers,
                        progress=False if args.quiet else None)
     if args.json:
-        print(json.dumps(json_ready(metrics), indent=2, allow_nan=False))  # an undefined metric is null
+        print(json_text(metrics, indent=2))  # an undefined metric is null
         return 0
     print(f"{args.model} (DcaseNet-{model.config.arch})")
     print(format_row(metrics))

@@ -12,7 +12,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -75,9 +74,9 @@ def card_section(record: dict[str, Any], dataset: Dataset) -> str:
 
 
 def _lines(history: list[dict[str, Any]]) -> str:
-    from dcasenet_hub._io import json_ready
+    from dcasenet_hub._io import json_text
 
-    return "".join(json.dumps(json_ready(row), allow_nan=False) + "\n" for row in history)
+    return "".join(json_text(row) + "\n" for row in history)
 
 
 def write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:

@@ -44,10 +44,10 @@ def serialize(model: DcaseNetModule, *, repo_id: str | None = None) -> dict[str,
 
     from dcasenet_hub.hub.card import render_model_card
 
-    from dcasenet_hub._io import json_ready
+    from dcasenet_hub._io import json_text
 
-    config = json_ready(model.config.to_dict())  # standard JSON: a NaN in free-form extra becomes null
-    config_json = json.dumps(config, indent=2, allow_nan=False) + "\n"
+    config = model.config.to_dict()
+    config_json = json_text(config, indent=2) + "\n"  # standard JSON: a NaN in free-form extra becomes null
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     # one metadata key only: safetensors writes metadata in hash-map order, so two keys made the bytes (and the
     # sha256 of a conversion) differ from run to run
@@ -55,7 +55,7 @@ def serialize(model: DcaseNetModule, *, repo_id: str | None = None) -> dict[str,
     # the file's config names the weights it belongs with: a config beside other weights is refused on load
     config[WEIGHTS_SHA256_KEY] = hashlib.sha256(weights).hexdigest()
     card = render_model_card(model.config, num_parameters=model.num_parameters(), repo_id=repo_id)
-    return {CONFIG_NAME: (json.dumps(config, indent=2, allow_nan=False) + "\n").encode(), WEIGHTS_NAME: weights,
+    return {CONFIG_NAME: (json_text(config, indent=2) + "\n").encode(), WEIGHTS_NAME: weights,
             CARD_NAME: card.encode()}
 
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dcasenet_hub._io import atomic_write_text, json_ready
+from dcasenet_hub._io import atomic_write_text, json_text
 from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.errors import TrainingDivergedError
 from dcasenet_hub.hub.folder import copy_folder
@@ -505,5 +505,5 @@ class _Stage:
                 "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
                 "rng": rngs, "best": self.best, "history": self.history})
             atomic_write_text(self.dir / "metrics.jsonl",
-                              "".join(json.dumps(json_ready(r), allow_nan=False) + "\n" for r in self.history))
+                              "".join(json_text(r) + "\n" for r in self.history))
         dist.barrier()
