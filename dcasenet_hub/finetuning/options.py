@@ -41,9 +41,9 @@ HEADS = ("new", "reuse")
 BATCH_NORMS = ("train", "frozen")
 #: Defaults that depend on the mode: (linear probe, fine-tuning).
 DEFAULT_EPOCHS = (100, 15)
+DEFAULT_LR = (3e-3, 1e-3)
 #: One step of the trunk in seconds (0.8 s with the authors' front-end): the shortest fine-tuning crop.
 STEP_S = TIME_REDUCTION / FrontendConfig().frame_rate
-DEFAULT_LR = (3e-3, 1e-3)
 
 
 def finetune_task(task: str) -> str:
