@@ -396,9 +396,7 @@ class ModelConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON (atomically)."""
-        from dcasenet_hub._io import atomic_write_text
-
-        from dcasenet_hub._io import json_text
+        from dcasenet_hub._io import atomic_write_text, json_text
 
         atomic_write_text(Path(path), json_text(self.to_dict(), indent=2) + "\n")
 

@@ -189,7 +189,8 @@ class ScoreReport:
 
     def __repr__(self) -> str:
         """One line: the task, what was scored and the headline numbers (:meth:`table` has the rest)."""
-        return f"ScoreReport({self.table().splitlines()[0]};{' '.join(self.table().splitlines()[1].split())})"
+        title, headline = self.table().splitlines()[:2]
+        return f"ScoreReport({title};{' '.join(headline.split())})"
 
     def table(self) -> str:
         """A short text summary: the headline numbers, then per-class values, then the files left out."""
