@@ -102,7 +102,8 @@ def test_probe_learns_separable_classes(probed, v3_model: DcaseNet) -> None:
 def test_a_run_killed_before_it_saves_leaves_the_folders_model_and_log_as_they_were(
         v3_model: DcaseNet, folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """finetune --overwrite into a model folder, stopped before it saves: config, weights, card and metrics.jsonl
-    are the old model's; the stopped run's epochs are in metrics.partial.jsonl, which a finished run removes.
+    are the old model's; the stopped run's epochs are in metrics.partial.jsonl and its state in
+    finetune-state.partial.pt, which a finished run removes.
 
     Broken variant caught: the running log was metrics.jsonl itself, rewritten every epoch, so the folder held the
     old model beside the stopped run's log.
@@ -122,13 +123,182 @@ def test_a_run_killed_before_it_saves_leaves_the_folders_model_and_log_as_they_w
     monkeypatch.setattr(record, "save", killed)
     with pytest.raises(Killed):
         finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, overwrite=True, progress=False)
-    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != "metrics.partial.jsonl"}
+    after = {p.name: p.read_bytes() for p in out.iterdir()
+             if p.name not in ("metrics.partial.jsonl", "finetune-state.partial.pt")}
     assert after == before
     assert len((out / "metrics.partial.jsonl").read_text().splitlines()) == 2
     monkeypatch.undo()
     finetune(v3_model, folder, task="classification", epochs=2, output_dir=out, overwrite=True, progress=False)
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.jsonl", "model.safetensors"]
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+class _Stop(Exception):
+    """Stands for a kill: raised where the test makes a run stop."""
+
+
+def _stop_at(monkeypatch: pytest.MonkeyPatch, name: str, calls: int) -> None:
+    """Make the ``calls``-th call of ``record.<name>`` stop the run (after the log of that epoch, before its state)."""
+    from dcasenet_hub.finetuning import record
+
+    real, seen = getattr(record, name), []
+
+    def stop(*args, **kwargs):
+        seen.append(1)
+        if len(seen) == calls:
+            raise _Stop
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(record, name, stop)
+
+
+def test_a_stopped_run_resumes_to_the_uninterrupted_result(v3_model: DcaseNet, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """LP-FT with mixup and batch-norm recalibration, stopped in the probe, stopped again in fine-tuning, stopped a
+    third time before saving, each time resumed: the same weights, history and best epoch as one uninterrupted run
+    (the weights equal to the bit), and the folder left as a finished run leaves it.
+
+    Broken variants caught: resuming without the optimiser or scheduler state, without the random generators'
+    state (crops, mixup, shuffling), without the best epoch's weights or the early-stopping count, or restarting the
+    phase instead of continuing it.
+    """
+    data = _class_folder(tmp_path / "d", n=3, seed=11)
+    opts = FinetuneOptions(freeze="conv_block4", warm_start=True, epochs=3, batch_size=4, crop_s=0.8, mixup=0.2,
+                           patience=None, progress=False)
+    whole = finetune(v3_model, data, task="classification", options=opts, output_dir=tmp_path / "whole")
+    out = tmp_path / "stopped"
+    # the 4th probe epoch; then (the resumed run logs its history once first) the 2nd fine-tuning epoch; then saving
+    for name, calls in (("write_log", 4), ("write_log", 1 + 97 + 2), ("save", 1)):
+        with monkeypatch.context() as m:
+            _stop_at(m, name, calls)
+            with pytest.raises(_Stop):
+                finetune(v3_model, data, task="classification", options=opts, output_dir=out, resume=True)
+        assert (out / "finetune-state.partial.pt").exists() and not (out / "model.safetensors").exists()
+    resumed = finetune(v3_model, data, task="classification", options=opts, output_dir=out, resume=True)
+
+    got, want = resumed.state_dict(), whole.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want), [k for k in want if not torch.equal(got[k], want[k])]
+    a, b = resumed.config.extra["finetune"], whole.config.extra["finetune"]
+
+    def no_times(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    assert no_times(a["history"]) == no_times(b["history"]) and len(a["history"]) == 100 + 3
+    assert (a["best_phase"], a["best_epoch"], a["validation"]) == (b["best_phase"], b["best_epoch"], b["validation"])
+    assert a["resumed_after"] == ["warm-start probe epoch 3", "fine-tune epoch 1", "fine-tune epoch 3"]
+    assert b["resumed_after"] == []
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.jsonl", "model.safetensors"]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 100 + 3
+
+
+def test_a_stopped_probe_resumes_with_its_early_stopping_count(v3_model: DcaseNet, folder: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe stopped a few epochs after its best one, resumed: it stops early at the same epoch as the run that
+    was not stopped, with the same head.
+
+    Broken variant caught: the count of epochs without improvement restarted at 0, so the resumed run trained on.
+    """
+    whole = finetune(v3_model, folder, task="classification", epochs=40, output_dir=tmp_path / "whole",
+                     progress=False)
+    want = whole.config.extra["finetune"]
+    assert len(want["history"]) < 40, "the uninterrupted probe must stop early for this test to mean anything"
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        _stop_at(m, "write_log", want["best_epoch"] + 3)
+        with pytest.raises(_Stop):
+            finetune(v3_model, folder, task="classification", epochs=40, output_dir=out, progress=False)
+    resumed = finetune(v3_model, folder, task="classification", epochs=40, output_dir=out, resume=True,
+                       progress=False)
+    got = resumed.config.extra["finetune"]
+    assert [h["validation"] for h in got["history"]] == [h["validation"] for h in want["history"]]
+    assert got["resumed_after"] == [f"probe epoch {want['best_epoch'] + 2}"]
+    assert torch.equal(resumed.fc_ASC.weight, whole.fc_ASC.weight)
+
+
+def test_a_stopped_tag_finetune_resumes_with_the_dropout_generator(v3_model: DcaseNet, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fine-tuning the tag head's dense layers (dropout draws from torch's generator), stopped after one epoch and
+    resumed: the weights of the run that was not stopped, to the bit.
+
+    Broken variant caught: torch's random generator not restored, so the resumed epochs drew other dropout masks.
+    """
+    table = _tagging_table(tmp_path / "tags", n=12, seed=2)
+    kw = {"task": "tagging", "freeze": "gru", "epochs": 2, "batch_size": 4, "crop_s": 0.8, "patience": None,
+          "progress": False}
+    whole = finetune(v3_model, table, output_dir=tmp_path / "whole", **kw)
+    out = tmp_path / "stopped"
+    with monkeypatch.context() as m:
+        _stop_at(m, "write_log", 2)
+        with pytest.raises(_Stop):
+            finetune(v3_model, table, output_dir=out, **kw)
+    resumed = finetune(v3_model, table, output_dir=out, resume=True, **kw)
+    assert resumed.config.extra["finetune"]["resumed_after"] == ["fine-tune epoch 1"]
+    # the saved weights are the best epoch's, maybe the first: the second epoch's loss shows its dropout masks
+    assert ([(h["train_loss"], h["validation"]) for h in resumed.config.extra["finetune"]["history"]]
+            == [(h["train_loss"], h["validation"]) for h in whole.config.extra["finetune"]["history"]])
+    got, want = resumed.state_dict(), whole.state_dict()
+    assert all(torch.equal(got[k], want[k]) for k in want), [k for k in want if not torch.equal(got[k], want[k])]
+
+
+@pytest.mark.integration  # three CLI processes, one killed with SIGKILL
+def test_cli_finetune_killed_mid_epoch_resumes_to_the_uninterrupted_model(authors_checkpoint: Path,
+                                                                         tmp_path: Path) -> None:
+    """``dcasenet-hub finetune`` SIGKILLed once its log shows two epochs (so at any point of the third), then run again
+    with ``--resume``: the saved weights equal those of a run that was not killed, to the bit.
+
+    Broken variants caught: ``--resume`` not reaching the options (the run starts over), a resume that restarts the
+    phase.
+    """
+    import signal
+    import subprocess
+    import time
+
+    from safetensors.torch import load_file
+
+    data = _class_folder(tmp_path / "d", n=4, seed=9)
+    cmd = [sys.executable, "-m", "dcasenet_hub.cli", "finetune", str(data), "--task", "classification", "--base",
+           str(authors_checkpoint), "--freeze", "conv_block4", "--epochs", "8", "--batch-size", "4", "--crop", "0.8",
+           "--patience", "0", "--device", "cpu", "-q"]
+    subprocess.run([*cmd, "-o", str(tmp_path / "whole")], check=True, timeout=300)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "-o", str(out)])
+    log = out / "metrics.partial.jsonl"
+    deadline = time.monotonic() + 240
+    while not (log.exists() and len(log.read_text().splitlines()) >= 2) and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL, "the run ended before it was killed"
+    assert not (out / "model.safetensors").exists()
+    subprocess.run([*cmd, "-o", str(out), "--resume"], check=True, timeout=300)
+    got, want = load_file(out / "model.safetensors"), load_file(tmp_path / "whole" / "model.safetensors")
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
+    resumed = json.loads((out / "config.json").read_text())["extra"]["finetune"]["resumed_after"]
+    assert len(resumed) == 1 and resumed[0].startswith("fine-tune epoch ")
+
+
+def test_resume_refuses_a_stopped_run_of_other_options_or_data(v3_model: DcaseNet, folder: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped run continues only with the same base model, data and options; otherwise resume names the fix.
+
+    Broken variant caught: the state was taken whatever made it, so other options continued the old run's weights.
+    """
+    out = tmp_path / "m"
+    with monkeypatch.context() as m:
+        _stop_at(m, "write_log", 2)
+        with pytest.raises(_Stop):
+            finetune(v3_model, folder, task="classification", epochs=5, output_dir=out, progress=False)
+    with pytest.raises(ValueError, match="that run used another base model, other data or other options"):
+        finetune(v3_model, folder, task="classification", epochs=5, lr=0.01, output_dir=out, resume=True,
+                 progress=False)
+    other = _class_folder(tmp_path / "other", n=12, seed=1)
+    with pytest.raises(ValueError, match="Resume with the command that started it, or drop resume"):
+        finetune(v3_model, other, task="classification", epochs=5, output_dir=out, resume=True, progress=False)
+    (out / "finetune-state.partial.pt").write_bytes(b"not a state")
+    with pytest.raises(ValueError, match="it is damaged .*delete it to start the run over"):
+        finetune(v3_model, folder, task="classification", epochs=5, output_dir=out, resume=True, progress=False)
+    with pytest.raises(ValueError, match="pass output_dir"):
+        FinetuneOptions(resume=True)
 
 
 def test_probe_head_gives_the_same_scores_on_raw_inputs(probed, folder: Path) -> None:

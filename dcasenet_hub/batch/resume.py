@@ -19,7 +19,7 @@ from typing import Any
 
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.errors import DownloadError, ModelError, ModelLoadError
-from dcasenet_hub.hub.checkpoint import check_model_path
+from dcasenet_hub.hub.checkpoint import check_model_path, content_sha256
 from dcasenet_hub.inference.options import InferenceOptions
 from dcasenet_hub.inference.outputs import read_meta
 
@@ -108,24 +108,6 @@ def _files_sha256(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _content_sha256(config: Any, tensors: Any) -> str:
-    """SHA-256 of what a model computes with: its config less ``model_id`` (a name) and every named tensor, in name
-    order. ``tensors``: ``(name, tensor)`` pairs."""
-    import json
-
-    import torch
-
-    h = hashlib.sha256()
-    if config is not None and hasattr(config, "to_dict"):
-        cfg = {k: v for k, v in config.to_dict().items() if k != "model_id"}
-        h.update(json.dumps(cfg, sort_keys=True, default=str).encode("utf-8"))
-    for key, tensor in sorted(tensors, key=lambda kv: kv[0]):
-        t = tensor.detach().cpu().contiguous()
-        h.update(f"\0{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _folder_sha256(folder: Path) -> str:
     """:func:`_content_sha256` of a model folder, read without building the network: the same folder converted or
     saved under another name (its ``model_id``, the safetensors header that embeds the config) is the same model.
@@ -138,7 +120,7 @@ def _folder_sha256(folder: Path) -> str:
     try:
         config = ModelConfig.load(current_file(folder, CONFIG_NAME))
         with safe_open(str(current_file(folder, WEIGHTS_NAME)), framework="pt") as f:
-            return _content_sha256(config, ((k, f.get_tensor(k)) for k in f.keys()))
+            return content_sha256(config, ((k, f.get_tensor(k)) for k in f.keys()))
     except (OSError, ValueError, SafetensorError):
         return _files_sha256(_folder_files(folder))
 
@@ -224,7 +206,7 @@ def loaded_identity(model: Any) -> dict[str, Any]:
     if not hasattr(model, "state_dict"):  # not a network (a stand-in): its name is all there is
         return {"model": getattr(config, "model_id", None)}
     return {"model": getattr(config, "model_id", None),
-            "model_sha256": _content_sha256(config, model.state_dict().items())}
+            "model_sha256": content_sha256(config, model.state_dict().items())}
 
 
 def source_identity(path: str | Path) -> dict[str, Any]:

@@ -84,6 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "with AMX / AVX512-BF16 and on GPUs, slower elsewhere); fp16 (GPUs, with loss scaling). "
                         "The saved model stays float32")
     p.add_argument("--overwrite", action="store_true", help="replace a model already in OUT")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run stopped in OUT from its last finished epoch (the same command otherwise)")
     p.add_argument("--check", action="store_true", help="only read and check the data, print its summary")
     p.set_defaults(func=run, flag_names={"crop_s": "--crop", "output_dir": "--output"},
                    none_as={"patience": "0 (never stop)"})
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         head=args.head, freeze=args.freeze, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         body_lr_scale=args.body_lr_scale, weight_decay=args.weight_decay, crop_s=args.crop, mixup=args.mixup,
         warm_start=args.warm_start, batch_norm=args.batch_norm, patience=args.patience or None,
-        output_dir=args.output, overwrite=args.overwrite, device=args.device, dtype=args.dtype,
+        output_dir=args.output, overwrite=args.overwrite, resume=args.resume, device=args.device, dtype=args.dtype,
         progress=False if args.quiet else None,
         **data_options,
     )

@@ -114,7 +114,9 @@ def finetune(
     opts = merge_options(options, overrides)
     epochs, lr = opts.resolved_epochs(), opts.resolved_lr()
     out_dir = Path(opts.output_dir).expanduser() if opts.output_dir is not None else None
-    if out_dir is not None and (out_dir / "model.safetensors").exists() and not opts.overwrite:
+    stopped_run = out_dir is not None and (out_dir / R.STATE_NAME).exists()
+    if (out_dir is not None and (out_dir / "model.safetensors").exists() and not opts.overwrite
+            and not (opts.resume and stopped_run)):
         raise FileExistsError(f"{out_dir} already holds a model (model.safetensors); choose another output folder "
                               "or pass overwrite=True (--overwrite)")
     # the data first: its problems are reported before a model is downloaded or loaded
@@ -160,18 +162,30 @@ def finetune(
         "batch_norm": opts.batch_norm if not opts.probe else None, "patience": opts.patience, "seed": opts.seed,
         "device": str(dev), "dtype": short_dtype_name(dtype), "selection": f"best validation {PRIMARY_METRIC[task]}",
     }
-    started = time.perf_counter()
-    with torch.random.fork_rng(devices=[]), _logs_above_bars(opts.progress):
+    fingerprint, saved = None, None
+    if out_dir is not None:  # the state a later resume continues from is kept only with an output folder
+        fingerprint = R.fingerprint(base, dataset.labels, ((a.wave, a.target) for a in train_audio + val_audio),
+                                    recipe)
+        if opts.resume:
+            saved = R.read_state(out_dir, fingerprint)
+            if saved is None:
+                logger.info("%s holds no stopped run to resume: starting from the first epoch", out_dir)
+        elif stopped_run:
+            logger.warning("%s holds the state of a stopped run; starting over (resume=True, --resume, would "
+                           "continue it)", out_dir)
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), _logs_above_bars(opts.progress):
         torch.manual_seed(opts.seed)
         run = _Run(new, task, dataset, train_audio, val_audio, recipe, np.random.default_rng(opts.seed), dev,
-                   opts.progress, out_dir)
+                   opts.progress, out_dir, fingerprint, H.trainable_stages(new, task, opts.freeze))
+        if saved is not None:
+            run.restore(saved)
         if opts.probe:
             run.probe(epochs, lr)
         else:
             if opts.warm_start:  # LP-FT: a linear probe first, so fine-tuning starts from a head that fits
                 run.probe(_WARM_START_EPOCHS, _WARM_START_LR, phase="warm-start probe")
-            run.finetune(H.trainable_stages(new, task, opts.freeze), opts.body_lr_scale)
-    recipe["seconds"] = round(time.perf_counter() - started, 2)
+            run.finetune(opts.body_lr_scale)
+    recipe["seconds"] = round(run.seconds(), 2)
     result = run.finish(base)
     if out_dir is not None:
         R.save(result, out_dir, run.history)
@@ -200,11 +214,18 @@ class _Run:
 
     def __init__(self, model: DcaseNet, task: str, dataset: Dataset, train_audio: list[F.ClipAudio],
                  val_audio: list[F.ClipAudio], recipe: dict[str, Any], rng: np.random.Generator, device: Any,
-                 progress: bool, out_dir: Path | None) -> None:
+                 progress: bool, out_dir: Path | None, fingerprint: str | None,
+                 trainable: list[tuple[str, list[nn.Module]]]) -> None:
         self.model, self.task, self.dataset = model, task, dataset
         self.train_audio, self.val_audio = train_audio, val_audio
         self.recipe, self.rng, self.device, self.progress, self.out_dir = recipe, rng, device, progress, out_dir
         self.head = H.head_of(model, task)
+        self.trainable = trainable
+        # the weights training can change (the head, the trained blocks): a state keeps only these, the rest of
+        # the model staying the base's
+        changing = {id(m) for _, mods in trainable for m in mods} | {id(self.head)}
+        prefixes = tuple(f"{name}." for name, m in model.named_modules() if id(m) in changing)
+        self.changing = [k for k in model.state_dict() if k.startswith(prefixes)]
         self.dtype = resolve_dtype(recipe.get("dtype"))
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
@@ -214,6 +235,95 @@ class _Run:
         self.best_metrics: dict[str, float] = {}
         self.stale = 0
         self.best_phase = ""
+        self.fingerprint = fingerprint
+        self.saved: dict[str, Any] | None = None  # a stopped run's state, until the phase it belongs to takes it
+        self.resumed_after: list[str] = []
+        self.seconds_before = 0.0  # the stopped runs' time
+        self.started = time.perf_counter()
+
+    # -- stopping and resuming -----------------------------------------------------------------------------------
+
+    def seconds(self) -> float:
+        """Training time so far, the stopped runs' included."""
+        return self.seconds_before + time.perf_counter() - self.started
+
+    def _save_state(self, phase: str, epoch: int, *, done: bool = False, stopped: bool = False, opt: Any = None,
+                    sched: Any = None, scaler: Any = None) -> None:
+        """Keep what resuming after ``epoch`` of ``phase`` needs."""
+        if self.out_dir is None:
+            return
+        import torch
+
+        def changing(sd: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if sd is None else {k: sd[k].detach().to("cpu", copy=True) for k in self.changing}
+
+        best = self.best_state if self.best_target is not self.model else changing(self.best_state)
+        state = {
+            "fingerprint": self.fingerprint, "phase": phase, "epoch": epoch, "phase_done": done, "stopped": stopped,
+            "weights": changing(self.model.state_dict()),
+            "optimizer": opt.state_dict() if opt is not None else None,
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "history": self.history, "stale": self.stale, "resumed_after": self.resumed_after,
+            "best": {"score": self.best_score, "epoch": self.best_epoch, "metrics": self.best_metrics,
+                     "phase": self.best_phase, "state": best,
+                     "target": None if self.best_target is None else
+                     "model" if self.best_target is self.model else "head"},
+            "probe_samples": self.recipe.get("probe_samples"),
+            "numpy_rng": self.rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+            "seconds": self.seconds(),
+        }
+        if torch.device(self.device).type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        R.write_state(self.out_dir, state)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue a stopped run: weights, history, best epoch and random generators as they were after its last
+        finished epoch (the optimiser's state is taken by the phase it belongs to)."""
+        import torch
+
+        self.model.load_state_dict({**self.model.state_dict(), **state["weights"]}, strict=True)
+        best = state["best"]
+        self.best_score, self.best_epoch, self.best_metrics = best["score"], best["epoch"], best["metrics"]
+        self.best_target = {"model": self.model, "head": self.head, None: None}[best["target"]]
+        self.best_phase, self.best_state = best["phase"], best["state"]
+        if self.best_target is self.model:  # the weights training does not change are the model's
+            self.best_state = {**{k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
+                               **best["state"]}
+        self.history, self.stale = list(state["history"]), state["stale"]
+        if state["probe_samples"] is not None:
+            self.recipe["probe_samples"] = state["probe_samples"]
+        self.rng.bit_generator.state = state["numpy_rng"]
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.device(self.device).type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        self.seconds_before = state["seconds"]
+        self.resumed_after = [*state["resumed_after"], f"{state['phase']} epoch {state['epoch']}"]
+        self.saved = state
+        if self.out_dir is not None:
+            R.write_log(self.out_dir, self.history)  # the log may be an epoch ahead of the state it was killed at
+        logger.info("Resuming after %s epoch %d", state["phase"], state["epoch"])
+
+    def _take_saved(self, phase: str) -> tuple[bool, dict[str, Any] | None]:
+        """``(skip, state)`` for a phase about to start: skip it when the stopped run finished it (its result is in
+        the restored weights), or continue it from ``state``."""
+        state = self.saved
+        if state is None:
+            return False, None
+        if state["phase"] != phase:  # a later phase's state: this phase ran to its end before the stop
+            return True, None
+        self.saved = None
+        return state["phase_done"], None if state["phase_done"] else state
+
+    @staticmethod
+    def _continue(state: dict[str, Any] | None, epochs: int, *parts: tuple[Any, str]) -> int:
+        """The first epoch to run: 1, or after the stopped run's last (its optimiser parts loaded)."""
+        if state is None:
+            return 1
+        for obj, key in parts:
+            if obj is not None and state[key] is not None:
+                obj.load_state_dict(state[key])
+        return epochs + 1 if state["stopped"] else state["epoch"] + 1
 
     # -- shared --------------------------------------------------------------------------------------------------
 
@@ -268,6 +378,9 @@ class _Run:
 
         from dcasenet_hub.models.losses import logits_loss
 
+        skip, saved = self._take_saved(phase)
+        if skip:
+            return
         task, cfg, bs = self.task, self.model.config, self.recipe["batch_size"]
         feats_train = self._extract(self.train_audio, self.progress, "Head inputs (training)")
         feats_val = self._extract(self.val_audio, self.progress, "Head inputs (validation)")
@@ -278,14 +391,16 @@ class _Run:
         std = x.std(dim=0) if x.shape[0] > 1 else torch.ones_like(mean)
         std = std.clamp_min(max(float(std.mean()) * 1e-2, 1e-12))
         head = self.head.to("cpu")
-        if self.recipe["head"] == "reuse":
+        if self.recipe["head"] == "reuse" and saved is None:
             H.unfold(head, mean, std)  # the reused rows keep their meaning on the standardised inputs
         xs = (x - mean) / std
         head.train()
         steps_per_epoch = math.ceil(x.shape[0] / bs)
         opt, sched = self._optimizer([{"params": head.parameters()}], epochs * steps_per_epoch, lr)
         self.recipe["probe_samples"] = int(x.shape[0])
-        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (probe)", unit="epoch")
+        first = self._continue(saved, epochs, (opt, "optimizer"), (sched, "scheduler"))
+        epochs_bar = progress_bar(range(first, epochs + 1), enabled=self.progress, desc="Epochs (probe)",
+                                  unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
             perm = torch.from_numpy(self.rng.permutation(x.shape[0]))
@@ -306,6 +421,7 @@ class _Run:
             epochs_bar.set_postfix({PRIMARY_METRIC[task]: f"{metrics[PRIMARY_METRIC[task]]:.3f}"})
             stop = self._epoch_done(phase, epoch, total / x.shape[0], metrics, opt.param_groups[0]["lr"],
                                     time.perf_counter() - t0, head)
+            self._save_state(phase, epoch, stopped=stop, opt=opt, sched=sched)
             if stop:
                 break
         epochs_bar.close()
@@ -317,18 +433,20 @@ class _Run:
         self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
         self.best_target = self.model
         self.stale = 0
+        self._save_state(phase, len(self.history), done=True)
 
     # -- fine-tuning ---------------------------------------------------------------------------------------------
 
-    def finetune(self, trainable: list[tuple[str, list[nn.Module]]], body_lr_scale: float) -> None:
-        """Train the head and the ``trainable`` blocks on random crops, validating after every epoch."""
+    def finetune(self, body_lr_scale: float) -> None:
+        """Train the head and the trainable blocks on random crops, validating after every epoch."""
         import torch
 
         from dcasenet_hub.models.losses import draw_mixup, mix_inputs, mixed_loss
 
+        _, saved = self._take_saved("fine-tune")
         model, task, cfg = self.model, self.task, self.model.config
         bs, epochs, lr = self.recipe["batch_size"], self.recipe["epochs"], self.recipe["lr"]
-        body_modules = [m for _, mods in trainable for m in mods]
+        body_modules = [m for _, mods in self.trainable for m in mods]
         for p in model.parameters():
             p.requires_grad_(False)
         body_params = [p for m in body_modules for p in m.parameters()]
@@ -378,7 +496,8 @@ class _Run:
             for m, mom in zip(bn_layers, momenta):
                 m.momentum = mom
 
-        epochs_bar = progress_bar(range(1, epochs + 1), enabled=self.progress, desc="Epochs (fine-tuning)",
+        first = self._continue(saved, epochs, (opt, "optimizer"), (sched, "scheduler"), (scaler, "scaler"))
+        epochs_bar = progress_bar(range(first, epochs + 1), enabled=self.progress, desc="Epochs (fine-tuning)",
                                   unit="epoch")
         for epoch in epochs_bar:
             t0 = time.perf_counter()
@@ -406,6 +525,7 @@ class _Run:
             epochs_bar.set_postfix({PRIMARY_METRIC[task]: f"{metrics[PRIMARY_METRIC[task]]:.3f}"})
             stop = self._epoch_done("fine-tune", epoch, total / n, metrics, opt.param_groups[0]["lr"],
                                     time.perf_counter() - t0, model)
+            self._save_state("fine-tune", epoch, stopped=stop, opt=opt, sched=sched, scaler=scaler)
             if stop:
                 break
         epochs_bar.close()
@@ -441,6 +561,7 @@ class _Run:
             "validation": {k: round(float(v), 6) for k, v in self.best_metrics.items()},
             "history": self.history,
             "heads_no_longer_trained": dropped,
+            "resumed_after": self.resumed_after,
         }
         extra = {k: v for k, v in (base.config.extra or {}).items() if k not in ("metrics", "description")}
         extra["trained_on"] = list(extra.get("trained_on") or []) + [

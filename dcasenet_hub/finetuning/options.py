@@ -115,6 +115,8 @@ class FinetuneOptions(DeclaredOptions):
     output_dir: str | Path | None = option(None, "write the model folder (config, weights, model card, "
                                            "metrics.jsonl) here", "None or a folder (not an existing file)")
     overwrite: bool = option(False, "replace a model already in output_dir", "True or False")
+    resume: bool = option(False, "continue the run stopped in output_dir from its last finished epoch (exactly as "
+                          "if it had not stopped; the same model, data and options)", "True or False")
     device: str | torch.device | None = option(None, "None = where the model is, auto = CUDA if available, or a "
                                                "device name", "None, auto, cpu, cuda, cuda:N, mps")
     dtype: str | None = option(None, "precision of the forward passes (fp16: GPUs, with loss scaling); weights, "
@@ -149,6 +151,9 @@ class FinetuneOptions(DeclaredOptions):
             raise fail("validation_fraction")
         if self.output_dir is not None and Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
             raise fail("output_dir")  # refused before training, not when the model is saved
+        if self.resume and self.output_dir is None:
+            raise OptionsError("resume continues a run from the state it keeps in its output folder: pass "
+                               "output_dir (--output-dir) as well")
         if self.mixup is not None and self.probe:
             raise OptionsError("mixup mixes training crops, so it needs fine-tuning: pass freeze='none' or a block "
                                "name (see freeze_choices(model, task)), or drop mixup for a linear probe")

@@ -12,8 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
+import pickle
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.finetuning.data import Dataset
@@ -23,6 +28,12 @@ if TYPE_CHECKING:  # pragma: no cover
 LOG_NAME = "metrics.jsonl"
 #: The log of a fine-tune still running (or killed) in a folder, until the model is saved.
 PARTIAL_LOG_NAME = "metrics.partial.jsonl"
+#: The state ``resume`` continues from (weights, optimiser, random generators, history), rewritten after every
+#: epoch; removed with the partial log when the model is saved.
+STATE_NAME = "finetune-state.partial.pt"
+_STATE_FORMAT = 1
+#: Recipe entries that do not change what a run computes (or are filled in as it runs).
+_NOT_IDENTITY = ("device", "seconds", "probe_samples")
 
 
 def _public_id(model_id: str | None) -> str | None:
@@ -91,6 +102,65 @@ def write_log(out_dir: Path, history: list[dict[str, Any]]) -> None:
     atomic_write_text(out_dir / PARTIAL_LOG_NAME, _lines(history))
 
 
+def fingerprint(base: DcaseNet, labels: Sequence[str], clips: Iterable[tuple[np.ndarray, np.ndarray]],
+                recipe: dict[str, Any]) -> str:
+    """SHA-256 of what a run's result depends on: the base model's content, the labels, every training and
+    validation clip (decoded audio and targets, in order) and the recipe. A run resumes only into the same one.
+
+    ``clips``: ``(wave, target)`` pairs, training clips first.
+    """
+    from dcasenet_hub._io import json_text
+    from dcasenet_hub.hub.checkpoint import content_sha256
+
+    h = hashlib.sha256(content_sha256(base.config, base.state_dict().items()).encode())
+    h.update(json_text({"labels": list(labels),
+                        "recipe": {k: v for k, v in recipe.items() if k not in _NOT_IDENTITY}}).encode())
+    for wave, target in clips:
+        for a in (wave, target):
+            a = np.ascontiguousarray(a)
+            h.update(f"\0{a.dtype}:{a.shape}\0".encode())
+            h.update(a.data)
+    return h.hexdigest()
+
+
+def write_state(out_dir: Path, state: dict[str, Any]) -> None:
+    """Write :data:`STATE_NAME` atomically: a kill leaves the previous epoch's state or this one."""
+    import torch
+
+    from dcasenet_hub._io import atomic_write
+
+    atomic_write(out_dir / STATE_NAME, lambda p: torch.save({"format": _STATE_FORMAT, **state}, p))
+
+
+def read_state(out_dir: Path, expected: str) -> dict[str, Any] | None:
+    """The state a stopped run left in ``out_dir`` (None: there is none).
+
+    Raises:
+        OptionsError: the state is damaged, or belongs to a run with another base model, other data or other
+            options (the message says how to continue or start over).
+    """
+    import torch
+
+    from dcasenet_hub.errors import OptionsError
+
+    path = out_dir / STATE_NAME
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        raise OptionsError(f"Cannot resume from {path}: it is damaged ({type(exc).__name__}); delete it to start the "
+                           "run over") from None
+    if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
+        raise OptionsError(f"Cannot resume from {path}: it is not a dcasenet-hub fine-tuning state; delete it to "
+                           "start the run over")
+    if state.get("fingerprint") != expected:
+        raise OptionsError(f"Cannot resume from {path}: that run used another base model, other data or other "
+                           "options. Resume with the command that started it, or drop resume (--resume) to start "
+                           "over")
+    return state
+
+
 def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
     """``save_pretrained`` into ``out_dir`` with ``metrics.jsonl``, as one unit; the model is named after its folder."""
     # named after its folder (the model card's title and the id in predictions), not after the base model
@@ -100,6 +170,8 @@ def save(model: DcaseNet, out_dir: Path, history: list[dict[str, Any]]) -> None:
     # the log goes with the model in one unit: a kill leaves the old model and log or the new ones
     save_pretrained(model, out_dir, extra_files={LOG_NAME: _lines(history).encode()})
     (out_dir / PARTIAL_LOG_NAME).unlink(missing_ok=True)
+    (out_dir / STATE_NAME).unlink(missing_ok=True)
 
 
-__all__ = ["LOG_NAME", "PARTIAL_LOG_NAME", "base_id", "card_section", "save", "write_log"]
+__all__ = ["LOG_NAME", "PARTIAL_LOG_NAME", "STATE_NAME", "base_id", "card_section", "fingerprint", "read_state", "save",
+           "write_log", "write_state"]

@@ -98,6 +98,34 @@ def save_pretrained(model: DcaseNetModule, save_directory: str | Path, *, repo_i
     return write_files(Path(save_directory).expanduser(), {**files, **(extra_files or {})})
 
 
+def content_sha256(config: Any, tensors: Any) -> str:
+    """SHA-256 of what a model computes with: its config less ``model_id`` (a name) and every named tensor, in name
+    order; the identity of weights wherever the package records which model made something.
+
+    Args:
+        config: A :class:`~dcasenet_hub.config.ModelConfig` (or None: the tensors alone).
+        tensors: ``(name, tensor)`` pairs, e.g. ``model.state_dict().items()``.
+
+    Example:
+        >>> import torch
+        >>> content_sha256(None, [("w", torch.zeros(2))]) == content_sha256(None, {"w": torch.zeros(2)}.items())
+        True
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    if config is not None and hasattr(config, "to_dict"):
+        cfg = {k: v for k, v in config.to_dict().items() if k != "model_id"}
+        h.update(json.dumps(cfg, sort_keys=True, default=str).encode("utf-8"))
+    for key, tensor in sorted(tensors, key=lambda kv: kv[0]):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"\0{key}:{t.dtype}:{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def infer_arch(keys: set[str], shapes: dict[str, tuple[int, ...]]) -> str:
     if "conv_block4_1.conv1.weight" in keys:
         return "v3"
