@@ -84,6 +84,8 @@ def test_cli_backend_and_dtype_outputs_and_resume(folder, tmp_path):
     (["--backend", "onnxruntime", "--dtype", "bf16"], "runs fp32"),
     (["--backend", "onnxruntime", "--layer", "conv"], "not in the exported ONNX graph"),
     (["--dtype", "int8", "--layer", "conv"], "--layer conv: is not in the exported ONNX graph that dtype='int8' runs"),
+    (["--dtype", "int8", "--backend", "torch"], "--backend torch: dtype='int8' runs only on the onnxruntime backend; "
+                                                "leave backend unset or use backend='onnxruntime'"),
     (["--dtype", "int4"], "invalid choice"),
 ])
 def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message):
@@ -93,6 +95,25 @@ def test_cli_backend_dtype_usage_errors(folder, tmp_path, capsys, extra, message
         assert code == 2
     assert message in capsys.readouterr().err
 
+
+
+def test_int8_with_backend_torch_given_is_refused_not_run_on_onnxruntime(responsive_v3):
+    """int8 exists only as the onnxruntime graph: a backend given as torch contradicts it (the default torch, not
+    given, gives way to onnxruntime)."""
+    from dcasenet_hub.batch import BatchOptions
+    from dcasenet_hub.errors import OptionsError
+    from dcasenet_hub.inference import InferenceOptions
+
+    refused = "^backend='torch': dtype='int8' runs only on the onnxruntime backend; leave backend unset or use"
+    with pytest.raises(OptionsError, match=refused):
+        embed(responsive_v3, _clip(2.0, 1), sample_rate=24000, dtype="int8", backend="torch")
+    with pytest.raises(OptionsError, match=refused):
+        responsive_v3.predict(_clip(2.0, 1), sample_rate=24000, options=InferenceOptions(dtype="int8"),
+                              backend="torch")
+    with pytest.raises(OptionsError, match=refused):
+        BatchOptions(task="embed", dtype="int8", backend="torch")
+    assert BatchOptions(task="embed", dtype="int8").backend == "onnxruntime"
+    assert InferenceOptions.merge(None, {"dtype": "int8", "backend": "onnxruntime"}, caller="embed").dtype == "int8"
 
 
 def test_int8_needs_the_model_it_quantizes(responsive_v3):

@@ -216,6 +216,22 @@ class InferenceOptions(DeclaredOptions):
         object.__setattr__(self, "batch_size", int(self.batch_size))
         object.__setattr__(self, "workers", int(self.workers))
 
+    @classmethod
+    def merge(cls, options: InferenceOptions | None, overrides: Mapping[str, Any], *,
+              caller: str) -> InferenceOptions:
+        """``options`` (default: all defaults) with ``overrides`` (the options a call gave) applied over it.
+
+        Raises:
+            TypeError: ``options`` is not an :class:`InferenceOptions`, or an override is not an option name.
+            OptionsError: an invalid value, or ``backend="torch"`` given with ``dtype="int8"``.
+        """
+        merged = super().merge(options, overrides, caller=caller)
+        # only the overrides tell a backend given as torch from the default, which int8 replaces by onnxruntime
+        if merged.dtype == INT8 and overrides.get("backend") == "torch":
+            raise options_error("backend", "torch", "dtype='int8' runs only on the onnxruntime backend; leave "
+                                                    "backend unset or use backend='onnxruntime'")
+        return merged
+
     def check_outputs(self, *, embeddings: bool, predictions: bool) -> None:
         """The checks that depend on what is computed (a scene code has no finer hop and always covers the end).
 
