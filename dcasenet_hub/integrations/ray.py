@@ -83,7 +83,8 @@ class DcaseNetBatch:
         from dcasenet_hub.inference.options import InferenceOptions
         from dcasenet_hub.inference.settings import select_labels
 
-        checked = InferenceOptions(**{k: v for k, v in self.kwargs.items() if k in InferenceOptions.field_names()})
+        checked = InferenceOptions.merge(None, {k: v for k, v in self.kwargs.items()
+                                                if k in InferenceOptions.field_names()}, caller="DcaseNetBatch")
         cfg = self.model.config
         select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), checked)
 
