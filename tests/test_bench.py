@@ -82,7 +82,8 @@ def test_available_settings_quick_and_explicit():
     chosen, skipped = bench.available_settings(devices=["cpu"], dtypes=["fp32", "bf16"],
                                                backends=["torch", "onnxruntime"], batch_sizes=[2], tasks=["embed"])
     assert [(s.dtype, s.backend) for s in chosen] == [("fp32", "torch"), ("fp32", "onnxruntime"), ("bf16", "torch")]
-    assert skipped == ["cpu bf16 onnxruntime: the onnxruntime backend runs fp32 on the CPU"]
+    assert skipped == ["cpu bf16 onnxruntime: dtype='bf16': the onnxruntime backend runs fp32 or int8; leave dtype "
+                       "unset or use backend='torch'"]  # the options' own refusal, as embed would say it
     # int8 is one setting, the quantized graph on onnxruntime, in the CPU's default list when onnxruntime is there
     int8, _ = bench.available_settings(devices=["cpu"], dtypes=["int8"], batch_sizes=[2], tasks=["embed"])
     assert [(s.dtype, s.backend) for s in int8] == [("int8", "onnxruntime")]
@@ -127,6 +128,24 @@ def test_cli_bench_usage_errors(capsys) -> None:
 
     assert main(["bench", "--batch-sizes", "0"]) == 2
     assert "--batch-sizes must be >= 1" in capsys.readouterr().err
+
+
+def test_choices_that_leave_nothing_to_measure_are_refused_before_the_model_loads(tiny_model, tmp_path, capsys):
+    """onnxruntime runs fp32 or int8: asked for bf16 only, the bench would time nothing and exit 0; it is refused
+    with the options' own error, on the flags that chose it."""
+    from dcasenet_hub.cli import main
+    from dcasenet_hub.errors import OptionsError
+
+    with pytest.raises(OptionsError, match="^dtype='bf16': the onnxruntime backend runs fp32 or int8; leave dtype"):
+        bench.available_settings(devices=["cpu"], dtypes=["bf16"], backends=["onnxruntime"])
+    tiny_model.save_pretrained(tmp_path / "model")
+    out = tmp_path / "b.json"
+    code = main(["bench", "--model", str(tmp_path / "model"), "--devices", "cpu", "--backends", "onnxruntime",
+                 "--dtypes", "bf16", "--batch-sizes", "1", "--quick", "-o", str(out), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and not out.exists()
+    assert err == ["dcasenet-hub bench: error: --dtypes bf16: the onnxruntime backend runs fp32 or int8; leave dtype "
+                   "unset or use backend='torch'"]
 
 
 def test_quick_warms_up_on_a_whole_batch_once_per_runner(tiny_model):

@@ -57,7 +57,8 @@ def register(subparsers: Any) -> None:
                    help="length of each synthetic clip (default 10 s; a call gets enough clips to fill its batch)")
     p.add_argument("-o", "--output", type=Path, default=Path("dcasenet-hub-bench.json"), metavar="JSON",
                    help="where to write the JSON (default: dcasenet-hub-bench.json)")
-    p.set_defaults(func=_run)
+    # an options error names the option (dtype=...); the line names the flag that chose it
+    p.set_defaults(func=_run, flag_names={"device": "--devices", "dtype": "--dtypes", "backend": "--backends"})
 
 
 def _model(name: str | None) -> tuple[Any, str]:

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 
 from dcasenet_hub.devices import cpu_info, native_cpu_bf16
+from dcasenet_hub.errors import OptionsError
+from dcasenet_hub.inference.options import INT8, InferenceOptions
 
 #: What is measured: the two commands that run the network over audio.
 TASKS = ("embed", "predict")
@@ -154,11 +156,17 @@ def available_settings(
     Default: every device this torch can use (CPU, CUDA, MPS); on the CPU fp32, bf16 only where the CPU has native
     bf16 (elsewhere it is emulated at a fifth of fp32's speed), onnxruntime and int8 (which runs on onnxruntime) when
     the onnx extra is installed; on CUDA fp32, bf16 and fp16 with torch. ``quick``: the first device only (CUDA if there is one), its default dtype and torch, two
-    batch sizes. Explicit ``devices``/``dtypes``/``backends``/``batch_sizes`` narrow or widen the choice.
+    batch sizes. Explicit ``devices``/``dtypes``/``backends``/``batch_sizes`` narrow or widen the choice. A
+    combination that :class:`~dcasenet_hub.inference.InferenceOptions` refuses (what embed and predict would refuse)
+    is left out with its error.
+
+    Raises:
+        OptionsError: every combination chosen is refused (the first one's error, naming the option and the fix).
     """
     import torch
 
     skipped: list[str] = []
+    refused: OptionsError | None = None
     have_ort = importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None
     if devices is None:
         devices = ["cpu"]
@@ -197,17 +205,16 @@ def available_settings(
         if dtypes is None and "onnxruntime" in bks and kind == "cpu" and have_ort:
             dts.append("int8")
         for dtype in dts:
-            if dtype == "int8":  # one setting: int8 is the quantized onnxruntime graph, on the CPU
-                if kind != "cpu" or not have_ort:
-                    skipped.append(f"{device} int8: runs on the CPU with the onnx extra installed")
-                else:
-                    out += [Setting(task, device, dtype, "onnxruntime", int(b)) for task in tasks for b in sizes]
-                continue
-            for backend in bks:
-                if backend == "onnxruntime" and (kind != "cpu" or dtype != "fp32"):
-                    skipped.append(f"{device} {dtype} onnxruntime: the onnxruntime backend runs fp32 on the CPU")
+            for backend in ["onnxruntime"] if dtype == INT8 else bks:  # int8 is the quantized onnxruntime graph
+                try:  # what embed and predict would refuse is not measured
+                    InferenceOptions(device=device, dtype=dtype, backend=backend)
+                except OptionsError as exc:
+                    skipped.append(f"{device} {dtype} {backend}: {exc}")
+                    refused = refused or exc
                     continue
                 out += [Setting(task, device, dtype, backend, int(b)) for task in tasks for b in sizes]
+    if not out and refused is not None:
+        raise refused
     return out, skipped
 
 
