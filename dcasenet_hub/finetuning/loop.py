@@ -221,11 +221,10 @@ class _Run:
         self.recipe, self.rng, self.device, self.progress, self.out_dir = recipe, rng, device, progress, out_dir
         self.head = H.head_of(model, task)
         self.trainable = trainable
-        # the weights training can change (the head, the trained blocks): a state keeps only these, the rest of
-        # the model staying the base's
-        changing = {id(m) for _, mods in trainable for m in mods} | {id(self.head)}
-        prefixes = tuple(f"{name}." for name, m in model.named_modules() if id(m) in changing)
-        self.changing = [k for k in model.state_dict() if k.startswith(prefixes)]
+        # the weights training can change (the head, the trained blocks; a probe only the head): a state keeps
+        # only these, the rest of the model staying the base's
+        self.changing = self._keys({id(m) for _, mods in trainable for m in mods} | {id(self.head)})
+        self.head_keys = self._keys({id(self.head)})
         self.dtype = resolve_dtype(recipe.get("dtype"))
         self.history: list[dict[str, Any]] = []
         self.best_score = -math.inf
@@ -243,6 +242,11 @@ class _Run:
 
     # -- stopping and resuming -----------------------------------------------------------------------------------
 
+    def _keys(self, modules: set[int]) -> list[str]:
+        """The model's state-dict keys of the modules whose ids are ``modules``."""
+        prefixes = tuple(f"{name}." for name, m in self.model.named_modules() if id(m) in modules)
+        return [k for k in self.model.state_dict() if k.startswith(prefixes)]
+
     def seconds(self) -> float:
         """Training time so far, the stopped runs' included."""
         return self.seconds_before + time.perf_counter() - self.started
@@ -254,8 +258,10 @@ class _Run:
             return
         import torch
 
+        keys = self.head_keys if phase != "fine-tune" and not done else self.changing
+
         def changing(sd: dict[str, Any] | None) -> dict[str, Any] | None:
-            return None if sd is None else {k: sd[k].detach().to("cpu", copy=True) for k in self.changing}
+            return None if sd is None else {k: sd[k].detach().to("cpu", copy=True) for k in keys}
 
         best = self.best_state if self.best_target is not self.model else changing(self.best_state)
         state = {
