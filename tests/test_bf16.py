@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from dcasenet_hub import build_model
 from dcasenet_hub.devices import native_cpu_bf16
 
+pytestmark = pytest.mark.bf16
+
 # The faulty kernel exists only where the CPU computes bf16 natively, and there it failed one run in four: repeat.
 # Elsewhere oneDNN emulates bf16 (much slower) with a kernel that reads only what it is given, so one pass
 # checks that the guarded path is finite and numerically right.

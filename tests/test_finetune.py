@@ -742,6 +742,7 @@ def test_clips_under_a_tenth_of_a_second_are_data_problems(v3_model: DcaseNet, t
 # ----------------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.bf16
 @pytest.mark.parametrize("task", ["scene", "tags", "events"])
 def test_bf16_head_inputs_are_within_the_low_precision_tolerance(responsive_v3: DcaseNet, task: str) -> None:
     """A bf16 probe's cached head inputs: computed in bf16 (they differ from fp32) and within the tolerance the
@@ -763,6 +764,7 @@ def test_bf16_head_inputs_are_within_the_low_precision_tolerance(responsive_v3: 
             assert 0 < err <= LOW_PRECISION_TOLERANCE, (task, err)
 
 
+@pytest.mark.bf16
 def test_bf16_finetuning_trains_in_bf16_and_saves_float32(v3_model: DcaseNet, tmp_path: Path) -> None:
     data = _class_folder(tmp_path / "d", n=2, seed=7)
     seen: set[torch.dtype] = set()

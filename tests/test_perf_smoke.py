@@ -107,6 +107,7 @@ def test_task_subsets_give_the_same_fields(tasks, bn_models):
     _assert_close(out, ref, FP32_TOLERANCE, relative=True)
 
 
+@pytest.mark.bf16
 def test_bf16_within_stated_tolerance(responsive_v3, fixtures_dir):
     io = dict(np.load(fixtures_dir / "v3_reference_io.npz"))
     mel = torch.from_numpy(io["short_input"])  # two different inputs: a swapped batch must not pass

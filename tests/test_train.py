@@ -235,6 +235,7 @@ def test_finetune_stage_starts_from_joint_best_and_exports(tiny, tmp_path, capsy
     assert lines[-1].split() == ["66.84", "-", "75.86", "0.3365"]
 
 
+@pytest.mark.bf16
 def test_bf16_autocast_step_and_amp_needs_cuda(tiny_batches):
     from dcasenet_hub.train.distributed import autocast_args as _autocast_args
     from dcasenet_hub.train.loop import JointStep
