@@ -3,6 +3,8 @@ scene evaluation files are cached as what the scene evaluation reads (their 24 k
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -53,6 +55,157 @@ def test_edited_audio_is_converted_again(tmp_path: Path) -> None:
     out_a.with_name(out_a.name + SOURCE_SUFFIX).unlink()
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, progress=False)
     assert rep.prepared == {"asc": 1}
+
+
+def _source(path: Path) -> dict:
+    return json.loads(path.with_name(path.name + SOURCE_SUFFIX).read_text())
+
+
+def _replace_keeping_stamp(path: Path, seed: int) -> None:
+    """Other samples, the same size and the same mtime (what ``cp -p``, ``rsync -t`` or ``touch -r`` leave)."""
+    st = path.stat()
+    _write(path, seed)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+def _counting_hashes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    from dcasenet_hub.hub import fetch
+
+    hashed: list[str] = []
+    real = fetch.sha256_file
+
+    def counting(path: Path) -> str:
+        hashed.append(Path(path).name)
+        return real(path)
+
+    monkeypatch.setattr(fetch, "sha256_file", counting)
+    return hashed
+
+
+def test_audio_replaced_with_the_same_size_and_mtime_is_converted_again(tmp_path: Path) -> None:
+    """The record holds the audio's SHA-256, so other content under the old size and mtime is converted again: the
+    features and the kept WAV follow the new content, and the untouched file is not converted.
+
+    Broken variant caught: a record of size and mtime only (the replaced file keeps its stale features).
+    """
+    root = tmp_path / "data"
+    root.mkdir()
+    a, b = root / "a.wav", root / "b.wav"
+    _write(a, 0)
+    _write(b, 1)
+    cache = tmp_path / "cache"
+    rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
+    out_a, wav_a = cache_file(rep.dirs["asc"], root, a), audio_file(rep.dirs["asc"], root, a)
+    before, kept = np.load(out_a), wav_a.read_bytes()
+    _replace_keeping_stamp(a, 2)
+    rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
+    assert rep.prepared == {"asc": 1} and rep.skipped == {"asc": 1}
+    assert not np.allclose(before, np.load(out_a)) and wav_a.read_bytes() != kept
+    assert _source(out_a)["sha256"] == _source(wav_a)["sha256"] == hashlib.sha256(a.read_bytes()).hexdigest()
+
+
+def test_touched_audio_is_hashed_once_not_converted_and_its_record_refreshed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file whose stamp changed but whose content did not (``touch``) is hashed once for both of its records, not
+    converted, and its records take the new stamp: the next preparation reads nothing but the records and a ``stat``.
+
+    Broken variants caught: any stamp change converting again (prepared 1); the records left with the old stamp (every
+    later preparation hashes the file again); the file hashed once per record.
+    """
+    root = tmp_path / "data"
+    root.mkdir()
+    a = root / "a.wav"
+    _write(a, 0)
+    cache = tmp_path / "cache"
+    rep = prepare_items("asc", root, [a], cache_dir=cache, keep_audio=True, progress=False)
+    out, wav = cache_file(rep.dirs["asc"], root, a), audio_file(rep.dirs["asc"], root, a)
+    written = {f: f.stat().st_mtime_ns for f in (out, wav)}
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    hashed = _counting_hashes(monkeypatch)
+    rep = prepare_items("asc", root, [a], cache_dir=cache, keep_audio=True, progress=False)
+    assert rep.prepared == {"asc": 0} and rep.skipped == {"asc": 1}
+    assert hashed == ["a.wav"]
+    assert {f: f.stat().st_mtime_ns for f in (out, wav)} == written  # the cached data are not rewritten
+    now = a.stat()
+    for f in (out, wav):
+        assert _source(f)["mtime_ns"] == now.st_mtime_ns and _source(f)["ctime_ns"] == now.st_ctime_ns
+    rep = prepare_items("asc", root, [a], cache_dir=cache, keep_audio=True, progress=False)
+    assert rep.prepared == {"asc": 0} and hashed == ["a.wav"]  # not hashed again
+
+
+def _make_legacy(cached: Path, audio: Path) -> None:
+    """The record beside ``cached`` as a release without content records wrote it: size and mtime_ns only."""
+    st = audio.stat()
+    rec = cached.with_name(cached.name + SOURCE_SUFFIX)
+    rec.write_text(json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns}) + "\n")
+    assert st.st_ctime_ns < rec.stat().st_mtime_ns  # written after the audio's last change
+
+
+def test_size_and_mtime_records_are_upgraded_only_while_the_audio_is_untouched_since(tmp_path: Path) -> None:
+    """A record of size and mtime only is rewritten with the audio's SHA-256 without converting, when the audio has
+    not changed since the record was written (ctime earlier than the record's mtime); one whose audio was replaced
+    afterwards (same size, mtime put back) is converted again.
+
+    Broken variants caught: size and mtime trusted alone (the replaced file keeps stale features: prepared 0); every
+    old record treated as stale (the untouched file is converted too: prepared 2); the record left without a hash.
+    """
+    root = tmp_path / "data"
+    root.mkdir()
+    a, b = root / "a.wav", root / "b.wav"
+    _write(a, 0)
+    _write(b, 1)
+    cache = tmp_path / "cache"
+    rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
+    task_dir = rep.dirs["asc"]
+    cached = {p: (cache_file(task_dir, root, p), audio_file(task_dir, root, p)) for p in (a, b)}
+    for p, files in cached.items():
+        for f in files:
+            _make_legacy(f, p)
+    kept_a = {f: f.stat().st_mtime_ns for f in cached[a]}
+    before_b = np.load(cached[b][0])
+    _replace_keeping_stamp(b, 2)  # after its record was written: its ctime moves past the record's mtime
+    rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
+    assert rep.prepared == {"asc": 1} and rep.skipped == {"asc": 1}
+    assert {f: f.stat().st_mtime_ns for f in cached[a]} == kept_a  # a: not converted
+    assert not np.allclose(before_b, np.load(cached[b][0]))  # b: converted from its new content
+    for p, files in cached.items():
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        for f in files:
+            assert _source(f)["sha256"] == digest and _source(f)["ino"] == p.stat().st_ino
+    rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
+    assert rep.prepared == {"asc": 0}
+
+
+def test_audio_edited_during_its_conversion_is_converted_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The record holds the hash of what was read before decoding: an edit after the decode (same size, mtime put
+    back) leaves a record that does not match the file, so the next preparation converts it again.
+
+    Broken variants caught: the record's stamp taken before the read with size and mtime only, or the file hashed
+    after decoding (both vouch for the new content, whose features were never computed).
+    """
+    from dcasenet_hub import audio
+
+    root = tmp_path / "data"
+    root.mkdir()
+    a = root / "a.wav"
+    _write(a, 0)
+    real = audio.load_audio
+
+    def load_then_edit(*args, **kwargs):
+        decoded = real(*args, **kwargs)
+        _replace_keeping_stamp(a, 2)
+        return decoded
+
+    monkeypatch.setattr(audio, "load_audio", load_then_edit)
+    rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)
+    assert rep.prepared == {"asc": 1}
+    monkeypatch.setattr(audio, "load_audio", real)
+    out = cache_file(rep.dirs["asc"], root, a)
+    stale = np.load(out)
+    rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)
+    assert rep.prepared == {"asc": 1} and not np.allclose(stale, np.load(out))
 
 
 # ---------------------------------------------------------------------------------------------------------------

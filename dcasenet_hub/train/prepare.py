@@ -81,16 +81,15 @@ def audio_file(task_dir: str | Path, root: str | Path, audio_path: str | Path) -
 KEEP_AUDIO_SPLITS = {"asc": ("eval", "evaluate", "evaluation")}
 
 
-#: Suffix of the record beside a cached ``.npy``: the source audio's size and mtime_ns at conversion time.
+#: Suffix of the record beside a cached file: the SHA-256 of the source audio that was converted and its stat stamp.
 SOURCE_SUFFIX = ".source"
+#: The stat fields of a record's stamp. The kernel sets ctime on every write, metadata change or rename, and users
+#: cannot set it, so while all four are unchanged the content is unchanged too (the file is not read).
+_STAMP_KEYS = ("size", "mtime_ns", "ino", "ctime_ns")
 
 
-def _source_stamp(audio_path: str | Path) -> dict[str, int] | None:
-    try:
-        st = os.stat(audio_path)
-    except OSError:
-        return None
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+def _stamp(st: os.stat_result) -> dict[str, int]:
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
 
 
 def _record(path: Path) -> Path:
@@ -98,26 +97,112 @@ def _record(path: Path) -> Path:
     return path.with_name(path.name + SOURCE_SUFFIX)
 
 
-def _record_matches(path: Path, audio_path: str | Path) -> bool | None:
-    """Whether the record beside ``path`` matches ``audio_path`` now; ``None`` when there is no readable record."""
+def _record_text(st: os.stat_result, sha256: str) -> str:
+    return json.dumps({**_stamp(st), "sha256": sha256}) + "\n"
+
+
+def _sha256(audio_path: str | Path, st: os.stat_result, digests: dict[tuple, str] | None) -> str | None:
+    """SHA-256 of ``audio_path`` (``None`` when it cannot be read), whose stat just before was ``st``.
+
+    ``digests`` keeps it by path and stamp: a second check of the same file reuses it only while the stamp is the
+    one taken before that hash.
+    """
+    from dcasenet_hub.hub.fetch import sha256_file
+
+    key = (str(audio_path), *_stamp(st).values())
+    if digests is not None and key in digests:
+        return digests[key]
+    try:
+        digest = sha256_file(Path(audio_path))
+    except OSError:
+        return None
+    if digests is not None:
+        digests[key] = digest
+    return digest
+
+
+def _rewrite_record(path: Path, st: os.stat_result, sha256: str) -> None:
+    """Write the record of ``path`` anew; a cache that cannot be written is only checked more slowly next time."""
+    from dcasenet_hub._io import atomic_write_text
+
+    try:
+        atomic_write_text(_record(path), _record_text(st, sha256))
+    except OSError as exc:
+        logger.debug("cannot rewrite the source record of %s (%s)", path, exc)
+
+
+def _legacy_matches(path: Path, audio_path: str | Path, have: dict[str, Any], st: os.stat_result,
+                    digests: dict[tuple, str] | None) -> bool:
+    """Whether a record of size and mtime_ns only vouches for ``audio_path``; if so it is rewritten with the hash.
+
+    Size and mtime_ns must match and the audio must not have changed since the record was written: its ctime is
+    earlier than the record's own mtime (strictly: a change in the same timestamp tick cannot be ordered).
+    """
+    if have.get("size") != st.st_size or have.get("mtime_ns") != st.st_mtime_ns:
+        return False
+    try:
+        written = _record(path).stat().st_mtime_ns
+    except OSError:
+        return False
+    if st.st_ctime_ns >= written:
+        return False
+    digest = _sha256(audio_path, st, digests)
+    try:
+        after = os.stat(audio_path)
+    except OSError:
+        return False
+    # the hash stands for the converted content only if the file did not change while it was read
+    if digest is None or _stamp(after) != _stamp(st):
+        return False
+    _rewrite_record(path, st, digest)
+    return True
+
+
+def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str] | None = None) -> bool | None:
+    """Whether the record beside ``path`` vouches for ``audio_path`` as it is now; ``None`` without a readable record.
+
+    The same stamp vouches at the cost of a ``stat``. Another stamp with the same size vouches when the file's
+    SHA-256 equals the recorded one; the record then gets the new stamp, so the next check is a ``stat`` again.
+    """
     try:
         have = json.loads(_record(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    now = _source_stamp(audio_path)
-    return now is not None and isinstance(have, dict) and {k: have.get(k) for k in now} == now
+    try:
+        st = os.stat(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
+    except OSError:
+        return False
+    if not isinstance(have, dict):
+        return False
+    recorded = have.get("sha256")
+    if not isinstance(recorded, str):
+        return _legacy_matches(path, audio_path, have, st, digests)
+    if {k: have.get(k) for k in _STAMP_KEYS} == _stamp(st):
+        return True
+    if have.get("size") != st.st_size or _sha256(audio_path, st, digests) != recorded:
+        return False
+    _rewrite_record(path, st, recorded)
+    return True
 
 
-def is_current(out: Path, audio_path: str | Path) -> bool:
-    """Whether the cached features ``out`` were computed from ``audio_path`` as it is now (same size and mtime_ns).
+def is_current(out: Path, audio_path: str | Path, *, digests: dict[tuple, str] | None = None) -> bool:
+    """Whether the cached features ``out`` were computed from the content ``audio_path`` has now.
 
-    Features without a record (caches from before the records existed, or a half-written entry) are not current.
+    Args:
+        out: The cached ``.npy``.
+        audio_path: Its source audio.
+        digests: Memo of the SHA-256 computed by these checks, shared by the checks of one file so that an
+            unchanged file is read at most once.
+
+    Features without a record (a half-written entry) are not current.
     """
-    return out.is_file() and bool(_record_matches(out, audio_path))
+    return out.is_file() and bool(_record_matches(out, audio_path, digests))
 
 
-def audio_is_current(wav: Path, out: Path, audio_path: str | Path) -> bool:
-    """Whether the kept WAV ``wav`` was converted from ``audio_path`` as it is now.
+def audio_is_current(wav: Path, out: Path, audio_path: str | Path, *,
+                     digests: dict[tuple, str] | None = None) -> bool:
+    """Whether the kept WAV ``wav`` was converted from the content ``audio_path`` has now (``digests``: see
+    :func:`is_current`).
 
     Its own record (``wav.source``) decides. A WAV without one comes from a cache prepared before the scene
     evaluation files went without features: that preparation wrote the WAV, then the features ``out``, then their
@@ -130,8 +215,8 @@ def audio_is_current(wav: Path, out: Path, audio_path: str | Path) -> bool:
     """
     if not wav.is_file():
         return False
-    own = _record_matches(wav, audio_path)
-    return own if own is not None else is_current(out, audio_path)
+    own = _record_matches(wav, audio_path, digests)
+    return own if own is not None else is_current(out, audio_path, digests=digests)
 
 
 @dataclass
@@ -189,12 +274,17 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
     """Convert one file; returns ``(path, error or None)``. Runs in worker processes too."""
     import numpy as np
 
-    from dcasenet_hub._io import atomic_write
+    from dcasenet_hub._io import atomic_write, atomic_write_text
     from dcasenet_hub.audio import AudioLoadError, load_audio, log_mel
 
     config = FrontendConfig.from_dict(config_dict)
     out = cache_file(task_dir, root, audio_path)
-    stamp = _source_stamp(audio_path)  # before reading: an edit during the conversion makes the record stale
+    # stamp, then hash, then decode: an edit during the conversion leaves a record that no longer matches the file
+    try:
+        st: os.stat_result | None = os.stat(audio_path)
+    except OSError:
+        st = None
+    digest = _sha256(audio_path, st, None) if st is not None else None
     try:
         wav, sr = load_audio(audio_path, sample_rate=config.sample_rate, mono=(task != "sed"))
     except AudioLoadError as exc:
@@ -208,14 +298,14 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
         feats = log_mel(head.astype(np.float32) / 32768.0, config=config, normalize=False).numpy().astype(np.float32)
     except ValueError as exc:
         return audio_path, str(exc)
-    record = json.dumps(stamp) + "\n"
+    record = _record_text(st, digest) if st is not None and digest is not None else None
     if keep_audio:
         import soundfile as sf
 
         wav_out = audio_file(task_dir, root, audio_path)
         atomic_write(wav_out, lambda p: sf.write(str(p), pcm.T, sr, subtype="PCM_16", format="WAV"))
-        if stamp is not None:
-            atomic_write(_record(wav_out), lambda p: p.write_text(record))
+        if record is not None:
+            atomic_write_text(_record(wav_out), record)
     if not features:
         return audio_path, None
 
@@ -224,8 +314,8 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
             np.save(fh, feats)
 
     atomic_write(out, _write)
-    if stamp is not None:
-        atomic_write(_record(out), lambda p: p.write_text(record))
+    if record is not None:
+        atomic_write_text(_record(out), record)
     return audio_path, None
 
 
@@ -259,8 +349,9 @@ def prepare_items(task: str, root: str | Path, paths: Iterable[str | Path], *, c
 
     def done_already(p: str) -> bool:
         out = cache_file(task_dir, root, p)
-        return ((not features or is_current(out, p))
-                and (not keep_audio or audio_is_current(audio_file(task_dir, root, p), out, p)))
+        digests: dict[tuple, str] = {}
+        return ((not features or is_current(out, p, digests=digests))
+                and (not keep_audio or audio_is_current(audio_file(task_dir, root, p), out, p, digests=digests)))
 
     todo = [p for p in unique if not done_already(p)]
     report.skipped[task] = report.skipped.get(task, 0) + len(unique) - len(todo)
