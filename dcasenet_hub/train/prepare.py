@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,10 +87,20 @@ SOURCE_SUFFIX = ".source"
 #: The stat fields of a record's stamp. The kernel sets ctime on every write, metadata change or rename, and users
 #: cannot set it, so while all four are unchanged the content is unchanged too (the file is not read).
 _STAMP_KEYS = ("size", "mtime_ns", "ino", "ctime_ns")
+#: A file changed this shortly before its stat may change again within the same timestamp tick (1 s on some file
+#: systems, 2 s on FAT) without its stamp moving: its record holds no ctime, so the next check hashes the file.
+RACY_NS = 2_000_000_000
 
 
 def _stamp(st: os.stat_result) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def _stat(audio_path: str | Path) -> tuple[os.stat_result, bool]:
+    """``os.stat`` of ``audio_path`` and whether it changed within :data:`RACY_NS` before (see there)."""
+    now = time.time_ns()
+    st = os.stat(audio_path)
+    return st, st.st_ctime_ns > now - RACY_NS
 
 
 def _record(path: Path) -> Path:
@@ -97,8 +108,8 @@ def _record(path: Path) -> Path:
     return path.with_name(path.name + SOURCE_SUFFIX)
 
 
-def _record_text(st: os.stat_result, sha256: str) -> str:
-    return json.dumps({**_stamp(st), "sha256": sha256}) + "\n"
+def _record_text(st: os.stat_result, racy: bool, sha256: str) -> str:
+    return json.dumps({**_stamp(st), **({"ctime_ns": None} if racy else {}), "sha256": sha256}) + "\n"
 
 
 def _sha256(audio_path: str | Path, st: os.stat_result, digests: dict[tuple, str] | None) -> str | None:
@@ -121,17 +132,17 @@ def _sha256(audio_path: str | Path, st: os.stat_result, digests: dict[tuple, str
     return digest
 
 
-def _rewrite_record(path: Path, st: os.stat_result, sha256: str) -> None:
+def _rewrite_record(path: Path, st: os.stat_result, racy: bool, sha256: str) -> None:
     """Write the record of ``path`` anew; a cache that cannot be written is only checked more slowly next time."""
     from dcasenet_hub._io import atomic_write_text
 
     try:
-        atomic_write_text(_record(path), _record_text(st, sha256))
+        atomic_write_text(_record(path), _record_text(st, racy, sha256))
     except OSError as exc:
         logger.debug("cannot rewrite the source record of %s (%s)", path, exc)
 
 
-def _legacy_matches(path: Path, audio_path: str | Path, have: dict[str, Any], st: os.stat_result,
+def _legacy_matches(path: Path, audio_path: str | Path, have: dict[str, Any], st: os.stat_result, racy: bool,
                     digests: dict[tuple, str] | None) -> bool:
     """Whether a record of size and mtime_ns only vouches for ``audio_path``; if so it is rewritten with the hash.
 
@@ -154,7 +165,7 @@ def _legacy_matches(path: Path, audio_path: str | Path, have: dict[str, Any], st
     # the hash stands for the converted content only if the file did not change while it was read
     if digest is None or _stamp(after) != _stamp(st):
         return False
-    _rewrite_record(path, st, digest)
+    _rewrite_record(path, st, racy, digest)
     return True
 
 
@@ -169,19 +180,20 @@ def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str
     except (OSError, ValueError):
         return None
     try:
-        st = os.stat(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
+        st, racy = _stat(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
     except OSError:
         return False
     if not isinstance(have, dict):
         return False
     recorded = have.get("sha256")
     if not isinstance(recorded, str):
-        return _legacy_matches(path, audio_path, have, st, digests)
+        return _legacy_matches(path, audio_path, have, st, racy, digests)
     if {k: have.get(k) for k in _STAMP_KEYS} == _stamp(st):
         return True
     if have.get("size") != st.st_size or _sha256(audio_path, st, digests) != recorded:
         return False
-    _rewrite_record(path, st, recorded)
+    if not racy:  # a racy stamp would not spare the next check its hash
+        _rewrite_record(path, st, False, recorded)
     return True
 
 
@@ -281,9 +293,9 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
     out = cache_file(task_dir, root, audio_path)
     # stamp, then hash, then decode: an edit during the conversion leaves a record that no longer matches the file
     try:
-        st: os.stat_result | None = os.stat(audio_path)
+        st, racy = _stat(audio_path)
     except OSError:
-        st = None
+        st, racy = None, False
     digest = _sha256(audio_path, st, None) if st is not None else None
     try:
         wav, sr = load_audio(audio_path, sample_rate=config.sample_rate, mono=(task != "sed"))
@@ -298,7 +310,7 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
         feats = log_mel(head.astype(np.float32) / 32768.0, config=config, normalize=False).numpy().astype(np.float32)
     except ValueError as exc:
         return audio_path, str(exc)
-    record = _record_text(st, digest) if st is not None and digest is not None else None
+    record = _record_text(st, racy, digest) if st is not None and digest is not None else None
     if keep_audio:
         import soundfile as sf
 
