@@ -9,10 +9,15 @@
   scene evaluation cuts its crops from the waveform as inference does.
 
 Each cache folder (:func:`feature_dir`) has a ``manifest.json`` of the front-end settings; a cache made with other
-settings is refused. A ``.source`` record beside each cached file holds its audio's size and mtime_ns, and a file is
-skipped only while the record matches (:func:`is_current`, :func:`audio_is_current`), so an interrupted preparation
-continues and edited audio is converted again. ``keep_audio=True`` also keeps the WAV of the other files. Layout and
-sizes on the real data: docs/training.md, "Data preparation".
+settings is refused. A ``.source`` record beside each cached file holds the SHA-256 of its audio, hashed before
+decoding, and the audio's stat stamp (size, mtime_ns, inode, ctime_ns). A file is skipped only while the record vouches
+for the content the audio has now (:func:`is_current`, :func:`audio_is_current`): the same stamp, at the cost of a
+``stat`` (the kernel sets ctime on every change and users cannot set it), or else the same size and SHA-256, after
+which the record takes the new stamp. So an interrupted preparation continues, audio replaced under its old size and
+mtime (``cp -p``, ``rsync -t``) is converted again, and audio only touched is hashed once, not converted. A record of
+size and mtime_ns only vouches while both match and the audio's ctime is earlier than the record's own mtime (the
+audio is unchanged since), and is then rewritten with the hash. ``keep_audio=True`` also keeps the WAV of the other
+files. Layout and sizes on the real data: docs/training.md, "Data preparation".
 
 Example:
     >>> from dcasenet_hub.train.prepare import prepare
