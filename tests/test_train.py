@@ -384,6 +384,56 @@ def test_missing_root_names_the_option(tmp_path):
         train("v3-asc-tag", out_dir=tmp_path / "r", asc_root=tmp_path)
 
 
+@pytest.mark.integration
+def test_resume_on_other_data_is_refused(tiny, tmp_path):
+    """A run stopped after its first epoch continues only on the data it started on: a tag clip replaced by other
+    audio of the same size and modification time, or a clip's labels changed, and --resume is refused, naming the
+    task; the data as it was resumes.
+
+    Broken variant caught: the data were not compared, so the rest of the run trained on other data.
+    """
+    import os
+    import shutil
+
+    import soundfile as sf
+
+    from dcasenet_hub.train import train
+
+    tag = shutil.copytree(tiny["tag_root"], tmp_path / "tag")
+    ov = {**TINY, "epochs": 2}
+    kw = dict(overrides=ov, stages=["joint"], progress=False, seed=3, **{**tiny, "tag_root": tag})
+
+    class Killed(Exception):
+        pass
+
+    def kill(stage, epoch, record):
+        raise Killed
+
+    with pytest.raises(Killed):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "run", on_epoch_end=kill, **kw)
+    assert json.loads((tmp_path / "run" / "data.json").read_text()).keys() == {"asc", "tag", "sed"}
+
+    clip = sorted((tag / "train_curated").glob("*.wav"))[0]
+    original, st = clip.read_bytes(), clip.stat()
+    audio, sr = sf.read(clip, dtype="float32")
+    sf.write(clip, -audio, sr, subtype=sf.info(clip).subtype)
+    os.utime(clip, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert clip.stat().st_size == st.st_size and clip.read_bytes() != original
+    with pytest.raises(ValueError, match="was trained on other tag data .*resume with the data it started on"):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "run", resume=True, **kw)
+
+    clip.write_bytes(original)
+    csv = tag / "train_curated.csv"
+    rows = csv.read_text()
+    csv.write_text(rows.replace("Purr", "Zipper_(clothing)", 1))
+    with pytest.raises(ValueError, match="was trained on other tag data"):
+        train("v2-asc-tag-sed", out_dir=tmp_path / "run", resume=True, **kw)
+
+    csv.write_text(rows)
+    train("v2-asc-tag-sed", out_dir=tmp_path / "run", resume=True, **kw)
+    assert len(_records(tmp_path / "run", "joint")) == 2
+
+
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_uninterrupted_run(tiny, tmp_path):
     """A real kill (SIGKILL of the CLI process, usually in the middle of epoch 2), then --resume."""

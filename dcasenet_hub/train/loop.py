@@ -58,6 +58,7 @@ from dcasenet_hub.train.evaluation import (
 )
 from dcasenet_hub.train.export import export_model
 from dcasenet_hub.train.options import TrainOptions
+from dcasenet_hub.train.prepare import data_sha256
 from dcasenet_hub.train.recipes import Recipe, load_recipe
 from dcasenet_hub.train.tasks import METRICS, MODEL_TASK, TASK_LABELS, TASK_ORDER, TASKS
 from dcasenet_hub.train.torch_data import (
@@ -195,6 +196,7 @@ def train(recipe: str | Path | Recipe, *, out_dir: str | Path, asc_root: str | P
         created = _claim_run_folder(out, rec, dist, resume=opts.resume)
         try:
             stores, items = _prepared_data(roots, opts, dist)
+            _check_run_data(out, {t: data_sha256(t, roots[t], stores[t].cache_dir, items[t]) for t in roots}, dist)
             run = _Run(rec=rec, out=out, roots=roots, stores=stores, items=items, dev=dev, dist=dist,
                        options=opts, on_epoch_end=on_epoch_end)
             result = TrainResult(run_dir=out)
@@ -236,6 +238,23 @@ def _claim_run_folder(out: Path, rec: Recipe, dist: Ranks, *, resume: bool) -> b
         atomic_write_text(run_file, json.dumps(rec.to_dict(), indent=2) + "\n")
     dist.barrier()
     return not existed
+
+
+def _check_run_data(out: Path, data: dict[str, str], dist: Ranks) -> None:
+    """Record the data a run trains on (``RUN/data.json``: :func:`~dcasenet_hub.train.prepare.data_sha256` per
+    task), and refuse to continue a run on other data."""
+    path = out / "data.json"
+    have = json.loads(path.read_text()) if path.exists() else None
+    dist.barrier()  # every process has read the file before rank 0 writes it
+    if have is not None:
+        differ = [t for t in data if have.get(t) not in (None, data[t])]
+        if differ:
+            raise ValueError(f"{out} was trained on other {' and '.join(differ)} data (its files, labels or audio "
+                             f"differ from those recorded in {path}); resume with the data it started on, or choose "
+                             "another output folder")
+    if dist.main and have != data:
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+    dist.barrier()
 
 
 def _release_run_folder(out: Path) -> None:

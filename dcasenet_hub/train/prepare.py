@@ -442,6 +442,32 @@ def prepare(*, asc_root: str | Path | None = None, tag_root: str | Path | None =
     return report
 
 
+def data_sha256(task: str, root: str | Path, task_dir: str | Path, items: dict[str, Sequence[Any]]) -> str:
+    """SHA-256 of a prepared dataset as training reads it: per split, each item's file (relative to ``root``),
+    channel and target, and the SHA-256 of the audio it was prepared from (its cache record; see
+    :func:`prepare_splits`, which must have run).
+
+    Example:
+        >>> data_sha256("asc", "data/asc", "features/asc-0123456789ab", {"train": []})[:12]
+        'e3b0c44298fc'
+    """
+    import numpy as np
+
+    h = hashlib.sha256()
+    for split in sorted(items):
+        kept = split in KEEP_AUDIO_SPLITS.get(task, ())
+        for it in items[split]:
+            cached = (audio_file if kept else cache_file)(task_dir, root, it.path)
+            try:
+                digest = json.loads(_record(cached).read_text(encoding="utf-8")).get("sha256")
+            except (OSError, ValueError, AttributeError):
+                digest = None
+            h.update(json.dumps([split, os.path.relpath(it.path, root), it.channel, digest]).encode())
+            target = np.ascontiguousarray(it.target)
+            h.update(f"{target.dtype}:{target.shape}".encode() + target.tobytes())
+    return h.hexdigest()
+
+
 def prepare_splits(task: str, root: str | Path, splits: Sequence[str], *, cache_dir: str | Path | None = None,
                    workers: int = 0, keep_audio: bool = False, config: FrontendConfig | None = None,
                    progress: bool = True, report: PrepareReport | None = None) -> tuple[PrepareReport, dict]:
