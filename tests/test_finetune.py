@@ -191,15 +191,14 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(v3_model: DcaseNet, t
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 100 + 3
 
 
-def test_a_stopped_probe_resumes_with_its_early_stopping_count(v3_model: DcaseNet, folder: Path, tmp_path: Path,
-                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_stopped_probe_resumes_with_its_early_stopping_count(probed, v3_model: DcaseNet, folder: Path,
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A probe stopped a few epochs after its best one, resumed: it stops early at the same epoch as the run that
-    was not stopped, with the same head.
+    was not stopped (the ``probed`` fixture's), with the same head.
 
     Broken variant caught: the count of epochs without improvement restarted at 0, so the resumed run trained on.
     """
-    whole = finetune(v3_model, folder, task="classification", epochs=40, output_dir=tmp_path / "whole",
-                     progress=False)
+    whole = probed[0]
     want = whole.config.extra["finetune"]
     assert len(want["history"]) < 40, "the uninterrupted probe must stop early for this test to mean anything"
     out = tmp_path / "stopped"
