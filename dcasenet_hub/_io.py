@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,38 @@ def atomic_write(path: Path, writer: Callable[[Path], None]) -> None:
         tmp_path.unlink(missing_ok=True)
         raise
     fsync_path(path.parent, directory=True)
+
+
+#: The stat fields that stand for a file's content between two full hashes. The kernel sets ctime on every write,
+#: metadata change or rename and users cannot set it, so while all four are unchanged the content is unchanged too.
+STAMP_KEYS = ("size", "mtime_ns", "ino", "ctime_ns")
+#: A file changed this shortly before its stat may change again within the same timestamp tick (1 s on some file
+#: systems, 2 s on FAT) without its stamp moving: such a stamp is recorded without ctime and matches no later one.
+RACY_NS = 2_000_000_000
+
+
+def stat_stamp(st: os.stat_result) -> dict[str, int]:
+    """The :data:`STAMP_KEYS` of ``st``."""
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def stat_now(path: str | Path) -> tuple[os.stat_result, bool]:
+    """``os.stat`` of ``path`` and whether it changed within :data:`RACY_NS` before (its stamp cannot vouch yet).
+
+    Example:
+        >>> st, racy = stat_now(__file__)
+        >>> sorted(stat_stamp(st)) == sorted(STAMP_KEYS)
+        True
+    """
+    now = time.time_ns()
+    st = os.stat(path)
+    return st, st.st_ctime_ns > now - RACY_NS
+
+
+def recorded_stamp(st: os.stat_result, racy: bool) -> dict[str, int | None]:
+    """The stamp to record for ``st``: without ctime when ``racy`` (:func:`stat_now`), so that it matches no later
+    stat and the next check hashes the file."""
+    return {**stat_stamp(st), **({"ctime_ns": None} if racy else {})}
 
 
 def pid_alive(pid: int) -> bool:

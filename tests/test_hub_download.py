@@ -350,14 +350,36 @@ def test_damaged_cached_weights_without_network_fail_with_one_line_naming_the_fi
 
 def test_unchanged_cached_weights_are_not_rehashed(env: Path, server: LoopbackServer,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    dcasenet_hub.from_pretrained("fixture-v3")
-    calls: list[Path] = []
+    from dcasenet_hub import _io
     from dcasenet_hub.hub import fetch
 
+    monkeypatch.setattr(_io, "RACY_NS", 0)  # as when the download is older than a timestamp tick
+    dcasenet_hub.from_pretrained("fixture-v3")
+    calls: list[Path] = []
     real = fetch.sha256_file
     monkeypatch.setattr(fetch, "sha256_file", lambda p: calls.append(p) or real(p))
     dcasenet_hub.from_pretrained("fixture-v3")
-    assert calls == []  # size + mtime_ns match the record: no full hash
+    assert calls == []  # the stat stamp matches the record: no full hash
+
+
+def test_cached_weights_changed_under_the_same_size_and_mtime_are_noticed(
+        env: Path, server: LoopbackServer, fixture_sha1: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cached blob rewritten with other bytes and its old mtime (as ``cp -p`` or ``rsync -t`` would leave it) is
+    hashed on load, found damaged and fetched again.
+
+    Broken variant caught: the record's size and mtime vouched for the content, so the changed weights loaded.
+    """
+    from dcasenet_hub import _io
+
+    monkeypatch.setattr(_io, "RACY_NS", 0)
+    dcasenet_hub.from_pretrained("fixture-v3")
+    blob = (env / "models" / "fixture-v3" / "snapshots" / fixture_sha1 / "model.safetensors").resolve()
+    st = blob.stat()
+    _flip_cached_weights_byte(env, fixture_sha1)
+    os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert blob.stat().st_size == st.st_size and blob.stat().st_mtime_ns == st.st_mtime_ns
+    dcasenet_hub.from_pretrained("fixture-v3")
+    assert len(server.gets(URL_PATH)) == 2  # noticed and fetched again
 
 
 class _EndlessHandler(http.server.BaseHTTPRequestHandler):

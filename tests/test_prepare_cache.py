@@ -113,9 +113,9 @@ def test_touched_audio_is_hashed_once_not_converted_and_its_record_refreshed(
     Broken variants caught: any stamp change converting again (prepared 1); the records left with the old stamp (every
     later preparation hashes the file again); the file hashed once per record.
     """
-    from dcasenet_hub.train import prepare
+    from dcasenet_hub import _io
 
-    monkeypatch.setattr(prepare, "RACY_NS", 0)  # the file changes just before each step: trust its stamps at once
+    monkeypatch.setattr(_io, "RACY_NS", 0)  # the file changes just before each step: trust its stamps at once
     root = tmp_path / "data"
     root.mkdir()
     a = root / "a.wav"
@@ -146,7 +146,7 @@ def test_audio_changed_just_before_its_stat_is_hashed_until_its_stamp_settles(
 
     Broken variant caught: the stamp of a file written just before trusted (the second preparation hashes nothing).
     """
-    from dcasenet_hub.train import prepare
+    from dcasenet_hub import _io
 
     root = tmp_path / "data"
     root.mkdir()
@@ -158,7 +158,7 @@ def test_audio_changed_just_before_its_stat_is_hashed_until_its_stamp_settles(
     hashed = _counting_hashes(monkeypatch)
     rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)
     assert rep.prepared == {"asc": 0} and hashed == ["a.wav"] and _source(out)["ctime_ns"] is None
-    monkeypatch.setattr(prepare, "RACY_NS", 0)  # as when the change is older than the window
+    monkeypatch.setattr(_io, "RACY_NS", 0)  # as when the change is older than the window
     rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)
     assert rep.prepared == {"asc": 0} and hashed == ["a.wav"] * 2 and _source(out)["ctime_ns"] == a.stat().st_ctime_ns
     rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)

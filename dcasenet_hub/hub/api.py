@@ -133,9 +133,9 @@ def download(
         ChecksumMismatchError: the downloaded file is not the published one (nothing is cached), or the cached
             weights were damaged and cannot be fetched again now (they are removed; the message names the fix).
 
-    A cached ``model.safetensors`` is checked on every call: its size and mtime_ns against the record written
-    when it was last hashed (``blobs/<sha256>.verified``), and hashed in full again when they differ. Damaged
-    weights are removed and fetched again.
+    A cached ``model.safetensors`` is checked on every call: its stat stamp (size, mtime, inode, ctime) against the
+    record written when it was last hashed (``blobs/<sha256>.verified``), and hashed in full again when they differ.
+    Damaged weights are removed and fetched again.
 
     Example:
         >>> download("dcasenet-v3")   # doctest: +SKIP

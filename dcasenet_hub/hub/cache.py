@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import _env
+from dcasenet_hub._io import STAMP_KEYS, stat_now, stat_stamp
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -44,7 +45,7 @@ SNAPSHOT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 MODELS_DIR = "models"
 #: Owner part of the Hugging Face cache folders of the old layout: ``models--dcasenet-hub--<id>``.
 LEGACY_OWNER = "dcasenet-hub"
-#: Suffix of the sidecar beside a verified weights blob: JSON with its size, mtime_ns and sha256 when last hashed.
+#: Suffix of the sidecar beside a verified weights blob: JSON with its sha256 and stat stamp when last hashed.
 VERIFIED_SUFFIX = ".verified"
 _SHA256_NAME_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -142,18 +143,15 @@ def cached_snapshot(source: dict[str, Any], model_id: str, cache: Path, hf_cache
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _stamp(path: Path) -> dict[str, int]:
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def write_verified(blob: Path, sha256: str) -> None:
-    """Record that ``blob`` (as it is now: size, mtime_ns) has content hash ``sha256``."""
-    from dcasenet_hub._io import atomic_write_text
+def write_verified(blob: Path, sha256: str, *, stat: tuple[os.stat_result, bool] | None = None) -> None:
+    """Record that ``blob`` has content hash ``sha256``, with its stat stamp (:func:`dcasenet_hub._io.stat_now`,
+    taken before the hash: ``stat``, default now)."""
+    from dcasenet_hub._io import atomic_write_text, recorded_stamp
 
     try:
+        st, racy = stat if stat is not None else stat_now(blob)
         atomic_write_text(blob.with_name(blob.name + VERIFIED_SUFFIX),
-                          json.dumps({**_stamp(blob), "sha256": sha256}) + "\n")
+                          json.dumps({**recorded_stamp(st, racy), "sha256": sha256}) + "\n")
     except OSError as exc:  # a read-only cache still loads; it is just hashed in full each time
         logger.info("cannot write the verification record of %s (%s)", blob, exc)
 
@@ -163,10 +161,10 @@ def damaged_files(snap: Path) -> str | None:
     else what is wrong.
 
     ``config.json`` (a few KB) is hashed in full at every use and compared with its blob's name (git blob SHA-1), as
-    ``verify`` does. The weights blob is named by its sha256. The sidecar ``<blob>.verified`` holds size, mtime_ns
-    and sha256 from the last full hash: when size and mtime_ns still match it, the file is taken as unchanged (no
-    re-hash); otherwise (or without a sidecar) the file is hashed in full and compared with its name, and the
-    sidecar is rewritten.
+    ``verify`` does. The weights blob is named by its sha256. The sidecar ``<blob>.verified`` holds the sha256 of
+    the last full hash and the file's stat stamp then (size, mtime_ns, inode, ctime_ns:
+    :data:`dcasenet_hub._io.STAMP_KEYS`): while the stamp is unchanged the content is (no re-hash); otherwise (or
+    without a sidecar) the file is hashed in full and compared with its name, and the sidecar is rewritten.
     """
     config_damage = damaged_snapshot(snap, (CONFIG_NAME,))
     if config_damage is not None:
@@ -187,14 +185,15 @@ def damaged_files(snap: Path) -> str | None:
         record = json.loads(sidecar.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         record = None
+    stat = stat_now(blob)  # before the hash: a change while it is read fails the next check
     if isinstance(record, dict) and record.get("sha256") == expected and {
-            k: record.get(k) for k in ("size", "mtime_ns")} == _stamp(blob):
+            k: record.get(k) for k in STAMP_KEYS} == stat_stamp(stat[0]):
         return None
     got = _download.sha256_file(blob)
     if got != expected:
         return (f"cached {weights} is damaged (expected sha256 {expected}, got {got}, "
                 f"{blob.stat().st_size} bytes)")
-    write_verified(blob, got)
+    write_verified(blob, got, stat=stat)
     return None
 
 

@@ -33,13 +33,13 @@ import hashlib
 import json
 import logging
 import os
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import _env
+from dcasenet_hub._io import STAMP_KEYS, recorded_stamp, stat_now, stat_stamp
 from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import FrontendConfig
 
@@ -89,32 +89,13 @@ KEEP_AUDIO_SPLITS = {"asc": ("eval", "evaluate", "evaluation")}
 
 #: Suffix of the record beside a cached file: the SHA-256 of the source audio that was converted and its stat stamp.
 SOURCE_SUFFIX = ".source"
-#: The stat fields of a record's stamp. The kernel sets ctime on every write, metadata change or rename, and users
-#: cannot set it, so while all four are unchanged the content is unchanged too (the file is not read).
-_STAMP_KEYS = ("size", "mtime_ns", "ino", "ctime_ns")
-#: A file changed this shortly before its stat may change again within the same timestamp tick (1 s on some file
-#: systems, 2 s on FAT) without its stamp moving: its record holds no ctime, so the next check hashes the file.
-RACY_NS = 2_000_000_000
-
-
-def _stamp(st: os.stat_result) -> dict[str, int]:
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
-
-
-def _stat(audio_path: str | Path) -> tuple[os.stat_result, bool]:
-    """``os.stat`` of ``audio_path`` and whether it changed within :data:`RACY_NS` before (see there)."""
-    now = time.time_ns()
-    st = os.stat(audio_path)
-    return st, st.st_ctime_ns > now - RACY_NS
-
-
 def _record(path: Path) -> Path:
     """The source record beside a cached file (``x.npy.source``, ``x.wav.source``)."""
     return path.with_name(path.name + SOURCE_SUFFIX)
 
 
 def _record_text(st: os.stat_result, racy: bool, sha256: str) -> str:
-    return json.dumps({**_stamp(st), **({"ctime_ns": None} if racy else {}), "sha256": sha256}) + "\n"
+    return json.dumps({**recorded_stamp(st, racy), "sha256": sha256}) + "\n"
 
 
 def _sha256(audio_path: str | Path, st: os.stat_result, digests: dict[tuple, str] | None) -> str | None:
@@ -125,7 +106,7 @@ def _sha256(audio_path: str | Path, st: os.stat_result, digests: dict[tuple, str
     """
     from dcasenet_hub.hub.fetch import sha256_file
 
-    key = (str(audio_path), *_stamp(st).values())
+    key = (str(audio_path), *stat_stamp(st).values())
     if digests is not None and key in digests:
         return digests[key]
     try:
@@ -168,7 +149,7 @@ def _legacy_matches(path: Path, audio_path: str | Path, have: dict[str, Any], st
     except OSError:
         return False
     # the hash stands for the converted content only if the file did not change while it was read
-    if digest is None or _stamp(after) != _stamp(st):
+    if digest is None or stat_stamp(after) != stat_stamp(st):
         return False
     _rewrite_record(path, st, racy, digest)
     return True
@@ -185,7 +166,7 @@ def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str
     except (OSError, ValueError):
         return None
     try:
-        st, racy = _stat(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
+        st, racy = stat_now(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
     except OSError:
         return False
     if not isinstance(have, dict):
@@ -193,7 +174,7 @@ def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str
     recorded = have.get("sha256")
     if not isinstance(recorded, str):
         return _legacy_matches(path, audio_path, have, st, racy, digests)
-    if {k: have.get(k) for k in _STAMP_KEYS} == _stamp(st):
+    if {k: have.get(k) for k in STAMP_KEYS} == stat_stamp(st):
         return True
     if have.get("size") != st.st_size or _sha256(audio_path, st, digests) != recorded:
         return False
@@ -298,7 +279,7 @@ def _convert_one(task: str, root: str, audio_path: str, task_dir: str, keep_audi
     out = cache_file(task_dir, root, audio_path)
     # stamp, then hash, then decode: an edit during the conversion leaves a record that no longer matches the file
     try:
-        st, racy = _stat(audio_path)
+        st, racy = stat_now(audio_path)
     except OSError:
         st, racy = None, False
     digest = _sha256(audio_path, st, None) if st is not None else None
