@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "dcasenet_hub"
 
 #: Layer of each top-level module or sub-package, lowest first (docs/architecture.md gives the reasons).
 LAYERS: dict[str, int] = {
-    "_io": 0, "_env": 0, "_options": 0, "_progress": 0, "labels": 0, "errors": 0, "config": 1, "devices": 1,
+    "_io": 0, "_env": 0, "_options": 0, "_process": 0, "_progress": 0, "labels": 0, "errors": 0, "config": 1, "devices": 1,
     "metrics": 1,
     "audio": 2,
     "models": 3,

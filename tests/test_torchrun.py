@@ -4,6 +4,7 @@ rank and leaves one folder whose outputs and merged index equal a single-process
 from __future__ import annotations
 
 import csv
+import os
 import json
 import subprocess
 import sys
@@ -64,3 +65,63 @@ def test_training_and_folder_jobs_read_torchrun_by_one_rule(monkeypatch):
     assert torchrun_shard() is None and init_distributed(None).world == 1  # not started by torchrun
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     assert torchrun_shard() == (3, 4)
+
+
+_WAITING_WORKER = """
+import os, pathlib, sys, time
+
+import torch
+
+from dcasenet_hub.train.distributed import init_distributed
+
+ranks = init_distributed("cpu")
+pathlib.Path(sys.argv[1], f"rank{ranks.rank}.pid").write_text(str(os.getpid()))
+if ranks.rank == 0:
+    time.sleep(600)  # never reaches the barrier: rank 1 waits there
+torch.distributed.barrier()
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited process not yet reaped by its new parent is a zombie: not running)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            return not any(line.startswith("State:") and "Z" in line.split()[1] for line in fh)
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.integration
+def test_workers_end_soon_after_torchrun_is_killed(tmp_path):
+    """torchrun SIGKILLed while one worker sleeps and the other waits at a barrier: both workers end within
+    seconds, instead of waiting for the process group's timeout (hours).
+
+    Broken variant caught: workers without the parent watch (dcasenet_hub._process.exit_with_parent) keep running.
+    """
+    import signal
+    import time
+
+    script = tmp_path / "worker.py"
+    script.write_text(_WAITING_WORKER)
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                            str(script), str(tmp_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("rank*.pid"))) < 2:
+            assert run.poll() is None and time.monotonic() < deadline, "the workers did not start"
+            time.sleep(0.1)
+        pids = [int(p.read_text()) for p in sorted(tmp_path.glob("rank*.pid"))]
+        time.sleep(1.0)  # rank 1 is at the barrier
+        assert all(_running(p) for p in pids)
+        run.send_signal(signal.SIGKILL)
+        run.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while any(_running(p) for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_running(p) for p in pids), "workers still running 30 s after torchrun was killed"
+    finally:
+        for p in tmp_path.glob("rank*.pid"):
+            if _running(int(p.read_text())):
+                os.kill(int(p.read_text()), signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub._process import exit_with_parent
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
     LIST_EXTENSIONS,
@@ -440,6 +441,7 @@ def prepare(
     shard_ = opts.shard
     launched = torchrun_shard()
     if launched is not None:
+        exit_with_parent()  # a torchrun killed outright would leave this process waiting at the final barrier
         if shard_ is not None:
             raise ValueError("shard and torchrun both split the inputs; drop the shard under torchrun (each "
                              "process takes the shard of its rank)")

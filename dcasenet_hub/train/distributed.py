@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from dcasenet_hub import _env
+from dcasenet_hub._process import exit_with_parent
 from dcasenet_hub.devices import resolve_device
 
 STATE_FORMAT = "dcasenet-hub-train-state/1"
@@ -56,6 +57,7 @@ def init_distributed(device: str | None) -> Ranks:
     process = _env.torchrun()
     if process is None:
         return Ranks()
+    exit_with_parent()  # a torchrun killed outright would leave this process waiting at a barrier for hours
     if dist.is_initialized():
         return Ranks(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=process.local_rank)
     use_cuda = torch.cuda.is_available() and (device in (None, "auto") or str(device).startswith("cuda"))
