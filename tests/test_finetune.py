@@ -8,6 +8,7 @@ training reaches clearly better-than-chance validation scores on separable class
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -298,6 +299,76 @@ def test_resume_refuses_a_stopped_run_of_other_options_or_data(v3_model: DcaseNe
         finetune(v3_model, folder, task="classification", epochs=5, output_dir=out, resume=True, progress=False)
     with pytest.raises(ValueError, match="pass output_dir"):
         FinetuneOptions(resume=True)
+
+
+def test_a_second_run_into_the_same_folder_is_refused_while_the_first_runs(v3_model: DcaseNet, folder: Path,
+                                                                          tmp_path: Path) -> None:
+    """While one fine-tuning run holds its output folder, another into the same folder is refused at once, naming
+    the fix; the folder gains no lock file.
+
+    Broken variant caught: two runs into one folder both ran, and the later one's save replaced the other's model
+    without --overwrite (and removed the other's state).
+    """
+    import fcntl
+    import os
+
+    out = tmp_path / "m"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY)  # what a running fine-tune holds
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FileExistsError, match="being written by another fine-tuning run right now; wait for it"):
+            finetune(v3_model, folder, task="classification", epochs=1, output_dir=out, progress=False)
+    finally:
+        os.close(fd)
+    assert list(out.iterdir()) == []
+    finetune(v3_model, folder, task="classification", epochs=1, output_dir=out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "metrics.jsonl", "model.safetensors"]
+
+
+def test_temporary_files_of_killed_runs_are_removed_and_a_failed_start_leaves_no_folder(
+        v3_model: DcaseNet, folder: Path, tmp_path: Path) -> None:
+    """A state being written when its run was killed leaves a temporary file: the next run into the folder removes
+    it. A run refused before its first epoch removes the output folder it created.
+
+    Broken variants caught: the killed state's temporary file (up to the state's size) stayed in the model folder for
+    good; an empty folder was left by a run that failed on its data.
+    """
+    from dcasenet_hub._io import TMP_TAG, host_tag
+
+    out = tmp_path / "m"
+    out.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale = out / f".finetune-state.partial.pt.{TMP_TAG}-{dead}-{host_tag()}.x1y2.tmp"
+    stale.write_bytes(b"half a state")
+    finetune(v3_model, folder, task="classification", epochs=1, output_dir=out, progress=False)
+    assert not stale.exists()
+    with pytest.raises(DataError):
+        finetune(v3_model, tmp_path / "empty-data", task="classification", output_dir=tmp_path / "new",
+                 progress=False)
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_state_edited_by_hand_is_reported_as_damaged(v3_model: DcaseNet, folder: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A state that loads but lacks an entry, or holds weights of other shapes, gets the one-line "damaged" error.
+
+    Broken variant caught: a KeyError or a size-mismatch RuntimeError escaped as an unexpected error.
+    """
+    out = tmp_path / "m"
+    with monkeypatch.context() as m:
+        _stop_at(m, "write_log", 2)
+        with pytest.raises(_Stop):
+            finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, progress=False)
+    path = out / "finetune-state.partial.pt"
+    state = torch.load(path, weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "numpy_rng"}, path)
+    with pytest.raises(ValueError, match=r"it is damaged \(no numpy_rng\); delete it"):
+        finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, resume=True, progress=False)
+    torch.save({**state, "weights": {k: v[:1] for k, v in state["weights"].items()}}, path)
+    with pytest.raises(ValueError, match=r"it is damaged \(RuntimeError\); delete it"):
+        finetune(v3_model, folder, task="classification", epochs=3, output_dir=out, resume=True, progress=False)
 
 
 def test_probe_head_gives_the_same_scores_on_raw_inputs(probed, folder: Path) -> None:

@@ -25,8 +25,9 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ import numpy as np
 from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import TIME_REDUCTION
 from dcasenet_hub.devices import resolve_device, resolve_dtype, short_dtype_name
-from dcasenet_hub.errors import DataError
+from dcasenet_hub.errors import DataError, OptionsError
 from dcasenet_hub.finetuning import features as F
 from dcasenet_hub.finetuning import heads as H
 from dcasenet_hub.finetuning import record as R
@@ -106,14 +107,21 @@ def finetune(
         >>> opts = FinetuneOptions(freeze="conv_block3", epochs=15, device="auto")            # doctest: +SKIP
         >>> finetune("dcasenet-v3", "my_sounds/", task="classification", options=opts)        # doctest: +SKIP
     """
-    import torch
-
-    from dcasenet_hub.inference.model import DcaseNet
-
     task = finetune_task(task)
     opts = merge_options(options, overrides)
     epochs, lr = opts.resolved_epochs(), opts.resolved_lr()
     out_dir = Path(opts.output_dir).expanduser() if opts.output_dir is not None else None
+    with _claimed(out_dir):  # one run at a time per output folder
+        return _finetune(model, data, task, opts, out_dir, epochs, lr)
+
+
+def _finetune(model: DcaseNet | str | Path, data: str | Path | Dataset, task: str, opts: FinetuneOptions,
+              out_dir: Path | None, epochs: int, lr: float) -> DcaseNet:
+    """:func:`finetune` after its options are read, holding the output folder."""
+    import torch
+
+    from dcasenet_hub.inference.model import DcaseNet
+
     stopped_run = out_dir is not None and (out_dir / R.STATE_NAME).exists()
     if (out_dir is not None and (out_dir / "model.safetensors").exists() and not opts.overwrite
             and not (opts.resume and stopped_run)):
@@ -178,7 +186,12 @@ def finetune(
         run = _Run(new, task, dataset, train_audio, val_audio, recipe, np.random.default_rng(opts.seed), dev,
                    opts.progress, out_dir, fingerprint, H.trainable_stages(new, task, opts.freeze))
         if saved is not None:
-            run.restore(saved)
+            try:
+                run.restore(saved)
+            except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # a state edited by hand: the weights'
+                # shapes or a value's type do not fit
+                raise OptionsError(f"Cannot resume from {out_dir / R.STATE_NAME}: it is damaged "
+                                   f"({type(exc).__name__}); delete it to start the run over") from None
         if opts.probe:
             run.probe(epochs, lr)
         else:
@@ -191,6 +204,40 @@ def finetune(
         R.save(result, out_dir, run.history)
         logger.info("Saved the fine-tuned model to %s", out_dir)
     return result
+
+
+@contextlib.contextmanager
+def _claimed(out_dir: Path | None) -> Iterator[None]:
+    """Hold ``out_dir`` for one fine-tuning run: a second run into it meanwhile is refused at once (a lock on the
+    folder itself, so the model folder gains no file), and the temporary files of killed runs are removed. A folder
+    this call created is removed again if the run ends before writing into it."""
+    if out_dir is None:
+        yield
+        return
+    from dcasenet_hub._io import clean_stale_temp_files
+
+    created = not out_dir.exists()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"{out_dir} is being written by another fine-tuning run right now; wait for it "
+                                  "to end or choose another output folder") from None
+        except (ImportError, OSError) as exc:  # no flock here (another OS, some network file systems)
+            logger.debug("cannot lock %s (%s); running without the lock", out_dir, exc)
+        clean_stale_temp_files(out_dir)
+        try:
+            yield
+        finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only while empty: a run stopped before its first epoch
+    finally:
+        os.close(fd)
 
 
 def _logs_above_bars(progress: bool) -> Any:

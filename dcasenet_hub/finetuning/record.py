@@ -32,6 +32,10 @@ PARTIAL_LOG_NAME = "metrics.partial.jsonl"
 #: epoch; removed with the partial log when the model is saved.
 STATE_NAME = "finetune-state.partial.pt"
 _STATE_FORMAT = 1
+#: What a state holds (:meth:`dcasenet_hub.finetuning.loop._Run._save_state` writes it).
+_STATE_KEYS = frozenset({"format", "fingerprint", "phase", "epoch", "phase_done", "stopped", "weights", "optimizer",
+                         "scheduler", "scaler", "history", "stale", "resumed_after", "best", "probe_samples",
+                         "numpy_rng", "torch_rng", "seconds"})
 #: Recipe entries that do not change what a run computes (or are filled in as it runs).
 _NOT_IDENTITY = ("device", "seconds", "probe_samples")
 
@@ -154,6 +158,10 @@ def read_state(out_dir: Path, expected: str) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("format") != _STATE_FORMAT:
         raise OptionsError(f"Cannot resume from {path}: it is not a dcasenet-hub fine-tuning state; delete it to "
                            "start the run over")
+    missing = sorted(_STATE_KEYS - state.keys())
+    if missing:
+        raise OptionsError(f"Cannot resume from {path}: it is damaged (no {', '.join(missing)}); delete it to start "
+                           "the run over")
     if state.get("fingerprint") != expected:
         raise OptionsError(f"Cannot resume from {path}: that run used another base model, other data or other "
                            "options. Resume with the command that started it, or drop resume (--resume) to start "
