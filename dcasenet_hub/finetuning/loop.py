@@ -310,10 +310,13 @@ class _Run:
         def changing(sd: dict[str, Any] | None) -> dict[str, Any] | None:
             return None if sd is None else {k: sd[k].detach().to("cpu", copy=True) for k in keys}
 
+        weights = changing(self.model.state_dict())
         best = self.best_state if self.best_target is not self.model else changing(self.best_state)
+        if best is not None and best.keys() == weights.keys() and all(torch.equal(best[k], weights[k]) for k in best):
+            best = "weights"  # the best epoch is this one (the usual case while a run improves): kept once
         state = {
             "fingerprint": self.fingerprint, "phase": phase, "epoch": epoch, "phase_done": done, "stopped": stopped,
-            "weights": changing(self.model.state_dict()),
+            "weights": weights,
             "optimizer": opt.state_dict() if opt is not None else None,
             "scheduler": sched.state_dict() if sched is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None,
@@ -340,7 +343,10 @@ class _Run:
         self.best_score, self.best_epoch, self.best_metrics = best["score"], best["epoch"], best["metrics"]
         self.best_target = {"model": self.model, "head": self.head, None: None}[best["target"]]
         self.best_phase, self.best_state = best["phase"], best["state"]
-        if self.best_target is self.model:  # the weights training does not change are the model's
+        if isinstance(self.best_state, str):  # "weights": the best epoch was the last one
+            self.best_state = {k: v.detach().to("cpu", copy=True)
+                               for k, v in self.best_target.state_dict().items()}
+        elif self.best_target is self.model:  # the weights training does not change are the model's
             self.best_state = {**{k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()},
                                **best["state"]}
         self.history, self.stale = list(state["history"]), state["stale"]
