@@ -120,3 +120,9 @@ def torchrun() -> Torchrun | None:
     if world <= 1 or not text("MASTER_ADDR"):
         return None
     return Torchrun(rank, world, local)
+
+
+def started_by_torchrun() -> bool:
+    """Whether torchrun's agent started this process (``TORCHELASTIC_RUN_ID``, which the agent sets for its
+    workers), rather than another launcher that sets the same rank variables."""
+    return bool(text("TORCHELASTIC_RUN_ID"))

@@ -25,13 +25,16 @@ _watching: set[int] = set()  # the pids whose parent is watched, so each process
 
 
 def exit_with_parent(*, interval_s: float = PARENT_CHECK_S) -> None:
-    """End this process (exit status 1) when the process that started it is gone.
+    """End this process (exit status 1) when the torchrun agent that started it is gone (nothing elsewhere).
 
     A daemon thread compares ``os.getppid()`` with the parent at the call every ``interval_s`` seconds; an orphan is
     adopted by another process, so its parent id changes. The process then exits at once (``os._exit``): its
     outputs are written atomically, so at most the files in flight are lost, as with any kill.
     """
-    if os.getpid() in _watching:
+    from dcasenet_hub import _env
+
+    # only under torchrun's agent, whose workers are its children: another launcher may detach on purpose
+    if os.getpid() in _watching or not _env.started_by_torchrun():
         return
     _watching.add(os.getpid())
     parent = os.getppid()

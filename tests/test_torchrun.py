@@ -125,3 +125,20 @@ def test_workers_end_soon_after_torchrun_is_killed(tmp_path):
                 os.kill(int(p.read_text()), signal.SIGKILL)
         if run.poll() is None:
             run.kill()
+
+
+@pytest.mark.parametrize("agent", [True, False])
+def test_only_workers_of_torchrun_watch_their_parent(agent):
+    """A process with the rank variables but not started by torchrun's agent (another launcher, which may detach on
+    purpose) is left alone; torchrun's workers watch their parent.
+
+    Broken variant caught: every process with torchrun's rank variables ended when its parent changed.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCHELASTIC")}
+    env.update(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+    if agent:
+        env["TORCHELASTIC_RUN_ID"] = "test"
+    code = ("import threading; from dcasenet_hub._process import exit_with_parent; exit_with_parent(); "
+            "print(sorted(t.name for t in threading.enumerate()))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert ("dcasenet-hub-parent-watch" in out) is agent
