@@ -121,6 +121,39 @@ def test_interrupted_write_leaves_no_partial_file(mixed_folder, tmp_path, author
     assert main(args) == 0 and (out / "a.npz").is_file()
 
 
+def test_ctrl_c_leaves_an_index_of_what_finished_and_says_how_to_continue(tmp_path, authors_checkpoint, monkeypatch,
+                                                                          capsys):
+    """Ctrl-C after the first of three inputs: exit 130, index.csv lists that input as ok and the others as pending,
+    and the message says that rerunning the same command does the rest (which it does).
+
+    Broken variant caught: the end-of-run index was built only after a run that ended normally, so every finished
+    input still read "pending" after Ctrl-C.
+    """
+    import dcasenet_hub.inference.pipeline as pipeline
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        sf.write(src / f"c{i}.wav", _tone(1.0, 24000, i), 24000)
+    out = tmp_path / "out"
+    args = ["embed", str(src), "-o", str(out), "--model", str(authors_checkpoint), "-q"]
+    real = pipeline.iterate
+
+    def interrupted(*a, **kw):
+        results = real(*a, **kw)
+        yield next(results)
+        results.close()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "iterate", interrupted)
+    assert main(args) == 130
+    assert "interrupted; finished inputs are kept: rerun the same command to do the rest" in capsys.readouterr().err
+    assert sorted(r["status"] for r in _index(out / "index.csv").values()) == ["ok", "pending", "pending"]
+    monkeypatch.undo()
+    assert main(args) == 0
+    assert sorted(r["status"] for r in _index(out / "index.csv").values()) == ["ok"] * 3
+
+
 def test_predict_outputs_equal_api(mixed_folder, tmp_path, authors_checkpoint, v3_model):
     out = tmp_path / "pred"
     rc = main(["predict", str(mixed_folder / "a.wav"), "-o", str(out), "--model", str(authors_checkpoint),

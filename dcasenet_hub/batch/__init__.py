@@ -370,39 +370,43 @@ class Plan:
             report.problems.append(f"cannot write the output folder {display(str(out_dir))}: {_write_error(exc)}")
         note(report.items)
         index(done=False)
-        if todo:
-            inference = self.options.inference
-            device = inference.device
-            if device is None and isinstance(self.model, (str, Path)):
-                device = "auto"  # a model this job loads has no place of its own yet
-            if inference.backend == "onnxruntime":
-                device = "cpu"
-            elif launched is not None:
-                device = local_device(device)
-            results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
-                              predictions=task == "predict", options=inference.replace(device=device))
-            try:
-                for r in results:
-                    item = todo[r.index]
-                    item.duration_s = r.duration_s
-                    item.warning = display(one_line(r.warning)) if r.warning else ""
-                    if r.error is not None:
-                        item.status, item.error = "failed", display(one_line(r.error))
-                    else:
-                        try:
-                            with output_lock(out_dir):  # another writer may have taken the name since planning
-                                owner = other_owner(item)
-                                if owner is None:
-                                    write_outputs(item, r, task, metas[id(item)], level=self.level)
-                                    item.status = "ok"
-                                else:
-                                    item.status, item.error = "failed", _taken(item, owner)
-                        except OSError as exc:  # e.g. disk full: this input is retried by the next run
-                            item.status, item.error = "failed", f"writing outputs failed: {_write_error(exc)}"
-                    note([item])
-            finally:
-                results.close()
-        index(done=True)
+        try:
+            if todo:
+                inference = self.options.inference
+                device = inference.device
+                if device is None and isinstance(self.model, (str, Path)):
+                    device = "auto"  # a model this job loads has no place of its own yet
+                if inference.backend == "onnxruntime":
+                    device = "cpu"
+                elif launched is not None:
+                    device = local_device(device)
+                results = iterate(model, [str(i.path) for i in todo], embeddings=task == "embed",
+                                  predictions=task == "predict", options=inference.replace(device=device))
+                try:
+                    for r in results:
+                        item = todo[r.index]
+                        item.duration_s = r.duration_s
+                        item.warning = display(one_line(r.warning)) if r.warning else ""
+                        if r.error is not None:
+                            item.status, item.error = "failed", display(one_line(r.error))
+                        else:
+                            try:
+                                # another writer may have taken the name since planning
+                                with output_lock(out_dir):
+                                    owner = other_owner(item)
+                                    if owner is None:
+                                        write_outputs(item, r, task, metas[id(item)], level=self.level)
+                                        item.status = "ok"
+                                    else:
+                                        item.status, item.error = "failed", _taken(item, owner)
+                            except OSError as exc:  # e.g. disk full: this input is retried by the next run
+                                item.status, item.error = ("failed",
+                                                           f"writing outputs failed: {_write_error(exc)}")
+                        note([item])
+                finally:
+                    results.close()
+        finally:  # also when interrupted (Ctrl-C) or failing: index.csv then holds what finished
+            index(done=True)
         if tables and launched is None and not parquet:
             logger.warning("parquet: a shard does not build %s/%s/ (other shards may still be writing); after the "
                            "last shard, run the command again without --shard: every input is skipped and the "

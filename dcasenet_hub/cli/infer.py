@@ -24,6 +24,7 @@ EXIT_CODES = """exit codes:
   3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
      cache that cannot be written);
      offline, pass a local checkpoint with --model PATH
+  130 interrupted (Ctrl-C): finished inputs are in OUTDIR and its index; rerun the same command to do the rest
 """
 
 INPUT_HELP = """inputs:
@@ -46,8 +47,9 @@ the last step so they reach the end of the file.
 
 Reruns skip inputs whose outputs are complete and were made with the same settings and the
 same weights (by content) from the same (unchanged) input file; --overwrite recomputes them. Files are written
-atomically (fsync'd), index.csv gains a row as each input finishes, and a kill (even SIGKILL) loses at most the
-inputs in flight: rerun the same command to finish.
+atomically (fsync'd); index.csv is rebuilt when a run starts and when it ends or is interrupted (Ctrl-C), from
+the journal that gains each input as it finishes; a kill (even SIGKILL) loses at most the inputs in flight: rerun
+the same command to finish.
 
 examples:
   dcasenet-hub embed examples/audio -o embeddings/

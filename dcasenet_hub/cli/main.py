@@ -38,7 +38,8 @@ libraries; results a command exists to print (evaluate's metrics, list's table) 
 -o/--output.
 
 exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
-3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug)
+3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug),
+130 interrupted (Ctrl-C; the message says how to continue)
 """
 
 #: What -q/--quiet means for every command.
@@ -154,6 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: What to do after Ctrl-C, per command (the others: their finished work is kept).
+_AFTER_INTERRUPT = {
+    "embed": "finished inputs are kept: rerun the same command to do the rest",
+    "predict": "finished inputs are kept: rerun the same command to do the rest",
+    "finetune": "rerun the same command with --resume to continue from the last finished epoch",
+    "train": "rerun the same command with --resume to continue from the last finished epoch",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from dcasenet_hub._io import fail_safe
 
@@ -205,7 +215,8 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        after = _AFTER_INTERRUPT.get(args.command, "finished work is kept")
+        print(f"dcasenet-hub {args.command}: interrupted; {after}", file=sys.stderr)
         return 130
     except Exception as exc:  # one line, no traceback (-v shows it); the exit code says which area failed
         if args.verbose:
