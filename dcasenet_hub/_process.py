@@ -16,6 +16,8 @@ import os
 import threading
 import time
 
+from dcasenet_hub import _env
+
 logger = logging.getLogger(__name__)
 
 #: How often a worker looks whether its parent is still there.
@@ -31,8 +33,6 @@ def exit_with_parent(*, interval_s: float = PARENT_CHECK_S) -> None:
     adopted by another process, so its parent id changes. The process then exits at once (``os._exit``): its
     outputs are written atomically, so at most the files in flight are lost, as with any kill.
     """
-    from dcasenet_hub import _env
-
     # only under torchrun's agent, whose workers are its children: another launcher may detach on purpose
     if os.getpid() in _watching or not _env.started_by_torchrun():
         return

@@ -28,12 +28,18 @@ def _write(path: Path, seed: int) -> None:
     sf.write(str(path), 0.3 * np.random.default_rng(seed).standard_normal(24000), 24000, subtype="PCM_16")
 
 
-def test_edited_audio_is_converted_again(tmp_path: Path) -> None:
+def _clips(tmp_path: Path, *names: str) -> tuple[Path, list[Path]]:
+    """``tmp_path/data`` holding one test clip per name (the n-th written with seed n)."""
     root = tmp_path / "data"
     root.mkdir()
-    a, b = root / "a.wav", root / "b.wav"
-    _write(a, 0)
-    _write(b, 1)
+    paths = [root / name for name in names]
+    for seed, path in enumerate(paths):
+        _write(path, seed)
+    return root, paths
+
+
+def test_edited_audio_is_converted_again(tmp_path: Path) -> None:
+    root, (a, b) = _clips(tmp_path, "a.wav", "b.wav")
     cache = tmp_path / "cache"
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, progress=False)
     assert rep.prepared == {"asc": 2}
@@ -89,11 +95,7 @@ def test_audio_replaced_with_the_same_size_and_mtime_is_converted_again(tmp_path
 
     Broken variant caught: a record of size and mtime only (the replaced file keeps its stale features).
     """
-    root = tmp_path / "data"
-    root.mkdir()
-    a, b = root / "a.wav", root / "b.wav"
-    _write(a, 0)
-    _write(b, 1)
+    root, (a, b) = _clips(tmp_path, "a.wav", "b.wav")
     cache = tmp_path / "cache"
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
     out_a, wav_a = cache_file(rep.dirs["asc"], root, a), audio_file(rep.dirs["asc"], root, a)
@@ -116,10 +118,7 @@ def test_touched_audio_is_hashed_once_not_converted_and_its_record_refreshed(
     from dcasenet_hub import _io
 
     monkeypatch.setattr(_io, "RACY_NS", 0)  # the file changes just before each step: trust its stamps at once
-    root = tmp_path / "data"
-    root.mkdir()
-    a = root / "a.wav"
-    _write(a, 0)
+    root, (a,) = _clips(tmp_path, "a.wav")
     cache = tmp_path / "cache"
     rep = prepare_items("asc", root, [a], cache_dir=cache, keep_audio=True, progress=False)
     out, wav = cache_file(rep.dirs["asc"], root, a), audio_file(rep.dirs["asc"], root, a)
@@ -148,10 +147,7 @@ def test_audio_changed_just_before_its_stat_is_hashed_until_its_stamp_settles(
     """
     from dcasenet_hub import _io
 
-    root = tmp_path / "data"
-    root.mkdir()
-    a = root / "a.wav"
-    _write(a, 0)
+    root, (a,) = _clips(tmp_path, "a.wav")
     rep = prepare_items("asc", root, [a], cache_dir=tmp_path / "cache", progress=False)
     out = cache_file(rep.dirs["asc"], root, a)
     assert _source(out)["ctime_ns"] is None and _source(out)["ino"] == a.stat().st_ino
@@ -181,11 +177,7 @@ def test_size_and_mtime_records_are_upgraded_only_while_the_audio_is_untouched_s
     Broken variants caught: size and mtime trusted alone (the replaced file keeps stale features: prepared 0); every
     old record treated as stale (the untouched file is converted too: prepared 2); the record left without a hash.
     """
-    root = tmp_path / "data"
-    root.mkdir()
-    a, b = root / "a.wav", root / "b.wav"
-    _write(a, 0)
-    _write(b, 1)
+    root, (a, b) = _clips(tmp_path, "a.wav", "b.wav")
     cache = tmp_path / "cache"
     rep = prepare_items("asc", root, [a, b], cache_dir=cache, keep_audio=True, progress=False)
     task_dir = rep.dirs["asc"]
@@ -217,10 +209,7 @@ def test_audio_edited_during_its_conversion_is_converted_again(tmp_path: Path, m
     """
     from dcasenet_hub import audio
 
-    root = tmp_path / "data"
-    root.mkdir()
-    a = root / "a.wav"
-    _write(a, 0)
+    root, (a,) = _clips(tmp_path, "a.wav")
     real = audio.load_audio
 
     def load_then_edit(*args, **kwargs):

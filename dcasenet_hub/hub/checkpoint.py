@@ -14,12 +14,14 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub._io import json_text
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_SHA256_KEY, normalise_arch
 from dcasenet_hub.errors import ModelConfigError, ModelFileError, ModelNotFoundError
 from dcasenet_hub.hub import fetch as _download
@@ -38,13 +40,9 @@ CONFIG_META_KEY = "dcasenet_hub_config"
 
 def serialize(model: DcaseNetModule, *, repo_id: str | None = None) -> dict[str, bytes]:
     """The three files of a saved model, as bytes; ``config.json`` records the sha256 of ``model.safetensors``."""
-    import hashlib
-
     from safetensors.torch import save
 
     from dcasenet_hub.hub.card import render_model_card
-
-    from dcasenet_hub._io import json_text
 
     config = model.config.to_dict()
     config_json = json_text(config, indent=2) + "\n"  # standard JSON: a NaN in free-form extra becomes null
@@ -111,8 +109,6 @@ def content_sha256(config: Any, tensors: Any) -> str:
         >>> content_sha256(None, [("w", torch.zeros(2))]) == content_sha256(None, {"w": torch.zeros(2)}.items())
         True
     """
-    import hashlib
-
     import torch
 
     h = hashlib.sha256()
@@ -448,8 +444,6 @@ def load_dir(folder: Path, cls: type[DcaseNetModule] | None = None, *,
 
 def check_belong(cfg: Path, config: ModelConfig, recorded: str | None, weights: Path, data: bytes) -> None:
     """Raise :class:`ModelFileError` unless the config of ``cfg`` and the weights ``data`` belong together."""
-    import hashlib
-
     fix = ("The folder was changed or only partly copied after it was written: write it again "
            "(save_pretrained, `dcasenet-hub convert`, `finetune --overwrite`) or restore both files from one copy")
     if recorded is not None:

@@ -94,6 +94,14 @@ def _record(path: Path) -> Path:
     return path.with_name(path.name + SOURCE_SUFFIX)
 
 
+def _read_record(path: Path) -> Any:
+    """The parsed record beside ``path`` (``None`` when there is none or it is not JSON)."""
+    try:
+        return json.loads(_record(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _record_text(st: os.stat_result, racy: bool, sha256: str) -> str:
     return json.dumps({**recorded_stamp(st, racy), "sha256": sha256}) + "\n"
 
@@ -161,9 +169,8 @@ def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str
     The same stamp vouches at the cost of a ``stat``. Another stamp with the same size vouches when the file's
     SHA-256 equals the recorded one; the record then gets the new stamp, so the next check is a ``stat`` again.
     """
-    try:
-        have = json.loads(_record(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    have = _read_record(path)
+    if have is None:
         return None
     try:
         st, racy = stat_now(audio_path)  # taken before hashing and recorded: a change during the hash fails the next check
@@ -439,10 +446,8 @@ def data_sha256(task: str, root: str | Path, task_dir: str | Path, items: dict[s
         kept = split in KEEP_AUDIO_SPLITS.get(task, ())
         for it in items[split]:
             cached = (audio_file if kept else cache_file)(task_dir, root, it.path)
-            try:
-                digest = json.loads(_record(cached).read_text(encoding="utf-8")).get("sha256")
-            except (OSError, ValueError, AttributeError):
-                digest = None
+            have = _read_record(cached)
+            digest = have.get("sha256") if isinstance(have, dict) else None
             h.update(json.dumps([split, os.path.relpath(it.path, root), it.channel, digest]).encode())
             target = np.ascontiguousarray(it.target)
             h.update(f"{target.dtype}:{target.shape}".encode() + target.tobytes())
