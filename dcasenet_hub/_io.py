@@ -175,6 +175,12 @@ def recorded_stamp(st: os.stat_result, racy: bool) -> dict[str, int | None]:
     return {**stat_stamp(st), **({"ctime_ns": None} if racy else {})}
 
 
+def stamp_matches(record: Any, st: os.stat_result) -> bool:
+    """Whether ``record`` (a dict read back from a file) holds the stamp of ``st``: the content is then unchanged
+    since the hash recorded with it."""
+    return isinstance(record, dict) and {k: record.get(k) for k in STAMP_KEYS} == stat_stamp(st)
+
+
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` of this machine may still be running (``True`` when that cannot be told)."""
     if pid == os.getpid():

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import _env
-from dcasenet_hub._io import STAMP_KEYS, stat_now, stat_stamp
+from dcasenet_hub._io import atomic_write_text, recorded_stamp, stamp_matches, stat_now
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME
 from dcasenet_hub.hub import fetch as _download
 from dcasenet_hub.hub.manifest import ManifestError, load_manifest
@@ -146,8 +146,6 @@ def cached_snapshot(source: dict[str, Any], model_id: str, cache: Path, hf_cache
 def write_verified(blob: Path, sha256: str, *, stat: tuple[os.stat_result, bool] | None = None) -> None:
     """Record that ``blob`` has content hash ``sha256``, with its stat stamp (:func:`dcasenet_hub._io.stat_now`,
     taken before the hash: ``stat``, default now)."""
-    from dcasenet_hub._io import atomic_write_text, recorded_stamp
-
     try:
         st, racy = stat if stat is not None else stat_now(blob)
         atomic_write_text(blob.with_name(blob.name + VERIFIED_SUFFIX),
@@ -186,8 +184,7 @@ def damaged_files(snap: Path) -> str | None:
     except (OSError, ValueError):
         record = None
     stat = stat_now(blob)  # before the hash: a change while it is read fails the next check
-    if isinstance(record, dict) and record.get("sha256") == expected and {
-            k: record.get(k) for k in STAMP_KEYS} == stat_stamp(stat[0]):
+    if isinstance(record, dict) and record.get("sha256") == expected and stamp_matches(record, stat[0]):
         return None
     got = _download.sha256_file(blob)
     if got != expected:
@@ -233,7 +230,7 @@ def write_snapshot(repo: Path, revision: str, files: dict[str, bytes]) -> Path:
     Blob names follow huggingface_hub: sha256 for the weights (as for LFS files), git blob SHA-1 for text files.
     The snapshot folder is assembled aside and renamed into place, so it is either complete or absent.
     """
-    from dcasenet_hub._io import atomic_write_bytes, atomic_write_text
+    from dcasenet_hub._io import atomic_write_bytes
 
     blobs = repo / "blobs"
     snap = repo / "snapshots" / revision

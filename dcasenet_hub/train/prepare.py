@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from dcasenet_hub import _env
-from dcasenet_hub._io import STAMP_KEYS, recorded_stamp, stat_now, stat_stamp
+from dcasenet_hub._io import recorded_stamp, stamp_matches, stat_now, stat_stamp
 from dcasenet_hub._progress import progress_bar, show_progress
 from dcasenet_hub.config import FrontendConfig
 
@@ -181,7 +181,7 @@ def _record_matches(path: Path, audio_path: str | Path, digests: dict[tuple, str
     recorded = have.get("sha256")
     if not isinstance(recorded, str):
         return _legacy_matches(path, audio_path, have, st, racy, digests)
-    if {k: have.get(k) for k in STAMP_KEYS} == stat_stamp(st):
+    if stamp_matches(have, st):
         return True
     if have.get("size") != st.st_size or _sha256(audio_path, st, digests) != recorded:
         return False
