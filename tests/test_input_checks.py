@@ -599,10 +599,11 @@ def test_wheel_check_script_builds_installs_and_runs_the_commands():
 
 def _bad_input(kind: str, folder: Path) -> Path:
     """One input that cannot be processed, of the kind named."""
-    path = folder / f"{kind.replace(' ', '_')}.{'flac' if kind == 'cut flac' else 'wav'}"
+    suffix = {"cut flac": "flac", "text named .mp3": "mp3"}.get(kind, "wav")
+    path = folder / f"{kind.replace(' ', '_').replace('.', '')}.{suffix}"
     if kind == "empty":
         path.write_bytes(b"")
-    elif kind == "text":
+    elif kind in ("text", "text named .mp3"):
         path.write_text("not audio\n" * 10)
     elif kind == "cut flac":
         sf.write(path, _noise(2.0, 24000), 24000)
@@ -623,7 +624,9 @@ def _bad_input(kind: str, folder: Path) -> Path:
 
 BAD_INPUTS = {  # the problem, then the fix
     "empty": ("is empty (0 bytes)", "export it again"),
-    "text": ("not a readable audio file (Format not recognised.)", "convert it to WAV or FLAC"),
+    "text": ("it exists but could not be decoded as audio (Format not recognised.)", "convert it to WAV or FLAC"),
+    # libsndfile's MP3 decoder says "File does not exist or is not a regular file" of a file it cannot decode
+    "text named .mp3": ("it exists but could not be decoded as audio", "check that it really is audio"),
     "cut flac": ("decoding failed at frame 0 (flac decoder lost sync.)", "repair or export it again"),
     "NaN samples": ("contains NaN or infinite samples", "replace them"),
     "past float32": ("beyond the float32 range (|x| up to 1e+300)", "scale the audio to [-1, 1]"),
@@ -655,6 +658,7 @@ def test_a_bad_input_is_one_line_naming_the_file_the_problem_and_the_fix(kind, t
     assert rc == 1 and len(failed) == 1, err  # one line for the bad input; the good one was processed
     problem, fix = BAD_INPUTS[kind]
     assert str(bad) in failed[0] and problem in failed[0] and fix in failed[0], failed[0]
+    assert "does not exist" not in failed[0], failed[0]  # every bad input here exists
     assert "Traceback" not in err and "b'" not in err, err
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in recwarn]
 

@@ -59,8 +59,7 @@ def open_audio(path: str | Path) -> Any:
     try:
         f = sf.SoundFile(os.fsencode(path))  # bytes: a name that is not UTF-8 opens too
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioLoadError(path, f"not a readable audio file ({_short(exc)}); convert it to WAV or FLAC (e.g. "
-                                   "`ffmpeg -i FILE out.wav`) or leave it out") from None
+        raise AudioLoadError(path, _undecodable(exc)) from None
     try:
         _check_header(path, f)
     except AudioLoadError:
@@ -137,6 +136,21 @@ def _check_file(path: Path) -> None:
     except PermissionError:
         raise AudioLoadError(path, "permission denied; make the file readable (chmod a+r) or run as a user who may "
                                    "read it") from None
+
+
+#: libsndfile's text for its "bad file" code. Its MP3 decoder gives that code for a file it cannot decode, and
+#: :func:`_check_file` has just found the file to exist and be regular, so the text would send the user after the
+#: wrong problem.
+_BAD_FILE_TEXT = "does not exist or is not a regular file"
+
+
+def _undecodable(exc: BaseException) -> str:
+    """The reason and the fix for a file that exists (checked first) but that libsndfile cannot open."""
+    reason = _short(exc)
+    if _BAD_FILE_TEXT in reason:
+        reason = "the decoder found no audio in it"
+    return (f"not a readable audio file: it exists but could not be decoded as audio ({reason}); check that it "
+            "really is audio and convert it to WAV or FLAC (e.g. `ffmpeg -i FILE out.wav`), or leave it out")
 
 
 def _short(exc: BaseException) -> str:
