@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -419,6 +420,28 @@ def test_cli_score_prints_a_table_and_writes_report_json(event_case, capsys):
     assert main(["score", str(folder / "pred"), "--truth", str(folder / "truth.tsv"), "-o", str(quiet), "--no-plot",
                  "-q"]) == 0
     assert capsys.readouterr().out == "" and json.loads(quiet.read_text())["metrics"] == saved["metrics"]
+
+
+def test_cli_score_says_what_a_missing_sed_scores_eval_leaves_out(event_case, monkeypatch, capsys):
+    """Without sed_scores_eval, one log line names what was left out (PSDS and its plot) and the extra that adds
+    them; -q hides it with the other information.
+
+    Broken variant caught: the events report had no plot and the command said nothing about it on stderr.
+    """
+    from dcasenet_hub.cli import main
+
+    monkeypatch.setitem(sys.modules, "sed_scores_eval", None)  # import fails, as when it is not installed
+    folder, _, _ = event_case
+    out = folder / "report.json"
+    assert main(["score", str(folder / "pred"), "--truth", str(folder / "truth.tsv"), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    said = [line for line in err.splitlines() if "sed_scores_eval is not installed" in line]
+    assert len(said) == 1, err
+    assert "PSDS and its PSD-ROC plot" in said[0] and str(out.with_suffix(".png")) in said[0], said[0]
+    assert 'pip install "dcasenet-hub[score]"' in said[0], said[0]
+    assert not out.with_suffix(".png").exists()
+    assert main(["score", str(folder / "pred"), "--truth", str(folder / "truth.tsv"), "-o", str(out), "-q"]) == 0
+    assert "sed_scores_eval" not in capsys.readouterr().err
 
 
 def test_plot_report_draws_every_task(event_case, tmp_path):

@@ -11,6 +11,8 @@ from typing import Any
 
 from dcasenet_hub.cli.common import Names
 
+logger = logging.getLogger(__name__)
+
 SCORE_EPILOG = """annotations (--truth; a file, or a folder of per-recording files):
   DCASE/DESED event table   filename<TAB>onset<TAB>offset<TAB>event_label (header; a row with a name only = no events)
   Raven selection table     Begin Time (s), End Time (s), Annotation (file: Begin File, or the table's name)
@@ -45,6 +47,17 @@ def _label_map(items: list[str]) -> dict[str, str | None]:
     return out
 
 
+def _why_no_psds(report: Any, picture: Path) -> str:
+    """What an events report lacks when PSDS was not computed (its scores and the plot), and how to get it."""
+    from dcasenet_hub.errors import SedScoresEvalUnavailableError
+
+    error = str((report.metrics.get("psds") or {}).get("error", "PSDS was not computed"))
+    if error == SedScoresEvalUnavailableError.MESSAGE:
+        return (f"PSDS and its PSD-ROC plot ({picture}) were left out: sed_scores_eval is not installed; "
+                'pip install "dcasenet-hub[score]" adds them (the other scores are in the report)')
+    return f"no plot ({picture}): it draws the PSD-ROC curves, and PSDS was not computed: {error}"
+
+
 def _run_score(args: argparse.Namespace) -> int:
     from dcasenet_hub.metrics import score
 
@@ -58,7 +71,10 @@ def _run_score(args: argparse.Namespace) -> int:
     report.save(output)
     if not args.quiet:
         print(f"report: {output}")
-    if not args.no_plot and (report.task != "events" or report.curves.get("psd_roc")):
+    no_curves = report.task == "events" and not report.curves.get("psd_roc")
+    if no_curves and not args.no_plot and not args.no_psds:  # the events plot is the PSD-ROC curves
+        logger.info("%s", _why_no_psds(report, output.with_suffix(".png")))
+    if not args.no_plot and not no_curves:
         from dcasenet_hub.errors import MissingMatplotlibError
         from dcasenet_hub.integrations.plot import plot_report
 
@@ -82,7 +98,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("predictions", metavar="PREDICTIONS", help="output folder of `dcasenet-hub predict`")
     p.add_argument("--truth", required=True, metavar="ANNOTATIONS", help="annotation file or folder")
     p.add_argument("-o", "--output", metavar="FILE", help="report file (default: PREDICTIONS/report.json); the "
-                   "plot goes beside it as .png when matplotlib is installed")
+                   "plot goes beside it as .png when matplotlib is installed (events: and sed_scores_eval, for PSDS)")
     p.add_argument("--task", choices=("scenes", "tags", "events"),
                    help="default: events for event annotations, scenes for one scene label per file, else tags")
     p.add_argument("--format", default="auto", choices=("auto", "dcase", "raven", "audacity", "labels"),
