@@ -139,3 +139,16 @@ def test_patience_is_described_alike_in_help_and_docs() -> None:
     row = next(line for line in doc.splitlines() if line.startswith("| `patience`"))
     assert "0 = never" in help_text and "patience=None" in help_text
     assert "`None`: never" in row and "`--patience 0`" in row
+
+
+def test_plot_help_lists_the_exit_codes_of_one_input() -> None:
+    """plot draws one file: its exit codes say what that file's failure means, not a folder job's.
+
+    Broken variant caught: plot --help listed the batch commands' codes ("some inputs failed", OUTDIR's index).
+    """
+    plot = dict(_commands(build_parser()))[("plot",)]
+    codes = plot[plot.index("exit codes:"):]
+    assert "some inputs failed" not in codes and "OUTDIR" not in codes and "index" not in codes, codes
+    for line in ("0  the image was written", "1  FILE could not be used", "3  model could not be fetched",
+                 "130 interrupted (Ctrl-C): no image was written"):
+        assert line in codes, (line, codes)

@@ -16,15 +16,18 @@ from typing import Any
 from dcasenet_hub.cli.common import Names
 from dcasenet_hub.cli.vocabulary import add_output
 
+#: Exit code 3, alike for the commands that load a model.
+MODEL_EXIT_CODE = """  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
+     cache that cannot be written);
+     offline, pass a local checkpoint with --model PATH
+"""
+
 EXIT_CODES = """exit codes:
   0  every input succeeded (or was already complete)
   1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
      outputs are written; see index.csv and the summary on stderr
   2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
-  3  model could not be fetched or loaded (unknown id, offline, download failed, not a checkpoint, a weights
-     cache that cannot be written);
-     offline, pass a local checkpoint with --model PATH
-  130 interrupted (Ctrl-C): finished inputs are in OUTDIR and its index; rerun the same command to do the rest
+""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C): finished inputs are in OUTDIR and its index; rerun the same command to do the rest
 """
 
 INPUT_HELP = """inputs:
@@ -93,7 +96,14 @@ Needs matplotlib: pip install "dcasenet-hub[plot]"
 
 example:
   dcasenet-hub plot street.wav -o street.png
-""" + EXIT_CODES
+
+exit codes:
+  0  the image was written
+  1  FILE could not be used (not audio, damaged, too short: the message names the problem and the fix)
+  2  usage error (bad arguments or option values, FILE not found or a folder, the image exists without
+     --overwrite, matplotlib missing or unable to write that format, unusable --device)
+""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C): no image was written (an existing one is kept)
+"""
 
 
 class _UsageError(Exception):
