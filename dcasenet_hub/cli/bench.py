@@ -21,7 +21,8 @@ EPILOG = """Runs `embed` and `predict` on synthetic 10 s clips (seeded noise, to
 rate) for each device, dtype, backend and batch size this machine offers: one warm-up call per setting, then timed
 calls. Prints seconds of audio per second, the real-time factor (RTF: seconds of computing per second of audio) and the
 memory used (peak RSS on the CPU, CUDA max allocated on a GPU), names the fastest setting of each command and writes
-all of it as JSON. The default run takes about a minute; --quick a few seconds (one device, fp32, torch, 2 batch sizes).
+all of it as JSON. The default run takes about a minute; --quick under half a minute (one device, fp32, torch, 2
+batch sizes).
 
 Speed does not depend on the weights' values: without --model, when dcasenet-v3 cannot be loaded (offline, first
 run without network), the same architecture with random weights is timed and the output says so.
@@ -41,7 +42,8 @@ def register(subparsers: Any) -> None:
                    help="manifest id, local folder, .safetensors or authors' .pt file (default: dcasenet-v3, or "
                         "random v3 weights when it cannot be loaded)")
     p.add_argument("--quick", action="store_true",
-                   help="about 15 s: the first device only, fp32, torch, batch sizes 1 and 4, one timed call each")
+                   help="under half a minute: the first device only, fp32, torch, batch sizes 1 and 4, one timed call "
+                        "each")
     p.add_argument("--devices", nargs="+", default=None, metavar="DEVICE",
                    help="devices to measure (default: cpu and every GPU device torch sees)")
     p.add_argument("--dtypes", nargs="+", default=None, choices=("fp32", "bf16", "fp16", "int8"), metavar="DTYPE",
