@@ -421,6 +421,44 @@ def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_thread
     assert torch.get_num_threads() == before
 
 
+_COLLECTED_WHILE_A_THREAD_STARTS = """
+import gc, threading
+import numpy as np
+import dcasenet_hub
+from dcasenet_hub.inference.pipeline import iterate
+
+clips = [np.random.default_rng(s).standard_normal(48000).astype(np.float32) for s in range(3)]
+results = iterate(dcasenet_hub.build_model("v3", seed=0), clips, sample_rate=24000, workers=1)
+next(results)
+cycle = [results]
+cycle.append(cycle)
+del results, cycle
+# CPython's threading holds this lock while a new thread registers itself, and the collector may run right there
+# (the hang was seen so: a thread pool's submit starting a thread while an abandoned generator was collected)
+with threading._shutdown_locks_lock:
+    gc.collect()
+print("collected")
+"""
+
+
+def test_an_abandoned_iterate_collected_at_any_moment_does_not_hang():
+    """A generator left unfinished in a reference cycle is closed by the garbage collector, in whatever thread and
+    at whatever point the collection happens, including inside threading's own locks.
+
+    Broken variant caught: closing waited for the decode threads (``pool.shutdown(wait=True)``), whose join needs
+    the lock the collecting thread holds, so the process hung for good.
+    """
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", _COLLECTED_WHILE_A_THREAD_STARTS], capture_output=True,
+                              text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("closing an abandoned iterate() from the garbage collector hung")
+    assert done.returncode == 0 and done.stdout.strip() == "collected", done.stderr[-2000:]
+
+
 def test_untrained_weights_warning_is_said_once_per_model_and_short(authors_checkpoint, caplog):
     """A loop over files gets one short warning per model object, not one per call."""
     from dcasenet_hub import from_pretrained

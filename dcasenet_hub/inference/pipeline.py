@@ -316,6 +316,7 @@ def iterate(
                                initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
     show = show_progress(opts.progress)
     bar = None
+    abandoned = False
     try:
         # the first inputs start decoding now, while the runner is built
         jobs = PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * workers))
@@ -349,11 +350,16 @@ def iterate(
         for done in batcher.flush():
             yield done.result()
             bar.update(1)
+    except GeneratorExit:
+        # closed before its end, maybe by the garbage collector, which runs in any thread at any point (inside
+        # threading's own locks, too): joining the decode threads there could wait forever, so they end on their own
+        abandoned = True
+        raise
     finally:
         if bar is not None:
             bar.close()
         if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=not abandoned, cancel_futures=True)
         model.train(was_training)
 
 
