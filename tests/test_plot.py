@@ -88,3 +88,17 @@ def test_plot_decodes_the_file_once_and_draws_predict_of_the_file(v3_model, tmp_
     np.testing.assert_array_equal(np.asarray(spec.images[0].get_array()),
                                   log_mel(samples, config=v3_model.config.frontend, normalize=False).numpy())
     assert ref.top_scene in fig.get_suptitle() and "clip.wav (7.0 s)" in fig.get_suptitle()
+
+
+def test_plot_names_a_file_too_short_to_use_as_predict_does(tmp_path, authors_checkpoint, capsys):
+    pytest.importorskip("matplotlib")
+    wav = tmp_path / "short.wav"
+    sf.write(wav, _clip(0.02, 24000), 24000)
+    model = ["--model", str(authors_checkpoint)]
+    assert main(["predict", str(wav), "-o", str(tmp_path / "short.json"), *model]) == 1
+    said_by_predict = capsys.readouterr().err.splitlines()[-1]
+    assert main(["plot", str(wav), "-o", str(tmp_path / "short.png"), *model]) == 1
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line.startswith(f"dcasenet-hub plot: error: {wav}: too short"), line
+    assert line == said_by_predict.replace("dcasenet-hub predict:", "dcasenet-hub plot:")
+    assert not (tmp_path / "short.png").exists()

@@ -94,12 +94,15 @@ def plot(
         input_sr = reader.sample_rate
         wav = np.concatenate([np.zeros(0, np.float32), *W.resampled_blocks(reader, fe.sample_rate)])
     if prediction is None:
-        prediction = predict(model, wav, sample_rate=fe.sample_rate, threshold=threshold,
+        is_file = isinstance(audio, (str, Path))
+        # a file's samples go in named by its path, so the pipeline's messages ("too short") name the file
+        x = {"array": wav, "sampling_rate": fe.sample_rate, "path": str(audio)} if is_file else wav
+        prediction = predict(model, x, sample_rate=None if is_file else fe.sample_rate, threshold=threshold,
                              class_thresholds=class_thresholds, labels=labels, exclude_labels=exclude_labels,
                              median_filter=median_filter, min_duration=min_duration, device=device,
                              dtype=dtype, batch_size=batch_size)
-        if isinstance(audio, (str, Path)):
-            prediction = dataclasses.replace(prediction, source=str(audio), sample_rate=input_sr)
+        if is_file:
+            prediction = dataclasses.replace(prediction, sample_rate=input_sr)
     duration = len(wav) / fe.sample_rate
     mel = W.log_mel(wav, config=fe, normalize=False).numpy()
 
