@@ -54,3 +54,17 @@ def test_a_file_name_for_what_is_not_one_input_is_refused_in_one_line(
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and says in err, err
     assert not (tmp_path / output).exists()
+
+
+@pytest.mark.parametrize(("command", "output"), [("embed", "out.npz"), ("predict", "out.json"),
+                                                  ("predict", "ev.csv")])
+def test_a_missing_input_for_a_file_name_is_said_to_be_not_found(
+        command: str, output: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.mp3"
+    assert main([command, str(missing), "-o", str(tmp_path / "outdir"), "--model", "no-such-id"]) == 2
+    capsys.readouterr()  # the folder form: its exit code is the one a missing input has
+    code = main([command, str(missing), "-o", str(tmp_path / output), "--model", "no-such-id"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"input not found: {missing}; check the path" in err and "give one audio file" not in err, err
+    assert not (tmp_path / output).exists()

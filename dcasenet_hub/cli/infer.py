@@ -445,8 +445,8 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
     """The file ``-o`` names for a single input (format by extension), or ``None`` when it names a folder.
 
     Raises:
-        _UsageError: a file name for several inputs, a folder or a list; an extension of the other command; an
-            existing file without --overwrite.
+        _UsageError: a missing input; a file name for several inputs, a folder or a list; an extension of the
+            other command; an existing file without --overwrite.
     """
     from dcasenet_hub.batch.discovery import LIST_EXTENSIONS
 
@@ -462,6 +462,8 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
         raise _UsageError(f"-o {out}: {task} writes {', '.join(FILE_OUTPUTS[task])} files (or a folder), not "
                           f"{suffix}")
     source = Path(args.inputs[0])
+    if len(args.inputs) == 1 and not source.exists():  # a mistyped path: not "give one audio file", it was given
+        raise _UsageError(f"input not found: {source}; check the path")
     if len(args.inputs) != 1 or not source.is_file() or source.suffix.lower() in LIST_EXTENSIONS:
         raise _UsageError(f"-o {out} names one {suffix} file, which holds one audio file's output; give one audio "
                           "file, or a folder for -o to get one output per input")
