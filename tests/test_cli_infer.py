@@ -199,7 +199,7 @@ def test_shards_partition_inputs_and_list_files(tmp_path, authors_checkpoint):
 def test_usage_errors_exit_2(tmp_path, authors_checkpoint, capsys):
     model = ["--model", str(authors_checkpoint)]
     assert main(["embed", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o"), *model]) == 2
-    assert "input not found" in capsys.readouterr().err
+    assert f"input not found: {tmp_path / 'missing.wav'}; check the path" in capsys.readouterr().err
     (tmp_path / "emptydir").mkdir()
     assert main(["embed", str(tmp_path / "emptydir"), "-o", str(tmp_path / "o"), *model]) == 2
     assert "no audio files found" in capsys.readouterr().err

@@ -138,7 +138,7 @@ def discover(inputs: Iterable[str | Path]) -> list[Item]:
         else:
             missing.append(p)
     if missing and not (rooted or loose or broken):  # a mistyped path, not one bad input among others
-        raise FileNotFoundError(f"input not found: {', '.join(map(str, missing))}")
+        raise FileNotFoundError(f"input not found: {', '.join(map(str, missing))}; check the path")
     broken += [Item(path=Path(os.path.abspath(p)), rel=PurePosixPath(p.name), status="failed",
                     error=f"{p}: input not found; check the path") for p in missing]
     if loose:

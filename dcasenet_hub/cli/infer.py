@@ -554,7 +554,7 @@ def _run_plot(args: argparse.Namespace) -> int:
             raise _UsageError(f"{args.file} is a folder; plot draws one audio file (use `dcasenet-hub predict "
                               "FOLDER -o OUTDIR` for a folder)")
         if not args.file.is_file():
-            raise _UsageError(f"input not found: {args.file}")
+            raise _UsageError(f"input not found: {args.file}; check the path")
         if output.is_dir():
             raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
         if output.exists() and not args.overwrite:
