@@ -192,27 +192,55 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(v3_model: DcaseNet, t
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 100 + 3
 
 
-def test_a_stopped_probe_resumes_with_its_early_stopping_count(probed, v3_model: DcaseNet, folder: Path,
-                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A probe stopped a few epochs after its best one, resumed: it stops early at the same epoch as the run that
-    was not stopped (the ``probed`` fixture's), with the same head.
+def _unlearnable_folder(root: Path, n: int, seed: int) -> Path:
+    """Class folders whose labels the sounds do not tell (each kind of sound spread over every label)."""
+    sounds = _class_folder(root / "sounds", n=n, seed=seed)
+    files = sorted(sounds.rglob("*.wav"))
+    for i, f in enumerate(files):
+        label = root / "mixed" / CLASSES[(i + i // len(CLASSES)) % len(CLASSES)]
+        label.mkdir(parents=True, exist_ok=True)
+        f.rename(label / f"{i}.wav")
+    return root / "mixed"
+
+
+def test_a_stopped_probe_resumes_with_its_early_stopping_count(v3_model: DcaseNet, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe on labels it cannot learn (its validation loss rises), stopped between its best epoch and its early
+    stop, resumed: it stops at the same epoch as the run that was not stopped, with the same head.
 
     Broken variant caught: the count of epochs without improvement restarted at 0, so the resumed run trained on.
     """
-    whole = probed[0]
+    data = _unlearnable_folder(tmp_path / "d", n=6, seed=5)
+    kw = {"task": "classification", "epochs": 40, "patience": 3, "progress": False}
+    whole = finetune(v3_model, data, **kw)
     want = whole.config.extra["finetune"]
-    assert len(want["history"]) < 40, "the uninterrupted probe must stop early for this test to mean anything"
+    assert len(want["history"]) == want["best_epoch"] + 3 < 40, "the run must stop early for this test to mean much"
     out = tmp_path / "stopped"
     with monkeypatch.context() as m:
-        _stop_at(m, "write_log", want["best_epoch"] + 3)
+        _stop_at(m, "write_log", want["best_epoch"] + 2)
         with pytest.raises(_Stop):
-            finetune(v3_model, folder, task="classification", epochs=40, output_dir=out, progress=False)
-    resumed = finetune(v3_model, folder, task="classification", epochs=40, output_dir=out, resume=True,
-                       progress=False)
+            finetune(v3_model, data, output_dir=out, **kw)
+    resumed = finetune(v3_model, data, output_dir=out, resume=True, **kw)
     got = resumed.config.extra["finetune"]
     assert [h["validation"] for h in got["history"]] == [h["validation"] for h in want["history"]]
-    assert got["resumed_after"] == [f"probe epoch {want['best_epoch'] + 2}"]
+    assert got["resumed_after"] == [f"probe epoch {want['best_epoch'] + 1}"]
     assert torch.equal(resumed.fc_ASC.weight, whole.fc_ASC.weight)
+
+
+def test_an_equal_score_with_a_lower_validation_loss_is_the_better_epoch(probed) -> None:
+    """Six validation clips: accuracy reaches 1.0 within a few epochs while the validation loss keeps falling. The
+    kept epoch is the one of lowest loss among those of the best accuracy, and early stopping waits for the loss.
+
+    Broken variant caught: only a higher accuracy counted, so the first epoch at 1.0 was kept and the run stopped
+    ten epochs later while the loss still fell.
+    """
+    record = probed[0].config.extra["finetune"]
+    best = record["validation"]
+    ties = [h["validation"] for h in record["history"] if h["validation"]["accuracy"] == best["accuracy"]]
+    assert len(ties) > 1, "the probe must reach its best accuracy more than once for this test to mean much"
+    assert best["loss"] == min(t["loss"] for t in ties)
+    assert [h["best"] for h in record["history"]][record["best_epoch"] - 1] is True
+    assert record["recipe"]["selection"] == "best validation accuracy, then lowest validation loss"
 
 
 def test_a_stopped_tag_finetune_resumes_with_the_dropout_generator(v3_model: DcaseNet, tmp_path: Path,

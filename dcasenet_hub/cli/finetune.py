@@ -67,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-norm", choices=("train", "frozen"), default="train",
                    help="batch-norm of unfrozen blocks: train (re-estimated each epoch) or frozen")
     p.add_argument("--patience", type=int, default=10,
-                   help="stop after this many epochs without a better validation score (default 10; 0 = never "
-                        "stop, patience=None in Python)")
+                   help="stop after this many epochs without a better validation score, or an equal one with a "
+                        "lower validation loss (default 10; 0 = never stop, patience=None in Python)")
     p.add_argument("--labels", nargs="+", action=Names, default=None, metavar="NAME",
                    help="label names in output order, separated by spaces or commas (labels outside it are reported "
                         "as problems)")

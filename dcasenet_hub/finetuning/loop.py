@@ -168,7 +168,8 @@ def _finetune(model: DcaseNet | str | Path, data: str | Path | Dataset, task: st
         "weight_decay": opts.weight_decay, "optimizer": "Adam, cosine annealing to 1% of lr per step",
         "crop_s": crop, "mixup_alpha": opts.mixup, "warm_start": bool(opts.warm_start and not opts.probe),
         "batch_norm": opts.batch_norm if not opts.probe else None, "patience": opts.patience, "seed": opts.seed,
-        "device": str(dev), "dtype": short_dtype_name(dtype), "selection": f"best validation {PRIMARY_METRIC[task]}",
+        "device": str(dev), "dtype": short_dtype_name(dtype),
+        "selection": f"best validation {PRIMARY_METRIC[task]}, then lowest validation loss",
     }
     fingerprint, saved = None, None
     if out_dir is not None:  # the state a later resume continues from is kept only with an output folder
@@ -390,7 +391,10 @@ class _Run:
                     seconds: float, target: Any) -> bool:
         """Record an epoch; keep the best weights; True when early stopping says stop."""
         score = metrics[PRIMARY_METRIC[self.task]]
-        improved = score > self.best_score
+        # a small validation set saturates the primary metric (accuracy 1.0) while the model still gets better: at
+        # an equal score the lower validation loss wins, and counts as progress for early stopping
+        improved = score > self.best_score or (score == self.best_score
+                                               and metrics["loss"] < self.best_metrics.get("loss", math.inf))
         if improved:
             self.best_score, self.best_epoch, self.best_metrics = score, epoch, dict(metrics)
             self.best_phase = phase

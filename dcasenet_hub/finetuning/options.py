@@ -100,7 +100,8 @@ class FinetuneOptions(DeclaredOptions):
     batch_norm: str = option("train", "fine-tuning only: train (batch statistics, re-estimated after each epoch) "
                              "or frozen (the base model's statistics; scale and shift still learn)",
                              f"one of {', '.join(map(repr, BATCH_NORMS))}")
-    patience: int | None = option(10, "stop after this many epochs without a better validation score (None: never)",
+    patience: int | None = option(10, "stop after this many epochs without a better validation score (or an equal "
+                                  "one with a lower validation loss; None: never)",
                                   "a whole number >= 1, or None")
     labels: Sequence[str] | None = option(None, "label names in output order (None: those found, sorted)",
                                           "None or label names")
