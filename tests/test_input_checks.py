@@ -680,6 +680,7 @@ def test_ray_batch_checks_option_values_when_built_and_names_each_failed_row(aut
     batch = DcaseNetBatch(str(authors_checkpoint))
     x = _noise(1.0, 24000)
     out = batch({"audio": np.array([x, x[:100], np.full(24000, np.nan, np.float32)], dtype=object),
-                 "sample_rate": np.array([24000, 24000, 24000])})
-    assert list(out["ok"]) == [True, False, False]
+                 "sample_rate": np.array([24000, 24000, 24000])}).to_pydict()
+    assert out["ok"] == [True, False, False]
     assert out["error"][1].startswith("<row 1>: too short") and out["error"][2].startswith("<row 2>: contains NaN")
+    assert len(out["clip_embedding"][0]) > 0 and out["clip_embedding"][1:] == [[], []]

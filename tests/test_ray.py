@@ -1,13 +1,16 @@
 """``dcasenet_hub.integrations.ray`` on a local Ray with 2 CPU workers (needs the ``ray`` extra; ``integration``).
 
 Results through Ray equal a single-process run of the same class exactly, for paths, bytes and arrays in; a worker
-killed (SIGKILL) in the middle of a batch has that batch retried by Ray, and every input comes out exactly once.
+killed (SIGKILL) in the middle of a batch has that batch retried by Ray, and every input comes out exactly once; a
+Parquet folder written from batches with and without a failed row reads as one table in pyarrow alone.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,8 +95,7 @@ def test_ray_equals_single_process_for_paths_and_bytes(ray_local, corpus):
     ray = ray_local
     model_dir, paths = corpus
     local = DcaseNetBatch(str(model_dir), device="cpu")
-    ref = local({"path": np.array(paths, dtype=object)})
-    ref_rows = _by_path([{k: ref[k][i] for k in ref} for i in range(len(paths))])
+    ref_rows = _by_path(local({"path": np.array(paths, dtype=object)}).to_pylist())
     assert sum(r["ok"] for r in ref_rows.values()) == 8
     broken = next(p for p in paths if p.endswith("broken.wav"))
     assert not ref_rows[broken]["ok"] and "broken.wav" in ref_rows[broken]["error"]
@@ -120,7 +122,7 @@ def test_ray_predictions_from_arrays_equal_single_process(ray_local, corpus):
     items = [{"id": i, "audio": sf.read(p, dtype="float32")[0], "sample_rate": SR} for i, p in enumerate(good)]
     local = DcaseNetBatch(str(model_dir), task="predict", device="cpu")
     ref = local({"audio": np.array([i["audio"] for i in items], dtype=object),
-                 "sample_rate": np.array([SR] * len(items))})
+                 "sample_rate": np.array([SR] * len(items))}).to_pylist()
     got = ray.data.from_items(items).map_batches(
         DcaseNetBatch, fn_constructor_kwargs={"model": str(model_dir), "task": "predict", "device": "cpu"},
         batch_size=3, compute=ray.data.ActorPoolStrategy(size=2), num_cpus=1).take_all()
@@ -128,9 +130,9 @@ def test_ray_predictions_from_arrays_equal_single_process(ray_local, corpus):
     assert sorted(int(row["id"]) for row in got) == list(range(len(items)))
     for row in got:
         i = int(row["id"])
-        assert row["ok"] and row["top_scene"] == ref["top_scene"][i] and row["events"] == ref["events"][i]
+        assert row["ok"] and row["top_scene"] == ref[i]["top_scene"] and row["events"] == ref[i]["events"]
         for c in ("scene_probs", "tag_probs"):
-            assert np.array_equal(np.asarray(row[c]), ref[c][i])
+            assert np.array_equal(np.asarray(row[c], dtype=np.float32), np.asarray(ref[i][c], dtype=np.float32))
 
 
 def test_killed_worker_batch_is_retried_nothing_lost_or_duplicated(ray_local, corpus, tmp_path):
@@ -138,7 +140,7 @@ def test_killed_worker_batch_is_retried_nothing_lost_or_duplicated(ray_local, co
     model_dir, paths = corpus
     flag = tmp_path / "killed"
     ref = DcaseNetBatch(str(model_dir), device="cpu")({"path": np.array(paths, dtype=object)})
-    ref_rows = _by_path([{k: ref[k][i] for k in ref} for i in range(len(paths))])
+    ref_rows = _by_path(ref.to_pylist())
     ds = ray.data.from_items([{"path": p} for p in paths]).map_batches(
         KillOnce, fn_constructor_kwargs={"model": str(model_dir), "device": "cpu", "flag": str(flag),
                                          "victim": "clip5.wav"},
@@ -148,3 +150,63 @@ def test_killed_worker_batch_is_retried_nothing_lost_or_duplicated(ray_local, co
     assert sorted(got) == paths
     for p in paths:
         _same(got[p], ref_rows[p], ("clip_embedding",))
+
+
+#: Reads a Parquet folder in a process that never imports ray (so no Ray extension type is registered), as pandas,
+#: DuckDB or polars users read it: each file's schema and oks, then the folder as one table.
+_READ_WITH_PYARROW_ALONE = """
+import json, sys
+from pathlib import Path
+import pyarrow.parquet as pq
+folder = Path(sys.argv[1])
+files = sorted(folder.glob("*.parquet"))
+schemas = [pq.read_schema(f).to_string(show_field_metadata=True, show_schema_metadata=False) for f in files]
+oks = [pq.read_table(f, columns=["ok"]).column("ok").to_pylist() for f in files]
+table = pq.read_table(folder)
+assert "ray" not in sys.modules
+print(json.dumps({"schemas": schemas, "oks": oks, "types": {f.name: str(f.type) for f in table.schema},
+                  "rows": table.to_pylist()}))
+"""
+
+
+@pytest.mark.parametrize("task", ["embed", "predict"])
+def test_parquet_folder_reads_as_one_table_in_pyarrow_alone_when_one_batch_has_a_failed_row(ray_local, corpus,
+                                                                                            tmp_path, task):
+    """A batch with a failed row and batches without one write files of one schema: pyarrow alone reads the folder,
+    good rows equal one process's results, the failed row is marked failed and its vectors are empty."""
+    ray = ray_local
+    model_dir, paths = corpus
+    # sorted: broken.wav, clip0, clip1, clip2; batches of 2 put the failed row with clip0 and none with clip1, clip2
+    chosen = [p for p in paths if Path(p).name in ("broken.wav", "clip0.wav", "clip1.wav", "clip2.wav")]
+    kwargs = {"model": str(model_dir), "task": task, "device": "cpu", "frames": task == "embed"}
+    vectors = ("clip_embedding", "frame_embeddings", "frame_times") if task == "embed" else ("scene_probs",
+                                                                                          "tag_probs")
+    folder = tmp_path / "parquet"
+    ray.data.from_items([{"path": p} for p in chosen]).map_batches(
+        DcaseNetBatch, fn_constructor_kwargs=kwargs, batch_size=2, compute=ray.data.ActorPoolStrategy(size=2),
+        num_cpus=1).write_parquet(str(folder))
+    done = subprocess.run([sys.executable, "-c", _READ_WITH_PYARROW_ALONE, str(folder)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    read = json.loads(done.stdout)
+    assert any(not all(oks) for oks in read["oks"]) and any(all(oks) for oks in read["oks"]), read["oks"]
+    assert len(set(read["schemas"])) == 1, read["schemas"]
+    assert "ARROW:extension" not in read["schemas"][0], read["schemas"][0]
+    for c in vectors:
+        assert read["types"][c].startswith("large_list<") and read["types"][c].endswith(": float>"), read["types"]
+    got = _by_path(read["rows"])
+    assert sorted(got) == chosen
+    ref = _by_path(DcaseNetBatch(**kwargs)({"path": np.array(chosen, dtype=object)}).to_pylist())
+    for p in chosen:
+        row = got[p]
+        assert all(np.isfinite(np.asarray(row[c], dtype=np.float64)).all() for c in vectors), p
+        if Path(p).name == "broken.wav":
+            assert row["ok"] is False and "broken.wav" in row["error"], row
+            assert all(row[c] == [] for c in vectors), {c: row[c][:3] for c in vectors}
+            if task == "predict":
+                assert row["top_scene"] == "" and row["events"] == "[]"
+            continue
+        assert row["ok"] is True and row["error"] == "" and all(len(row[c]) > 0 for c in vectors), p
+        _same(row, ref[p], vectors)
+        if task == "predict":
+            assert row["top_scene"] == ref[p]["top_scene"] and row["events"] == ref[p]["events"]

@@ -2,8 +2,10 @@
 
 For corpora that outgrow one machine: Ray spreads the batches over CPU or GPU actors, balances the load, retries a
 batch whose worker died and reads object storage; :class:`DcaseNetBatch` loads the model once per actor (``--shard``
-and torchrun stay for SLURM-style arrays). Needs the ``ray`` extra (``pip install "dcasenet-hub[ray]"``); this module
-itself never imports ray. A cluster example: docs/outputs-reference.md, "Ray Data".
+and torchrun stay for SLURM-style arrays). Needs the ``ray`` extra (``pip install "dcasenet-hub[ray]"``, which brings
+pyarrow); this module itself never imports ray. Each batch comes out as a ``pyarrow.Table`` of the same column types
+whatever fails in it, so a Parquet folder written from it reads as one table in pyarrow, pandas, DuckDB or polars.
+A cluster example: docs/outputs-reference.md, "Ray Data".
 
 Example:
     >>> import ray                                                            # doctest: +SKIP
@@ -21,9 +23,12 @@ import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 #: What a :class:`DcaseNetBatch` computes per row.
 TASKS = ("embed", "predict")
@@ -34,10 +39,12 @@ class DcaseNetBatch:
 
     Rows in: a ``path`` column (files the workers can read), a ``bytes`` column (the files' contents; ``path``, when
     present, names the row and gives the format's extension) or an ``audio`` column of waveforms with ``sample_rate``.
-    Rows out: ``path`` (when given), the input's other columns except the audio, ``ok``, ``error`` (a bad file fails
-    its row only), then ``clip_embedding`` (empty for a failed row; ``frames=True`` adds ``frame_embeddings``, T x D
-    flattened, and ``frame_times``) or, for ``task="predict"``, ``top_scene``, ``scene_probs``, ``tag_probs`` and
-    ``events`` (JSON: onset, offset, label).
+    Rows out: ``path``, ``ok``, ``error`` (a bad file fails its row only), then ``clip_embedding`` (``frames=True``
+    adds ``frame_embeddings``, T x D flattened, and ``frame_times``) or, for ``task="predict"``, ``top_scene``,
+    ``scene_probs``, ``tag_probs`` and ``events`` (JSON: onset, offset, label), then the input's other columns except
+    the audio. The vectors are Arrow ``large_list<float>`` (float32) columns in every batch, and a failed row's are
+    empty: Ray's tensor types would differ between a batch with a failed row (or frames of different lengths) and
+    one without, and Parquet files of both do not read as one table outside Ray.
 
     Args:
         model: A manifest id, local folder or checkpoint (what ``from_pretrained`` takes; every worker must be able
@@ -88,8 +95,15 @@ class DcaseNetBatch:
         cfg = self.model.config
         select_labels((cfg.scene_labels, cfg.tag_labels, cfg.event_labels), checked)
 
-    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """One output row per input row, in the input's order (``map_batches`` with ``batch_format="numpy"``)."""
+    def __call__(self, batch: Mapping[str, Any]) -> pa.Table:
+        """One output row per input row, in the input's order.
+
+        Args:
+            batch: The input columns as numpy arrays (``map_batches`` with ``batch_format="numpy"``, its default).
+
+        Returns:
+            A ``pyarrow.Table`` (``map_batches`` takes it as it is; ``.to_pylist()`` gives the rows).
+        """
         from dcasenet_hub.inference.pipeline import iterate
 
         names, inputs, rates, temp = self._inputs(batch)
@@ -110,11 +124,13 @@ class DcaseNetBatch:
         finally:
             for path in temp:
                 path.unlink(missing_ok=True)
+        import pyarrow as pa
+
         out = self._rows(names, results, said=said)
         for key in batch:  # the row's other columns (ids, labels) travel with it; the audio itself does not
             if key not in ("bytes", "audio", "path", "sample_rate") and key not in out:
-                out[key] = np.asarray(batch[key])
-        return out
+                out[key] = _column(key, batch[key])
+        return pa.table(out)
 
     def _inputs(self, batch: Mapping[str, Any]) -> tuple[list[str], list[Any], list[int | None], list[Path]]:
         """Row names, inputs for ``iterate`` (paths or waveforms), their rates, and temporary files to delete."""
@@ -145,7 +161,9 @@ class DcaseNetBatch:
             return [f"<row {i}>" for i in range(len(audio))], [np.asarray(a) for a in audio], rates, temp
         raise ValueError(f"A batch needs a 'path', 'bytes' or 'audio' column; got {', '.join(sorted(batch))}")
 
-    def _rows(self, names: list[str], results: list[Any], *, said: list[dict[str, str]]) -> dict[str, np.ndarray]:
+    def _rows(self, names: list[str], results: list[Any], *, said: list[dict[str, str]]) -> dict[str, pa.Array]:
+        import pyarrow as pa
+
         ok = [r.error is None for r in results]
         errors = []
         for r, names_of_row in zip(results, said):
@@ -153,28 +171,50 @@ class DcaseNetBatch:
             for called, name in names_of_row.items():
                 text = text.replace(called, name)
             errors.append(text)
-        out: dict[str, np.ndarray] = {"path": np.array(names, dtype=object), "ok": np.array(ok),
-                                      "error": np.array(errors, dtype=object)}
+        # explicit types: a batch whose rows all failed (or an empty one) has the same schema as any other
+        out: dict[str, pa.Array] = {"path": pa.array(names, type=pa.string()), "ok": pa.array(ok, type=pa.bool_()),
+                                    "error": pa.array(errors, type=pa.string())}
         empty = np.zeros(0, dtype=np.float32)
         if self.task == "embed":
-            out["clip_embedding"] = _ragged([r.embeddings.clip if r.ok else empty for r in results])
+            out["clip_embedding"] = _vectors([r.embeddings.clip if r.ok else empty for r in results])
             if self.frames:
-                out["frame_embeddings"] = _ragged([r.embeddings.frame.reshape(-1) if r.ok else empty
-                                                   for r in results])
-                out["frame_times"] = _ragged([r.embeddings.frame_times if r.ok else empty for r in results])
+                out["frame_embeddings"] = _vectors([r.embeddings.frame if r.ok else empty for r in results])
+                out["frame_times"] = _vectors([r.embeddings.frame_times if r.ok else empty for r in results])
         else:
             preds = [r.prediction if r.ok else None for r in results]
-            out["top_scene"] = np.array([p.top_scene if p else "" for p in preds], dtype=object)
-            out["scene_probs"] = _ragged([p.scene_probs if p else empty for p in preds])
-            out["tag_probs"] = _ragged([p.tag_probs if p else empty for p in preds])
-            out["events"] = np.array([json.dumps([[float(on), float(off), str(label)] for on, off, label in p.events])
-                                      if p else "[]" for p in preds], dtype=object)
+            out["top_scene"] = pa.array([p.top_scene if p else "" for p in preds], type=pa.string())
+            out["scene_probs"] = _vectors([p.scene_probs if p else empty for p in preds])
+            out["tag_probs"] = _vectors([p.tag_probs if p else empty for p in preds])
+            out["events"] = pa.array([json.dumps([[float(on), float(off), str(label)] for on, off, label in p.events])
+                                      if p else "[]" for p in preds], type=pa.string())
         return out
 
 
-def _ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """An object array of float32 vectors (lengths may differ: failed rows are empty), which Ray stores as lists."""
-    out = np.empty(len(arrays), dtype=object)
-    for i, a in enumerate(arrays):
-        out[i] = np.asarray(a, dtype=np.float32)
-    return out
+def _vectors(arrays: list[np.ndarray]) -> pa.Array:
+    """One ``large_list<float>`` column of the arrays, flattened to float32 (a failed row's is empty, not null:
+    ``np.asarray(None, dtype=np.float32)`` is NaN). 64-bit offsets: a batch of long clips' frames can pass 2**31."""
+    import pyarrow as pa
+
+    flat = [np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays]
+    offsets = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum([f.size for f in flat], out=offsets[1:])
+    values = np.concatenate(flat) if flat else np.zeros(0, dtype=np.float32)
+    return pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), pa.array(values, type=pa.float32()))
+
+
+def _column(name: str, values: Any) -> pa.Array:
+    """An input column that travels with its rows, as Arrow: a tensor column (more than one dimension) as Arrow's
+    fixed-shape tensor, anything else by pyarrow's own inference.
+
+    Raises:
+        ValueError: a column pyarrow cannot hold (Python objects of no Arrow type).
+    """
+    import pyarrow as pa
+
+    values = np.asarray(values)
+    try:
+        if values.ndim > 1:
+            return pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(values))
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
+        raise ValueError(f"Column {name!r} travels with its rows but has no Arrow type: {e}") from e
