@@ -79,11 +79,10 @@ def _run_score(args: argparse.Namespace) -> int:
         from dcasenet_hub.integrations.plot import plot_report
 
         try:
-            picture = plot_report(report, output=output.with_suffix(".png"))
+            plot_report(report, output=output.with_suffix(".png"))
         except MissingMatplotlibError as exc:
-            logging.getLogger("dcasenet_hub.cli").info("no plot: %s", exc)
+            logger.info("no plot: %s", exc)
         else:
-            del picture
             if not args.quiet:
                 print(f"plot: {output.with_suffix('.png')}")
     sys.stdout.flush()
