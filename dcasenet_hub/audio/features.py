@@ -182,7 +182,8 @@ def _one_intra_op_thread() -> Iterator[None]:
     The mel projection's matrix product rounds differently with 1 and 2 threads (log-mel differences up to 1.8e-6):
     on one thread the features of an input are the same whatever torch's thread count, so ``embed`` gives the same
     numbers with any ``workers`` (decode workers run torch on one thread). It costs little (docs/performance.md).
-    The setting is per thread; other threads keep theirs.
+    Reading the count first fixes this thread's own; setting it back also restores torch's process-wide value, which
+    threads that have not run a parallel op yet start from.
     """
     import torch
 

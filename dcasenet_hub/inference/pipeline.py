@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -312,6 +313,9 @@ def iterate(
     workers = opts.workers
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
     network_on_cpu = dev.type == "cpu" or opts.backend == "onnxruntime"
+    # torch keeps the last set_num_threads value process-wide for threads that have not run a parallel op yet, the
+    # workers' 1 included: fix the caller's count now (the network keeps it) and put it back for later threads
+    caller, threads = threading.get_ident(), (torch.get_num_threads() if workers and network_on_cpu else None)
     pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcasenet-decode",
                                initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
     show = show_progress(opts.progress)
@@ -360,6 +364,8 @@ def iterate(
             bar.close()
         if pool is not None:
             pool.shutdown(wait=not abandoned, cancel_futures=True)
+        if threads is not None and threading.get_ident() == caller:  # not from a collector in another thread
+            torch.set_num_threads(threads)
         model.train(was_training)
 
 
@@ -368,8 +374,10 @@ def _single_threaded_torch() -> None:
 
     Only while the network runs on the CPU. The setting is per thread: the network keeps all of torch's threads.
     Without it every worker's ops start a second OpenMP team as wide as the machine, whose threads compete with the
-    network's for the same cores (measured in docs/performance.md).
+    network's for the same cores (measured in docs/performance.md). The count is read first, which fixes this
+    thread's own: torch would otherwise set it from the process-wide value at its first parallel op.
     """
+    torch.get_num_threads()
     torch.set_num_threads(1)
 
 
