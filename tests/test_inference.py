@@ -492,6 +492,37 @@ def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_thr
     assert done.stdout.split() == ["3", "3"], done.stdout
 
 
+def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(responsive_v3):
+    """``embed`` of a list with a too-short input raises; the caller keeps the error (a notebook keeps the last
+    one). The model's training mode is back at once and the decode threads end, while the error still exists.
+
+    Broken variant caught: the error's traceback held the suspended ``iterate`` generator, whose clean-up waited for
+    the error to be freed: threads stayed, and the training mode restored late overwrote what the user set since.
+    """
+    import copy
+    import threading
+    import time
+
+    model = copy.deepcopy(responsive_v3).train()
+    good = _noise(1.0)
+    kept = []
+    for _ in range(3):
+        with pytest.raises(ValueError) as info:
+            model.embed([good, good[:10], good, good], sample_rate=SR, workers=2)
+        kept.append(info.value)
+        assert model.training
+    deadline = time.monotonic() + 10
+    while any(t.name.startswith("dcasenet-decode") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("dcasenet-decode")]
+    model.eval()
+    del kept
+    import gc
+
+    gc.collect()
+    assert not model.training  # no late restore undoes what the user set
+
+
 def test_untrained_weights_warning_is_said_once_per_model_and_short(authors_checkpoint, caplog):
     """A loop over files gets one short warning per model object, not one per call."""
     from dcasenet_hub import from_pretrained

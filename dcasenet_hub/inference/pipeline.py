@@ -23,9 +23,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -389,15 +390,18 @@ def _as_list(x: Any) -> tuple[bool, list[Any]]:
     return True, [x]
 
 
-def _collect(results: Iterator[Result], n: int, attr: str) -> list[Any]:
+def _collect(results: Generator[Result, None, None], n: int, attr: str) -> list[Any]:
     out: list[Any] = [None] * n
-    for r in results:
-        if r.error is not None:
-            if n > 1 and hasattr(r.error, "add_note"):  # Python 3.11+: shown under the error
-                r.error.add_note("embed() and predict() stop at the first input that fails; iterate() goes on and "
-                                 "gives each input's result or error")
-            raise r.error
-        out[r.index] = getattr(r, attr)
+    # closed before the error leaves: its traceback would otherwise keep the generator suspended, with its decode
+    # threads, open files and the model's mode, for as long as the caller keeps the error
+    with contextlib.closing(results):
+        for r in results:
+            if r.error is not None:
+                if n > 1 and hasattr(r.error, "add_note"):  # Python 3.11+: shown under the error
+                    r.error.add_note("embed() and predict() stop at the first input that fails; iterate() goes on "
+                                     "and gives each input's result or error")
+                raise r.error
+            out[r.index] = getattr(r, attr)
     return out
 
 
