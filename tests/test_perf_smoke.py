@@ -177,6 +177,9 @@ def test_inference_runner_is_cached_and_follows_weight_changes():
     # loaded weights
     model.load_state_dict(_random_bn(build_model("v3", seed=8)).state_dict())
     runner = fresh_and_exact(runner)
+    # weights loaded as new Parameter objects
+    model.load_state_dict(_random_bn(build_model("v3", seed=9)).state_dict(), assign=True)
+    runner = fresh_and_exact(runner)
     # weights edited by hand: said explicitly
     with torch.no_grad():
         model.fc_ASC.bias.add_(1.0)
@@ -187,6 +190,27 @@ def test_inference_runner_is_cached_and_follows_weight_changes():
     import copy
 
     assert len(copy.deepcopy(model).inference_copies) == 0
+
+
+def test_a_gradient_into_any_parameter_drops_the_copies_after_loads_that_make_new_parameters():
+    """``load_state_dict(assign=True)`` replaces every Parameter object; CPython often puts a new one at a freed
+    one's address. After three such loads, a gradient accumulated into any single parameter still empties the
+    model's inference copies (a training step on it would otherwise leave ``embed`` on the old weights).
+
+    Broken variant caught: parameters were remembered by ``id()`` alone, so a new parameter at an old address got
+    no gradient hook.
+    """
+    model = build_model("v3", seed=7).eval()
+    for _ in range(3):
+        model.load_state_dict({k: v.clone() for k, v in model.state_dict().items()}, assign=True)
+        model.inference_copies.put(model, "key", object())
+    silent = []
+    for name, p in model.named_parameters():
+        model.inference_copies.put(model, "key", object())
+        (p * 0).sum().backward()
+        if len(model.inference_copies):
+            silent.append(name)
+    assert not silent, f"{len(silent)} parameters' gradients left the copies in place: {silent[:5]}"
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -133,7 +134,9 @@ class InferenceCopies:
 
     def __init__(self) -> None:
         self._copies: dict[Any, Any] = {}
-        self._watched: dict[int, Any] = {}  # id(parameter) -> its gradient hook's handle
+        # id(parameter) -> (a weak reference to it, its gradient hook's handle); the reference tells a parameter from
+        # a newer one at a freed one's address (load_state_dict(assign=True) makes new Parameter objects)
+        self._watched: dict[int, tuple[weakref.ref[torch.Tensor], Any]] = {}
 
     def get(self, key: Any) -> Any:
         """The copy stored under ``key``, or None."""
@@ -142,9 +145,11 @@ class InferenceCopies:
     def put(self, model: nn.Module, key: Any, value: Any) -> None:
         """Keep ``value`` (the only copy kept) until ``model``'s weights may change."""
         self._copies = {key: value}
+        self._watched = {k: w for k, w in self._watched.items() if w[0]() is not None}
         for p in model.parameters():
-            if p.requires_grad and id(p) not in self._watched:
-                self._watched[id(p)] = p.register_post_accumulate_grad_hook(self._drop)
+            seen = self._watched.get(id(p))
+            if p.requires_grad and (seen is None or seen[0]() is not p):
+                self._watched[id(p)] = (weakref.ref(p), p.register_post_accumulate_grad_hook(self._drop))
 
     def clear(self) -> None:
         """Drop every copy (they are rebuilt from the weights on the next use)."""
