@@ -523,6 +523,31 @@ def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(r
     assert not model.training  # no late restore undoes what the user set
 
 
+def test_overlapping_calls_on_a_model_in_training_mode_leave_it_in_training_mode(responsive_v3):
+    """Two calls on one model overlap (two threads do so; two ``iterate`` generators here, deterministically) and
+    end in the order they started: the model runs in eval mode while any call runs, and is back in training mode
+    after the last.
+
+    Broken variant caught: each call saved and restored the mode on its own, so the second call saved "eval" (the
+    first had set it) and restored it last, leaving the user's model in eval mode for good.
+    """
+    import copy
+
+    from dcasenet_hub.inference.pipeline import iterate
+
+    model = copy.deepcopy(responsive_v3).train()
+    clips = [_noise(1.0, seed=1), _noise(1.0, seed=2)]
+    first = iterate(model, clips, sample_rate=SR, workers=0)
+    next(first)
+    second = iterate(model, clips, sample_rate=SR, workers=0)
+    next(second)
+    assert not model.training
+    list(first)
+    assert not model.training  # the second call still runs
+    list(second)
+    assert model.training
+
+
 def test_untrained_weights_warning_is_said_once_per_model_and_short(authors_checkpoint, caplog):
     """A loop over files gets one short warning per model object, not one per call."""
     from dcasenet_hub import from_pretrained

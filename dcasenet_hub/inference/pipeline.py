@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -310,7 +311,6 @@ def iterate(
         warn_once(logger, model, untrained_heads_warning(cfg, settings.untrained))
     if embeddings and not predictions and not cfg.trained_tasks:
         warn_once(logger, model, untrained_embeddings_warning(cfg))
-    was_training = model.training
     workers = opts.workers
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
     network_on_cpu = dev.type == "cpu" or opts.backend == "onnxruntime"
@@ -322,6 +322,7 @@ def iterate(
     show = show_progress(opts.progress)
     bar = None
     abandoned = False
+    evaluating = False
     try:
         # the first inputs start decoding now, while the runner is built
         jobs = PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * workers))
@@ -331,7 +332,7 @@ def iterate(
         batcher = Batcher(runner, dev, budget=opts.batch_size * crop_frames, settings=settings)
         bar = progress_bar(enabled=show and (len(inputs) > 1 or opts.progress is True), total=len(inputs),
                            desc="inputs", unit="file", leave=True)
-        model.eval()
+        evaluating = _eval_mode.enter(model)
         for job in jobs:
             if job.error is not None:
                 yield job.result()
@@ -367,7 +368,41 @@ def iterate(
             pool.shutdown(wait=not abandoned, cancel_futures=True)
         if threads is not None and threading.get_ident() == caller:  # not from a collector in another thread
             torch.set_num_threads(threads)
-        model.train(was_training)
+        if evaluating:
+            _eval_mode.leave(model)
+
+
+class _EvalMode:
+    """Eval mode for the calls running on a model, and its own mode back after the last one ends.
+
+    Calls overlap (threads, unfinished generators): each saving and restoring the mode itself would let the last
+    to end restore the "eval" an earlier one had set.
+    """
+
+    def __init__(self) -> None:
+        # re-entrant: a generator closed by the garbage collector may leave while this thread is entering
+        self._lock = threading.RLock()
+        self._calls: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()  # [count, training]
+
+    def enter(self, model: Any) -> bool:
+        with self._lock:
+            calls = self._calls.setdefault(model, [0, model.training])
+            calls[0] += 1
+            model.eval()
+        return True
+
+    def leave(self, model: Any) -> None:
+        with self._lock:
+            calls = self._calls.get(model)
+            if calls is None:
+                return
+            calls[0] -= 1
+            if calls[0] == 0:
+                del self._calls[model]
+                model.train(calls[1])
+
+
+_eval_mode = _EvalMode()
 
 
 def _single_threaded_torch() -> None:
