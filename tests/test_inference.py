@@ -459,37 +459,35 @@ def test_an_abandoned_iterate_collected_at_any_moment_does_not_hang():
     assert done.returncode == 0 and done.stdout.strip() == "collected", done.stderr[-2000:]
 
 
-_THREADS_AFTER_A_CALL = """
-import threading, numpy as np, torch, dcasenet_hub
-
-def in_a_new_thread():
-    seen = []
-    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    t.start()
-    t.join()
-    return seen[0]
-
-torch.set_num_threads(3)
-model = dcasenet_hub.build_model("v3", seed=0)
-model.embed(np.random.default_rng(0).standard_normal(48000).astype(np.float32), sample_rate=24000, workers=2)
-print(torch.get_num_threads(), in_a_new_thread())
-"""
-
-
-def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_threads():
+def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_threads(responsive_v3):
     """torch keeps the last ``set_num_threads`` value process-wide for every thread that has not yet run a parallel
-    op, the caller's included. A fresh process sets 3 threads and embeds with decode workers: the calling thread
-    and a thread started afterwards still have 3.
+    op, the caller's included. A new thread (its count not fixed yet) sets 3 threads and embeds with decode workers:
+    it still has 3 afterwards, and so does a thread started after it.
 
     Broken variant caught: the workers' ``set_num_threads(1)`` became the count of the calling thread (its first
     parallel op ran after a worker had started) and of every later thread, leaving the network one thread for good.
     """
-    import subprocess
-    import sys
+    import threading
 
-    done = subprocess.run([sys.executable, "-c", _THREADS_AFTER_A_CALL], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["3", "3"], done.stdout
+    def in_a_new_thread(work) -> None:
+        t = threading.Thread(target=work)
+        t.start()
+        t.join(timeout=120)
+
+    seen: list[int] = []
+
+    def caller() -> None:
+        torch.set_num_threads(3)
+        responsive_v3.embed(_noise(2.0), sample_rate=SR, workers=2)
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    try:
+        in_a_new_thread(caller)
+        in_a_new_thread(lambda: seen.append(torch.get_num_threads()))
+    finally:
+        torch.set_num_threads(before)  # the process-wide value, for the tests after this one
+    assert seen == [3, 3]
 
 
 def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(responsive_v3):
