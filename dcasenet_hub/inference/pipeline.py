@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Generator, Iterator, Mapping, Sequence
@@ -322,6 +323,9 @@ def iterate(
     show = show_progress(opts.progress)
     bar = None
     abandoned = False
+    # a generator still open when the interpreter exits is closed while modules are torn down (their globals are
+    # None by then); the decode threads have ended before that, and no model will run again
+    finalizing = sys.is_finalizing
     evaluating = False
     try:
         # the first inputs start decoding now, while the runner is built
@@ -362,14 +366,15 @@ def iterate(
         abandoned = True
         raise
     finally:
-        if bar is not None:
-            bar.close()
-        if pool is not None:
-            pool.shutdown(wait=not abandoned, cancel_futures=True)
-        if threads is not None and threading.get_ident() == caller:  # not from a collector in another thread
-            torch.set_num_threads(threads)
-        if evaluating:
-            _eval_mode.leave(model)
+        if not finalizing():
+            if bar is not None:
+                bar.close()
+            if pool is not None:
+                pool.shutdown(wait=not abandoned, cancel_futures=True)
+            if threads is not None and threading.get_ident() == caller:  # not from a collector in another thread
+                torch.set_num_threads(threads)
+            if evaluating:
+                _eval_mode.leave(model)
 
 
 class _EvalMode:
