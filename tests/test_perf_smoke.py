@@ -192,6 +192,29 @@ def test_inference_runner_is_cached_and_follows_weight_changes():
     assert len(copy.deepcopy(model).inference_copies) == 0
 
 
+def test_a_parameter_frozen_when_the_copy_was_made_then_trained_drops_the_copy():
+    """Frozen parameters cannot carry a gradient hook. Frozen, used (copy made), unfrozen, trained one step in eval
+    mode, frozen again: the next ``embed`` equals a fresh model with the same weights.
+
+    Broken variant caught: only parameters that required gradients when the copy was made were watched, and the
+    copy's key (addresses, dtypes, ``requires_grad``) was the same again after re-freezing, so the old copy ran.
+    """
+    x = np.random.default_rng(0).standard_normal(48000).astype(np.float32) * 0.1
+    model = build_model("v3", seed=0).eval()
+    model.requires_grad_(False)
+    model.embed(x, sample_rate=24000, workers=0)
+    model.requires_grad_(True)
+    mel = torch.randn(2, 1, 128, 80, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model(mel, tasks=("scene",)).scene_logits.pow(2).mean().backward()
+    opt.step()
+    model.requires_grad_(False)
+    fresh = build_model("v3", seed=1)
+    fresh.load_state_dict(model.state_dict())
+    np.testing.assert_array_equal(model.embed(x, sample_rate=24000, workers=0).clip,
+                                  fresh.eval().embed(x, sample_rate=24000, workers=0).clip)
+
+
 def test_a_gradient_into_any_parameter_drops_the_copies_after_loads_that_make_new_parameters():
     """``load_state_dict(assign=True)`` replaces every Parameter object; CPython often puts a new one at a freed
     one's address. After three such loads, a gradient accumulated into any single parameter still empties the

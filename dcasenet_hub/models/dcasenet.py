@@ -126,17 +126,18 @@ class Runtime:
 class InferenceCopies:
     """Inference-only copies of one model (see :func:`dcasenet_hub.inference.inference_runner`), kept on the model.
 
-    Emptied when the model may have new weights: it enters training mode, loads a state dict, or a backward pass
-    accumulates a gradient into one of its parameters (any training loop, in any mode). After editing weights in
-    place by hand (``with torch.no_grad(): ...``), call ``model.inference_copies.clear()``. A deep copy or pickle of
-    the model starts with none.
+    Emptied when the model may have new weights: it enters training mode, loads a state dict, runs a forward pass
+    with gradients enabled (a parameter frozen when the copy was made may be unfrozen and trained), or a backward
+    pass accumulates a gradient into one of its parameters (a graph built before the copy; any training loop, in any
+    mode). After editing weights in place by hand (``with torch.no_grad(): ...``), call
+    ``model.inference_copies.clear()``. A deep copy or pickle of the model starts with none.
     """
 
     def __init__(self) -> None:
         self._copies: dict[Any, Any] = {}
-        # id(parameter) -> (a weak reference to it, its gradient hook's handle); the reference tells a parameter from
-        # a newer one at a freed one's address (load_state_dict(assign=True) makes new Parameter objects)
-        self._watched: dict[int, tuple[weakref.ref[torch.Tensor], Any]] = {}
+        # id(parameter or model) -> (a weak reference to it, its hook's handle); the reference tells an object from a
+        # newer one at a freed one's address (load_state_dict(assign=True) makes new Parameter objects)
+        self._watched: dict[int, tuple[weakref.ref[Any], Any]] = {}
 
     def get(self, key: Any) -> Any:
         """The copy stored under ``key``, or None."""
@@ -146,10 +147,15 @@ class InferenceCopies:
         """Keep ``value`` (the only copy kept) until ``model``'s weights may change."""
         self._copies = {key: value}
         self._watched = {k: w for k, w in self._watched.items() if w[0]() is not None}
+        if not self._watching(model):
+            self._watched[id(model)] = (weakref.ref(model), model.register_forward_pre_hook(self._drop_if_grad))
         for p in model.parameters():
-            seen = self._watched.get(id(p))
-            if p.requires_grad and (seen is None or seen[0]() is not p):
+            if p.requires_grad and not self._watching(p):
                 self._watched[id(p)] = (weakref.ref(p), p.register_post_accumulate_grad_hook(self._drop))
+
+    def _watching(self, obj: Any) -> bool:
+        seen = self._watched.get(id(obj))
+        return seen is not None and seen[0]() is obj
 
     def clear(self) -> None:
         """Drop every copy (they are rebuilt from the weights on the next use)."""
@@ -157,6 +163,10 @@ class InferenceCopies:
 
     def _drop(self, _param: torch.Tensor) -> None:
         self._copies = {}
+
+    def _drop_if_grad(self, _model: nn.Module, _args: Any) -> None:
+        if torch.is_grad_enabled():
+            self._copies = {}
 
     def __len__(self) -> int:
         return len(self._copies)
