@@ -496,6 +496,52 @@ def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_thr
     assert seen == [3, 3]
 
 
+def test_a_call_from_a_new_thread_while_another_runs_keeps_the_first_callers_thread_count(responsive_v3):
+    """One thread sets 3 torch threads and starts a call with decode workers (their one thread is then torch's
+    process-wide value); while it runs, a new thread makes a call of its own; then the first call ends. The new
+    thread's call ran with 3 threads, and a thread started after both has 3.
+
+    Broken variant caught: each call read its caller's count, and a new thread's read gave the workers' 1: its
+    network ran on one thread and it set 1 back at its end.
+    """
+    import threading
+
+    from dcasenet_hub.inference.pipeline import iterate
+
+    started, second_done = threading.Event(), threading.Event()
+    seen: list[int] = []
+
+    def first() -> None:
+        torch.set_num_threads(3)
+        results = iterate(responsive_v3, [_noise(1.0, seed=1), _noise(1.0, seed=2)], sample_rate=SR, workers=2)
+        next(results)
+        started.set()
+        second_done.wait(timeout=120)
+        list(results)
+
+    def second() -> None:
+        responsive_v3.embed(_noise(1.0, seed=3), sample_rate=SR, workers=0)
+        seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    threads = [threading.Thread(target=first)]
+    try:
+        threads[0].start()
+        assert started.wait(timeout=120)
+        threads.append(threading.Thread(target=second))
+        threads[1].start()
+        threads[1].join(timeout=120)
+        second_done.set()
+        threads[0].join(timeout=120)
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join(timeout=120)
+    finally:
+        second_done.set()
+        torch.set_num_threads(before)  # the process-wide value, for the tests after this one
+    assert seen == [3, 3]
+
+
 def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(responsive_v3):
     """``embed`` of a list with a too-short input raises; the caller keeps the error (a notebook keeps the last
     one). The model's training mode is back at once and the decode threads end, while the error still exists.

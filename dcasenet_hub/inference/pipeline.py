@@ -315,9 +315,6 @@ def iterate(
     workers = opts.workers
     # workers share the CPU with the network when it runs there (onnxruntime always does): one torch thread each
     network_on_cpu = dev.type == "cpu" or opts.backend == "onnxruntime"
-    # torch keeps the last set_num_threads value process-wide for threads that have not run a parallel op yet, the
-    # workers' 1 included: fix the caller's count now (the network keeps it) and put it back for later threads
-    caller, threads = threading.get_ident(), (torch.get_num_threads() if workers and network_on_cpu else None)
     pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dcasenet-decode",
                                initializer=_single_threaded_torch if network_on_cpu else None) if workers else None)
     show = show_progress(opts.progress)
@@ -327,6 +324,8 @@ def iterate(
     # None by then); the decode threads have ended before that, and no model will run again
     finalizing = sys.is_finalizing
     evaluating = False
+    if network_on_cpu:  # before the first decode worker starts: each sets one thread for itself (see _TorchThreads)
+        _torch_threads.enter()
     try:
         # the first inputs start decoding now, while the runner is built
         jobs = PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * workers))
@@ -371,10 +370,43 @@ def iterate(
                 bar.close()
             if pool is not None:
                 pool.shutdown(wait=not abandoned, cancel_futures=True)
-            if threads is not None and threading.get_ident() == caller:  # not from a collector in another thread
-                torch.set_num_threads(threads)
+            if network_on_cpu:
+                _torch_threads.leave()
             if evaluating:
                 _eval_mode.leave(model)
+
+
+class _TorchThreads:
+    """The network's torch thread count while calls with decode workers run, given back after the last one.
+
+    A decode worker sets one intra-op thread for itself, and torch keeps that value process-wide for every thread
+    that has not run a parallel op yet, a caller's new thread included. So the first call reads its caller's count
+    before any worker starts, calls that start while others run take that count (their own may read the workers'
+    1), and the last to end sets it back, for the threads started later.
+    """
+
+    def __init__(self) -> None:
+        # re-entrant: a generator closed by the garbage collector may leave while this thread is entering
+        self._lock = threading.RLock()
+        self._calls = 0
+        self._count = 1
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._calls == 0:
+                self._count = torch.get_num_threads()
+            else:
+                torch.set_num_threads(self._count)
+            self._calls += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._calls -= 1
+            if self._calls == 0:
+                torch.set_num_threads(self._count)
+
+
+_torch_threads = _TorchThreads()
 
 
 class _EvalMode:
