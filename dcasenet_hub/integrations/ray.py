@@ -195,11 +195,7 @@ def _vectors(arrays: list[np.ndarray]) -> pa.Array:
     ``np.asarray(None, dtype=np.float32)`` is NaN). 64-bit offsets: a batch of long clips' frames can pass 2**31."""
     import pyarrow as pa
 
-    flat = [np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays]
-    offsets = np.zeros(len(flat) + 1, dtype=np.int64)
-    np.cumsum([f.size for f in flat], out=offsets[1:])
-    values = np.concatenate(flat) if flat else np.zeros(0, dtype=np.float32)
-    return pa.LargeListArray.from_arrays(pa.array(offsets, type=pa.int64()), pa.array(values, type=pa.float32()))
+    return pa.array([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays], type=pa.large_list(pa.float32()))
 
 
 def _column(name: str, values: Any) -> pa.Array:
