@@ -21,13 +21,13 @@ Example:
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from dcasenet_hub.config import (
     EVENT_REPEAT,
@@ -135,9 +135,9 @@ class InferenceCopies:
 
     def __init__(self) -> None:
         self._copies: dict[Any, Any] = {}
-        # id(parameter or model) -> (a weak reference to it, its hook's handle); the reference tells an object from a
-        # newer one at a freed one's address (load_state_dict(assign=True) makes new Parameter objects)
-        self._watched: dict[int, tuple[weakref.ref[Any], Any]] = {}
+        # parameter or model -> its hook's handle, by identity and held weakly: an entry goes with its object, so a
+        # newer object at a freed one's address (load_state_dict(assign=True) makes new Parameters) is not taken for it
+        self._watched: WeakIdKeyDictionary = WeakIdKeyDictionary()
 
     def get(self, key: Any) -> Any:
         """The copy stored under ``key``, or None."""
@@ -146,16 +146,11 @@ class InferenceCopies:
     def put(self, model: nn.Module, key: Any, value: Any) -> None:
         """Keep ``value`` (the only copy kept) until ``model``'s weights may change."""
         self._copies = {key: value}
-        self._watched = {k: w for k, w in self._watched.items() if w[0]() is not None}
-        if not self._watching(model):
-            self._watched[id(model)] = (weakref.ref(model), model.register_forward_pre_hook(self._drop_if_grad))
+        if model not in self._watched:
+            self._watched[model] = model.register_forward_pre_hook(self._drop_if_grad)
         for p in model.parameters():
-            if p.requires_grad and not self._watching(p):
-                self._watched[id(p)] = (weakref.ref(p), p.register_post_accumulate_grad_hook(self._drop))
-
-    def _watching(self, obj: Any) -> bool:
-        seen = self._watched.get(id(obj))
-        return seen is not None and seen[0]() is obj
+            if p.requires_grad and p not in self._watched:
+                self._watched[p] = p.register_post_accumulate_grad_hook(self._drop)
 
     def clear(self) -> None:
         """Drop every copy (they are rebuilt from the weights on the next use)."""
