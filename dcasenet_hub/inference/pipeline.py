@@ -27,13 +27,13 @@ import contextlib
 import logging
 import sys
 import threading
-import weakref
-from collections.abc import Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.weak import WeakIdKeyDictionary
 
 from dcasenet_hub import audio as W
 from dcasenet_hub._progress import progress_bar, show_progress
@@ -324,8 +324,12 @@ def iterate(
     # None by then); the decode threads have ended before that, and no model will run again
     finalizing = sys.is_finalizing
     evaluating = False
-    if network_on_cpu:  # before the first decode worker starts: each sets one thread for itself (see _TorchThreads)
-        _torch_threads.enter()
+    if network_on_cpu:
+        # before the first decode worker starts: each sets one thread for itself, and torch keeps that value
+        # process-wide for every thread that has not run a parallel op yet, a caller's new thread included. So the
+        # first call reads its caller's count, calls that start meanwhile run their network with it, and the last to
+        # end sets it back for the threads started later.
+        _overlapping.enter(_PROCESS, torch.get_num_threads, torch.set_num_threads)
     try:
         # the first inputs start decoding now, while the runner is built
         jobs = PreparedJobs(inputs, settings, pool, prefetch=max(2, 2 * workers))
@@ -335,7 +339,8 @@ def iterate(
         batcher = Batcher(runner, dev, budget=opts.batch_size * crop_frames, settings=settings)
         bar = progress_bar(enabled=show and (len(inputs) > 1 or opts.progress is True), total=len(inputs),
                            desc="inputs", unit="file", leave=True)
-        evaluating = _eval_mode.enter(model)
+        _overlapping.enter(model, lambda: model.training, lambda _: model.eval())
+        evaluating = True
         for job in jobs:
             if job.error is not None:
                 yield job.result()
@@ -371,81 +376,53 @@ def iterate(
             if pool is not None:
                 pool.shutdown(wait=not abandoned, cancel_futures=True)
             if network_on_cpu:
-                _torch_threads.leave()
+                _overlapping.leave(_PROCESS, torch.set_num_threads)
             if evaluating:
-                _eval_mode.leave(model)
+                _overlapping.leave(model, model.train)
 
 
-class _TorchThreads:
-    """The network's torch thread count while calls with decode workers run, given back after the last one.
+class _Overlapping:
+    """What overlapping calls share (threads, unfinished generators): the first to start saves the state, every call
+    applies the saved value while it runs, and the last to end gives it back.
 
-    A decode worker sets one intra-op thread for itself, and torch keeps that value process-wide for every thread
-    that has not run a parallel op yet, a caller's new thread included. So the first call reads its caller's count
-    before any worker starts, calls that start while others run take that count (their own may read the workers'
-    1), and the last to end sets it back, for the threads started later.
+    Each call saving and restoring on its own would let the last to end restore what an earlier one had set.
     """
 
     def __init__(self) -> None:
         # re-entrant: a generator closed by the garbage collector may leave while this thread is entering
         self._lock = threading.RLock()
-        self._calls = 0
-        self._count = 1
+        self._calls: WeakIdKeyDictionary = WeakIdKeyDictionary()  # key -> [calls running, saved state]
 
-    def enter(self) -> None:
+    def enter(self, key: Any, save: Callable[[], Any], apply: Callable[[Any], Any]) -> None:
         with self._lock:
-            if self._calls == 0:
-                self._count = torch.get_num_threads()
-            else:
-                torch.set_num_threads(self._count)
-            self._calls += 1
-
-    def leave(self) -> None:
-        with self._lock:
-            self._calls -= 1
-            if self._calls == 0:
-                torch.set_num_threads(self._count)
-
-
-_torch_threads = _TorchThreads()
-
-
-class _EvalMode:
-    """Eval mode for the calls running on a model, and its own mode back after the last one ends.
-
-    Calls overlap (threads, unfinished generators): each saving and restoring the mode itself would let the last
-    to end restore the "eval" an earlier one had set.
-    """
-
-    def __init__(self) -> None:
-        # re-entrant: a generator closed by the garbage collector may leave while this thread is entering
-        self._lock = threading.RLock()
-        self._calls: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()  # [count, training]
-
-    def enter(self, model: Any) -> bool:
-        with self._lock:
-            calls = self._calls.setdefault(model, [0, model.training])
+            calls = self._calls.get(key)
+            if calls is None:
+                calls = self._calls[key] = [0, save()]
             calls[0] += 1
-            model.eval()
-        return True
+            apply(calls[1])
 
-    def leave(self, model: Any) -> None:
+    def leave(self, key: Any, restore: Callable[[Any], Any]) -> None:
         with self._lock:
-            calls = self._calls.get(model)
+            calls = self._calls.get(key)
             if calls is None:
                 return
             calls[0] -= 1
             if calls[0] == 0:
-                del self._calls[model]
-                model.train(calls[1])
+                del self._calls[key]
+                restore(calls[1])
 
 
-_eval_mode = _EvalMode()
+class _Process:
+    """The key of what the whole process shares (torch's thread count)."""
+
+
+_overlapping, _PROCESS = _Overlapping(), _Process()
 
 
 def _single_threaded_torch() -> None:
     """Run a decode worker's torch ops (resampling, STFT, mel) on one intra-op thread.
 
-    Only while the network runs on the CPU. The setting is per thread: the network keeps all of torch's threads.
+    Only while the network runs on the CPU; the network keeps the caller's threads (see :func:`iterate`).
     Without it every worker's ops start a second OpenMP team as wide as the machine, whose threads compete with the
     network's for the same cores (measured in docs/performance.md). The count is read first, which fixes this
     thread's own: torch would otherwise set it from the process-wide value at its first parallel op.
