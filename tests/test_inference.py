@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import threading
 
 import numpy as np
 import pytest
@@ -401,8 +402,6 @@ def test_result_reprs_show_shapes_never_arrays(v3_model):
 def test_decode_workers_run_torch_on_one_thread_and_the_network_keeps_its_threads(v3_model, monkeypatch):
     """Broken variant caught: the pool without its initializer (workers' STFTs start a second full-width OpenMP
     team that competes with the network's), or a process-wide set_num_threads(1) (the network loses its threads)."""
-    import threading
-
     # Job.prepare: the thread count inside the decode workers is not visible in any output
     from dcasenet_hub.inference.jobs import Job
 
@@ -465,7 +464,23 @@ def test_an_abandoned_iterate_closed_by_the_collector_or_at_exit_neither_hangs_n
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
 
 
-def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_threads(responsive_v3):
+def _started(work) -> threading.Thread:
+    """A new thread running ``work`` (its torch thread count is not fixed until it runs a parallel op)."""
+    t = threading.Thread(target=work)
+    t.start()
+    return t
+
+
+@pytest.fixture
+def restores_torch_threads():
+    """The process-wide torch thread count as it was, for the tests after this one."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_threads(responsive_v3,
+                                                                                      restores_torch_threads):
     """torch keeps the last ``set_num_threads`` value process-wide for every thread that has not yet run a parallel
     op, the caller's included. A new thread (its count not fixed yet) sets 3 threads and embeds with decode workers:
     it still has 3 afterwards, and so does a thread started after it.
@@ -473,13 +488,6 @@ def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_thr
     Broken variant caught: the workers' ``set_num_threads(1)`` became the count of the calling thread (its first
     parallel op ran after a worker had started) and of every later thread, leaving the network one thread for good.
     """
-    import threading
-
-    def in_a_new_thread(work) -> None:
-        t = threading.Thread(target=work)
-        t.start()
-        t.join(timeout=120)
-
     seen: list[int] = []
 
     def caller() -> None:
@@ -487,16 +495,13 @@ def test_decode_workers_leave_torchs_thread_count_to_the_caller_and_to_later_thr
         responsive_v3.embed(_noise(2.0), sample_rate=SR, workers=2)
         seen.append(torch.get_num_threads())
 
-    before = torch.get_num_threads()
-    try:
-        in_a_new_thread(caller)
-        in_a_new_thread(lambda: seen.append(torch.get_num_threads()))
-    finally:
-        torch.set_num_threads(before)  # the process-wide value, for the tests after this one
+    _started(caller).join(timeout=120)
+    _started(lambda: seen.append(torch.get_num_threads())).join(timeout=120)
     assert seen == [3, 3]
 
 
-def test_a_call_from_a_new_thread_while_another_runs_keeps_the_first_callers_thread_count(responsive_v3):
+def test_a_call_from_a_new_thread_while_another_runs_keeps_the_first_callers_thread_count(responsive_v3,
+                                                                                           restores_torch_threads):
     """One thread sets 3 torch threads and starts a call with decode workers (their one thread is then torch's
     process-wide value); while it runs, a new thread makes a call of its own; then the first call ends. The new
     thread's call ran with 3 threads, and a thread started after both has 3.
@@ -504,8 +509,6 @@ def test_a_call_from_a_new_thread_while_another_runs_keeps_the_first_callers_thr
     Broken variant caught: each call read its caller's count, and a new thread's read gave the workers' 1: its
     network ran on one thread and it set 1 back at its end.
     """
-    import threading
-
     from dcasenet_hub.inference.pipeline import iterate
 
     started, second_done = threading.Event(), threading.Event()
@@ -523,22 +526,14 @@ def test_a_call_from_a_new_thread_while_another_runs_keeps_the_first_callers_thr
         responsive_v3.embed(_noise(1.0, seed=3), sample_rate=SR, workers=0)
         seen.append(torch.get_num_threads())
 
-    before = torch.get_num_threads()
-    threads = [threading.Thread(target=first)]
+    running = _started(first)
     try:
-        threads[0].start()
         assert started.wait(timeout=120)
-        threads.append(threading.Thread(target=second))
-        threads[1].start()
-        threads[1].join(timeout=120)
-        second_done.set()
-        threads[0].join(timeout=120)
-        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-        later.start()
-        later.join(timeout=120)
+        _started(second).join(timeout=120)
     finally:
-        second_done.set()
-        torch.set_num_threads(before)  # the process-wide value, for the tests after this one
+        second_done.set()  # the first call ends now, whatever happened
+    running.join(timeout=120)
+    _started(lambda: seen.append(torch.get_num_threads())).join(timeout=120)
     assert seen == [3, 3]
 
 
@@ -549,8 +544,7 @@ def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(r
     Broken variant caught: the error's traceback held the suspended ``iterate`` generator, whose clean-up waited for
     the error to be freed: threads stayed, and the training mode restored late overwrote what the user set since.
     """
-    import copy
-    import threading
+    import gc
     import time
 
     model = copy.deepcopy(responsive_v3).train()
@@ -567,8 +561,6 @@ def test_a_failed_call_cleans_up_before_it_raises_even_while_its_error_is_kept(r
     assert not [t.name for t in threading.enumerate() if t.name.startswith("dcasenet-decode")]
     model.eval()
     del kept
-    import gc
-
     gc.collect()
     assert not model.training  # no late restore undoes what the user set
 
@@ -581,8 +573,6 @@ def test_overlapping_calls_on_a_model_in_training_mode_leave_it_in_training_mode
     Broken variant caught: each call saved and restored the mode on its own, so the second call saved "eval" (the
     first had set it) and restored it last, leaving the user's model in eval mode for good.
     """
-    import copy
-
     from dcasenet_hub.inference.pipeline import iterate
 
     model = copy.deepcopy(responsive_v3).train()
