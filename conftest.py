@@ -3,6 +3,9 @@ one torch thread count per pytest-xdist worker and an isolated environment."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -37,13 +40,17 @@ _MACHINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_ENDPOINT", "HF_HOME", "DCASENET_HUB_
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_environment(tmp_path_factory: pytest.TempPathFactory,
+                          monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Every test runs in the same environment, whatever the machine: its own empty caches (weights already
     downloaded there would change what the offline and download tests see) and none of the machine's mirrors,
-    endpoints, offline mode or torchrun variables. Tests that need one of these set it themselves."""
+    endpoints, offline mode or torchrun variables. Tests that need one of these set it themselves. The caches go
+    with the test: weights downloaded into them would otherwise add up to gigabytes over a run."""
     root = tmp_path_factory.mktemp("caches")
     monkeypatch.setenv("DCASENET_HUB_CACHE", str(root / "dcasenet_hub"))
     monkeypatch.setenv("HF_HUB_CACHE", str(root / "huggingface"))
     monkeypatch.setenv("DCASENET_HUB_FEATURES", str(root / "features"))
     for name in _MACHINE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    yield
+    shutil.rmtree(root, ignore_errors=True)
