@@ -225,6 +225,30 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    """``torch.save(obj)`` into ``path`` through :func:`atomic_write`.
+
+    Writing to a path itself, torch reports a full disk as an unexplained ``RuntimeError`` ("unexpected pos"). So it
+    writes through a Python file object here, whose ``OSError`` (ENOSPC) is raised as it is, also where torch's
+    closing of its archive raises that ``RuntimeError`` while the ``OSError`` propagates.
+
+    Example:
+        >>> atomic_torch_save(Path(tempfile.mkdtemp()) / "state.pt", {"epoch": 1})
+    """
+    import torch
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            try:
+                torch.save(obj, fh)
+            except RuntimeError as exc:
+                if isinstance(exc.__context__, OSError):
+                    raise exc.__context__ from None
+                raise
+
+    atomic_write(path, write)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda p: p.write_bytes(data))
 

@@ -164,6 +164,12 @@ _AFTER_INTERRUPT = {
 }
 
 
+def _disk_full(exc: BaseException) -> bool:
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from dcasenet_hub._io import fail_safe
 
@@ -226,6 +232,9 @@ def _main(argv: Sequence[str] | None) -> int:
                              none_as=getattr(args, "none_as", None)) if isinstance(exc, OptionsError) else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
+        elif _disk_full(exc) and "free space" not in text:
+            text = (f"{text}; the disk is full: free space on it (or write to another disk), then "
+                    + _AFTER_INTERRUPT.get(args.command, "run the command again"))
         elif code == EXIT_INTERNAL:
             text = (f"unexpected {type(exc).__name__}: {' '.join(text.split())} (a bug or a device fault, not the "
                     "arguments or inputs; run again with -v for the traceback)")

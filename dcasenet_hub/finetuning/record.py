@@ -129,11 +129,9 @@ def fingerprint(base: DcaseNet, labels: Sequence[str], clips: Iterable[tuple[np.
 
 def write_state(out_dir: Path, state: dict[str, Any]) -> None:
     """Write :data:`STATE_NAME` atomically: a kill leaves the previous epoch's state or this one."""
-    import torch
+    from dcasenet_hub._io import atomic_torch_save
 
-    from dcasenet_hub._io import atomic_write
-
-    atomic_write(out_dir / STATE_NAME, lambda p: torch.save({"format": _STATE_FORMAT, **state}, p))
+    atomic_torch_save(out_dir / STATE_NAME, {"format": _STATE_FORMAT, **state})
 
 
 def read_state(out_dir: Path, expected: str) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -83,9 +84,14 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
     for name in files:
         if not name or "/" in name or os.sep in name or name in (".", "..") or name.startswith(".dcasenet-hub-"):
             raise ValueError(f"{name!r} cannot be a file of a model folder")
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     settle(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_host()}-{os.getpid()}-", dir=folder))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_host()}-{os.getpid()}-", dir=folder))
+    except BaseException:
+        _remove_if_empty(folder, created)
+        raise
     try:
         for name, data in files.items():
             with open(staging / name, "wb") as fh:
@@ -97,9 +103,18 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
         _commit(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_if_empty(folder, created)
         raise
     _apply(folder)
     return folder
+
+
+def _remove_if_empty(folder: Path, created: bool) -> None:
+    """A folder this write created goes again when the write failed (a full disk), unless another writer's files
+    are in it by now."""
+    if created:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def copy_folder(src: Path, dst: Path) -> Path:

@@ -152,9 +152,9 @@ def set_rng_state(st: Mapping[str, Any], device: torch.device) -> None:
 
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
-    from dcasenet_hub._io import atomic_write
+    from dcasenet_hub._io import atomic_torch_save
 
-    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_torch_save(path, state)
 
 
 def load_state(path: Path) -> dict[str, Any]:
