@@ -225,6 +225,13 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` is a full disk or an exhausted quota (ENOSPC, EDQUOT)."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """``torch.save(obj)`` into ``path`` through :func:`atomic_write`.
 

@@ -73,3 +73,15 @@ def test_convert_on_a_full_disk_says_so_and_leaves_no_folder(authors_checkpoint:
     assert code == 2, stderr
     assert "No space left on device" in line and "the disk is full: free space on it" in line, line
     assert left == [], left
+
+
+def test_embed_of_one_file_on_a_full_disk_says_so_and_leaves_nothing(authors_checkpoint: Path, tmp_path: Path) -> None:
+    """``-o FILE`` fails like a folder run's input (exit 1), with the same fix."""
+    clip = tmp_path / "ten_seconds.wav"  # its embeddings take about 30 KB
+    sf.write(clip, (0.1 * np.random.default_rng(0).standard_normal(10 * SR)).astype(np.float32), SR)
+    code, stderr, left = _on_a_small_disk(tmp_path, 16, "embed", str(clip), "--model", str(authors_checkpoint), "-o",
+                                          str(tmp_path / "disk" / "ten_seconds.npz"))
+    line = _error_line(stderr, "embed")
+    assert code == 1, stderr
+    assert "ten_seconds.npz" in line and "the disk is full: free space on it (or choose another -o)" in line, line
+    assert left == [], left

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub._io import disk_full
 from dcasenet_hub._process import exit_with_parent
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
@@ -228,10 +229,8 @@ _NO_SPACE_FIX = "free space on that disk (or choose another -o), then run the co
 
 
 def _write_error(exc: BaseException) -> str:
-    import errno
-
     text = one_line(exc)
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+    if disk_full(exc):
         text = f"{text}; {_NO_SPACE_FIX}"
     return display(text)
 

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from dcasenet_hub._io import disk_full
 from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
 from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code, flag_message
 from dcasenet_hub.cli.vocabulary import NOTES
@@ -164,12 +165,6 @@ _AFTER_INTERRUPT = {
 }
 
 
-def _disk_full(exc: BaseException) -> bool:
-    import errno
-
-    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     from dcasenet_hub._io import fail_safe
 
@@ -232,7 +227,7 @@ def _main(argv: Sequence[str] | None) -> int:
                              none_as=getattr(args, "none_as", None)) if isinstance(exc, OptionsError) else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
-        elif _disk_full(exc) and "free space" not in text:
+        elif disk_full(exc) and "free space" not in text:
             text = (f"{text}; the disk is full: free space on it (or write to another disk), then "
                     + _AFTER_INTERRUPT.get(args.command, "run the command again"))
         elif code == EXIT_INTERNAL:
