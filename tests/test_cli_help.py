@@ -150,5 +150,5 @@ def test_plot_help_lists_the_exit_codes_of_one_input() -> None:
     codes = plot[plot.index("exit codes:"):]
     assert "some inputs failed" not in codes and "OUTDIR" not in codes and "index" not in codes, codes
     for line in ("0  the image was written", "1  FILE could not be used", "3  model could not be fetched",
-                 "130 interrupted (Ctrl-C): no image was written"):
+                 "130 interrupted (Ctrl-C; 143 after SIGTERM): no image was written"):
         assert line in codes, (line, codes)

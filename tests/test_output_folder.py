@@ -199,6 +199,50 @@ def test_a_closed_stdout_does_not_change_the_exit_code():
     assert "Traceback" not in err and "BrokenPipeError" not in err
 
 
+@pytest.mark.parametrize("closed", ["2>&-", ">&-", ">&- 2>&- <&-"])
+def test_a_command_started_with_closed_standard_streams_does_all_the_work(tmp_path, authors_checkpoint, closed):
+    """`2>&-` leaves Python's sys.stderr None: the first log line used to end the run with exit 1 and no output."""
+    for i in range(3):
+        _wav(tmp_path / "in" / f"f{i}.wav", i)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dcasenet_hub.cli", "embed", str(tmp_path / "in"), "-o", str(out), "--model",
+           str(authors_checkpoint), "--workers", "0"]
+    # the warning that the fixture's weights are marked untrained is the first line written to stderr
+    proc = subprocess.run(["sh", "-c", f'exec "$@" {closed}', "sh", *cmd], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert [r["status"] for r in _rows(out / "index.csv")] == ["ok", "ok", "ok"]
+    assert sorted(p.name for p in out.glob("*.npz")) == ["f0.npz", "f1.npz", "f2.npz"]
+
+
+def test_sigterm_ends_a_folder_run_as_ctrl_c_does_and_a_rerun_finishes_it(tmp_path, authors_checkpoint):
+    """A scheduler's time limit or `kill`: the index records what finished, one line says how to go on."""
+    import signal
+    import time
+
+    for i in range(30):
+        _wav(tmp_path / "in" / f"f{i:02d}.wav", i, seconds=6.0)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dcasenet_hub.cli", "embed", str(tmp_path / "in"), "-o", str(out), "--model",
+           str(authors_checkpoint), "--hop", "0.04"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(out.glob("*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 143, err
+    assert "dcasenet-hub embed: terminated; finished inputs are kept: rerun the same command" in err, err
+    assert "Traceback" not in err
+    rows = _rows(out / "index.csv")
+    done = sorted(p.stem for p in out.glob("*.npz"))
+    assert sorted(Path(r["input"]).stem for r in rows if r["status"] == "ok") == done
+    assert 0 < len(done) < 30 and {r["status"] for r in rows} == {"ok", "pending"}, rows
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{30 - len(done)} done, {len(done)} already complete" in rerun.stderr, rerun.stderr
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 9. a full disk fails the inputs with the path (exit 1); an unwritable cache exits 3 with the path and the fix
 # ----------------------------------------------------------------------------------------------------------------

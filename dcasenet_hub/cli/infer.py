@@ -28,7 +28,7 @@ EXIT_CODES = """exit codes:
   1  some inputs failed, or OUTDIR's index could not be written (e.g. a full disk: the path is named); the others'
      outputs are written; see index.csv and the summary on stderr
   2  usage error (bad arguments or option values, no inputs found, unusable --device, OUTDIR is a file)
-""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C): finished inputs are in OUTDIR and its index; rerun the same command to do the rest
+""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C; 143 after SIGTERM): finished inputs are in OUTDIR and its index; rerun the same command to do the rest
 """
 
 INPUT_HELP = """inputs:
@@ -103,7 +103,7 @@ exit codes:
   1  FILE could not be used (not audio, damaged, too short: the message names the problem and the fix)
   2  usage error (bad arguments or option values, FILE not found or a folder, the image exists without
      --overwrite, matplotlib missing or unable to write that format, unusable --device)
-""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C): no image was written (an existing one is kept)
+""" + MODEL_EXIT_CODE + """  130 interrupted (Ctrl-C; 143 after SIGTERM): no image was written (an existing one is kept)
 """
 
 

@@ -40,7 +40,7 @@ libraries; results a command exists to print (evaluate's metrics, list's table) 
 
 exit codes: 0 success, 1 some inputs failed (the others' results are written), 2 usage error,
 3 model could not be fetched or loaded, or a download or the network failed, 4 unexpected error (a bug),
-130 interrupted (Ctrl-C; the message says how to continue)
+130 interrupted (Ctrl-C; the message says how to continue), 143 the same after SIGTERM
 """
 
 #: What -q/--quiet means for every command.
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-#: What to do after Ctrl-C, per command (the others: their finished work is kept).
+#: What to do after Ctrl-C or SIGTERM, per command (the others: their finished work is kept).
 _AFTER_INTERRUPT = {
     "embed": "finished inputs are kept: rerun the same command to do the rest",
     "predict": "finished inputs are kept: rerun the same command to do the rest",
@@ -165,15 +165,55 @@ _AFTER_INTERRUPT = {
 }
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a scheduler's time limit), ended like Ctrl-C: the work in flight is abandoned, the rest
+    recorded."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
+def _open_closed_descriptors() -> None:
+    """Put /dev/null on standard descriptors the command was started without (``2>&-``).
+
+    Python then leaves ``sys.stderr`` (or ``sys.stdout``) None, and the next file the command opens would take the
+    free descriptor and receive what C libraries print to it.
+    """
+    import os
+
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: fd itself
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # open as long as the process
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import signal
+    import threading
+
     from dcasenet_hub._io import fail_safe
 
+    _open_closed_descriptors()
     # a reader that went away (`dcasenet-hub embed ... 2>&1 | head`) never stops the work or changes the exit code
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = out, err = fail_safe(sys.stdout), fail_safe(sys.stderr)
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+        on_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _main(argv)
     finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         sys.stdout, sys.stderr = saved
         for stream in (out, err):
             stream.flush()  # now, where a failure is caught, rather than at exit
@@ -215,10 +255,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         after = _AFTER_INTERRUPT.get(args.command, "finished work is kept")
-        print(f"dcasenet-hub {args.command}: interrupted; {after}", file=sys.stderr)
-        return 130
+        terminated = isinstance(exc, _Terminated)
+        print(f"dcasenet-hub {args.command}: {'terminated' if terminated else 'interrupted'}; {after}",
+              file=sys.stderr)
+        return 143 if terminated else 130
     except Exception as exc:  # one line, no traceback (-v shows it); the exit code says which area failed
         if args.verbose:
             raise
