@@ -232,6 +232,22 @@ def disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says that memory ran out: ``MemoryError``, ``torch.OutOfMemoryError`` (CUDA and other
+    accelerators), or a ``RuntimeError`` that says so (torch's CPU allocator: "can't allocate memory")."""
+    import sys
+
+    torch = sys.modules.get("torch")  # an error of torch's only exists once torch is imported
+    if isinstance(exc, MemoryError) or (torch is not None and isinstance(exc, torch.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
+
+
+#: What to do when memory ran out, added to the messages it causes.
+OUT_OF_MEMORY_FIX = "out of memory: lower --batch-size (batch_size) or --workers, or free memory, then run it again"
+
+
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """``torch.save(obj)`` into ``path`` through :func:`atomic_write`.
 

@@ -139,6 +139,56 @@ def test_out_of_memory_on_one_batch_fails_its_inputs_and_the_call_goes_on(v3_mod
     assert isinstance(by_index[2].error, errors.InputError)  # the input's own problem, found before the network
 
 
+#: What torch's CPU allocator raises when memory runs out (``ulimit -v`` or a full machine).
+_CPU_OOM = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried to "
+            "allocate 1230000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_cli_out_of_memory_on_a_batch_fails_its_inputs_with_the_fix(
+        v3_model, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+
+    import soundfile as sf
+
+    v3_model.save_pretrained(tmp_path / "model")
+    for i, clip in enumerate(_clips(2)):
+        sf.write(tmp_path / f"clip{i}.wav", clip, SR)
+    monkeypatch.setattr(torch.nn.GRU, "forward", _planted(RuntimeError(_CPU_OOM)))
+    code = main(["embed", str(tmp_path / "clip0.wav"), str(tmp_path / "clip1.wav"), "--model",
+                 str(tmp_path / "model"), "-o", str(tmp_path / "out"), "-q"])
+    assert code == 1, capsys.readouterr().err
+    with open(tmp_path / "out" / "index.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert all(r["error"].endswith("can't allocate memory: you tried to allocate 1230000 bytes. Error code 12 "
+                                   "(Cannot allocate memory); out of memory: lower --batch-size (batch_size) or "
+                                   "--workers, or free memory, then run it again") for r in rows), rows
+
+
+@pytest.mark.parametrize("oom", [RuntimeError(_CPU_OOM), MemoryError()], ids=["torch-allocator", "MemoryError"])
+def test_cli_out_of_memory_outside_a_batch_is_one_line_with_the_fix_not_a_bug_or_a_bad_checkpoint(
+        authors_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], oom: BaseException) -> None:
+    """Loading the weights on a machine without the memory for them: not "is not a model checkpoint" (exit 3), not
+    "unexpected ... a bug" (exit 4)."""
+    import soundfile as sf
+
+    sf.write(tmp_path / "clip.wav", _clips(1)[0], SR)
+    def load(*args: object, **kwargs: object) -> None:
+        raise oom
+
+    monkeypatch.setattr(torch, "load", load)
+    code = main(["embed", str(tmp_path / "clip.wav"), "--model", str(authors_checkpoint), "-o",
+                 str(tmp_path / "out"), "-q"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, err
+    assert len(lines) == 1 and lines[0].startswith("dcasenet-hub embed: error: "), err
+    assert lines[0].endswith("; out of memory: lower --batch-size (batch_size) or --workers, or free memory, then "
+                             "run it again"), err
+    assert "not a model checkpoint" not in err and "unexpected" not in err
+
+
 def test_bad_inputs_still_fail_alone(v3_model) -> None:
     from dcasenet_hub.inference import iterate
 

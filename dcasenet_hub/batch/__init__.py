@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub._io import disk_full
+from dcasenet_hub._io import OUT_OF_MEMORY_FIX, disk_full, out_of_memory
 from dcasenet_hub._process import exit_with_parent
 from dcasenet_hub.batch.discovery import (
     AUDIO_EXTENSIONS,
@@ -228,6 +228,13 @@ def _make_folder(out_dir: Path) -> list[Path]:
 _NO_SPACE_FIX = "free space on that disk (or choose another -o), then run the command again: finished inputs are kept"
 
 
+def _input_error(exc: BaseException) -> str:
+    text = one_line(exc)
+    if out_of_memory(exc):
+        text = f"{text}; {OUT_OF_MEMORY_FIX}"
+    return display(text)
+
+
 def _write_error(exc: BaseException) -> str:
     text = one_line(exc)
     if disk_full(exc):
@@ -387,7 +394,7 @@ class Plan:
                         item.duration_s = r.duration_s
                         item.warning = display(one_line(r.warning)) if r.warning else ""
                         if r.error is not None:
-                            item.status, item.error = "failed", display(one_line(r.error))
+                            item.status, item.error = "failed", _input_error(r.error)
                         else:
                             try:
                                 # another writer may have taken the name since planning

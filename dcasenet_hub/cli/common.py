@@ -7,6 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from dcasenet_hub._io import out_of_memory
 from dcasenet_hub.errors import (
     DcaseNetHubError,
     DownloadError,
@@ -57,7 +58,7 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_FAILED_INPUTS
     if isinstance(exc, (ModelError, DownloadError)):
         return EXIT_MODEL
-    if isinstance(exc, (DcaseNetHubError, ValueError, OSError)):
+    if isinstance(exc, (DcaseNetHubError, ValueError, OSError)) or out_of_memory(exc):
         return EXIT_USAGE
     return EXIT_INTERNAL
 
@@ -73,6 +74,8 @@ def load_model(name: str, **kwargs: Any) -> DcaseNet:
     try:
         return from_pretrained(name, **kwargs)
     except (DcaseNetHubError, ValueError, OSError, RuntimeError, KeyError) as exc:  # e.g. torch.load on a damaged file
+        if out_of_memory(exc):  # the machine's fault, not the model's
+            raise
         raise ModelLoadError(name, exc) from None
 
 

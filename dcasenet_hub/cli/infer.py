@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub._io import disk_full
+from dcasenet_hub._io import OUT_OF_MEMORY_FIX, disk_full, out_of_memory
 from dcasenet_hub.cli.common import Names
 from dcasenet_hub.cli.vocabulary import add_output
 
@@ -509,10 +509,12 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
             result.prediction.save_events(out, filename=source.name)
         else:
             result.prediction.save_scores(out)
-    except (OSError, ValueError, RuntimeError) as exc:
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         text = one_line(exc)
         if disk_full(exc):
             text += "; the disk is full: free space on it (or choose another -o), then run the command again"
+        elif out_of_memory(exc):
+            text += f"; {OUT_OF_MEMORY_FIX}"
         print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
         return 1
     if not args.quiet:

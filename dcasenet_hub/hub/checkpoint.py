@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dcasenet_hub._io import json_text
+from dcasenet_hub._io import json_text, out_of_memory
 from dcasenet_hub.config import CONFIG_NAME, WEIGHTS_NAME, WEIGHTS_SHA256_KEY, normalise_arch
 from dcasenet_hub.errors import ModelConfigError, ModelFileError, ModelNotFoundError
 from dcasenet_hub.hub import fetch as _download
@@ -148,6 +148,8 @@ def read_authors_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001  torch raises many types (UnpicklingError, RuntimeError, ...)
+        if out_of_memory(exc):  # a readable checkpoint on a machine without the memory for it
+            raise
         with open(path, "rb") as fh:
             head = fh.read(2)
         if head[:2] != b"PK" and head[:1] != b"\x80":  # torch.save writes a zip archive (old format: a pickle)

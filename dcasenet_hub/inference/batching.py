@@ -11,17 +11,9 @@ import numpy as np
 import torch
 
 from dcasenet_hub import audio as W
+from dcasenet_hub._io import out_of_memory
 from dcasenet_hub.inference.jobs import Job
 from dcasenet_hub.inference.settings import INPUT_ERRORS, CallSettings
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` says that memory ran out: ``torch.OutOfMemoryError`` (CUDA and other accelerators),
-    ``MemoryError``, or a RuntimeError that says so (torch's CPU allocator: "can't allocate memory")."""
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("can't allocate memory" in text or "out of memory" in text)
 
 
 class PreparedJobs:
