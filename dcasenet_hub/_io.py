@@ -9,6 +9,7 @@ tool's leftovers from anything else and remove only those whose process is gone 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
@@ -73,7 +74,11 @@ def temp_prefix(name: str) -> str:
         >>> temp_prefix("a b.npz").startswith(".a_b.npz.dcasenet-hub-")
         True
     """
-    return f".{_UNSAFE.sub('_', name[:TMP_STEM_CHARS])}.{TMP_TAG}-{os.getpid()}-{host_tag()}."
+    return f"{_temp_stem(name)}{os.getpid()}-{host_tag()}."
+
+
+def _temp_stem(name: str) -> str:
+    return f".{_UNSAFE.sub('_', name[:TMP_STEM_CHARS])}.{TMP_TAG}-"
 
 
 def _process_umask() -> int:
@@ -222,6 +227,30 @@ def clean_stale_temp_files(folder: Path) -> list[Path]:
             except FileNotFoundError:  # another run cleaned it first
                 continue
             removed.append(p)
+    return removed
+
+
+def clean_stale_temp_files_of(path: Path) -> list[Path]:
+    """Remove the temporary files that killed writers of ``path`` left beside it (as :func:`clean_stale_temp_files`
+    does for a folder, for one target; the folder is not walked).
+
+    Returns:
+        The removed paths.
+    """
+    path = Path(path)
+    stem, host = _temp_stem(path.name), host_tag()
+    removed: list[Path] = []
+    try:
+        entries = [e.name for e in os.scandir(path.parent) if e.name.startswith(stem)]
+    except OSError:  # no folder yet, or one that cannot be listed: nothing of ours to remove
+        return removed
+    for name in entries:
+        m = _TMP_RE.match(name)
+        if m is None or m.group(2) != host or pid_alive(int(m.group(1))):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another run cleaned it first
+            (path.parent / name).unlink()
+            removed.append(path.parent / name)
     return removed
 
 

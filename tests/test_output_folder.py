@@ -305,6 +305,33 @@ def test_an_unwritable_cache_exits_3_naming_the_path_and_the_fix(tmp_path, monke
     assert str(cache) in err and "DCASENET_HUB_CACHE" in err and "Traceback" not in err
 
 
+def test_one_file_commands_remove_what_killed_runs_into_the_same_file_left(tmp_path, authors_checkpoint):
+    """A killed `export` leaves a temporary file the size of the graph; `-o FILE` runs left theirs for good, since
+    only folder runs cleaned up. A live writer's file, and another target's, stay."""
+    from dcasenet_hub._io import temp_prefix
+
+    clip = _wav(tmp_path / "a.wav", 0)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def leftover(name: str, pid: int) -> Path:
+        path = out / (temp_prefix(name).replace(f"-{os.getpid()}-", f"-{pid}-") + "abcd1234.tmp")
+        path.write_bytes(b"half")
+        return path
+
+    dead = 2 ** 22 + 12345  # above Linux's pid_max default: no such process
+    stale = [leftover(name, dead) for name in ("x.npz", "x.json", "m.onnx", "x.png")]
+    kept = [leftover("x.npz", os.getpid()), leftover("other.npz", dead)]
+    model = ["--model", str(authors_checkpoint)]
+    for args in (["embed", str(clip), "-o", str(out / "x.npz"), *model],
+                 ["predict", str(clip), "-o", str(out / "x.json"), *model],
+                 ["plot", str(clip), "-o", str(out / "x.png"), *model],
+                 ["export", str(authors_checkpoint), "-o", str(out / "m.onnx"), "--no-check"]):
+        assert main([*args, "--quiet"]) == 0, args
+    assert [p.exists() for p in stale] == [False] * 4
+    assert [p.exists() for p in kept] == [True, True]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 14. names near the file system's limit: a bounded temporary name; a documented shortened output name
 # ----------------------------------------------------------------------------------------------------------------

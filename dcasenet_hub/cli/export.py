@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub._io import clean_stale_temp_files_of
 from dcasenet_hub.cli.vocabulary import add_output
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -52,6 +53,7 @@ def _export(args: argparse.Namespace) -> int:
     if Path(args.output).exists() and not args.overwrite:
         print(f"dcasenet-hub export: error: -o {args.output} exists; pass --overwrite to replace it", file=sys.stderr)
         return 2
+    clean_stale_temp_files_of(Path(args.output))  # a killed export leaves a graph-sized temporary file
     model = load_model(args.model)
     path = ex.export_onnx(model, args.output, opset=opset, check=False)
     if not args.quiet:

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub._io import OUT_OF_MEMORY_FIX, disk_full, out_of_memory
+from dcasenet_hub._io import OUT_OF_MEMORY_FIX, clean_stale_temp_files_of, disk_full, out_of_memory
 from dcasenet_hub.cli.common import Names
 from dcasenet_hub.cli.vocabulary import add_output
 
@@ -478,6 +478,8 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
 def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
     """One input, one output file: the format by the extension of ``out`` (written atomically)."""
     from dcasenet_hub.batch.index import one_line
+
+    clean_stale_temp_files_of(out)  # what killed runs into the same file left
     from dcasenet_hub.batch.resume import check_unchanged, model_identity, settings_meta, source_identity
     from dcasenet_hub.inference.pipeline import iterate
 
@@ -564,6 +566,7 @@ def _run_plot(args: argparse.Namespace) -> int:
             raise _UsageError(f"-o {output} is a folder; give an image file name, e.g. {output / 'plot.png'}")
         if output.exists() and not args.overwrite:
             raise _UsageError(f"{output} exists; pass --overwrite to replace it")
+        clean_stale_temp_files_of(output)  # what killed runs into the same image left
         from dcasenet_hub.inference.options import InferenceOptions
 
         opts = InferenceOptions(**_given(args, INFERENCE_FLAGS), **_threshold_options(args))

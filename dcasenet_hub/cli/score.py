@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from dcasenet_hub._io import clean_stale_temp_files_of
 from dcasenet_hub.cli.common import Names
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def _run_score(args: argparse.Namespace) -> int:
         print(report.table())
     folder = Path(args.predictions)
     output = Path(args.output) if args.output else folder / "report.json"
+    for path in (output, output.with_suffix(".png")):  # what killed runs of this command left
+        clean_stale_temp_files_of(path)
     report.save(output)
     if not args.quiet:
         print(f"report: {output}")
