@@ -173,6 +173,25 @@ def test_names_that_are_not_utf8_or_hold_a_newline_are_processed_and_indexed(tmp
     assert {r[0] for r in _events(out / "events.csv")} == {"caf\\xe9.wav", "two\nlines.wav", "plain.wav"}
 
 
+def test_a_failed_input_with_a_newline_or_bytes_not_utf8_in_its_name_is_one_line_of_the_summary(
+        tmp_path, authors_checkpoint, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    (src / "bad\nname.wav").write_bytes(b"not audio")
+    _wav(src / "good.wav", 1)
+    assert main(["embed", str(src), "-o", str(tmp_path / "out"), "--model", str(authors_checkpoint)]) == 1
+    failed = [line for line in capsys.readouterr().err.splitlines() if line.startswith("  failed: ")]
+    assert failed == [f"  failed: {src}/bad name.wav: not a readable audio file: it exists but could not be decoded "
+                      "as audio (Format not recognised.); check that it really is audio and convert it to WAV or "
+                      "FLAC (e.g. `ffmpeg -i FILE out.wav`), or leave it out"], failed
+    latin1 = os.fsdecode(os.fsencode(src) + b"/caf\xe9.wav")
+    Path(latin1).write_bytes(b"not audio")
+    assert main(["embed", latin1, "-o", str(tmp_path / "one.npz"), "--model", str(authors_checkpoint)]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING ")]
+    assert len(lines) == 1 and lines[0].startswith(f"dcasenet-hub embed: error: {src}/caf\\xe9.wav: not a "), lines
+    assert "\udce9" not in lines[0]
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 5. a closed stderr or stdout never stops the work nor changes the exit code
 # ----------------------------------------------------------------------------------------------------------------

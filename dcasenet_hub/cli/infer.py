@@ -517,7 +517,11 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
             text += "; the disk is full: free space on it (or choose another -o), then run the command again"
         elif out_of_memory(exc):
             text += f"; {OUT_OF_MEMORY_FIX}"
-        print(f"dcasenet-hub {task}: error: {text if str(source) in text else f'{source}: {text}'}", file=sys.stderr)
+        from dcasenet_hub.batch.journal import display
+
+        text = display(text)  # bytes of a name that are not UTF-8 as \xNN, as everywhere else
+        named = one_line(display(str(source)))  # one line also for a name with a newline
+        print(f"dcasenet-hub {task}: error: {text if named in text else f'{named}: {text}'}", file=sys.stderr)
         return 1
     if not args.quiet:
         print(f"dcasenet-hub {task}: wrote {out}", file=sys.stderr)
@@ -533,10 +537,11 @@ def _summary(report: Any, *, quiet: bool = False) -> int:
     inputs = f"{len(items)} input{'' if len(items) == 1 else 's'}"
     print(f"dcasenet-hub {report.task}: {inputs}: {report.done} done, {report.skipped} already complete "
           f"(skipped), {len(failed)} failed. Index: {index_path}", file=sys.stderr)
+    from dcasenet_hub.batch.index import one_line
     from dcasenet_hub.batch.journal import display
 
     for i in failed[:20]:
-        path = display(str(i.path))
+        path = one_line(display(str(i.path)))  # a name with a newline stays on the line, as in the error
         msg = i.error if i.error.startswith(path) else f"{path}: {i.error}"
         print(f"  failed: {msg}", file=sys.stderr)
     if len(failed) > 20:
