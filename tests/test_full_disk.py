@@ -83,5 +83,5 @@ def test_embed_of_one_file_on_a_full_disk_says_so_and_leaves_nothing(authors_che
                                           str(tmp_path / "disk" / "ten_seconds.npz"))
     line = _error_line(stderr, "embed")
     assert code == 1, stderr
-    assert "ten_seconds.npz" in line and "the disk is full: free space on it (or choose another -o)" in line, line
+    assert "ten_seconds.npz" in line and "the disk is full: free space on it (or write to another disk)" in line, line
     assert left == [], left

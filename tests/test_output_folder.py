@@ -351,6 +351,25 @@ def test_one_file_commands_remove_what_killed_runs_into_the_same_file_left(tmp_p
     assert [p.exists() for p in kept] == [True, True]
 
 
+@pytest.mark.parametrize("command, target, code, fix", [
+    ("convert", "a_file/converted", 2, "a part of that path is a file, not a folder: choose another output (-o)"),
+    ("export", "a_file/m.onnx", 2, "it is a file where a folder is needed: choose another output (-o)"),
+    ("predict", "a_file/x.json", 1, "it is a file where a folder is needed: choose another output (-o)"),
+    ("convert", "n" * 300, 2, "the name is too long for the file system: choose a shorter output name (-o)"),
+])
+def test_an_output_the_system_refuses_is_one_line_with_what_to_do(tmp_path, authors_checkpoint, capsys, monkeypatch,
+                                                                   command, target, code, fix):
+    """The system's own words ("[Errno 17] File exists: 'a_file'") said nothing about what to change."""
+    monkeypatch.chdir(tmp_path)
+    Path("a_file").write_text("a file, not a folder")
+    args = {"convert": [str(authors_checkpoint)], "export": [str(authors_checkpoint), "--no-check"],
+            "predict": [str(_wav(tmp_path / "a.wav", 0)), "--model", str(authors_checkpoint)]}[command]
+    assert main([command, *args, "-o", target, "--quiet"]) == code
+    lines = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("WARNING ")]
+    assert len(lines) == 1 and lines[0].startswith(f"dcasenet-hub {command}: error: "), lines
+    assert lines[0].endswith(f"; {fix}"), lines
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # 14. names near the file system's limit: a bounded temporary name; a documented shortened output name
 # ----------------------------------------------------------------------------------------------------------------

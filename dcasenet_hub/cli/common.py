@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from dcasenet_hub._io import out_of_memory
+from dcasenet_hub._io import OUT_OF_MEMORY_FIX, disk_full, out_of_memory
 from dcasenet_hub.errors import (
     DcaseNetHubError,
     DownloadError,
@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dcasenet_hub.inference.model import DcaseNet
 
 __all__ = ["EXIT_FAILED_INPUTS", "EXIT_INTERNAL", "EXIT_MODEL", "EXIT_USAGE", "ModelLoadError", "check_model_name",
-           "exit_code", "flag_message", "load_model"]
+           "environment_fix", "exit_code", "flag_message", "load_model"]
 
 #: Some inputs failed (the others' results are written), or the one input of a command could not be used.
 EXIT_FAILED_INPUTS = 1
@@ -61,6 +61,44 @@ def exit_code(exc: BaseException) -> int:
     if isinstance(exc, (DcaseNetHubError, ValueError, OSError)) or out_of_memory(exc):
         return EXIT_USAGE
     return EXIT_INTERNAL
+
+
+def _errno_fixes() -> dict[int, str]:
+    import errno
+
+    elsewhere = "choose another output (-o) or fix the folder's permissions"
+    return {errno.EACCES: f"it cannot be written there: {elsewhere}",
+            errno.EPERM: f"it cannot be written there: {elsewhere}",
+            errno.EROFS: "the file system is read-only: choose another output (-o)",
+            errno.EEXIST: "it is a file where a folder is needed: choose another output (-o)",
+            errno.ENOTDIR: "a part of that path is a file, not a folder: choose another output (-o)",
+            errno.ENAMETOOLONG: "the name is too long for the file system: choose a shorter output name (-o)",
+            errno.EFBIG: "the file is larger than the file system or `ulimit -f` allows: write to another disk or "
+                         "raise the limit"}
+
+
+#: What to do about the system's errors of writing an output, which name no fix themselves.
+_ERRNO_FIXES = _errno_fixes()
+
+
+def environment_fix(exc: BaseException, *, then: str = "run the command again") -> str | None:
+    """What to do about ``exc`` where the machine, not the arguments, caused it: a full disk (``then`` says how to go
+    on), memory that ran out, an output the system refused to write (permissions, read-only, a file in the path, a
+    name too long, a file too large). None for anything else, and for the package's own errors, which say it.
+
+    Example:
+        >>> environment_fix(OSError(30, "Read-only file system", "out.json"))
+        'the file system is read-only: choose another output (-o)'
+    """
+    if isinstance(exc, DcaseNetHubError):
+        return None
+    if disk_full(exc):
+        return f"the disk is full: free space on it (or write to another disk), then {then}"
+    if out_of_memory(exc):
+        return OUT_OF_MEMORY_FIX
+    if isinstance(exc, OSError) and exc.errno in _ERRNO_FIXES:
+        return _ERRNO_FIXES[exc.errno]
+    return None
 
 
 def load_model(name: str, **kwargs: Any) -> DcaseNet:

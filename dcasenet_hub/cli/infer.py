@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dcasenet_hub._io import OUT_OF_MEMORY_FIX, clean_stale_temp_files_of, disk_full, out_of_memory
-from dcasenet_hub.cli.common import Names
+from dcasenet_hub._io import clean_stale_temp_files_of
+from dcasenet_hub.cli.common import Names, environment_fix
 from dcasenet_hub.cli.vocabulary import add_output
 
 #: Exit code 3, alike for the commands that load a model.
@@ -513,10 +513,8 @@ def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> in
             result.prediction.save_scores(out)
     except (OSError, ValueError, RuntimeError, MemoryError) as exc:
         text = one_line(exc)
-        if disk_full(exc):
-            text += "; the disk is full: free space on it (or choose another -o), then run the command again"
-        elif out_of_memory(exc):
-            text += f"; {OUT_OF_MEMORY_FIX}"
+        if fix := environment_fix(exc):
+            text += f"; {fix}"
         from dcasenet_hub.batch.journal import display
 
         text = display(text)  # bytes of a name that are not UTF-8 as \xNN, as everywhere else

@@ -16,9 +16,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from dcasenet_hub._io import OUT_OF_MEMORY_FIX, disk_full, out_of_memory
 from dcasenet_hub.cli import bench, data, export, finetune, hub, infer, score, train
-from dcasenet_hub.cli.common import EXIT_INTERNAL, exit_code, flag_message
+from dcasenet_hub.cli.common import EXIT_INTERNAL, environment_fix, exit_code, flag_message
 from dcasenet_hub.cli.vocabulary import NOTES
 from dcasenet_hub.errors import ModelError, ModelLoadError, OptionsError
 
@@ -269,11 +268,9 @@ def _main(argv: Sequence[str] | None) -> int:
                              none_as=getattr(args, "none_as", None)) if isinstance(exc, OptionsError) else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
-        elif disk_full(exc) and "free space" not in text:
-            text = (f"{text}; the disk is full: free space on it (or write to another disk), then "
-                    + _AFTER_INTERRUPT.get(args.command, "run the command again"))
-        elif out_of_memory(exc):
-            text = f"{' '.join(text.split()) or type(exc).__name__}; {OUT_OF_MEMORY_FIX}"
+        elif (fix := environment_fix(exc, then=_AFTER_INTERRUPT.get(args.command, "run the command again"))) \
+                and "free space" not in text:
+            text = f"{' '.join(text.split()) or type(exc).__name__}; {fix}"
         elif code == EXIT_INTERNAL:
             text = (f"unexpected {type(exc).__name__}: {' '.join(text.split())} (a bug or a device fault, not the "
                     "arguments or inputs; run again with -v for the traceback)")
