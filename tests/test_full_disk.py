@@ -1,6 +1,7 @@
-"""Commands that write on a full disk: one line naming the file, the full disk and what to do, and nothing half-written
-left behind. The disk is a real one: a tiny tmpfs, mounted in a private mount namespace of the command's own process
-(``unshare``), so it goes away with it; where this process may not mount (not root), the tests cannot run."""
+"""Commands that write on a full disk or into a read-only folder: one line naming the file, the problem and what to
+do, and nothing half-written left behind. The disk is a real one: a tiny tmpfs (or a read-only bind mount), mounted in
+a private mount namespace of the command's own process (``unshare``), so it goes away with it; where this process may
+not mount (not root), the tests cannot run."""
 
 from __future__ import annotations
 
@@ -85,3 +86,29 @@ def test_embed_of_one_file_on_a_full_disk_says_so_and_leaves_nothing(authors_che
     assert code == 1, stderr
     assert "ten_seconds.npz" in line and "the disk is full: free space on it (or write to another disk)" in line, line
     assert left == [], left
+
+
+def test_a_folder_run_into_a_read_only_folder_of_finished_outputs_is_one_line(authors_checkpoint: Path,
+                                                                               tmp_path: Path) -> None:
+    """Every write failing on its own gave three to eight `error:` lines naming lock and journal files."""
+    clip = tmp_path / "a.wav"
+    sf.write(clip, (0.1 * np.random.default_rng(0).standard_normal(SR)).astype(np.float32), SR)
+    out = tmp_path / "out"
+    model = ["--model", str(authors_checkpoint)]
+    subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", "embed", str(clip), "-o", str(out), *model, "-q"],
+                   check=True, capture_output=True)
+    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+    if shutil.which("unshare") is None or subprocess.run(
+            [*unshare, "mount", "--bind", str(out), str(out)], capture_output=True).returncode:
+        pytest.skip("needs a private mount namespace (unshare, as root) for a read-only bind mount")
+    read_only = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+    for extra in ([], ["--overwrite"]):
+        proc = subprocess.run([*unshare, "sh", "-c", read_only, str(out), sys.executable, "-m", "dcasenet_hub.cli",
+                               "embed", str(clip), "-o", str(out), *model, *extra], capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 2, proc.stderr
+        assert _error_line(proc.stderr, "embed") == (f"dcasenet-hub embed: error: cannot write into the output "
+                                                     f"folder {out} (Read-only file system); choose another output "
+                                                     "folder (-o), or make it writable"), proc.stderr
+        assert [line for line in proc.stderr.splitlines() if not line.startswith("WARNING ")] == [
+            _error_line(proc.stderr, "embed")], proc.stderr

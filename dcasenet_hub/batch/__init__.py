@@ -213,15 +213,32 @@ def _make_folder(out_dir: Path) -> list[Path]:
     """Create the output folder (and missing parents); the folders created, outermost first.
 
     Raises:
-        OSError: it cannot be created (the message names it, why, and the fix).
+        OSError: it cannot be created, or it exists and cannot be written (the message names it, why, and the fix).
     """
+    import errno
+    import os
+
     missing = [d for d in (out_dir, *out_dir.parents) if not d.exists()][::-1]
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OSError(f"cannot create the output folder {display(str(out_dir))} ({_write_error(exc)}); choose "
                       "another output folder (-o)") from None
+    # a read-only folder (or file system) of finished outputs: said once here, not as a failure of every write
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        why = os.strerror(errno.EROFS if _read_only(out_dir) else errno.EACCES)
+        raise OSError(f"cannot write into the output folder {display(str(out_dir))} ({why}); choose another output "
+                      "folder (-o), or make it writable") from None
     return missing
+
+
+def _read_only(folder: Path) -> bool:
+    import os
+
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # no statvfs here
+        return False
 
 
 #: What a full disk (or quota) means for a run; added to the one-line errors it causes.
