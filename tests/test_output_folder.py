@@ -239,27 +239,32 @@ def test_sigterm_ends_a_folder_run_as_ctrl_c_does_and_a_rerun_finishes_it(tmp_pa
     import signal
     import time
 
-    for i in range(30):
-        _wav(tmp_path / "in" / f"f{i:02d}.wav", i, seconds=6.0)
+    n = 16
+    for i in range(n):
+        _wav(tmp_path / "in" / f"f{i:02d}.wav", i, seconds=2.0)
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "dcasenet_hub.cli", "embed", str(tmp_path / "in"), "-o", str(out), "--model",
-           str(authors_checkpoint), "--hop", "0.04"]
+           str(authors_checkpoint), "--workers", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not list(out.glob("*.npz")) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
+    # stopped first, so the signal arrives with inputs still to do, however fast the machine
+    proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 143, err
     assert "dcasenet-hub embed: terminated; finished inputs are kept: rerun the same command" in err, err
     assert "Traceback" not in err
     rows = _rows(out / "index.csv")
     done = sorted(p.stem for p in out.glob("*.npz"))
-    assert sorted(Path(r["input"]).stem for r in rows if r["status"] == "ok") == done
-    assert 0 < len(done) < 30 and {r["status"] for r in rows} == {"ok", "pending"}, rows
+    ok = {Path(r["input"]).stem for r in rows if r["status"] == "ok"}
+    assert ok <= set(done) and len(set(done) - ok) <= 1, (ok, done)  # at most the one in flight is not recorded
+    assert 0 < len(done) < n and {r["status"] for r in rows} == {"ok", "pending"}, rows
     rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    assert f"{30 - len(done)} done, {len(done)} already complete" in rerun.stderr, rerun.stderr
+    assert f"{n - len(done)} done, {len(done)} already complete" in rerun.stderr, rerun.stderr
 
 
 # ----------------------------------------------------------------------------------------------------------------

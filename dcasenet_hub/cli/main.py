@@ -173,6 +173,18 @@ def _terminate(signum: int, frame: Any) -> None:
     raise _Terminated
 
 
+def _deliver_again(unraisable: Any) -> None:
+    """``sys.unraisablehook`` while a command runs: an interrupt that landed in a finalizer or a weak-reference
+    callback is ignored there (and printed as "Exception ignored in ..."); send it again, so that it ends the command
+    from ordinary code."""
+    import signal
+
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        signal.raise_signal(signal.SIGTERM if isinstance(unraisable.exc_value, _Terminated) else signal.SIGINT)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def _open_closed_descriptors() -> None:
     """Put /dev/null on standard descriptors the command was started without (``2>&-``).
 
@@ -208,9 +220,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_term = None
     if threading.current_thread() is threading.main_thread():
         on_term = signal.signal(signal.SIGTERM, _terminate)
+    unraisable, sys.unraisablehook = sys.unraisablehook, _deliver_again
     try:
         return _main(argv)
     finally:
+        sys.unraisablehook = unraisable
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
         sys.stdout, sys.stderr = saved
