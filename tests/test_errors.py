@@ -174,6 +174,7 @@ def test_cli_out_of_memory_outside_a_batch_is_one_line_with_the_fix_not_a_bug_or
     import soundfile as sf
 
     sf.write(tmp_path / "clip.wav", _clips(1)[0], SR)
+
     def load(*args: object, **kwargs: object) -> None:
         raise oom
 

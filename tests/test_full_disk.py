@@ -20,15 +20,21 @@ _ON_SMALL_DISK = 'mount -t tmpfs -o size="$1"k tmpfs "$0" && shift && "$@"; rc=$
                  'find "$0" -mindepth 1 | sort; exit $rc'
 
 
+def _unshare(*mount: str) -> list[str]:
+    """The command prefix that runs a command in a private mount namespace, once ``mount ARGS`` has been seen to
+    work in one; skips the test where it does not (not root, no unshare)."""
+    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
+    if shutil.which("unshare") is None or subprocess.run([*unshare, "mount", *mount], capture_output=True).returncode:
+        pytest.skip("needs a private mount namespace (unshare, as root) to mount a small or read-only disk")
+    return unshare
+
+
 def _on_a_small_disk(tmp_path: Path, kib: int, *args: str) -> tuple[int, str, list[str]]:
     """Run ``dcasenet-hub ARGS`` with ``tmp_path / "disk"`` a tmpfs of ``kib`` KiB; returns the exit code, stderr and
     the paths it left on that disk (relative to it)."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
-    if shutil.which("unshare") is None or subprocess.run(
-            [*unshare, "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
-        pytest.skip("needs a private mount namespace (unshare, as root) to mount a small disk")
+    unshare = _unshare("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk))
     cmd = [*unshare, "sh", "-c", _ON_SMALL_DISK, str(disk), str(kib), sys.executable, "-m", "dcasenet_hub.cli", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     left = proc.stdout.split("--- left:\n", 1)[1].split()
@@ -97,10 +103,7 @@ def test_a_folder_run_into_a_read_only_folder_of_finished_outputs_is_one_line(au
     model = ["--model", str(authors_checkpoint)]
     subprocess.run([sys.executable, "-m", "dcasenet_hub.cli", "embed", str(clip), "-o", str(out), *model, "-q"],
                    check=True, capture_output=True)
-    unshare = ["unshare", "--mount", "--propagation", "private", "--"]
-    if shutil.which("unshare") is None or subprocess.run(
-            [*unshare, "mount", "--bind", str(out), str(out)], capture_output=True).returncode:
-        pytest.skip("needs a private mount namespace (unshare, as root) for a read-only bind mount")
+    unshare = _unshare("--bind", str(out), str(out))
     read_only = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
     for extra in ([], ["--overwrite"]):
         proc = subprocess.run([*unshare, "sh", "-c", read_only, str(out), sys.executable, "-m", "dcasenet_hub.cli",

@@ -478,10 +478,10 @@ def _single_output(args: argparse.Namespace, task: str) -> Path | None:
 def _run_one(args: argparse.Namespace, task: str, options: Any, out: Path) -> int:
     """One input, one output file: the format by the extension of ``out`` (written atomically)."""
     from dcasenet_hub.batch.index import one_line
-
-    clean_stale_temp_files_of(out)  # what killed runs into the same file left
     from dcasenet_hub.batch.resume import check_unchanged, model_identity, settings_meta, source_identity
     from dcasenet_hub.inference.pipeline import iterate
+
+    clean_stale_temp_files_of(out)  # what killed runs into the same file left
 
     inference = options.inference
     source = Path(args.inputs[0])

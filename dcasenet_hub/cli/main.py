@@ -282,8 +282,7 @@ def _main(argv: Sequence[str] | None) -> int:
                              none_as=getattr(args, "none_as", None)) if isinstance(exc, OptionsError) else str(exc))
         if isinstance(exc, ModelError) and not isinstance(exc, ModelLoadError):
             text = f"model could not be fetched or loaded: {text}"
-        elif (fix := environment_fix(exc, then=_AFTER_INTERRUPT.get(args.command, "run the command again"))) \
-                and "free space" not in text:
+        elif fix := environment_fix(exc, then=_AFTER_INTERRUPT.get(args.command, "run the command again")):
             text = f"{' '.join(text.split()) or type(exc).__name__}; {fix}"
         elif code == EXIT_INTERNAL:
             text = (f"unexpected {type(exc).__name__}: {' '.join(text.split())} (a bug or a device fault, not the "

@@ -87,12 +87,9 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     settle(folder)
+    staging: Path | None = None
     try:
         staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_host()}-{os.getpid()}-", dir=folder))
-    except BaseException:
-        _remove_if_empty(folder, created)
-        raise
-    try:
         for name, data in files.items():
             with open(staging / name, "wb") as fh:
                 fh.write(data)
@@ -102,19 +99,14 @@ def write_files(folder: Path, files: Mapping[str, bytes]) -> Path:
         fsync_path(staging, directory=True)
         _commit(staging, folder)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        _remove_if_empty(folder, created)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created:  # a folder this write made goes again (a full disk), unless another writer's files are in it
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
     _apply(folder)
     return folder
-
-
-def _remove_if_empty(folder: Path, created: bool) -> None:
-    """A folder this write created goes again when the write failed (a full disk), unless another writer's files
-    are in it by now."""
-    if created:
-        with contextlib.suppress(OSError):
-            folder.rmdir()
 
 
 def copy_folder(src: Path, dst: Path) -> Path:
